@@ -1,0 +1,181 @@
+"""`datagora bench access`: from order to data key, and a proxy's re-encryption rate.
+
+* ``order_to_key_ms_p50``/``_p95``: a fresh consumer sends ``buy_and_order`` on anvil
+  and fetches the data key from the local proxies (2-of-3) as soon as the owner's
+  agent has delegated — the clock runs from sending the transaction to holding the
+  key (to the first decrypted byte once storage is wired in).
+* ``reencryptions_per_s``: one proxy process, concurrent clients over HTTP, each
+  request a fresh signed FragmentRequest (signature, replay check, on-chain order
+  check, re-encryption, access-log entry).
+* ``umbral_reencrypt_limit_per_s``: bare ``umbral_pre.reencrypt`` in this process,
+  the same run — the machine's own limit — and ``proxy_to_umbral_ratio``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import umbral_pre
+
+from datagora.crypto.keys import Identity, PublicIdentity, export_public
+from datagora.crypto.pre import dataset_scope, make_kfrags, verify_kfrag, wrap_key
+from datagora.ledger import Pricing, PublishParams, dev_account
+from datagora.sharing import NoKeyFragment, fetch_data_key
+from datagora.sharing.local import Network, wait_until
+from datagora.sharing.wire import ReencryptBody
+
+PRICE = 10**18
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _consumer(net: Network) -> Identity:
+    ident = Identity.generate()
+    net.ledger.chain.fund(ident.address, 10**19)
+    net.ledger.market_token.mint(dev_account(0), ident.address, 100 * PRICE)
+    return ident
+
+
+def _order_to_key(net: Network, samples: int) -> list[float]:
+    ledger = net.ledger
+    owner = net.owner
+    published = ledger.factory.publish(
+        owner.account,
+        PublishParams(
+            metadata_hash=os.urandom(32), pricing=Pricing.FIXED, price=PRICE,
+        ),
+    )  # fmt: skip
+    dataset = published.dataset
+    version = ledger.data_nft.get_dataset(dataset).version
+    scope = dataset_scope(dataset, version)
+    data_key = os.urandom(32)
+    wrapped = wrap_key(data_key, owner.delegating_public_key(scope), scope=scope)
+    owner_public = PublicIdentity.from_json(export_public(owner))
+    datatoken = ledger.datatoken(dataset)
+    consumers = [_consumer(net) for _ in range(samples)]
+    times = []
+    for who in consumers:
+        start = time.perf_counter()
+        ledger.exchange.buy_and_order(
+            who.account, dataset, datatoken, consumer_key=who.umbral_public_key
+        )
+        while True:
+            try:
+                key = fetch_data_key(
+                    ledger, who, owner_public, wrapped, dataset, version, net.proxy_urls,
+                    net.threshold,
+                )  # fmt: skip
+                break
+            except NoKeyFragment:
+                time.sleep(0.01)  # the agent has not delegated yet
+        times.append((time.perf_counter() - start) * 1000)
+        if key != data_key:
+            raise AssertionError("the benchmark fetched a wrong key")
+    return times
+
+
+async def _post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> int:
+    ok = 0
+    queue = list(reversed(bodies))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, trust_env=False, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal ok
+            while queue:
+                body = queue.pop()
+                response = await client.post(f"{url}/reencrypt", json=body)
+                ok += response.status_code == 200
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ok
+
+
+def _proxy_rate(net: Network, requests: int, concurrency: int) -> float:
+    ledger = net.ledger
+    owner = net.owner
+    published = ledger.factory.publish(
+        owner.account,
+        PublishParams(metadata_hash=os.urandom(32), pricing=Pricing.FIXED, price=PRICE),
+    )
+    dataset = published.dataset
+    version = ledger.data_nft.get_dataset(dataset).version
+    scope = dataset_scope(dataset, version)
+    wrapped = wrap_key(os.urandom(32), owner.delegating_public_key(scope), scope=scope)
+    who = _consumer(net)
+    ledger.exchange.buy_and_order(
+        who.account, dataset, ledger.datatoken(dataset), consumer_key=who.umbral_public_key
+    )
+    wait_until(lambda: net.delegated(dataset, who.address), "the delegation")
+    chain_id = ledger.chain.chain_id
+    bodies = [
+        ReencryptBody.build(who, chain_id, dataset, version, wrapped.capsule).to_json()
+        for _ in range(requests + concurrency)
+    ]
+    url = net.proxy_urls[0]
+    asyncio.run(_post_all(url, bodies[:concurrency], concurrency))  # warm up connections
+    start = time.perf_counter()
+    ok = asyncio.run(_post_all(url, bodies[concurrency:], concurrency))
+    elapsed = time.perf_counter() - start
+    if ok != requests:
+        raise AssertionError(f"only {ok} of {requests} re-encryptions succeeded")
+    return requests / elapsed
+
+
+def _umbral_rate(seconds: float = 2.0) -> float:
+    owner, consumer = Identity.generate(), Identity.generate()
+    kfrag = make_kfrags(owner, consumer.umbral_public_key, 2, 3)[0]
+    verified = verify_kfrag(
+        kfrag, owner.verifying_key, owner.umbral_public_key, consumer.umbral_public_key
+    )
+    capsule, _ = umbral_pre.encrypt(owner.umbral_secret_key().public_key(), os.urandom(32))
+    count = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(100):
+            umbral_pre.reencrypt(capsule, verified)
+        count += 100
+    return count / elapsed
+
+
+def run(samples: int = 20, requests: int = 2000, concurrency: int = 16) -> dict[str, Any]:
+    """Start anvil, 3 proxies and an agent; measure; stop everything."""
+    with tempfile.TemporaryDirectory(prefix="datagora-bench-access-") as tmp:
+        net = Network(Path(tmp), proxies=3, threshold=2, poll_interval=0.02)
+        try:
+            net.start()
+            times = _order_to_key(net, samples)
+            proxy_rate = _proxy_rate(net, requests, concurrency)
+        finally:
+            net.stop()
+    umbral_rate = _umbral_rate()
+    return {
+        "order_to_key_ms_p50": round(statistics.median(times), 1),
+        "order_to_key_ms_p95": round(_percentile(times, 0.95), 1),
+        "order_to_key_samples": samples,
+        "proxies": 3,
+        "threshold": 2,
+        "reencryptions_per_s": round(proxy_rate, 1),
+        "reencrypt_clients": concurrency,
+        "umbral_reencrypt_limit_per_s": round(umbral_rate, 1),
+        "proxy_to_umbral_ratio": round(proxy_rate / umbral_rate, 3),
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
+    sys.exit(0)

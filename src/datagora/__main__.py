@@ -1,0 +1,3 @@
+from datagora.cli import main
+
+main()

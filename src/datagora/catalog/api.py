@@ -1,0 +1,145 @@
+"""The catalog's HTTP API (`datagora node --roles catalog`): search, details, metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi.responses import Response
+from sqlalchemy import func, select
+
+from datagora.catalog import db as t
+from datagora.catalog.db import Database
+from datagora.catalog.indexer import Indexer
+from datagora.catalog.metadata import MAX_METADATA_BYTES, MetadataError
+from datagora.catalog.search import SearchError, SearchQuery, dataset_details, search
+from datagora.errors import DatagoraError
+
+
+def create_catalog_app(indexer: Indexer, poll_interval: float = 0.1) -> FastAPI:
+    """An app serving `indexer`'s database, with the indexer running in the background."""
+    database: Database = indexer.db
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def follow() -> None:
+        while not stop.is_set():
+            try:
+                indexer.sync()
+                errors.clear()
+            except DatagoraError as exc:  # the chain is unreachable for now: keep trying
+                errors[:] = [str(exc)]
+            except OSError as exc:
+                errors[:] = [f"chain unreachable: {exc}"]
+            stop.wait(poll_interval)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        worker = threading.Thread(target=follow, name="catalog-indexer", daemon=True)
+        worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            worker.join(timeout=10)
+
+    app = FastAPI(
+        title="datagora catalog",
+        version="1",
+        description="Search over every dataset on the ledger, indexed from its events.",
+        lifespan=lifespan,
+    )
+
+    @app.get("/datasets", summary="Search datasets")
+    def list_datasets(
+        q: str = "",
+        tag: Annotated[list[str] | None, Query()] = None,
+        license: str | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        owner: str | None = None,
+        service: Literal["download", "compute"] | None = None,
+        has_mock: bool | None = None,
+        pricing: Literal["none", "fixed", "free"] | None = None,
+        include_inactive: bool = False,
+        sort: Literal["relevance", "newest", "oldest", "price_asc", "price_desc", "orders"] = (
+            "relevance"
+        ),
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        query = SearchQuery(
+            q=q,
+            tags=tuple(tag or ()),
+            license=license,
+            min_price=min_price,
+            max_price=max_price,
+            owner=owner,
+            service=service,
+            has_mock=has_mock,
+            pricing=pricing,
+            include_inactive=include_inactive,
+            sort=sort,
+            limit=limit,
+            offset=offset,
+        )
+        try:
+            return search(database, query).to_json()
+        except SearchError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @app.get("/datasets/{dataset}", summary="Everything indexed about one dataset")
+    def get_dataset(dataset: int) -> dict[str, Any]:
+        details = dataset_details(database, dataset)
+        if details is None:
+            raise HTTPException(404, f"no dataset {dataset} indexed (yet)")
+        return details
+
+    @app.put("/metadata/{sha256}", status_code=201, summary="Hand the catalog a metadata document")
+    def put_metadata(
+        sha256: str, body: Annotated[bytes, Body(media_type="application/json")]
+    ) -> dict[str, str]:
+        if len(body) > MAX_METADATA_BYTES:
+            raise HTTPException(413, f"metadata is limited to {MAX_METADATA_BYTES} bytes")
+        if hashlib.sha256(body).hexdigest() != sha256:
+            raise HTTPException(422, "the body does not hash to the name (SHA-256 mismatch)")
+        try:
+            digest = indexer.put_metadata(body)
+        except MetadataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"sha256": digest}
+
+    @app.get("/metadata/{sha256}", summary="A metadata document by its SHA-256")
+    def get_metadata(sha256: str) -> Response:
+        with database.engine.connect() as conn:
+            data = conn.execute(
+                t.blobs.select().with_only_columns(t.blobs.c.data).where(t.blobs.c.sha256 == sha256)
+            ).scalar()
+        if data is None:
+            raise HTTPException(404, "no metadata document with this hash here")
+        return Response(data.encode(), media_type="application/json")
+
+    @app.get("/health", summary="Indexer position and lag")
+    def health() -> dict[str, Any]:
+        indexed = indexer.last_block()
+        try:
+            head: int | None = indexer.ledger.chain.block_number
+        except (DatagoraError, OSError):
+            head = None
+        with database.engine.connect() as conn:
+            count = conn.execute(select(func.count()).select_from(t.datasets)).scalar_one()
+        return {
+            "status": "ok" if not errors else "degraded",
+            "indexed_block": indexed,
+            "chain_head": head,
+            "lag_blocks": None if head is None else max(0, head - indexer.confirmations - indexed),
+            "datasets": int(count),
+            "database": database.dialect,
+            "error": errors[0] if errors else None,
+        }
+
+    return app

@@ -1,0 +1,677 @@
+"""The `datagora` commands for everyday flows: accounts, publish, buy, request, grant,
+download, repair. They use the network file (`datagora up`) and a keystore account."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from datagora.cli.app import JsonFlag, app, err, out, print_json
+from datagora.errors import ConfigError
+
+account_app = typer.Typer(
+    help="Create, import and list accounts (keystores).", no_args_is_help=True
+)
+app.add_typer(account_app, name="account")
+
+AccountOption = Annotated[
+    str | None,
+    typer.Option("--account", help="Account name or address (default: $DATAGORA_ACCOUNT)."),
+]
+KeysOption = Annotated[Path | None, typer.Option("--keys", help="Keystore directory.")]
+
+
+def _keys_dir(keys: Path | None) -> Path:
+    from datagora.sdk import keys_dir_for
+
+    return keys_dir_for(_network_or_none(), keys)
+
+
+def _network_or_none() -> Any:
+    from datagora.node.network import load_network, network_path
+
+    return load_network() if network_path() is not None else None
+
+
+def _password(confirm: bool = False) -> str:
+    from datagora.sdk import password_for
+
+    found = password_for(_network_or_none())
+    if found:
+        return found
+    if not sys.stdin.isatty():
+        raise ConfigError("set DATAGORA_PASSWORD to the keystore password (no terminal to ask on)")
+    return str(typer.prompt("keystore password", hide_input=True, confirmation_prompt=confirm))
+
+
+def load_identity(account: str | None, keys: Path | None = None) -> Any:
+    """The account to act as, opened from its keystore."""
+    from datagora.sdk import open_identity
+
+    return open_identity(_network_or_none(), account, keys, _password())
+
+
+def marketplace(account: str | None, keys: Path | None = None, need_account: bool = True) -> Any:
+    """A Marketplace on the default network, acting as `account`."""
+    from datagora.ledger import Ledger
+    from datagora.market import Endpoints, Marketplace
+    from datagora.node.network import load_network
+
+    net = load_network()
+    ledger = Ledger.connect(net.chain_url, net.deployment)
+    identity = load_identity(account, keys) if need_account else None
+    return Marketplace(
+        ledger, Endpoints(net.storage, net.proxies, max(net.threshold, 1), net.catalog), identity
+    )
+
+
+def _progress(label: str) -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def _tokens(amount: str) -> int:
+    """MarketTokens (a decimal string) to base units (18 decimals)."""
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        raise ConfigError(f"{amount!r} is not a number of tokens") from None
+    if value < 0:
+        raise ConfigError("a price cannot be negative")
+    return int(value * 10**18)
+
+
+# -- accounts -----------------------------------------------------------------------------
+
+
+@account_app.command("new")
+def account_new(
+    name: Annotated[str | None, typer.Option(help="A name to refer to the account by.")] = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an account: an Ethereum key and its Umbral keys, in an encrypted keystore.
+
+    Example: datagora account new --name alice
+    """
+    from datagora.crypto.keys import export_public, new_account
+
+    identity = new_account(_keys_dir(keys), _password(confirm=True), name)
+    if as_json:
+        print_json(export_public(identity))
+    else:
+        out.print(f"created {identity.address} in {_keys_dir(keys)}")
+
+
+@account_app.command("import")
+def account_import(
+    key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the private key (hex).")
+    ] = "DATAGORA_PRIVATE_KEY",
+    name: Annotated[str | None, typer.Option(help="A name for the account.")] = None,
+    keys: KeysOption = None,
+) -> None:
+    """Import an Ethereum private key into a keystore (read from the environment, never argv).
+
+    Example: DATAGORA_PRIVATE_KEY=0x... datagora account import --name bob
+    """
+    from datagora.crypto.keys import import_account
+
+    secret = os.environ.get(key_env)
+    if not secret:
+        raise ConfigError(f"set {key_env} to the private key to import")
+    identity = import_account(_keys_dir(keys), secret, _password(confirm=True), name)
+    out.print(f"imported {identity.address}")
+
+
+@account_app.command("list")
+def account_list(keys: KeysOption = None, as_json: JsonFlag = False) -> None:
+    """List the accounts in the keystore directory (nothing is decrypted).
+
+    Example: datagora account list
+    """
+    from datagora.crypto.keys import list_accounts
+
+    found = list_accounts(_keys_dir(keys))
+    if as_json:
+        print_json([{"address": a.address, "name": a.name, "file": str(a.file)} for a in found])
+        return
+    for a in found:
+        out.print(f"{a.address}  {a.name or ''}")
+    if not found:
+        out.print(f"no accounts in {_keys_dir(keys)} (datagora account new)")
+
+
+@account_app.command("export-public")
+def account_export_public(account: AccountOption = None, keys: KeysOption = None) -> None:
+    """Print the account's public record (address, Umbral public key, verifying key).
+
+    Example: datagora account export-public --account alice
+    """
+    from datagora.crypto.keys import export_public
+
+    print_json(export_public(load_identity(account, keys)))
+
+
+# -- publishing ---------------------------------------------------------------------------
+
+
+@app.command()
+def publish(
+    file: Annotated[Path, typer.Argument(help="The data file to publish.")],
+    title: Annotated[str | None, typer.Option(help="Title (or give --metadata).")] = None,
+    description: Annotated[str, typer.Option(help="Description.")] = "",
+    license: Annotated[str, typer.Option(help="License (SPDX id).")] = "CC-BY-4.0",
+    creator: Annotated[str | None, typer.Option(help="Creator (default: the account).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="A tag (repeat).")] = None,
+    metadata: Annotated[Path | None, typer.Option(help="A metadata JSON file.")] = None,
+    price: Annotated[str | None, typer.Option(help="Fixed price in MarketTokens.")] = None,
+    free: Annotated[bool, typer.Option(help="Free datatokens from the dispenser.")] = False,
+    approval: Annotated[
+        bool, typer.Option(help="Not for sale: consumers request, you grant.")
+    ] = False,
+    chunk_mb: Annotated[int, typer.Option(help="Chunk size in MiB.")] = 1,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Encrypt, erasure-code and store a file, then publish it on chain in one transaction.
+
+    Example: datagora publish cohort.csv --title "Breast cancer cohort" --price 1.5 --tag medical
+    """
+    from datagora.ledger import Pricing
+
+    if not file.is_file():
+        raise ConfigError(f"{file} is not a file")
+    if sum([price is not None, free, approval]) != 1:
+        raise ConfigError("choose exactly one of --price, --free, --approval")
+    m = marketplace(account, keys)
+    if metadata is not None:
+        try:
+            doc: dict[str, Any] = json.loads(metadata.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read metadata {metadata}: {exc}") from None
+    else:
+        if not title:
+            raise ConfigError("give --title (or a --metadata file)")
+        base_price = _tokens(price) if price is not None else 0
+        doc = {
+            "title": title,
+            "description": description,
+            "license": license,
+            "creator": creator or m.identity.address,
+            "tags": sorted(set(tag or [])),
+            "services": [
+                {
+                    "id": 0,
+                    "type": "download",
+                    "price": str(base_price),
+                    "policy": "approval" if approval else "automatic",
+                }
+            ],
+        }
+    pricing = Pricing.FIXED if price is not None else Pricing.FREE if free else Pricing.NONE
+    size = file.stat().st_size
+    with _progress("upload") as bar:
+        task = bar.add_task("uploading", total=size)
+        result = m.publish(
+            file,
+            doc,
+            pricing=pricing,
+            price=_tokens(price) if price else 0,
+            chunk_size=chunk_mb << 20,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    info = {
+        "dataset": result.dataset,
+        "datatoken": result.datatoken,
+        "version": result.version,
+        "manifest_hash": result.manifest_hash.hex(),
+        "merkle_root": result.merkle_root.hex(),
+        "metadata_hash": result.metadata_hash.hex(),
+        "tx": result.tx.tx_hash,
+        "gas": result.tx.gas_used,
+    }
+    if as_json:
+        print_json(info)
+    else:
+        out.print(f"published dataset {result.dataset} ({result.tx.gas_used:,} gas, 1 transaction)")
+
+
+# -- consuming ----------------------------------------------------------------------------
+
+
+@app.command()
+def buy(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    max_price: Annotated[
+        str | None, typer.Option(help="Refuse to pay more (MarketTokens).")
+    ] = None,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Buy one access and order it, in one transaction (no separate approve).
+
+    Example: datagora buy 3 --max-price 2
+    """
+    m = marketplace(account, keys)
+    order = m.buy_and_order(dataset, 0, _tokens(max_price) if max_price else None)
+    if as_json:
+        print_json(
+            {
+                "dataset": dataset,
+                "expires_at": order.expires_at,
+                "tx": order.tx.tx_hash,
+                "gas": order.tx.gas_used,
+            }
+        )
+    else:
+        out.print(f"ordered dataset {dataset}; valid until {order.expires_at}")
+
+
+@app.command()
+def order(
+    dataset: Annotated[int, typer.Argument(help="Dataset id (a free dataset).")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Take a free datatoken from the dispenser and order with it.
+
+    Example: datagora order 4
+    """
+    result = marketplace(account, keys).order_free(dataset)
+    out.print(f"ordered dataset {dataset}; valid until {result.expires_at}")
+
+
+@app.command()
+def request(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    purpose: Annotated[str, typer.Option(help="What you will use the data for.")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Ask the owner for access (recorded on chain).
+
+    Example: datagora request 4 --purpose "tumour classifier"
+    """
+    rid = marketplace(account, keys).request_access(dataset, purpose)
+    out.print(f"request {rid} filed; the owner grants or denies it")
+
+
+@app.command()
+def requests(
+    account: AccountOption = None, keys: KeysOption = None, as_json: JsonFlag = False
+) -> None:
+    """List pending requests for the datasets you control.
+
+    Example: datagora requests
+    """
+    from datagora.ledger import RequestStatus
+
+    m = marketplace(account, keys)
+    pending = []
+    for e in m.ledger.events():
+        if e.name != "AccessRequested":
+            continue
+        req = m.ledger.access.get_request(int(e["request_id"]))
+        if (
+            req.status == RequestStatus.PENDING
+            and m.ledger.data_nft.controller(req.dataset) == m.identity.address
+        ):
+            pending.append(
+                {
+                    "request": req.request_id,
+                    "dataset": req.dataset,
+                    "consumer": req.consumer,
+                    "purpose": e["purpose"],
+                }
+            )
+    if as_json:
+        print_json(pending)
+        return
+    for p in pending:
+        out.print(f"#{p['request']}  dataset {p['dataset']}  {p['consumer']}  {p['purpose']}")
+    if not pending:
+        out.print("no pending requests")
+
+
+@app.command()
+def grant(
+    request_id: Annotated[int, typer.Argument(help="Request id.")],
+    days: Annotated[int, typer.Option(help="Days the grant lasts.")] = 30,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Grant a request and give the consumer's key fragments to the proxies.
+
+    Example: datagora grant 1 --days 7
+    """
+    if days <= 0:
+        raise ConfigError("--days must be positive")
+    marketplace(account, keys).grant(request_id, days * 86_400)
+    out.print(f"granted request {request_id} for {days} days")
+
+
+@app.command()
+def deny(
+    request_id: Annotated[int, typer.Argument(help="Request id.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on chain).")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Deny a request, with a reason.
+
+    Example: datagora deny 2 --reason "purpose not covered by consent"
+    """
+    marketplace(account, keys).deny(request_id, reason)
+    out.print(f"denied request {request_id}")
+
+
+@app.command()
+def revoke(
+    request_id: Annotated[int, typer.Argument(help="The grant (its request id).")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Revoke a grant: every proxy refuses the consumer from its next request.
+    Bytes already downloaded cannot be recalled.
+
+    Example: datagora revoke 1
+    """
+    marketplace(account, keys).revoke(request_id)
+    out.print(f"revoked grant {request_id}")
+
+
+@app.command()
+def download(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write.")] = None,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Download a dataset you may read: key from t proxies, shares verified, decrypted.
+
+    Example: datagora download 3 -o cohort.csv
+    """
+    m = marketplace(account, keys)
+    target = output or Path(f"dataset-{dataset}.bin")
+    with _progress("download") as bar:
+        task = bar.add_task("downloading", total=None)
+        report = m.download(
+            dataset,
+            target,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    note = f"; nodes reported bad: {', '.join(report.bad_nodes)}" if report.bad_nodes else ""
+    out.print(f"wrote {report.bytes_written:,} bytes to {target}{note}")
+
+
+@app.command()
+def repair(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    check_only: Annotated[bool, typer.Option("--check", help="Only check.")] = False,
+    record: Annotated[
+        bool, typer.Option(help="Record a repair on chain (needs an account).")
+    ] = True,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check every share of a dataset and rebuild missing or corrupt ones (no key needed);
+    a repair is recorded on chain, so it shows in the dataset's audit.
+
+    Example: datagora repair 3 --account owner
+    """
+    from datagora.storage.repair import Repairer
+
+    m = marketplace(account, keys, need_account=False)
+    info = m.ledger.data_nft.get_dataset(dataset)
+    repairer = Repairer(m.endpoints.storage)
+    report = (
+        repairer.check(info.manifest_hash) if check_only else repairer.repair(info.manifest_hash)
+    )
+    summary: dict[str, Any] = {
+        "dataset": dataset,
+        "healthy": report.healthy,
+        "rebuilt": report.rebuilt,
+        "problems": len(report.problems),
+        "dead_nodes": sorted(report.dead_nodes),
+        "recorded_tx": None,
+    }
+    if not check_only and record and report.rebuilt and report.placement_hash is not None:
+        who = load_identity(account, keys)
+        tx = m.ledger.storage_log.record_repair(
+            who.account, dataset, info.manifest_hash, report.placement_hash, report.rebuilt
+        )
+        summary["recorded_tx"] = tx.tx_hash
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+@app.command()
+def audit(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    verify_hashes: Annotated[
+        bool, typer.Option("--verify", help="Recompute and check every hash it can.")
+    ] = False,
+    prov: Annotated[Path | None, typer.Option("--prov", help="Write W3C PROV-JSON here.")] = None,
+    sample: Annotated[int, typer.Option(help="--verify: shares to sample.")] = 16,
+    as_json: JsonFlag = False,
+) -> None:
+    """The dataset's history from the ledger alone; --verify checks every hash.
+
+    Example: datagora audit 3 --verify --prov history.json
+    """
+    from datagora.audit import (
+        Status,
+        render_timeline,
+        report_to_dict,
+        timeline,
+        to_prov,
+        verify,
+        write_prov,
+    )
+
+    m = marketplace(None, need_account=False)
+    entries = timeline(m.ledger, dataset)
+    report = None
+    if verify_hashes:
+        sources = [m.endpoints.catalog] if m.endpoints.catalog else []
+        report = verify(m.ledger, dataset, m.endpoints.storage, sources, sample, entries=entries)
+    if prov is not None:
+        write_prov(to_prov(m.ledger, dataset, entries), prov)
+    if as_json:
+        print_json(
+            {
+                "dataset": dataset,
+                "events": [
+                    {"block": e.block_number, "kind": str(e.kind), "text": e.text, "tx": e.tx_hash}
+                    for e in entries
+                ],
+                "verify": report_to_dict(report) if report is not None else None,
+            }
+        )
+    else:
+        out.print(render_timeline(entries, title=f"dataset {dataset}"))
+        if report is not None:
+            out.print("verified: every hash matches" if report.ok else "MISMATCH found")
+    if report is not None and not report.ok:
+        bad = [c for c in report.checks if c.status == Status.MISMATCH]
+        raise ConfigError(
+            "verification failed: " + "; ".join(f"{c.subject}: {c.reason}" for c in bad[:5])
+        )
+
+
+@app.command()
+def update(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    metadata: Annotated[Path, typer.Option(help="The new metadata JSON file.")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Publish new metadata as a new version (the data stays; its key is re-wrapped).
+
+    Example: datagora update 3 --metadata meta-v2.json
+    """
+    try:
+        doc = json.loads(metadata.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read metadata {metadata}: {exc}") from None
+    tx = marketplace(account, keys).update_metadata(dataset, doc)
+    out.print(f"dataset {dataset} updated ({tx.gas_used:,} gas)")
+
+
+@app.command()
+def rotate(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    file: Annotated[
+        Path | None, typer.Option(help="New content (default: the current content).")
+    ] = None,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Re-encrypt the dataset under a new data key as a new version, so revoked
+    consumers' old fragments open nothing new (downloaded bytes cannot be recalled).
+
+    Example: datagora rotate 3
+    """
+    if file is not None and not file.is_file():
+        raise ConfigError(f"{file} is not a file")
+    with _progress("upload") as bar:
+        task = bar.add_task("re-encrypting", total=None)
+        marketplace(account, keys).rotate(
+            dataset,
+            file,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    out.print(f"dataset {dataset} rotated to a new data key")
+
+
+kv_app = typer.Typer(
+    help="Your private key/value records: values encrypted, key → hash on chain.",
+    no_args_is_help=True,
+)
+app.add_typer(kv_app, name="kv")
+
+
+@kv_app.command("put")
+def kv_put(
+    key: Annotated[str, typer.Argument(help="The key (any text).")],
+    file: Annotated[Path | None, typer.Option(help="Read the value from this file.")] = None,
+    value: Annotated[str | None, typer.Option(help="The value, as text.")] = None,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Store a value under KEY (small values on chain as ciphertext, large ones on the nodes).
+
+    Example: datagora kv put cohort/2026 --file summary.json
+    """
+    if (file is None) == (value is None):
+        raise ConfigError("give exactly one of --file and --value")
+    if file is not None:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    else:
+        data = str(value).encode()
+    version = marketplace(account, keys).records().put(key, data)
+    out.print(f"{key}: version {version}")
+
+
+@kv_app.command("get")
+def kv_get(
+    key: Annotated[str, typer.Argument(help="The key.")],
+    version: Annotated[int | None, typer.Option(help="An older version.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here.")] = None,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Print (or write) the value of KEY, decrypted.
+
+    Example: datagora kv get cohort/2026 --version 1
+    """
+    data = marketplace(account, keys).records().get(key, version)
+    if output is not None:
+        from datagora.atomic import write_atomically
+
+        write_atomically(output, data, 0o600)
+        out.print(f"wrote {len(data):,} bytes to {output}")
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@kv_app.command("history")
+def kv_history(
+    key: Annotated[str, typer.Argument(help="The key.")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every version of KEY, from the ledger.
+
+    Example: datagora kv history cohort/2026
+    """
+    rows = [
+        {
+            "version": v.version,
+            "removed": v.removed,
+            "block": v.block_number,
+            "tx": v.tx_hash,
+            "content_hash": v.content_hash.hex() if v.content_hash else None,
+        }
+        for v in marketplace(account, keys).records().history(key)
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        state = "removed" if r["removed"] else f"hash {str(r['content_hash'])[:16]}…"
+        out.print(f"version {r['version']} at block {r['block']}: {state}")
+
+
+@kv_app.command("remove")
+def kv_remove(
+    key: Annotated[str, typer.Argument(help="The key.")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+) -> None:
+    """Remove KEY (its history stays on the ledger).
+
+    Example: datagora kv remove cohort/2026
+    """
+    version = marketplace(account, keys).records().remove(key)
+    out.print(f"{key}: removed (version {version})")
+
+
+@app.command()
+def mock(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here.")] = None,
+) -> None:
+    """Fetch a dataset's public mock data (synthetic, schema-preserving) to develop against.
+
+    Example: datagora mock 3 -o mock.csv
+    """
+    data = marketplace(None, need_account=False).mock(dataset)
+    target = output or Path(f"dataset-{dataset}-mock.csv")
+    from datagora.atomic import write_atomically
+
+    write_atomically(target, data)
+    out.print(f"wrote {len(data):,} bytes of mock data to {target}")

@@ -1,0 +1,261 @@
+"""The fixed program a sandboxed job runs: set up, drop privileges, import the algorithm, call it.
+
+Started by :mod:`datagora.compute.sandbox` as ``python -I _runner.py CONFIG_JSON``
+(inside ``unshare`` when namespaces are available). It
+
+1. hides the host's scratch and data directories behind empty read-only tmpfs
+   mounts and binds the job's private directory at ``/tmp/job`` (mount namespace
+   mode only);
+2. sets the resource limits (CPU seconds, address space, file size, processes,
+   open files) and ``PR_SET_NO_NEW_PRIVS``, then drops to the sandbox uid/gid when
+   started as real root;
+3. imports ``algorithm.py`` by path and calls ``run(inputs, params, output_dir)``.
+
+The outcome is reported by exit status only (see :data:`EXIT_REASONS` in
+``sandbox.py``): nothing the algorithm can write is trusted as a reason, so no
+text from inside the sandbox reaches the node's records or the chain. Tracebacks
+go to stderr, which is part of the consumer's (policy-checked, encrypted) logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import importlib.util
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_RAISED = 1
+EXIT_SETUP = 2
+EXIT_MEMORY = 3
+EXIT_NETWORK = 4
+EXIT_FILE_ACCESS = 5
+EXIT_PROCESSES = 6
+EXIT_CPU = 7
+EXIT_FILE_SIZE = 8
+EXIT_EPSILON = 9
+EXIT_NO_ENTRY = 10
+
+JOB_ROOT_IN_SANDBOX = "/tmp/job"
+
+_MS_NOSUID = 2
+_MS_NODEV = 4
+_MS_NOEXEC = 8
+_MS_RDONLY = 1
+_MS_REMOUNT = 32
+_MS_BIND = 4096
+_MS_REC = 16384
+_PR_SET_NO_NEW_PRIVS = 38
+_NETWORK_ERRNOS = {
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+    errno.EHOSTUNREACH,
+    errno.ECONNREFUSED,
+    errno.EADDRNOTAVAIL,
+}
+
+
+class CpuLimit(BaseException):
+    """Raised in the algorithm on SIGXCPU (a BaseException: `except Exception` misses it)."""
+
+
+class Input:
+    """One dataset given to the algorithm: ``path`` always, ``frame`` for CSV/TSV/Parquet."""
+
+    def __init__(self, dataset: int, path: Path) -> None:
+        self.dataset = dataset
+        self.path = path
+        self._frame: Any = None
+
+    @property
+    def frame(self) -> Any:
+        """The table as a pandas DataFrame, loaded on first use."""
+        if self._frame is None:
+            import pandas
+
+            suffix = self.path.suffix.lower()
+            if suffix == ".csv":
+                self._frame = pandas.read_csv(self.path)
+            elif suffix == ".tsv":
+                self._frame = pandas.read_csv(self.path, sep="\t")
+            elif suffix in (".parquet", ".pq"):
+                self._frame = pandas.read_parquet(self.path)
+            else:
+                raise TypeError(f"input {self.dataset} ({suffix or 'no suffix'}) is not a table")
+        return self._frame
+
+    def __repr__(self) -> str:
+        return f"Input(dataset={self.dataset}, path={str(self.path)!r})"
+
+
+def _mount(libc: Any, source: str, target: str, fstype: str | None, flags: int, data: str) -> None:
+    if (
+        libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        )
+        != 0
+    ):
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def _isolate_files(root: str, hide: list[str], keep: list[str]) -> str:
+    """Hide `hide` behind empty tmpfs mounts, re-exposing the `keep` paths beneath them
+    (the Python installation may live under /root); bind the job directory at /tmp/job.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    hidden: list[str] = []
+    for path in hide:
+        if not os.path.isdir(path) or os.path.islink(path):
+            continue
+        prefix = path.rstrip("/") + "/"
+        under = sorted(k for k in keep if k.startswith(prefix) and os.path.isdir(k))
+        exposed = [k for k in under if not any(k.startswith(o + "/") for o in under if o != k)]
+        fds = [os.open(k, os.O_RDONLY | os.O_DIRECTORY) for k in exposed]
+        _mount(libc, "tmpfs", path, "tmpfs", flags, "size=64k,mode=0755")
+        for k, fd in zip(exposed, fds, strict=True):
+            os.makedirs(k, exist_ok=True)
+            _mount(libc, f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC, "")
+            os.close(fd)
+        hidden.append(path)
+    os.makedirs(JOB_ROOT_IN_SANDBOX, exist_ok=True)
+    _mount(libc, f"/proc/self/fd/{root_fd}", JOB_ROOT_IN_SANDBOX, None, _MS_BIND | _MS_REC, "")
+    os.close(root_fd)
+    # Read-only now that the mount points exist.
+    for path in hidden:
+        _mount(libc, "tmpfs", path, None, _MS_REMOUNT | _MS_RDONLY | flags, "size=64k,mode=0755")
+    return JOB_ROOT_IN_SANDBOX
+
+
+def _limit(which: int, soft: int, hard: int | None = None) -> None:
+    resource.setrlimit(which, (soft, soft if hard is None else hard))
+
+
+def _set_limits(limits: dict[str, int]) -> None:
+    _limit(resource.RLIMIT_CPU, limits["cpu_s"], limits["cpu_s"] + 2)
+    _limit(resource.RLIMIT_AS, limits["memory_bytes"])
+    _limit(resource.RLIMIT_FSIZE, limits["file_bytes"])
+    _limit(resource.RLIMIT_NPROC, limits["processes"])
+    _limit(resource.RLIMIT_NOFILE, limits["open_files"])
+    _limit(resource.RLIMIT_CORE, 0)
+
+
+def _drop_privileges(uid: int | None, gid: int | None) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if uid is not None and gid is not None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        if os.getuid() != uid or os.geteuid() != uid:
+            raise OSError(errno.EPERM, "could not drop privileges")
+
+
+def _on_xcpu(signum: int, frame: object) -> None:
+    raise CpuLimit()
+
+
+def classify(exc: BaseException, root: str) -> int:
+    """The exit status for an exception escaping the algorithm (its cause chain included)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, CpuLimit):
+            return EXIT_CPU
+        if isinstance(current, MemoryError):
+            return EXIT_MEMORY
+        if type(current).__name__ in ("EpsilonExceeded", "BudgetError"):
+            return EXIT_EPSILON
+        if isinstance(current, socket.gaierror | ConnectionError):
+            return EXIT_NETWORK
+        if isinstance(current, OSError):
+            if current.errno in _NETWORK_ERRNOS:
+                return EXIT_NETWORK
+            if current.errno == errno.EFBIG:
+                return EXIT_FILE_SIZE
+            if current.errno == errno.EAGAIN and isinstance(current, BlockingIOError):
+                return EXIT_PROCESSES
+            name = current.filename
+            if isinstance(current, PermissionError | FileNotFoundError) and isinstance(name, str):
+                full = os.path.abspath(name)
+                if not (full == root or full.startswith(root + os.sep)):
+                    return EXIT_FILE_ACCESS
+        current = current.__cause__ or current.__context__
+    return EXIT_RAISED
+
+
+def main() -> int:
+    cfg = json.loads(sys.argv[1])
+    main_pid = os.getpid()
+    try:
+        root = cfg["root"]
+        if cfg["mount"]:
+            root = _isolate_files(root, cfg["hide"], cfg["keep"])
+        os.chdir(root)
+        _set_limits(cfg["limits"])
+        _drop_privileges(cfg.get("uid"), cfg.get("gid"))
+        signal.signal(signal.SIGXCPU, _on_xcpu)
+        # Writes past RLIMIT_FSIZE then fail with EFBIG instead of killing silently.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        inputs = {
+            int(dataset): Input(int(dataset), Path(root, rel))
+            for dataset, rel in cfg["inputs"].items()
+        }
+        params = json.loads(Path(root, "params.json").read_text("utf-8"))
+        if cfg.get("dp") is not None:
+            from datagora.compute import dp
+
+            dp.install(cfg["dp"])
+    except Exception:
+        traceback.print_exc()
+        return EXIT_SETUP
+    output_dir = Path(root, "output")
+    try:
+        spec = importlib.util.spec_from_file_location("algorithm", Path(root, "algorithm.py"))
+        if spec is None or spec.loader is None:
+            return EXIT_NO_ENTRY
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["algorithm"] = module
+        spec.loader.exec_module(module)
+        entry = getattr(module, "run", None)
+        if not callable(entry):
+            print("the algorithm defines no run(inputs, params, output_dir)", file=sys.stderr)
+            return EXIT_NO_ENTRY
+        entry(inputs, params, output_dir)
+    except SystemExit as exc:
+        if os.getpid() != main_pid:
+            os._exit(0)
+        return EXIT_OK if exc.code in (None, 0) else EXIT_RAISED
+    except BaseException as exc:
+        if os.getpid() != main_pid:
+            os._exit(classify(exc, root))
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+        return classify(exc, root)
+    if os.getpid() != main_pid:
+        os._exit(0)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

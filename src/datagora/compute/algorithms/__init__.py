@@ -1,0 +1,1 @@
+"""Algorithms shipped with datagora (their files are what consumers submit)."""

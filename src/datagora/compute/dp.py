@@ -1,0 +1,307 @@
+"""Differential privacy: declared epsilon, explicit bounds, per-consumer budgets.
+
+Two halves:
+
+**On the node** — :class:`BudgetStore` (SQLite in the node's data directory) keeps,
+per (dataset, consumer), the epsilon reserved by accepted jobs and spent by jobs
+that ran. :func:`check_dp_params` validates a job's declaration. A job on a dataset
+that requires DP must declare, in its signed parameters::
+
+    "dp": {"epsilon": 0.5, "bounds": {"<column>": [lower, upper], ...}}
+
+with every bound finite and lower < upper: bounds are never inferred from the
+data. A job whose epsilon exceeds what the consumer has left is refused before it
+is recorded or run. The epsilon is charged when the job runs (succeeded or not: a
+failed job's logs still leave) and recorded on chain (``epsilon_milli``).
+
+**In the sandbox** — the runner installs a :class:`PrivacySession` holding the
+declared epsilon and bounds; the algorithm trains through it
+(``from datagora.compute import dp; s = dp.session()``): ``s.gaussian_nb(eps)``,
+``s.mean(values, column, eps)``, ``s.clip(frame, columns)``. Every call spends from
+a diffprivlib ``BudgetAccountant`` capped at the declared epsilon, and a call past it
+raises :class:`EpsilonExceeded` (the job fails).
+
+Trust model, plainly: the algorithm is arbitrary Python. Nothing in the sandbox
+*forces* it to use the session — it could read the input and write exact
+statistics. The session makes honest algorithms correct and accountable; that an
+algorithm really trains through it is established by the owner's review (or by
+the owner trusting its hash after review). What the node enforces regardless of
+the code is the accounting: the declared epsilon is charged against the budget
+and written on chain, and over-budget jobs never run.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from datagora.compute.errors import BudgetExceeded, JobRefused
+
+__all__ = [
+    "Budget",
+    "BudgetStore",
+    "EpsilonExceeded",
+    "PrivacySession",
+    "check_dp_params",
+    "install",
+    "session",
+]
+
+_SCHEMA: Final = 1
+
+
+class EpsilonExceeded(Exception):
+    """The algorithm asked for more epsilon than its job declared."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A consumer's privacy budget on one dataset."""
+
+    dataset: int
+    consumer: str
+    budget: float
+    spent: float
+    reserved: float
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.budget - self.spent - self.reserved)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "consumer": self.consumer,
+            "budget": self.budget,
+            "spent": self.spent,
+            "reserved": self.reserved,
+            "remaining": self.remaining,
+        }
+
+
+def check_dp_params(params: Any) -> tuple[float, dict[str, tuple[float, float]]]:
+    """The declared epsilon and bounds of a job on a DP dataset, or :class:`JobRefused`."""
+    dp = params.get("dp") if isinstance(params, Mapping) else None
+    if not isinstance(dp, Mapping):
+        raise JobRefused(
+            'this dataset requires differential privacy: declare "dp": {"epsilon": ..., '
+            '"bounds": {column: [lower, upper]}} in the job parameters',
+            400,
+        )
+    epsilon = dp.get("epsilon")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
+        raise JobRefused("dp.epsilon must be a number", 400)
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise JobRefused("dp.epsilon must be a positive finite number", 400)
+    raw = dp.get("bounds")
+    if not isinstance(raw, Mapping) or not raw:
+        raise JobRefused(
+            "dp.bounds must give explicit [lower, upper] bounds for every column used: "
+            "bounds are never inferred from the data",
+            400,
+        )
+    bounds: dict[str, tuple[float, float]] = {}
+    for column, pair in raw.items():
+        ok = (
+            isinstance(pair, Sequence)
+            and len(pair) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+            and all(math.isfinite(v) for v in pair)
+            and pair[0] < pair[1]
+        )
+        if not ok:
+            raise JobRefused(
+                f"dp.bounds[{column!r}] must be [lower, upper], finite, lower<upper", 400
+            )
+        bounds[str(column)] = (float(pair[0]), float(pair[1]))
+    return float(epsilon), bounds
+
+
+class BudgetStore:
+    """Epsilon reserved and spent per (dataset, consumer), in SQLite; thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, _SCHEMA):
+            raise JobRefused(f"{path} is a budget store of schema {version}, not {_SCHEMA}", 500)
+        self._db.executescript(
+            "CREATE TABLE IF NOT EXISTS charges ("
+            " job INTEGER PRIMARY KEY, dataset INTEGER NOT NULL, consumer TEXT NOT NULL,"
+            " epsilon REAL NOT NULL, state TEXT NOT NULL"
+            " CHECK (state IN ('reserved', 'spent', 'released')));"
+            "CREATE INDEX IF NOT EXISTS charges_by_owner ON charges (dataset, consumer);"
+            f"PRAGMA user_version={_SCHEMA};"
+        )
+
+    def _sums(self, dataset: int, consumer: str) -> tuple[float, float]:
+        rows = self._db.execute(
+            "SELECT state, COALESCE(SUM(epsilon), 0) FROM charges"
+            " WHERE dataset = ? AND consumer = ? GROUP BY state",
+            (dataset, consumer.lower()),
+        ).fetchall()
+        sums = {state: float(total) for state, total in rows}
+        return sums.get("spent", 0.0), sums.get("reserved", 0.0)
+
+    def budget(self, dataset: int, consumer: str, total: float) -> Budget:
+        """What `consumer` has spent, reserved and left on `dataset`."""
+        with self._lock:
+            spent, reserved = self._sums(dataset, consumer)
+        return Budget(dataset, consumer, total, spent, reserved)
+
+    def check(self, dataset: int, consumer: str, epsilon: float, total: float) -> None:
+        """Raise :class:`BudgetExceeded` if `epsilon` does not fit in what is left."""
+        left = self.budget(dataset, consumer, total).remaining
+        if epsilon > left + 1e-12:
+            raise BudgetExceeded(
+                f"the job declares epsilon {epsilon:g} but {consumer} has {left:g} left of "
+                f"{total:g} on dataset {dataset}"
+            )
+
+    def reserve(self, job: int, dataset: int, consumer: str, epsilon: float, total: float) -> None:
+        """Reserve `epsilon` for `job` atomically, or raise :class:`BudgetExceeded`."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                spent, reserved = self._sums(dataset, consumer)
+                if epsilon > total - spent - reserved + 1e-12:
+                    raise BudgetExceeded(
+                        f"the job declares epsilon {epsilon:g} but {consumer} has "
+                        f"{max(0.0, total - spent - reserved):g} left on dataset {dataset}"
+                    )
+                self._db.execute(
+                    "INSERT INTO charges (job, dataset, consumer, epsilon, state)"
+                    " VALUES (?, ?, ?, ?, 'reserved')",
+                    (job, dataset, consumer.lower(), epsilon),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _set(self, job: int, state: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE charges SET state = ? WHERE job = ? AND state = 'reserved'", (state, job)
+            )
+
+    def spend(self, job: int) -> None:
+        """The job ran: its reservation becomes spent."""
+        self._set(job, "spent")
+
+    def release(self, job: int) -> None:
+        """The job will never run (denied): its reservation is returned."""
+        self._set(job, "released")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# ---------------------------------------------------------------- inside the sandbox
+
+
+def _diffprivlib() -> Any:
+    """Import diffprivlib 0.6.6, which reads three names scikit-learn 1.9 no longer has.
+
+    Only its random-forest module uses them; setting them lets the package import.
+    (diffprivlib 0.6.6's LogisticRegression does not run on scikit-learn 1.9 at all.)
+    """
+    import numpy as np
+    import sklearn.tree._tree as tree
+
+    for name, value in (("DOUBLE", np.float64), ("DTYPE", np.float32)):
+        if not hasattr(tree, name):
+            setattr(tree, name, value)
+    import diffprivlib
+
+    return diffprivlib
+
+
+class PrivacySession:
+    """The algorithm's only sanctioned way to the data under DP: spends at most the declared
+    epsilon, with the declared bounds."""
+
+    def __init__(self, epsilon: float, bounds: Mapping[str, tuple[float, float]]) -> None:
+        self._dpl = _diffprivlib()
+        self.epsilon = float(epsilon)
+        self.bounds = {str(k): (float(v[0]), float(v[1])) for k, v in bounds.items()}
+        self.accountant = self._dpl.BudgetAccountant(epsilon=self.epsilon)
+
+    @property
+    def spent(self) -> float:
+        return float(self.accountant.total()[0])
+
+    @property
+    def remaining(self) -> float:
+        return float(self.accountant.remaining()[0])
+
+    def _take(self, epsilon: float) -> None:
+        if not (epsilon > 0 and math.isfinite(epsilon)):
+            raise EpsilonExceeded("epsilon must be positive and finite")
+        if epsilon > self.remaining + 1e-12:
+            raise EpsilonExceeded(
+                f"asked for epsilon {epsilon:g}; {self.remaining:g} of the declared "
+                f"{self.epsilon:g} is left"
+            )
+
+    def _bounds(self, columns: Sequence[str]) -> tuple[Any, Any]:
+        import numpy as np
+
+        missing = [c for c in columns if c not in self.bounds]
+        if missing:
+            raise EpsilonExceeded(f"no declared bounds for columns {missing}")
+        lower = np.array([self.bounds[c][0] for c in columns])
+        upper = np.array([self.bounds[c][1] for c in columns])
+        return lower, upper
+
+    def clip(self, frame: Any, columns: Sequence[str]) -> Any:
+        """`frame[columns]` as a float array clipped to the declared bounds."""
+        import numpy as np
+
+        lower, upper = self._bounds(columns)
+        return np.clip(frame[list(columns)].to_numpy(dtype=float), lower, upper)
+
+    def gaussian_nb(self, epsilon: float, columns: Sequence[str]) -> Any:
+        """A diffprivlib GaussianNB over `columns`, bounded by the declaration."""
+        self._take(epsilon)
+        models = self._dpl.models
+        return models.GaussianNB(
+            epsilon=epsilon, bounds=self._bounds(columns), accountant=self.accountant
+        )
+
+    def mean(self, values: Any, column: str, epsilon: float) -> float:
+        """A DP mean of `values` (clipped to the column's declared bounds)."""
+        import numpy as np
+
+        self._take(epsilon)
+        lo, hi = self.bounds[column] if column in self.bounds else self._bounds([column])
+        clipped = np.clip(np.asarray(values, dtype=float), lo, hi)
+        return float(
+            self._dpl.tools.mean(
+                clipped, epsilon=epsilon, bounds=(lo, hi), accountant=self.accountant
+            )
+        )
+
+
+_session: PrivacySession | None = None
+
+
+def install(config: Mapping[str, Any]) -> None:
+    """Called by the runner before the algorithm: the job's declared epsilon and bounds."""
+    global _session
+    _session = PrivacySession(config["epsilon"], config["bounds"])
+
+
+def session() -> PrivacySession:
+    """The job's privacy session (only in a job on a dataset that requires DP)."""
+    if _session is None:
+        raise EpsilonExceeded("this job has no privacy session: its dataset does not require DP")
+    return _session

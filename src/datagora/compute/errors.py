@@ -1,0 +1,45 @@
+"""The compute layer's errors: one subtree of :class:`datagora.errors.DatagoraError`."""
+
+from __future__ import annotations
+
+from datagora.errors import DatagoraError
+
+__all__ = [
+    "BudgetExceeded",
+    "ComputeError",
+    "JobNotFound",
+    "JobRefused",
+    "MockError",
+    "SandboxUnavailable",
+]
+
+
+class ComputeError(DatagoraError):
+    """Base of every compute-to-data error."""
+
+
+class SandboxUnavailable(ComputeError):
+    """No network namespace can be made here, and the operator did not allow a weaker mode."""
+
+
+class JobRefused(ComputeError):
+    """A job was refused before it ran; the message says why and what to do."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BudgetExceeded(JobRefused):
+    """The job would spend more differential-privacy epsilon than the consumer has left."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 409)
+
+
+class JobNotFound(ComputeError):
+    """No such job on this node."""
+
+
+class MockError(ComputeError):
+    """Mock data cannot be made from this table."""

@@ -1,0 +1,565 @@
+"""Compute jobs on an owner's node: admission, review, the worker, results, the chain record.
+
+:class:`JobService` is the node's logic without HTTP (``node.py`` serves it). A job:
+
+1. arrives as a signed :class:`~datagora.crypto.signed.ComputeRequest` with the
+   algorithm's code and its parameters; the node checks the signature, that the
+   code and parameters hash to what was signed, and that the named order is the
+   consumer's valid on-chain order for this dataset's compute service (the order
+   also carries the consumer's Umbral key, to which results are encrypted);
+2. on a dataset requiring DP, its declared epsilon and bounds are checked and the
+   epsilon must fit in the consumer's budget;
+3. is recorded on chain (``ComputeRegistry.record_job``): approved at once when the
+   owner trusts the algorithm's hash for the dataset, pending review otherwise;
+4. runs in the :class:`~datagora.compute.sandbox.Sandbox` on a bounded worker pool;
+   its output and logs pass the :mod:`~datagora.compute.policy`, are encrypted to
+   the consumer, and the SHA-256 of the sealed result is recorded on chain
+   (``complete``), with the epsilon spent.
+
+The owner reviews pending jobs (:meth:`JobService.review` shows the code) and
+approves or denies them; the decision goes on chain (``decide``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import umbral_pre
+
+from datagora.compute.dp import BudgetStore, check_dp_params
+from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
+from datagora.compute.policy import (
+    OutputPolicy,
+    RowIndex,
+    archive_output,
+    check_logs,
+    check_output,
+)
+from datagora.compute.results import seal_result
+from datagora.compute.sandbox import Limits, Sandbox
+from datagora.crypto.keys import Identity
+from datagora.crypto.signed import (
+    ComputeRequest,
+    JobRequest,
+    RequestRefused,
+    SignedRequest,
+    SqliteNonceStore,
+    verify_request,
+)
+from datagora.ledger import JobStatus, Ledger
+
+__all__ = [
+    "ComputeDataset",
+    "JobInfo",
+    "JobService",
+    "Review",
+    "algorithm_hash",
+    "canonical_params",
+    "job_bytes",
+    "params_hash",
+]
+
+log = logging.getLogger("datagora.compute")
+
+MAX_ALGORITHM_BYTES: Final = 1 << 20
+MAX_PARAMS_BYTES: Final = 1 << 20
+STATES: Final = ("pending", "queued", "running", "succeeded", "failed", "denied")
+_ZERO: Final = bytes(32)
+
+
+def canonical_params(params: Any) -> bytes:
+    """Parameters as signed: JSON, sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(
+        params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def params_hash(params: Any) -> bytes:
+    """SHA-256 of :func:`canonical_params`."""
+    return hashlib.sha256(canonical_params(params)).digest()
+
+
+def algorithm_hash(code: bytes) -> bytes:
+    """SHA-256 of an algorithm file's bytes (what goes on chain)."""
+    return hashlib.sha256(code).digest()
+
+
+def job_bytes(job: int) -> bytes:
+    """The job id as the 32 bytes a :class:`JobRequest` names (uint256, big-endian)."""
+    return job.to_bytes(32, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeDataset:
+    """A dataset this node computes on: its plaintext file and the owner's policy."""
+
+    path: Path
+    version: int = 1
+    service_id: int = 1
+    differential_privacy: bool = False
+    epsilon_budget: float = 0.0
+    """Per consumer, when ``differential_privacy`` is on."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A job's public status (no data, no key)."""
+
+    job: int
+    dataset: int
+    consumer: str
+    algorithm: str
+    state: str
+    reason: str
+    result_hash: str
+    epsilon: float
+    submitted: float
+    finished: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "dataset": self.dataset,
+            "consumer": self.consumer,
+            "algorithm": self.algorithm,
+            "state": self.state,
+            "reason": self.reason,
+            "result_hash": self.result_hash,
+            "epsilon": self.epsilon,
+            "submitted": self.submitted,
+            "finished": self.finished,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """What the owner reads before deciding: the code, the parameters, who asks."""
+
+    job: JobInfo
+    code: str
+    params: Any
+
+
+class _Store:
+    """The node's job table (SQLite) and per-job files under ``data_dir/jobs/<id>``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir / "jobs"
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            data_dir / "jobs.db", isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(
+            "CREATE TABLE IF NOT EXISTS jobs ("
+            " job INTEGER PRIMARY KEY, dataset INTEGER NOT NULL, consumer TEXT NOT NULL,"
+            " consumer_key BLOB NOT NULL, algorithm TEXT NOT NULL, state TEXT NOT NULL,"
+            " reason TEXT NOT NULL DEFAULT '', result_hash TEXT NOT NULL DEFAULT '',"
+            " epsilon REAL NOT NULL DEFAULT 0, submitted REAL NOT NULL,"
+            " finished REAL NOT NULL DEFAULT 0);"
+            "PRAGMA user_version=1;"
+        )
+
+    def add(self, info: JobInfo, consumer_key: bytes, code: bytes, params: Any) -> None:
+        folder = self.dir / str(info.job)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        (folder / "algorithm.py").write_bytes(code)
+        (folder / "params.json").write_bytes(canonical_params(params))
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs (job, dataset, consumer, consumer_key, algorithm, state,"
+                " epsilon, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    info.job,
+                    info.dataset,
+                    info.consumer,
+                    consumer_key,
+                    info.algorithm,
+                    info.state,
+                    info.epsilon,
+                    info.submitted,
+                ),
+            )
+
+    def get(self, job: int) -> tuple[JobInfo, bytes]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT job, dataset, consumer, algorithm, state, reason, result_hash, epsilon,"
+                " submitted, finished, consumer_key FROM jobs WHERE job = ?",
+                (job,),
+            ).fetchone()
+        if row is None:
+            raise JobNotFound(f"this node has no job {job}")
+        return JobInfo(*row[:10]), bytes(row[10])
+
+    def set(self, job: int, **fields: Any) -> None:
+        names = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {names} WHERE job = ?", (*fields.values(), job))
+
+    def by_state(self, state: str) -> list[int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job FROM jobs WHERE state = ? ORDER BY job", (state,)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def code(self, job: int) -> bytes:
+        return (self.dir / str(job) / "algorithm.py").read_bytes()
+
+    def params(self, job: int) -> Any:
+        return json.loads((self.dir / str(job) / "params.json").read_bytes())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class JobService:
+    """An owner's compute node: takes signed jobs, runs approved ones, serves results.
+
+    ``operator`` signs the node's transactions: the dataset's controller, or an
+    account the controller named with ``ledger.compute.set_operator``.
+    ``datasets`` maps dataset id → :class:`ComputeDataset` (or just a path: version
+    1, service 1, no DP). ``chain_lock`` serialises this node's use of ``ledger``
+    (pass one lock to every node sharing an in-process embedded chain).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        operator: Identity,
+        datasets: Mapping[int, ComputeDataset | Path | str],
+        data_dir: Path,
+        *,
+        sandbox: Sandbox | None = None,
+        limits: Limits | None = None,
+        policy: OutputPolicy | None = None,
+        workers: int = 1,
+        allow_weak_sandbox: bool = False,
+        chain_lock: AbstractContextManager[Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.operator = operator
+        self.datasets = {
+            int(d): v if isinstance(v, ComputeDataset) else ComputeDataset(Path(v))
+            for d, v in datasets.items()
+        }
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.data_dir / "results").mkdir(exist_ok=True, mode=0o700)
+        hide = [self.data_dir, *{d.path.resolve().parent for d in self.datasets.values()}]
+        self.sandbox = sandbox or Sandbox(limits, allow_weak=allow_weak_sandbox, hide=hide)
+        self.policy = policy or OutputPolicy()
+        self.chain_id = ledger.chain.chain_id
+        self._chain: AbstractContextManager[Any] = chain_lock or threading.RLock()
+        self._admit = threading.Lock()
+        self._store = _Store(self.data_dir)
+        self._nonces = SqliteNonceStore(self.data_dir / "nonces.db")
+        self.budgets = BudgetStore(self.data_dir / "budget.db")
+        self._clock = clock
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._indexes: dict[Path, tuple[float, RowIndex]] = {}
+        # A job left running by a crash cannot be resumed: fail it; requeue the queued.
+        for job in self._store.by_state("running"):
+            self._finish(job, False, _ZERO, "the node restarted while the job ran", 0.0)
+        for job in self._store.by_state("queued"):
+            self._queue.put(job)
+        self._workers = [
+            threading.Thread(target=self._work, name=f"compute-worker-{i}", daemon=True)
+            for i in range(max(1, workers))
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    # ------------------------------------------------------------ admission
+
+    def submit(self, signed: SignedRequest[Any], algorithm: bytes, params: Any) -> JobInfo:
+        """Admit a job (see the module docstring); raises :class:`JobRefused` with why."""
+        if len(algorithm) > MAX_ALGORITHM_BYTES:
+            raise JobRefused(f"the algorithm is larger than {MAX_ALGORITHM_BYTES} bytes", 413)
+        try:
+            body = canonical_params(params)
+        except (TypeError, ValueError):
+            raise JobRefused("params must be JSON (no NaN or infinity)", 400) from None
+        if len(body) > MAX_PARAMS_BYTES:
+            raise JobRefused(f"params are larger than {MAX_PARAMS_BYTES} bytes", 413)
+        if not isinstance(signed.request, ComputeRequest):
+            raise JobRefused("POST /jobs takes a signed ComputeRequest", 400)
+        # Checked before the signature so that a mismatched body does not use up the nonce.
+        if algorithm_hash(algorithm) != signed.request.algorithm:
+            raise JobRefused("the algorithm's SHA-256 is not the one signed", 400)
+        if hashlib.sha256(body).digest() != signed.request.params:
+            raise JobRefused("the parameters' SHA-256 (canonical JSON) is not the one signed", 400)
+        try:
+            verified = verify_request(
+                signed, self.chain_id, int(self._clock()), self._nonces, expect=ComputeRequest
+            )
+        except RequestRefused as exc:
+            raise JobRefused(str(exc), 401) from None
+        req: ComputeRequest = verified.request
+        dataset = self.datasets.get(req.dataset)
+        if dataset is None:
+            raise JobRefused(f"this node does not compute on dataset {req.dataset}", 404)
+        epsilon = 0.0
+        if dataset.differential_privacy:
+            epsilon, _ = check_dp_params(params)
+        with self._admit:
+            consumer_key = self._check_order(req, dataset)
+            if dataset.differential_privacy:
+                self.budgets.check(req.dataset, req.consumer, epsilon, dataset.epsilon_budget)
+            with self._chain:
+                job, _ = self.ledger.compute.record_job(
+                    self.operator.account,
+                    req.dataset,
+                    dataset.version,
+                    dataset.service_id,
+                    req.consumer,
+                    req.algorithm,
+                    req.params,
+                )
+                status = self.ledger.compute.job(job).status
+            if dataset.differential_privacy:
+                self.budgets.reserve(
+                    job, req.dataset, req.consumer, epsilon, dataset.epsilon_budget
+                )
+            state = "queued" if status == JobStatus.APPROVED else "pending"
+            info = JobInfo(
+                job,
+                req.dataset,
+                req.consumer,
+                req.algorithm.hex(),
+                state,
+                "" if state == "queued" else "waiting for the owner's review",
+                "",
+                epsilon,
+                self._clock(),
+                0.0,
+            )
+            self._store.add(info, consumer_key, algorithm, params)
+        log.info("job %d on dataset %d: %s", job, req.dataset, state)
+        if state == "queued":
+            self._queue.put(job)
+        return info
+
+    def _check_order(self, req: ComputeRequest, dataset: ComputeDataset) -> bytes:
+        """The consumer's Umbral key from its valid compute order, or :class:`JobRefused`."""
+        with self._chain:
+            try:
+                receipt = self.ledger.chain.w3.eth.get_transaction_receipt(req.order)  # type: ignore[arg-type]
+            except Exception:  # web3 raises TransactionNotFound or backend-specific errors
+                raise JobRefused("the order transaction was not found on chain", 403) from None
+            token = self.ledger.datatoken(req.dataset)
+            try:
+                order = token.order_from_receipt(receipt)
+            except ValueError:
+                raise JobRefused(
+                    f"the transaction is not an order of dataset {req.dataset}'s datatoken", 403
+                ) from None
+            valid = token.has_valid_order(req.consumer, dataset.service_id)
+        if order.consumer != req.consumer:
+            raise JobRefused("the order was made for another consumer", 403)
+        if order.service_id != dataset.service_id:
+            raise JobRefused(
+                f"the order is for service {order.service_id}, not the compute service "
+                f"{dataset.service_id}",
+                403,
+            )
+        if not valid:
+            raise JobRefused("the consumer has no valid compute order now: order again", 403)
+        try:
+            umbral_pre.PublicKey.from_compressed_bytes(order.consumer_key)
+        except (ValueError, TypeError):
+            raise JobRefused(
+                "the order carries no Umbral public key to encrypt results to: order with "
+                "consumer_key=identity.umbral_public_key",
+                403,
+            ) from None
+        return order.consumer_key
+
+    # ------------------------------------------------------------ consumer reads
+
+    def authorize(self, signed: SignedRequest[Any], job: int, action: str) -> JobInfo:
+        """The job, if `signed` is its consumer's fresh JobRequest for `action`."""
+        try:
+            verified = verify_request(
+                signed, self.chain_id, int(self._clock()), self._nonces, expect=JobRequest
+            )
+        except RequestRefused as exc:
+            raise JobRefused(str(exc), 401) from None
+        req: JobRequest = verified.request
+        if req.job != job_bytes(job) or req.action != action:
+            raise JobRefused(f"the signed request is not for {action} of job {job}", 403)
+        info, _ = self._store.get(job)
+        if info.consumer != req.consumer:
+            raise JobRefused("only the job's consumer may read it", 403)
+        return info
+
+    def status(self, job: int) -> JobInfo:
+        return self._store.get(job)[0]
+
+    def sealed(self, job: int, kind: str) -> bytes:
+        """The job's sealed result or logs (encrypted to its consumer)."""
+        info = self.status(job)
+        path = self.data_dir / "results" / f"{job}.{kind}"
+        if not path.exists():
+            raise JobNotFound(f"job {job} has no {kind} (it is {info.state})")
+        return path.read_bytes()
+
+    def budget(self, dataset: int, consumer: str) -> dict[str, Any]:
+        ds = self.datasets.get(dataset)
+        if ds is None:
+            raise JobNotFound(f"this node does not compute on dataset {dataset}")
+        total = ds.epsilon_budget if ds.differential_privacy else 0.0
+        out = self.budgets.budget(dataset, consumer, total).to_json()
+        out["differential_privacy"] = ds.differential_privacy
+        return out
+
+    # ------------------------------------------------------------ owner side
+
+    def pending(self) -> list[JobInfo]:
+        return [self.status(j) for j in self._store.by_state("pending")]
+
+    def review(self, job: int) -> Review:
+        """The job and its code, for the owner to read."""
+        return Review(
+            self.status(job),
+            self._store.code(job).decode("utf-8", "replace"),
+            self._store.params(job),
+        )
+
+    def approve(self, job: int) -> JobInfo:
+        return self._decide(job, True, "")
+
+    def deny(self, job: int, reason: str = "") -> JobInfo:
+        return self._decide(job, False, reason)
+
+    def _decide(self, job: int, approved: bool, reason: str) -> JobInfo:
+        info = self.status(job)
+        if info.state != "pending":
+            raise JobRefused(f"job {job} is {info.state}, not pending review", 409)
+        with self._chain:
+            self.ledger.compute.decide(self.operator.account, job, approved, reason[:256])
+        if approved:
+            self._store.set(job, state="queued", reason="")
+            self._queue.put(job)
+        else:
+            self.budgets.release(job)
+            self._store.set(
+                job,
+                state="denied",
+                reason=f"denied by the owner: {reason}"[:300],
+                finished=self._clock(),
+            )
+        log.info("job %d %s by the owner", job, "approved" if approved else "denied")
+        return self.status(job)
+
+    # ------------------------------------------------------------ the worker
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self._execute(job)
+            except Exception as exc:  # the node keeps serving: fail this job only
+                log.error("job %d: internal error (%s)", job, type(exc).__name__)
+                try:
+                    self._finish(job, False, _ZERO, "internal error on the compute node", 0.0)
+                except Exception as inner:
+                    log.error("job %d: could not record failure (%s)", job, type(inner).__name__)
+
+    def _index(self, path: Path) -> RowIndex:
+        mtime = path.stat().st_mtime
+        cached = self._indexes.get(path)
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, RowIndex.from_paths([path]))
+            self._indexes[path] = cached
+        return cached[1]
+
+    def _execute(self, job: int) -> None:
+        info, consumer_key = self._store.get(job)
+        if info.state != "queued":
+            return
+        dataset = self.datasets[info.dataset]
+        self._store.set(job, state="running")
+        params = self._store.params(job)
+        dp = None
+        if dataset.differential_privacy:
+            epsilon, bounds = check_dp_params(params)
+            dp = {"epsilon": epsilon, "bounds": bounds}
+        index = self._index(dataset.path)
+        with self.sandbox.run(
+            self._store.code(job), {info.dataset: dataset.path}, params, dp=dp
+        ) as run:
+            if dataset.differential_privacy:
+                self.budgets.spend(job)
+            logs, withheld = check_logs(run.stdout + run.stderr, index, self.policy)
+            if withheld:
+                logs = f"[{withheld}]\n".encode()
+            ok, reason = run.ok, run.reason
+            archive = b""
+            if ok:
+                verdict = check_output(run.output_dir, index, self.policy)
+                ok, reason = verdict.ok, verdict.reason
+                if ok:
+                    archive = archive_output(run.output_dir)
+        results = self.data_dir / "results"
+        (results / f"{job}.logs").write_bytes(seal_result(consumer_key, logs, job, "logs"))
+        result_hash = _ZERO
+        if ok:
+            sealed = seal_result(consumer_key, archive, job, "result")
+            result_hash = hashlib.sha256(sealed).digest()
+            (results / f"{job}.result").write_bytes(sealed)
+        self._finish(job, ok, result_hash, reason, info.epsilon)
+
+    def _finish(self, job: int, ok: bool, result_hash: bytes, reason: str, epsilon: float) -> None:
+        with self._chain:
+            self.ledger.compute.complete(
+                self.operator.account,
+                job,
+                ok,
+                result_hash,
+                round(epsilon * 1000),
+                ("ok" if ok else reason)[:256],
+            )
+        self._store.set(
+            job,
+            state="succeeded" if ok else "failed",
+            reason=reason,
+            result_hash=result_hash.hex() if ok else "",
+            finished=self._clock(),
+        )
+        log.info("job %d %s%s", job, "succeeded" if ok else "failed: ", "" if ok else reason)
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Block until no job is queued or running (for tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while self._store.by_state("queued") or self._store.by_state("running"):
+            if time.monotonic() > deadline:
+                raise ComputeError("jobs still running")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        """Stop the workers (after their current job) and close the stores."""
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout=30)
+        self._store.close()
+        self._nonces.close()
+        self.budgets.close()

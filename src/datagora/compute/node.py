@@ -1,0 +1,203 @@
+"""The compute node's HTTP API (FastAPI) over a :class:`~datagora.compute.jobs.JobService`.
+
+Consumer endpoints (each read needs a fresh signed ``JobRequest`` by the job's
+consumer, sent base64url-encoded in the ``X-Datagora-Request`` header):
+
+- ``POST /jobs`` — body ``{"request": <signed ComputeRequest JSON>, "algorithm":
+  <the file's text>, "params": <JSON>}`` → 201 and the job's status;
+- ``GET /jobs/{job}`` — status (action ``status``);
+- ``GET /jobs/{job}/logs`` — the logs sealed to the consumer (action ``logs``);
+- ``GET /jobs/{job}/result`` — the result archive sealed to the consumer
+  (action ``result``); its SHA-256 is the on-chain result hash;
+- ``GET /budget/{dataset}/{consumer}`` — epsilon budget, spent, reserved, left
+  (public: the epsilon of every job is on chain anyway).
+
+Owner endpoints (``Authorization: Bearer <owner_token>``; absent when the node has
+no owner token): ``GET /owner/jobs`` (pending review), ``GET
+/owner/jobs/{job}/review`` (the code), ``POST /owner/jobs/{job}/approve``, ``POST
+/owner/jobs/{job}/deny`` (``{"reason": ...}``).
+
+Errors are ``{"error": <class>, "detail": <message>}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+
+from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
+from datagora.compute.jobs import ComputeDataset, JobService
+from datagora.compute.policy import OutputPolicy
+from datagora.compute.sandbox import Limits, Sandbox
+from datagora.crypto.keys import Identity
+from datagora.crypto.signed import MalformedRequest, SignedRequest
+from datagora.ledger import Ledger
+
+__all__ = ["REQUEST_HEADER", "create_compute_app"]
+
+REQUEST_HEADER = "X-Datagora-Request"
+
+
+def _error(exc: Exception) -> JSONResponse:
+    status = 400
+    if isinstance(exc, JobRefused):
+        status = exc.status
+    elif isinstance(exc, JobNotFound):
+        status = 404
+    return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
+
+
+def _signed(header: str | None) -> SignedRequest[Any]:
+    if not header:
+        raise JobRefused(f"sign a JobRequest and send it in the {REQUEST_HEADER} header", 401)
+    try:
+        raw = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+        return SignedRequest.from_json(json.loads(raw))
+    except (binascii.Error, ValueError, MalformedRequest) as exc:
+        raise JobRefused(
+            f"the {REQUEST_HEADER} header is not a signed request: {exc}", 400
+        ) from None
+
+
+def create_compute_app(
+    ledger: Ledger,
+    operator: Identity,
+    datasets: Mapping[int, ComputeDataset | Path | str],
+    data_dir: Path,
+    *,
+    limits: Limits | None = None,
+    policy: OutputPolicy | None = None,
+    workers: int = 1,
+    allow_weak_sandbox: bool = False,
+    owner_token: str | None = None,
+    sandbox: Sandbox | None = None,
+    chain_lock: Any = None,
+) -> FastAPI:
+    """The compute role's app; ``app.state.jobs`` is its :class:`JobService`.
+
+    Raises :class:`~datagora.compute.errors.SandboxUnavailable` at start if jobs could
+    not be isolated from the network and ``allow_weak_sandbox`` is false.
+    """
+    service = JobService(
+        ledger,
+        operator,
+        datasets,
+        data_dir,
+        sandbox=sandbox,
+        limits=limits,
+        policy=policy,
+        workers=workers,
+        allow_weak_sandbox=allow_weak_sandbox,
+        chain_lock=chain_lock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(title="datagora compute node", lifespan=lifespan)
+    app.state.jobs = service
+
+    @app.exception_handler(ComputeError)
+    async def _compute_error(request: Request, exc: ComputeError) -> JSONResponse:
+        return _error(exc)
+
+    def owner(authorization: str | None) -> None:
+        if owner_token is None:
+            raise JobNotFound("this node has no owner endpoints (no owner token configured)")
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, owner_token.encode()):
+            raise JobRefused("owner endpoints need the node's owner token", 401)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {
+            "role": "compute",
+            "operator": operator.address,
+            "datasets": sorted(service.datasets),
+            "isolation": service.sandbox.isolation.value,
+        }
+
+    @app.post("/jobs", status_code=201)
+    async def submit(request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise JobRefused("the body must be JSON", 400) from None
+        if not isinstance(body, dict) or set(body) != {"request", "algorithm", "params"}:
+            raise JobRefused('the body is {"request", "algorithm", "params"}', 400)
+        if not isinstance(body["algorithm"], str):
+            raise JobRefused("algorithm is the file's text", 400)
+        try:
+            signed = SignedRequest.from_json(body["request"])
+        except MalformedRequest as exc:
+            raise JobRefused(str(exc), 400) from None
+        # The worker runs in threads; admission talks to the chain: keep it off the loop.
+        from starlette.concurrency import run_in_threadpool
+
+        info = await run_in_threadpool(
+            service.submit, signed, body["algorithm"].encode(), body["params"]
+        )
+        return info.to_json()
+
+    @app.get("/jobs/{job}")
+    def status(job: int, x_datagora_request: str | None = Header(None)) -> dict[str, Any]:
+        return service.authorize(_signed(x_datagora_request), job, "status").to_json()
+
+    @app.get("/jobs/{job}/logs")
+    def logs(job: int, x_datagora_request: str | None = Header(None)) -> Response:
+        service.authorize(_signed(x_datagora_request), job, "logs")
+        return Response(service.sealed(job, "logs"), media_type="application/octet-stream")
+
+    @app.get("/jobs/{job}/result")
+    def result(job: int, x_datagora_request: str | None = Header(None)) -> Response:
+        info = service.authorize(_signed(x_datagora_request), job, "result")
+        return Response(
+            service.sealed(job, "result"),
+            media_type="application/octet-stream",
+            headers={"X-Datagora-Result-Hash": info.result_hash},
+        )
+
+    @app.get("/budget/{dataset}/{consumer}")
+    def budget(dataset: int, consumer: str) -> dict[str, Any]:
+        return service.budget(dataset, consumer)
+
+    @app.get("/owner/jobs")
+    def owner_pending(authorization: str | None = Header(None)) -> list[dict[str, Any]]:
+        owner(authorization)
+        return [j.to_json() for j in service.pending()]
+
+    @app.get("/owner/jobs/{job}/review")
+    def owner_review(job: int, authorization: str | None = Header(None)) -> dict[str, Any]:
+        owner(authorization)
+        review = service.review(job)
+        return {"job": review.job.to_json(), "code": review.code, "params": review.params}
+
+    @app.post("/owner/jobs/{job}/approve")
+    def owner_approve(job: int, authorization: str | None = Header(None)) -> dict[str, Any]:
+        owner(authorization)
+        return service.approve(job).to_json()
+
+    @app.post("/owner/jobs/{job}/deny")
+    async def owner_deny(
+        job: int, request: Request, authorization: str | None = Header(None)
+    ) -> dict[str, Any]:
+        owner(authorization)
+        body = await request.json()
+        reason = body.get("reason", "") if isinstance(body, dict) else ""
+        from starlette.concurrency import run_in_threadpool
+
+        info = await run_in_threadpool(service.deny, job, str(reason))
+        return info.to_json()
+
+    return app

@@ -1,0 +1,118 @@
+"""Typed wrapper of the AccessRegistry: requests, grants, denials, revocations, lists."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+
+from datagora.errors import InvalidArgument
+from datagora.ledger.base import ContractWrapper, Tx, check_address
+from datagora.ledger.tokens import check_consumer_key
+
+MAX_TEXT = 256
+
+
+class RequestStatus(enum.IntEnum):
+    PENDING = 1
+    GRANTED = 2
+    DENIED = 3
+    REVOKED = 4
+
+
+class ListKind(enum.IntEnum):
+    NONE = 0
+    ALLOW = 1
+    DENY = 2
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    request_id: int
+    dataset: int
+    consumer: str
+    status: RequestStatus
+    expires_at: int
+
+
+def _text(value: str, what: str) -> str:
+    if len(value.encode()) > MAX_TEXT:
+        raise InvalidArgument(f"{what} too long", f"{what} is limited to {MAX_TEXT} bytes")
+    return value
+
+
+class AccessRegistry(ContractWrapper):
+    contract_name = "AccessRegistry"
+
+    def request(
+        self, account: LocalAccount, dataset: int, purpose: str, consumer_key: bytes = b""
+    ) -> tuple[int, Tx]:
+        """File a request for `dataset`; returns the request id."""
+        receipt = self._transact(
+            account, "request", dataset, _text(purpose, "purpose"), check_consumer_key(consumer_key)
+        )
+        (ev,) = self._decode(receipt, "AccessRequested")
+        return int(ev["request_id"]), Tx.of(receipt)
+
+    def grant(self, account: LocalAccount, request_id: int, expires_at: int) -> Tx:
+        return Tx.of(self._transact(account, "grant", request_id, expires_at))
+
+    def deny(self, account: LocalAccount, request_id: int, reason: str) -> Tx:
+        return Tx.of(self._transact(account, "deny", request_id, _text(reason, "reason")))
+
+    def revoke(self, account: LocalAccount, request_id: int) -> Tx:
+        return Tx.of(self._transact(account, "revoke", request_id))
+
+    def set_list(self, account: LocalAccount, dataset: int, who: str, kind: ListKind) -> Tx:
+        return Tx.of(
+            self._transact(account, "set_list", dataset, check_address(who, "account"), int(kind))
+        )
+
+    def list_of(self, dataset: int, who: str) -> ListKind:
+        return ListKind(int(self._view("list_of", dataset, who)))
+
+    def get_request(self, request_id: int) -> AccessRequest:
+        dataset, consumer, status, expires_at = self._view("get_request", request_id)
+        return AccessRequest(
+            request_id, int(dataset), str(consumer), RequestStatus(status), int(expires_at)
+        )
+
+    def request_count(self) -> int:
+        return int(self._view("request_count"))
+
+    def has_access(self, dataset: int, consumer: str) -> bool:
+        return bool(self._view("has_access", dataset, consumer))
+
+    def live_grants(self, dataset: int, consumer: str) -> list[int]:
+        """The consumer's unrevoked, unexpired grants (request ids) for `dataset`."""
+        return [int(r) for r in self._view("live_grants", dataset, consumer)]
+
+
+@dataclass(frozen=True)
+class LogAnchor:
+    proxy: str
+    digest: bytes
+    entries: int
+    block_number: int
+
+
+class AccessLog(ContractWrapper):
+    """Anchors of the proxies' append-only access logs."""
+
+    contract_name = "AccessLog"
+
+    def anchor(self, account: LocalAccount, digest: bytes, entries: int) -> tuple[int, Tx]:
+        """Anchor `account`'s log digest after `entries` entries; returns the sequence number."""
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise InvalidArgument("bad digest", "a log digest is 32 bytes")
+        receipt = self._transact(account, "anchor", digest, entries)
+        (ev,) = self._decode(receipt, "AccessLogAnchored")
+        return int(ev["sequence"]), Tx.of(receipt)
+
+    def latest(self, proxy: str) -> LogAnchor:
+        digest, entries, block = self._view("latest", check_address(proxy, "proxy"))
+        return LogAnchor(proxy, bytes(digest), int(entries), int(block))
+
+    def anchor_count(self, proxy: str) -> int:
+        return int(self._view("anchor_count", proxy))

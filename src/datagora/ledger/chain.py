@@ -1,0 +1,419 @@
+"""One chain interface, two backends: an embedded py-evm chain and any JSON-RPC node.
+
+Code above the ledger talks to a :class:`Chain` and never asks which backend it
+has. Transactions are always signed locally with the sender's key, so the same
+code drives the embedded chain, anvil and a production network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester.exceptions import TransactionFailed
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+from web3.types import TxReceipt
+
+from datagora.errors import ChainError, ConfigError
+from datagora.ledger.reverts import rule_error
+
+# Anvil's well-known development mnemonic: the embedded chain funds the same
+# accounts, so keys printed by anvil work on both backends. Development only.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_ACCOUNTS = 10
+EMBEDDED_GAS_LIMIT = 15_000_000
+DEV_BALANCE_WEI = 10_000 * 10**18  # what anvil gives each development account
+
+Account.enable_unaudited_hdwallet_features()
+
+# How a revert surfaces: web3 raises ContractLogicError; the embedded chain's
+# provider sometimes lets eth-tester's own TransactionFailed through.
+_REVERTS = (ContractLogicError, TransactionFailed)
+
+
+def dev_account(index: int) -> LocalAccount:
+    """Development account `index` of :data:`DEV_MNEMONIC` (never use on a real network)."""
+    account: LocalAccount = Account.from_mnemonic(
+        DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}"
+    )
+    return account
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc.args[0]) if exc.args else str(exc)
+    # web3 renders reverts as "execution reverted: <reason>" on every backend.
+    for prefix in ("execution reverted: ", "execution reverted"):
+        if text.startswith(prefix):
+            return text[len(prefix) :].strip() or "reverted without a reason"
+    return text
+
+
+@dataclass
+class PendingTx:
+    """A transaction that has been sent; :meth:`receipt` waits for it."""
+
+    chain: Chain
+    tx_hash: HexBytes
+    what: str
+    _receipt: TxReceipt | None = field(default=None, repr=False)
+
+    def receipt(self, timeout: float = 120.0) -> TxReceipt:
+        """Wait for the transaction to be mined; raise the broken rule if it reverted."""
+        if self._receipt is None:
+            self._receipt = self.chain.wait(self.tx_hash, self.what, timeout)
+        return self._receipt
+
+    @property
+    def gas_used(self) -> int:
+        return int(self.receipt()["gasUsed"])
+
+
+class _Nonces:
+    """Hands out nonces locally so several transactions can be in flight at once."""
+
+    def __init__(self, w3: Web3) -> None:
+        self._w3 = w3
+        self._next: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, address: str) -> int:
+        with self._lock:
+            if address not in self._next:
+                self._next[address] = self._w3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
+            nonce = self._next[address]
+            self._next[address] = nonce + 1
+            return nonce
+
+    def forget(self, address: str) -> None:
+        """Re-read the nonce from the chain next time (after a send failed)."""
+        with self._lock:
+            self._next.pop(address, None)
+
+
+class Chain(ABC):
+    """A connection to an EVM chain: sends signed transactions, reads state and logs."""
+
+    backend = "rpc"
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        try:
+            self.chain_id = int(w3.eth.chain_id)
+        except (OSError, Web3Exception) as exc:
+            raise ChainError(f"cannot reach the chain: {exc}") from exc
+        self._nonces = _Nonces(w3)
+        self._gas_price: tuple[float, int] = (0.0, 0)
+
+    # -- construction -------------------------------------------------------------------
+    @staticmethod
+    def embedded() -> EmbeddedChain:
+        """A fresh in-process chain (py-evm) with the development accounts funded."""
+        return EmbeddedChain()
+
+    @staticmethod
+    def rpc(url: str) -> RpcChain:
+        """A chain behind a JSON-RPC URL (anvil, a testnet, mainnet)."""
+        return RpcChain(url)
+
+    # -- transactions -------------------------------------------------------------------
+    def _price(self) -> int:
+        # Fetching the gas price costs a round trip; it moves slowly, so reuse it briefly.
+        fetched_at, price = self._gas_price
+        if time.monotonic() - fetched_at > 2.0:
+            price = int(self.w3.eth.gas_price)
+            self._gas_price = (time.monotonic(), price)
+        return price
+
+    def estimate(self, sender: str, tx: dict[str, Any], what: str) -> int:
+        """Estimate gas; a revert becomes the matching :class:`ContractRuleError`."""
+        try:
+            return int(self.w3.eth.estimate_gas({**tx, "from": sender}))  # type: ignore[typeddict-item]
+        except _REVERTS as exc:
+            raise rule_error(what, _reason(exc)) from None
+        except (OSError, Web3Exception) as exc:
+            raise ChainError(f"{what}: the chain refused the estimate: {exc}") from exc
+
+    def _gas_for(self, sender: str, tx: dict[str, Any], what: str) -> int:
+        """The gas limit for `tx`; raises the broken rule if it would revert."""
+        return self.estimate(sender, tx, what) * 5 // 4 + 10_000
+
+    def send(
+        self, account: LocalAccount, tx: dict[str, Any], what: str, gas: int | None = None
+    ) -> PendingTx:
+        """Sign and send `tx` from `account` without waiting for it to be mined.
+
+        Gas is estimated first (so a call that would revert raises here and nothing
+        is sent) unless `gas` is given, for transactions that depend on others
+        still in flight.
+        """
+        if gas is None:
+            gas = self._gas_for(account.address, tx, what)
+        with self._send_guard():
+            full = {
+                **tx,
+                "from": account.address,
+                "gas": gas,
+                "gasPrice": self._price(),
+                "chainId": self.chain_id,
+                "nonce": self._nonces.take(account.address),
+            }
+            signed = account.sign_transaction(full)
+            try:
+                tx_hash = self._send_raw(bytes(signed.raw_transaction))
+            except _REVERTS as exc:
+                self._nonces.forget(account.address)
+                raise rule_error(what, _reason(exc)) from None
+            except (OSError, Web3Exception, ValueError) as exc:
+                self._nonces.forget(account.address)
+                raise ChainError(f"{what}: the chain refused the transaction: {exc}") from exc
+        return PendingTx(self, HexBytes(tx_hash), what)
+
+    def _send_raw(self, raw: bytes) -> bytes:
+        return bytes(self.w3.eth.send_raw_transaction(raw))
+
+    def _send_guard(self) -> AbstractContextManager[Any]:
+        """Held from taking a nonce to handing the transaction over (see EmbeddedChain)."""
+        return contextlib.nullcontext()
+
+    def transact(
+        self, account: LocalAccount, tx: dict[str, Any], what: str, gas: int | None = None
+    ) -> TxReceipt:
+        """Send `tx` and wait for its receipt."""
+        return self.send(account, tx, what, gas).receipt()
+
+    def wait(self, tx_hash: HexBytes, what: str, timeout: float = 120.0) -> TxReceipt:
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=timeout, poll_latency=0.02
+            )
+        except TimeExhausted as exc:
+            raise ChainError(f"{what}: not mined within {timeout:.0f} s") from exc
+        if receipt["status"] != 1:
+            raise rule_error(what, self._replay_reason(tx_hash, receipt))
+        return receipt
+
+    def wait_all(self, pending: list[PendingTx], timeout: float = 120.0) -> list[TxReceipt]:
+        """Wait for many transactions; raise the first broken rule among them."""
+        return [p.receipt(timeout) for p in pending]
+
+    def _replay_reason(self, tx_hash: HexBytes, receipt: TxReceipt) -> str:
+        # A mined revert carries no reason; replaying the call at its block recovers it.
+        tx = self.w3.eth.get_transaction(tx_hash)
+        call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "value": tx["value"]}
+        try:
+            self.w3.eth.call(call, receipt["blockNumber"] - 1)  # type: ignore[arg-type]
+        except _REVERTS as exc:
+            return _reason(exc)
+        except (OSError, Web3Exception):
+            pass
+        return "reverted (out of gas or no reason given)"
+
+    def deploy(
+        self, account: LocalAccount, abi: list[dict[str, Any]], bytecode: bytes, *args: Any
+    ) -> str:
+        """Deploy a contract and return its checksummed address."""
+        factory = self.w3.eth.contract(abi=abi, bytecode=bytecode)
+        data = factory.constructor(*args).data_in_transaction
+        receipt = self.transact(account, {"data": data}, "deploy")
+        address = receipt["contractAddress"]
+        if address is None:
+            raise ChainError("deploy: the receipt has no contract address")
+        return str(address)
+
+    def call(self, fn: Any, what: str) -> Any:
+        """Run a view function; a revert becomes the matching :class:`ContractRuleError`."""
+        try:
+            return fn.call()
+        except _REVERTS as exc:
+            raise rule_error(what, _reason(exc)) from None
+        except (OSError, Web3Exception) as exc:
+            raise ChainError(f"{what}: {exc}") from exc
+
+    # -- state --------------------------------------------------------------------------
+    @property
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def timestamp(self) -> int:
+        """Timestamp of the latest block."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def balance(self, address: str) -> int:
+        return int(self.w3.eth.get_balance(address))  # type: ignore[arg-type]
+
+    def fund(self, address: str, wei: int) -> None:
+        """Send native currency from development account 0 (development chains only)."""
+        self.transact(dev_account(0), {"to": address, "value": wei}, "fund", gas=21_000)
+
+    # -- development-chain controls (tests, demo) --------------------------------------
+    @abstractmethod
+    def snapshot(self) -> Any:
+        """Remember the chain's state (development chains only)."""
+
+    @abstractmethod
+    def revert(self, snapshot: Any) -> None:
+        """Return to a state taken by :meth:`snapshot`."""
+
+    @abstractmethod
+    def advance_time(self, seconds: int) -> None:
+        """Move the chain's clock forward and mine a block."""
+
+
+class EmbeddedChain(Chain):
+    """eth-tester on py-evm, in this process: zero set-up, one transaction per block."""
+
+    backend = "embedded"
+
+    def __init__(self) -> None:
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3 import EthereumTesterProvider
+
+        genesis = {
+            bytes.fromhex(dev_account(i).address[2:]): {
+                "balance": DEV_BALANCE_WEI,
+                "nonce": 0,
+                "code": b"",
+                "storage": {},
+            }
+            for i in range(DEV_ACCOUNTS)
+        }
+        self.tester = EthereumTester(PyEVMBackend(genesis_state=genesis))
+        provider = EthereumTesterProvider(self.tester)
+        # eth-tester is not thread-safe; in-process nodes (the demo, tests) share this
+        # chain from several threads, so every request to it is serialised.
+        self.lock = threading.RLock()
+        unlocked = provider.make_request
+
+        def make_request(method: Any, params: Any) -> Any:
+            with self.lock:
+                return unlocked(method, params)
+
+        provider.make_request = make_request  # type: ignore[method-assign]
+        super().__init__(Web3(provider))
+        # eth-tester runs calls from its own first account, which this genesis does not
+        # fund; calls from a funded account avoid its "cannot afford gas" check.
+        self.w3.eth.default_account = dev_account(0).address
+
+    def _send_guard(self) -> AbstractContextManager[Any]:
+        # eth-tester mines each transaction as it arrives and has no pool to queue a
+        # nonce that comes early, so threads must hand theirs over in nonce order.
+        return self.lock
+
+    def _gas_for(self, sender: str, tx: dict[str, Any], what: str) -> int:
+        # py-evm estimates gas by a binary search of trial runs; one call tells as
+        # well whether the transaction would revert, and on this private chain a
+        # generous limit costs nothing (receipts still report the gas used).
+        try:
+            self.w3.eth.call({**tx, "from": sender})  # type: ignore[typeddict-item]
+        except _REVERTS as exc:
+            raise rule_error(what, _reason(exc)) from None
+        return EMBEDDED_GAS_LIMIT
+
+    def snapshot(self) -> Any:
+        with self.lock:
+            return self.tester.take_snapshot()
+
+    def revert(self, snapshot: Any) -> None:
+        with self.lock:
+            self.tester.revert_to_snapshot(snapshot)
+        self._nonces = _Nonces(self.w3)
+
+    def advance_time(self, seconds: int) -> None:
+        with self.lock:
+            self.tester.time_travel(self.timestamp() + seconds)
+            self.tester.mine_blocks(1)
+
+
+class RpcChain(Chain):
+    """Any Ethereum JSON-RPC endpoint."""
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"chain URL must start with http:// or https://, got {url!r}")
+        self.url = url
+        super().__init__(Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})))
+        # Sending is the hot path; one keep-alive connection without web3's
+        # middleware stack costs a third of the time per transaction.
+        self._http = httpx.Client(timeout=timeout)
+        self._http_lock = threading.Lock()
+
+    def _send_raw(self, raw: bytes) -> bytes:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_sendRawTransaction",
+            "params": ["0x" + raw.hex()],
+        }
+        try:
+            with self._http_lock:
+                reply = self._http.post(self.url, json=body).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ChainError(f"cannot reach the chain at {self.url}: {exc}") from exc
+        if "error" in reply:
+            message = str(reply["error"].get("message", reply["error"]))
+            if "revert" in message:
+                raise ContractLogicError(message)
+            raise ChainError(f"the chain refused the transaction: {message}")
+        return bytes.fromhex(str(reply["result"]).removeprefix("0x"))
+
+    def wait_all(self, pending: list[PendingTx], timeout: float = 120.0) -> list[TxReceipt]:
+        """Wait for many transactions, fetching receipts in JSON-RPC batches."""
+        deadline = time.monotonic() + timeout
+        waiting = [p for p in pending if p._receipt is None]
+        while waiting:
+            found: dict[bytes, TxReceipt] = {}
+            for lo in range(0, len(waiting), 200):
+                with self.w3.batch_requests() as batch:
+                    for p in waiting[lo : lo + 200]:
+                        batch.add(self.w3.eth.get_transaction_receipt(p.tx_hash))
+                    try:
+                        replies = batch.execute()
+                    except (OSError, Web3Exception):
+                        replies = []  # some not mined yet: poll again below
+                for reply in replies:
+                    if isinstance(reply, Mapping) and reply.get("transactionHash") is not None:
+                        found[bytes(reply["transactionHash"])] = reply  # type: ignore[typeddict-item,assignment]
+            for p in waiting:
+                if bytes(p.tx_hash) in found:
+                    p._receipt = found[bytes(p.tx_hash)]
+            waiting = [p for p in waiting if p._receipt is None]
+            if waiting:
+                if time.monotonic() > deadline:
+                    raise ChainError(
+                        f"{len(waiting)} transactions not mined within {timeout:.0f} s"
+                    )
+                time.sleep(0.02)
+        for p in pending:
+            receipt = p.receipt()
+            if receipt["status"] != 1:
+                raise rule_error(p.what, self._replay_reason(p.tx_hash, receipt))
+        return [p.receipt() for p in pending]
+
+    def _dev_rpc(self, method: str, params: list[Any]) -> Any:
+        response = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        if "error" in response:
+            raise ChainError(f"{method} is not available on this chain: {response['error']}")
+        return response.get("result")
+
+    def snapshot(self) -> Any:
+        return self._dev_rpc("evm_snapshot", [])
+
+    def revert(self, snapshot: Any) -> None:
+        if not self._dev_rpc("evm_revert", [snapshot]):
+            raise ChainError(f"could not revert to snapshot {snapshot}")
+        self._nonces = _Nonces(self.w3)
+
+    def advance_time(self, seconds: int) -> None:
+        self._dev_rpc("evm_increaseTime", [seconds])
+        self._dev_rpc("evm_mine", [])

@@ -1,0 +1,249 @@
+# pragma version ~=0.4.3
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""
+@title AccessRegistry
+@notice The request / permission / handshake records of datagora. A consumer
+        files a request for a dataset (with a purpose and their public
+        re-encryption key); the dataset's controller grants it until an expiry,
+        denies it with a reason, or later revokes the grant. A grant's id is
+        its request's id. A consumer may hold up to eight live grants for a
+        dataset; any one of them gives access. Per dataset, the controller keeps an allow-list
+        (access without a request) and a deny-list (no access, no requests).
+        Every step is an event. A revoked grant stays revoked.
+"""
+
+interface IDataNFT:
+    def controller(dataset: uint256) -> address: view
+    def is_active(dataset: uint256) -> bool: view
+
+
+STATUS_NONE: constant(uint8) = 0
+STATUS_PENDING: constant(uint8) = 1
+STATUS_GRANTED: constant(uint8) = 2
+STATUS_DENIED: constant(uint8) = 3
+STATUS_REVOKED: constant(uint8) = 4
+
+LIST_NONE: constant(uint8) = 0
+LIST_ALLOW: constant(uint8) = 1
+LIST_DENY: constant(uint8) = 2
+
+DATA_NFT: public(immutable(address))
+
+request_count: public(uint256)
+request_dataset: public(HashMap[uint256, uint256])
+# request id -> consumer (160 bits) | status (8 bits) << 160 | expires_at (64 bits) << 168
+_request: HashMap[uint256, uint256]
+MAX_LIVE_GRANTS: constant(uint256) = 8
+
+# dataset -> consumer -> ids of the consumer's granted requests that may still be
+# live (pruned of revoked and expired ones whenever a new grant is added)
+_grants: HashMap[uint256, HashMap[address, DynArray[uint256, MAX_LIVE_GRANTS]]]
+# dataset -> account -> LIST_*
+list_of: public(HashMap[uint256, HashMap[address, uint8]])
+
+
+struct RequestInfo:
+    dataset: uint256
+    consumer: address
+    status: uint8
+    expires_at: uint256
+
+
+event AccessRequested:
+    request_id: indexed(uint256)
+    dataset: indexed(uint256)
+    consumer: indexed(address)
+    purpose: String[256]
+    consumer_key: Bytes[128]
+
+
+event AccessGranted:
+    request_id: indexed(uint256)
+    dataset: indexed(uint256)
+    consumer: indexed(address)
+    expires_at: uint256
+
+
+event AccessDenied:
+    request_id: indexed(uint256)
+    dataset: indexed(uint256)
+    consumer: indexed(address)
+    reason: String[256]
+
+
+event AccessRevoked:
+    request_id: indexed(uint256)
+    dataset: indexed(uint256)
+    consumer: indexed(address)
+
+
+event ListChanged:
+    dataset: indexed(uint256)
+    account: indexed(address)
+    list_kind: uint8
+
+
+@deploy
+def __init__(data_nft: address):
+    DATA_NFT = data_nft
+
+
+@internal
+@view
+def _check_controller(dataset: uint256):
+    assert msg.sender == staticcall IDataNFT(DATA_NFT).controller(dataset), "datagora: not controller"
+
+
+@internal
+@view
+def _consumer(packed: uint256) -> address:
+    return convert(packed & convert(max_value(uint160), uint256), address)
+
+
+@internal
+@view
+def _status(packed: uint256) -> uint8:
+    return convert((packed >> 160) & 255, uint8)
+
+
+@external
+def request(dataset: uint256, purpose: String[256], consumer_key: Bytes[128]) -> uint256:
+    """
+    @notice Ask for access to `dataset`.
+    @return The request id.
+    """
+    assert staticcall IDataNFT(DATA_NFT).is_active(dataset), "datagora: dataset not active"
+    assert self.list_of[dataset][msg.sender] != LIST_DENY, "datagora: consumer is deny-listed"
+    request_id: uint256 = self.request_count + 1
+    self.request_count = request_id
+    self.request_dataset[request_id] = dataset
+    self._request[request_id] = convert(msg.sender, uint256) | (convert(STATUS_PENDING, uint256) << 160)
+    log AccessRequested(request_id=request_id, dataset=dataset, consumer=msg.sender, purpose=purpose, consumer_key=consumer_key)
+    return request_id
+
+
+@internal
+@view
+def _live(packed: uint256) -> bool:
+    return self._status(packed) == STATUS_GRANTED and (packed >> 168) > block.timestamp
+
+
+@internal
+@view
+def _pending(request_id: uint256) -> (uint256, uint256):
+    dataset: uint256 = self.request_dataset[request_id]
+    assert dataset != 0, "datagora: no such request"
+    self._check_controller(dataset)
+    packed: uint256 = self._request[request_id]
+    assert self._status(packed) == STATUS_PENDING, "datagora: request not pending"
+    return dataset, packed
+
+
+@external
+def grant(request_id: uint256, expires_at: uint256):
+    """
+    @notice Grant a pending request until `expires_at` (unix seconds). Only the
+            dataset's controller.
+    """
+    dataset: uint256 = 0
+    packed: uint256 = 0
+    dataset, packed = self._pending(request_id)
+    assert expires_at > block.timestamp, "datagora: expiry in the past"
+    assert expires_at < 2**64, "datagora: expiry too far"
+    consumer: address = self._consumer(packed)
+    assert self.list_of[dataset][consumer] != LIST_DENY, "datagora: consumer is deny-listed"
+    self._request[request_id] = convert(consumer, uint256) | (convert(STATUS_GRANTED, uint256) << 160) | (expires_at << 168)
+    live: DynArray[uint256, MAX_LIVE_GRANTS] = []
+    for rid: uint256 in self._grants[dataset][consumer]:
+        if self._live(self._request[rid]):
+            live.append(rid)
+    assert len(live) < MAX_LIVE_GRANTS, "datagora: too many live grants for this consumer"
+    live.append(request_id)
+    self._grants[dataset][consumer] = live
+    log AccessGranted(request_id=request_id, dataset=dataset, consumer=consumer, expires_at=expires_at)
+
+
+@external
+def deny(request_id: uint256, reason: String[256]):
+    """
+    @notice Deny a pending request, saying why. Only the dataset's controller.
+    """
+    dataset: uint256 = 0
+    packed: uint256 = 0
+    dataset, packed = self._pending(request_id)
+    consumer: address = self._consumer(packed)
+    self._request[request_id] = convert(consumer, uint256) | (convert(STATUS_DENIED, uint256) << 160)
+    log AccessDenied(request_id=request_id, dataset=dataset, consumer=consumer, reason=reason)
+
+
+@external
+def revoke(request_id: uint256):
+    """
+    @notice Revoke a grant, for good. Only the dataset's controller.
+    """
+    dataset: uint256 = self.request_dataset[request_id]
+    assert dataset != 0, "datagora: no such request"
+    self._check_controller(dataset)
+    packed: uint256 = self._request[request_id]
+    assert self._status(packed) == STATUS_GRANTED, "datagora: not granted"
+    consumer: address = self._consumer(packed)
+    self._request[request_id] = (packed & ~(255 << 160)) | (convert(STATUS_REVOKED, uint256) << 160)
+    log AccessRevoked(request_id=request_id, dataset=dataset, consumer=consumer)
+
+
+@external
+def set_list(dataset: uint256, account: address, list_kind: uint8):
+    """
+    @notice Put `account` on the allow-list (1) or deny-list (2) of `dataset`,
+            or off both (0). Only the dataset's controller.
+    """
+    self._check_controller(dataset)
+    assert account != empty(address), "datagora: zero address"
+    assert list_kind <= LIST_DENY, "datagora: unknown list"
+    self.list_of[dataset][account] = list_kind
+    log ListChanged(dataset=dataset, account=account, list_kind=list_kind)
+
+
+@external
+@view
+def get_request(request_id: uint256) -> RequestInfo:
+    packed: uint256 = self._request[request_id]
+    assert packed != 0, "datagora: no such request"
+    return RequestInfo(
+        dataset=self.request_dataset[request_id],
+        consumer=self._consumer(packed),
+        status=self._status(packed),
+        expires_at=packed >> 168,
+    )
+
+
+@external
+@view
+def has_access(dataset: uint256, consumer: address) -> bool:
+    """
+    @notice True if `consumer` may read `dataset` now through this registry:
+            allow-listed, or holding an unexpired, unrevoked grant; never when
+            deny-listed or the dataset is not active.
+    """
+    kind: uint8 = self.list_of[dataset][consumer]
+    if kind == LIST_DENY or not staticcall IDataNFT(DATA_NFT).is_active(dataset):
+        return False
+    if kind == LIST_ALLOW:
+        return True
+    for rid: uint256 in self._grants[dataset][consumer]:
+        if self._live(self._request[rid]):
+            return True
+    return False
+
+
+@external
+@view
+def live_grants(dataset: uint256, consumer: address) -> DynArray[uint256, MAX_LIVE_GRANTS]:
+    """
+    @notice The consumer's granted requests for `dataset` that are unrevoked and unexpired.
+    """
+    live: DynArray[uint256, MAX_LIVE_GRANTS] = []
+    for rid: uint256 in self._grants[dataset][consumer]:
+        if self._live(self._request[rid]):
+            live.append(rid)
+    return live

@@ -1,0 +1,297 @@
+# pragma version ~=0.4.3
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""
+@title DataNFT
+@notice One ERC-721 collection for every dataset: token id = dataset id, and
+        whoever holds the token controls the dataset (its versions, state,
+        prices, services, grants). Per dataset it records the SHA-256 of the
+        metadata JSON, the metadata URI (served as the standard `tokenURI`), the
+        manifest hash and Merkle root of the stored shares, a version number and
+        a state. Only the Factory mints, so every token has its datatoken.
+"""
+
+from snekmate.auth import ownable
+from snekmate.tokens import erc721
+
+initializes: ownable
+initializes: erc721[ownable := ownable]
+
+exports: (
+    erc721.owner,
+    erc721.balanceOf,
+    erc721.ownerOf,
+    erc721.approve,
+    erc721.getApproved,
+    erc721.setApprovalForAll,
+    erc721.isApprovedForAll,
+    erc721.transferFrom,
+    erc721.safeTransferFrom,
+    erc721.tokenURI,
+    erc721.totalSupply,
+    erc721.tokenByIndex,
+    erc721.tokenOfOwnerByIndex,
+    erc721.name,
+    erc721.symbol,
+    erc721.supportsInterface,
+    erc721.nonces,
+    erc721.permit,
+    erc721.DOMAIN_SEPARATOR,
+)
+
+STATE_ACTIVE: constant(uint8) = 0
+STATE_DISABLED: constant(uint8) = 1
+STATE_RETIRED: constant(uint8) = 2
+
+# datatoken (160 bits) | version (32 bits) << 160 | state (8 bits) << 192:
+# one storage slot instead of three keeps publishing cheap.
+_info: HashMap[uint256, uint256]
+metadata_hash: public(HashMap[uint256, bytes32])
+manifest_hash: public(HashMap[uint256, bytes32])
+merkle_root: public(HashMap[uint256, bytes32])
+
+factory: public(address)
+
+
+struct DatasetInfo:
+    controller: address
+    datatoken: address
+    version: uint32
+    state: uint8
+    metadata_hash: bytes32
+    manifest_hash: bytes32
+    merkle_root: bytes32
+    metadata_uri: String[432]
+
+
+event DatasetCreated:
+    dataset: indexed(uint256)
+    owner: indexed(address)
+    datatoken: indexed(address)
+    metadata_hash: bytes32
+    manifest_hash: bytes32
+    merkle_root: bytes32
+    metadata_uri: String[432]
+
+
+event DatasetUpdated:
+    dataset: indexed(uint256)
+    updater: indexed(address)
+    version: uint32
+    old_metadata_hash: bytes32
+    new_metadata_hash: bytes32
+    old_manifest_hash: bytes32
+    new_manifest_hash: bytes32
+    old_merkle_root: bytes32
+    new_merkle_root: bytes32
+    metadata_uri: String[432]
+
+
+event DatasetStateChanged:
+    dataset: indexed(uint256)
+    updater: indexed(address)
+    old_state: uint8
+    new_state: uint8
+
+
+event FactorySet:
+    factory: indexed(address)
+
+
+@deploy
+def __init__():
+    ownable.__init__()
+    erc721.__init__("datagora datasets", "DGDS", "", "datagora datasets", "1")
+    # Token ids start at 1 so that 0 can mean "no dataset".
+    erc721._counter = 1
+
+
+@external
+def set_factory(factory_: address):
+    """
+    @notice Wire the Factory, once. Only the collection owner (the deployer).
+    """
+    ownable._check_owner()
+    assert self.factory == empty(address), "datagora: factory already set"
+    assert factory_ != empty(address), "datagora: zero address"
+    self.factory = factory_
+    log FactorySet(factory=factory_)
+
+
+@external
+def mint_dataset(
+    owner_: address,
+    datatoken: address,
+    metadata_hash_: bytes32,
+    metadata_uri: String[432],
+    manifest_hash_: bytes32,
+    merkle_root_: bytes32,
+) -> uint256:
+    """
+    @notice Create a dataset: mint its token to `owner_` and record its hashes.
+            Only the Factory, which creates the datatoken in the same transaction.
+    """
+    assert msg.sender == self.factory, "datagora: only the factory mints datasets"
+    assert owner_ != empty(address), "datagora: zero address"
+    assert metadata_hash_ != empty(bytes32), "datagora: empty metadata hash"
+    dataset: uint256 = erc721._counter
+    erc721._counter = dataset + 1
+    erc721._mint(owner_, dataset)
+    if len(metadata_uri) > 0:
+        erc721._token_uris[dataset] = metadata_uri
+    self._info[dataset] = convert(datatoken, uint256) | (1 << 160)
+    self.metadata_hash[dataset] = metadata_hash_
+    if manifest_hash_ != empty(bytes32):
+        self.manifest_hash[dataset] = manifest_hash_
+    if merkle_root_ != empty(bytes32):
+        self.merkle_root[dataset] = merkle_root_
+    log DatasetCreated(
+        dataset=dataset,
+        owner=owner_,
+        datatoken=datatoken,
+        metadata_hash=metadata_hash_,
+        manifest_hash=manifest_hash_,
+        merkle_root=merkle_root_,
+        metadata_uri=metadata_uri,
+    )
+    return dataset
+
+
+@internal
+@view
+def _check_controller(dataset: uint256):
+    assert erc721._owner_of(dataset) == msg.sender, "datagora: not controller"
+
+
+@internal
+@view
+def _state(info: uint256) -> uint8:
+    return convert((info >> 192) & 255, uint8)
+
+
+@external
+def update(
+    dataset: uint256,
+    metadata_hash_: bytes32,
+    metadata_uri: String[432],
+    manifest_hash_: bytes32,
+    merkle_root_: bytes32,
+) -> uint32:
+    """
+    @notice Make a new version of `dataset`. Only its controller; not once retired.
+    @return The new version number.
+    """
+    self._check_controller(dataset)
+    assert metadata_hash_ != empty(bytes32), "datagora: empty metadata hash"
+    info: uint256 = self._info[dataset]
+    assert self._state(info) != STATE_RETIRED, "datagora: dataset retired"
+    version: uint32 = convert((info >> 160) & 4294967295, uint32) + 1
+    self._info[dataset] = (info & ~(4294967295 << 160)) | (convert(version, uint256) << 160)
+    old_metadata: bytes32 = self.metadata_hash[dataset]
+    old_manifest: bytes32 = self.manifest_hash[dataset]
+    old_root: bytes32 = self.merkle_root[dataset]
+    self.metadata_hash[dataset] = metadata_hash_
+    self.manifest_hash[dataset] = manifest_hash_
+    self.merkle_root[dataset] = merkle_root_
+    erc721._token_uris[dataset] = metadata_uri
+    log DatasetUpdated(
+        dataset=dataset,
+        updater=msg.sender,
+        version=version,
+        old_metadata_hash=old_metadata,
+        new_metadata_hash=metadata_hash_,
+        old_manifest_hash=old_manifest,
+        new_manifest_hash=manifest_hash_,
+        old_merkle_root=old_root,
+        new_merkle_root=merkle_root_,
+        metadata_uri=metadata_uri,
+    )
+    return version
+
+
+@external
+def set_state(dataset: uint256, state: uint8):
+    """
+    @notice Activate, disable or retire `dataset`. Retiring is final.
+    """
+    self._check_controller(dataset)
+    assert state <= STATE_RETIRED, "datagora: unknown state"
+    info: uint256 = self._info[dataset]
+    old: uint8 = self._state(info)
+    assert old != STATE_RETIRED, "datagora: dataset retired"
+    assert old != state, "datagora: state unchanged"
+    self._info[dataset] = (info & ~(255 << 192)) | (convert(state, uint256) << 192)
+    log DatasetStateChanged(dataset=dataset, updater=msg.sender, old_state=old, new_state=state)
+
+
+@external
+@view
+def controller(dataset: uint256) -> address:
+    """
+    @notice The account that controls `dataset` (holder of its token).
+    """
+    return erc721._owner_of(dataset)
+
+
+@external
+@view
+def datatoken_of(dataset: uint256) -> address:
+    return convert(self._info[dataset] & convert(max_value(uint160), uint256), address)
+
+
+@external
+@view
+def version_of(dataset: uint256) -> uint32:
+    return convert((self._info[dataset] >> 160) & 4294967295, uint32)
+
+
+@external
+@view
+def state_of(dataset: uint256) -> uint8:
+    return self._state(self._info[dataset])
+
+
+@external
+@view
+def is_active(dataset: uint256) -> bool:
+    info: uint256 = self._info[dataset]
+    return info != 0 and self._state(info) == STATE_ACTIVE
+
+
+@external
+@view
+def market_info(dataset: uint256) -> (address, address, bool):
+    """
+    @notice Controller, datatoken and whether active, in one call (for the market contracts).
+    """
+    info: uint256 = self._info[dataset]
+    return (
+        erc721._owner_of(dataset),
+        convert(info & convert(max_value(uint160), uint256), address),
+        info != 0 and self._state(info) == STATE_ACTIVE,
+    )
+
+
+@external
+@view
+def dataset_count() -> uint256:
+    return erc721._counter - 1
+
+
+@external
+@view
+def get_dataset(dataset: uint256) -> DatasetInfo:
+    """
+    @notice Everything the chain holds about `dataset`; reverts if it does not exist.
+    """
+    info: uint256 = self._info[dataset]
+    assert info != 0, "datagora: no such dataset"
+    return DatasetInfo(
+        controller=erc721._owner_of(dataset),
+        datatoken=convert(info & convert(max_value(uint160), uint256), address),
+        version=convert((info >> 160) & 4294967295, uint32),
+        state=self._state(info),
+        metadata_hash=self.metadata_hash[dataset],
+        manifest_hash=self.manifest_hash[dataset],
+        merkle_root=self.merkle_root[dataset],
+        metadata_uri=erc721._token_uris[dataset],
+    )

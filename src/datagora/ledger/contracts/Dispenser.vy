@@ -1,0 +1,103 @@
+# pragma version ~=0.4.3
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""
+@title Dispenser
+@notice Free datatokens for free-but-tracked datasets: anyone may take up to
+        the dataset's per-address limit. Every access is still an on-chain order.
+"""
+
+interface IDataNFT:
+    def controller(dataset: uint256) -> address: view
+    def is_active(dataset: uint256) -> bool: view
+    def factory() -> address: view
+    def datatoken_of(dataset: uint256) -> address: view
+
+
+interface IDatatoken:
+    def mint(to: address, amount: uint256): nonpayable
+    def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[128]) -> uint256: nonpayable
+
+
+DATA_NFT: public(immutable(address))
+
+# dataset -> max datatokens per address (0: no dispenser)
+max_per_address: public(HashMap[uint256, uint256])
+active: public(HashMap[uint256, bool])
+dispensed: public(HashMap[uint256, HashMap[address, uint256]])
+
+
+event DispenserCreated:
+    dataset: indexed(uint256)
+    max_per_address: uint256
+
+
+event DispenserChanged:
+    dataset: indexed(uint256)
+    max_per_address: uint256
+    active: bool
+
+
+event Dispensed:
+    dataset: indexed(uint256)
+    to: indexed(address)
+    amount: uint256
+
+
+@deploy
+def __init__(data_nft: address):
+    assert data_nft != empty(address), "datagora: zero address"
+    DATA_NFT = data_nft
+
+
+@internal
+@view
+def _check_controller(dataset: uint256):
+    assert msg.sender == staticcall IDataNFT(DATA_NFT).controller(dataset), "datagora: not controller"
+
+
+@external
+def create(dataset: uint256, max_per_address_: uint256):
+    if msg.sender != staticcall IDataNFT(DATA_NFT).factory():
+        self._check_controller(dataset)
+    assert self.max_per_address[dataset] == 0, "datagora: dispenser exists"
+    assert max_per_address_ != 0, "datagora: zero amount"
+    self.max_per_address[dataset] = max_per_address_
+    self.active[dataset] = True
+    log DispenserCreated(dataset=dataset, max_per_address=max_per_address_)
+
+
+@external
+def configure(dataset: uint256, max_per_address_: uint256, active_: bool):
+    self._check_controller(dataset)
+    assert self.max_per_address[dataset] != 0, "datagora: no dispenser"
+    assert max_per_address_ != 0, "datagora: zero amount"
+    self.max_per_address[dataset] = max_per_address_
+    self.active[dataset] = active_
+    log DispenserChanged(dataset=dataset, max_per_address=max_per_address_, active=active_)
+
+
+@internal
+def _take(dataset: uint256, amount: uint256) -> address:
+    assert amount != 0, "datagora: zero amount"
+    assert self.active[dataset], "datagora: no dispenser"
+    assert staticcall IDataNFT(DATA_NFT).is_active(dataset), "datagora: dataset not active"
+    taken: uint256 = self.dispensed[dataset][msg.sender] + amount
+    assert taken <= self.max_per_address[dataset], "datagora: dispenser limit reached"
+    self.dispensed[dataset][msg.sender] = taken
+    log Dispensed(dataset=dataset, to=msg.sender, amount=amount)
+    return staticcall IDataNFT(DATA_NFT).datatoken_of(dataset)
+
+
+@external
+def dispense(dataset: uint256, amount: uint256):
+    datatoken: address = self._take(dataset, amount)
+    extcall IDatatoken(datatoken).mint(msg.sender, amount)
+
+
+@external
+def dispense_and_order(dataset: uint256, service_id: uint256, consumer_key: Bytes[128]) -> uint256:
+    """
+    @notice Take one free datatoken and order service `service_id` with it, in one transaction.
+    """
+    datatoken: address = self._take(dataset, 1)
+    return extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key)

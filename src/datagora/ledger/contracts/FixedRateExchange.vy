@@ -1,0 +1,274 @@
+# pragma version ~=0.4.3
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""
+@title FixedRateExchange
+@notice Sells datatokens for MarketToken at a fixed price set by each dataset's
+        controller. The buyer pays exactly the listed price; out of it a
+        marketplace fee (recipient and rate chosen at publish time, at most
+        MAX_MARKET_FEE_BPS) and a protocol fee (set by the exchange owner, at
+        most MAX_PROTOCOL_FEE_BPS) are paid, and the rest goes to the dataset's
+        controller at the time of sale. Payments move directly from buyer to
+        recipients, so every payment is an ERC-20 Transfer event.
+        `buy_and_order` buys one access and orders it in one transaction,
+        paying through an EIP-2612 permit.
+"""
+
+from ethereum.ercs import IERC20
+from snekmate.auth import ownable
+
+initializes: ownable
+
+exports: (ownable.owner, ownable.transfer_ownership)
+
+
+interface IDataNFT:
+    def controller(dataset: uint256) -> address: view
+    def is_active(dataset: uint256) -> bool: view
+    def factory() -> address: view
+    def datatoken_of(dataset: uint256) -> address: view
+    def market_info(dataset: uint256) -> (address, address, bool): view
+
+
+interface IDatatoken:
+    def mint(to: address, amount: uint256): nonpayable
+    def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[128]) -> uint256: nonpayable
+
+
+interface IPermit:
+    def permit(owner: address, spender: address, amount: uint256, deadline: uint256, v: uint8, r: bytes32, s: bytes32): nonpayable
+
+
+BPS: constant(uint256) = 10_000
+MAX_MARKET_FEE_BPS: public(constant(uint256)) = 1_000
+MAX_PROTOCOL_FEE_BPS: public(constant(uint256)) = 500
+MAX_BUY_AMOUNT: constant(uint256) = 1_000_000
+
+MARKET_TOKEN: public(immutable(address))
+DATA_NFT: public(immutable(address))
+
+# protocol fee recipient (160 bits) | fee bps << 160: read on every sale, so one slot.
+_protocol_fee: uint256
+
+# dataset -> price of one datatoken, in MarketToken base units (0: not for sale here).
+price: public(HashMap[uint256, uint256])
+# dataset -> market fee recipient (160 bits) | fee bps (16 bits) << 160 | active << 176
+_config: HashMap[uint256, uint256]
+
+
+struct Quote:
+    total: uint256
+    publisher_amount: uint256
+    market_fee: uint256
+    protocol_fee: uint256
+
+
+event ExchangeCreated:
+    dataset: indexed(uint256)
+    price: uint256
+    market_fee_bps: uint256
+    market_fee_recipient: address
+
+
+event PriceChanged:
+    dataset: indexed(uint256)
+    old_price: uint256
+    new_price: uint256
+
+
+event ExchangeActivated:
+    dataset: indexed(uint256)
+    active: bool
+
+
+event ProtocolFeeChanged:
+    fee_bps: uint256
+    recipient: address
+
+
+# Who received the fees is in the MarketToken Transfer events of the same
+# transaction (and in ExchangeCreated / ProtocolFeeChanged).
+event Bought:
+    dataset: indexed(uint256)
+    buyer: indexed(address)
+    publisher: indexed(address)
+    amount: uint256
+    total: uint256
+    market_fee: uint256
+    protocol_fee: uint256
+
+
+@deploy
+def __init__(market_token: address, data_nft: address, protocol_fee_bps_: uint256, protocol_fee_recipient_: address):
+    ownable.__init__()
+    assert market_token != empty(address) and data_nft != empty(address), "datagora: zero address"
+    assert protocol_fee_bps_ <= MAX_PROTOCOL_FEE_BPS, "datagora: fee above bound"
+    assert protocol_fee_bps_ == 0 or protocol_fee_recipient_ != empty(address), "datagora: zero address"
+    MARKET_TOKEN = market_token
+    DATA_NFT = data_nft
+    self._protocol_fee = convert(protocol_fee_recipient_, uint256) | (protocol_fee_bps_ << 160)
+
+
+@internal
+@view
+def _check_controller(dataset: uint256):
+    assert msg.sender == staticcall IDataNFT(DATA_NFT).controller(dataset), "datagora: not controller"
+
+
+@external
+def create(dataset: uint256, price_: uint256, market_fee_bps: uint256, market_fee_recipient: address):
+    """
+    @notice Put `dataset` on sale at `price_`. By the Factory at publish time,
+            or later by the dataset's controller.
+    """
+    if msg.sender != staticcall IDataNFT(DATA_NFT).factory():
+        self._check_controller(dataset)
+    assert self.price[dataset] == 0, "datagora: exchange exists"
+    assert price_ != 0, "datagora: zero price"
+    assert market_fee_bps <= MAX_MARKET_FEE_BPS, "datagora: fee above bound"
+    assert market_fee_bps == 0 or market_fee_recipient != empty(address), "datagora: zero address"
+    self.price[dataset] = price_
+    self._config[dataset] = convert(market_fee_recipient, uint256) | (market_fee_bps << 160) | (1 << 176)
+    log ExchangeCreated(dataset=dataset, price=price_, market_fee_bps=market_fee_bps, market_fee_recipient=market_fee_recipient)
+
+
+@external
+def set_price(dataset: uint256, price_: uint256):
+    self._check_controller(dataset)
+    old: uint256 = self.price[dataset]
+    assert old != 0, "datagora: no exchange"
+    assert price_ != 0, "datagora: zero price"
+    self.price[dataset] = price_
+    log PriceChanged(dataset=dataset, old_price=old, new_price=price_)
+
+
+@external
+def set_active(dataset: uint256, active: bool):
+    self._check_controller(dataset)
+    assert self.price[dataset] != 0, "datagora: no exchange"
+    config: uint256 = self._config[dataset] & ~(1 << 176)
+    if active:
+        config |= 1 << 176
+    self._config[dataset] = config
+    log ExchangeActivated(dataset=dataset, active=active)
+
+
+@external
+def set_protocol_fee(fee_bps: uint256, recipient: address):
+    ownable._check_owner()
+    assert fee_bps <= MAX_PROTOCOL_FEE_BPS, "datagora: fee above bound"
+    assert fee_bps == 0 or recipient != empty(address), "datagora: zero address"
+    self._protocol_fee = convert(recipient, uint256) | (fee_bps << 160)
+    log ProtocolFeeChanged(fee_bps=fee_bps, recipient=recipient)
+
+
+@internal
+@view
+def _quote(dataset: uint256, amount: uint256) -> Quote:
+    unit: uint256 = self.price[dataset]
+    assert unit != 0, "datagora: no exchange"
+    total: uint256 = unit * amount
+    market_fee: uint256 = total * ((self._config[dataset] >> 160) & 65535) // BPS
+    protocol_fee: uint256 = total * (self._protocol_fee >> 160) // BPS
+    return Quote(total=total, publisher_amount=total - market_fee - protocol_fee, market_fee=market_fee, protocol_fee=protocol_fee)
+
+
+@external
+@view
+def quote(dataset: uint256, amount: uint256) -> Quote:
+    """
+    @notice What buying `amount` datatokens of `dataset` costs now, and who gets what.
+    """
+    return self._quote(dataset, amount)
+
+
+@external
+@view
+def market_fee(dataset: uint256) -> (uint256, address):
+    config: uint256 = self._config[dataset]
+    return (config >> 160) & 65535, convert(config & convert(max_value(uint160), uint256), address)
+
+
+@external
+@view
+def protocol_fee() -> (uint256, address):
+    """
+    @notice The protocol fee rate (basis points) and its recipient.
+    """
+    return self._protocol_fee >> 160, convert(self._protocol_fee & convert(max_value(uint160), uint256), address)
+
+
+@external
+@view
+def is_active(dataset: uint256) -> bool:
+    return (self._config[dataset] >> 176) & 1 == 1
+
+
+@internal
+def _pay(dataset: uint256, amount: uint256, max_total: uint256) -> address:
+    assert amount != 0 and amount <= MAX_BUY_AMOUNT, "datagora: bad amount"
+    config: uint256 = self._config[dataset]
+    assert (config >> 176) & 1 == 1, "datagora: exchange not active"
+    publisher: address = empty(address)
+    datatoken: address = empty(address)
+    active: bool = False
+    publisher, datatoken, active = staticcall IDataNFT(DATA_NFT).market_info(dataset)
+    assert active, "datagora: dataset not active"
+    q: Quote = self._quote(dataset, amount)
+    assert q.total <= max_total, "datagora: price above maximum"
+    market_recipient: address = convert(config & convert(max_value(uint160), uint256), address)
+    protocol_recipient: address = convert(self._protocol_fee & convert(max_value(uint160), uint256), address)
+    assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, publisher, q.publisher_amount), "datagora: payment failed"
+    if q.market_fee != 0:
+        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, market_recipient, q.market_fee), "datagora: payment failed"
+    if q.protocol_fee != 0:
+        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, protocol_recipient, q.protocol_fee), "datagora: payment failed"
+    log Bought(
+        dataset=dataset,
+        buyer=msg.sender,
+        publisher=publisher,
+        amount=amount,
+        total=q.total,
+        market_fee=q.market_fee,
+        protocol_fee=q.protocol_fee,
+    )
+    return datatoken
+
+
+@external
+def buy(dataset: uint256, amount: uint256, max_total: uint256):
+    """
+    @notice Buy `amount` datatokens of `dataset`, paying at most `max_total`
+            (needs a MarketToken allowance for this exchange).
+    """
+    datatoken: address = self._pay(dataset, amount, max_total)
+    extcall IDatatoken(datatoken).mint(msg.sender, amount)
+
+
+@external
+def buy_and_order(
+    dataset: uint256,
+    service_id: uint256,
+    consumer_key: Bytes[128],
+    max_price: uint256,
+    deadline: uint256,
+    v: uint8,
+    r: bytes32,
+    s: bytes32,
+) -> uint256:
+    """
+    @notice Buy one access to `dataset` and order service `service_id` with it,
+            in one transaction. With `deadline` != 0, (`v`, `r`, `s`) is the
+            buyer's EIP-2612 permit for this exchange over `max_price`, so no
+            separate approve is needed.
+    @return The order's expiry.
+    """
+    if deadline != 0:
+        # A permit that someone front-ran has already set the allowance, so a
+        # failed permit is not fatal: the payment below checks the allowance.
+        permitted: bool = raw_call(
+            MARKET_TOKEN,
+            abi_encode(msg.sender, self, max_price, deadline, v, r, s, method_id=method_id("permit(address,address,uint256,uint256,uint8,bytes32,bytes32)")),
+            revert_on_failure=False,
+        )
+    datatoken: address = self._pay(dataset, 1, max_price)
+    return extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key)

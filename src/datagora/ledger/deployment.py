@@ -1,0 +1,122 @@
+"""Deploying datagora's contracts, and the JSON record other processes read to connect."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from datagora.atomic import write_atomically
+from datagora.errors import ConfigError
+from datagora.ledger.chain import Chain
+from datagora.ledger.compiler import CONTRACT_NAMES, compile_contract
+
+DEPLOYMENT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where datagora lives on one chain: chain id, contract addresses, start block."""
+
+    chain_id: int
+    start_block: int
+    deployer: str
+    contracts: dict[str, str]
+    format: int = DEPLOYMENT_FORMAT
+    compiler: str = field(default="")
+
+    def address(self, name: str) -> str:
+        try:
+            return self.contracts[name]
+        except KeyError:
+            raise ConfigError(f"the deployment record has no {name} contract") from None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    def save(self, path: Path) -> None:
+        """Write atomically, so a reader never sees half a record."""
+        write_atomically(path, self.to_json())
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "deployment record") -> Deployment:
+        try:
+            data: dict[str, Any] = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{source} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != DEPLOYMENT_FORMAT:
+            raise ConfigError(f"{source}: unknown format (expected format {DEPLOYMENT_FORMAT})")
+        try:
+            contracts = {str(k): str(v) for k, v in data["contracts"].items()}
+            missing = [n for n in CONTRACT_NAMES if n not in contracts]
+            if missing:
+                raise ConfigError(f"{source}: missing contracts {', '.join(missing)}")
+            return cls(
+                chain_id=int(data["chain_id"]),
+                start_block=int(data["start_block"]),
+                deployer=str(data["deployer"]),
+                contracts=contracts,
+                compiler=str(data.get("compiler", "")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"{source}: malformed ({exc})") from None
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read deployment record {path}: {exc.strerror}") from None
+        return cls.from_json(text, str(path))
+
+
+def deploy_contracts(
+    chain: Chain,
+    deployer: LocalAccount,
+    protocol_fee_bps: int = 10,
+    protocol_fee_recipient: str | None = None,
+) -> Deployment:
+    """Deploy every contract, wire them together and return the deployment record."""
+    import vyper
+
+    start_block = chain.block_number + 1
+
+    def deploy(name: str, *args: Any) -> str:
+        compiled = compile_contract(name)
+        return chain.deploy(deployer, compiled.abi, compiled.bytecode, *args)
+
+    fee_recipient = protocol_fee_recipient or deployer.address
+    c: dict[str, str] = {}
+    c["MarketToken"] = deploy("MarketToken", "datagora Market Token", "DGM")
+    c["DataNFT"] = deploy("DataNFT")
+    c["FixedRateExchange"] = deploy(
+        "FixedRateExchange", c["MarketToken"], c["DataNFT"], protocol_fee_bps, fee_recipient
+    )
+    c["Dispenser"] = deploy("Dispenser", c["DataNFT"])
+    c["Datatoken"] = deploy("Datatoken", c["DataNFT"], c["FixedRateExchange"], c["Dispenser"])
+    c["Factory"] = deploy(
+        "Factory", c["DataNFT"], c["Datatoken"], c["FixedRateExchange"], c["Dispenser"]
+    )
+    c["AccessRegistry"] = deploy("AccessRegistry", c["DataNFT"])
+    c["KeyValueStore"] = deploy("KeyValueStore")
+    c["CiphertextStore"] = deploy("CiphertextStore", c["DataNFT"])
+    c["MerkleVerifier"] = deploy("MerkleVerifier", c["DataNFT"])
+    c["AccessLog"] = deploy("AccessLog")
+    c["ComputeRegistry"] = deploy("ComputeRegistry", c["DataNFT"])
+    c["StorageLog"] = deploy("StorageLog", c["DataNFT"])
+    nft = chain.w3.eth.contract(address=c["DataNFT"], abi=compile_contract("DataNFT").abi)  # type: ignore[call-overload]
+    chain.transact(
+        deployer,
+        {"to": c["DataNFT"], "data": nft.encode_abi("set_factory", args=[c["Factory"]])},
+        "DataNFT.set_factory",
+    )
+    return Deployment(
+        chain_id=chain.chain_id,
+        start_block=start_block,
+        deployer=deployer.address,
+        contracts=c,
+        compiler=f"vyper {vyper.__version__}",
+    )

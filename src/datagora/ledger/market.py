@@ -1,0 +1,158 @@
+"""Typed wrappers of the FixedRateExchange and the Dispenser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+
+from datagora.ledger.base import ContractWrapper, Tx
+from datagora.ledger.chain import Chain
+from datagora.ledger.tokens import Datatoken, MarketToken, Order, check_consumer_key
+
+BPS = 10_000
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a purchase costs and who gets what (MarketToken base units)."""
+
+    total: int
+    publisher_amount: int
+    market_fee: int
+    protocol_fee: int
+
+
+class FixedRateExchange(ContractWrapper):
+    """Sells datatokens for MarketToken at a fixed price."""
+
+    contract_name = "FixedRateExchange"
+
+    def __init__(self, chain: Chain, address: str, market_token: MarketToken) -> None:
+        super().__init__(chain, address)
+        self.market_token = market_token
+
+    def price(self, dataset: int) -> int:
+        return int(self._view("price", dataset))
+
+    def is_active(self, dataset: int) -> bool:
+        return bool(self._view("is_active", dataset))
+
+    def quote(self, dataset: int, amount: int = 1) -> Quote:
+        q = self._view("quote", dataset, amount)
+        return Quote(int(q[0]), int(q[1]), int(q[2]), int(q[3]))
+
+    def market_fee(self, dataset: int) -> tuple[int, str]:
+        bps, recipient = self._view("market_fee", dataset)
+        return int(bps), str(recipient)
+
+    def protocol_fee(self) -> tuple[int, str]:
+        bps, recipient = self._view("protocol_fee")
+        return int(bps), str(recipient)
+
+    def max_market_fee_bps(self) -> int:
+        return int(self._view("MAX_MARKET_FEE_BPS"))
+
+    def max_protocol_fee_bps(self) -> int:
+        return int(self._view("MAX_PROTOCOL_FEE_BPS"))
+
+    def create(
+        self,
+        account: LocalAccount,
+        dataset: int,
+        price: int,
+        market_fee_bps: int,
+        market_fee_recipient: str,
+    ) -> Tx:
+        """Put a dataset on sale later than its publish (its controller only)."""
+        return Tx.of(
+            self._transact(account, "create", dataset, price, market_fee_bps, market_fee_recipient)
+        )
+
+    def set_price(self, account: LocalAccount, dataset: int, price: int) -> Tx:
+        return Tx.of(self._transact(account, "set_price", dataset, price))
+
+    def set_active(self, account: LocalAccount, dataset: int, active: bool) -> Tx:
+        return Tx.of(self._transact(account, "set_active", dataset, active))
+
+    def set_protocol_fee(self, account: LocalAccount, fee_bps: int, recipient: str) -> Tx:
+        return Tx.of(self._transact(account, "set_protocol_fee", fee_bps, recipient))
+
+    def buy(self, account: LocalAccount, dataset: int, amount: int, max_total: int) -> Tx:
+        """Buy datatokens (needs a MarketToken allowance for the exchange)."""
+        return Tx.of(self._transact(account, "buy", dataset, amount, max_total))
+
+    def buy_and_order(
+        self,
+        account: LocalAccount,
+        dataset: int,
+        datatoken: Datatoken,
+        service_id: int = 0,
+        consumer_key: bytes = b"",
+        max_price: int | None = None,
+        permit_deadline: int | None = None,
+    ) -> Order:
+        """Buy one access and order it in one transaction, paying through a permit.
+
+        `max_price` defaults to the current price (any rise makes the transaction
+        revert with :class:`PriceAboveMaximum`). The permit is signed here, off
+        chain; no approve transaction is needed.
+        """
+        key = check_consumer_key(consumer_key)
+        if max_price is None:
+            max_price = self.quote(dataset).total
+        deadline = permit_deadline or self.chain.timestamp() + 3_600
+        permit = self.market_token.sign_permit(account, self.address, max_price, deadline)
+        receipt = self._transact(
+            account,
+            "buy_and_order",
+            dataset,
+            service_id,
+            key,
+            max_price,
+            permit.deadline,
+            permit.v,
+            permit.r,
+            permit.s,
+        )
+        return datatoken.order_from_receipt(receipt)
+
+
+class Dispenser(ContractWrapper):
+    """Free datatokens with a per-address limit."""
+
+    contract_name = "Dispenser"
+
+    def max_per_address(self, dataset: int) -> int:
+        return int(self._view("max_per_address", dataset))
+
+    def is_active(self, dataset: int) -> bool:
+        return bool(self._view("active", dataset))
+
+    def dispensed(self, dataset: int, account: str) -> int:
+        return int(self._view("dispensed", dataset, account))
+
+    def create(self, account: LocalAccount, dataset: int, max_per_address: int) -> Tx:
+        return Tx.of(self._transact(account, "create", dataset, max_per_address))
+
+    def configure(
+        self, account: LocalAccount, dataset: int, max_per_address: int, active: bool
+    ) -> Tx:
+        return Tx.of(self._transact(account, "configure", dataset, max_per_address, active))
+
+    def dispense(self, account: LocalAccount, dataset: int, amount: int = 1) -> Tx:
+        return Tx.of(self._transact(account, "dispense", dataset, amount))
+
+    def dispense_and_order(
+        self,
+        account: LocalAccount,
+        dataset: int,
+        datatoken: Datatoken,
+        service_id: int = 0,
+        consumer_key: bytes = b"",
+    ) -> Order:
+        """Take one free datatoken and order with it, in one transaction."""
+        receipt = self._transact(
+            account, "dispense_and_order", dataset, service_id, check_consumer_key(consumer_key)
+        )
+        return datatoken.order_from_receipt(receipt)

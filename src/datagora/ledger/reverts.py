@@ -1,0 +1,74 @@
+"""Turn a contract's revert reason into the exception that names the broken rule."""
+
+from __future__ import annotations
+
+from datagora import errors
+
+# (fragment of the revert reason, exception class, what the user can do next)
+_RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
+    (
+        "not controller",
+        errors.NotController,
+        "only the holder of the dataset's data NFT may do this",
+    ),
+    ("caller is not the owner", errors.NotAuthorized, "only the contract's owner may do this"),
+    (
+        "caller is not token owner or approved",
+        errors.NotController,
+        "only the token's holder or an approved operator may move it",
+    ),
+    ("access is denied", errors.NotAuthorized, "this account lacks the minter role"),
+    ("only the", errors.NotAuthorized, "this entry point is reserved for datagora's contracts"),
+    ("no datatoken", errors.NoDatatoken, "buy a datatoken (or get one from the dispenser) first"),
+    ("no valid order", errors.NoDatatoken, "the consumer must first order the compute service"),
+    ("not approved", errors.InvalidState, "the job has not been approved (or was settled)"),
+    ("exceeds balance", errors.InsufficientFunds, "the account does not hold enough tokens"),
+    ("transfer from incorrect owner", errors.NotController, "only the holder may transfer it"),
+    ("invalid token ID", errors.NotFound, "no dataset has this id"),
+    (
+        "insufficient allowance",
+        errors.InsufficientFunds,
+        "approve or permit the spender for at least this amount",
+    ),
+    ("payment failed", errors.InsufficientFunds, "the MarketToken payment did not go through"),
+    (
+        "price above maximum",
+        errors.PriceAboveMaximum,
+        "the price moved; raise your maximum price if you still want to buy",
+    ),
+    ("expired deadline", errors.SignatureError, "the permit's deadline has passed; sign again"),
+    ("invalid signature", errors.SignatureError, "the signature does not match the account"),
+    ("expiry in the past", errors.OrderExpired, "choose an expiry in the future"),
+    ("limit reached", errors.LimitExceeded, "this address has taken all it may"),
+    ("too many live grants", errors.LimitExceeded, "revoke or let expire an older grant first"),
+    ("above bound", errors.LimitExceeded, "fee rates are capped by the contract"),
+    ("no such", errors.NotFound, "check the id"),
+    ("current manifest", errors.InvalidArgument, "repairs are recorded for the current version"),
+    ("no exchange", errors.NotFound, "this dataset is not for sale on the exchange"),
+    ("no dispenser", errors.NotFound, "this dataset has no active dispenser"),
+    ("unknown service", errors.NotFound, "the dataset does not offer this service"),
+    ("not active", errors.InvalidState, "the dataset or its sale is disabled"),
+    ("retired", errors.InvalidState, "a retired dataset cannot change"),
+    ("not pending", errors.InvalidState, "the request was already granted, denied or revoked"),
+    ("not granted", errors.InvalidState, "only a granted, unrevoked grant can be revoked"),
+    ("deny-listed", errors.InvalidState, "the dataset's controller has deny-listed this account"),
+    ("already", errors.InvalidState, "this was done before and can be done only once"),
+    ("exists", errors.InvalidState, "it already exists"),
+    ("unchanged", errors.InvalidState, "nothing to change"),
+    ("zero address", errors.InvalidArgument, "give a real address"),
+    ("zero", errors.InvalidArgument, "give a non-zero value"),
+    ("empty", errors.InvalidArgument, "give a non-empty value"),
+    ("unknown", errors.InvalidArgument, "use one of the documented values"),
+    ("too far", errors.InvalidArgument, "choose a nearer expiry"),
+    ("must grow", errors.InvalidArgument, "an anchor must cover more entries than the last"),
+    ("bad amount", errors.InvalidArgument, "the amount is out of range"),
+)
+
+
+def rule_error(what: str, reason: str) -> errors.ContractRuleError:
+    """The exception for `reason`, with a message saying what failed and what to do."""
+    clean = reason.removeprefix("datagora: ")
+    for fragment, cls, hint in _RULES:
+        if fragment in clean:
+            return cls(reason, f"{what} refused: {clean} ({hint})")
+    return errors.ContractRuleError(reason, f"{what} refused: {clean}")

@@ -1,0 +1,5 @@
+"""The market layer: the flows people use — publish, buy, request, grant, download."""
+
+from datagora.market.flows import Endpoints, Marketplace, PublishedDataset
+
+__all__ = ["Endpoints", "Marketplace", "PublishedDataset"]

@@ -1,0 +1,435 @@
+"""Publishing and consuming datasets end to end: storage, sharing, ledger and catalog.
+
+Publishing encrypts and erasure-codes the file onto the storage nodes, wraps its
+data key with Umbral to the owner's delegating key for this dataset version,
+stores the public metadata (on the storage nodes, and in the catalog if there is
+one) and publishes everything on chain in one transaction. Downloading checks
+the chain, fetches and verifies the manifest, obtains the data key from the
+proxies (or, for the owner, unwraps it), and fetches and verifies the shares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from datagora.catalog.metadata import Metadata, PublisherKeys, build_metadata, parse_metadata
+from datagora.catalog.resolver import MetadataResolver, datagora_uri
+from datagora.crypto import pre
+from datagora.crypto.aead import DataKey
+from datagora.crypto.keys import Identity, PublicIdentity
+from datagora.errors import ConfigError, DatagoraError, NotFoundError
+from datagora.ledger import (
+    DAY_SECONDS,
+    Ledger,
+    Order,
+    Pricing,
+    PublishParams,
+    Tx,
+)
+from datagora.storage.client import DownloadReport, StorageClient, UploadResult
+from datagora.storage.pipeline import EncodingParams, new_dataset_id
+from datagora.storage.records import KVStore
+
+Progress = Callable[[int, int], None]
+
+
+def record_key(identity: Identity) -> X25519PrivateKey:
+    """The X25519 key an account's key/value values are wrapped for, derived from its
+    Ethereum secret (HKDF-SHA256, info "datagora/kv/x25519/v1"): one backup restores it."""
+    seed = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"datagora/kv/x25519/v1"
+    ).derive(bytes(identity.account.key))
+    return X25519PrivateKey.from_private_bytes(seed)
+
+
+class PublishError(DatagoraError):
+    """A publish could not be completed (nothing on chain refers to partial data)."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the network's services are."""
+
+    storage: list[str]
+    proxies: list[str] = field(default_factory=list)
+    threshold: int = 1
+    catalog: str | None = None
+
+
+@dataclass(frozen=True)
+class PublishedDataset:
+    dataset: int
+    datatoken: str
+    version: int
+    metadata: Metadata
+    metadata_hash: bytes
+    manifest_hash: bytes
+    merkle_root: bytes
+    tx: Tx
+    upload: UploadResult
+
+
+class Marketplace:
+    """One account's view of a datagora network."""
+
+    # Seconds a download waits for the owner's agent to delegate after an order.
+    delegation_wait: float = 30.0
+
+    def __init__(self, ledger: Ledger, endpoints: Endpoints, identity: Identity | None) -> None:
+        self.ledger = ledger
+        self.endpoints = endpoints
+        self._identity = identity
+
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            raise ConfigError("this needs an account: load one (datagora account …, --account)")
+        return self._identity
+
+    def storage(self) -> StorageClient:
+        if not self.endpoints.storage:
+            raise ConfigError("no storage nodes are configured for this network")
+        return StorageClient(self.endpoints.storage)
+
+    # -- publishing --------------------------------------------------------------------
+    def publish(
+        self,
+        src: str | os.PathLike[str] | BinaryIO,
+        metadata: Metadata | dict[str, Any],
+        *,
+        pricing: Pricing = Pricing.FIXED,
+        price: int = 0,
+        market_fee_bps: int = 0,
+        market_fee_recipient: str | None = None,
+        order_timeout: int = DAY_SECONDS,
+        dispenser_max_per_address: int = 1,
+        chunk_size: int = 1 << 20,
+        k: int = 4,
+        n: int = 6,
+        progress: Progress | None = None,
+    ) -> PublishedDataset:
+        """Encrypt, erasure-code and store `src`, then publish it on chain in one transaction."""
+        owner = self.identity
+        meta = metadata if isinstance(metadata, Metadata) else build_metadata(dict(metadata))
+        keys = PublisherKeys(
+            umbral_public_key=owner.umbral_public_key.hex(), verifying_key=owner.verifying_key.hex()
+        )
+        meta = meta.model_copy(update={"publisher_keys": keys})
+        meta = build_metadata(meta.model_dump(mode="json", exclude_none=True))  # re-validate
+        raw_meta = meta.to_bytes()
+        storage = self.storage()
+        # The data key is wrapped to the delegating key of this dataset version; the
+        # token id is only known once mined, so it is predicted (see below if wrong).
+        predicted = self.ledger.data_nft.dataset_count() + 1
+        key = DataKey.generate()
+        scope = pre.dataset_scope(predicted, 1)
+        wrapped = pre.wrap_key(key.raw(), owner.delegating_public_key(scope), scope=scope)
+        params = EncodingParams(new_dataset_id(), 1, chunk_size=chunk_size, k=k, n=n)
+        upload = storage.upload(src, params, key, wrapped, progress)
+        meta_hash = storage.put_blob(raw_meta, "metadata")
+        self._push_metadata(raw_meta)
+        published = self.ledger.factory.publish(
+            owner.account,
+            PublishParams(
+                metadata_hash=meta_hash,
+                metadata_uri=datagora_uri(meta_hash),
+                manifest_hash=upload.manifest_hash,
+                merkle_root=upload.root,
+                order_timeout=order_timeout,
+                pricing=pricing,
+                price=price if pricing == Pricing.FIXED else 0,
+                market_fee_bps=market_fee_bps,
+                market_fee_recipient=market_fee_recipient or "0x" + "00" * 20,
+                dispenser_max_per_address=dispenser_max_per_address
+                if pricing == Pricing.FREE
+                else 0,
+            ),
+        )
+        version = 1
+        if published.dataset != predicted:
+            # Someone published in between: wrap the key for the real id, as version 2.
+            version = 2
+            upload = self._rewrap(storage, upload, key, published.dataset, version)
+            self.ledger.data_nft.update(
+                owner.account,
+                published.dataset,
+                meta_hash,
+                datagora_uri(meta_hash),
+                upload.manifest_hash,
+                upload.root,
+            )
+        return PublishedDataset(
+            published.dataset,
+            published.datatoken,
+            version,
+            meta,
+            meta_hash,
+            upload.manifest_hash,
+            upload.root,
+            published.tx,
+            upload,
+        )
+
+    def update_metadata(self, dataset: int, metadata: Metadata | dict[str, Any]) -> Tx:
+        """A new version with new metadata and the same data (its key wrapped for the new
+        version, so consumers' delegations follow the version)."""
+        owner = self.identity
+        info = self.ledger.data_nft.get_dataset(dataset)
+        meta = metadata if isinstance(metadata, Metadata) else build_metadata(dict(metadata))
+        meta = build_metadata(
+            meta.model_copy(update={"publisher_keys": self._keys()}).model_dump(
+                mode="json", exclude_none=True
+            )
+        )
+        raw = meta.to_bytes()
+        storage = self.storage()
+        meta_hash = storage.put_blob(raw, "metadata")
+        self._push_metadata(raw)
+        manifest_hash, root = info.manifest_hash, info.merkle_root
+        if manifest_hash != bytes(32):
+            key, _ = self.data_key(dataset)
+            verified = storage.fetch_manifest(manifest_hash)
+            rewrapped = self._rewrap_verified(storage, verified, key, dataset, info.version + 1)
+            manifest_hash, root = rewrapped.manifest_hash, rewrapped.root
+        return self.ledger.data_nft.update(
+            owner.account, dataset, meta_hash, datagora_uri(meta_hash), manifest_hash, root
+        )
+
+    def rotate(
+        self,
+        dataset: int,
+        src: str | os.PathLike[str] | BinaryIO | None = None,
+        progress: Progress | None = None,
+    ) -> Tx:
+        """Re-encrypt the dataset under a new data key as a new version, so that old
+        delegations open nothing new. `src` is new content (default: the current
+        content). What consumers already downloaded cannot be recalled."""
+        owner = self.identity
+        info = self.ledger.data_nft.get_dataset(dataset)
+        storage = self.storage()
+        with tempfile.TemporaryDirectory() as tmp:
+            if src is None:
+                current = Path(tmp) / "current"
+                self.download(dataset, current)
+                src = current
+            old = storage.fetch_manifest(info.manifest_hash).manifest
+            version = info.version + 1
+            key = DataKey.generate()
+            scope = pre.dataset_scope(dataset, version)
+            wrapped = pre.wrap_key(key.raw(), owner.delegating_public_key(scope), scope=scope)
+            params = EncodingParams(
+                old.dataset_id, old.version + 1, chunk_size=old.chunk_size, k=old.k, n=old.n
+            )
+            upload = storage.upload(src, params, key, wrapped, progress)
+        return self.ledger.data_nft.update(
+            owner.account,
+            dataset,
+            info.metadata_hash,
+            info.metadata_uri,
+            upload.manifest_hash,
+            upload.root,
+        )
+
+    def _keys(self) -> PublisherKeys:
+        me = self.identity
+        return PublisherKeys(
+            umbral_public_key=me.umbral_public_key.hex(), verifying_key=me.verifying_key.hex()
+        )
+
+    def _rewrap_verified(
+        self, storage: StorageClient, verified: Any, key: DataKey, dataset: int, version: int
+    ) -> UploadResult:
+        owner = self.identity
+        scope = pre.dataset_scope(dataset, version)
+        wrapped = pre.wrap_key(key.raw(), owner.delegating_public_key(scope), scope=scope)
+        return storage.rewrap(verified, storage.fetch_placement(verified), wrapped)
+
+    def _rewrap(
+        self, storage: StorageClient, upload: UploadResult, key: DataKey, dataset: int, version: int
+    ) -> UploadResult:
+        owner = self.identity
+        scope = pre.dataset_scope(dataset, version)
+        wrapped = pre.wrap_key(key.raw(), owner.delegating_public_key(scope), scope=scope)
+        verified = storage.fetch_manifest(upload.manifest_hash)
+        return storage.rewrap(verified, upload.placement, wrapped)
+
+    def _push_metadata(self, raw: bytes) -> None:
+        if not self.endpoints.catalog:
+            return
+        url = f"{self.endpoints.catalog.rstrip('/')}/metadata/{hashlib.sha256(raw).hexdigest()}"
+        # If this fails the catalog still finds it on the storage nodes (datagora:// URI).
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.put(url, content=raw, timeout=10).raise_for_status()
+
+    # -- consuming ---------------------------------------------------------------------
+    def buy_and_order(
+        self, dataset: int, service_id: int = 0, max_price: int | None = None
+    ) -> Order:
+        """Buy one access and order it in one transaction (EIP-2612 permit)."""
+        me = self.identity
+        return self.ledger.exchange.buy_and_order(
+            me.account,
+            dataset,
+            self.ledger.datatoken(dataset),
+            service_id,
+            me.umbral_public_key,
+            max_price,
+        )
+
+    def order_free(self, dataset: int, service_id: int = 0) -> Order:
+        """Take a free datatoken from the dispenser and order with it."""
+        me = self.identity
+        return self.ledger.dispenser.dispense_and_order(
+            me.account, dataset, self.ledger.datatoken(dataset), service_id, me.umbral_public_key
+        )
+
+    def request_access(self, dataset: int, purpose: str) -> int:
+        """File an on-chain request; returns its id."""
+        me = self.identity
+        request_id, _ = self.ledger.access.request(
+            me.account, dataset, purpose, me.umbral_public_key
+        )
+        return request_id
+
+    def grant(self, request_id: int, expires_in: int = 30 * DAY_SECONDS) -> Tx:
+        """Grant a request on chain and hand the consumer's key fragments to the proxies."""
+        from datagora.sharing.agent import delegate
+
+        owner = self.identity
+        req = self.ledger.access.get_request(request_id)
+        tx = self.ledger.access.grant(
+            owner.account, request_id, self.ledger.chain.timestamp() + expires_in
+        )
+        key = self._requested_key(request_id)
+        if self.endpoints.proxies and key:
+            delegate(
+                self.ledger,
+                owner,
+                req.dataset,
+                self.ledger.data_nft.get_dataset(req.dataset).version,
+                req.consumer,
+                key,
+                self.endpoints.proxies,
+                self.endpoints.threshold,
+                grant=request_id,
+            )
+        return tx
+
+    def _requested_key(self, request_id: int) -> bytes:
+        for event in self.ledger.events():
+            if event.name == "AccessRequested" and int(event["request_id"]) == request_id:
+                return bytes(event["consumer_key"])
+        return b""
+
+    def deny(self, request_id: int, reason: str) -> Tx:
+        return self.ledger.access.deny(self.identity.account, request_id, reason)
+
+    def revoke(self, request_id: int) -> Tx:
+        return self.ledger.access.revoke(self.identity.account, request_id)
+
+    def metadata(self, dataset: int) -> Metadata:
+        """The dataset's metadata, fetched and checked against its on-chain hash."""
+        info = self.ledger.data_nft.get_dataset(dataset)
+        raw = MetadataResolver(self.endpoints.storage).resolve(
+            info.metadata_uri, info.metadata_hash
+        )
+        if raw is None and self.endpoints.catalog:
+            try:
+                r = httpx.get(
+                    f"{self.endpoints.catalog.rstrip('/')}/metadata/{info.metadata_hash.hex()}",
+                    timeout=10,
+                )
+                raw = r.content if r.status_code == 200 else None
+            except httpx.HTTPError:
+                raw = None
+        if raw is None:
+            raise NotFoundError(f"the metadata of dataset {dataset} was not found on any node")
+        return parse_metadata(raw, info.metadata_hash)
+
+    def data_key(self, dataset: int) -> tuple[DataKey, bytes]:
+        """The data key of the dataset's current version, and its manifest hash."""
+        me = self.identity
+        info = self.ledger.data_nft.get_dataset(dataset)
+        if info.manifest_hash == bytes(32):
+            raise NotFoundError(f"dataset {dataset} has no stored data")
+        verified = self.storage().fetch_manifest(info.manifest_hash)
+        wrapped = verified.manifest.wrapped_key
+        if not isinstance(wrapped, pre.WrappedKey):
+            raise ConfigError("this version's key is sealed to its owner alone; it is not shared")
+        if info.controller == me.address:
+            return DataKey(pre.unwrap_own(me, wrapped)), info.manifest_hash
+        from datagora.sharing.consumer import fetch_data_key
+        from datagora.sharing.errors import NoKeyFragment
+
+        meta = self.metadata(dataset)
+        if meta.publisher_keys is None:
+            raise ConfigError(f"dataset {dataset}'s metadata names no publisher keys")
+        owner_public = PublicIdentity(
+            info.controller,
+            bytes.fromhex(meta.publisher_keys.umbral_public_key),
+            bytes.fromhex(meta.publisher_keys.verifying_key),
+        )
+        # Right after an order, the owner's agent may not have handed the proxies this
+        # consumer's fragments yet: wait for it a little rather than fail.
+        deadline = time.monotonic() + self.delegation_wait
+        while True:
+            try:
+                raw = fetch_data_key(
+                    self.ledger,
+                    me,
+                    owner_public,
+                    wrapped,
+                    dataset,
+                    info.version,
+                    self.endpoints.proxies,
+                    self.endpoints.threshold,
+                )
+                return DataKey(raw), info.manifest_hash
+            except NoKeyFragment:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    def download(
+        self, dataset: int, dst: str | os.PathLike[str], progress: Progress | None = None
+    ) -> DownloadReport:
+        """Fetch, verify and decrypt the dataset's current version into `dst`."""
+        key, manifest_hash = self.data_key(dataset)
+        return self.storage().download(manifest_hash, key, dst, progress)
+
+    def records(self) -> KVStore:
+        """This account's private key/value records (Datum's model): values encrypted
+        to a key derived from the account's secret, key → hash on chain."""
+        me = self.identity
+        client = StorageClient(self.endpoints.storage) if self.endpoints.storage else None
+        return KVStore(self.ledger, me.account, client, record_key(me))
+
+    def mock(self, dataset: int) -> bytes:
+        """The dataset's public mock data (synthetic), checked against its hash."""
+        meta = self.metadata(dataset)
+        if meta.mock is None:
+            raise NotFoundError(f"dataset {dataset} has no mock data")
+        expected = bytes.fromhex(meta.mock.sha256)
+        raw = MetadataResolver(self.endpoints.storage).fetch(meta.mock.uri, expected, 64 << 20)
+        if raw is None:
+            raise NotFoundError(f"the mock data of dataset {dataset} was not found on any node")
+        return raw
+
+    def read_bytes(self, dataset: int) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "data"
+            self.download(dataset, path)
+            return path.read_bytes()

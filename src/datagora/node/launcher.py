@@ -1,0 +1,669 @@
+"""`datagora up`: a local datagora network of real processes on loopback.
+
+One state directory holds everything that must survive a restart::
+
+    DIR/chain-state.json   anvil's chain (written on SIGTERM/SIGINT and every few seconds)
+    DIR/deployment.json    the contracts, deployed once and reused while the chain has them
+    DIR/ports.json         the port of every part, reused by the next `up` when still free
+    DIR/password           the keystore password (generated once, mode 0600)
+    DIR/owner-token        the compute node's owner token (generated once, mode 0600)
+    DIR/keys/              keystores of anvil's development accounts (owner, researcher,
+                           proxy1..m): public keys, so a local development network only
+    DIR/nodes/<part>/      each node's data (shares, catalog database, agent and proxy state)
+    DIR/logs/<part>.log    each child's stdout and stderr
+    DIR/network.json       the network file the CLI and SDK read
+
+Every child runs in its own process group (and dies with its parent on Linux), so
+stopping `up` in any way leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from datagora.atomic import write_atomically
+from datagora.errors import ChainError, ConfigError, DatagoraError
+from datagora.ledger import Chain, Deployment, Ledger, dev_account
+from datagora.ledger.anvil import find_anvil, free_port
+from datagora.node.network import Network
+from datagora.node.server import ROLES
+
+__all__ = [
+    "LaunchError",
+    "LaunchPlan",
+    "Launcher",
+    "NodeExited",
+    "Part",
+    "ready_printer",
+    "run_up",
+]
+
+STOP_GRACE = 15.0
+"""Seconds a child gets to exit after SIGTERM before it is killed."""
+CHAIN_GRACE = 60.0
+"""anvil writes its whole state on SIGTERM: give it longer."""
+START_TIMEOUT = 240.0
+"""A liveness deadline for every part to answer (a loaded 2-core machine is slow)."""
+KEYSTORE_SCRYPT_N = 2**14
+"""The keystores hold anvil's public development keys: a high scrypt cost protects nothing."""
+OWNER, RESEARCHER = 1, 2
+"""Development account indexes: 0 deploys (and mints), 1 owns data, 2 researches."""
+FIRST_PROXY = 5
+TOKENS = 1_000 * 10**18
+"""MarketTokens minted to the owner and the researcher when the contracts are deployed."""
+MIN_ETH = 10 * 10**18
+SECRET_FILES = ("password", "owner-token")
+HAS_COMPUTE = "compute" in ROLES
+
+
+class LaunchError(DatagoraError):
+    """The local network could not be started."""
+
+
+class NodeExited(LaunchError):
+    """A part of the network exited unexpectedly; everything else was stopped."""
+
+
+@dataclass
+class Part:
+    """One child process of the network: its name, command, port and log."""
+
+    name: str
+    role: str
+    port: int
+    command: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def tail(self, lines: int = 3) -> str:
+        """The last non-empty lines of the part's log, on one line."""
+        try:
+            text = self.log.read_bytes()[-8192:].decode(errors="replace")
+        except OSError:
+            return "(no log)"
+        kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+        return " | ".join(kept) or "(empty log)"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What `datagora up` starts."""
+
+    state_dir: Path
+    storage: int = 6
+    proxies: int = 3
+    threshold: int = 2
+    allow_weak_sandbox: bool = False
+
+    def check(self) -> None:
+        if self.storage < 1:
+            raise ConfigError("--storage must be at least 1")
+        if self.proxies < 1:
+            raise ConfigError("--proxies must be at least 1")
+        if not 1 <= self.threshold <= self.proxies:
+            raise ConfigError(
+                f"--threshold must be between 1 and --proxies ({self.proxies}), "
+                f"got {self.threshold}"
+            )
+
+    def part_names(self) -> list[str]:
+        names = ["chain"]
+        names += [f"storage{i + 1}" for i in range(self.storage)]
+        names += [f"proxy{i + 1}" for i in range(self.proxies)]
+        names += ["agent"]
+        # The compute role is optional in a node build; without it there is no compute part.
+        if HAS_COMPUTE:
+            names += ["compute"]
+        names += ["catalog"]
+        return names
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object")
+    return data
+
+
+def _secret(path: Path) -> str:
+    """The secret in `path`, generated (mode 0600) the first time."""
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        value = path.read_text().strip()
+        if not value:
+            raise ConfigError(f"{path} is empty: remove it only together with {path.parent}/keys")
+        return value
+    value = secrets.token_urlsafe(24)
+    write_atomically(path, value + "\n", 0o600)
+    return value
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        # As the servers will: a port whose old connections linger in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def assign_ports(names: list[str], remembered: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+    """A port per part: the remembered one while free, else a new free one (and a note)."""
+    ports: dict[str, int] = {}
+    notes: list[str] = []
+    for name in names:
+        old = remembered.get(name)
+        if isinstance(old, int) and 0 < old < 65536 and old not in ports.values():
+            if _port_free(old):
+                ports[name] = old
+                continue
+            notes.append(f"{name}: port {old} is taken, using a new one")
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[name] = port
+    return ports, notes
+
+
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+_LIBC = _libc()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: own process group, and SIGTERM when `up` itself dies.
+
+    Only async-signal-safe work here (libc was loaded in the parent).
+    """
+    os.setsid()
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def _rpc(url: str, method: str, params: list[Any], timeout: float = 5.0) -> Any:
+    r = httpx.post(
+        url,
+        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+        timeout=timeout,
+        trust_env=False,
+    )
+    r.raise_for_status()
+    body = r.json()
+    if "error" in body:
+        raise ChainError(f"{method}: {body['error'].get('message', body['error'])}")
+    return body["result"]
+
+
+class Launcher:
+    """Starts, watches and stops the parts of a local network.
+
+    `stop_requested` is set by a signal handler (or a test); every wait checks it.
+    """
+
+    def __init__(self, plan: LaunchPlan, say: Callable[[str], None] = lambda _: None) -> None:
+        plan.check()
+        self.plan = plan
+        self.dir = plan.state_dir.resolve()
+        self.say = say
+        self.parts: list[Part] = []
+        self.stop_requested = threading.Event()
+        self.network: Network | None = None
+        self.redeployed = False
+        self._lock_file: IO[str] | None = None
+
+    # -- paths ------------------------------------------------------------------------
+
+    @property
+    def network_file(self) -> Path:
+        return self.dir / "network.json"
+
+    @property
+    def deployment_file(self) -> Path:
+        return self.dir / "deployment.json"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.dir / "keys"
+
+    # -- the whole run ------------------------------------------------------------------
+
+    def start(self) -> Network:
+        """Start every part and wait until each answers; the network file is written."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        (self.dir / "logs").mkdir(exist_ok=True)
+        (self.dir / "nodes").mkdir(exist_ok=True)
+        password = _secret(self.dir / "password")
+        owner_token = _secret(self.dir / "owner-token")
+        names = self.plan.part_names()
+        ports_file = self.dir / "ports.json"
+        ports, notes = assign_ports(names, _read_json(ports_file))
+        for note in notes:
+            self.say(note)
+        write_atomically(ports_file, json.dumps(ports, indent=2, sort_keys=True) + "\n", 0o644)
+
+        self._check_chain_state()
+        chain = self._spawn(self._chain_part(ports["chain"]))
+        chain_url = chain.url
+        self._wait_healthy([chain])
+        accounts = self._accounts(password)
+        deployment = self._deployment(chain_url, accounts)
+        self._fund(chain_url, accounts)
+
+        common = ["--rpc", chain_url, "--deployment", str(self.deployment_file)]
+        env = {"DATAGORA_PASSWORD": password}
+        storage = [self._node(n, "storage", ports[n], []) for n in names if n.startswith("storage")]
+        proxies = [
+            self._node(
+                n, "proxy", ports[n],
+                [*common, "--keys", str(self.keys_dir), "--account", n], env,
+            )
+            for n in names
+            if n.startswith("proxy")
+        ]  # fmt: skip
+        first = [*storage, *proxies]
+        compute: Part | None = None
+        if HAS_COMPUTE:
+            compute_args = [*common, "--keys", str(self.keys_dir), "--account", "owner"]
+            if self.plan.allow_weak_sandbox:
+                compute_args.append("--allow-weak-sandbox")
+            compute = self._node(
+                "compute", "compute", ports["compute"], compute_args,
+                {**env, "DATAGORA_OWNER_TOKEN": owner_token},
+            )  # fmt: skip
+            first.append(compute)
+        agent = self._node(
+            "agent", "agent", ports["agent"],
+            [
+                *common, "--keys", str(self.keys_dir), "--account", "owner",
+                "--threshold", str(self.plan.threshold),
+                *[a for p in proxies for a in ("--proxy", p.url)],
+            ],
+            env,
+        )  # fmt: skip
+        catalog = self._node(
+            "catalog", "catalog", ports["catalog"],
+            [*common, *[a for s in storage for a in ("--storage-node", s.url)]],
+        )  # fmt: skip
+
+        self.network = Network(
+            chain_url=chain_url,
+            deployment=deployment,
+            storage=[p.url for p in storage],
+            proxies=[p.url for p in proxies],
+            threshold=self.plan.threshold,
+            agent=agent.url,
+            compute=compute.url if compute else None,
+            catalog=catalog.url,
+            state_dir=str(self.dir),
+        )
+        self.network.save(self.network_file)
+
+        # Proxies before the agent that delegates to them; storage before the catalog.
+        for part in first:
+            self._spawn(part)
+        self._wait_healthy(first)
+        for part in (agent, catalog):
+            self._spawn(part)
+        self._wait_healthy([agent, catalog])
+        return self.network
+
+    def _lock(self) -> None:
+        """One `up` per directory: a second would fight over the chain state and ports."""
+        import fcntl
+
+        self._lock_file = open(self.dir / "up.lock", "a+")  # noqa: SIM115 - held while running
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise LaunchError(
+                f"another `datagora up` is running on {self.dir}: stop it first (Ctrl-C)"
+            ) from None
+
+    def watch(self) -> None:
+        """Block until a stop is requested (returns) or a part exits (:class:`NodeExited`)."""
+        ticks = 0
+        while not self.stop_requested.wait(0.5):
+            self._check_alive()
+            ticks += 1
+            if ticks % 20 == 0:
+                self._keep_chain_state()
+
+    # anvil rewrites its state file in place; a stop or crash during a write leaves
+    # half a file that anvil then refuses to load. A complete copy is kept beside it.
+    @property
+    def _state(self) -> Path:
+        return self.dir / "chain-state.json"
+
+    @property
+    def _good_state(self) -> Path:
+        return self.dir / "chain-state.good.json"
+
+    def _keep_chain_state(self) -> None:
+        """Copy the chain state aside when it is complete (parses as JSON)."""
+        try:
+            raw = self._state.read_bytes()
+            json.loads(raw)
+        except (OSError, ValueError):
+            return
+        write_atomically(self._good_state, raw)
+
+    def _check_chain_state(self) -> None:
+        """Before anvil starts: a half-written state file is replaced by the last complete
+        copy (and kept aside, never deleted)."""
+        if not self._state.exists():
+            return
+        try:
+            json.loads(self._state.read_bytes())
+        except ValueError:
+            broken = self.dir / f"chain-state.broken-{int(time.time())}.json"
+            os.replace(self._state, broken)
+            if self._good_state.exists():
+                os.replace(self._good_state, self._state)
+                self.say(
+                    f"the chain state was half-written (kept as {broken.name}); "
+                    "restored the last complete copy"
+                )
+            else:
+                self.say(f"the chain state was half-written (kept as {broken.name}); new chain")
+            return
+        self._keep_chain_state()
+
+    def stop(self) -> None:
+        """Stop every part: the nodes first, then the chain (which saves its state)."""
+        nodes = [p for p in self.parts if p.role != "chain"]
+        self._terminate(list(reversed(nodes)), STOP_GRACE)
+        self._terminate([p for p in self.parts if p.role == "chain"], CHAIN_GRACE)
+        self._keep_chain_state()
+
+    # -- parts --------------------------------------------------------------------------
+
+    def _chain_part(self, port: int) -> Part:
+        command = [
+            find_anvil(), "--host", "127.0.0.1", "--port", str(port),
+            "--state", str(self.dir / "chain-state.json"), "--state-interval", "5",
+            "--accounts", "10",
+        ]  # fmt: skip
+        return Part("chain", "chain", port, command, self.dir / "logs" / "chain.log")
+
+    def _node(
+        self, name: str, role: str, port: int, args: list[str], env: dict[str, str] | None = None
+    ) -> Part:
+        command = [
+            sys.executable, "-m", "datagora", "node", "--roles", role,
+            "--port", str(port), "--data", str(self.dir / "nodes" / name), *args,
+        ]  # fmt: skip
+        return Part(name, role, port, command, self.dir / "logs" / f"{name}.log", env or {})
+
+    def _spawn(self, part: Part) -> Part:
+        self._check_stop()
+        env = {**os.environ, **part.env, "PYTHONUNBUFFERED": "1"}
+        with open(part.log, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {part.name}\n".encode())
+            log.flush()
+            part.process = subprocess.Popen(
+                part.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,  # setsid + prctl only
+            )
+        self.parts.append(part)
+        return part
+
+    def _check_stop(self) -> None:
+        if self.stop_requested.is_set():
+            raise _Stopped
+
+    def _check_alive(self) -> None:
+        for part in self.parts:
+            assert part.process is not None
+            code = part.process.poll()
+            if code is not None:
+                raise NodeExited(
+                    f"{part.name} exited unexpectedly (code {code}); everything was stopped; "
+                    f"last lines of {part.log}: {part.tail()}"
+                )
+
+    def _healthy(self, part: Part) -> bool:
+        try:
+            if part.role == "chain":
+                _rpc(part.url, "eth_chainId", [], timeout=2.0)
+                return True
+            r = httpx.get(f"{part.url}/health", timeout=2.0, trust_env=False)
+            return r.status_code == 200
+        except (httpx.HTTPError, ChainError, ValueError):
+            return False
+
+    def _wait_healthy(self, parts: list[Part]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        waiting = list(parts)
+        while waiting:
+            self._check_stop()
+            self._check_alive()
+            waiting = [p for p in waiting if not self._healthy(p)]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(p.name for p in waiting)
+                raise LaunchError(
+                    f"{names} did not answer /health within {START_TIMEOUT:.0f} s; "
+                    f"see {self.dir / 'logs'}"
+                )
+            self.stop_requested.wait(0.2)
+
+    def _terminate(self, parts: list[Part], grace: float) -> None:
+        live = [p for p in parts if p.process is not None]
+        for part in live:
+            assert part.process is not None
+            if part.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(part.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for part in live:
+            assert part.process is not None
+            try:
+                part.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{part.name} did not stop within {grace:.0f} s: killed")
+            # The leader is gone (or lingers): kill whatever is left of its group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(part.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                part.process.wait(timeout=10)
+
+    # -- chain set-up -------------------------------------------------------------------
+
+    def _accounts(self, password: str) -> dict[str, str]:
+        """Keystores for the owner, the researcher and each proxy (created once)."""
+        from datagora.crypto.keys import import_account, list_accounts
+
+        wanted = {"owner": OWNER, "researcher": RESEARCHER}
+        wanted |= {f"proxy{i + 1}": FIRST_PROXY + i for i in range(self.plan.proxies)}
+        have = {a.name: a.address for a in list_accounts(self.keys_dir)}
+        addresses: dict[str, str] = {}
+        for name, index in wanted.items():
+            account = dev_account(index)
+            if name in have:
+                if have[name].lower() != account.address.lower():
+                    raise ConfigError(
+                        f"{self.keys_dir}: account {name} is {have[name]}, not development "
+                        f"account {index}: use another --dir"
+                    )
+            else:
+                import_account(
+                    self.keys_dir, account.key.hex(), password, name, scrypt_n=KEYSTORE_SCRYPT_N
+                )
+            addresses[name] = account.address
+        return addresses
+
+    def _deployment(self, chain_url: str, accounts: dict[str, str]) -> Deployment:
+        """The deployment in DIR if the chain still has it; else deploy (and fund) anew."""
+        chain = Chain.rpc(chain_url)
+        if self.deployment_file.exists():
+            try:
+                return Ledger(chain, Deployment.load(self.deployment_file)).deployment
+            except ConfigError as exc:
+                self.say(f"redeploying: {exc}")
+                self._set_aside_stale_state()
+        self._check_stop()
+        ledger = Ledger.deploy(chain, dev_account(0))
+        ledger.deployment.save(self.deployment_file)
+        self.redeployed = True
+        for name in ("owner", "researcher"):
+            ledger.market_token.mint(dev_account(0), accounts[name], TOKENS)
+        return ledger.deployment
+
+    def _fund(self, chain_url: str, accounts: dict[str, str]) -> None:
+        """Accounts past anvil's ten funded ones (many proxies) get ether for their anchors."""
+        for address in accounts.values():
+            if int(_rpc(chain_url, "eth_getBalance", [address, "latest"]), 16) < MIN_ETH:
+                _rpc(chain_url, "anvil_setBalance", [address, hex(100 * 10**18)])
+
+    def _set_aside_stale_state(self) -> None:
+        """Node state indexed from a chain that is gone is moved aside, never deleted."""
+        nodes = self.dir / "nodes"
+        stale = self.dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
+        for child in sorted(nodes.iterdir()) if nodes.is_dir() else []:
+            if not child.name.startswith("storage"):
+                stale.mkdir(exist_ok=True)
+                child.rename(stale / child.name)
+                self.say(f"moved {child} (state of the old chain) to {stale}")
+
+
+class _Stopped(Exception):
+    """A stop was requested while starting."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals(launcher: Launcher) -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        launcher.stop_requested.set()
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def run_up(
+    plan: LaunchPlan,
+    say: Callable[[str], None],
+    ready: Callable[[Launcher, Network], None],
+) -> None:
+    """Start the network, call `ready`, stay until SIGINT/SIGTERM, then stop everything.
+
+    Returns normally after a requested stop; raises :class:`NodeExited` (or another
+    :class:`DatagoraError`) after stopping everything when a part fails.
+    """
+    launcher = Launcher(plan, say)
+    with _stop_on_signals(launcher):
+        try:
+            network = launcher.start()
+            ready(launcher, network)
+            launcher.watch()
+            say("stopping…")
+        except _Stopped:
+            say("stopping…")
+        finally:
+            launcher.stop()
+
+
+def ready_printer(console: Any, as_json: bool) -> Callable[[Launcher, Network], None]:
+    """What `up` prints once every part answers: a table (or one JSON object) and notes."""
+
+    def ready(launcher: Launcher, network: Network) -> None:
+        parts = [
+            {"part": p.name, "url": p.url, "pid": p.process.pid if p.process else None,
+             "log": str(p.log)}
+            for p in launcher.parts
+        ]  # fmt: skip
+        default = launcher.dir == (Path.cwd() / ".datagora").resolve()
+        info = {
+            "network_file": str(launcher.network_file),
+            "chain_id": network.deployment.chain_id,
+            "contracts": network.deployment.contracts,
+            "deployed": launcher.redeployed,
+            "threshold": network.threshold,
+            "keys": str(launcher.keys_dir),
+            "accounts": ["owner", "researcher"],
+            "parts": parts,
+        }
+        if as_json:
+            sys.stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
+            sys.stdout.flush()
+            return
+        from rich.table import Table
+
+        table = Table("part", "url", "pid", title="datagora local network")
+        for p in parts:
+            table.add_row(str(p["part"]), str(p["url"]), str(p["pid"]))
+        console.print(table)
+        console.print(f"logs: {launcher.dir / 'logs'}/<part>.log", highlight=False, soft_wrap=True)
+        deployed = "deployed now" if launcher.redeployed else "reused"
+        console.print(
+            f"contracts {deployed} on chain {network.deployment.chain_id}; "
+            f"network file {launcher.network_file}"
+            + ("" if default else f" (export DATAGORA_NETWORK={launcher.network_file})"),
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            "local development network: the accounts (owner, researcher, proxies) are anvil's "
+            f"public development keys in {launcher.keys_dir}, their password is in "
+            f"{launcher.dir / 'password'} (mode 0600); never use them on a real chain.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            "try: datagora publish FILE --title T --price 1 --account owner; "
+            "datagora status.  Ctrl-C stops everything (state is kept).",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    return ready

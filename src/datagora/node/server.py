@@ -1,0 +1,137 @@
+"""`datagora node`: one process serving the roles it is given, over HTTP.
+
+With one role the role's API is served at the root; with several, each is
+mounted under ``/<role>``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from datagora.crypto.keys import Identity, load_account
+from datagora.errors import ConfigError
+from datagora.ledger import Ledger
+
+ROLES = ("storage", "catalog", "proxy", "agent", "compute")
+
+DEFAULT_MAX_SHARE_BYTES = 64 << 20
+
+
+@dataclass
+class NodeConfig:
+    """Everything a node's roles may need; each role reads its own part."""
+
+    data_dir: Path
+    max_share_bytes: int = DEFAULT_MAX_SHARE_BYTES
+    rpc: str | None = None
+    deployment: Path | None = None
+    database: str | None = None
+    storage_nodes: list[str] = field(default_factory=list)
+    confirmations: int = 0
+    poll_interval: float = 0.1
+    # proxy, agent: the account the node acts as; its keystore password is read
+    # from the environment variable `password_env`, never from a file or argument.
+    keys_dir: Path | None = None
+    account: str | None = None
+    password_env: str = "DATAGORA_PASSWORD"
+    anchor_every: float = 60.0
+    proxies: list[str] = field(default_factory=list)
+    threshold: int = 1
+    # compute: dataset id -> the plaintext file the owner's node computes on
+    compute_datasets: dict[int, Path] = field(default_factory=dict)
+    allow_weak_sandbox: bool = False
+
+    def ledger(self) -> Ledger:
+        if self.rpc is None or self.deployment is None:
+            raise ConfigError("this role needs --rpc and --deployment")
+        return Ledger.connect(self.rpc, self.deployment)
+
+    def identity(self) -> Identity:
+        if self.account is None:
+            raise ConfigError("this role acts as an account: pass --account (and --keys)")
+        password = os.environ.get(self.password_env)
+        if not password:
+            raise ConfigError(f"set {self.password_env} to the keystore password of {self.account}")
+        return load_account(self.keys_dir, self.account, password)
+
+
+def _role_app(role: str, config: NodeConfig) -> FastAPI:
+    if role == "storage":
+        from datagora.storage.node import create_storage_app
+
+        return create_storage_app(config.data_dir / "storage", config.max_share_bytes)
+    if role == "proxy":
+        from datagora.sharing.proxy import create_proxy_app
+
+        return create_proxy_app(
+            config.ledger(), config.identity(), config.data_dir / "proxy", config.anchor_every
+        )
+    if role == "compute":
+        from datagora.compute.node import create_compute_app
+
+        token = os.environ.get("DATAGORA_OWNER_TOKEN") or None
+        return create_compute_app(
+            config.ledger(),
+            config.identity(),
+            config.compute_datasets,
+            config.data_dir / "compute",
+            allow_weak_sandbox=config.allow_weak_sandbox,
+            owner_token=token,
+        )
+    if role == "agent":
+        from datagora.sharing.agent import create_agent_app
+
+        if not config.proxies:
+            raise ConfigError("the agent role needs at least one --proxy URL")
+        if not 1 <= config.threshold <= len(config.proxies):
+            raise ConfigError("--threshold must be between 1 and the number of proxies")
+        return create_agent_app(
+            config.ledger(),
+            config.identity(),
+            config.proxies,
+            config.threshold,
+            config.data_dir / "agent",
+            config.poll_interval,
+        )
+    from datagora.catalog.api import create_catalog_app
+    from datagora.catalog.db import Database
+    from datagora.catalog.indexer import Indexer
+    from datagora.catalog.resolver import MetadataResolver
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    url = config.database or f"sqlite:///{(config.data_dir / 'catalog.db').resolve()}"
+    indexer = Indexer(
+        config.ledger(),
+        Database(url),
+        MetadataResolver(config.storage_nodes),
+        confirmations=config.confirmations,
+    )
+    return create_catalog_app(indexer, config.poll_interval)
+
+
+def build_app(roles: list[str], config: NodeConfig) -> FastAPI:
+    """The app for `roles`; unknown roles are a :class:`ConfigError` naming the known ones."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise ConfigError(
+            f"unknown role(s) {', '.join(unknown) or '(none given)'}: this node serves "
+            f"{', '.join(ROLES)}"
+        )
+    if len(roles) == 1:
+        return _role_app(roles[0], config)
+    app = FastAPI(title=f"datagora node ({', '.join(roles)})")
+    for role in dict.fromkeys(roles):
+        app.mount(f"/{role}", _role_app(role, config))
+    return app
+
+
+def serve(roles: list[str], host: str, port: int, config: NodeConfig) -> None:
+    """Run the node in the foreground until interrupted."""
+    import uvicorn
+
+    app = build_app(roles, config)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,132 @@
+"""`datagora status`: is every part of a network answering?
+
+The chain must answer with the deployment's chain id and still hold its contracts;
+every node must answer ``GET /health``. Parts are named as `datagora up` names
+them: chain, storage1..n, proxy1..m, agent, compute, catalog.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from datagora.errors import DatagoraError
+from datagora.node.network import Network
+
+__all__ = ["NetworkDown", "PartStatus", "check_network", "network_parts"]
+
+TIMEOUT = 5.0
+
+
+class NetworkDown(DatagoraError):
+    """Some part of the network is not answering (see each part's detail)."""
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    """One part's health: ``ok`` and a short human detail."""
+
+    part: str
+    url: str
+    ok: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def network_parts(net: Network) -> list[tuple[str, str]]:
+    """(name, URL) of every part the network file lists, chain first."""
+    parts = [("chain", net.chain_url)]
+    parts += [(f"storage{i + 1}", url) for i, url in enumerate(net.storage)]
+    parts += [(f"proxy{i + 1}", url) for i, url in enumerate(net.proxies)]
+    for name in ("agent", "compute", "catalog"):
+        url = getattr(net, name)
+        if url:
+            parts.append((name, url))
+    return parts
+
+
+def _rpc(client: httpx.Client, url: str, method: str, params: list[Any]) -> Any:
+    r = client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    r.raise_for_status()
+    body = r.json()
+    if "error" in body:
+        raise ValueError(f"{method}: {body['error']}")
+    return body["result"]
+
+
+def _check_chain(net: Network) -> PartStatus:
+    url = net.chain_url
+    try:
+        with httpx.Client(timeout=TIMEOUT, trust_env=False) as client:
+            chain_id = int(_rpc(client, url, "eth_chainId", []), 16)
+            block = int(_rpc(client, url, "eth_blockNumber", []), 16)
+            if chain_id != net.deployment.chain_id:
+                return PartStatus(
+                    "chain", url, False,
+                    f"chain id {chain_id}, but the deployment is for {net.deployment.chain_id}",
+                )  # fmt: skip
+            missing = [
+                name
+                for name, address in sorted(net.deployment.contracts.items())
+                if _rpc(client, url, "eth_getCode", [address, "latest"]) in ("0x", "0x0", "")
+            ]
+    except (httpx.HTTPError, ValueError, TypeError) as exc:
+        return PartStatus("chain", url, False, _reason(exc))
+    if missing:
+        return PartStatus("chain", url, False, f"no code for {', '.join(missing)}: redeploy")
+    return PartStatus("chain", url, True, f"chain id {chain_id}, block {block}, contracts deployed")
+
+
+def _detail(health: Any) -> str:
+    if not isinstance(health, dict):
+        return "healthy"
+    keys = (
+        "role", "address", "operator", "cursor", "indexed_block", "lag_blocks", "datasets",
+        "shares", "fragments", "isolation", "error",
+    )  # fmt: skip
+    shown = [
+        f"{k} {health[k]}"
+        for k in keys
+        if health.get(k) is not None and not isinstance(health[k], (dict, list))
+    ]
+    return ", ".join(shown) or "healthy"
+
+
+def _check_node(name: str, url: str) -> PartStatus:
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/health", timeout=TIMEOUT, trust_env=False)
+    except httpx.HTTPError as exc:
+        return PartStatus(name, url, False, _reason(exc))
+    if r.status_code != 200:
+        return PartStatus(name, url, False, f"/health answered {r.status_code}")
+    try:
+        health = r.json()
+    except ValueError:
+        health = None
+    return PartStatus(name, url, True, _detail(health))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "not answering (connection refused)"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {TIMEOUT:.0f} s"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def check_network(net: Network) -> list[PartStatus]:
+    """The health of every part of `net`, in the network file's order (checked in parallel)."""
+    parts = network_parts(net)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [
+            pool.submit(_check_chain, net)
+            if name == "chain"
+            else pool.submit(_check_node, name, url)
+            for name, url in parts
+        ]
+        return [f.result() for f in futures]

@@ -1,0 +1,56 @@
+"""Sharing over the network: proxies that re-encrypt data keys for consumers the ledger
+allows, the owner's agent that delegates key fragments to them, and the consumer's
+fetch of a data key from ``threshold`` of them. See ``docs/sharing.md``.
+"""
+
+from datagora.sharing.agent import Agent, Delegation, create_agent_app, delegate, write_policies
+from datagora.sharing.consumer import FetchReport, fetch_data_key, fetch_data_key_report
+from datagora.sharing.errors import (
+    AccessRefused,
+    DelegationFailed,
+    DenyListed,
+    ExpiredOrder,
+    ForgedFragment,
+    GrantExpired,
+    GrantRevoked,
+    KfragRefused,
+    NoKeyFragment,
+    NoOrder,
+    NotController,
+    NotEnoughProxies,
+    ProxyUnavailable,
+    RequestDenied,
+    RequestPending,
+    SharingError,
+    SignatureRefused,
+)
+from datagora.sharing.proxy import create_proxy_app
+
+__all__ = [
+    "AccessRefused",
+    "Agent",
+    "Delegation",
+    "DelegationFailed",
+    "DenyListed",
+    "ExpiredOrder",
+    "FetchReport",
+    "ForgedFragment",
+    "GrantExpired",
+    "GrantRevoked",
+    "KfragRefused",
+    "NoKeyFragment",
+    "NoOrder",
+    "NotController",
+    "NotEnoughProxies",
+    "ProxyUnavailable",
+    "RequestDenied",
+    "RequestPending",
+    "SharingError",
+    "SignatureRefused",
+    "create_agent_app",
+    "create_proxy_app",
+    "delegate",
+    "fetch_data_key",
+    "fetch_data_key_report",
+    "write_policies",
+]

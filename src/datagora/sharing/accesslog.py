@@ -1,0 +1,129 @@
+"""A proxy's append-only, hash-chained access log (format ``datagora.access-log.v1``).
+
+One JSON object per line. Each entry's ``hash`` is
+``SHA-256(prev_hash ‖ canonical(entry without "hash"))`` where ``prev_hash`` is the
+previous entry's hash (32 zero bytes before the first) and *canonical* is JSON with
+sorted keys, separators ``,`` and ``:``, UTF-8. The entry also carries ``prev`` (hex),
+so a line can be checked on its own and the chain as a whole. The digest of a log
+of ``n`` entries is the hash of entry ``n``; that pair is what proxies anchor on
+chain (``AccessLog.anchor``), so anyone can recompute the chain from ``GET /log``
+(:func:`verify_log`) and compare it with the anchors.
+
+Entries name accounts, datasets, versions, capsule digests and request digests —
+never a key, a fragment or data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from datagora.sharing.errors import SharingError
+
+__all__ = ["GENESIS", "LOG_FORMAT", "AccessLogFile", "LogCorrupt", "entry_hash", "verify_log"]
+
+LOG_FORMAT: Final = "datagora.access-log.v1"
+GENESIS: Final = bytes(32)
+
+
+class LogCorrupt(SharingError):
+    """An access log does not hash-chain: an entry was altered, removed or reordered."""
+
+
+def _canonical(entry: Mapping[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash(prev: bytes, entry: Mapping[str, Any]) -> bytes:
+    """The hash of ``entry`` chained after ``prev`` (``entry`` without its ``hash`` field)."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(prev + _canonical(body)).digest()
+
+
+def verify_log(entries: Iterable[Mapping[str, Any]]) -> tuple[int, bytes]:
+    """Recompute the chain; returns ``(entries, digest)`` or raises :class:`LogCorrupt`."""
+    prev = GENESIS
+    count = 0
+    for count, entry in enumerate(entries, start=1):
+        if entry.get("format") != LOG_FORMAT or entry.get("seq") != count:
+            raise LogCorrupt(f"entry {count} is not entry {count} of a {LOG_FORMAT} log")
+        if entry.get("prev") != prev.hex():
+            raise LogCorrupt(f"entry {count} does not follow entry {count - 1}")
+        digest = entry_hash(prev, entry)
+        if entry.get("hash") != digest.hex():
+            raise LogCorrupt(f"entry {count} was altered (its hash does not match)")
+        prev = digest
+    return count, prev
+
+
+class AccessLogFile:
+    """The log file of one proxy: appends are serialised, each one ``write`` of a line.
+
+    Opening re-verifies the whole chain; a torn last line (a crash mid-write) is cut
+    off, anything else that does not chain is :class:`LogCorrupt`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entries: list[dict[str, Any]] = []
+        good_bytes = 0
+        if path.exists():
+            with path.open("rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break  # torn final write
+                    try:
+                        entries.append(json.loads(line))
+                    except ValueError:
+                        raise LogCorrupt(f"{path}: line {len(entries) + 1} is not JSON") from None
+                    good_bytes += len(line)
+        self._count, self._head = verify_log(entries)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if path.stat().st_size != good_bytes:
+            os.ftruncate(self._fd, good_bytes)
+
+    @property
+    def head(self) -> tuple[int, bytes]:
+        """``(entries, digest)`` of the log as written so far."""
+        with self._lock:
+            return self._count, self._head
+
+    def append(self, **fields: Any) -> tuple[int, bytes]:
+        """Add one entry (``event``, ``outcome``, ``account``…); returns ``(seq, hash)``."""
+        with self._lock:
+            entry: dict[str, Any] = {
+                "format": LOG_FORMAT,
+                "seq": self._count + 1,
+                "time": int(time.time()),
+                **fields,
+                "prev": self._head.hex(),
+            }
+            digest = entry_hash(self._head, entry)
+            entry["hash"] = digest.hex()
+            os.write(self._fd, _canonical(entry) + b"\n")
+            self._count += 1
+            self._head = digest
+            return self._count, digest
+
+    def sync(self) -> tuple[int, bytes]:
+        """Flush the file to disk; returns the head that is now durable (anchor that)."""
+        with self._lock:
+            os.fsync(self._fd)
+            return self._count, self._head
+
+    def read_bytes(self) -> bytes:
+        """The whole log as written (complete lines only)."""
+        with self._lock:
+            return self.path.read_bytes()
+
+    def close(self) -> None:
+        with self._lock:
+            os.close(self._fd)

@@ -1,0 +1,628 @@
+"""The owner's agent: follows the ledger and hands key fragments to the proxies.
+
+For every dataset the owner controls, the agent delegates — makes ``threshold``-of-m
+key fragments for the consumer's Umbral key, scoped to the dataset's current
+version, and sends one to each of the m proxies as a signed delegation — when:
+
+* ``OrderStarted`` (service 0) is seen and the dataset's policy is ``automatic``;
+* ``AccessGranted`` is seen (any policy: a grant is the owner's own decision); the
+  consumer's key is the one in the matching ``AccessRequested`` event;
+* ``DatasetUpdated`` makes a new version: consumers delegated for an older version
+  whose order or grant is still valid get fragments for the new one;
+* the owner asks directly (``POST /delegations`` with a signed DelegationRequest).
+
+Before delegating it checks that the basis is still valid now (an order that
+expired while the agent was down gets nothing). Policies live in
+``DATA/policies.json`` (``datagora.agent-policies.v1``, re-read when it changes):
+``{"format": "datagora.agent-policies.v1", "default": "automatic",
+"datasets": {"7": "approval"}}``. State (event cursor, access requests seen,
+delegations made, fragments not yet delivered) is in ``DATA/agent.sqlite``, so a
+restarted agent resumes where it stopped and never delegates twice. Fragments
+that a proxy did not take (it was down) are kept there and retried every poll;
+they are the only key material on the agent's disk, and they open nothing without
+the consumer's secret key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from datagora.crypto.keys import Identity
+from datagora.crypto.pre import PreError, dataset_scope, make_kfrags
+from datagora.crypto.signed import (
+    DelegationRequest,
+    MalformedRequest,
+    RequestRefused,
+    SignedRequest,
+    SqliteNonceStore,
+    verify_request,
+)
+from datagora.errors import ConfigError, DatagoraError
+from datagora.ledger import Ledger
+from datagora.ledger.events import Event, EventReader
+from datagora.sharing.errors import DelegationFailed, NotController, SharingError
+from datagora.sharing.gate import DEFAULT_SERVICE_ID
+from datagora.sharing.wire import KfragDelivery, service_lifespan
+
+__all__ = [
+    "POLICIES_FORMAT",
+    "Agent",
+    "Delegation",
+    "Policy",
+    "create_agent_app",
+    "delegate",
+    "write_policies",
+]
+
+_log = logging.getLogger(__name__)
+Policy = Literal["automatic", "approval"]
+POLICIES_FORMAT: Final = "datagora.agent-policies.v1"
+_POLICIES: Final = ("automatic", "approval")
+_TIMEOUT: Final = 10.0
+# Refusals after which retrying the same fragment cannot succeed.
+_FINAL: Final = frozenset({"not_controller", "bad_kfrag", "malformed"})
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """The outcome of one delegation: which proxies took their fragment, and why others did not."""
+
+    dataset: int
+    version: int
+    consumer: str
+    accepted: list[str]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _put(client: httpx.Client, proxy: str, delivery: KfragDelivery) -> tuple[bool, str, str]:
+    """(stored, refusal code, detail) of one delivery."""
+    try:
+        response = client.put(f"{proxy.rstrip('/')}/kfrags", json=delivery.to_json())
+        payload = response.json()
+    except httpx.HTTPError as exc:
+        return False, "unreachable", type(exc).__name__
+    except ValueError:
+        return False, "unreachable", f"HTTP {response.status_code}, not JSON"
+    if response.status_code == 200:
+        return True, "", ""
+    if not isinstance(payload, dict):
+        return False, "unreachable", f"HTTP {response.status_code}"
+    return False, str(payload.get("error", "")), str(payload.get("detail", ""))[:300]
+
+
+def _deliver(
+    ledger: Ledger,
+    owner: Identity,
+    dataset: int,
+    version: int,
+    consumer: str,
+    consumer_key: bytes,
+    grant: int,
+    threshold: int,
+    kfrags: dict[str, bytes],
+    shares: int,
+    timeout: float = _TIMEOUT,
+) -> dict[str, tuple[bool, str, str]]:
+    """Send each proxy its fragment, concurrently; the outcome per proxy."""
+    delegating_key = owner.delegating_public_key(dataset_scope(dataset, version))
+    chain_id = ledger.chain.chain_id
+
+    def one(client: httpx.Client, proxy: str, kfrag: bytes) -> tuple[bool, str, str]:
+        delivery = KfragDelivery.build(
+            owner,
+            chain_id,
+            dataset=dataset,
+            version=version,
+            consumer=consumer,
+            consumer_key=consumer_key,
+            grant=grant,
+            threshold=threshold,
+            shares=shares,
+            kfrag=kfrag,
+            delegating_key=delegating_key,
+        )
+        return _put(client, proxy, delivery)
+
+    if not kfrags:
+        return {}
+    with (
+        httpx.Client(timeout=timeout) as client,
+        ThreadPoolExecutor(max_workers=len(kfrags)) as pool,
+    ):
+        futures = {p: pool.submit(one, client, p, k) for p, k in kfrags.items()}
+        return {p: f.result() for p, f in futures.items()}
+
+
+def _check_controller(ledger: Ledger, owner: Identity, dataset: int) -> None:
+    controller = ledger.data_nft.controller(dataset)
+    if controller != owner.address:
+        raise NotController(f"{owner.address} does not control dataset {dataset}")
+
+
+def delegate(
+    ledger: Ledger,
+    owner: Identity,
+    dataset: int,
+    version: int,
+    consumer: str,
+    consumer_key: bytes,
+    proxies: Sequence[str],
+    threshold: int,
+    *,
+    grant: int = 0,
+    timeout: float = _TIMEOUT,
+) -> Delegation:
+    """Make ``threshold``-of-``len(proxies)`` fragments for ``consumer_key`` and give one to
+    each proxy, as signed delegations of dataset ``version``.
+
+    ``grant`` is the AccessRegistry grant behind it (0: an order). Raises
+    :class:`NotController` if ``owner`` does not control the dataset and
+    :class:`DelegationFailed` if fewer than ``threshold`` proxies took theirs (the
+    returned :class:`Delegation` otherwise says which did not).
+    """
+    _check_controller(ledger, owner, dataset)
+    kfrags = make_kfrags(
+        owner, consumer_key, threshold, len(proxies), scope=dataset_scope(dataset, version)
+    )
+    outcomes = _deliver(
+        ledger, owner, dataset, version, consumer, consumer_key, grant, threshold,
+        dict(zip(proxies, kfrags, strict=True)), len(proxies), timeout,
+    )  # fmt: skip
+    accepted = [p for p in proxies if outcomes[p][0]]
+    failed = {p: f"{o[1]}: {o[2]}" for p, o in outcomes.items() if not o[0]}
+    if len(accepted) < threshold:
+        raise DelegationFailed(
+            f"only {len(accepted)} of {len(proxies)} proxies took their key fragment, "
+            f"{threshold} needed: " + "; ".join(f"{p} ({r})" for p, r in failed.items())
+        )
+    return Delegation(dataset, version, consumer, accepted, failed)
+
+
+def write_policies(data_dir: Path, default: Policy, datasets: dict[int, Policy]) -> None:
+    """Write the agent's policy file (atomically), e.g. before starting it."""
+    for policy in (default, *datasets.values()):
+        if policy not in _POLICIES:
+            raise ConfigError(f"unknown policy {policy!r}: use automatic or approval")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / "policies.json.tmp"
+    tmp.write_text(
+        json.dumps(
+            {
+                "format": POLICIES_FORMAT,
+                "default": default,
+                "datasets": {str(k): v for k, v in datasets.items()},
+            },
+            indent=2,
+        )
+    )
+    tmp.replace(data_dir / "policies.json")
+
+
+def _read_policies(path: Path) -> tuple[Policy, dict[int, Policy]]:
+    if not path.exists():
+        return "automatic", {}
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != POLICIES_FORMAT:
+            raise ValueError(f"not {POLICIES_FORMAT}")
+        default = data.get("default", "automatic")
+        datasets = {int(k): v for k, v in dict(data.get("datasets", {})).items()}
+        if any(p not in _POLICIES for p in (default, *datasets.values())):
+            raise ValueError("a policy is automatic or approval")
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path}: invalid policy file ({exc})") from None
+    return default, datasets
+
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+  request_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, consumer TEXT NOT NULL,
+  consumer_key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS delegations (
+  dataset TEXT NOT NULL, version INTEGER NOT NULL, consumer TEXT NOT NULL,
+  consumer_key BLOB NOT NULL, basis TEXT NOT NULL, grant_id TEXT NOT NULL,
+  threshold INTEGER NOT NULL, accepted TEXT NOT NULL, created INTEGER NOT NULL,
+  PRIMARY KEY (dataset, version, consumer, consumer_key));
+CREATE TABLE IF NOT EXISTS undelivered (
+  dataset TEXT NOT NULL, version INTEGER NOT NULL, consumer TEXT NOT NULL,
+  consumer_key BLOB NOT NULL, proxy TEXT NOT NULL, kfrag BLOB NOT NULL,
+  PRIMARY KEY (dataset, version, consumer, consumer_key, proxy));
+PRAGMA user_version = 1;
+"""
+
+
+class Agent:
+    """The agent's state and its event follower (``start``/``stop`` run it in a thread)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        owner: Identity,
+        proxies: Sequence[str],
+        threshold: int,
+        data_dir: Path,
+        poll_interval: float = 1.0,
+        *,
+        service_id: int = DEFAULT_SERVICE_ID,
+    ) -> None:
+        if not proxies or not 1 <= threshold <= len(proxies):
+            raise ConfigError(f"need 1 ≤ threshold ≤ proxies, got {threshold} of {len(proxies)}")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = ledger
+        self.owner = owner
+        self.proxies = list(proxies)
+        self.threshold = threshold
+        self.poll_interval = poll_interval
+        self.service_id = service_id
+        self._policy_path = data_dir / "policies.json"
+        self._policy_mtime = -1.0
+        self._policies: tuple[Policy, dict[int, Policy]] = ("automatic", {})
+        self._load_policies()
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            data_dir / "agent.sqlite", isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self.nonces = SqliteNonceStore(data_dir / "nonces.sqlite")
+        self._reader = EventReader(ledger.chain, ledger.deployment.contracts)
+        # Datatokens of datasets created before the cursor are not re-learned from events.
+        count = ledger.data_nft.dataset_count()
+        self._reader.add_datatokens([ledger.data_nft.datatoken_of(d) for d in range(1, count + 1)])
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ policies
+
+    def _load_policies(self) -> None:
+        try:
+            mtime = self._policy_path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = 0.0
+        if mtime != self._policy_mtime:
+            self._policies = _read_policies(self._policy_path)
+            self._policy_mtime = mtime
+
+    def policy(self, dataset: int) -> Policy:
+        default, datasets = self._policies
+        return datasets.get(dataset, default)
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def cursor(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key = 'cursor'").fetchone()
+        return int(row[0]) if row else self.ledger.deployment.start_block
+
+    def delegations(self) -> list[dict[str, Any]]:
+        """What was delegated (public facts only: no fragment)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT dataset, version, consumer, basis, grant_id, accepted, created "
+                "FROM delegations ORDER BY created, dataset, version, consumer"
+            ).fetchall()
+        return [
+            {
+                "dataset": int(r[0]),
+                "version": r[1],
+                "consumer": r[2],
+                "basis": r[3],
+                "grant": int(r[4]),
+                "accepted": json.loads(r[5]),
+                "created": r[6],
+            }
+            for r in rows
+        ]
+
+    def undelivered_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM undelivered").fetchone()[0])
+
+    # ------------------------------------------------------------ delegating
+
+    def delegate_once(
+        self,
+        dataset: int,
+        version: int,
+        consumer: str,
+        consumer_key: bytes,
+        basis: str,
+        grant: int = 0,
+        threshold: int | None = None,
+    ) -> Delegation:
+        """Delegate unless this (dataset, version, consumer, key) was delegated before."""
+        threshold = threshold or self.threshold
+        with self._lock:
+            row = self._db.execute(
+                "SELECT accepted FROM delegations WHERE dataset = ? AND version = ? "
+                "AND consumer = ? AND consumer_key = ?",
+                (str(dataset), version, consumer, consumer_key),
+            ).fetchone()
+            if row is not None:
+                return Delegation(dataset, version, consumer, json.loads(row[0]))
+            _check_controller(self.ledger, self.owner, dataset)
+            kfrags = make_kfrags(
+                self.owner,
+                consumer_key,
+                threshold,
+                len(self.proxies),
+                scope=dataset_scope(dataset, version),
+            )
+            by_proxy = dict(zip(self.proxies, kfrags, strict=True))
+            outcomes = _deliver(
+                self.ledger, self.owner, dataset, version, consumer, consumer_key, grant,
+                threshold, by_proxy, len(self.proxies),
+            )  # fmt: skip
+            accepted = [p for p in self.proxies if outcomes[p][0]]
+            failed = {p: f"{o[1]}: {o[2]}" for p, o in outcomes.items() if not o[0]}
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO delegations VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        str(dataset), version, consumer, consumer_key, basis, str(grant),
+                        threshold, json.dumps(accepted), int(time.time()),
+                    ),
+                )  # fmt: skip
+                for proxy, (ok, code, _) in outcomes.items():
+                    if not ok and code not in _FINAL:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO undelivered VALUES (?,?,?,?,?,?)",
+                            (str(dataset), version, consumer, consumer_key, proxy, by_proxy[proxy]),
+                        )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if failed:
+            _log.warning(
+                "dataset %s v%s for %s: %d of %d proxies did not take their fragment (%s)",
+                dataset, version, consumer, len(failed), len(self.proxies),
+                "; ".join(f"{p}: {r}" for p, r in failed.items()),
+            )  # fmt: skip
+        return Delegation(dataset, version, consumer, accepted, failed)
+
+    def _retry_undelivered(self) -> None:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT u.dataset, u.version, u.consumer, u.consumer_key, u.proxy, u.kfrag, "
+                "d.grant_id, d.threshold, d.accepted FROM undelivered u JOIN delegations d "
+                "USING (dataset, version, consumer, consumer_key)"
+            ).fetchall()
+            for dataset, version, consumer, key, proxy, kfrag, grant, threshold, acc in rows:
+                outcome = _deliver(
+                    self.ledger, self.owner, int(dataset), version, consumer, key, int(grant),
+                    threshold, {proxy: kfrag}, len(self.proxies),
+                )[proxy]  # fmt: skip
+                ok, code, _ = outcome
+                if not ok and code not in _FINAL:
+                    continue
+                accepted = json.loads(acc) + ([proxy] if ok else [])
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "DELETE FROM undelivered WHERE dataset = ? AND version = ? AND consumer = ? "
+                    "AND consumer_key = ? AND proxy = ?",
+                    (dataset, version, consumer, key, proxy),
+                )
+                self._db.execute(
+                    "UPDATE delegations SET accepted = ? WHERE dataset = ? AND version = ? "
+                    "AND consumer = ? AND consumer_key = ?",
+                    (json.dumps(accepted), dataset, version, consumer, key),
+                )
+                self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------ following the ledger
+
+    def _controls(self, dataset: int) -> bool:
+        return self.ledger.data_nft.controller(dataset) == self.owner.address
+
+    def _handle(self, event: Event) -> None:
+        name = event.name
+        if name == "AccessRequested":
+            with self._lock:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO requests VALUES (?,?,?,?)",
+                    (
+                        str(event["request_id"]),
+                        str(event["dataset"]),
+                        str(event["consumer"]),
+                        bytes(event["consumer_key"]),
+                    ),
+                )
+            return
+        if name not in ("OrderStarted", "AccessGranted", "DatasetUpdated"):
+            return
+        dataset = int(event["dataset"])
+        if not self._controls(dataset):
+            return
+        version = self.ledger.data_nft.get_dataset(dataset).version
+        if name == "OrderStarted":
+            consumer = str(event["consumer"])
+            if (
+                int(event["service_id"]) != self.service_id
+                or self.policy(dataset) != "automatic"
+                or not self.ledger.datatoken(dataset).has_valid_order(consumer, self.service_id)
+            ):
+                return
+            self._try(dataset, version, consumer, bytes(event["consumer_key"]), "order", 0)
+        elif name == "AccessGranted":
+            request_id = int(event["request_id"])
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT consumer, consumer_key FROM requests WHERE request_id = ?",
+                    (str(request_id),),
+                ).fetchone()
+            if row is None or not self.ledger.access.has_access(dataset, row[0]):
+                return
+            self._try(dataset, version, row[0], row[1], "grant", request_id)
+        else:
+            self._carry_over(dataset, version)
+
+    def _carry_over(self, dataset: int, version: int) -> None:
+        """A new version: delegate it to consumers of older versions still entitled."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT consumer, consumer_key, basis, grant_id FROM delegations "
+                "WHERE dataset = ? AND version < ?",
+                (str(dataset), version),
+            ).fetchall()
+        token = self.ledger.datatoken(dataset)
+        for consumer, key, basis, grant in rows:
+            if token.has_valid_order(consumer, self.service_id) or self.ledger.access.has_access(
+                dataset, consumer
+            ):
+                self._try(dataset, version, consumer, key, basis, int(grant))
+
+    def _try(
+        self, dataset: int, version: int, consumer: str, key: bytes, basis: str, grant: int
+    ) -> None:
+        try:
+            self.delegate_once(dataset, version, consumer, key, basis, grant)
+        except PreError:
+            _log.warning(
+                "dataset %s: %s gave no valid Umbral key; not delegated", dataset, consumer
+            )
+
+    def poll_once(self) -> int:
+        """Handle the events since the cursor, retry undelivered fragments; returns events seen."""
+        try:
+            self._load_policies()
+        except ConfigError as exc:
+            _log.warning("%s; keeping the previous policies", exc)
+        start = self.cursor
+        head = self.ledger.chain.block_number
+        seen = 0
+        if head >= start:
+            for event in self._reader.read(start, head):
+                self._handle(event)
+                seen += 1
+            with self._lock:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO state VALUES ('cursor', ?)", (str(head + 1),)
+                )
+        self._retry_undelivered()
+        return seen
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except DatagoraError as exc:
+                _log.warning("agent poll failed: %s", exc)
+            self._stop.wait(self.poll_interval)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.nonces.close()
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------ owner's direct requests
+
+    def handle_request(self, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """``POST /delegations``: a DelegationRequest signed by the owner."""
+        try:
+            signed = SignedRequest.from_json(json.loads(raw))
+            checked = verify_request(
+                signed,
+                self.ledger.chain.chain_id,
+                int(time.time()),
+                self.nonces,
+                expect=DelegationRequest,
+            )
+        except ValueError:
+            return 422, {"error": "malformed", "detail": "the body is not JSON"}
+        except MalformedRequest as exc:
+            return 422, {"error": "malformed", "detail": str(exc)}
+        except RequestRefused as exc:
+            return 401, {"error": "bad_signature", "detail": str(exc)}
+        req = checked.request
+        if checked.signer != self.owner.address:
+            return 403, {
+                "error": "not_owner",
+                "detail": f"this agent acts for {self.owner.address}",
+            }
+        if req.shares != len(self.proxies):
+            return 422, {
+                "error": "malformed",
+                "detail": f"this agent has {len(self.proxies)} proxies, not {req.shares}",
+            }
+        try:
+            result = self.delegate_once(
+                req.dataset, req.version, req.consumer, req.consumer_key, "owner", req.grant,
+                req.threshold,
+            )  # fmt: skip
+        except NotController as exc:
+            return 403, {"error": "not_controller", "detail": str(exc)}
+        except (PreError, SharingError) as exc:
+            return 422, {"error": "malformed", "detail": str(exc)}
+        return 200, {"accepted": result.accepted, "failed": result.failed}
+
+
+def create_agent_app(
+    ledger: Ledger,
+    owner: Identity,
+    proxies: list[str],
+    threshold: int,
+    data_dir: Path,
+    poll_interval: float = 1.0,
+    *,
+    service_id: int = DEFAULT_SERVICE_ID,
+) -> FastAPI:
+    """The agent's HTTP app; its lifespan runs the ledger follower in a thread.
+
+    ``GET /health``, ``GET /delegations`` (what was delegated, no key material),
+    ``POST /delegations`` (a DelegationRequest signed by the owner).
+    """
+    agent = Agent(ledger, owner, proxies, threshold, data_dir, poll_interval, service_id=service_id)
+
+    app = FastAPI(title="datagora agent", lifespan=service_lifespan(agent))
+    app.state.agent = agent
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {
+            "role": "agent",
+            "owner": owner.address,
+            "proxies": agent.proxies,
+            "threshold": agent.threshold,
+            "cursor": agent.cursor,
+            "delegations": len(agent.delegations()),
+            "undelivered": agent.undelivered_count(),
+        }
+
+    @app.get("/delegations")
+    def delegations() -> list[dict[str, Any]]:
+        return agent.delegations()
+
+    @app.post("/delegations")
+    async def post_delegation(request: Request) -> JSONResponse:
+        status, payload = await run_in_threadpool(agent.handle_request, await request.body())
+        return JSONResponse(payload, status_code=status)
+
+    return app

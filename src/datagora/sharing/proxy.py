@@ -1,0 +1,306 @@
+"""The proxy role: stores key fragments and re-encrypts capsules for consumers the ledger allows.
+
+``PUT /kfrags``      a ``datagora.kfrag-delivery.v1`` body (see :mod:`datagora.sharing.wire`):
+                     a DelegationRequest signed by the dataset's controller, carrying one
+                     key fragment; stored durably.
+``POST /reencrypt``  a ``datagora.reencrypt-request.v1`` body: a FragmentRequest signed by
+                     the consumer and the capsule; before every re-encryption the ledger
+                     is read (:class:`~datagora.sharing.gate.AccessGate`); answers
+                     ``{"cfrag": hex}``.
+``GET /log``         the access log (JSON lines, hash-chained; see
+                     :mod:`datagora.sharing.accesslog`).
+``GET /health``      the proxy's address, chain, fragment count and log/anchor heads.
+
+Every refusal is ``{"error": code, "detail": one line}`` with a 4xx status: 422
+malformed, 401 bad/expired/replayed signature, 403 refused by the ledger (or not
+the controller), 404 no fragment for this consumer (said only to a consumer the
+ledger allows). A proxy never holds anything that opens a data key: fragments
+alone are useless without ``threshold`` of them *and* the consumer's secret key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from datagora.crypto.keys import Identity
+from datagora.crypto.pre import PreError, reencrypt, verify_kfrag
+from datagora.crypto.signed import (
+    DelegationRequest,
+    ExpiryTooFar,
+    FragmentRequest,
+    MalformedRequest,
+    ReplayedRequest,
+    RequestRefused,
+    SignatureExpired,
+    SqliteNonceStore,
+    UnexpectedRequestType,
+    verify_request,
+)
+from datagora.errors import ChainError, DatagoraError
+from datagora.ledger import Ledger
+from datagora.sharing.accesslog import AccessLogFile
+from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate
+from datagora.sharing.kfrags import KfragRecord, KfragStore
+from datagora.sharing.wire import KfragDelivery, ReencryptBody, service_lifespan
+
+__all__ = ["ProxyService", "create_proxy_app"]
+
+_log = logging.getLogger(__name__)
+_MAX_BODY: Final = 64 * 1024
+Answer = tuple[int, dict[str, Any]]
+
+
+def _refusal(status: int, code: str, detail: str) -> Answer:
+    return status, {"error": code, "detail": detail}
+
+
+def _signature_refusal(exc: RequestRefused) -> Answer:
+    if isinstance(exc, MalformedRequest | UnexpectedRequestType):
+        return _refusal(422, "malformed", str(exc))
+    if isinstance(exc, SignatureExpired | ExpiryTooFar):
+        return _refusal(401, "expired_signature", str(exc))
+    if isinstance(exc, ReplayedRequest):
+        return _refusal(401, "replayed", "this signed request was already used: sign a fresh one")
+    return _refusal(401, "bad_signature", str(exc))
+
+
+def _parse(raw: bytes) -> Any:
+    if len(raw) > _MAX_BODY:
+        raise MalformedRequest(f"the body is larger than {_MAX_BODY} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise MalformedRequest("the body is not JSON") from None
+
+
+class ProxyService:
+    """What a proxy does, without HTTP: every method returns ``(status, JSON body)``."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        identity: Identity,
+        data_dir: Path,
+        *,
+        anchor_every: float = 60.0,
+        service_id: int = DEFAULT_SERVICE_ID,
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = ledger
+        self.identity = identity
+        self.chain_id = ledger.chain.chain_id
+        self.anchor_every = anchor_every
+        self.gate = AccessGate(ledger, service_id)
+        self.kfrags = KfragStore(data_dir / "kfrags.sqlite")
+        self.nonces = SqliteNonceStore(data_dir / "nonces.sqlite")
+        self.log = AccessLogFile(data_dir / "access-log.jsonl")
+        self._anchored = ledger.access_log.latest(identity.address).entries
+        self._anchor_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ requests
+
+    def store_kfrag(self, raw: bytes) -> Answer:
+        try:
+            delivery = KfragDelivery.from_json(_parse(raw))
+        except MalformedRequest as exc:
+            return _refusal(422, "malformed", str(exc))
+        # Check the commitment before the signature, so an altered body burns no nonce.
+        if not delivery.commitment_holds():
+            return _refusal(401, "bad_signature", "the key fragment is not the one that was signed")
+        try:
+            checked = verify_request(
+                delivery.signed,
+                self.chain_id,
+                int(time.time()),
+                self.nonces,
+                expect=DelegationRequest,
+            )
+        except RequestRefused as exc:
+            return _signature_refusal(exc)
+        req = checked.request
+        entry = {
+            "event": "delegation",
+            "account": checked.signer,
+            "consumer": req.consumer,
+            "dataset": str(req.dataset),
+            "version": req.version,
+            "request": checked.digest.hex(),
+        }
+        try:
+            controller = self.ledger.data_nft.controller(req.dataset)
+        except DatagoraError:
+            controller = ""
+        if controller != checked.signer:
+            self.log.append(**entry, outcome="refused", reason="not_controller")
+            return _refusal(
+                403,
+                "not_controller",
+                f"{checked.signer} does not control dataset {req.dataset}",
+            )
+        try:
+            verified = verify_kfrag(
+                delivery.kfrag, delivery.verifying_key, delivery.delegating_key, req.consumer_key
+            )
+        except PreError as exc:
+            self.log.append(**entry, outcome="refused", reason="bad_kfrag")
+            return _refusal(422, "bad_kfrag", str(exc))
+        record = KfragRecord(
+            dataset=req.dataset,
+            version=req.version,
+            consumer=req.consumer,
+            consumer_key=req.consumer_key,
+            kfrag=delivery.kfrag,
+            verifying_key=delivery.verifying_key,
+            delegating_key=delivery.delegating_key,
+            owner=checked.signer,
+            grant=req.grant,
+            threshold=req.threshold,
+            shares=req.shares,
+            stored_at=int(time.time()),
+        )
+        self.kfrags.put(record, verified)
+        self.log.append(**entry, outcome="accepted", reason="")
+        return 200, {"stored": True}
+
+    def reencrypt(self, raw: bytes) -> Answer:
+        try:
+            body = ReencryptBody.from_json(_parse(raw))
+            checked = verify_request(
+                body.signed, self.chain_id, int(time.time()), self.nonces, expect=FragmentRequest
+            )
+        except RequestRefused as exc:
+            return _signature_refusal(exc)
+        req = checked.request
+        entry = {
+            "event": "reencrypt",
+            "account": checked.signer,
+            "dataset": str(req.dataset),
+            "version": req.version,
+            "capsule": req.capsule.hex(),
+            "request": checked.digest.hex(),
+        }
+        try:
+            decision = self.gate.check(req.dataset, checked.signer)
+        except ChainError:
+            return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
+        if not decision.allowed:
+            self.log.append(**entry, outcome="refused", reason=decision.code)
+            return _refusal(403, decision.code, decision.detail)
+        record = self.kfrags.get(req.dataset, req.version, checked.signer)
+        if record is None:
+            self.log.append(**entry, outcome="refused", reason="no_kfrag")
+            return _refusal(
+                404,
+                "no_kfrag",
+                f"this proxy holds no key fragment for {checked.signer} on dataset "
+                f"{req.dataset} version {req.version}",
+            )
+        try:
+            cfrag = reencrypt(self.kfrags.verified(record), body.capsule)
+        except PreError:
+            self.log.append(**entry, outcome="refused", reason="malformed")
+            return _refusal(422, "malformed", "the capsule is malformed")
+        self.log.append(**entry, outcome="accepted", reason="")
+        return 200, {"cfrag": cfrag.hex()}
+
+    def health(self) -> dict[str, Any]:
+        entries, digest = self.log.head
+        return {
+            "role": "proxy",
+            "address": self.identity.address,
+            "chain_id": self.chain_id,
+            "kfrags": self.kfrags.count(),
+            "log_entries": entries,
+            "log_digest": digest.hex(),
+            "anchored_entries": self._anchored,
+        }
+
+    # ------------------------------------------------------------ anchoring
+
+    def anchor_now(self) -> int:
+        """Anchor the log's durable head if it grew; returns the entries anchored so far."""
+        with self._anchor_lock:
+            entries, digest = self.log.sync()
+            if entries > self._anchored:
+                self.ledger.access_log.anchor(self.identity.account, digest, entries)
+                self._anchored = entries
+            return self._anchored
+
+    def _anchor_loop(self) -> None:
+        while not self._stop.wait(self.anchor_every):
+            try:
+                self.anchor_now()
+            except DatagoraError as exc:
+                # The chain may be down for a while; the next round retries.
+                _log.warning("anchoring the access log failed: %s", exc)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._anchor_loop, name="anchor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            self.anchor_now()
+        except DatagoraError as exc:
+            _log.warning("final anchor of the access log failed: %s", exc)
+        self.kfrags.close()
+        self.nonces.close()
+        self.log.close()
+
+
+def create_proxy_app(
+    ledger: Ledger,
+    identity: Identity,
+    data_dir: Path,
+    anchor_every: float = 60.0,
+    *,
+    service_id: int = DEFAULT_SERVICE_ID,
+) -> FastAPI:
+    """The proxy's HTTP app; ``identity`` is the proxy's own account (it pays for anchors).
+
+    Data (``kfrags.sqlite``, ``nonces.sqlite``, ``access-log.jsonl``) lives in
+    ``data_dir``; the log is anchored on chain every ``anchor_every`` seconds when
+    it has grown, and once more at shutdown.
+    """
+    service = ProxyService(
+        ledger, identity, data_dir, anchor_every=anchor_every, service_id=service_id
+    )
+
+    app = FastAPI(title="datagora proxy", lifespan=service_lifespan(service))
+    app.state.proxy = service
+
+    @app.put("/kfrags")
+    async def put_kfrags(request: Request) -> JSONResponse:
+        status, payload = await run_in_threadpool(service.store_kfrag, await request.body())
+        return JSONResponse(payload, status_code=status)
+
+    @app.post("/reencrypt")
+    async def post_reencrypt(request: Request) -> JSONResponse:
+        status, payload = await run_in_threadpool(service.reencrypt, await request.body())
+        return JSONResponse(payload, status_code=status)
+
+    @app.get("/log")
+    def get_log() -> Response:
+        return Response(service.log.read_bytes(), media_type="application/x-ndjson")
+
+    @app.get("/health")
+    def get_health() -> dict[str, Any]:
+        return service.health()
+
+    return app

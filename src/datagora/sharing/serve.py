@@ -1,0 +1,71 @@
+"""Run a proxy or an agent as its own process (until ``datagora node --roles`` serves them).
+
+    DATAGORA_PASSWORD=... python -m datagora.sharing.serve --role proxy --port 8601 \\
+        --data DIR --rpc URL --deployment deployment.json --keys KEYS --account ADDRESS
+
+The account's keystore password is read from the environment variable named by
+``--password-env`` (default ``DATAGORA_PASSWORD``), never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from datagora.crypto.keys import load_account
+from datagora.errors import DatagoraError
+from datagora.ledger import Ledger
+
+
+def build(args: argparse.Namespace) -> FastAPI:
+    password = os.environ.get(args.password_env)
+    if not password:
+        raise DatagoraError(f"set {args.password_env} to the keystore password of {args.account}")
+    identity = load_account(args.keys, args.account, password)
+    ledger = Ledger.connect(args.rpc, Path(args.deployment))
+    if args.role == "proxy":
+        from datagora.sharing.proxy import create_proxy_app
+
+        return create_proxy_app(ledger, identity, Path(args.data), args.anchor_every)
+    from datagora.sharing.agent import create_agent_app
+
+    if not args.proxy:
+        raise DatagoraError("an agent needs at least one --proxy URL")
+    return create_agent_app(
+        ledger, identity, args.proxy, args.threshold, Path(args.data), args.poll_interval
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m datagora.sharing.serve")
+    parser.add_argument("--role", choices=("proxy", "agent"), required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--data", required=True, help="this node's data directory")
+    parser.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain")
+    parser.add_argument("--deployment", required=True, help="deployment record (JSON)")
+    parser.add_argument("--keys", required=True, help="keystore directory")
+    parser.add_argument("--account", required=True, help="address or name of the account")
+    parser.add_argument("--password-env", default="DATAGORA_PASSWORD")
+    parser.add_argument("--anchor-every", type=float, default=60.0, help="proxy: seconds")
+    parser.add_argument("--proxy", action="append", default=[], help="agent: proxy URL (repeat)")
+    parser.add_argument("--threshold", type=int, default=1, help="agent: fragments needed")
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="agent: seconds")
+    args = parser.parse_args(argv)
+    try:
+        app = build(args)
+    except DatagoraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

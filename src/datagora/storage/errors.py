@@ -1,0 +1,70 @@
+"""Errors of the storage layer, all under :class:`datagora.errors.DatagoraError`."""
+
+from __future__ import annotations
+
+from datagora.errors import DatagoraError
+
+__all__ = [
+    "DownloadError",
+    "ErasureError",
+    "IntegrityError",
+    "ManifestError",
+    "NoNodesError",
+    "PlacementError",
+    "RecordNotFound",
+    "RepairError",
+    "StorageError",
+    "UploadError",
+]
+
+
+class StorageError(DatagoraError):
+    """Base class of storage-layer errors."""
+
+
+class IntegrityError(StorageError):
+    """Bytes do not match the hash, proof or position they claim: discard them and
+    fetch the share from another node."""
+
+
+class ManifestError(StorageError):
+    """A manifest is malformed, inconsistent, or does not match its expected hash."""
+
+
+class PlacementError(StorageError):
+    """A placement record is malformed or does not fit its manifest."""
+
+
+class ErasureError(StorageError):
+    """Erasure coding parameters or inputs are invalid (bad k/n, too few shares)."""
+
+
+class NoNodesError(StorageError):
+    """Too few storage nodes are configured or reachable for this operation."""
+
+
+class UploadError(StorageError):
+    """An upload could not place every share; nothing was published. Add or restart
+    storage nodes and upload again."""
+
+
+class DownloadError(StorageError):
+    """A dataset version could not be fetched: too few verified shares of some chunk,
+    or no node holds its manifest. ``report`` says which nodes failed and why."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class RepairError(StorageError):
+    """Repair could not restore full redundancy (too few shares left, or too few
+    healthy nodes to place the rebuilt shares on); ``report`` says what is left."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class RecordNotFound(StorageError):
+    """A key/value record (or the requested version of it) does not exist."""

@@ -1,0 +1,284 @@
+"""The streaming storage pipeline: plaintext <-> encrypted, erasure-coded shares.
+
+Encoding reads a binary file object one chunk at a time (plus one chunk of
+look-ahead, to know which chunk is final), encrypts it, erasure-codes it and hashes
+the shares, and yields one :class:`EncodedChunk` at a time — memory stays bounded
+by a couple of chunks whatever the file size. Decoding takes verified shares chunk
+by chunk and writes plaintext to a file object.
+
+The per-chunk functions (:func:`encode_chunk`, :func:`decrypt_chunk`,
+:func:`rebuild_shares`) are pure; the stream functions only add reading and writing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Final
+
+from datagora.crypto.aead import DATASET_ID_SIZE, MAX_VERSION, ChunkCipher, DataKey
+from datagora.storage.erasure import check_parameters, decode_blocks, encode_blocks
+from datagora.storage.errors import IntegrityError, StorageError
+from datagora.storage.manifest import (
+    MAX_CHUNK_SIZE,
+    AnyWrappedKey,
+    ChunkRecord,
+    Manifest,
+    VerifiedManifest,
+)
+from datagora.storage.shares import Share, ShareHeader, VerifiedShare
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_K",
+    "DEFAULT_N",
+    "EncodedChunk",
+    "EncodingParams",
+    "ManifestBuilder",
+    "decode_stream",
+    "decrypt_chunk",
+    "encode_chunk",
+    "encode_stream",
+    "new_dataset_id",
+    "rebuild_shares",
+]
+
+DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
+DEFAULT_K: Final = 4
+DEFAULT_N: Final = 6
+
+
+def new_dataset_id() -> bytes:
+    """A fresh random 32-byte storage dataset id (chosen by the publisher, before
+    the ledger assigns a token id, and kept across the dataset's versions)."""
+    return os.urandom(DATASET_ID_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodingParams:
+    """What identifies and shapes one encoded version."""
+
+    dataset_id: bytes
+    version: int
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    k: int = DEFAULT_K
+    n: int = DEFAULT_N
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dataset_id, bytes) or len(self.dataset_id) != DATASET_ID_SIZE:
+            raise StorageError(f"dataset id must be {DATASET_ID_SIZE} bytes")
+        if type(self.version) is not int or not 0 <= self.version <= MAX_VERSION:
+            raise StorageError(f"version must be an integer in 0..{MAX_VERSION}")
+        if type(self.chunk_size) is not int or not 1 <= self.chunk_size <= MAX_CHUNK_SIZE:
+            raise StorageError(f"chunk size must be an integer in 1..{MAX_CHUNK_SIZE}")
+        check_parameters(self.k, self.n)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedChunk:
+    """One encoded chunk: its ``n`` shares in block order, ready to upload."""
+
+    index: int
+    final: bool
+    plaintext_size: int
+    ciphertext_size: int
+    shares: tuple[Share, ...]
+
+    @property
+    def record(self) -> ChunkRecord:
+        """The small part the manifest keeps."""
+        return ChunkRecord(self.ciphertext_size, tuple(s.sha256 for s in self.shares))
+
+
+def encode_chunk(
+    cipher: ChunkCipher, params: EncodingParams, index: int, final: bool, plaintext: bytes
+) -> EncodedChunk:
+    """Encrypt, erasure-code and hash one chunk."""
+    ciphertext = cipher.encrypt(index, final, plaintext)
+    blocks = encode_blocks(ciphertext, params.k, params.n)
+    shares = tuple(
+        Share.build(
+            ShareHeader(
+                params.dataset_id,
+                params.version,
+                index,
+                number,
+                params.k,
+                params.n,
+                len(ciphertext),
+            ),
+            block,
+        )
+        for number, block in enumerate(blocks)
+    )
+    return EncodedChunk(index, final, len(plaintext), len(ciphertext), shares)
+
+
+def _read_full(src: BinaryIO, size: int) -> bytes:
+    # Raw files, pipes and sockets may return short reads before EOF.
+    first = src.read(size)
+    if first is None:
+        raise StorageError("the input is a non-blocking stream with no data ready")
+    if len(first) == size or not first:
+        return bytes(first)
+    parts = [first]
+    got = len(first)
+    while got < size:
+        more = src.read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def encode_stream(src: BinaryIO, params: EncodingParams, key: DataKey) -> Iterator[EncodedChunk]:
+    """Encode everything readable from ``src`` as one dataset version, chunk by chunk.
+
+    Always yields at least one chunk (an empty input gives one empty final chunk).
+    ``key`` must be fresh for this (dataset, version): never encode two different
+    inputs under the same key and version.
+    """
+    cipher = ChunkCipher(key, params.dataset_id, params.version)
+    current = _read_full(src, params.chunk_size)
+    index = 0
+    while True:
+        following = _read_full(src, params.chunk_size) if len(current) == params.chunk_size else b""
+        final = not following
+        yield encode_chunk(cipher, params, index, final, current)
+        if final:
+            return
+        current = following
+        index += 1
+
+
+class ManifestBuilder:
+    """Collects the per-chunk records while :func:`encode_stream` runs, then builds
+    the :class:`Manifest` — so the encoder never keeps shares around."""
+
+    def __init__(self, params: EncodingParams) -> None:
+        self.params = params
+        self._records: list[ChunkRecord] = []
+        self._plaintext_size = 0
+        self._finished = False
+
+    def add(self, chunk: EncodedChunk) -> None:
+        """Record one chunk; chunks must come in order, ending with the final one."""
+        if self._finished:
+            raise StorageError("a chunk was added after the final chunk")
+        if chunk.index != len(self._records):
+            raise StorageError(f"expected chunk {len(self._records)}, got chunk {chunk.index}")
+        self._records.append(chunk.record)
+        self._plaintext_size += chunk.plaintext_size
+        self._finished = chunk.final
+
+    def build(self, wrapped_key: AnyWrappedKey) -> Manifest:
+        """The manifest of everything added (the final chunk must have been added)."""
+        if not self._finished:
+            raise StorageError("the manifest needs every chunk up to the final one")
+        p = self.params
+        return Manifest.create(
+            dataset_id=p.dataset_id,
+            version=p.version,
+            plaintext_size=self._plaintext_size,
+            chunk_size=p.chunk_size,
+            k=p.k,
+            n=p.n,
+            chunks=self._records,
+            wrapped_key=wrapped_key,
+        )
+
+
+def _chunk_ciphertext(
+    verified: VerifiedManifest, chunk_index: int, shares: Sequence[VerifiedShare]
+) -> bytes:
+    m = verified.manifest
+    if not 0 <= chunk_index < len(m.chunks):
+        raise IntegrityError(f"chunk {chunk_index} is not in this manifest")
+    record = m.chunks[chunk_index]
+    blocks = []
+    for share in shares:
+        if not isinstance(share, VerifiedShare):
+            raise TypeError("decoding takes only VerifiedShare values")
+        number = share.header.share_index
+        # A share verified against another manifest or chunk must not slip in.
+        if record.shares[number] != share.sha256 or share.header.chunk_index != chunk_index:
+            raise IntegrityError(f"share {share.name} does not belong to chunk {chunk_index}")
+        blocks.append((number, share.block))
+    return decode_blocks(blocks, m.k, m.n, record.ciphertext_size)
+
+
+def decrypt_chunk(
+    verified: VerifiedManifest,
+    key: DataKey,
+    chunk_index: int,
+    shares: Sequence[VerifiedShare],
+    cipher: ChunkCipher | None = None,
+) -> bytes:
+    """Rebuild and decrypt one chunk from at least ``k`` verified shares.
+
+    Raises :class:`IntegrityError` for shares of another chunk,
+    :class:`~datagora.storage.errors.ErasureError` for too few, and
+    :class:`~datagora.crypto.aead.DecryptionError` if authentication fails.
+    """
+    m = verified.manifest
+    ciphertext = _chunk_ciphertext(verified, chunk_index, shares)
+    cipher = cipher or ChunkCipher(key, m.dataset_id, m.version)
+    final = chunk_index == len(m.chunks) - 1
+    return cipher.decrypt(chunk_index, final, ciphertext)
+
+
+def decode_stream(
+    verified: VerifiedManifest,
+    key: DataKey,
+    shares_by_chunk: Iterable[Sequence[VerifiedShare]],
+    dst: BinaryIO,
+) -> int:
+    """Decode a whole version: ``shares_by_chunk`` gives, in chunk order, at least
+    ``k`` verified shares per chunk. Writes the plaintext to ``dst`` and returns the
+    number of bytes written.
+
+    Plaintext is written chunk by chunk as each authenticates; if a later chunk
+    fails, ``dst`` holds a prefix, so write to a temporary file and rename it into
+    place only on success.
+    """
+    m = verified.manifest
+    cipher = ChunkCipher(key, m.dataset_id, m.version)
+    written = 0
+    count = 0
+    for index, shares in enumerate(shares_by_chunk):
+        if index >= len(m.chunks):
+            raise IntegrityError(f"more chunks given than the manifest's {len(m.chunks)}")
+        plaintext = decrypt_chunk(verified, key, index, shares, cipher)
+        dst.write(plaintext)
+        written += len(plaintext)
+        count = index + 1
+    if count != len(m.chunks):
+        raise IntegrityError(f"got {count} chunks, the manifest has {len(m.chunks)}")
+    if written != m.plaintext_size:
+        raise IntegrityError(f"decoded {written} bytes, the manifest says {m.plaintext_size}")
+    return written
+
+
+def rebuild_shares(
+    verified: VerifiedManifest,
+    chunk_index: int,
+    shares: Sequence[VerifiedShare],
+    wanted: Iterable[int],
+) -> list[Share]:
+    """Recreate shares ``wanted`` of a chunk from any ``k`` verified shares, without
+    the data key (repair works on ciphertext). Each rebuilt share is checked against
+    the manifest's hash before it is returned."""
+    m = verified.manifest
+    ciphertext = _chunk_ciphertext(verified, chunk_index, shares)
+    blocks = encode_blocks(ciphertext, m.k, m.n)
+    rebuilt = []
+    for number in wanted:
+        if not 0 <= number < m.n:
+            raise IntegrityError(f"share number {number} is outside 0..{m.n - 1}")
+        share = Share.build(verified.expected_header(chunk_index, number), blocks[number])
+        if share.sha256 != m.chunks[chunk_index].shares[number]:
+            raise IntegrityError(f"rebuilt share {number} of chunk {chunk_index} does not match")
+        rebuilt.append(share)
+    return rebuilt

@@ -1,0 +1,219 @@
+"""Placement records (``datagora.placement``, format version 1): where shares live.
+
+The manifest's hash is on chain and immutable, but repair moves shares; so where
+each share is stored lives in a separate, versioned record. A placement record
+names one manifest (by hash), maps share hashes to node locations, and carries a
+``sequence`` number: the record with the highest sequence is the current one. It
+is canonical JSON, addressed by its SHA-256 and stored on nodes like a share.
+
+Placement is only a hint: readers verify every share by hash against the verified
+manifest, and fall back to asking every node when a hint is wrong or missing. A
+record is checked against its manifest (:meth:`PlacementRecord.check`) before use.
+Schema: ``docs/formats.md``, "Placement record".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from datagora.crypto.aead import DATASET_ID_SIZE, MAX_VERSION
+from datagora.storage.errors import ManifestError, PlacementError
+from datagora.storage.manifest import (
+    VerifiedManifest,
+    _canonical,
+    _check_int,
+    _fields,
+    _hex,
+    _no_duplicates,
+    _reject_constant,
+    _reject_float,
+)
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MAX_LOCATION_CHARS",
+    "MAX_PLACEMENT_BYTES",
+    "PlacementRecord",
+    "parse_placement",
+    "verify_placement",
+]
+
+FORMAT: Final = "datagora.placement"
+FORMAT_VERSION: Final = 1
+MAX_LOCATION_CHARS: Final = 2048
+MAX_SEQUENCE: Final = 2**63 - 1
+MAX_PLACEMENT_BYTES: Final = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PlacementRecord:
+    """Where the shares of one manifest are stored, as of ``sequence``."""
+
+    dataset_id: bytes
+    version: int
+    manifest_hash: bytes
+    sequence: int
+    locations: Mapping[bytes, tuple[str, ...]]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dataset_id, bytes) or len(self.dataset_id) != DATASET_ID_SIZE:
+            raise PlacementError(f"dataset_id must be {DATASET_ID_SIZE} bytes")
+        if not isinstance(self.manifest_hash, bytes) or len(self.manifest_hash) != 32:
+            raise PlacementError("manifest_hash must be 32 bytes")
+        try:
+            _check_int("version", self.version, 0, MAX_VERSION)
+            _check_int("sequence", self.sequence, 0, MAX_SEQUENCE)
+        except ManifestError as exc:
+            raise PlacementError(str(exc)) from None
+        for h, where in self.locations.items():
+            if not isinstance(h, bytes) or len(h) != 32:
+                raise PlacementError("placement keys are 32-byte share hashes")
+            if not where or len(set(where)) != len(where):
+                raise PlacementError(f"placement of share {h.hex()}: need distinct locations")
+            for loc in where:
+                if not isinstance(loc, str) or not 0 < len(loc) <= MAX_LOCATION_CHARS:
+                    raise PlacementError(
+                        f"placement of share {h.hex()}: a location is a non-empty string "
+                        f"of at most {MAX_LOCATION_CHARS} characters"
+                    )
+
+    @classmethod
+    def create(
+        cls,
+        verified: VerifiedManifest,
+        locations: Mapping[bytes, Sequence[str]],
+        sequence: int = 0,
+    ) -> PlacementRecord:
+        """A record for ``verified``'s shares; checked against the manifest.
+
+        Shares with no known location are left out.
+        """
+        m = verified.manifest
+        record = cls(
+            dataset_id=m.dataset_id,
+            version=m.version,
+            manifest_hash=verified.digest,
+            sequence=sequence,
+            locations={h: tuple(where) for h, where in locations.items() if where},
+        )
+        record.check(verified)
+        return record
+
+    def check(self, verified: VerifiedManifest) -> None:
+        """Raise :class:`PlacementError` unless this record fits ``verified``: same
+        manifest, dataset and version, only listed shares, and no location holding
+        two shares of one chunk."""
+        m = verified.manifest
+        if self.manifest_hash != verified.digest:
+            raise PlacementError("placement record is for another manifest")
+        if self.dataset_id != m.dataset_id or self.version != m.version:
+            raise PlacementError("placement record names another dataset version")
+        for h in self.locations:
+            if m.share_position(h) is None:
+                raise PlacementError(f"placement names share {h.hex()}, which is not listed")
+        for i, chunk in enumerate(m.chunks):
+            seen: set[str] = set()
+            for h in chunk.shares:
+                for loc in self.locations.get(h, ()):
+                    if loc in seen:
+                        raise PlacementError(
+                            f"chunk {i}: location {loc!r} holds two shares of one chunk"
+                        )
+                    seen.add(loc)
+
+    def where(self, share: bytes) -> tuple[str, ...]:
+        """The locations of ``share`` (empty if unknown)."""
+        return self.locations.get(share, ())
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict (the schema of ``docs/formats.md``)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "dataset_id": self.dataset_id.hex(),
+            "version": self.version,
+            "manifest_hash": self.manifest_hash.hex(),
+            "sequence": self.sequence,
+            "placement": {h.hex(): list(where) for h, where in self.locations.items()},
+        }
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON bytes; their SHA-256 is the record's address."""
+        return _canonical(self.to_json())
+
+    def digest(self) -> bytes:
+        """SHA-256 of :meth:`to_bytes`."""
+        return hashlib.sha256(self.to_bytes()).digest()
+
+
+def parse_placement(data: bytes) -> PlacementRecord:
+    """Parse placement-record bytes strictly (canonical form only), without checking
+    them against a manifest. Raises :class:`PlacementError`."""
+    if len(data) > MAX_PLACEMENT_BYTES:
+        raise PlacementError(f"placement record is larger than {MAX_PLACEMENT_BYTES} bytes")
+    try:
+        return _parse(data)
+    except ManifestError as exc:
+        raise PlacementError(f"placement record: {exc}") from None
+
+
+def _parse(data: bytes) -> PlacementRecord:
+    try:
+        obj = json.loads(
+            data.decode("ascii"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_reject_float,
+        )
+    except UnicodeDecodeError:
+        raise PlacementError("a placement record is ASCII JSON") from None
+    except json.JSONDecodeError as exc:
+        raise PlacementError(f"placement record is not valid JSON: {exc.msg}") from None
+    top = _fields(
+        obj,
+        "placement record",
+        {"format", "format_version", "dataset_id", "version", "manifest_hash", "sequence",
+         "placement"},
+    )  # fmt: skip
+    if top["format"] != FORMAT:
+        raise PlacementError(f"format must be {FORMAT!r}, got {top['format']!r}")
+    if top["format_version"] != FORMAT_VERSION or type(top["format_version"]) is not int:
+        raise PlacementError(
+            f"placement format_version {top['format_version']!r} is not supported "
+            f"(this datagora reads version {FORMAT_VERSION})"
+        )
+    if not isinstance(top["placement"], dict):
+        raise PlacementError("placement must be a JSON object")
+    locations: dict[bytes, tuple[str, ...]] = {}
+    for name, where in top["placement"].items():
+        if not isinstance(where, list) or not all(isinstance(x, str) for x in where):
+            raise PlacementError(f"placement of {name}: must be an array of strings")
+        locations[_hex(name, "placement key", 32)] = tuple(where)
+    record = PlacementRecord(
+        dataset_id=_hex(top["dataset_id"], "dataset_id", DATASET_ID_SIZE),
+        version=_check_int("version", top["version"], 0, MAX_VERSION),
+        manifest_hash=_hex(top["manifest_hash"], "manifest_hash", 32),
+        sequence=_check_int("sequence", top["sequence"], 0, MAX_SEQUENCE),
+        locations=locations,
+    )
+    if record.to_bytes() != data:
+        raise PlacementError("placement record is not in canonical form")
+    return record
+
+
+def verify_placement(
+    data: bytes, expected_sha256: bytes, verified: VerifiedManifest
+) -> PlacementRecord:
+    """Check ``data`` against its hash, parse it, and check it fits ``verified``."""
+    if hashlib.sha256(data).digest() != expected_sha256:
+        raise PlacementError(
+            f"placement record does not match the expected hash {expected_sha256.hex()}"
+        )
+    record = parse_placement(data)
+    record.check(verified)
+    return record

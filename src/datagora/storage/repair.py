@@ -1,0 +1,258 @@
+"""Checking and repairing a stored dataset version, without the data key.
+
+Like Tahoe-LAFS's checker and repairer: :meth:`Repairer.check` fetches every share
+from wherever the current placement record says it lives and verifies it against
+the manifest; :meth:`Repairer.repair` additionally rebuilds every missing or corrupt
+share from any ``k`` verified shares of its chunk (shares are ciphertext, so no key
+is needed), stores it on a healthy node holding no other share of that chunk, and
+writes a new placement record with a higher sequence number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from datagora.storage.client import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+    AsyncStorageClient,
+    DownloadReport,
+    _NodeFailure,
+    _Session,
+)
+from datagora.storage.errors import IntegrityError, RepairError
+from datagora.storage.manifest import VerifiedManifest
+from datagora.storage.pipeline import rebuild_shares
+from datagora.storage.placement import PlacementRecord
+from datagora.storage.shares import VerifiedShare
+
+__all__ = ["CheckReport", "Repairer", "ShareProblem"]
+
+_CHUNK_WINDOW: Final = 4
+
+
+@dataclass(frozen=True)
+class ShareProblem:
+    """One share found missing or corrupt at one location (``node`` is None when the
+    placement names no location for it)."""
+
+    chunk_index: int
+    share_index: int
+    share: str
+    node: str | None
+    reason: str
+
+
+@dataclass
+class CheckReport:
+    """The state of one stored dataset version (after repair, for :meth:`Repairer.repair`).
+
+    ``healthy`` is true when every share of every chunk is verified on a live node,
+    with the ``n`` shares of each chunk on ``n`` distinct nodes.
+    """
+
+    manifest_hash: bytes
+    chunks: int = 0
+    expected: int = 0
+    shares_verified: int = 0
+    problems: list[ShareProblem] = field(default_factory=list)
+    rebuilt: int = 0
+    unrecoverable_chunks: list[int] = field(default_factory=list)
+    placement: PlacementRecord | None = None
+    placement_hash: bytes | None = None
+    dead_nodes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        """True if nothing is missing, corrupt or unrecoverable (after any rebuild)."""
+        return not self.unrecoverable_chunks and self.shares_verified == self.expected
+
+
+RepairReport = CheckReport
+
+
+class Repairer:
+    """Checks and repairs dataset versions stored on ``nodes``."""
+
+    def __init__(
+        self,
+        nodes: Sequence[str],
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.client = AsyncStorageClient(nodes, concurrency, timeout)
+
+    def check(self, manifest_hash: bytes) -> CheckReport:
+        """Verify every share where the current placement says it is; change nothing."""
+        return asyncio.run(self.check_async(manifest_hash))
+
+    def repair(self, manifest_hash: bytes) -> CheckReport:
+        """Rebuild and re-place every missing or corrupt share; write a new placement
+        record if anything moved. Raises :class:`RepairError` if some chunk cannot be
+        brought back to ``n`` shares on distinct healthy nodes (the report is on the
+        exception's ``report``)."""
+        return asyncio.run(self.repair_async(manifest_hash))
+
+    async def check_async(self, manifest_hash: bytes) -> CheckReport:
+        """See :meth:`check`."""
+        return await self._run(manifest_hash, fix=False)
+
+    async def repair_async(self, manifest_hash: bytes) -> CheckReport:
+        """See :meth:`repair`."""
+        return await self._run(manifest_hash, fix=True)
+
+    async def _run(self, manifest_hash: bytes, fix: bool) -> CheckReport:
+        client = self.client
+        report = CheckReport(manifest_hash)
+        async with client._session() as session:
+            verified = await client._fetch_manifest(
+                session, manifest_hash, DownloadReport(manifest_hash)
+            )
+            m = verified.manifest
+            report.chunks = len(m.chunks)
+            report.expected = len(m.chunks) * m.n
+            old = await client._fetch_placement(session, verified)
+            health = await client._health(session)
+            live = [n for n, h in health.items() if isinstance(h, dict)]
+            report.dead_nodes = {n: h for n, h in health.items() if isinstance(h, str)}
+            locations: dict[bytes, list[str]] = {}
+            semaphore = asyncio.Semaphore(_CHUNK_WINDOW)
+
+            async def one(index: int) -> None:
+                async with semaphore:
+                    await self._chunk(session, verified, index, old, live, fix, report, locations)
+
+            await asyncio.gather(*(one(i) for i in range(len(m.chunks))))
+            report.placement = old
+            report.placement_hash = old.digest() if old is not None else None
+            changed = old is None or {h: tuple(w) for h, w in locations.items()} != dict(
+                old.locations
+            )
+            if fix and changed:
+                sequence = old.sequence + 1 if old is not None else 0
+                record = PlacementRecord.create(verified, locations, sequence)
+                raw = record.to_bytes()
+                stored = 0
+                for node in live:
+                    try:
+                        await session.put(node, record.digest().hex(), raw, "placements")
+                        stored += 1
+                    except _NodeFailure:
+                        continue
+                if not stored:
+                    raise _failed("no healthy node accepted the new placement record", report)
+                report.placement = record
+                report.placement_hash = record.digest()
+        if fix and not report.healthy:
+            raise _failed(
+                f"{len(report.unrecoverable_chunks)} chunks could not be restored to "
+                f"{m.n} shares on distinct healthy nodes",
+                report,
+            )
+        return report
+
+    async def _chunk(
+        self,
+        session: _Session,
+        verified: VerifiedManifest,
+        index: int,
+        old: PlacementRecord | None,
+        live: list[str],
+        fix: bool,
+        report: CheckReport,
+        locations: dict[bytes, list[str]],
+    ) -> None:
+        m = verified.manifest
+        hashes = m.chunks[index].shares
+        good: dict[int, VerifiedShare] = {}
+        holders: dict[int, list[str]] = {}
+
+        async def verify_at(number: int, node: str) -> bool:
+            share = hashes[number]
+            try:
+                response = await session.get(node, f"shares/{share.hex()}")
+            except _NodeFailure as failure:
+                report.problems.append(
+                    ShareProblem(index, number, share.hex(), node, failure.reason)
+                )
+                return False
+            if response is None:
+                report.problems.append(ShareProblem(index, number, share.hex(), node, "missing"))
+                return False
+            try:
+                good[number] = verified.verify_share(index, number, response.content)
+            except IntegrityError as exc:
+                report.problems.append(
+                    ShareProblem(index, number, share.hex(), node, f"corrupt: {exc}")
+                )
+                return False
+            holders.setdefault(number, []).append(node)
+            return True
+
+        checks: list[Coroutine[Any, Any, bool]] = []
+        for number, share in enumerate(hashes):
+            where = old.where(share) if old is not None else ()
+            if not where:
+                report.problems.append(
+                    ShareProblem(index, number, share.hex(), None, "no known location")
+                )
+            checks.extend(verify_at(number, node) for node in where)
+        await asyncio.gather(*checks)
+        if fix and len(good) < m.k:
+            # The placement may be stale: look for the missing shares on every node.
+            await asyncio.gather(
+                *(
+                    verify_at(number, node)
+                    for number in range(m.n)
+                    if number not in good
+                    for node in live
+                    if node not in holders.get(number, ())
+                )
+            )
+        # A location counts once per chunk: keep the first holder of each share on a
+        # node, so no node ends up listed for two shares of this chunk.
+        used: set[str] = set()
+        for number in sorted(holders):
+            kept = [n for n in holders[number] if n not in used and n in live]
+            used.update(kept)
+            holders[number] = kept
+            if not kept:
+                good.pop(number, None)
+        missing = [number for number in range(m.n) if not holders.get(number)]
+        if fix and missing:
+            if len(good) < m.k:
+                report.unrecoverable_chunks.append(index)
+            else:
+                rebuilt = rebuild_shares(verified, index, list(good.values())[: m.k], missing)
+                spare = [n for n in _rotated(live, index) if n not in used]
+                for number, fresh in zip(missing, rebuilt, strict=True):
+                    while spare:
+                        node = spare.pop(0)
+                        try:
+                            await session.put(node, fresh.name, fresh.data)
+                        except _NodeFailure:
+                            continue
+                        holders[number] = [node]
+                        used.add(node)
+                        report.rebuilt += 1
+                        break
+                if any(not holders.get(number) for number in missing):
+                    report.unrecoverable_chunks.append(index)
+        for number, share in enumerate(hashes):
+            if holders.get(number):
+                locations[share] = holders[number]
+                report.shares_verified += 1
+
+
+def _rotated(nodes: list[str], index: int) -> list[str]:
+    if not nodes:
+        return []
+    start = index % len(nodes)
+    return nodes[start:] + nodes[:start]
+
+
+def _failed(message: str, report: CheckReport) -> RepairError:
+    return RepairError(f"repair of {report.manifest_hash.hex()}: {message}", report)

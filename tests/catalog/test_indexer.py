@@ -1,0 +1,179 @@
+"""The indexer against a real chain: resume, confirmations, reorgs, metadata states."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from datagora.catalog import db as t
+from datagora.catalog.db import Database
+from datagora.catalog.indexer import Indexer
+from datagora.catalog.metadata import build_metadata
+from datagora.catalog.search import SearchQuery, dataset_details, search
+from datagora.errors import ConfigError
+from datagora.ledger import Chain, Ledger, Pricing, dev_account
+from datagora.ledger.anvil import Anvil
+from helpers import BUYER, OWNER, fund, publish
+
+
+def meta(title: str, **extra: object) -> bytes:
+    doc = {
+        "title": title,
+        "license": "CC-BY-4.0",
+        "creator": "test",
+        "services": [{"id": 0, "type": "download"}],
+        **extra,
+    }
+    return build_metadata(doc).to_bytes()
+
+
+def count(db: Database, table: t.Table) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def publish_with(ledger: Ledger, indexer: Indexer, raw: bytes, **kw: object) -> int:
+    import hashlib
+
+    indexer.put_metadata(raw)
+    return publish(ledger, metadata_hash=hashlib.sha256(raw).digest(), **kw).dataset
+
+
+def test_index_search_and_details(embedded_ledger: Ledger, database: Database) -> None:
+    ix = Indexer(embedded_ledger, database)
+    d = publish_with(embedded_ledger, ix, meta("Breast cancer cohort", tags=["oncology"]))
+    fund(embedded_ledger, BUYER.address)
+    embedded_ledger.exchange.buy_and_order(BUYER, d, embedded_ledger.datatoken(d))
+    ix.sync()
+    found = search(database, SearchQuery(q="breast canc"))
+    assert [i.id for i in found.items] == [d]
+    item = found.items[0]
+    assert (item.pricing, item.price, item.orders, item.owner) == (
+        "fixed",
+        str(10**18),
+        1,
+        OWNER.address,
+    )
+    details = dataset_details(database, d)
+    assert details is not None and details["metadata"]["title"] == "Breast cancer cohort"
+    assert [v["version"] for v in details["versions"]] == [1]
+    assert count(database, t.events) == len(list(embedded_ledger.events()))
+
+
+def test_restart_resumes_without_duplicates(embedded_ledger: Ledger, database: Database) -> None:
+    ix = Indexer(embedded_ledger, database)
+    publish_with(embedded_ledger, ix, meta("one"))
+    ix.sync()
+    first = count(database, t.events)
+    again = Indexer(embedded_ledger, database)  # a new process on the same database
+    assert again.sync() == 0
+    d = publish_with(embedded_ledger, again, meta("two"), pricing=Pricing.NONE)
+    embedded_ledger.datatoken(d).mint(OWNER, BUYER.address, 2)
+    embedded_ledger.datatoken(d).order(BUYER, 0, b"k")
+    assert again.sync() > 0
+    assert count(database, t.events) == len(list(embedded_ledger.events())) > first
+    assert count(database, t.orders) == 1
+    assert search(database, SearchQuery()).total == 2
+
+
+def test_confirmations_hold_back_recent_blocks(embedded_ledger: Ledger, database: Database) -> None:
+    ix = Indexer(embedded_ledger, database, confirmations=2)
+    publish_with(embedded_ledger, ix, meta("late"))
+    ix.sync()
+    assert search(database, SearchQuery()).total == 0
+    embedded_ledger.chain.advance_time(1)
+    embedded_ledger.chain.advance_time(1)
+    ix.sync()
+    assert search(database, SearchQuery()).total == 1
+
+
+def test_metadata_pending_then_pushed_and_invalid(
+    embedded_ledger: Ledger, database: Database
+) -> None:
+    import hashlib
+
+    ix = Indexer(embedded_ledger, database)
+    raw = meta("arrives later")
+    d = publish(embedded_ledger, metadata_hash=hashlib.sha256(raw).digest()).dataset
+    # Valid JSON hashing to the chain value, but not a valid metadata document.
+    bad = b'{"title":"no services"}'
+    e = publish(embedded_ledger, metadata_hash=hashlib.sha256(bad).digest()).dataset
+    ix.sync()
+    assert dataset_details(database, d)["metadata_status"] == "pending"  # type: ignore[index]
+    assert search(database, SearchQuery(q="arrives")).total == 0
+    ix.put_metadata(raw)
+    assert dataset_details(database, d)["metadata_status"] == "ok"  # type: ignore[index]
+    assert search(database, SearchQuery(q="arrives")).total == 1
+    with database.engine.begin() as conn:
+        conn.execute(
+            t.blobs.insert().values(sha256=hashlib.sha256(bad).hexdigest(), data=bad.decode())
+        )
+    ix.retry_pending()
+    assert dataset_details(database, e)["metadata_status"] == "invalid"  # type: ignore[index]
+
+
+def test_updates_state_and_holders(embedded_ledger: Ledger, database: Database) -> None:
+    from datagora.ledger import DatasetState
+    from helpers import OTHER, h
+
+    ix = Indexer(embedded_ledger, database)
+    d = publish_with(embedded_ledger, ix, meta("versioned"))
+    raw2 = meta("versioned two")
+    import hashlib
+
+    ix.put_metadata(raw2)
+    embedded_ledger.data_nft.update(OWNER, d, hashlib.sha256(raw2).digest(), "", h("m"), h("r"))
+    embedded_ledger.data_nft.transfer(OWNER, d, OTHER.address)
+    embedded_ledger.exchange.set_price(OTHER, d, 5 * 10**18)
+    ix.sync()
+    details = dataset_details(database, d)
+    assert details is not None
+    assert (details["version"], details["title"], details["owner"]) == (
+        2,
+        "versioned two",
+        OTHER.address,
+    )
+    assert details["price"] == str(5 * 10**18) and details["merkle_root"] == h("r").hex()
+    assert [v["version"] for v in details["versions"]] == [1, 2]
+    embedded_ledger.data_nft.set_state(OTHER, d, DatasetState.DISABLED)
+    ix.sync()
+    assert search(database, SearchQuery()).total == 0
+    assert search(database, SearchQuery(include_inactive=True)).total == 1
+
+
+def test_another_deployment_is_refused(embedded_ledger: Ledger, database: Database) -> None:
+    Indexer(embedded_ledger, database)
+    other = Ledger.embedded()
+    try:
+        Indexer(other, database)
+    except ConfigError as exc:
+        assert "another deployment" in str(exc)
+    else:
+        raise AssertionError("a second deployment was accepted")
+
+
+def test_reorg_on_anvil_reindexes_from_the_fork(anvil: Anvil, database: Database) -> None:
+    ledger = Ledger.deploy(Chain.rpc(anvil.url), dev_account(0))
+    ix = Indexer(ledger, database)
+    kept = publish_with(ledger, ix, meta("kept"))
+    ix.sync()
+    snapshot = ledger.chain.snapshot()
+    lost = publish_with(ledger, ix, meta("lost branch"))
+    fund(ledger, BUYER.address)
+    ledger.exchange.buy_and_order(BUYER, kept, ledger.datatoken(kept))
+    ledger.kv.set(OWNER, b"k" * 32, b"v" * 32)
+    ix.sync()
+    assert search(database, SearchQuery()).total == 2
+    assert count(database, t.orders) == 1 and count(database, t.kv) == 1
+    ledger.chain.revert(snapshot)
+    # The other branch: more blocks than the lost one, different contents.
+    winner = publish_with(ledger, ix, meta("winning branch"))
+    for _ in range(4):
+        ledger.chain.advance_time(1)
+    ix.sync()
+    titles = {i.title for i in search(database, SearchQuery()).items}
+    assert titles == {"kept", "winning branch"}
+    assert winner == lost  # the same id, now a different dataset
+    assert count(database, t.orders) == 0 and count(database, t.kv) == 0
+    details = dataset_details(database, kept)
+    assert details is not None and details["orders"] == 0
+    assert count(database, t.events) == len(list(ledger.events()))

@@ -1,0 +1,104 @@
+"""The `datagora` command as a user runs it: real processes, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from datagora.ledger import dev_account
+from datagora.ledger.anvil import Anvil
+
+DATAGORA = [sys.executable, "-m", "datagora"]
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DATAGORA, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def test_demo_json_tells_the_whole_story() -> None:
+    result = run("demo", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)  # one JSON object and nothing else on stdout
+    flags = {k: v for k, v in data.items() if isinstance(v, bool)}
+    assert set(flags) >= {
+        "download_sha256_match",
+        "revoked_download_refused",
+        "survived_node_loss",
+        "repaired",
+        "audit_verified",
+    }
+    assert all(flags.values()), flags
+    assert data["published"] == 4
+    assert 0 < data["publish_gas"] <= 600_000
+    assert data["search_hits"] == 3 and data["mock_verified"]
+    assert data["compute_jobs"] == 12  # (1 statistics + 3 FedAvg rounds) × 3 hospitals
+    assert 0.85 <= data["federated_accuracy"] <= 1.0
+    assert abs(data["federated_accuracy"] - data["central_accuracy"]) <= 0.05
+    assert data["repaired_shares"] > 0
+    assert data["events"] > 50
+    assert data["seconds"] > 0
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    result = run(
+        "chain", "info", "--rpc", "http://127.0.0.1:9", "--deployment", str(tmp_path / "x.json")
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert "Traceback" not in result.stderr
+    debug = run(
+        "--debug",
+        "chain",
+        "info",
+        "--rpc",
+        "http://127.0.0.1:9",
+        "--deployment",
+        str(tmp_path / "x.json"),
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_usage_error_exit_code() -> None:
+    result = run("chain", "info", "--no-such-option")
+    assert result.returncode == 2
+    assert "No such option" in result.stderr
+
+
+def test_deploy_and_info_against_anvil(tmp_path: Path) -> None:
+    key = "0x" + bytes(dev_account(9).key).hex()
+    with Anvil() as node:
+        missing = run(
+            "chain", "deploy", "--rpc", node.url, cwd=tmp_path, env={"DATAGORA_PRIVATE_KEY": ""}
+        )
+        assert missing.returncode == 1 and "DATAGORA_PRIVATE_KEY" in missing.stderr
+        deployed = run(
+            "chain",
+            "deploy",
+            "--rpc",
+            node.url,
+            "--out",
+            str(tmp_path / "d.json"),
+            env={"DATAGORA_PRIVATE_KEY": key},
+        )
+        assert deployed.returncode == 0, deployed.stderr
+        assert key[2:] not in deployed.stdout + deployed.stderr  # the secret is never printed
+        info = run(
+            "chain", "info", "--rpc", node.url, "--deployment", str(tmp_path / "d.json"), "--json"
+        )
+        assert info.returncode == 0, info.stderr
+        data = json.loads(info.stdout)
+        assert data["chain_id"] == 31337 and data["datasets"] == 0
+        assert set(data["contracts"]) >= {"Factory", "DataNFT", "MarketToken"}

@@ -1,0 +1,48 @@
+"""Storage repairs on the record, and in the dataset's audit timeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from datagora.audit import Kind, timeline
+from datagora.errors import InvalidArgument
+from datagora.ledger import Ledger, Pricing
+from helpers import OTHER, h, publish
+
+
+def test_repairs_are_recorded_for_the_current_manifest(ledger: Ledger) -> None:
+    dataset = publish(ledger, Pricing.NONE).dataset  # manifest hash h("manifest")
+    with pytest.raises(InvalidArgument):
+        ledger.storage_log.record_repair(OTHER, dataset, h("another manifest"), h("p"), 3)
+    with pytest.raises(InvalidArgument):
+        ledger.storage_log.record_repair(OTHER, dataset, h("manifest"), h("p"), 0)
+    ledger.storage_log.record_repair(OTHER, dataset, h("manifest"), h("placement 1"), 3)
+    repairs = [e for e in timeline(ledger, dataset) if e.kind == Kind.REPAIR]
+    assert len(repairs) == 1
+    assert "3 share(s) rebuilt" in repairs[0].text and OTHER.address in repairs[0].text
+
+
+def test_access_log_anchors_are_in_every_timeline(ledger: Ledger) -> None:
+    ledger.access_log.anchor(OTHER, h("before"), 1)  # before the dataset: not its history
+    dataset = publish(ledger, Pricing.NONE).dataset
+    ledger.access_log.anchor(OTHER, h("after"), 2)
+    anchors = [e for e in timeline(ledger, dataset) if e.kind == Kind.ANCHOR]
+    assert len(anchors) == 1 and "2 entries" in anchors[0].text
+
+
+def test_holders_key_value_records_while_holding(ledger: Ledger) -> None:
+    from helpers import OWNER
+
+    ledger.kv.set(OWNER, h("k"), h("before the dataset"))  # not while holding: left out
+    dataset = publish(ledger, Pricing.NONE).dataset
+    ledger.kv.set(OWNER, h("k"), h("while holding"))
+    ledger.kv.set(OTHER, h("k"), h("not a holder"))
+    ledger.data_nft.transfer(OWNER, dataset, OTHER.address)
+    ledger.kv.remove(OTHER, h("k"))  # the new holder
+    records = [e for e in timeline(ledger, dataset) if e.kind == Kind.KEY_VALUE]
+    assert [(e.event, e.args["owner"], e.args["version"]) for e in records] == [
+        ("KeySet", OWNER.address, 2),
+        ("KeyRemoved", OTHER.address, 2),
+    ]
+    blocks = [e.block_number for e in timeline(ledger, dataset)]
+    assert blocks == sorted(blocks)

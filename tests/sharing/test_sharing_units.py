@@ -1,0 +1,82 @@
+"""In-process parts of sharing: the access log's hash chain, the delivery commitment, and the
+on-chain gate on the embedded chain (the anvil path is covered by the network tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from datagora.crypto.keys import Identity
+from datagora.crypto.pre import dataset_scope, make_kfrags
+from datagora.ledger import Ledger, ListKind
+from datagora.sharing.accesslog import AccessLogFile, LogCorrupt, verify_log
+from datagora.sharing.gate import AccessGate
+from datagora.sharing.wire import KfragDelivery
+from helpers import BUYER, OWNER, fund, publish
+
+
+def _entries(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_access_log_chains_survives_reopen_and_detects_tampering(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    log = AccessLogFile(path)
+    for i in range(3):
+        log.append(event="reencrypt", outcome="accepted", account=f"0x{i:040x}", reason="")
+    head = log.sync()
+    log.close()
+    assert verify_log(_entries(path)) == head
+    with path.open("ab") as f:
+        f.write(b'{"torn": ')  # a crash in the middle of a write
+    reopened = AccessLogFile(path)
+    assert reopened.head == head
+    reopened.append(event="reencrypt", outcome="refused", account="0x0", reason="no_order")
+    reopened.close()
+    entries = _entries(path)
+    assert verify_log(entries)[0] == 4
+    for tamper in (
+        lambda e: e[1].update(outcome="refused"),
+        lambda e: e.pop(1),
+        lambda e: e.insert(0, e.pop(2)),
+    ):
+        copy = [dict(x) for x in entries]
+        tamper(copy)
+        with pytest.raises(LogCorrupt):
+            verify_log(copy)
+    path.write_text("\n".join(json.dumps(e) for e in entries[:1] + entries[2:]) + "\n")
+    with pytest.raises(LogCorrupt):
+        AccessLogFile(path)
+
+
+def test_a_delivery_commits_to_its_fragment() -> None:
+    owner, consumer = Identity.generate(), Identity.generate()
+    scope = dataset_scope(1, 1)
+    kfrags = make_kfrags(owner, consumer.umbral_public_key, 1, 2, scope=scope)
+    delivery = KfragDelivery.build(
+        owner, 31337, dataset=1, version=1, consumer=consumer.address,
+        consumer_key=consumer.umbral_public_key, grant=0, threshold=1, shares=2,
+        kfrag=kfrags[0], delegating_key=owner.delegating_public_key(scope),
+    )  # fmt: skip
+    parsed = KfragDelivery.from_json(json.loads(json.dumps(delivery.to_json())))
+    assert parsed.commitment_holds()
+    swapped = {**delivery.to_json(), "kfrag": kfrags[1].hex()}
+    assert not KfragDelivery.from_json(swapped).commitment_holds()
+
+
+def test_gate_on_the_embedded_chain(embedded_ledger: Ledger) -> None:
+    ledger = embedded_ledger
+    gate = AccessGate(ledger)
+    ds = publish(ledger).dataset
+    assert gate.check(ds, BUYER.address).code == "no_order"
+    assert gate.check(ds + 100, BUYER.address).detail == f"dataset {ds + 100} does not exist"
+    fund(ledger, BUYER.address)
+    ledger.exchange.buy_and_order(BUYER, ds, ledger.datatoken(ds))
+    assert gate.check(ds, BUYER.address).allowed
+    ledger.access.set_list(OWNER, ds, BUYER.address, ListKind.DENY)
+    assert gate.check(ds, BUYER.address).code == "deny_listed"
+    ledger.access.set_list(OWNER, ds, BUYER.address, ListKind.NONE)
+    ledger.chain.advance_time(86_400 + 1)
+    assert gate.check(ds, BUYER.address).code == "order_expired"

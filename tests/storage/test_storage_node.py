@@ -1,0 +1,179 @@
+"""The storage node under a real uvicorn server on a loopback port."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from storage_helpers import Encoded, ThreadNode
+
+from datagora.storage.merkle import MerkleProof
+from datagora.storage.placement import PlacementRecord
+from datagora.storage.shares import verify_share
+
+CAP = 4096
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[httpx.Client]:
+    with ThreadNode(tmp_path, CAP) as client:
+        yield client
+
+
+def name_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def stored_files(data_dir: Path) -> list[Path]:
+    return [p for p in (data_dir / "shares").rglob("*") if p.is_file()]
+
+
+def test_put_get_head_and_health(node: httpx.Client, tmp_path: Path) -> None:
+    body = b"an encrypted share" * 10
+    name = name_of(body)
+    first = node.put(f"/shares/{name}", content=body)
+    assert first.status_code == 201, first.text
+    assert first.json() == {"name": name, "size": len(body), "stored": True}
+    again = node.put(f"/shares/{name}", content=body)
+    assert again.status_code == 200 and again.json()["stored"] is False
+    got = node.get(f"/shares/{name}")
+    assert got.status_code == 200 and got.content == body
+    head = node.head(f"/shares/{name}")
+    assert head.status_code == 200
+    assert head.headers["content-length"] == str(len(body)) and head.content == b""
+    health = node.get("/health").json()
+    assert health["status"] == "ok"
+    assert (health["shares"], health["bytes"], health["max_share_bytes"]) == (1, len(body), CAP)
+    assert health["free_bytes"] > 0
+    assert stored_files(tmp_path) == [tmp_path / "shares" / name[:2] / name]
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_body_that_does_not_match_its_name_changes_nothing(
+    node: httpx.Client, tmp_path: Path
+) -> None:
+    response = node.put(f"/shares/{name_of(b'other')}", content=b"body")
+    assert response.status_code == 422
+    assert "does not hash" in response.json()["detail"]
+    assert stored_files(tmp_path) == [] and list((tmp_path / "tmp").iterdir()) == []
+    assert node.get("/health").json()["shares"] == 0
+
+
+@pytest.mark.parametrize("bad", ["abc", "A" * 64, "g" * 64, "0" * 65])
+def test_bad_names_are_refused(node: httpx.Client, bad: str) -> None:
+    for response in (node.put(f"/shares/{bad}", content=b"x"), node.get(f"/shares/{bad}")):
+        assert response.status_code == 400
+        assert "64 lowercase hex" in response.json()["detail"]
+
+
+def test_size_cap_with_and_without_content_length(node: httpx.Client, tmp_path: Path) -> None:
+    big = b"x" * (CAP + 1)
+    declared = node.put(f"/shares/{name_of(big)}", content=big)
+    assert declared.status_code == 413 and "cap of 4096" in declared.json()["detail"]
+
+    def chunked() -> Iterator[bytes]:
+        # A generator body is sent chunked, with no Content-Length to check up front.
+        for _ in range(CAP // 512 + 1):
+            yield b"y" * 512
+
+    streamed = node.put(f"/shares/{name_of(b'y' * (CAP + 512))}", content=chunked())
+    assert streamed.status_code == 413
+    assert stored_files(tmp_path) == [] and list((tmp_path / "tmp").iterdir()) == []
+    exact = b"z" * CAP
+    assert node.put(f"/shares/{name_of(exact)}", content=exact).status_code == 201
+
+
+def test_missing_share_is_404(node: httpx.Client) -> None:
+    response = node.get(f"/shares/{'0' * 64}")
+    assert response.status_code == 404 and "no share" in response.json()["detail"]
+    assert node.head(f"/shares/{'0' * 64}").status_code == 404
+
+
+def test_interrupted_writes_are_never_served_and_are_cleaned(tmp_path: Path) -> None:
+    # What a crash mid-write leaves behind: a partial temp file.
+    body = b"complete share bytes"
+    name = name_of(body)
+    (tmp_path / "tmp").mkdir(parents=True)
+    (tmp_path / "tmp" / f"{name}.partial").write_bytes(body[:5])
+    with ThreadNode(tmp_path, CAP) as client:
+        assert client.get(f"/shares/{name}").status_code == 404
+        assert list((tmp_path / "tmp").iterdir()) == []
+        assert client.put(f"/shares/{name}", content=body).status_code == 201
+    # A restart finds the share and counts it.
+    with ThreadNode(tmp_path, CAP) as client:
+        assert client.get(f"/shares/{name}").content == body
+        assert client.get("/health").json()["shares"] == 1
+
+
+def test_openapi_is_published(node: httpx.Client) -> None:
+    paths = node.get("/openapi.json").json()["paths"]
+    assert {"/shares/{name}", "/health", "/proofs/{name}", "/placements"} <= set(paths)
+
+
+def put(node: httpx.Client, data: bytes, kind: str = "shares") -> httpx.Response:
+    return node.put(f"/{kind}/{name_of(data)}", content=data)
+
+
+def test_proofs_from_a_manifest_the_node_holds(node: httpx.Client, sample: Encoded) -> None:
+    m = sample.manifest
+    manifest_name = m.digest().hex()
+    share_hash = m.chunks[2].shares[1]
+    share = sample.store[share_hash]
+    url = f"/proofs/{share_hash.hex()}?manifest={manifest_name}"
+    missing_manifest = node.get(url)
+    assert missing_manifest.status_code == 404 and "manifest" in missing_manifest.json()["detail"]
+    assert put(node, m.to_bytes()).status_code == 201
+    assert node.get(url).status_code == 404  # the share itself is not here yet
+    assert put(node, share).status_code == 201
+    body = node.get(url).json()
+    assert base64.b64decode(body["share"]) == share and body["root"] == m.merkle_root.hex()
+    proof = MerkleProof.from_json(body["proof"])
+    verified = verify_share(share, share_hash, proof, m.merkle_root, len(m.chunks) * m.n)
+    assert verified.header.chunk_index == 2 and verified.header.share_index == 1
+    # A share of another manifest, and a blob that is no manifest, are refused.
+    stranger = node.get(f"/proofs/{'ab' * 32}?manifest={manifest_name}")
+    assert stranger.status_code == 422 and "not listed" in stranger.json()["detail"]
+    not_manifest = node.get(f"/proofs/{share_hash.hex()}?manifest={share_hash.hex()}")
+    assert not_manifest.status_code == 422 and "not a manifest" in not_manifest.json()["detail"]
+    assert node.get(f"/proofs/{share_hash.hex()}").status_code == 422  # manifest= missing
+    assert node.get(f"/proofs/{share_hash.hex()}?manifest=xyz").status_code == 400
+
+
+def test_placement_records_are_parsed_and_indexed(
+    node: httpx.Client, tmp_path: Path, sample: Encoded
+) -> None:
+    manifest_name = sample.manifest.digest().hex()
+    records = [
+        PlacementRecord.create(
+            sample.verified, {sample.manifest.chunks[0].shares[0]: [f"http://node-{seq}"]}, seq
+        )
+        for seq in (0, 4, 1)
+    ]
+    assert node.get(f"/placements?manifest={manifest_name}").json()["records"] == []
+    for record in records:
+        assert put(node, record.to_bytes(), "placements").status_code == 201
+    listed = node.get(f"/placements?manifest={manifest_name}").json()["records"]
+    assert listed == [
+        {"hash": records[i].digest().hex(), "sequence": records[i].sequence} for i in (1, 2, 0)
+    ]
+    # Stored like a share, so it is fetched by its hash.
+    assert node.get(f"/shares/{listed[0]['hash']}").content == records[1].to_bytes()
+    # Something that is not a placement record is refused and leaves nothing behind.
+    before = stored_files(tmp_path)
+    refused = put(node, b'{"not":"a placement"}', "placements")
+    assert refused.status_code == 422 and "placement record" in refused.json()["detail"]
+    assert stored_files(tmp_path) == before and list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_rotted_copy_is_replaced_by_a_fresh_put(node: httpx.Client, tmp_path: Path) -> None:
+    body = b"share bytes that will rot on disk"
+    assert put(node, body).status_code == 201
+    (path,) = stored_files(tmp_path)
+    path.write_bytes(b"X" + body[1:])
+    again = put(node, body)
+    assert again.status_code == 201 and again.json()["stored"] is True
+    assert path.read_bytes() == body and node.get("/health").json()["shares"] == 1
