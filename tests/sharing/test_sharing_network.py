@@ -179,6 +179,29 @@ def test_allow_list_and_direct_delegate(world: World) -> None:
     assert fetch(world, who, world.other) == world.other.data_key
 
 
+def test_two_racing_delegations_still_open_the_key(world: World) -> None:
+    """An agent and a CLI both delegate after a grant: the proxies hold two batches."""
+    who = ordered_and_delegated(world, world.auto)  # batch 1, on every proxy
+    # Batch 2 reaches only the first proxy; the third proxy is down. Mixing proxy 0's
+    # newest fragment with proxy 1's would not open the key: batches keep them apart.
+    url0 = world.net.proxy_urls[0]
+    kfrag = make_kfrags(world.owner, who.umbral_public_key, 2, 3, scope=world.auto.wrapped.scope)
+    delivery = KfragDelivery.build(
+        world.owner, world.net.ledger.chain.chain_id, dataset=world.auto.id,
+        version=world.auto.version, consumer=who.address, consumer_key=who.umbral_public_key,
+        grant=0, threshold=2, shares=3, batch=os.urandom(32), kfrag=kfrag[0],
+        delegating_key=world.auto.wrapped.delegating_key,
+    )  # fmt: skip
+    answer = httpx.put(f"{url0}/kfrags", json=delivery.to_json(), timeout=10, trust_env=False)
+    assert answer.status_code == 200, answer.text
+    body = ReencryptBody.build(
+        who, world.net.ledger.chain.chain_id, world.auto.id, world.auto.version,
+        world.auto.wrapped.capsule,
+    ).to_json()  # fmt: skip
+    assert len(post_reencrypt(url0, body).json()["cfrags"]) == 2
+    assert fetch(world, who, world.auto, world.net.proxy_urls[:2]) == world.auto.data_key
+
+
 def test_only_the_controller_can_delegate(world: World) -> None:
     who = consumer(world)
     stranger = Identity.from_private_key(bytes(world.net.proxy_ids[0].account.key))
@@ -192,7 +215,7 @@ def test_only_the_controller_can_delegate(world: World) -> None:
     delivery = KfragDelivery.build(
         stranger, world.net.ledger.chain.chain_id, dataset=world.auto.id,
         version=world.auto.version, consumer=who.address, consumer_key=who.umbral_public_key,
-        grant=0, threshold=2, shares=3, kfrag=kfrag,
+        grant=0, threshold=2, shares=3, batch=bytes(32), kfrag=kfrag,
         delegating_key=stranger.delegating_public_key(world.auto.wrapped.scope),
     )  # fmt: skip
     url = world.net.proxy_urls[0]
@@ -209,7 +232,7 @@ def test_a_swapped_or_foreign_kfrag_is_refused(world: World) -> None:
     delivery = KfragDelivery.build(
         world.owner, chain_id, dataset=world.auto.id, version=world.auto.version,
         consumer=who.address, consumer_key=who.umbral_public_key, grant=0, threshold=2,
-        shares=3, kfrag=kfrag, delegating_key=world.auto.wrapped.delegating_key,
+        shares=3, batch=bytes(32), kfrag=kfrag, delegating_key=world.auto.wrapped.delegating_key,
     )  # fmt: skip
     swapped = delivery.to_json()
     other = make_kfrags(world.owner, who.umbral_public_key, 2, 3, scope=scope)[0]
@@ -221,7 +244,8 @@ def test_a_swapped_or_foreign_kfrag_is_refused(world: World) -> None:
     bad = KfragDelivery.build(
         world.owner, chain_id, dataset=world.auto.id, version=world.auto.version,
         consumer=who.address, consumer_key=who.umbral_public_key, grant=0, threshold=2,
-        shares=3, kfrag=foreign[0], delegating_key=world.auto.wrapped.delegating_key,
+        shares=3, batch=bytes(32), kfrag=foreign[0],
+        delegating_key=world.auto.wrapped.delegating_key,
     )  # fmt: skip
     answer = httpx.put(f"{url}/kfrags", json=bad.to_json(), timeout=10, trust_env=False)
     assert answer.status_code == 422 and answer.json()["error"] == "bad_kfrag"
@@ -300,7 +324,7 @@ def test_another_accounts_signature(world: World) -> None:
     for url in world.net.proxy_urls:
         answer = post_reencrypt(url, body)
         assert answer.status_code == 401, answer.text
-        assert answer.json()["error"] == "bad_signature" and "cfrag" not in answer.json()
+        assert answer.json()["error"] == "bad_signature" and "cfrags" not in answer.json()
 
 
 def test_replayed_signature(world: World) -> None:
@@ -311,7 +335,7 @@ def test_replayed_signature(world: World) -> None:
     ).to_json()  # fmt: skip
     url = world.net.proxy_urls[1]
     first = post_reencrypt(url, body)
-    assert first.status_code == 200 and "cfrag" in first.json()
+    assert first.status_code == 200 and len(first.json()["cfrags"]) == 1
     again = post_reencrypt(url, body)
     assert again.status_code == 401 and again.json() == {
         "error": "replayed",
@@ -362,10 +386,10 @@ def _liar(upstream: str, mode: str) -> FastAPI:
         async with httpx.AsyncClient(trust_env=False) as client:
             honest = await client.post(f"{upstream}/reencrypt", content=await request.body())
         payload = honest.json()
-        if "cfrag" in payload:
-            raw = bytearray(bytes.fromhex(payload["cfrag"]))
+        for answer in payload.get("cfrags", []):
+            raw = bytearray(bytes.fromhex(answer["cfrag"]))
             raw[len(raw) // 2] ^= 0x01
-            payload["cfrag"] = (bytes(raw) if mode == "tampered" else foreign).hex()
+            answer["cfrag"] = (bytes(raw) if mode == "tampered" else foreign).hex()
         return JSONResponse(payload, status_code=honest.status_code)
 
     return app

@@ -57,7 +57,7 @@ def test_a_delivery_commits_to_its_fragment() -> None:
     kfrags = make_kfrags(owner, consumer.umbral_public_key, 1, 2, scope=scope)
     delivery = KfragDelivery.build(
         owner, 31337, dataset=1, version=1, consumer=consumer.address,
-        consumer_key=consumer.umbral_public_key, grant=0, threshold=1, shares=2,
+        consumer_key=consumer.umbral_public_key, grant=0, threshold=1, shares=2, batch=bytes(32),
         kfrag=kfrags[0], delegating_key=owner.delegating_public_key(scope),
     )  # fmt: skip
     parsed = KfragDelivery.from_json(json.loads(json.dumps(delivery.to_json())))

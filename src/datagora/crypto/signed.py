@@ -252,7 +252,10 @@ class DelegationRequest(Request):
 
     ``grant`` is the AccessRegistry request id of the grant, or 0 when the consumer's
     basis is an order (automatic policy); ``consumer_key`` is the consumer's Umbral
-    public key (33 bytes), which the agent also checks against the chain.
+    public key (33 bytes), which the agent also checks against the chain. ``batch``
+    names the set of fragments this one belongs to: fragments of one
+    ``generate_kfrags`` call combine, fragments of two different calls do not, so a
+    proxy keeps them apart and a consumer combines only fragments of one batch.
     """
 
     PRIMARY_TYPE: ClassVar[str] = "DelegationRequest"
@@ -266,6 +269,7 @@ class DelegationRequest(Request):
         ("grant", "grant", "uint256"),
         ("threshold", "threshold", "uint8"),
         ("shares", "shares", "uint8"),
+        ("batch", "batch", "bytes32"),
         ("nonce", "nonce", "bytes32"),
         ("expires", "expires", "uint64"),
     )
@@ -278,6 +282,7 @@ class DelegationRequest(Request):
     grant: int
     threshold: int
     shares: int
+    batch: bytes
     nonce: bytes
     expires: int
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -115,6 +116,7 @@ def _deliver(
     threshold: int,
     kfrags: dict[str, bytes],
     shares: int,
+    batch: bytes,
     timeout: float = _TIMEOUT,
 ) -> dict[str, tuple[bool, str, str]]:
     """Send each proxy its fragment, concurrently; the outcome per proxy."""
@@ -132,6 +134,7 @@ def _deliver(
             grant=grant,
             threshold=threshold,
             shares=shares,
+            batch=batch,
             kfrag=kfrag,
             delegating_key=delegating_key,
         )
@@ -180,7 +183,7 @@ def delegate(
     )
     outcomes = _deliver(
         ledger, owner, dataset, version, consumer, consumer_key, grant, threshold,
-        dict(zip(proxies, kfrags, strict=True)), len(proxies), timeout,
+        dict(zip(proxies, kfrags, strict=True)), len(proxies), os.urandom(32), timeout,
     )  # fmt: skip
     accepted = [p for p in proxies if outcomes[p][0]]
     failed = {p: f"{o[1]}: {o[2]}" for p, o in outcomes.items() if not o[0]}
@@ -237,12 +240,13 @@ CREATE TABLE IF NOT EXISTS delegations (
   dataset TEXT NOT NULL, version INTEGER NOT NULL, consumer TEXT NOT NULL,
   consumer_key BLOB NOT NULL, basis TEXT NOT NULL, grant_id TEXT NOT NULL,
   threshold INTEGER NOT NULL, accepted TEXT NOT NULL, created INTEGER NOT NULL,
+  batch BLOB NOT NULL,
   PRIMARY KEY (dataset, version, consumer, consumer_key));
 CREATE TABLE IF NOT EXISTS undelivered (
   dataset TEXT NOT NULL, version INTEGER NOT NULL, consumer TEXT NOT NULL,
   consumer_key BLOB NOT NULL, proxy TEXT NOT NULL, kfrag BLOB NOT NULL,
   PRIMARY KEY (dataset, version, consumer, consumer_key, proxy));
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 """
 
 
@@ -279,6 +283,12 @@ class Agent:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        if self._db.execute("PRAGMA user_version").fetchone()[0] == 1:
+            # Schema 1 had no fragment batches: its delegations keep a batch of their own.
+            self._db.executescript(
+                "ALTER TABLE delegations ADD COLUMN batch BLOB NOT NULL DEFAULT x'';"
+                "PRAGMA user_version = 2;"
+            )
         self._db.executescript(_SCHEMA)
         self.nonces = SqliteNonceStore(data_dir / "nonces.sqlite")
         self._reader = EventReader(ledger.chain, ledger.deployment.contracts)
@@ -366,19 +376,20 @@ class Agent:
                 scope=dataset_scope(dataset, version),
             )
             by_proxy = dict(zip(self.proxies, kfrags, strict=True))
+            batch = os.urandom(32)
             outcomes = _deliver(
                 self.ledger, self.owner, dataset, version, consumer, consumer_key, grant,
-                threshold, by_proxy, len(self.proxies),
+                threshold, by_proxy, len(self.proxies), batch,
             )  # fmt: skip
             accepted = [p for p in self.proxies if outcomes[p][0]]
             failed = {p: f"{o[1]}: {o[2]}" for p, o in outcomes.items() if not o[0]}
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "INSERT INTO delegations VALUES (?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO delegations VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
                         str(dataset), version, consumer, consumer_key, basis, str(grant),
-                        threshold, json.dumps(accepted), int(time.time()),
+                        threshold, json.dumps(accepted), int(time.time()), batch,
                     ),
                 )  # fmt: skip
                 for proxy, (ok, code, _) in outcomes.items():
@@ -403,13 +414,14 @@ class Agent:
         with self._lock:
             rows = self._db.execute(
                 "SELECT u.dataset, u.version, u.consumer, u.consumer_key, u.proxy, u.kfrag, "
-                "d.grant_id, d.threshold, d.accepted FROM undelivered u JOIN delegations d "
-                "USING (dataset, version, consumer, consumer_key)"
+                "d.grant_id, d.threshold, d.accepted, d.batch FROM undelivered u "
+                "JOIN delegations d USING (dataset, version, consumer, consumer_key)"
             ).fetchall()
-            for dataset, version, consumer, key, proxy, kfrag, grant, threshold, acc in rows:
+            for row in rows:
+                dataset, version, consumer, key, proxy, kfrag, grant, threshold, acc, batch = row
                 outcome = _deliver(
                     self.ledger, self.owner, int(dataset), version, consumer, key, int(grant),
-                    threshold, {proxy: kfrag}, len(self.proxies),
+                    threshold, {proxy: kfrag}, len(self.proxies), bytes(batch) or bytes(32),
                 )[proxy]  # fmt: skip
                 ok, code, _ = outcome
                 if not ok and code not in _FINAL:

@@ -3,8 +3,10 @@
 One signed ``FragmentRequest`` goes to every proxy at once (each proxy accepts its
 nonce once); each capsule fragment is verified against the owner's verifying key,
 the wrapped key's delegating key and the consumer's own key before it is used,
-and a proxy that returns a bad one is reported. ``threshold`` valid fragments are
-enough: the rest are not waited for.
+and a proxy that returns a bad one is reported. A proxy answers with one capsule
+fragment per *batch* of key fragments it holds for the consumer (an owner may have
+delegated more than once; fragments of different batches do not combine), and
+``threshold`` valid fragments of one batch are enough: the rest are not waited for.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = ["FetchReport", "fetch_data_key", "fetch_data_key_report"]
 
 _log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT: Final = 10.0
+_MAX_BATCHES: Final = 16
 # When too few fragments come back, the most telling refusal is raised first.
 _PRIORITY: Final = (
     "deny_listed",
@@ -61,7 +64,7 @@ _PRIORITY: Final = (
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     proxy: str
-    cfrag: VerifiedCapsuleFrag | None = None
+    cfrags: dict[bytes, VerifiedCapsuleFrag] = field(default_factory=dict)
     bad: str = ""
     code: str = ""
     detail: str = ""
@@ -102,16 +105,22 @@ def _ask(
         if not isinstance(code, str) or not isinstance(detail, str):
             return _Outcome(proxy, code="unreachable", detail=f"HTTP {response.status_code}")
         return _Outcome(proxy, code=code, detail=detail[:300])
-    try:
-        raw = bytes.fromhex(payload["cfrag"])
-        cfrag = verify_cfrag(
-            raw, wrapped.capsule, verifying_key, wrapped.delegating_key, consumer_key
-        )
-    except (KeyError, TypeError, ValueError):
-        return _Outcome(proxy, bad="the answer holds no capsule fragment")
-    except BadFragment as exc:
-        return _Outcome(proxy, bad=str(exc))
-    return _Outcome(proxy, cfrag=cfrag)
+    answers = payload.get("cfrags")
+    if not isinstance(answers, list) or not 0 < len(answers) <= _MAX_BATCHES:
+        return _Outcome(proxy, bad="the answer holds no list of capsule fragments")
+    cfrags: dict[bytes, VerifiedCapsuleFrag] = {}
+    for answer in answers:
+        try:
+            batch = bytes.fromhex(answer["batch"])
+            raw = bytes.fromhex(answer["cfrag"])
+            cfrags[batch] = verify_cfrag(
+                raw, wrapped.capsule, verifying_key, wrapped.delegating_key, consumer_key
+            )
+        except (KeyError, TypeError, ValueError):
+            return _Outcome(proxy, bad="the answer holds a malformed capsule fragment")
+        except BadFragment as exc:
+            return _Outcome(proxy, bad=str(exc))
+    return _Outcome(proxy, cfrags=cfrags)
 
 
 def fetch_data_key_report(
@@ -142,7 +151,11 @@ def fetch_data_key_report(
         consumer, ledger.chain.chain_id, dataset, version, wrapped.capsule
     ).to_json()
     outcomes: list[_Outcome] = []
-    good: list[_Outcome] = []
+    by_batch: dict[bytes, dict[str, VerifiedCapsuleFrag]] = {}
+
+    def enough() -> dict[str, VerifiedCapsuleFrag] | None:
+        return next((b for b in by_batch.values() if len(b) >= threshold), None)
+
     pool = ThreadPoolExecutor(max_workers=len(proxies), thread_name_prefix="fetch")
     client = httpx.Client(timeout=timeout)
     try:
@@ -153,14 +166,14 @@ def fetch_data_key_report(
             )
             for p in proxies
         }  # fmt: skip
-        while pending and (wait_all or len(good) < threshold):
+        while pending and (wait_all or enough() is None):
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 outcome = future.result()
                 outcomes.append(outcome)
-                if outcome.cfrag is not None:
-                    good.append(outcome)
-                elif outcome.bad:
+                for batch, cfrag in outcome.cfrags.items():
+                    by_batch.setdefault(batch, {})[outcome.proxy] = cfrag
+                if outcome.bad:
                     _log.warning(
                         "proxy %s returned a bad capsule fragment: %s", outcome.proxy, outcome.bad
                     )
@@ -174,16 +187,20 @@ def fetch_data_key_report(
         o.proxy: f"{o.code}: {o.detail}" for o in outcomes if o.code and o.code != "unreachable"
     }
     unreachable = {o.proxy: o.detail for o in outcomes if o.code == "unreachable"}
-    if len(good) < threshold:
-        raise _shortfall(outcomes, len(good), threshold, len(proxies), bad)
+    answered = sum(1 for o in outcomes if o.cfrags)
+    chosen = enough()
+    if chosen is None and answered >= threshold:
+        raise NoKeyFragment(
+            f"{answered} proxies answered, but with fragments of different delegations "
+            f"(no batch reaches {threshold}): the owner's agent is still delivering, or "
+            "must delegate again"
+        )
+    if chosen is None:
+        raise _shortfall(outcomes, answered, threshold, len(proxies), bad)
     key = unwrap_reencrypted(
-        consumer,
-        wrapped.delegating_key,
-        wrapped,
-        [o.cfrag for o in good if o.cfrag is not None],
-        threshold=threshold,
+        consumer, wrapped.delegating_key, wrapped, list(chosen.values()), threshold=threshold
     )
-    return FetchReport(key, [o.proxy for o in good], bad, refused, unreachable)
+    return FetchReport(key, list(chosen), bad, refused, unreachable)
 
 
 def _shortfall(

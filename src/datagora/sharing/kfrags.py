@@ -1,10 +1,16 @@
-"""A proxy's durable store of key fragments (SQLite, one row per dataset version and consumer).
+"""A proxy's durable store of key fragments (SQLite, one row per dataset version, consumer
+and fragment batch).
 
-Rows are written in one transaction each (``INSERT OR REPLACE``: an owner may
-re-delegate, e.g. to a consumer's new key), with ``synchronous=FULL``, so a
-fragment the proxy acknowledged survives a crash. Fragments are verified when
-stored and again the first time a process uses them; the verified form is kept in
-memory only.
+An owner may delegate to one consumer more than once (its agent and its CLI both
+react to a grant; a consumer gets a new key): each delegation is a *batch* of
+fragments from one ``generate_kfrags`` call, and fragments of different batches do
+not combine. So the store keeps the :data:`KEEP_BATCHES` newest batches of each
+dataset version and consumer side by side, and the proxy answers with a capsule
+fragment from each; the consumer combines fragments of one batch.
+
+Rows are written in one transaction each with ``synchronous=FULL``, so a fragment
+the proxy acknowledged survives a crash. Fragments are verified when stored and
+again the first time a process uses them; the verified form is kept in memory only.
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from datagora.crypto.pre import VerifiedKeyFrag, verify_kfrag
 from datagora.sharing.errors import SharingError
 
-__all__ = ["KfragRecord", "KfragStore"]
+__all__ = ["KEEP_BATCHES", "KfragRecord", "KfragStore"]
 
-_SCHEMA_VERSION: Final = 1
+_SCHEMA_VERSION: Final = 2
+KEEP_BATCHES: Final = 4
+"""Fragment batches kept per dataset version and consumer (older ones are dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +47,27 @@ class KfragRecord:
     grant: int
     threshold: int
     shares: int
+    batch: bytes
     stored_at: int
 
 
+def _record(row: tuple[Any, ...]) -> KfragRecord:
+    dataset, version, consumer, consumer_key, kfrag, vk, dk, owner, grant, t, n, at, batch = row[
+        :13
+    ]
+    return KfragRecord(
+        int(dataset), version, consumer, consumer_key, kfrag, vk, dk, owner, int(grant), t, n,
+        batch, at,
+    )  # fmt: skip
+
+
 class KfragStore:
-    """Key fragments by ``(dataset, version, consumer)``; thread-safe."""
+    """Key fragments by ``(dataset, version, consumer, batch)``; thread-safe."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._verified: dict[tuple[int, int, str], tuple[bytes, VerifiedKeyFrag]] = {}
+        self._verified: dict[tuple[int, int, str, bytes], tuple[bytes, VerifiedKeyFrag]] = {}
         try:
             self._db = sqlite3.connect(
                 path, timeout=10.0, isolation_level=None, check_same_thread=False
@@ -57,61 +76,88 @@ class KfragStore:
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, _SCHEMA_VERSION):
-                raise SharingError(f"{path} is a kfrag store of schema {version}; expected 1")
+                raise SharingError(
+                    f"{path} is a kfrag store of schema {version}; this proxy reads schema "
+                    f"{_SCHEMA_VERSION}: move the file away and have the owners delegate again"
+                )
             self._db.executescript(
                 "CREATE TABLE IF NOT EXISTS kfrags ("
                 " dataset TEXT NOT NULL, version INTEGER NOT NULL, consumer TEXT NOT NULL,"
                 " consumer_key BLOB NOT NULL, kfrag BLOB NOT NULL, verifying_key BLOB NOT NULL,"
                 " delegating_key BLOB NOT NULL, owner TEXT NOT NULL, grant_id TEXT NOT NULL,"
                 " threshold INTEGER NOT NULL, shares INTEGER NOT NULL, stored_at INTEGER NOT NULL,"
-                " PRIMARY KEY (dataset, version, consumer)) WITHOUT ROWID;"
+                " batch BLOB NOT NULL, seq INTEGER NOT NULL,"
+                " PRIMARY KEY (dataset, version, consumer, batch)) WITHOUT ROWID;"
                 f"PRAGMA user_version={_SCHEMA_VERSION};"
             )
         except sqlite3.Error as exc:
             raise SharingError(f"cannot open the kfrag store {path}: {exc}") from None
 
     def put(self, record: KfragRecord, verified: VerifiedKeyFrag) -> None:
-        """Store (or replace) the fragment of ``record``'s dataset version and consumer."""
-        key = (record.dataset, record.version, record.consumer.lower())
+        """Store (or replace) ``record``'s fragment; keep the newest batches only."""
+        consumer = record.consumer.lower()
+        key = (record.dataset, record.version, consumer, record.batch)
+        where = "dataset = ? AND version = ? AND consumer = ?"
+        args = (str(record.dataset), record.version, consumer)
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO kfrags VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    str(record.dataset),
-                    record.version,
-                    record.consumer.lower(),
-                    record.consumer_key,
-                    record.kfrag,
-                    record.verifying_key,
-                    record.delegating_key,
-                    record.owner,
-                    str(record.grant),
-                    record.threshold,
-                    record.shares,
-                    record.stored_at or int(time.time()),
-                ),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._db.execute(
+                    f"SELECT COALESCE(MAX(seq), 0) + 1 FROM kfrags WHERE {where}", args
+                ).fetchone()[0]
+                self._db.execute(
+                    "INSERT OR REPLACE INTO kfrags VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        *args,
+                        record.consumer_key,
+                        record.kfrag,
+                        record.verifying_key,
+                        record.delegating_key,
+                        record.owner,
+                        str(record.grant),
+                        record.threshold,
+                        record.shares,
+                        record.stored_at or int(time.time()),
+                        record.batch,
+                        seq,
+                    ),
+                )
+                self._db.execute(
+                    f"DELETE FROM kfrags WHERE {where} AND seq <= ?", (*args, seq - KEEP_BATCHES)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._verified[key] = (record.kfrag, verified)
 
-    def get(self, dataset: int, version: int, consumer: str) -> KfragRecord | None:
+    def get(self, dataset: int, version: int, consumer: str) -> list[KfragRecord]:
+        """The fragments held for ``consumer`` on ``dataset`` ``version``, newest batch first."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM kfrags WHERE dataset = ? AND version = ? AND consumer = ?",
+            rows = self._db.execute(
+                "SELECT * FROM kfrags WHERE dataset = ? AND version = ? AND consumer = ? "
+                "ORDER BY seq DESC",
                 (str(dataset), version, consumer.lower()),
-            ).fetchone()
-        if row is None:
-            return None
-        return KfragRecord(
-            int(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[7], int(row[8]),
-            row[9], row[10], row[11],
-        )  # fmt: skip
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def remove(self, dataset: int, consumer: str) -> int:
+        """Drop every fragment held for ``consumer`` on ``dataset``; returns how many."""
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM kfrags WHERE dataset = ? AND consumer = ?",
+                (str(dataset), consumer.lower()),
+            )
+            for key in [k for k in self._verified if k[0] == dataset and k[2] == consumer.lower()]:
+                del self._verified[key]
+            return int(cursor.rowcount)
 
     def verified(self, record: KfragRecord) -> VerifiedKeyFrag:
         """The verified fragment of ``record`` (checked once per process, then remembered).
 
         Raises :class:`~datagora.crypto.pre.BadFragment` if the stored bytes do not verify.
         """
-        key = (record.dataset, record.version, record.consumer.lower())
+        key = (record.dataset, record.version, record.consumer.lower(), record.batch)
         with self._lock:
             cached = self._verified.get(key)
         if cached is not None and cached[0] == record.kfrag:

@@ -6,7 +6,8 @@
 ``POST /reencrypt``  a ``datagora.reencrypt-request.v1`` body: a FragmentRequest signed by
                      the consumer and the capsule; before every re-encryption the ledger
                      is read (:class:`~datagora.sharing.gate.AccessGate`); answers
-                     ``{"cfrag": hex}``.
+                     ``{"cfrags": [{"batch": hex, "cfrag": hex}, …]}``, one capsule
+                     fragment per fragment batch held for the consumer, newest first.
 ``GET /log``         the access log (JSON lines, hash-chained; see
                      :mod:`datagora.sharing.accesslog`).
 ``GET /health``      the proxy's address, chain, fragment count and log/anchor heads.
@@ -167,6 +168,7 @@ class ProxyService:
             grant=req.grant,
             threshold=req.threshold,
             shares=req.shares,
+            batch=req.batch,
             stored_at=int(time.time()),
         )
         self.kfrags.put(record, verified)
@@ -197,8 +199,8 @@ class ProxyService:
         if not decision.allowed:
             self.log.append(**entry, outcome="refused", reason=decision.code)
             return _refusal(403, decision.code, decision.detail)
-        record = self.kfrags.get(req.dataset, req.version, checked.signer)
-        if record is None:
+        records = self.kfrags.get(req.dataset, req.version, checked.signer)
+        if not records:
             self.log.append(**entry, outcome="refused", reason="no_kfrag")
             return _refusal(
                 404,
@@ -207,12 +209,18 @@ class ProxyService:
                 f"{req.dataset} version {req.version}",
             )
         try:
-            cfrag = reencrypt(self.kfrags.verified(record), body.capsule)
+            cfrags = [
+                {
+                    "batch": r.batch.hex(),
+                    "cfrag": reencrypt(self.kfrags.verified(r), body.capsule).hex(),
+                }
+                for r in records
+            ]
         except PreError:
             self.log.append(**entry, outcome="refused", reason="malformed")
             return _refusal(422, "malformed", "the capsule is malformed")
         self.log.append(**entry, outcome="accepted", reason="")
-        return 200, {"cfrag": cfrag.hex()}
+        return 200, {"cfrags": cfrags}
 
     def health(self) -> dict[str, Any]:
         entries, digest = self.log.head

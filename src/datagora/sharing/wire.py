@@ -103,6 +103,7 @@ class KfragDelivery:
         grant: int,
         threshold: int,
         shares: int,
+        batch: bytes,
         kfrag: bytes,
         delegating_key: bytes,
     ) -> KfragDelivery:
@@ -118,6 +119,7 @@ class KfragDelivery:
             grant=grant,
             threshold=threshold,
             shares=shares,
+            batch=batch,
             nonce=nonce,
             expires=int(time.time()) + REQUEST_LIFETIME_S,
         )
