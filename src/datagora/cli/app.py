@@ -66,6 +66,9 @@ def demo(
     result = run_demo(None if as_json else out)
     if as_json:
         print_json(result)
+    failed = sorted(k for k, v in result.items() if v is False)
+    if failed:
+        raise DatagoraError("the demo's checks failed: " + ", ".join(failed))
 
 
 def _catalog_url(catalog: str | None) -> str:

@@ -385,6 +385,7 @@ class Marketplace:
         # Right after an order, the owner's agent may not have handed the proxies this
         # consumer's fragments yet: wait for it a little rather than fail.
         deadline = time.monotonic() + self.delegation_wait
+        pause = 0.05
         while True:
             try:
                 raw = fetch_data_key(
