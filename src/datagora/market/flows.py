@@ -402,7 +402,8 @@ class Marketplace:
             except NoKeyFragment:
                 if time.monotonic() >= deadline:
                     raise
-                time.sleep(0.5)
+                time.sleep(pause)  # short at first: the agent usually follows within a block
+                pause = min(pause * 2, 0.5)
 
     def download(
         self, dataset: int, dst: str | os.PathLike[str], progress: Progress | None = None
