@@ -1,5 +1,8 @@
 # datagora — every target does its own set-up on a fresh machine.
 PYTHON ?= python3.11
+# The CPU build of PyTorch these machines keep in pip's find-links directory; any
+# other torch from PyPI pulls several GB of CUDA packages. Only the tests need it.
+TORCH  ?= torch==2.13.0
 VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
@@ -12,6 +15,10 @@ $(VENV)/.stamp: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+$(VENV)/.torch-stamp: $(VENV)/.stamp
+	$(BIN)/pip install --quiet '$(TORCH)'
+	touch $@
+
 node_modules/.stamp: package.json package-lock.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
@@ -21,7 +28,7 @@ setup: $(VENV)/.stamp node_modules/.stamp
 demo: setup
 	$(BIN)/datagora demo
 
-test: setup lint
+test: setup $(VENV)/.torch-stamp lint
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.stamp
