@@ -39,6 +39,7 @@ import umbral_pre
 
 from datagora.compute.dp import BudgetStore, check_dp_params
 from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
+from datagora.compute.owner import OwnerJobRequest, reason_hash
 from datagora.compute.policy import (
     OutputPolicy,
     RowIndex,
@@ -48,6 +49,7 @@ from datagora.compute.policy import (
 )
 from datagora.compute.results import seal_result
 from datagora.compute.sandbox import Limits, Sandbox
+from datagora.compute.stored import StoredDataset, StoredDatasets, private_dir
 from datagora.crypto.keys import Identity
 from datagora.crypto.signed import (
     ComputeRequest,
@@ -57,6 +59,7 @@ from datagora.crypto.signed import (
     SqliteNonceStore,
     verify_request,
 )
+from datagora.errors import DatagoraError
 from datagora.ledger import JobStatus, Ledger
 
 __all__ = [
@@ -172,11 +175,28 @@ class _Store:
             "PRAGMA user_version=1;"
         )
 
-    def add(self, info: JobInfo, consumer_key: bytes, code: bytes, params: Any) -> None:
+    def add(
+        self,
+        info: JobInfo,
+        consumer_key: bytes,
+        code: bytes,
+        params: Any,
+        pin: StoredDataset | None = None,
+    ) -> None:
         folder = self.dir / str(info.job)
         folder.mkdir(mode=0o700, exist_ok=True)
         (folder / "algorithm.py").write_bytes(code)
         (folder / "params.json").write_bytes(canonical_params(params))
+        if pin is not None:
+            doc = {
+                "dataset": pin.dataset,
+                "version": pin.version,
+                "manifest_hash": pin.manifest_hash.hex(),
+                "service_id": pin.service_id,
+                "differential_privacy": pin.differential_privacy,
+                "epsilon_budget": pin.epsilon_budget,
+            }
+            (folder / "dataset.json").write_text(json.dumps(doc, sort_keys=True))
         with self._lock:
             self._db.execute(
                 "INSERT INTO jobs (job, dataset, consumer, consumer_key, algorithm, state,"
@@ -222,6 +242,21 @@ class _Store:
     def params(self, job: int) -> Any:
         return json.loads((self.dir / str(job) / "params.json").read_bytes())
 
+    def pin(self, job: int) -> StoredDataset | None:
+        """The stored dataset version the job was admitted on (None: a configured file)."""
+        path = self.dir / str(job) / "dataset.json"
+        if not path.exists():
+            return None
+        doc = json.loads(path.read_text())
+        return StoredDataset(
+            int(doc["dataset"]),
+            int(doc["version"]),
+            bytes.fromhex(doc["manifest_hash"]),
+            int(doc["service_id"]),
+            bool(doc["differential_privacy"]),
+            float(doc["epsilon_budget"]),
+        )
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -233,8 +268,11 @@ class JobService:
     ``operator`` signs the node's transactions: the dataset's controller, or an
     account the controller named with ``ledger.compute.set_operator``.
     ``datasets`` maps dataset id → :class:`ComputeDataset` (or just a path: version
-    1, service 1, no DP). ``chain_lock`` serialises this node's use of ``ledger``
-    (pass one lock to every node sharing an in-process embedded chain).
+    1, service 1, no DP): plaintext files configured on the node. ``stored`` serves
+    every other dataset the operator controls as its owner would read it: fetched
+    from the storage nodes and decrypted per job (:mod:`~datagora.compute.stored`).
+    ``chain_lock`` serialises this node's use of ``ledger`` (pass one lock to every
+    node sharing an in-process embedded chain).
     """
 
     def __init__(
@@ -251,9 +289,11 @@ class JobService:
         allow_weak_sandbox: bool = False,
         chain_lock: AbstractContextManager[Any] | None = None,
         clock: Callable[[], float] = time.time,
+        stored: StoredDatasets | None = None,
     ) -> None:
         self.ledger = ledger
         self.operator = operator
+        self.stored = stored
         self.datasets = {
             int(d): v if isinstance(v, ComputeDataset) else ComputeDataset(Path(v))
             for d, v in datasets.items()
@@ -273,6 +313,7 @@ class JobService:
         self._clock = clock
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._indexes: dict[Path, tuple[float, RowIndex]] = {}
+        self._stored_indexes: dict[bytes, RowIndex] = {}
         # A job left running by a crash cannot be resumed: fail it; requeue the queued.
         for job in self._store.by_state("running"):
             self._finish(job, False, _ZERO, "the node restarted while the job ran", 0.0)
@@ -311,9 +352,8 @@ class JobService:
         except RequestRefused as exc:
             raise JobRefused(str(exc), 401) from None
         req: ComputeRequest = verified.request
-        dataset = self.datasets.get(req.dataset)
-        if dataset is None:
-            raise JobRefused(f"this node does not compute on dataset {req.dataset}", 404)
+        dataset = self._dataset(req.dataset)
+        pin = dataset if isinstance(dataset, StoredDataset) else None
         epsilon = 0.0
         if dataset.differential_privacy:
             epsilon, _ = check_dp_params(params)
@@ -349,13 +389,23 @@ class JobService:
                 self._clock(),
                 0.0,
             )
-            self._store.add(info, consumer_key, algorithm, params)
+            self._store.add(info, consumer_key, algorithm, params, pin)
         log.info("job %d on dataset %d: %s", job, req.dataset, state)
         if state == "queued":
             self._queue.put(job)
         return info
 
-    def _check_order(self, req: ComputeRequest, dataset: ComputeDataset) -> bytes:
+    def _dataset(self, dataset: int) -> ComputeDataset | StoredDataset:
+        """The configured file, else the stored dataset's current version and policy."""
+        configured = self.datasets.get(dataset)
+        if configured is not None:
+            return configured
+        if self.stored is None:
+            raise JobRefused(f"this node does not compute on dataset {dataset}", 404)
+        with self._chain:
+            return self.stored.describe(dataset)
+
+    def _check_order(self, req: ComputeRequest, dataset: ComputeDataset | StoredDataset) -> bytes:
         """The consumer's Umbral key from its valid compute order, or :class:`JobRefused`."""
         with self._chain:
             try:
@@ -420,9 +470,10 @@ class JobService:
         return path.read_bytes()
 
     def budget(self, dataset: int, consumer: str) -> dict[str, Any]:
-        ds = self.datasets.get(dataset)
-        if ds is None:
-            raise JobNotFound(f"this node does not compute on dataset {dataset}")
+        try:
+            ds = self._dataset(dataset)
+        except JobRefused as exc:
+            raise JobNotFound(str(exc)) from None
         total = ds.epsilon_budget if ds.differential_privacy else 0.0
         out = self.budgets.budget(dataset, consumer, total).to_json()
         out["differential_privacy"] = ds.differential_privacy
@@ -430,8 +481,45 @@ class JobService:
 
     # ------------------------------------------------------------ owner side
 
-    def pending(self) -> list[JobInfo]:
-        return [self.status(j) for j in self._store.by_state("pending")]
+    def pending(self, controller: str | None = None) -> list[JobInfo]:
+        """Jobs waiting for review (only on datasets `controller` controls, if given)."""
+        jobs = [self.status(j) for j in self._store.by_state("pending")]
+        if controller is None:
+            return jobs
+        with self._chain:
+            mine = {
+                d
+                for d in {j.dataset for j in jobs}
+                if self.ledger.data_nft.get_dataset(d).controller == controller
+            }
+        return [j for j in jobs if j.dataset in mine]
+
+    def authorize_owner(
+        self, signed: SignedRequest[Any], action: str, job: int = 0, reason: str = ""
+    ) -> str:
+        """The signer, if `signed` is a fresh OwnerJobRequest for `action` on `job` by the
+        on-chain controller of the job's dataset (for ``list``: any account; it sees
+        only its own datasets' jobs)."""
+        try:
+            verified = verify_request(
+                signed, self.chain_id, int(self._clock()), self._nonces, expect=OwnerJobRequest
+            )
+        except RequestRefused as exc:
+            raise JobRefused(str(exc), 401) from None
+        req: OwnerJobRequest = verified.request
+        if req.action != action or req.job != job:
+            raise JobRefused(f"the signed request is not for {action} of job {job}", 403)
+        if req.reason != reason_hash(reason):
+            raise JobRefused("the reason is not the one signed", 403)
+        if action != "list":
+            info = self.status(job)
+            with self._chain:
+                controller = self.ledger.data_nft.get_dataset(info.dataset).controller
+            if controller != req.owner:
+                raise JobRefused(
+                    f"only the controller of dataset {info.dataset} may {action} its jobs", 403
+                )
+        return req.owner
 
     def review(self, job: int) -> Review:
         """The job and its code, for the owner to read."""
@@ -492,20 +580,43 @@ class JobService:
         return cached[1]
 
     def _execute(self, job: int) -> None:
-        info, consumer_key = self._store.get(job)
+        info, _ = self._store.get(job)
         if info.state != "queued":
             return
-        dataset = self.datasets[info.dataset]
+        pin = self._store.pin(job)
         self._store.set(job, state="running")
+        if pin is None:
+            path = self.datasets[info.dataset].path
+            self._run(job, path, self._index(path), self.datasets[info.dataset])
+            return
+        assert self.stored is not None  # a pinned job was admitted through `stored`
+        # The plaintext exists only in this private directory, for this job's run.
+        with private_dir(self.data_dir / "inputs", f"job-{job}-") as folder:
+            try:
+                path = self.stored.fetch(pin, folder)
+            except DatagoraError as exc:
+                log.error("job %d: dataset %d not readable (%s)", job, info.dataset, exc)
+                reason = "the dataset could not be fetched and decrypted from the storage nodes"
+                if pin.differential_privacy:
+                    self.budgets.release(job)
+                self._finish(job, False, _ZERO, reason, 0.0)
+                return
+            index = self._stored_indexes.get(pin.manifest_hash)
+            if index is None:
+                index = RowIndex.from_paths([path])
+                self._stored_indexes[pin.manifest_hash] = index
+            self._run(job, path, index, pin)
+
+    def _run(
+        self, job: int, path: Path, index: RowIndex, dataset: ComputeDataset | StoredDataset
+    ) -> None:
+        info, consumer_key = self._store.get(job)
         params = self._store.params(job)
         dp = None
         if dataset.differential_privacy:
             epsilon, bounds = check_dp_params(params)
             dp = {"epsilon": epsilon, "bounds": bounds}
-        index = self._index(dataset.path)
-        with self.sandbox.run(
-            self._store.code(job), {info.dataset: dataset.path}, params, dp=dp
-        ) as run:
+        with self.sandbox.run(self._store.code(job), {info.dataset: path}, params, dp=dp) as run:
             if dataset.differential_privacy:
                 self.budgets.spend(job)
             logs, withheld = check_logs(run.stdout + run.stderr, index, self.policy)

@@ -12,10 +12,13 @@ consumer, sent base64url-encoded in the ``X-Datagora-Request`` header):
 - ``GET /budget/{dataset}/{consumer}`` — epsilon budget, spent, reserved, left
   (public: the epsilon of every job is on chain anyway).
 
-Owner endpoints (``Authorization: Bearer <owner_token>``; absent when the node has
-no owner token): ``GET /owner/jobs`` (pending review), ``GET
+Owner endpoints: ``GET /owner/jobs`` (pending review), ``GET
 /owner/jobs/{job}/review`` (the code), ``POST /owner/jobs/{job}/approve``, ``POST
-/owner/jobs/{job}/deny`` (``{"reason": ...}``).
+/owner/jobs/{job}/deny`` (``{"reason": ...}``). Each takes either a fresh
+:class:`~datagora.compute.owner.OwnerJobRequest` signed by the on-chain controller
+of the job's dataset, in the ``X-Datagora-Request`` header (``list`` then shows
+only the signer's datasets' jobs), or the node operator's ``Authorization: Bearer
+<owner_token>`` (when the node has one; it sees every job).
 
 Errors are ``{"error": <class>, "detail": <message>}`` with a 4xx status.
 """
@@ -36,8 +39,10 @@ from fastapi.responses import JSONResponse, Response
 
 from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
 from datagora.compute.jobs import ComputeDataset, JobService
+from datagora.compute.owner import parse_owner_request
 from datagora.compute.policy import OutputPolicy
 from datagora.compute.sandbox import Limits, Sandbox
+from datagora.compute.stored import StoredDatasets
 from datagora.crypto.keys import Identity
 from datagora.crypto.signed import MalformedRequest, SignedRequest
 from datagora.ledger import Ledger
@@ -81,6 +86,7 @@ def create_compute_app(
     owner_token: str | None = None,
     sandbox: Sandbox | None = None,
     chain_lock: Any = None,
+    stored: StoredDatasets | None = None,
 ) -> FastAPI:
     """The compute role's app; ``app.state.jobs`` is its :class:`JobService`.
 
@@ -98,6 +104,7 @@ def create_compute_app(
         workers=workers,
         allow_weak_sandbox=allow_weak_sandbox,
         chain_lock=chain_lock,
+        stored=stored,
     )
 
     @asynccontextmanager
@@ -112,12 +119,34 @@ def create_compute_app(
     async def _compute_error(request: Request, exc: ComputeError) -> JSONResponse:
         return _error(exc)
 
-    def owner(authorization: str | None) -> None:
+    def owner(
+        authorization: str | None,
+        signed: str | None,
+        action: str,
+        job: int = 0,
+        reason: str = "",
+    ) -> str | None:
+        """The signing controller (None: the operator's token); refuses anyone else."""
+        if signed:
+            try:
+                raw = base64.urlsafe_b64decode(signed + "=" * (-len(signed) % 4))
+                request = parse_owner_request(json.loads(raw))
+            except (binascii.Error, ValueError, MalformedRequest) as exc:
+                raise JobRefused(f"the {REQUEST_HEADER} header is not valid: {exc}", 400) from None
+            return service.authorize_owner(request, action, job, reason)
         if owner_token is None:
-            raise JobNotFound("this node has no owner endpoints (no owner token configured)")
+            raise JobRefused(
+                f"sign an OwnerJobRequest as the dataset's controller ({REQUEST_HEADER} header)",
+                401,
+            )
         given = (authorization or "").removeprefix("Bearer ").encode()
         if not hmac.compare_digest(given, owner_token.encode()):
-            raise JobRefused("owner endpoints need the node's owner token", 401)
+            raise JobRefused(
+                "owner endpoints need the dataset controller's signed request or the node's "
+                "owner token",
+                401,
+            )
+        return None
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -125,6 +154,7 @@ def create_compute_app(
             "role": "compute",
             "operator": operator.address,
             "datasets": sorted(service.datasets),
+            "stored_datasets": service.stored is not None,
             "isolation": service.sandbox.isolation.value,
         }
 
@@ -173,31 +203,47 @@ def create_compute_app(
         return service.budget(dataset, consumer)
 
     @app.get("/owner/jobs")
-    def owner_pending(authorization: str | None = Header(None)) -> list[dict[str, Any]]:
-        owner(authorization)
-        return [j.to_json() for j in service.pending()]
+    def owner_pending(
+        authorization: str | None = Header(None), x_datagora_request: str | None = Header(None)
+    ) -> list[dict[str, Any]]:
+        controller = owner(authorization, x_datagora_request, "list")
+        return [j.to_json() for j in service.pending(controller)]
 
     @app.get("/owner/jobs/{job}/review")
-    def owner_review(job: int, authorization: str | None = Header(None)) -> dict[str, Any]:
-        owner(authorization)
+    def owner_review(
+        job: int,
+        authorization: str | None = Header(None),
+        x_datagora_request: str | None = Header(None),
+    ) -> dict[str, Any]:
+        owner(authorization, x_datagora_request, "review", job)
         review = service.review(job)
         return {"job": review.job.to_json(), "code": review.code, "params": review.params}
 
     @app.post("/owner/jobs/{job}/approve")
-    def owner_approve(job: int, authorization: str | None = Header(None)) -> dict[str, Any]:
-        owner(authorization)
+    def owner_approve(
+        job: int,
+        authorization: str | None = Header(None),
+        x_datagora_request: str | None = Header(None),
+    ) -> dict[str, Any]:
+        owner(authorization, x_datagora_request, "approve", job)
         return service.approve(job).to_json()
 
     @app.post("/owner/jobs/{job}/deny")
     async def owner_deny(
-        job: int, request: Request, authorization: str | None = Header(None)
+        job: int,
+        request: Request,
+        authorization: str | None = Header(None),
+        x_datagora_request: str | None = Header(None),
     ) -> dict[str, Any]:
-        owner(authorization)
-        body = await request.json()
-        reason = body.get("reason", "") if isinstance(body, dict) else ""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        reason = str(body.get("reason", "")) if isinstance(body, dict) else ""
         from starlette.concurrency import run_in_threadpool
 
-        info = await run_in_threadpool(service.deny, job, str(reason))
+        await run_in_threadpool(owner, authorization, x_datagora_request, "deny", job, reason)
+        info = await run_in_threadpool(service.deny, job, reason)
         return info.to_json()
 
     return app

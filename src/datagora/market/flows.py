@@ -67,6 +67,7 @@ class Endpoints:
     proxies: list[str] = field(default_factory=list)
     threshold: int = 1
     catalog: str | None = None
+    compute: str | None = None
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,19 @@ class Marketplace:
         """Fetch, verify and decrypt the dataset's current version into `dst`."""
         key, manifest_hash = self.data_key(dataset)
         return self.storage().download(manifest_hash, key, dst, progress)
+
+    def owner_download(
+        self, manifest_hash: bytes, dst: str | os.PathLike[str], progress: Progress | None = None
+    ) -> DownloadReport:
+        """As the owner: fetch, verify and decrypt one stored version, named by its
+        manifest hash, into `dst`; the owner's own identity unwraps its data key (the
+        compute node reads the version a job was admitted on this way)."""
+        storage = self.storage()
+        wrapped = storage.fetch_manifest(manifest_hash).manifest.wrapped_key
+        if not isinstance(wrapped, pre.WrappedKey):
+            raise ConfigError("this version's key is not wrapped with Umbral to its owner")
+        key = DataKey(pre.unwrap_own(self.identity, wrapped))
+        return storage.download(manifest_hash, key, dst, progress)
 
     def records(self) -> KVStore:
         """This account's private key/value records (Datum's model): values encrypted

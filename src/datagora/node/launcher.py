@@ -305,6 +305,8 @@ class Launcher:
         compute: Part | None = None
         if HAS_COMPUTE:
             compute_args = [*common, "--keys", str(self.keys_dir), "--account", "owner"]
+            # It reads the owner's published datasets from the storage nodes.
+            compute_args += [a for s in storage for a in ("--storage-node", s.url)]
             if self.plan.allow_weak_sandbox:
                 compute_args.append("--allow-weak-sandbox")
             compute = self._node(

@@ -44,6 +44,8 @@ class NodeConfig:
     # compute: dataset id -> the plaintext file the owner's node computes on
     compute_datasets: dict[int, Path] = field(default_factory=dict)
     allow_weak_sandbox: bool = False
+    # compute: each consumer's epsilon budget on a stored dataset that requires DP
+    epsilon_budget: float = 3.0
 
     def ledger(self) -> Ledger:
         if self.rpc is None or self.deployment is None:
@@ -72,15 +74,27 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
         )
     if role == "compute":
         from datagora.compute.node import create_compute_app
+        from datagora.compute.stored import StoredDatasets
 
         token = os.environ.get("DATAGORA_OWNER_TOKEN") or None
+        ledger, operator = config.ledger(), config.identity()
+        # With storage nodes, the node serves every dataset its operator published,
+        # fetched and decrypted per job; --dataset ID=PATH files are served as well.
+        stored = (
+            StoredDatasets(
+                ledger, operator, config.storage_nodes, epsilon_budget=config.epsilon_budget
+            )
+            if config.storage_nodes
+            else None
+        )
         return create_compute_app(
-            config.ledger(),
-            config.identity(),
+            ledger,
+            operator,
             config.compute_datasets,
             config.data_dir / "compute",
             allow_weak_sandbox=config.allow_weak_sandbox,
             owner_token=token,
+            stored=stored,
         )
     if role == "agent":
         from datagora.sharing.agent import create_agent_app
