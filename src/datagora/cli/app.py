@@ -290,7 +290,11 @@ def node(
         typer.Option(help="catalog: SQLAlchemy URL (default: SQLite in the data directory)."),
     ] = None,
     storage_node: Annotated[
-        list[str] | None, typer.Option(help="catalog: a storage node URL for metadata (repeat).")
+        list[str] | None,
+        typer.Option(
+            help="catalog, compute: a storage node URL (metadata; compute: the owner's "
+            "published datasets, fetched and decrypted per job) (repeat)."
+        ),
     ] = None,
     confirmations: Annotated[
         int, typer.Option(help="catalog: blocks to wait before indexing.")
@@ -541,3 +545,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# The compute-to-data commands (compute …, jobs …, train) register themselves on `app`.
+from datagora.cli import compute as _compute  # noqa: E402
+
+del _compute

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -60,18 +60,37 @@ class FederatedModel:
     def score(self, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> float:
         return float((self.predict(x) == np.asarray(y)).mean())
 
+    def to_json(self) -> dict[str, Any]:
+        """The model as JSON (format ``datagora.fedavg-logistic.v1``)."""
+        return {
+            "format": "datagora.fedavg-logistic.v1",
+            "features": self.features,
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept,
+            "jobs": self.jobs,
+        }
+
 
 def _round(
-    sites: Sequence[Site], params: dict[str, Any], name: str, timeout: float, jobs: list[int]
+    sites: Sequence[Site],
+    params: dict[str, Any],
+    name: str,
+    timeout: float,
+    jobs: list[int],
+    algorithm: str,
+    on_job: Callable[[int, dict[str, Any]], None] | None,
 ) -> list[dict[str, Any]]:
     submitted = [
-        (site, site.client.submit(site.dataset, site.order, FEDAVG_ALGORITHM, params))
-        for site in sites
+        (site, site.client.submit(site.dataset, site.order, algorithm, params)) for site in sites
     ]
     out = []
     for site, job in submitted:
         jobs.append(job)
         info = site.client.wait(job, timeout)
+        if on_job is not None:
+            on_job(job, info)
         if info["state"] != "succeeded":
             raise ComputeError(
                 f"federated job {job} on dataset {site.dataset} {info['state']}: {info['reason']}"
@@ -94,13 +113,20 @@ def federated_train(
     eta0: float = 0.01,
     alpha: float = 1e-4,
     timeout: float = 300.0,
+    algorithm: str = FEDAVG_ALGORITHM,
+    on_job: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FederatedModel:
-    """Train by FedAvg over `sites`; `rounds` training rounds after one statistics round."""
+    """Train by FedAvg over `sites`; `rounds` training rounds after one statistics round.
+
+    `algorithm` is the site-side code (default :data:`FEDAVG_ALGORITHM`; another file
+    must follow the same protocol: ``mode`` ``stats`` → ``stats.json``, ``train`` →
+    ``weights.json``); `on_job` is called with each finished job and its status.
+    """
     if not sites or rounds < 1:
         raise ComputeError("need at least one site and one round")
     base = {"features": list(features), "target": target}
     jobs: list[int] = []
-    stats = _round(sites, {**base, "mode": "stats"}, "stats.json", timeout, jobs)
+    stats = _round(sites, {**base, "mode": "stats"}, "stats.json", timeout, jobs, algorithm, on_job)
     n = sum(s["n"] for s in stats)
     mean = np.sum([s["sum"] for s in stats], axis=0) / n
     var = np.sum([s["sumsq"] for s in stats], axis=0) / n - mean**2
@@ -120,7 +146,7 @@ def federated_train(
             "alpha": alpha,
             "seed": r,
         }
-        weights = _round(sites, params, "weights.json", timeout, jobs)
+        weights = _round(sites, params, "weights.json", timeout, jobs, algorithm, on_job)
         total = sum(w["n"] for w in weights)
         coef = np.sum([np.asarray(w["coef"]) * w["n"] for w in weights], axis=0) / total
         intercept = float(sum(w["intercept"] * w["n"] for w in weights) / total)
