@@ -4,14 +4,18 @@
 >>> market = dg.connect()                      # the network `datagora up` started
 >>> hits = market.search("breast cancer")      # the catalog
 >>> market.buy_and_order(hits[0]["id"]); df = market.to_pandas(hits[0]["id"])
+>>> job = market.compute(3, "train.py", {"target": "label"})   # compute-to-data
+>>> job.wait(); job.result("results/")
+>>> model = market.train([1, 2, 3], target="label", rounds=3)  # federated (FedAvg)
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -20,6 +24,12 @@ from datagora.errors import ConfigError
 from datagora.ledger import Ledger
 from datagora.market import Endpoints, Marketplace
 from datagora.node.network import Network, load_network
+
+if TYPE_CHECKING:
+    from datagora.compute.federated import FederatedModel
+    from datagora.compute.market import Job
+
+__all__ = ["Market", "connect"]
 
 
 def keys_dir_for(net: Network | None, keys: Path | None = None) -> Path:
@@ -90,6 +100,86 @@ class Market(Marketplace):
     def to_numpy(self, dataset: int) -> Any:
         return self.to_pandas(dataset).to_numpy()
 
+    def compute(
+        self,
+        dataset: int,
+        algorithm: str | Path,
+        params: dict[str, Any] | None = None,
+        *,
+        node: str | None = None,
+        max_price: int | None = None,
+    ) -> Job:
+        """Run `algorithm` next to `dataset` on its owner's compute node (compute-to-data).
+
+        `algorithm` is a path to a ``.py`` file defining ``run(inputs, params,
+        output_dir)``, its code as a string, or a built-in name (``fedavg-logistic``);
+        `params` is any JSON object. Orders the dataset's compute service first if you
+        hold no valid order (paying its price, at most `max_price` base units). Returns
+        a :class:`~datagora.compute.market.Job`: ``.status()``, ``.wait()``, ``.logs()``,
+        ``.result(dir)`` (decrypted for you alone, checked against the hash on chain).
+
+        >>> job = net.compute(3, Path("train.py"), {"target": "label"})
+        >>> job.wait()["state"]
+        'succeeded'
+        """
+        from datagora.compute.market import submit
+
+        return submit(self, dataset, algorithm, params, node=node, max_price=max_price)
+
+    def offer_compute(
+        self, dataset: int, trusted: Sequence[str | Path] = (), *, service: int = 1, days: int = 1
+    ) -> dict[str, Any]:
+        """As the owner: offer compute on `dataset` (metadata and chain) and trust the
+        `trusted` algorithms (files, code or built-in names); others wait for review."""
+        from datagora.compute.market import load_algorithm, offer_compute
+
+        codes = [load_algorithm(a) for a in trusted]
+        return offer_compute(self, dataset, codes, service=service, days=days)
+
+    def job(self, job: int, node: str | None = None) -> Job:
+        """A handle on one of your earlier compute jobs, by id."""
+        from datagora.compute.market import job_handle
+
+        return job_handle(self, job, node)
+
+    def train(
+        self,
+        datasets: Sequence[int],
+        algorithm: str | Path = "fedavg-logistic",
+        rounds: int = 3,
+        *,
+        target: str = "target",
+        features: Sequence[str] | None = None,
+        epochs: int = 5,
+        nodes: dict[int, str] | None = None,
+        on_job: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> FederatedModel:
+        """Federated training (FedAvg) over `datasets`: per round, one compute job per
+        dataset on its owner's node; the returned weights are averaged, weighted by rows.
+        Only weights and aggregates leave the nodes; every job is recorded on chain.
+
+        Returns a :class:`~datagora.compute.federated.FederatedModel` (``predict``,
+        ``score``, ``to_json``; ``jobs`` lists the job ids). `features` default to the
+        first dataset's metadata columns except `target`; `nodes` maps a dataset to its
+        compute node (default: the network's).
+
+        >>> model = net.train([1, 2, 3], rounds=3, target="label")
+        >>> model.score(x_test, y_test)
+        """
+        from datagora.compute.market import train
+
+        return train(
+            self,
+            datasets,
+            target,
+            algorithm=algorithm,
+            rounds=rounds,
+            features=features,
+            nodes=nodes,
+            epochs=epochs,
+            on_job=on_job,
+        )
+
 
 def connect(
     network: Path | None = None,
@@ -109,5 +199,7 @@ def connect(
         if account or list_accounts(folder) or os.environ.get("DATAGORA_ACCOUNT")
         else None
     )
-    endpoints = Endpoints(net.storage, net.proxies, max(net.threshold, 1), net.catalog)
+    endpoints = Endpoints(
+        net.storage, net.proxies, max(net.threshold, 1), net.catalog, compute=net.compute
+    )
     return Market(ledger, endpoints, identity)
