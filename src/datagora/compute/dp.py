@@ -16,10 +16,11 @@ failed job's logs still leave) and recorded on chain (``epsilon_milli``).
 
 **In the sandbox** — the runner installs a :class:`PrivacySession` holding the
 declared epsilon and bounds; the algorithm trains through it
-(``from datagora.compute import dp; s = dp.session()``): ``s.gaussian_nb(eps)``,
+(``from datagora.compute import dp; s = dp.session()``):
+``s.logistic_regression(eps, columns)``, ``s.gaussian_nb(eps, columns)``,
 ``s.mean(values, column, eps)``, ``s.clip(frame, columns)``. Every call spends from
 a diffprivlib ``BudgetAccountant`` capped at the declared epsilon, and a call past it
-raises :class:`EpsilonExceeded` (the job fails).
+raises :class:`EpsilonExceeded` (the job fails); ``s.spent`` is what the job used.
 
 Trust model, plainly: the algorithm is arbitrary Python. Nothing in the sandbox
 *forces* it to use the session — it could read the input and write exact
@@ -50,6 +51,7 @@ __all__ = [
     "check_dp_params",
     "install",
     "session",
+    "to_unit_box",
 ]
 
 _SCHEMA: Final = 1
@@ -208,21 +210,19 @@ class BudgetStore:
 # ---------------------------------------------------------------- inside the sandbox
 
 
-def _diffprivlib() -> Any:
-    """Import diffprivlib 0.6.6, which reads three names scikit-learn 1.9 no longer has.
-
-    Only its random-forest module uses them; setting them lets the package import.
-    (diffprivlib 0.6.6's LogisticRegression does not run on scikit-learn 1.9 at all.)
-    """
+def to_unit_box(X: Any, columns: Sequence[str], lower: Any, upper: Any) -> Any:
+    """`columns` of `X` (a DataFrame, or an array in that column order) clipped to
+    [lower, upper] and mapped affinely onto [-1, 1]; each row's L2 norm is then at most
+    ``sqrt(len(columns))`` whatever the data."""
     import numpy as np
-    import sklearn.tree._tree as tree
 
-    for name, value in (("DOUBLE", np.float64), ("DTYPE", np.float32)):
-        if not hasattr(tree, name):
-            setattr(tree, name, value)
-    import diffprivlib
-
-    return diffprivlib
+    if hasattr(X, "columns"):
+        X = X[list(columns)]
+    values = np.asarray(X, dtype=float)
+    if values.ndim != 2 or values.shape[1] != len(columns):
+        raise ValueError(f"expected {len(columns)} columns {list(columns)}, got {values.shape}")
+    lower, upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
+    return (np.clip(values, lower, upper) - (lower + upper) / 2) / ((upper - lower) / 2)
 
 
 class PrivacySession:
@@ -230,7 +230,9 @@ class PrivacySession:
     epsilon, with the declared bounds."""
 
     def __init__(self, epsilon: float, bounds: Mapping[str, tuple[float, float]]) -> None:
-        self._dpl = _diffprivlib()
+        import diffprivlib
+
+        self._dpl = diffprivlib
         self.epsilon = float(epsilon)
         self.bounds = {str(k): (float(v[0]), float(v[1])) for k, v in bounds.items()}
         self.accountant = self._dpl.BudgetAccountant(epsilon=self.epsilon)
@@ -257,7 +259,10 @@ class PrivacySession:
 
         missing = [c for c in columns if c not in self.bounds]
         if missing:
-            raise EpsilonExceeded(f"no declared bounds for columns {missing}")
+            raise EpsilonExceeded(
+                f"no declared bounds for columns {missing}: declare [lower, upper] for them in "
+                'the job\'s "dp": {"bounds": ...}; bounds are never inferred from the data'
+            )
         lower = np.array([self.bounds[c][0] for c in columns])
         upper = np.array([self.bounds[c][1] for c in columns])
         return lower, upper
@@ -276,6 +281,60 @@ class PrivacySession:
         return models.GaussianNB(
             epsilon=epsilon, bounds=self._bounds(columns), accountant=self.accountant
         )
+
+    def logistic_regression(
+        self,
+        epsilon: float,
+        columns: Sequence[str],
+        *,
+        C: float = 1.0,
+        max_iter: int = 100,
+        random_state: int | None = None,
+    ) -> Any:
+        """An epsilon-DP logistic regression over `columns`, bounded by the declaration.
+
+        Returns a scikit-learn ``Pipeline``: :func:`to_unit_box` with the declared bounds,
+        then diffprivlib's ``LogisticRegression(epsilon, data_norm=sqrt(len(columns)))``.
+        ``fit(frame, y)`` takes the frame (or an array in `columns` order); the last step's
+        ``coef_``/``intercept_`` are the model. The epsilon is spent from this session when
+        ``fit`` runs, so :attr:`spent` reports it.
+
+        Privacy argument. diffprivlib's model is objective perturbation (Chaudhuri,
+        Monteleoni & Sarwate, JMLR 2011, Algorithm 2): the L2-regularised logistic loss
+        gets a random linear term ``b·w/n`` (and extra regularisation where needed), with
+        ``b`` drawn from a density proportional to ``exp(-epsilon'·||b|| / 2)``, which is
+        epsilon-DP for rows of L2 norm at most 1; diffprivlib scales it to rows of norm at
+        most ``data_norm`` (``sqrt(data_norm**2 + 1)`` with the intercept column), and
+        clips every row to that norm before training, so the bound holds by construction.
+        Here the bound is explicit, not read from the data: every declared column is
+        clipped to its declared [lower, upper] and mapped onto [-1, 1] by a fixed,
+        row-by-row transformation, so each row's norm is at most ``sqrt(len(columns))``
+        and changing one row of the input changes one row of the training set. With more
+        than two classes diffprivlib trains one-vs-rest with ``epsilon / n_classes`` each,
+        epsilon in total (sequential composition). Predictions and the model's weights
+        are post-processing and cost nothing more. As in the paper, the argument assumes
+        the perturbed objective is minimised exactly; L-BFGS minimises it to ``tol``.
+        """
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import FunctionTransformer
+
+        if not columns:
+            raise ValueError("logistic_regression needs at least one column")
+        self._take(epsilon)
+        lower, upper = self._bounds(columns)
+        box = FunctionTransformer(
+            to_unit_box,
+            kw_args={"columns": list(columns), "lower": lower, "upper": upper},
+        )
+        model = self._dpl.models.LogisticRegression(
+            epsilon=epsilon,
+            data_norm=math.sqrt(len(columns)),
+            C=C,
+            max_iter=max_iter,
+            random_state=random_state,
+            accountant=self.accountant,
+        )
+        return Pipeline([("bounds", box), ("model", model)])
 
     def mean(self, values: Any, column: str, epsilon: float) -> float:
         """A DP mean of `values` (clipped to the column's declared bounds)."""
