@@ -39,6 +39,7 @@ from datagora.crypto.signed import (
     VerifiedRequest,
     WrongChain,
     WrongSigner,
+    eip712_digest,
     new_nonce,
     sign_request,
     typed_data,
@@ -422,3 +423,25 @@ def test_any_valid_request_round_trips_and_verifies(
     parsed = SignedRequest.from_json(json.loads(json.dumps(signed.to_json())))
     verified = verify_request(parsed, chain, NOW, MemoryNonceStore(), expect=FragmentRequest)
     assert verified.request == request
+
+
+@pytest.mark.parametrize("contract", [None, "0x" + "ab" * 20])
+def test_the_fast_digest_is_eip712_as_eth_account_encodes_it(contract: str | None) -> None:
+    from eth_account.messages import _hash_eip191_message, encode_typed_data
+
+    for _, request in every_request_type():
+        expected = _hash_eip191_message(
+            encode_typed_data(full_message=typed_data(request, CHAIN, contract))
+        )
+        assert eip712_digest(request, CHAIN, contract) == bytes(expected)
+    assert eip712_digest(fragment(), CHAIN) != eip712_digest(fragment(), CHAIN + 1)
+
+
+def test_a_high_s_or_bad_v_signature_is_refused() -> None:
+    signed = sign_request(CONSUMER, fragment(), CHAIN)
+    r, s_value, v = signed.signature[:32], signed.signature[32:64], signed.signature[64]
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    for bad in (r + n.to_bytes(32, "big") + bytes([v]), r + s_value + bytes([29])):
+        forged = SignedRequest(signed.request, CHAIN, None, bad)
+        with pytest.raises(SignatureInvalid):
+            verify_request(forged, CHAIN, NOW, MemoryNonceStore())
