@@ -131,3 +131,31 @@ def test_unknown_manifest_and_wrong_key(nodes: list[ThreadNode], tmp_path: Path)
     with pytest.raises(DecryptionError):
         client.download(result.manifest_hash, DataKey.generate(), tmp_path / "y")
     assert list(tmp_path.glob("*y*")) == []  # no partial output, no temp file left
+
+
+def test_a_node_refusing_a_batch_is_avoided_and_nothing_is_lost(
+    nodes: list[ThreadNode], tmp_path: Path
+) -> None:
+    # A sixth node whose share cap is below every share: it refuses each batch.
+    picky = ThreadNode(tmp_path / "picky", cap=64)
+    picky.start()
+    try:
+        everyone = [picky, *nodes]
+        data = os.urandom(40 * 300)
+        params = EncodingParams(new_dataset_id(), 1, chunk_size=300, k=2, n=4)
+        key = DataKey.generate()
+        client = client_for(everyone)
+        result = client.upload(io.BytesIO(data), params, key, OWNER.public_key())
+        assert list(result.failed_nodes) == [picky.url]
+        assert "refused a batch" in result.failed_nodes[picky.url]
+        assert "larger than the cap" in result.failed_nodes[picky.url]
+        assert shares_on(picky) == set()
+        for chunk in result.manifest.chunks:
+            places = [result.placement.where(h)[0] for h in chunk.shares]
+            assert picky.url not in places and len(set(places)) == 4
+        dst = tmp_path / "out.bin"
+        report = client.download(result.manifest_hash, key, dst)
+        assert dst.read_bytes() == data
+        assert report.bytes_written == len(data)
+    finally:
+        picky.stop()

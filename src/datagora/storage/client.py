@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Final, TypeVar
+from typing import IO, Any, BinaryIO, Final, Generic, TypeVar
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -38,6 +38,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from datagora.crypto import pre
 from datagora.crypto.aead import ChunkCipher, DataKey
 from datagora.crypto.sealed import WrappedKey, unwrap_data_key, wrap_data_key
+from datagora.storage.batch import (
+    MAX_BATCH_SHARES,
+    BatchFormatError,
+    decode_frame,
+    encode_frame,
+    frame_size,
+)
+from datagora.storage.erasure import block_size
 from datagora.storage.errors import (
     DownloadError,
     IntegrityError,
@@ -56,7 +64,7 @@ from datagora.storage.pipeline import (
     encode_stream,
 )
 from datagora.storage.placement import PlacementRecord, verify_placement
-from datagora.storage.shares import VerifiedShare
+from datagora.storage.shares import SHARE_HEADER_SIZE, Share, VerifiedShare
 
 __all__ = [
     "AsyncStorageClient",
@@ -73,7 +81,22 @@ Progress = Callable[[int, int], None]
 DEFAULT_CONCURRENCY: Final = 16
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_METADATA_COPIES: Final = 3
+# Shares travel in batches of _BATCH_MIN_BYTES to _BATCH_BYTES per request, at most
+# _BATCH_INFLIGHT batches per node at a time; a smaller batch goes when its
+# operation must wait for it, or after a linger (retries, the end of a file).
+# Chunks in flight during an upload or download hold at most _WINDOW_BYTES of
+# plaintext (times n/k for their shares) and number at most _WINDOW_CHUNKS, so
+# memory stays bounded whatever the file size.
+_BATCH_BYTES: Final = 8 << 20
+_BATCH_MIN_BYTES: Final = 2 << 20
+_BATCH_INFLIGHT: Final = 2
+_PUT_LINGER: Final = 0.2
+_GET_LINGER: Final = 0.002
+_WINDOW_BYTES: Final = 32 << 20
+_WINDOW_CHUNKS: Final = 32
 _T = TypeVar("_T")
+_I = TypeVar("_I")
+_R = TypeVar("_R")
 
 
 def normalise_node(url: str) -> str:
@@ -138,27 +161,220 @@ def _open_source(src: str | os.PathLike[str] | BinaryIO) -> tuple[BinaryIO, bool
     return src, False, max(total, 0)
 
 
+class _Batcher(Generic[_I, _R]):
+    """Groups one operation's share requests per node into batch requests.
+
+    Items wait in a per-node queue until ``min_bytes`` of them (by ``weight``) are
+    queued, ``linger`` seconds have passed since the queue was last sent from, or
+    :meth:`flush` is called; a batch then takes up to ``max_bytes`` of them (at
+    most :data:`MAX_BATCH_SHARES`). A node has at most ``inflight`` batches under
+    way. A failed batch fails each of its items with the same
+    :class:`_NodeFailure`, so callers keep their per-share fallbacks.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[str, list[_I]], Awaitable[list[_R]]],
+        weight: Callable[[_I], int],
+        max_bytes: Callable[[str], int],
+        min_bytes: int,
+        linger: float,
+        inflight: int = _BATCH_INFLIGHT,
+    ) -> None:
+        self._send = send
+        self._weight = weight
+        self._max_bytes = max_bytes
+        self._min_bytes = min_bytes
+        self._linger = linger
+        self._inflight = inflight
+        self._queues: dict[str, deque[tuple[_I, asyncio.Future[_R]]]] = {}
+        self._queued: dict[str, int] = {}  # weight queued per node
+        self._busy: dict[str, int] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def submit(self, node: str, item: _I) -> _R:
+        """The item's result once its batch is answered; raises :class:`_NodeFailure`."""
+        future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(node, deque()).append((item, future))
+        self._queued[node] = self._queued.get(node, 0) + self._weight(item)
+        self._kick(node, force=False)
+        return await future
+
+    def flush(self) -> None:
+        """Send every queued item now (the caller is about to wait for them)."""
+        for node in self._queues:
+            self._kick(node, force=True)
+
+    def _expire(self, node: str) -> None:
+        del self._timers[node]
+        self._kick(node, force=True)
+
+    def _kick(self, node: str, force: bool) -> None:
+        queue = self._queues[node]
+        sent = False
+        while not self._closed and queue and self._busy.get(node, 0) < self._inflight:
+            if not force and self._queued[node] < self._min_bytes:
+                break
+            batch: list[tuple[_I, asyncio.Future[_R]]] = []
+            size, cap = 0, self._max_bytes(node)
+            while queue and len(batch) < MAX_BATCH_SHARES:
+                item, future = queue[0]
+                weight = self._weight(item)
+                if batch and size + weight > cap:
+                    break
+                queue.popleft()
+                self._queued[node] -= weight
+                if future.done():  # its caller gave up (cancelled): do not send it
+                    continue
+                batch.append((item, future))
+                size += weight
+            if not batch:
+                continue
+            self._busy[node] = self._busy.get(node, 0) + 1
+            task = asyncio.create_task(self._run(node, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            sent = True
+        if sent or not queue:
+            timer = self._timers.pop(node, None)
+            if timer is not None:
+                timer.cancel()
+        if queue and not self._closed and node not in self._timers:
+            self._timers[node] = asyncio.get_running_loop().call_later(
+                self._linger, self._expire, node
+            )
+
+    async def _run(self, node: str, batch: list[tuple[_I, asyncio.Future[_R]]]) -> None:
+        try:
+            results = await self._send(node, [item for item, _ in batch])
+        except _NodeFailure as failure:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+        except BaseException:
+            for _, future in batch:
+                future.cancel()
+            raise
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._busy[node] -= 1
+            self._kick(node, force=False)
+
+    async def close(self) -> None:
+        """Cancel batches still under way (the operation is over)."""
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 class _Session:
-    """One operation's HTTP client, concurrency bound and node bookkeeping."""
+    """One operation's HTTP client, concurrency bound, share batchers and node
+    bookkeeping."""
 
     def __init__(self, http: httpx.AsyncClient, concurrency: int) -> None:
         self.http = http
         self.slots = asyncio.Semaphore(concurrency)
         self.dead: dict[str, str] = {}
+        self.batch_caps: dict[str, int] = {}
+        self.puts: _Batcher[Share, None] = _Batcher(
+            self._put_batch,
+            lambda share: len(share.data),
+            self._batch_cap,
+            _BATCH_MIN_BYTES,
+            _PUT_LINGER,
+        )
+        self.gets: _Batcher[tuple[bytes, int], bytes | None] = _Batcher(
+            self._get_batch,
+            lambda wanted: wanted[1],
+            self._batch_cap,
+            _BATCH_MIN_BYTES,
+            _GET_LINGER,
+        )
+
+    def _batch_cap(self, node: str) -> int:
+        return min(_BATCH_BYTES, self.batch_caps.get(node, _BATCH_BYTES))
+
+    async def close(self) -> None:
+        await self.puts.close()
+        await self.gets.close()
 
     async def _request(
-        self, method: str, url: str, node: str, content: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        node: str,
+        content: bytes | None = None,
+        json: Any = None,
+        limit: int | None = None,
     ) -> httpx.Response:
-        """The response; a node that times out or cannot be reached is remembered as dead."""
+        """The response (its body read, refused beyond ``limit`` bytes when given); a
+        node that times out or cannot be reached is remembered as dead."""
         async with self.slots:
             try:
-                return await self.http.request(method, url, content=content)
+                if limit is None:
+                    return await self.http.request(method, url, content=content, json=json)
+                return await self._capped(self.http.build_request(method, url, json=json), limit)
             except httpx.TimeoutException:
                 failure = _NodeFailure("timed out", reachable=False)
             except httpx.TransportError as exc:
                 failure = _NodeFailure(f"unreachable ({type(exc).__name__})", reachable=False)
         self.dead.setdefault(node, failure.reason)
         raise failure
+
+    async def _capped(self, request: httpx.Request, limit: int) -> httpx.Response:
+        response = await self.http.send(request, stream=True)
+        try:
+            body = bytearray()
+            async for piece in response.aiter_bytes():
+                body += piece
+                if len(body) > limit:
+                    raise _NodeFailure(f"answered with more than the {limit} bytes asked for")
+        finally:
+            await response.aclose()
+        # A response whose body is already read, for the callers' uniform handling.
+        return httpx.Response(response.status_code, headers=response.headers, content=bytes(body))
+
+    async def _put_batch(self, node: str, shares: list[Share]) -> list[None]:
+        body = encode_frame([(share.sha256, share.data) for share in shares])
+        response = await self._request("PUT", f"{node}/shares", node, body)
+        if response.status_code not in (200, 201):
+            raise _NodeFailure(f"refused a batch of {len(shares)} shares: {_detail(response)}")
+        try:
+            count = response.json()["count"]
+        except (ValueError, KeyError, TypeError):
+            count = None
+        if count != len(shares):
+            raise _NodeFailure(f"did not confirm a batch of {len(shares)} shares")
+        return [None] * len(shares)
+
+    async def _get_batch(self, node: str, wanted: list[tuple[bytes, int]]) -> list[bytes | None]:
+        sizes = [size for _, size in wanted]
+        response = await self._request(
+            "POST",
+            f"{node}/shares/batch-get",
+            node,
+            json={"names": [name.hex() for name, _ in wanted]},
+            limit=frame_size(sizes),
+        )
+        if response.status_code != 200:
+            raise _NodeFailure(f"POST /shares/batch-get failed: {_detail(response)}")
+        try:
+            entries = decode_frame(response.content, max(sizes), sum(sizes), len(wanted))
+        except BatchFormatError as exc:
+            raise _NodeFailure(f"served a malformed batch: {exc}") from None
+        got: dict[bytes, bytes] = {}
+        for name, data in entries:
+            got.setdefault(name, data)
+        # Bytes under a requested name are checked by the caller against the manifest.
+        return [got.get(name) for name, _ in wanted]
 
     async def put(self, node: str, name: str, data: bytes, kind: str = "shares") -> None:
         response = await self._request("PUT", f"{node}/{kind}/{name}", node, data)
@@ -229,7 +445,11 @@ class AsyncStorageClient:
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout), limits=limits, trust_env=False
         ) as http:
-            yield _Session(http, self.concurrency)
+            session = _Session(http, self.concurrency)
+            try:
+                yield session
+            finally:
+                await session.close()
 
     # -- health ---------------------------------------------------------------------
 
@@ -303,7 +523,12 @@ class AsyncStorageClient:
                 f"{params.n} shares per chunk need {params.n} distinct storage nodes; "
                 f"only {len(self.nodes)} are configured"
             )
-        healthy = await self._healthy(session)
+        health = await self._health(session)
+        healthy = [node for node, answer in health.items() if isinstance(answer, dict)]
+        for node in healthy:
+            cap = health[node]
+            if isinstance(cap, dict) and isinstance(cap.get("max_batch_bytes"), int):
+                session.batch_caps[node] = cap["max_batch_bytes"]
         if len(healthy) < params.n:
             down = ", ".join(n for n in self.nodes if n not in healthy)
             raise NoNodesError(
@@ -313,9 +538,9 @@ class AsyncStorageClient:
         failed: dict[str, str] = {}
         builder = ManifestBuilder(params)
         locations: dict[bytes, list[str]] = {}
-        # Chunks in flight: enough to keep every connection busy, few enough that
-        # memory stays a handful of chunks whatever the file size.
-        window = max(2, -(-self.concurrency // params.n) + 1)
+        # Chunks in flight: enough to fill a batch per node, few enough that memory
+        # stays bounded whatever the file size.
+        window = _window(params.chunk_size)
         pending: deque[tuple[asyncio.Task[list[str]], EncodedChunk]] = deque()
         chunks = encode_stream(handle, params, key)
         done = 0
@@ -323,6 +548,8 @@ class AsyncStorageClient:
         async def settle_oldest() -> None:
             nonlocal done
             task, chunk = pending.popleft()
+            if not task.done():
+                session.puts.flush()
             placed = await task
             for share, node in zip(chunk.shares, placed, strict=True):
                 locations[share.sha256] = [node]
@@ -382,7 +609,7 @@ class AsyncStorageClient:
             share = chunk.shares[number]
             while True:
                 try:
-                    await session.put(node, share.name, share.data)
+                    await session.puts.submit(node, share)
                     return node
                 except _NodeFailure as failure:
                     failed.setdefault(node, failure.reason)
@@ -585,18 +812,22 @@ class AsyncStorageClient:
     ) -> None:
         m = verified.manifest
         cipher = ChunkCipher(key, m.dataset_id, m.version)
-        window = max(2, -(-self.concurrency // m.k) + 1)
+        window = _window(m.chunk_size)
         pending: deque[asyncio.Task[list[VerifiedShare]]] = deque()
         next_chunk = 0
         try:
             for index in range(len(m.chunks)):
-                while next_chunk < len(m.chunks) and len(pending) < window:
-                    pending.append(
-                        asyncio.create_task(
-                            self._fetch_chunk(session, verified, next_chunk, placement, report)
+                # Refill in waves, so each node's requests for a wave share a batch.
+                while next_chunk < len(m.chunks) and len(pending) <= window // 2:
+                    while next_chunk < len(m.chunks) and len(pending) < window:
+                        pending.append(
+                            asyncio.create_task(
+                                self._fetch_chunk(session, verified, next_chunk, placement, report)
+                            )
                         )
-                    )
-                    next_chunk += 1
+                        next_chunk += 1
+                if not pending[0].done():
+                    session.gets.flush()
                 shares = await pending.popleft()
                 plaintext = await asyncio.to_thread(
                     decrypt_chunk, verified, key, index, shares, cipher
@@ -645,22 +876,23 @@ class AsyncStorageClient:
         decode), then parity, each from its hinted node first, then any other."""
         m = verified.manifest
         hashes = m.chunks[index].shares
+        size = SHARE_HEADER_SIZE + block_size(m.chunks[index].ciphertext_size, m.k)
 
         async def try_share(number: int) -> VerifiedShare | None:
             share = hashes[number]
             hinted = placement.where(share) if placement is not None else ()
             for node in self._candidates(session, share, index + number, placement, report):
                 try:
-                    response = await session.get(node, f"shares/{share.hex()}")
+                    data = await session.gets.submit(node, (share, size))
                 except _NodeFailure as failure:
                     report.note(node, failure.reason)
                     continue
-                if response is None:
+                if data is None:
                     if node in hinted:
                         report.note(node, f"missing share {share.hex()} it is placed to hold")
                     continue
                 try:
-                    verified_share = verified.verify_share(index, number, response.content)
+                    verified_share = verified.verify_share(index, number, data)
                 except IntegrityError as exc:
                     report.note(node, f"served a corrupt share: {exc}")
                     continue
@@ -694,6 +926,11 @@ class AsyncStorageClient:
                 report,
             )
         return got[: m.k]
+
+
+def _window(chunk_size: int) -> int:
+    """How many chunks an upload or download keeps in flight."""
+    return max(2, min(_WINDOW_CHUNKS, _WINDOW_BYTES // chunk_size))
 
 
 def _summary(report: DownloadReport) -> str:
