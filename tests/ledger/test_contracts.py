@@ -368,6 +368,11 @@ def test_request_grant_revoke(ledger: Ledger) -> None:
         ledger.access.revoke(OWNER, rid)
     with pytest.raises(InvalidState):
         ledger.access.grant(OWNER, rid, ledger.chain.timestamp() + 3600)
+    # The latest request per dataset and consumer is a view (no log scan to explain).
+    assert ledger.access.latest_request(pub.dataset, BUYER.address) == rid
+    again, _ = ledger.access.request(BUYER, pub.dataset, "second try", KEY)
+    assert again > rid and ledger.access.latest_request(pub.dataset, BUYER.address) == again
+    assert ledger.access.latest_request(pub.dataset, OTHER.address) == 0
 
 
 def test_grants_expire(ledger: Ledger) -> None:

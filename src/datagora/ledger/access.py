@@ -81,6 +81,10 @@ class AccessRegistry(ContractWrapper):
     def request_count(self) -> int:
         return int(self._view("request_count"))
 
+    def latest_request(self, dataset: int, consumer: str) -> int:
+        """The id of ``consumer``'s latest access request for ``dataset`` (0: none)."""
+        return int(self._view("latest_request", dataset, consumer))
+
     def has_access(self, dataset: int, consumer: str) -> bool:
         return bool(self._view("has_access", dataset, consumer))
 

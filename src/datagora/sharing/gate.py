@@ -16,7 +16,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Final
 
-from eth_utils.crypto import keccak
 from web3.exceptions import Web3Exception
 
 from datagora.errors import ChainError, DatagoraError
@@ -28,7 +27,6 @@ __all__ = ["DEFAULT_SERVICE_ID", "AccessGate", "Decision"]
 
 DEFAULT_SERVICE_ID: Final = 0
 """The datatoken service whose orders open a dataset's data (service 0: download)."""
-_REQUESTED_TOPIC: Final = keccak(text="AccessRequested(uint256,uint256,address,string,bytes)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +105,7 @@ class AccessGate:
         return [int(r, 16) for r in results]
 
     def _explain(self, token: Datatoken, dataset: int, consumer: str) -> Decision:
-        request_id = self._latest_request(dataset, consumer)
+        request_id = self.ledger.access.latest_request(dataset, consumer)
         if request_id:
             req = self.ledger.access.get_request(request_id)
             status = req.status
@@ -142,21 +140,3 @@ class AccessGate:
         return Decision(
             False, "no_order", f"{consumer} has no order or grant for dataset {dataset}"
         )
-
-    def _latest_request(self, dataset: int, consumer: str) -> int:
-        """The id of ``consumer``'s latest access request for ``dataset`` (0: none)."""
-        w3 = self.ledger.chain.w3
-        logs = w3.eth.get_logs(
-            {
-                "address": self.ledger.access.address,  # type: ignore[typeddict-item]
-                "fromBlock": self.ledger.deployment.start_block,
-                "toBlock": "latest",
-                "topics": [
-                    _REQUESTED_TOPIC,  # type: ignore[list-item]
-                    None,
-                    dataset.to_bytes(32, "big"),  # type: ignore[list-item]
-                    bytes(12) + bytes.fromhex(consumer.removeprefix("0x")),  # type: ignore[list-item]
-                ],
-            }
-        )
-        return max((int.from_bytes(bytes(log["topics"][1]), "big") for log in logs), default=0)

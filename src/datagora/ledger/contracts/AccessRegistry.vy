@@ -40,6 +40,9 @@ MAX_LIVE_GRANTS: constant(uint256) = 8
 _grants: HashMap[uint256, HashMap[address, DynArray[uint256, MAX_LIVE_GRANTS]]]
 # dataset -> account -> LIST_*
 list_of: public(HashMap[uint256, HashMap[address, uint8]])
+# dataset -> consumer -> id of the consumer's latest request (0: none); lets a proxy
+# say why it refuses without scanning the chain's logs
+latest_request: public(HashMap[uint256, HashMap[address, uint256]])
 
 
 struct RequestInfo:
@@ -118,6 +121,7 @@ def request(dataset: uint256, purpose: String[256], consumer_key: Bytes[128]) ->
     self.request_count = request_id
     self.request_dataset[request_id] = dataset
     self._request[request_id] = convert(msg.sender, uint256) | (convert(STATUS_PENDING, uint256) << 160)
+    self.latest_request[dataset][msg.sender] = request_id
     log AccessRequested(request_id=request_id, dataset=dataset, consumer=msg.sender, purpose=purpose, consumer_key=consumer_key)
     return request_id
 
