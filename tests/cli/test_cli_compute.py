@@ -362,6 +362,20 @@ def test_sdk_compute_and_train(net: Net, tmp_path: Path) -> None:
     with pytest.raises(dg.DatagoraError, match="only the job's consumer"):
         other.job(job.job).status()
 
+    # A dataset another account controls: this node (the owner's) does not serve it.
+    source = tmp_path / "foreign.csv"
+    source.write_text("a,b\n" + "".join(f"{i},{i % 2}\n" for i in range(50)))
+    meta = {
+        "title": "Not the owner's",
+        "license": "CC-BY-4.0",
+        "creator": "other",
+        "services": [{"id": 0, "type": "download", "price": str(TOKEN)}],
+    }
+    foreign = other.publish(source, meta, pricing=Pricing.FIXED, price=TOKEN, k=2, n=3)
+    other.offer_compute(foreign.dataset, [net.algorithms["count"]])
+    with pytest.raises(JobRefused, match="does not compute on dataset"):
+        market.compute(foreign.dataset, net.algorithms["count"], {"target": "b"})
+
     seen: list[int] = []
     model = market.train(
         net.datasets[:2], rounds=1, target="target", on_job=lambda j, info: seen.append(j)
