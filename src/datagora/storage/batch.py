@@ -17,7 +17,8 @@ what it fetched against its manifest.
 
 :class:`FrameReader` parses a frame incrementally (for bodies streamed to disk)
 and enforces caps while parsing; :func:`encode_frame` and :func:`decode_frame`
-handle whole frames in memory. Pure logic, no I/O.
+handle whole frames in memory, :func:`frame_parts` gives a frame as pieces to
+send without copying the entries. Pure logic, no I/O.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "FrameReader",
     "decode_frame",
     "encode_frame",
+    "frame_parts",
     "frame_size",
 ]
 
@@ -91,6 +93,12 @@ def frame_size(lengths: Sequence[int]) -> int:
 
 def encode_frame(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
     """One frame of ``(32-byte name, data)`` entries, in order."""
+    return b"".join(frame_parts(entries))
+
+
+def frame_parts(entries: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+    """The frame of :func:`encode_frame` as a list of pieces whose concatenation
+    it is; the entries' data are not copied (send the pieces one after another)."""
     if len(entries) > MAX_BATCH_SHARES:
         raise BatchTooLargeError(f"a batch holds at most {MAX_BATCH_SHARES} entries")
     parts = [_HEAD.pack(BATCH_MAGIC, len(entries))]
@@ -99,7 +107,7 @@ def encode_frame(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
             raise BatchFormatError("an entry name is a 32-byte SHA-256")
         parts.append(_ENTRY.pack(name, len(data)))
         parts.append(data)
-    return b"".join(parts)
+    return parts
 
 
 class FrameReader:

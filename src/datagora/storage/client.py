@@ -42,7 +42,7 @@ from datagora.storage.batch import (
     MAX_BATCH_SHARES,
     BatchFormatError,
     decode_frame,
-    encode_frame,
+    frame_parts,
     frame_size,
 )
 from datagora.storage.erasure import block_size
@@ -87,12 +87,12 @@ DEFAULT_METADATA_COPIES: Final = 3
 # Chunks in flight during an upload or download hold at most _WINDOW_BYTES of
 # plaintext (times n/k for their shares) and number at most _WINDOW_CHUNKS, so
 # memory stays bounded whatever the file size.
-_BATCH_BYTES: Final = 8 << 20
+_BATCH_BYTES: Final = 4 << 20
 _BATCH_MIN_BYTES: Final = 2 << 20
 _BATCH_INFLIGHT: Final = 2
 _PUT_LINGER: Final = 0.2
 _GET_LINGER: Final = 0.002
-_WINDOW_BYTES: Final = 32 << 20
+_WINDOW_BYTES: Final = 16 << 20
 _WINDOW_CHUNKS: Final = 32
 _T = TypeVar("_T")
 _I = TypeVar("_I")
@@ -311,16 +311,26 @@ class _Session:
         method: str,
         url: str,
         node: str,
-        content: bytes | None = None,
+        content: bytes | list[bytes] | None = None,
         json: Any = None,
         limit: int | None = None,
     ) -> httpx.Response:
         """The response (its body read, refused beyond ``limit`` bytes when given); a
-        node that times out or cannot be reached is remembered as dead."""
+        node that times out or cannot be reached is remembered as dead. ``content``
+        given as pieces is sent piece by piece, never joined in memory."""
+        headers = None
+        body: bytes | AsyncIterator[bytes] | None
+        if isinstance(content, list):
+            headers = {"content-length": str(sum(len(part) for part in content))}
+            body = _pieces(content)
+        else:
+            body = content
         async with self.slots:
             try:
                 if limit is None:
-                    return await self.http.request(method, url, content=content, json=json)
+                    return await self.http.request(
+                        method, url, content=body, json=json, headers=headers
+                    )
                 return await self._capped(self.http.build_request(method, url, json=json), limit)
             except httpx.TimeoutException:
                 failure = _NodeFailure("timed out", reachable=False)
@@ -332,19 +342,23 @@ class _Session:
     async def _capped(self, request: httpx.Request, limit: int) -> httpx.Response:
         response = await self.http.send(request, stream=True)
         try:
-            body = bytearray()
+            pieces: list[bytes] = []
+            size = 0
             async for piece in response.aiter_bytes():
-                body += piece
-                if len(body) > limit:
+                pieces.append(piece)
+                size += len(piece)
+                if size > limit:
                     raise _NodeFailure(f"answered with more than the {limit} bytes asked for")
         finally:
             await response.aclose()
         # A response whose body is already read, for the callers' uniform handling.
-        return httpx.Response(response.status_code, headers=response.headers, content=bytes(body))
+        content = b"".join(pieces)
+        del pieces
+        return httpx.Response(response.status_code, headers=response.headers, content=content)
 
     async def _put_batch(self, node: str, shares: list[Share]) -> list[None]:
-        body = encode_frame([(share.sha256, share.data) for share in shares])
-        response = await self._request("PUT", f"{node}/shares", node, body)
+        parts = frame_parts([(share.sha256, share.data) for share in shares])
+        response = await self._request("PUT", f"{node}/shares", node, parts)
         if response.status_code not in (200, 201):
             raise _NodeFailure(f"refused a batch of {len(shares)} shares: {_detail(response)}")
         try:
@@ -926,6 +940,11 @@ class AsyncStorageClient:
                 report,
             )
         return got[: m.k]
+
+
+async def _pieces(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
 
 
 def _window(chunk_size: int) -> int:
