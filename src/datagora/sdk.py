@@ -28,8 +28,9 @@ from datagora.node.network import Network, load_network
 if TYPE_CHECKING:
     from datagora.compute.federated import FederatedModel
     from datagora.compute.market import Job
+    from datagora.torchdata import TabularDataset
 
-__all__ = ["Market", "connect"]
+__all__ = ["Dataset", "Market", "connect"]
 
 
 def keys_dir_for(net: Network | None, keys: Path | None = None) -> Path:
@@ -98,7 +99,27 @@ class Market(Marketplace):
         return pd.read_csv(io.BytesIO(data))
 
     def to_numpy(self, dataset: int) -> Any:
+        """The dataset as a NumPy array (via :meth:`to_pandas`)."""
         return self.to_pandas(dataset).to_numpy()
+
+    def to_torch(
+        self, dataset: int, target: str | None = None, features: Sequence[str] | None = None
+    ) -> TabularDataset:
+        """The dataset as a PyTorch ``Dataset`` of ``(features, target)`` tensors (needs
+        the ``datagora[torch]`` extra); see :class:`datagora.torchdata.TabularDataset`."""
+        from datagora.torchdata import TabularDataset
+
+        return TabularDataset(self.to_pandas(dataset), target, features)
+
+    def dataset(self, dataset: int) -> Dataset:
+        """A handle on one dataset: ``.info``, ``.metadata()``, ``.buy_and_order()``,
+        ``.to_pandas()``, ``.to_numpy()``, ``.to_torch()``, ``.compute()``.
+
+        >>> ds = net.dataset(3)
+        >>> ds.buy_and_order(); frame = ds.to_pandas()
+        """
+        self.ledger.data_nft.get_dataset(dataset)  # NotFoundError-like early if it does not exist
+        return Dataset(self, dataset)
 
     def compute(
         self,
@@ -181,16 +202,112 @@ class Market(Marketplace):
         )
 
 
+class Dataset:
+    """One dataset seen through a :class:`Market` (see :meth:`Market.dataset`)."""
+
+    def __init__(self, market: Market, dataset: int) -> None:
+        self.market = market
+        self.id = dataset
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.id})"
+
+    @property
+    def info(self) -> Any:
+        """The on-chain record: controller, version, hashes, state."""
+        return self.market.ledger.data_nft.get_dataset(self.id)
+
+    def metadata(self) -> Any:
+        """The metadata, fetched and checked against its on-chain hash."""
+        return self.market.metadata(self.id)
+
+    def buy_and_order(self, service_id: int = 0, max_price: int | None = None) -> Any:
+        """Buy one access and order it in one transaction (at most `max_price`)."""
+        return self.market.buy_and_order(self.id, service_id, max_price)
+
+    def order_free(self, service_id: int = 0) -> Any:
+        """Take a free datatoken from the dispenser and order with it."""
+        return self.market.order_free(self.id, service_id)
+
+    def request_access(self, purpose: str) -> int:
+        """File an on-chain access request (approval datasets); returns its id."""
+        return self.market.request_access(self.id, purpose)
+
+    def read_bytes(self) -> bytes:
+        return self.market.read_bytes(self.id)
+
+    def download(self, dst: str | os.PathLike[str]) -> Any:
+        return self.market.download(self.id, dst)
+
+    def to_pandas(self) -> Any:
+        return self.market.to_pandas(self.id)
+
+    def to_numpy(self) -> Any:
+        return self.market.to_numpy(self.id)
+
+    def to_torch(
+        self, target: str | None = None, features: Sequence[str] | None = None
+    ) -> TabularDataset:
+        return self.market.to_torch(self.id, target, features)
+
+    def mock(self) -> bytes:
+        """The public mock data (synthetic rows with the real schema)."""
+        return self.market.mock(self.id)
+
+    def compute(
+        self, algorithm: str | Path, params: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Job:
+        """Run `algorithm` next to this dataset (see :meth:`Market.compute`)."""
+        return self.market.compute(self.id, algorithm, params, **kwargs)
+
+
 def connect(
     network: Path | None = None,
     account: str | None = None,
     keys: Path | None = None,
     password: str | None = None,
+    *,
+    embedded: bool = False,
+    rpc: str | None = None,
+    deployment: Path | None = None,
+    endpoints: Endpoints | None = None,
 ) -> Market:
-    """Connect to a datagora network (default: the one `datagora up` runs) as `account`.
+    """Connect to a datagora network as `account`.
+
+    * default: the network `datagora up` runs (its network file);
+    * ``embedded=True``: a whole network in this process (embedded EVM, storage
+      nodes, proxies, catalog; see :mod:`datagora.embedded`) as development account
+      ``int(account or 1)``; close it with ``.close()`` or a ``with`` block;
+    * ``rpc=URL, deployment=FILE``: any Ethereum JSON-RPC node where the contracts
+      were deployed (``datagora chain deploy``), with the nodes in `endpoints`.
 
     Without an account (none in the keystore directory) the market is read-only.
     """
+    if embedded:
+        from datagora.embedded import EmbeddedNetwork
+
+        if network or rpc or deployment or endpoints:
+            raise ConfigError("embedded=True starts its own network: give no network or rpc")
+        try:
+            index = int(account or 1)
+        except ValueError:
+            raise ConfigError("with embedded=True, account is a development account 0-9") from None
+        embedded_net = EmbeddedNetwork()
+        try:
+            return embedded_net.market(index)
+        except BaseException:
+            embedded_net.close()
+            raise
+    if rpc is not None:
+        if deployment is None:
+            raise ConfigError("rpc=... needs deployment=FILE (written by datagora chain deploy)")
+        ledger = Ledger.connect(rpc, deployment)
+        identity = (
+            open_identity(None, account, keys, password)
+            if account or os.environ.get("DATAGORA_ACCOUNT")
+            else None
+        )
+        return Market(ledger, endpoints or Endpoints([]), identity)
     net = load_network(network)
     ledger = Ledger.connect(net.chain_url, net.deployment)
     folder = keys_dir_for(net, keys)

@@ -1,0 +1,83 @@
+"""dg.connect(embedded=True): a whole network in this process, used as a notebook would."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+import datagora as dg
+from datagora.errors import ConfigError
+from datagora.ledger import Pricing
+
+pytestmark = pytest.mark.slow
+TOKEN = 10**18
+COUNT = """
+import json
+
+def run(inputs, params, output_dir):
+    (item,) = inputs.values()
+    (output_dir / "count.json").write_text(json.dumps({"rows": len(item.frame)}))
+"""
+
+
+def _frame() -> pd.DataFrame:
+    frame: pd.DataFrame = load_breast_cancer(as_frame=True).frame
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    return frame.iloc[:200]
+
+
+def test_publish_search_buy_read_compute_then_close(tmp_path: Path) -> None:
+    frame = _frame()
+    source = tmp_path / "cohort.csv"
+    frame.to_csv(source, index=False)
+    meta = {
+        "title": "Embedded cohort",
+        "description": "breast cancer rows for a notebook",
+        "license": "CC-BY-4.0",
+        "creator": "hospital one",
+        "tags": ["medical"],
+        "columns": [{"name": c, "type": "float"} for c in frame.columns],
+        "services": [{"id": 0, "type": "download", "price": str(TOKEN)}],
+    }
+    with dg.connect(embedded=True) as owner:
+        researcher = owner.account(2)
+        assert researcher.network is owner.network
+        assert owner.identity.address != researcher.identity.address
+        published = owner.publish(source, meta, pricing=Pricing.FIXED, price=TOKEN)
+        # The catalog indexes the publish within moments.
+        deadline = time.monotonic() + 30
+        while not (hits := researcher.search("embedded cohort", tag="medical")):
+            assert time.monotonic() < deadline, "the catalog never indexed the dataset"
+            time.sleep(0.1)
+        assert hits[0]["id"] == published.dataset
+        ds = researcher.dataset(published.dataset)
+        assert ds.info.controller == owner.identity.address
+        ds.buy_and_order()  # the owner's agent delegates: no manual step
+        got = ds.to_pandas()
+        pd.testing.assert_frame_equal(got, frame, check_dtype=False)
+        assert ds.to_numpy().shape == frame.shape
+        # Compute-to-data on the owner's own in-process compute node.
+        owner.offer_compute(published.dataset, [COUNT])
+        job = ds.compute(COUNT, {})
+        assert job.wait(120)["state"] == "succeeded"
+        files = job.files(tmp_path / "result")
+        assert json.loads(files[0].read_text()) == {"rows": len(frame)}
+        urls = [*owner.network.storage, *owner.network.proxies, owner.network.catalog]
+        base = owner.network.base
+    for url in urls:  # every server stopped, the files removed
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{url}/health", timeout=2)
+    assert not base.exists()
+
+
+def test_embedded_refuses_a_network_and_bad_accounts() -> None:
+    with pytest.raises(ConfigError, match="embedded=True starts its own network"):
+        dg.connect(Path("network.json"), embedded=True)
+    with pytest.raises(ConfigError, match="development account"):
+        dg.connect(embedded=True, account="researcher")
