@@ -28,6 +28,7 @@ from datagora.crypto.signed import (
     MalformedRequest,
     MemoryNonceStore,
     NonceStore,
+    OwnerJobRequest,
     ReplayedRequest,
     Request,
     RequestRefused,
@@ -105,6 +106,17 @@ def every_request_type() -> list[tuple[Identity, Request]]:
                 action="result",
                 nonce=new_nonce(),
                 expires=NOW + 1,
+            ),
+        ),
+        (
+            OWNER,
+            OwnerJobRequest(
+                owner=OWNER.address,
+                job=7,
+                action="deny",
+                reason=keccak(b"not this algorithm"),
+                nonce=new_nonce(),
+                expires=NOW + 60,
             ),
         ),
     ]
@@ -354,6 +366,7 @@ def test_verified_request_cannot_be_built_by_hand() -> None:
         lambda: fragment(expires=True),
         lambda: FragmentRequest("0x1234", 1, 1, b"\x00" * 32, b"\x00" * 32, NOW),
         lambda: JobRequest(CONSUMER.address, b"\x00" * 32, "delete", new_nonce(), NOW),
+        lambda: OwnerJobRequest(OWNER.address, 1, "erase", b"\x00" * 32, new_nonce(), NOW),
         lambda: DelegationRequest(
             OWNER.address,
             CONSUMER.address,

@@ -42,6 +42,7 @@ __all__ = [
     "DOMAIN_VERSION",
     "MAX_LIFETIME_S",
     "NONCE_SIZE",
+    "OWNER_ACTIONS",
     "REQUEST_TYPES",
     "SIGNED_FORMAT",
     "ComputeRequest",
@@ -52,6 +53,7 @@ __all__ = [
     "MalformedRequest",
     "MemoryNonceStore",
     "NonceStore",
+    "OwnerJobRequest",
     "ReplayedRequest",
     "Request",
     "RequestRefused",
@@ -354,9 +356,45 @@ class JobRequest(Request):
             raise MalformedRequest(f"action must be one of {', '.join(JOB_ACTIONS)}")
 
 
+OWNER_ACTIONS: Final = ("list", "review", "approve", "deny")
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerJobRequest(Request):
+    """A dataset's controller acts on a job at its compute node (``datagora jobs …``).
+
+    ``job`` is the job id (0 for ``list``); ``reason`` is the SHA-256 of a denial's
+    reason text (zero bytes otherwise), so the reason recorded on chain is the one
+    the owner signed. The node accepts it only from the dataset's on-chain controller.
+    """
+
+    PRIMARY_TYPE: ClassVar[str] = "OwnerJobRequest"
+    SIGNER: ClassVar[str] = "owner"
+    FIELDS: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("owner", "owner", "address"),
+        ("job", "job", "uint256"),
+        ("action", "action", "string"),
+        ("reason", "reason", "bytes32"),
+        ("nonce", "nonce", "bytes32"),
+        ("expires", "expires", "uint64"),
+    )
+
+    owner: str
+    job: int
+    action: str
+    reason: bytes
+    nonce: bytes
+    expires: int
+
+    def __post_init__(self) -> None:
+        Request.__post_init__(self)
+        if self.action not in OWNER_ACTIONS:
+            raise MalformedRequest(f"action must be one of {', '.join(OWNER_ACTIONS)}")
+
+
 REQUEST_TYPES: Final[dict[str, type[Request]]] = {
     cls.PRIMARY_TYPE: cls
-    for cls in (FragmentRequest, DelegationRequest, ComputeRequest, JobRequest)
+    for cls in (FragmentRequest, DelegationRequest, ComputeRequest, JobRequest, OwnerJobRequest)
 }
 
 R = TypeVar("R", bound=Request)
