@@ -59,9 +59,11 @@ __all__ = ["DEFAULT_MAX_BATCH_BYTES", "create_storage_app"]
 _HEX: Final = frozenset("0123456789abcdef")
 _MANIFEST_CACHE: Final = 8
 DEFAULT_MAX_BATCH_BYTES: Final = 64 << 20
-# Received shares of a batch whose fsync may still be running while more arrive:
-# overlaps disk and network, and bounds the open temporary files.
-_FSYNC_AHEAD: Final = 8
+# Received shares of a batch are fsynced in groups, one worker-thread call per
+# group (a hand-off per share cost more than the share's hashing), while more
+# arrive; at most _FSYNC_AHEAD groups at a time, which bounds the open files.
+_FSYNC_GROUP: Final = 8
+_FSYNC_AHEAD: Final = 2
 _BATCH_BODY = {
     "required": True,
     "description": (
@@ -233,6 +235,25 @@ def _fsync_close(handle: Any) -> None:
     handle.close()
 
 
+async def _fsync_all(handles: list[Any]) -> None:
+    """Fsync and close each handle in one worker-thread call (each is closed even
+    if an fsync fails; the first failure is raised)."""
+
+    def work() -> None:
+        failure: OSError | None = None
+        for handle in handles:
+            try:
+                _fsync_close(handle)
+            except OSError as exc:
+                failure = failure or exc
+            finally:
+                handle.close()
+        if failure is not None:
+            raise failure
+
+    await asyncio.to_thread(work)
+
+
 def create_storage_app(
     data_dir: Path, max_share_bytes: int, max_batch_bytes: int | None = None
 ) -> FastAPI:
@@ -310,6 +331,7 @@ def create_storage_app(
         temps: list[Path] = []
         received: list[tuple[Path, str, int]] = []
         syncing: deque[asyncio.Task[None]] = deque()
+        group: list[Any] = []
         handle: Any = None
         digest = hashlib.sha256()
         name = ""
@@ -333,11 +355,17 @@ def create_storage_app(
                                 "(SHA-256 mismatch); nothing from this batch was stored",
                             )
                         received.append((temps[-1], name, handle.tell()))
-                        syncing.append(asyncio.create_task(asyncio.to_thread(_fsync_close, handle)))
+                        group.append(handle)
                         handle = None
-                        while len(syncing) >= _FSYNC_AHEAD:
-                            await syncing.popleft()
+                        if len(group) >= _FSYNC_GROUP:
+                            syncing.append(asyncio.create_task(_fsync_all(group)))
+                            group = []
+                            while len(syncing) > _FSYNC_AHEAD:
+                                await syncing.popleft()
             count = reader.finish()
+            if group:
+                syncing.append(asyncio.create_task(_fsync_all(group)))
+                group = []
             while syncing:
                 await syncing.popleft()
             async with store.lock:
@@ -359,8 +387,9 @@ def create_storage_app(
         finally:
             # Fsyncs still running own their handles: let them finish first.
             await asyncio.gather(*syncing, return_exceptions=True)
-            if handle is not None:
-                handle.close()
+            for unsynced in [*group, handle]:
+                if unsynced is not None:
+                    unsynced.close()
             for path in temps:
                 path.unlink(missing_ok=True)
         stored = sum(created for created, _ in results)
