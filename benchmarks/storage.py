@@ -26,24 +26,40 @@ _MB = 1 << 20
 
 _CLIENT = textwrap.dedent(
     """
-    import hashlib, json, resource, sys, time
+    import hashlib, json, os, resource, sys, time
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from datagora.crypto.aead import DataKey
     from datagora.storage.client import StorageClient
     from datagora.storage.pipeline import EncodingParams, new_dataset_id
 
-    src, dst, chunk_size, k, n, concurrency = sys.argv[1:7]
-    nodes = sys.argv[7:]
+    src, dst, chunk_size, k, n, concurrency, pids = sys.argv[1:8]
+    nodes = sys.argv[8:]
     client = StorageClient(nodes, concurrency=int(concurrency))
     owner = X25519PrivateKey.generate()
     params = EncodingParams(new_dataset_id(), 1, chunk_size=int(chunk_size), k=int(k), n=int(n))
     key = DataKey.generate()
-    started = time.perf_counter()
+
+    def cpu():
+        # CPU seconds of this client and of the node processes (Linux /proc), so
+        # the work per MB shows even when a shared machine makes wall time noisy.
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        total = own.ru_utime + own.ru_stime
+        for pid in filter(None, pids.split(",")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                return float("nan")
+        return total
+
+    cpu0, started = cpu(), time.perf_counter()
     result = client.upload(src, params, key, owner.public_key())
     publish = time.perf_counter() - started
-    started = time.perf_counter()
+    cpu1, started = cpu(), time.perf_counter()
     report = client.download(result.manifest_hash, key, dst)
     retrieve = time.perf_counter() - started
+    cpu2 = cpu()
 
     def digest(path):
         h = hashlib.sha256()
@@ -55,6 +71,8 @@ _CLIENT = textwrap.dedent(
     print(json.dumps({
         "publish_s": publish,
         "retrieve_s": retrieve,
+        "publish_cpu_s": cpu1 - cpu0,
+        "retrieve_cpu_s": cpu2 - cpu1,
         "identical": digest(src) == digest(dst),
         "bad_nodes": report.bad_nodes,
         "shares_fetched": report.shares_fetched,
@@ -62,6 +80,10 @@ _CLIENT = textwrap.dedent(
     }))
     """
 )
+
+
+def _pids(cluster: LocalNodes) -> str:
+    return ",".join(str(n.process.pid) for n in cluster.nodes if n.process is not None)
 
 
 def _random_file(path: Path, size: int) -> None:
@@ -85,9 +107,14 @@ def run(
 
     Returns a dict with ``raw_pipeline_mb_s``, ``publish_mb_s``,
     ``retrieve_mb_s``, ``publish_ratio``, ``retrieve_ratio``, ``peak_rss_mb``, ``k``,
-    ``n``, ``chunk_size``, ``size_mb`` and ``nodes``.
+    ``n``, ``chunk_size``, ``size_mb`` and ``nodes``; also the CPU seconds per MB
+    that publishing and retrieving cost (client and node processes together,
+    against the raw pipeline's), and the 1-minute load average before the run:
+    on a shared machine wall-clock ratios move with other work, CPU per MB much
+    less.
     """
     chunk_size = chunk_mb * _MB
+    load = os.getloadavg()[0]
     raw = measure_raw_pipeline(size_mb, chunk_size, k, n)["raw_pipeline_mb_s"]
     with tempfile.TemporaryDirectory(prefix="datagora-bench-") as tmp:
         work = Path(tmp)
@@ -97,7 +124,7 @@ def run(
             completed = subprocess.run(
                 [
                     sys.executable, "-c", _CLIENT, str(src), str(dst), str(chunk_size),
-                    str(k), str(n), str(concurrency), *cluster.urls,
+                    str(k), str(n), str(concurrency), _pids(cluster), *cluster.urls,
                 ],
                 capture_output=True,
                 text=True,
@@ -117,6 +144,10 @@ def run(
         "publish_ratio": round(publish / raw, 3),
         "retrieve_ratio": round(retrieve / raw, 3),
         "peak_rss_mb": round(client["peak_rss_mb"], 1),
+        "publish_cpu_s_per_mb": round(client["publish_cpu_s"] / size_mb, 4),
+        "retrieve_cpu_s_per_mb": round(client["retrieve_cpu_s"] / size_mb, 4),
+        "raw_cpu_s_per_mb": round(1 / raw, 4),
+        "load_avg_1m": round(load, 2),
         "k": k,
         "n": n,
         "chunk_size": chunk_size,
