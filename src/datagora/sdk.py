@@ -134,8 +134,9 @@ class Market(Marketplace):
 
         `algorithm` is a path to a ``.py`` file defining ``run(inputs, params,
         output_dir)``, its code as a string, or a built-in name (``fedavg-logistic``);
-        `params` is any JSON object. Orders the dataset's compute service first if you
-        hold no valid order (paying its price, at most `max_price` base units). Returns
+        `params` is any JSON object. Asks the node whether it computes on the dataset,
+        then orders the dataset's compute service if you hold no valid order (paying its
+        price, at most `max_price` base units): a refused dataset costs nothing. Returns
         a :class:`~datagora.compute.market.Job`: ``.status()``, ``.wait()``, ``.logs()``,
         ``.result(dir)`` (decrypted for you alone, checked against the hash on chain).
 
@@ -166,18 +167,27 @@ class Market(Marketplace):
     def train(
         self,
         datasets: Sequence[int],
-        algorithm: str | Path = "fedavg-logistic",
-        rounds: int = 3,
+        algorithm: str | Path | None = None,
+        rounds: int | None = None,
         *,
         target: str = "target",
         features: Sequence[str] | None = None,
         epochs: int = 5,
         nodes: dict[int, str] | None = None,
         on_job: Callable[[int, dict[str, Any]], None] | None = None,
+        dp: dict[str, Any] | None = None,
     ) -> FederatedModel:
-        """Federated training (FedAvg) over `datasets`: per round, one compute job per
-        dataset on its owner's node; the returned weights are averaged, weighted by rows.
-        Only weights and aggregates leave the nodes; every job is recorded on chain.
+        """Federated training over `datasets`: per round, one compute job per dataset on
+        its owner's node; only weights leave the nodes; every job is recorded on chain.
+
+        Without `dp`: FedAvg (``fedavg-logistic``, `rounds` default 3 after one round of
+        aggregate statistics), weights averaged by rows. With
+        ``dp={"epsilon": e, "bounds": {feature: [lower, upper]}}`` (bounds for every
+        feature, from domain knowledge, never from the data): ``fedavg-logistic-dp``, one
+        round, each site trains an epsilon-DP model and spends `e` of your budget on its
+        dataset; the models are averaged with equal weights and ``model.epsilon`` maps
+        each dataset to the epsilon spent. A training over budget on any site is refused
+        before anything runs (:class:`~datagora.compute.errors.BudgetExceeded`).
 
         Returns a :class:`~datagora.compute.federated.FederatedModel` (``predict``,
         ``score``, ``to_json``; ``jobs`` lists the job ids). `features` default to the
@@ -185,7 +195,9 @@ class Market(Marketplace):
         compute node (default: the network's).
 
         >>> model = net.train([1, 2, 3], rounds=3, target="label")
-        >>> model.score(x_test, y_test)
+        >>> model = net.train([1, 2, 3], target="label", features=["age", "bmi"],
+        ...                   dp={"epsilon": 1.0, "bounds": {"age": [0, 120], "bmi": [10, 60]}})
+        >>> model.score(x_test, y_test), model.epsilon
         """
         from datagora.compute.market import train
 
@@ -199,6 +211,7 @@ class Market(Marketplace):
             nodes=nodes,
             epochs=epochs,
             on_job=on_job,
+            dp=dp,
         )
 
 

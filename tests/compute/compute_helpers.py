@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,21 @@ def breast_cancer() -> pd.DataFrame:
     frame: pd.DataFrame = load_breast_cancer(as_frame=True).frame
     frame.columns = [c.replace(" ", "_") for c in frame.columns]
     return frame
+
+
+def documented_bounds(margin: float = 1.5) -> dict[str, list[float]]:
+    """DP bounds from domain knowledge, not from any rows a test treats as private:
+    ``[0, margin × max]`` per feature, the max read from the summary-statistics table
+    that scikit-learn documents for the dataset (``load_breast_cancer().DESCR``)."""
+    text = load_breast_cancer().DESCR
+    kinds = {"mean": "mean_{}", "standard error": "{}_error", "worst": "worst_{}"}
+    bounds = {}
+    pattern = r"^(\w[\w ]*?) \((mean|standard error|worst)\):\s+([\d.]+)\s+([\d.]+)\s*$"
+    for m in re.finditer(pattern, text, re.M):
+        name, kind, _, high = m.groups()
+        column = kinds[kind].format(name).replace(" ", "_")
+        bounds[column] = [0.0, margin * float(high)]
+    return bounds
 
 
 def compute_dataset(

@@ -157,20 +157,26 @@ def compute_submit(
     Example: datagora compute submit 3 --algorithm train.py --param target=label --param C=0.5
     """
     from datagora.cli.flows import _tokens
-    from datagora.compute.market import compute_service, ensure_order
-    from datagora.compute.market import submit as submit_job
+    from datagora.compute.market import Job, node_client, order_for
 
     m = _market(account, keys)
     params = _params(param or [], params_file)
     code = _algorithm(algorithm)
-    service = compute_service(m, dataset)
-    order, ordered = ensure_order(m, dataset, service, _tokens(max_price) if max_price else None)
-    if ordered and not as_json:
-        err.print(f"ordered the compute service of dataset {dataset}", highlight=False)
     url = _node_url(m, node)
-    with _reaching(url):
-        job = submit_job(m, dataset, code, params, node=url)
-        info = _wait(job, 600.0) if wait else job.status()
+    client = node_client(m, url)
+    try:
+        with _reaching(url):
+            # The node says first whether it computes on the dataset: no order, no payment
+            # for a job it would refuse.
+            order, ordered = order_for(
+                m, client, dataset, _tokens(max_price) if max_price else None
+            )
+            if ordered and not as_json:
+                err.print(f"ordered the compute service of dataset {dataset}", highlight=False)
+            job = Job(client.submit(dataset, order, code, params), dataset, client, m)
+            info = _wait(job, 600.0) if wait else job.status()
+    finally:
+        client.close()
     if as_json:
         print_json({**info, "order": order, "ordered": ordered})
     elif wait:
@@ -415,14 +421,35 @@ def train(
         typer.Option("--datasets", help="Dataset ids: --datasets 1 2 3 (or repeat the option)."),
     ],
     algorithm: Annotated[
-        str, typer.Option(help="fedavg-logistic (built in) or a .py file of the same protocol.")
-    ] = "fedavg-logistic",
-    rounds: Annotated[int, typer.Option(help="FedAvg rounds (after one statistics round).")] = 3,
+        str | None,
+        typer.Option(
+            help="fedavg-logistic or fedavg-logistic-dp (built in; the default follows "
+            "--dp-epsilon) or a .py file of the same protocol."
+        ),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(help="FedAvg rounds after one statistics round (default 3; under DP: 1)."),
+    ] = None,
     target: Annotated[str, typer.Option(help="The label column.")] = "target",
     features: Annotated[
         str | None, typer.Option(help="Comma-separated feature columns (default: all others).")
     ] = None,
     epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 5,
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            "--dp-epsilon",
+            help="Train under differential privacy, spending this epsilon on every dataset.",
+        ),
+    ] = None,
+    bounds: Annotated[
+        Path | None,
+        typer.Option(
+            help='With --dp-epsilon: a JSON file {"feature": [lower, upper], ...} for every '
+            "feature (from domain knowledge, never from the data)."
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the model (JSON) here.")
     ] = None,
@@ -432,9 +459,12 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train federated (FedAvg) over several datasets: each round runs one compute job per
-    dataset on its owner's node and averages the weights; only weights move.
+    dataset on its owner's node and averages the weights; only weights move. With
+    --dp-epsilon E --bounds FILE: one round, each site trains an E-DP model (E is
+    charged to your budget on every dataset) and the models are averaged.
 
     Example: datagora train --datasets 1 2 3 --algorithm fedavg-logistic --rounds 3 -o model.json
+    Example: datagora train --datasets 1 2 3 --dp-epsilon 1 --bounds bounds.json --features a,b
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
@@ -446,11 +476,14 @@ def train(
     if bad:
         raise ConfigError(f"unexpected argument(s) {' '.join(bad)}: dataset ids are numbers")
     ids = [*datasets, *(int(a) for a in extra)]
-    if rounds < 1 or epochs < 1:
+    if (rounds is not None and rounds < 1) or epochs < 1:
         raise ConfigError("--rounds and --epochs must be at least 1")
+    dp = _dp_declaration(dp_epsilon, bounds)
+    if dp is not None and rounds not in (None, 1):
+        raise ConfigError("under DP training runs one round (one DP model per site): drop --rounds")
     m = _market(account, keys)
     url = _node_url(m, node)
-    total = (1 + rounds) * len(ids)
+    total = len(ids) if dp is not None else (1 + (rounds or 3)) * len(ids)
     with (
         Progress(
             "{task.description}", BarColumn(), MofNCompleteColumn(), console=err, transient=True
@@ -462,22 +495,47 @@ def train(
             m,
             ids,
             target,
-            algorithm=_algorithm(algorithm),
+            algorithm=_algorithm(algorithm) if algorithm else None,
             rounds=rounds,
             features=[f.strip() for f in features.split(",")] if features else None,
             nodes=dict.fromkeys(ids, url),
             epochs=epochs,
             on_job=lambda job, info: bar.advance(task),
+            dp=dp,
         )
     doc = model.to_json()
+    done = 1 if dp is not None else (rounds or 3)
     if output is not None:
         write_atomically(output, json.dumps(doc, indent=2, sort_keys=True) + "\n")
     if as_json:
-        print_json({**doc, "datasets": ids, "rounds": rounds})
+        print_json({**doc, "datasets": ids, "rounds": done})
     else:
         where = f"; model written to {output}" if output else ""
         out.print(
             f"trained over datasets {', '.join(map(str, ids))}: {len(model.jobs)} jobs "
-            f"({rounds} rounds){where}",
+            f"({done} round{'s' if done > 1 else ''}){where}",
             highlight=False,
         )
+        if model.epsilon:
+            spent = ", ".join(f"dataset {d}: {e:g}" for d, e in sorted(model.epsilon.items()))
+            out.print(f"epsilon spent: {spent}", highlight=False)
+
+
+def _dp_declaration(epsilon: float | None, bounds: Path | None) -> dict[str, Any] | None:
+    """``{"epsilon", "bounds"}`` from --dp-epsilon and --bounds (both or neither)."""
+    if epsilon is None and bounds is None:
+        return None
+    if epsilon is None:
+        raise ConfigError("--bounds is for DP training: give --dp-epsilon E as well")
+    if bounds is None:
+        raise ConfigError(
+            '--dp-epsilon needs --bounds FILE.json ({"feature": [lower, upper], ...} for '
+            "every feature): bounds are never inferred from the data"
+        )
+    try:
+        loaded = json.loads(bounds.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read --bounds {bounds}: {exc}") from None
+    if not isinstance(loaded, dict) or not loaded:
+        raise ConfigError(f'--bounds {bounds} must hold {{"feature": [lower, upper], ...}}')
+    return {"epsilon": epsilon, "bounds": loaded}

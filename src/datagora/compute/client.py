@@ -136,6 +136,14 @@ class ComputeClient:
         """The decrypted result archive (tar)."""
         return open_result(self.consumer, self.sealed_result(job), job, "result")
 
+    def dataset(self, dataset: int) -> dict[str, Any]:
+        """Whether the node computes on `dataset` (``GET /datasets/{id}``): its version,
+        ``service_id``, ``differential_privacy`` and ``epsilon_budget``; raises
+        :class:`JobRefused` (status 404) saying why if it does not."""
+        response = self._check(self._http.get(f"{self.url}/datasets/{dataset}"))
+        out: dict[str, Any] = response.json()
+        return out
+
     def budget(self, dataset: int) -> dict[str, Any]:
         response = self._check(
             self._http.get(f"{self.url}/budget/{dataset}/{self.consumer.address}")

@@ -51,6 +51,7 @@ __all__ = [
     "check_dp_params",
     "install",
     "session",
+    "session_or_declared",
     "to_unit_box",
 ]
 
@@ -364,3 +365,16 @@ def session() -> PrivacySession:
     if _session is None:
         raise EpsilonExceeded("this job has no privacy session: its dataset does not require DP")
     return _session
+
+
+def session_or_declared(params: Mapping[str, Any]) -> PrivacySession:
+    """The job's privacy session; on a dataset that does not require DP, a session from
+    the job's own ``params["dp"]`` declaration (a consumer may choose DP where the owner
+    does not require it; nothing is charged on the node then)."""
+    if _session is not None:
+        return _session
+    try:
+        epsilon, bounds = check_dp_params(params)
+    except JobRefused as exc:
+        raise EpsilonExceeded(str(exc)) from None
+    return PrivacySession(epsilon, bounds)

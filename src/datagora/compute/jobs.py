@@ -469,6 +469,19 @@ class JobService:
             raise JobNotFound(f"job {job} has no {kind} (it is {info.state})")
         return path.read_bytes()
 
+    def describe(self, dataset: int) -> dict[str, Any]:
+        """Whether and how this node computes on `dataset` (its version, compute service,
+        DP policy), or :class:`JobRefused` (404) saying why not. Public: a consumer asks
+        before ordering, so that nobody pays for a job the node would refuse."""
+        ds = self._dataset(dataset)
+        return {
+            "dataset": dataset,
+            "version": ds.version,
+            "service_id": ds.service_id,
+            "differential_privacy": ds.differential_privacy,
+            "epsilon_budget": ds.epsilon_budget if ds.differential_privacy else 0.0,
+        }
+
     def budget(self, dataset: int, consumer: str) -> dict[str, Any]:
         try:
             ds = self._dataset(dataset)

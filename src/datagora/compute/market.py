@@ -4,7 +4,9 @@ Consumer side: find the dataset's compute service (its public metadata), reuse t
 consumer's valid order for it or order now (buy-and-order at the fixed price, the
 dispenser for a free dataset, or a datatoken the consumer already holds), submit the
 signed job to the owner's compute node, and follow it with a :class:`Job` handle.
-:func:`train` runs FedAvg over several datasets the same way.
+Before ordering, the node is asked whether it computes on the dataset at all
+(:func:`served`), so that nobody pays for a job it would refuse. :func:`train` runs
+federated training over several datasets the same way (under DP with ``dp=...``).
 
 Owner side: :class:`OwnerClient` lists, reviews, approves and denies jobs with
 requests signed by the dataset's controller (:mod:`datagora.compute.owner`).
@@ -22,7 +24,15 @@ import httpx
 
 from datagora.compute.client import ComputeClient, extract_archive
 from datagora.compute.errors import ComputeError, JobRefused
-from datagora.compute.federated import FEDAVG_ALGORITHM, FederatedModel, Site, federated_train
+from datagora.compute.federated import (
+    FEDAVG_ALGORITHM,
+    FEDAVG_DP_ALGORITHM,
+    FederatedModel,
+    Site,
+    check_budgets,
+    dp_declaration,
+    federated_train,
+)
 from datagora.compute.node import REQUEST_HEADER
 from datagora.compute.owner import encode_header, sign_owner_request
 from datagora.compute.results import open_result
@@ -38,12 +48,17 @@ __all__ = [
     "ensure_order",
     "load_algorithm",
     "offer_compute",
+    "order_for",
+    "served",
     "submit",
     "train",
 ]
 
-BUILTIN_ALGORITHMS: dict[str, str] = {"fedavg-logistic": FEDAVG_ALGORITHM}
-"""Algorithms known by name (``--algorithm fedavg-logistic``)."""
+BUILTIN_ALGORITHMS: dict[str, str] = {
+    "fedavg-logistic": FEDAVG_ALGORITHM,
+    "fedavg-logistic-dp": FEDAVG_DP_ALGORITHM,
+}
+"""Algorithms known by name (``--algorithm fedavg-logistic``, ``fedavg-logistic-dp``)."""
 
 
 def load_algorithm(algorithm: str | Path) -> str:
@@ -222,6 +237,25 @@ def node_client(market: Marketplace, node: str | None) -> ComputeClient:
     return ComputeClient(url, market.identity, market.ledger.chain.chain_id)
 
 
+def served(client: ComputeClient, dataset: int) -> dict[str, Any]:
+    """The node's view of `dataset` (version, ``service_id``, ``differential_privacy``,
+    ``epsilon_budget``); :class:`JobRefused` if the node does not compute on it. Cheap
+    and unpaid: ask it before ordering."""
+    try:
+        return client.dataset(dataset)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach the compute node at {client.url}: {exc}") from None
+
+
+def order_for(
+    market: Marketplace, client: ComputeClient, dataset: int, max_price: int | None = None
+) -> tuple[str, bool]:
+    """Check that `client`'s node computes on `dataset`, then :func:`ensure_order`: a
+    refused dataset is refused before anything is paid."""
+    served(client, dataset)
+    return ensure_order(market, dataset, compute_service(market, dataset), max_price)
+
+
 def submit(
     market: Marketplace,
     dataset: int,
@@ -231,16 +265,19 @@ def submit(
     node: str | None = None,
     max_price: int | None = None,
 ) -> Job:
-    """Order the dataset's compute service if needed and submit a job; its handle."""
+    """Check that the node computes on the dataset, order its compute service if needed
+    and submit a job; its handle."""
     code = load_algorithm(algorithm)
-    service = compute_service(market, dataset)
-    order, _ = ensure_order(market, dataset, service, max_price)
     client = node_client(market, node)
     try:
+        order, _ = order_for(market, client, dataset, max_price)
         job = client.submit(dataset, order, code, {} if params is None else params)
     except httpx.HTTPError as exc:
         client.close()
         raise ConfigError(f"cannot reach the compute node at {client.url}: {exc}") from None
+    except BaseException:
+        client.close()
+        raise
     return Job(job, dataset, client, market)
 
 
@@ -258,22 +295,46 @@ def train(
     datasets: Sequence[int],
     target: str,
     *,
-    algorithm: str | Path = "fedavg-logistic",
-    rounds: int = 3,
+    algorithm: str | Path | None = None,
+    rounds: int | None = None,
     features: Sequence[str] | None = None,
     nodes: dict[int, str] | None = None,
     epochs: int = 5,
     timeout: float = 300.0,
     on_job: Callable[[int, dict[str, Any]], None] | None = None,
+    dp: dict[str, Any] | None = None,
 ) -> FederatedModel:
-    """Federated training (FedAvg) over `datasets`: one compute job per dataset per round
-    on its owner's node (``nodes`` maps a dataset to its node; default the network's).
-    `features` default to the first dataset's metadata columns except `target`."""
+    """Federated training over `datasets`: one compute job per dataset per round on its
+    owner's node (``nodes`` maps a dataset to its node; default the network's).
+    `features` default to the first dataset's metadata columns except `target`.
+
+    Without `dp`: FedAvg (``fedavg-logistic``), `rounds` defaults to 3. With
+    ``dp={"epsilon": e, "bounds": {feature: [lower, upper]}}``: one round of
+    ``fedavg-logistic-dp`` spending `e` on every dataset (see
+    :mod:`datagora.compute.federated`); ``model.epsilon`` maps each dataset to the
+    epsilon spent. Every node is asked whether it serves its dataset (and whether the
+    owner requires DP) before anything is ordered."""
     if len(set(datasets)) != len(datasets) or not datasets:
         raise ConfigError("give one or more distinct datasets")
-    if rounds < 1:
+    if rounds is not None and rounds < 1:
         raise ConfigError("rounds must be at least 1")
+    if algorithm is None:
+        algorithm = "fedavg-logistic-dp" if dp is not None else "fedavg-logistic"
     code = load_algorithm(algorithm)
+    if dp is not None and code == FEDAVG_ALGORITHM:
+        raise ConfigError(
+            "fedavg-logistic trains on raw rows and releases exact statistics: "
+            "with DP use fedavg-logistic-dp"
+        )
+    if dp is None and code == FEDAVG_DP_ALGORITHM:
+        raise ConfigError(
+            "fedavg-logistic-dp needs a DP declaration: epsilon and bounds for every feature"
+        )
+    if dp is not None and rounds not in (None, 1):
+        raise ConfigError(
+            "differentially private federated training runs one round (one DP model per "
+            "site, averaged once): pass rounds=1 or leave it out"
+        )
     if features is None:
         columns = market.metadata(datasets[0]).columns
         if not columns:
@@ -281,13 +342,23 @@ def train(
         features = [c.name for c in columns if c.name != target]
         if len(features) == len(columns):
             raise ConfigError(f"dataset {datasets[0]} has no column {target!r}")
+    epsilon = dp_declaration(dp, features)[0] if dp is not None else 0.0
+    clients: dict[int, ComputeClient] = {}
     sites: list[Site] = []
     try:
+        # Ask every node first: nothing is ordered for a training that would be refused.
         for dataset in datasets:
-            service = compute_service(market, dataset)
-            order, _ = ensure_order(market, dataset, service)
-            client = node_client(market, (nodes or {}).get(dataset))
-            sites.append(Site(client, dataset, order))
+            clients[dataset] = client = node_client(market, (nodes or {}).get(dataset))
+            if served(client, dataset)["differential_privacy"] and dp is None:
+                raise ConfigError(
+                    f"dataset {dataset}'s owner requires differential privacy: train with "
+                    'dp={"epsilon": ..., "bounds": {...}} (CLI: --dp-epsilon E --bounds FILE)'
+                )
+        if dp is not None:
+            check_budgets([(clients[d], d) for d in datasets], epsilon)
+        for dataset in datasets:
+            order, _ = ensure_order(market, dataset, compute_service(market, dataset))
+            sites.append(Site(clients[dataset], dataset, order))
         return federated_train(
             sites,
             list(features),
@@ -297,10 +368,11 @@ def train(
             timeout=timeout,
             algorithm=code,
             on_job=on_job,
+            dp=dp,
         )
     finally:
-        for site in sites:
-            site.client.close()
+        for client in clients.values():
+            client.close()
 
 
 class OwnerClient:

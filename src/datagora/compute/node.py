@@ -10,7 +10,10 @@ consumer, sent base64url-encoded in the ``X-Datagora-Request`` header):
 - ``GET /jobs/{job}/result`` — the result archive sealed to the consumer
   (action ``result``); its SHA-256 is the on-chain result hash;
 - ``GET /budget/{dataset}/{consumer}`` — epsilon budget, spent, reserved, left
-  (public: the epsilon of every job is on chain anyway).
+  (public: the epsilon of every job is on chain anyway);
+- ``GET /datasets/{dataset}`` — whether the node computes on the dataset (404 with
+  the reason if not), its version, compute service id and DP policy (public: asked
+  before ordering, so that nobody pays for a job the node would refuse).
 
 Owner endpoints: ``GET /owner/jobs`` (pending review), ``GET
 /owner/jobs/{job}/review`` (the code), ``POST /owner/jobs/{job}/approve``, ``POST
@@ -197,6 +200,10 @@ def create_compute_app(
             media_type="application/octet-stream",
             headers={"X-Datagora-Result-Hash": info.result_hash},
         )
+
+    @app.get("/datasets/{dataset}")
+    def describe(dataset: int) -> dict[str, Any]:
+        return service.describe(dataset)
 
     @app.get("/budget/{dataset}/{consumer}")
     def budget(dataset: int, consumer: str) -> dict[str, Any]:
