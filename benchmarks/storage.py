@@ -115,7 +115,8 @@ def run(
     """
     chunk_size = chunk_mb * _MB
     load = os.getloadavg()[0]
-    raw = measure_raw_pipeline(size_mb, chunk_size, k, n)["raw_pipeline_mb_s"]
+    measured = measure_raw_pipeline(size_mb, chunk_size, k, n)
+    raw = measured["raw_pipeline_mb_s"]
     with tempfile.TemporaryDirectory(prefix="datagora-bench-") as tmp:
         work = Path(tmp)
         src, dst = work / "input.bin", work / "output.bin"
@@ -146,7 +147,7 @@ def run(
         "peak_rss_mb": round(client["peak_rss_mb"], 1),
         "publish_cpu_s_per_mb": round(client["publish_cpu_s"] / size_mb, 4),
         "retrieve_cpu_s_per_mb": round(client["retrieve_cpu_s"] / size_mb, 4),
-        "raw_cpu_s_per_mb": round(1 / raw, 4),
+        "raw_cpu_s_per_mb": round(measured["cpu_seconds"] / size_mb, 4),
         "load_avg_1m": round(load, 2),
         "k": k,
         "n": n,
