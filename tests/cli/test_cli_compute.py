@@ -18,7 +18,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 import datagora as dg
-from datagora.compute.errors import JobRefused
+from datagora.compute.errors import BudgetExceeded, JobRefused
 from datagora.compute.jobs import algorithm_hash
 from datagora.compute.market import OwnerClient
 from datagora.compute.node import REQUEST_HEADER
@@ -77,6 +77,7 @@ class Net:
     rows: list[int]
     positives: list[int]
     algorithms: dict[str, Path]
+    dp_datasets: list[int]
 
 
 def cli(net: Net, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -159,6 +160,22 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             datasets.append(pub.dataset)
             rows.append(len(frame))  # type: ignore[arg-type]
             positives.append(int(frame["target"].sum()))  # type: ignore[index]
+        # The same cohorts again, on which the owner will require DP. Published before the
+        # node sends its first transaction: the node signs with the owner's account, and
+        # the RPC chain client does not recover from a nonce another process used after
+        # it cached one (a ledger-layer weakness).
+        dp_datasets = []
+        for i, frame in enumerate(frames()):
+            path = base / f"dp{i}.csv"
+            frame.to_csv(path, index=False)  # type: ignore[attr-defined]
+            meta = {
+                "title": f"Breast cancer cohort {i} (DP)",
+                "license": "CC-BY-4.0",
+                "creator": f"hospital {i}",
+                "services": [{"id": 0, "type": "download", "price": str(TOKEN)}],
+            }
+            pub = owner.publish(path, meta, pricing=Pricing.FIXED, price=TOKEN, k=2, n=3)
+            dp_datasets.append(pub.dataset)
         algorithms = {}
         for name, code in (("count", COUNT), ("reviewed", REVIEWED)):
             algorithms[name] = base / f"{name}.py"
@@ -181,6 +198,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             rows,
             positives,
             algorithms,
+            dp_datasets,
         )
         try:
             deadline = time.monotonic() + DEADLINE
@@ -202,6 +220,12 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             owner_sdk = dg.connect(network_file, account="owner", password=PASSWORD)
             for dataset in datasets[1:]:
                 owner_sdk.offer_compute(dataset, ["fedavg-logistic", algorithms["count"]])
+            for dataset in dp_datasets:
+                offered = cli(
+                    the_net, "compute", "offer", str(dataset), "--require-dp", "--trust",
+                    "fedavg-logistic-dp", "--account", "owner", "--json",
+                )  # fmt: skip
+                assert json.loads(offered.stdout)["differential_privacy"] is True
             yield the_net
         finally:
             node.terminate()
@@ -373,8 +397,20 @@ def test_sdk_compute_and_train(net: Net, tmp_path: Path) -> None:
     }
     foreign = other.publish(source, meta, pricing=Pricing.FIXED, price=TOKEN, k=2, n=3)
     other.offer_compute(foreign.dataset, [net.algorithms["count"]])
+    researcher = identity("researcher").address
+    balance = net.ledger.market_token.balance_of(researcher)
     with pytest.raises(JobRefused, match="does not compute on dataset"):
         market.compute(foreign.dataset, net.algorithms["count"], {"target": "b"})
+    # The node is asked first: refused before ordering, so nothing was paid.
+    refused = cli(
+        net, "compute", "submit", str(foreign.dataset), "--algorithm",
+        str(net.algorithms["count"]), "--account", "researcher", check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not compute on dataset" in lines[0], refused.stderr
+    assert not net.ledger.datatoken(foreign.dataset).has_valid_order(researcher, 1)
+    assert net.ledger.market_token.balance_of(researcher) == balance
 
     seen: list[int] = []
     model = market.train(
@@ -384,3 +420,70 @@ def test_sdk_compute_and_train(net: Net, tmp_path: Path) -> None:
     frame = load_breast_cancer(as_frame=True).frame
     x, y = frame.drop(columns=["target"]).to_numpy(), frame["target"].to_numpy()
     assert model.score(x, y) > 0.85
+
+
+DP_FEATURES = ["worst_radius", "worst_texture", "worst_concave_points", "worst_area"]
+# [0, 1.5 x max], the max from the summary statistics scikit-learn documents for the
+# dataset (load_breast_cancer().DESCR), not from the rows the hospitals hold.
+DP_BOUNDS = {
+    "worst_radius": [0.0, 1.5 * 36.04],
+    "worst_texture": [0.0, 1.5 * 49.54],
+    "worst_concave_points": [0.0, 1.5 * 0.291],
+    "worst_area": [0.0, 1.5 * 4254.0],
+}
+
+
+def one_line(result: subprocess.CompletedProcess[str], text: str) -> None:
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], result.stderr
+
+
+def test_train_under_dp(net: Net, tmp_path: Path) -> None:
+    """The owner requires DP on three cohorts (`compute offer --require-dp`); the researcher
+    trains with `train --dp-epsilon E --bounds FILE`, sees the epsilon spent per dataset,
+    and a second training over the node's budget (3.0 per consumer) is refused."""
+    researcher = identity("researcher").address
+    ids = [str(d) for d in net.dp_datasets]
+    base = ("train", "--datasets", *ids, "--features", ",".join(DP_FEATURES))
+    who = ("--account", "researcher")
+    # Refused before anything is ordered: no DP declaration, or no bounds.
+    one_line(cli(net, *base, *who, check=False), "requires differential privacy")
+    one_line(cli(net, *base, "--dp-epsilon", "1", *who, check=False), "needs --bounds")
+    assert not any(net.ledger.datatoken(d).has_valid_order(researcher, 1) for d in net.dp_datasets)
+
+    bounds = tmp_path / "bounds.json"
+    bounds.write_text(json.dumps(DP_BOUNDS))
+    model_file = tmp_path / "dp-model.json"
+    dp_args = ("--dp-epsilon", "2.5", "--bounds", str(bounds))
+    trained = cli(net, *base, *dp_args, "-o", str(model_file), *who)
+    spent = ", ".join(f"dataset {d}: 2.5" for d in ids)
+    assert f"epsilon spent: {spent}" in trained.stdout, trained.stdout
+    model = json.loads(model_file.read_text())
+    assert model["format"] == "datagora.fedavg-logistic-dp.v1"
+    assert model["epsilon"] == dict.fromkeys(ids, 2.5) and len(model["jobs"]) == 3
+    events = net.ledger.events()
+    completed = {e["job"]: e["epsilon_milli"] for e in events if e.name == "JobCompleted"}
+    assert [completed[j] for j in model["jobs"]] == [2500] * 3
+
+    import numpy as np
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    x = np.clip(frame[DP_FEATURES].to_numpy(), model["lower"], model["upper"])
+    z = ((x - np.array(model["mean"])) / np.array(model["scale"])) @ np.array(model["coef"])
+    accuracy = float(((z + model["intercept"] > 0) == frame["target"].to_numpy()).mean())
+    print(f"CLI DP training (epsilon 2.5 per site): accuracy on the whole table {accuracy:.4f}")
+
+    # 0.5 of the node's 3.0 is left on each: the SDK and the CLI are refused, nothing runs.
+    market = dg.connect(net.network_file, account="researcher", password=PASSWORD)
+    with pytest.raises(BudgetExceeded, match="no job was submitted"):
+        market.train(
+            net.dp_datasets,
+            target="target",
+            features=DP_FEATURES,
+            dp={"epsilon": 2.5, "bounds": DP_BOUNDS},
+        )
+    one_line(cli(net, *base, *dp_args, *who, check=False), "0.5 left of 3")
+    events = [e for e in net.ledger.events() if e.name == "JobCompleted"]
+    assert len(events) == len(completed)

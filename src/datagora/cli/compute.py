@@ -276,6 +276,14 @@ def compute_offer(
     ] = None,
     service: Annotated[int, typer.Option(help="The compute service id.")] = 1,
     days: Annotated[int, typer.Option(help="Days an order of the service lasts.")] = 1,
+    require_dp: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-dp/--no-require-dp",
+            help="Require differential privacy: jobs declare epsilon and bounds and spend "
+            "from each consumer's budget (default: keep the current setting).",
+        ),
+    ] = None,
     account: AccountOption = None,
     keys: KeysOption = None,
     as_json: JsonFlag = False,
@@ -284,18 +292,25 @@ def compute_offer(
     chain) and trust algorithms by hash; other algorithms wait for your review.
 
     Example: datagora compute offer 3 --trust fedavg-logistic --trust train.py
+    Example: datagora compute offer 4 --require-dp --trust fedavg-logistic-dp
     """
     from datagora.compute.market import offer_compute
 
     m = _market(account, keys)
     summary = offer_compute(
-        m, dataset, [_algorithm(t) for t in trust or []], service=service, days=days
+        m,
+        dataset,
+        [_algorithm(t) for t in trust or []],
+        service=service,
+        days=days,
+        differential_privacy=require_dp,
     )
     if as_json:
         print_json(summary)
     else:
         out.print(
-            f"dataset {dataset} offers compute (service {service}); "
+            f"dataset {dataset} offers compute (service {service}"
+            f"{', differential privacy required' if summary['differential_privacy'] else ''}); "
             f"{len(summary['trusted'])} algorithm(s) trusted",
             highlight=False,
         )

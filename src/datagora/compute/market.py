@@ -87,11 +87,14 @@ def offer_compute(
     *,
     service: int = 1,
     days: int = 1,
+    differential_privacy: bool | None = None,
 ) -> dict[str, Any]:
     """As the dataset's owner: offer a compute service on it — listed in its metadata
     (a new version if the metadata changes), set on chain with orders lasting `days` —
     and trust the algorithms whose code is in `trusted` (their SHA-256 on chain);
-    other algorithms wait for the owner's review."""
+    other algorithms wait for the owner's review. `differential_privacy` True makes
+    every job declare epsilon and bounds and spend from a per-consumer budget (the
+    compute node's); None keeps what the metadata says."""
     from datagora.compute.jobs import algorithm_hash
 
     if days <= 0:
@@ -104,7 +107,9 @@ def offer_compute(
         raise ConfigError(f"dataset {dataset} already offers compute as service {entry.id}")
     listed = set(entry.trusted_algorithms) if entry is not None else set()
     wanted = listed | {h.hex() for h in hashes}
-    updated = entry is None or wanted != listed
+    had_dp = bool(entry and entry.differential_privacy)
+    want_dp = had_dp if differential_privacy is None else differential_privacy
+    updated = entry is None or wanted != listed or want_dp != had_dp
     if updated:
         doc = meta.model_dump(mode="json", exclude_none=True)
         doc.pop("publisher_keys", None)
@@ -116,7 +121,7 @@ def offer_compute(
                 "price": meta.services[0].price,
                 "timeout": days * 86_400,
                 "trusted_algorithms": sorted(wanted),
-                "differential_privacy": bool(entry and entry.differential_privacy),
+                "differential_privacy": want_dp,
             }
         )
         market.update_metadata(dataset, doc)
@@ -127,6 +132,7 @@ def offer_compute(
         "dataset": dataset,
         "service": service,
         "trusted": [h.hex() for h in hashes],
+        "differential_privacy": want_dp,
         "metadata_updated": updated,
     }
 
