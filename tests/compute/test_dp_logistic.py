@@ -115,6 +115,16 @@ def test_session_refuses_more_than_declared(split: tuple[pd.DataFrame, pd.DataFr
         session.logistic_regression(0.6, COLUMNS)
 
 
+def test_a_job_cannot_choose_the_noise_seed(split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    train, _ = split
+    session = PrivacySession(1.0, declared_bounds(train), allow_seed=False)  # as in a job
+    with pytest.raises(EpsilonExceeded, match="random_state is refused in a job"):
+        session.logistic_regression(1.0, COLUMNS, random_state=0)
+    assert session.spent == 0.0
+    session.logistic_regression(1.0, COLUMNS).fit(train, train["target"])
+    assert session.spent == pytest.approx(1.0)
+
+
 def test_budget_refuses_a_job_over_budget(tmp_path: Path) -> None:
     store = BudgetStore(tmp_path / "budget.db")
     try:
@@ -142,7 +152,7 @@ def run(inputs, params, output_dir):
     frame = next(iter(inputs.values())).frame
     session = dp.session()
     columns = params["columns"]
-    model = session.logistic_regression(params["dp"]["epsilon"], columns, random_state=0)
+    model = session.logistic_regression(params["dp"]["epsilon"], columns)
     model.fit(frame, frame["target"])
     step = model[-1]
     (output_dir / "model.json").write_text(json.dumps({
@@ -192,7 +202,7 @@ def test_dp_job_on_the_node_trains_and_reports_epsilon(
     accuracy = float(((scores + result["intercept"] > 0) == test["target"]).mean())
     print(f"DP job on the node: epsilon {result['epsilon']:g}, held-out accuracy {accuracy:.4f}")
     assert result["epsilon"] == pytest.approx(5.0)
-    assert accuracy >= 0.85
+    assert accuracy >= 0.8  # fresh noise in a job: over 100 draws offline, min 0.88
     assert budget["spent"] == pytest.approx(5.0) and budget["remaining"] == pytest.approx(1.0)
     completed = {e["job"]: e["epsilon_milli"] for e in ledger.events() if e.name == "JobCompleted"}
     assert completed[job] == 5000

@@ -230,10 +230,19 @@ class PrivacySession:
     """The algorithm's only sanctioned way to the data under DP: spends at most the declared
     epsilon, with the declared bounds."""
 
-    def __init__(self, epsilon: float, bounds: Mapping[str, tuple[float, float]]) -> None:
+    def __init__(
+        self,
+        epsilon: float,
+        bounds: Mapping[str, tuple[float, float]],
+        *,
+        allow_seed: bool = True,
+    ) -> None:
         import diffprivlib
 
         self._dpl = diffprivlib
+        # In a job the noise must come from fresh entropy: whoever knows the seed can
+        # redraw the noise and subtract it. Seeds are for local, reproducible tests.
+        self.allow_seed = allow_seed
         self.epsilon = float(epsilon)
         self.bounds = {str(k): (float(v[0]), float(v[1])) for k, v in bounds.items()}
         self.accountant = self._dpl.BudgetAccountant(epsilon=self.epsilon)
@@ -294,6 +303,9 @@ class PrivacySession:
     ) -> Any:
         """An epsilon-DP logistic regression over `columns`, bounded by the declaration.
 
+        `random_state` is for local tests only: in a job (the session the node installs)
+        a seed is refused, since whoever knows it can redraw the noise.
+
         Returns a scikit-learn ``Pipeline``: :func:`to_unit_box` with the declared bounds,
         then diffprivlib's ``LogisticRegression(epsilon, data_norm=sqrt(len(columns)))``.
         ``fit(frame, y)`` takes the frame (or an array in `columns` order); the last step's
@@ -321,6 +333,11 @@ class PrivacySession:
 
         if not columns:
             raise ValueError("logistic_regression needs at least one column")
+        if random_state is not None and not self.allow_seed:
+            raise EpsilonExceeded(
+                "random_state is refused in a job: a known seed reproduces the privacy "
+                "noise; leave it None"
+            )
         self._take(epsilon)
         lower, upper = self._bounds(columns)
         box = FunctionTransformer(
@@ -357,7 +374,7 @@ _session: PrivacySession | None = None
 def install(config: Mapping[str, Any]) -> None:
     """Called by the runner before the algorithm: the job's declared epsilon and bounds."""
     global _session
-    _session = PrivacySession(config["epsilon"], config["bounds"])
+    _session = PrivacySession(config["epsilon"], config["bounds"], allow_seed=False)
 
 
 def session() -> PrivacySession:
@@ -377,4 +394,4 @@ def session_or_declared(params: Mapping[str, Any]) -> PrivacySession:
         epsilon, bounds = check_dp_params(params)
     except JobRefused as exc:
         raise EpsilonExceeded(str(exc)) from None
-    return PrivacySession(epsilon, bounds)
+    return PrivacySession(epsilon, bounds, allow_seed=False)
