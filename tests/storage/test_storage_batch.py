@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import socket
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -162,6 +164,7 @@ def test_a_share_that_does_not_match_its_name_rejects_the_whole_batch(
         (encode_frame([named(b"ok")]) + b"!", 400, "after the last entry"),
         (b"NOPE" + encode_frame([named(b"ok")])[4:], 400, "magic"),
     ],
+    ids=["oversized-share", "truncated", "trailing-bytes", "bad-magic"],
 )
 def test_malformed_or_oversized_batches_store_nothing(
     node: httpx.Client, tmp_path: Path, body: bytes, status: int, reason: str
@@ -189,3 +192,29 @@ def test_batch_endpoints_are_in_the_openapi(node: httpx.Client) -> None:
         "application/octet-stream"
         in paths["/shares/batch-get"]["post"]["responses"]["200"]["content"]
     )
+
+
+def test_a_batch_cut_off_mid_body_stores_nothing(node: httpx.Client, tmp_path: Path) -> None:
+    body = encode_frame([named(b"complete share" * 100), named(b"cut-off share" * 100)])
+    port = int(str(node.base_url).rsplit(":", 1)[1].rstrip("/"))
+    pending = tmp_path / "tmp"
+
+    def wait_until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(
+            b"PUT /shares HTTP/1.1\r\nHost: node\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) - 500]
+        )
+        # The node has written the first share (and part of the second) to temporary files.
+        wait_until(lambda: len(list(pending.iterdir())) == 2)
+        assert len(list(pending.iterdir())) == 2
+    # It notices the disconnect and removes them.
+    wait_until(lambda: not list(pending.iterdir()))
+    assert list(pending.iterdir()) == []
+    assert stored(tmp_path) == set()
+    assert node.get("/health").json()["shares"] == 0
