@@ -26,7 +26,7 @@ node_modules/.stamp: package.json package-lock.json
 setup: $(VENV)/.stamp node_modules/.stamp
 
 demo: setup
-	$(BIN)/datagora demo
+	$(BIN)/datagora demo $(DEMO_ARGS)
 
 test: setup $(VENV)/.torch-stamp lint
 	$(BIN)/pytest -q
