@@ -198,3 +198,21 @@ def test_threads_share_the_embedded_chain(embedded_ledger: Ledger) -> None:
         t.join()
     assert not errors
     assert [token.balance_of(a.address) for a in (BUYER, OTHER)] == [start[0] + 16, start[1] + 8]
+
+
+def test_another_process_using_the_account_does_not_break_sends(
+    anvil: Anvil, _anvil_ledger: Ledger
+) -> None:
+    """Two clients (two processes in real life) send from one account: the one whose
+    cached nonce went stale re-reads it and sends again instead of failing."""
+    first = _anvil_ledger
+    snapshot = first.chain.snapshot()
+    try:
+        second = Ledger.connect(anvil.url, first.deployment)
+        first.market_token.mint(dev_account(0), OTHER.address, 1)  # caches the nonce
+        second.market_token.mint(dev_account(0), OTHER.address, 2)  # the other client
+        before = first.market_token.balance_of(OTHER.address)
+        first.market_token.mint(dev_account(0), OTHER.address, 4)  # stale: retried
+        assert first.market_token.balance_of(OTHER.address) == before + 4
+    finally:
+        first.chain.revert(snapshot)

@@ -162,25 +162,35 @@ class Chain(ABC):
         """
         if gas is None:
             gas = self._gas_for(account.address, tx, what)
-        with self._send_guard():
-            full = {
-                **tx,
-                "from": account.address,
-                "gas": gas,
-                "gasPrice": self._price(),
-                "chainId": self.chain_id,
-                "nonce": self._nonces.take(account.address),
-            }
-            signed = account.sign_transaction(full)
-            try:
-                tx_hash = self._send_raw(bytes(signed.raw_transaction))
-            except _REVERTS as exc:
-                self._nonces.forget(account.address)
-                raise rule_error(what, _reason(exc)) from None
-            except (OSError, Web3Exception, ValueError) as exc:
-                self._nonces.forget(account.address)
-                raise ChainError(f"{what}: the chain refused the transaction: {exc}") from exc
-        return PendingTx(self, HexBytes(tx_hash), what)
+        for attempt in (0, 1):
+            with self._send_guard():
+                full = {
+                    **tx,
+                    "from": account.address,
+                    "gas": gas,
+                    "gasPrice": self._price(),
+                    "chainId": self.chain_id,
+                    "nonce": self._nonces.take(account.address),
+                }
+                signed = account.sign_transaction(full)
+                try:
+                    tx_hash = self._send_raw(bytes(signed.raw_transaction))
+                except _REVERTS as exc:
+                    self._nonces.forget(account.address)
+                    raise rule_error(what, _reason(exc)) from None
+                except ChainError as exc:
+                    # Refused before it was accepted: the next send re-reads the nonce.
+                    # "nonce too low" means another process used this account since we
+                    # read it; the transaction was not taken, so sending again is safe.
+                    self._nonces.forget(account.address)
+                    if attempt == 0 and "nonce too low" in str(exc).lower():
+                        continue
+                    raise
+                except (OSError, Web3Exception, ValueError) as exc:
+                    self._nonces.forget(account.address)
+                    raise ChainError(f"{what}: the chain refused the transaction: {exc}") from exc
+            return PendingTx(self, HexBytes(tx_hash), what)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _send_raw(self, raw: bytes) -> bytes:
         return bytes(self.w3.eth.send_raw_transaction(raw))
