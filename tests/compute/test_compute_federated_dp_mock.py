@@ -60,7 +60,7 @@ def test_federated_close_to_central(embedded_ledger: Ledger, tmp_path: Path) -> 
     central_acc = central.score(scaler.transform(test[features]), test["target"])
     federated_acc = model.score(test[features].to_numpy(), test["target"].to_numpy())
     print(f"federated accuracy {federated_acc:.4f}, central accuracy {central_acc:.4f}")
-    assert abs(federated_acc - central_acc) <= 0.03
+    assert abs(federated_acc - central_acc) <= 0.02  # the issue: within 2 points
     assert len(model.jobs) == 3 * 4
     for job in model.jobs:
         record = ledger.compute.job(job)
