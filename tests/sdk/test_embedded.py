@@ -68,6 +68,11 @@ def test_publish_search_buy_read_compute_then_close(tmp_path: Path) -> None:
         assert job.wait(120)["state"] == "succeeded"
         files = job.files(tmp_path / "result")
         assert json.loads(files[0].read_text()) == {"rows": len(frame)}
+        # Metadata without services: one download service that matches the pricing.
+        plain = {"title": "Grant only", "license": "CC-BY-4.0", "creator": "me"}
+        granted = owner.publish(source, plain, pricing=Pricing.NONE)
+        (service,) = owner.metadata(granted.dataset).services
+        assert (service.type, service.price, service.policy) == ("download", "0", "approval")
         urls = [*owner.network.storage, *owner.network.proxies, owner.network.catalog]
         base = owner.network.base
     for url in urls:  # every server stopped, the files removed

@@ -122,8 +122,18 @@ class Marketplace:
         n: int = 6,
         progress: Progress | None = None,
     ) -> PublishedDataset:
-        """Encrypt, erasure-code and store `src`, then publish it on chain in one transaction."""
+        """Encrypt, erasure-code and store `src`, then publish it on chain in one transaction.
+
+        `metadata` without ``services`` gets one download service matching the
+        pricing: `price` for a fixed price, free otherwise, and the approval policy
+        when there is no price at all (``Pricing.NONE``: access only by grant).
+        """
         owner = self.identity
+        if not isinstance(metadata, Metadata) and "services" not in metadata:
+            policy = "approval" if pricing == Pricing.NONE else "automatic"
+            listed = str(price) if pricing == Pricing.FIXED else "0"
+            service = {"id": 0, "type": "download", "price": listed, "policy": policy}
+            metadata = {**metadata, "services": [service]}
         meta = metadata if isinstance(metadata, Metadata) else build_metadata(dict(metadata))
         keys = PublisherKeys(
             umbral_public_key=owner.umbral_public_key.hex(), verifying_key=owner.verifying_key.hex()
