@@ -28,6 +28,14 @@ AccountOption = Annotated[
 KeysOption = Annotated[Path | None, typer.Option("--keys", help="Keystore directory.")]
 
 
+def _when(timestamp: int) -> str:
+    """A chain timestamp (Unix seconds) as UTC time, for people."""
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _keys_dir(keys: Path | None) -> Path:
     from datagora.sdk import keys_dir_for
 
@@ -280,7 +288,7 @@ def buy(
             }
         )
     else:
-        out.print(f"ordered dataset {dataset}; valid until {order.expires_at}")
+        out.print(f"ordered dataset {dataset}; valid until {_when(order.expires_at)}")
 
 
 @app.command()
@@ -294,7 +302,7 @@ def order(
     Example: datagora order 4
     """
     result = marketplace(account, keys).order_free(dataset)
-    out.print(f"ordered dataset {dataset}; valid until {result.expires_at}")
+    out.print(f"ordered dataset {dataset}; valid until {_when(result.expires_at)}")
 
 
 @app.command()
