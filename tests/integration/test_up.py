@@ -204,6 +204,9 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
         second = tmp_path / "second.csv"
         until(lambda: try_download(env, dataset, second, "owner"), "the owner's download")
         assert second.read_bytes() == data
+        # Every share checked through the CLI: nothing to rebuild on a healthy network.
+        checked = json.loads(cli(env, "repair", str(dataset), "--check", "--json").stdout)
+        assert checked["healthy"] and checked["rebuilt"] == 0 and not checked["dead_nodes"]
 
         assert up.interrupt() == 0, up.output()
         until(lambda: not processes_under(directory), "every child to exit")

@@ -208,7 +208,10 @@ def test_repair_restores_full_redundancy(cluster: LocalNodes, tmp_path: Path) ->
     assert any("corrupt" in p.reason for p in before.problems)
     assert {p.node for p in before.problems} >= {lost[0].url, lost[1].url}
 
-    report = repairer.repair(result.manifest_hash)
+    steps: list[tuple[int, int]] = []
+    report = repairer.repair(result.manifest_hash, lambda done, total: steps.append((done, total)))
+    chunks = len(result.manifest.chunks)
+    assert steps == [(i, chunks) for i in range(1, chunks + 1)]  # one step per chunk
     assert report.rebuilt == len({(p.chunk_index, p.share_index) for p in before.problems})
     assert report.placement is not None and report.placement.sequence == 1
     after = Repairer(cluster.urls, timeout=5).check(result.manifest_hash)

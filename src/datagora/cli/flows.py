@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TransferSpeedColumn,
+)
 
 from datagora.cli.app import JsonFlag, app, err, out, print_json
 from datagora.errors import ConfigError
@@ -449,9 +455,18 @@ def repair(
     m = marketplace(account, keys, need_account=False)
     info = m.ledger.data_nft.get_dataset(dataset)
     repairer = Repairer(m.endpoints.storage)
-    report = (
-        repairer.check(info.manifest_hash) if check_only else repairer.repair(info.manifest_hash)
-    )
+    counter = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        console=err, transient=True,
+    )  # fmt: skip
+    with counter as bar:
+        task = bar.add_task("checking chunks" if check_only else "repairing chunks", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        run = repairer.check if check_only else repairer.repair
+        report = run(info.manifest_hash, step)
     summary: dict[str, Any] = {
         "dataset": dataset,
         "healthy": report.healthy,

@@ -20,6 +20,7 @@ from datagora.storage.client import (
     DEFAULT_TIMEOUT,
     AsyncStorageClient,
     DownloadReport,
+    Progress,
     _NodeFailure,
     _Session,
 )
@@ -85,26 +86,34 @@ class Repairer:
     ) -> None:
         self.client = AsyncStorageClient(nodes, concurrency, timeout)
 
-    def check(self, manifest_hash: bytes) -> CheckReport:
-        """Verify every share where the current placement says it is; change nothing."""
-        return asyncio.run(self.check_async(manifest_hash))
+    def check(self, manifest_hash: bytes, progress: Progress | None = None) -> CheckReport:
+        """Verify every share where the current placement says it is; change nothing.
 
-    def repair(self, manifest_hash: bytes) -> CheckReport:
+        ``progress(chunks_done, chunks)`` is called as chunks are checked."""
+        return asyncio.run(self.check_async(manifest_hash, progress))
+
+    def repair(self, manifest_hash: bytes, progress: Progress | None = None) -> CheckReport:
         """Rebuild and re-place every missing or corrupt share; write a new placement
         record if anything moved. Raises :class:`RepairError` if some chunk cannot be
         brought back to ``n`` shares on distinct healthy nodes (the report is on the
-        exception's ``report``)."""
-        return asyncio.run(self.repair_async(manifest_hash))
+        exception's ``report``); ``progress`` as for :meth:`check`."""
+        return asyncio.run(self.repair_async(manifest_hash, progress))
 
-    async def check_async(self, manifest_hash: bytes) -> CheckReport:
+    async def check_async(
+        self, manifest_hash: bytes, progress: Progress | None = None
+    ) -> CheckReport:
         """See :meth:`check`."""
-        return await self._run(manifest_hash, fix=False)
+        return await self._run(manifest_hash, fix=False, progress=progress)
 
-    async def repair_async(self, manifest_hash: bytes) -> CheckReport:
+    async def repair_async(
+        self, manifest_hash: bytes, progress: Progress | None = None
+    ) -> CheckReport:
         """See :meth:`repair`."""
-        return await self._run(manifest_hash, fix=True)
+        return await self._run(manifest_hash, fix=True, progress=progress)
 
-    async def _run(self, manifest_hash: bytes, fix: bool) -> CheckReport:
+    async def _run(
+        self, manifest_hash: bytes, fix: bool, progress: Progress | None = None
+    ) -> CheckReport:
         client = self.client
         report = CheckReport(manifest_hash)
         async with client._session() as session:
@@ -120,10 +129,15 @@ class Repairer:
             report.dead_nodes = {n: h for n, h in health.items() if isinstance(h, str)}
             locations: dict[bytes, list[str]] = {}
             semaphore = asyncio.Semaphore(_CHUNK_WINDOW)
+            done = 0
 
             async def one(index: int) -> None:
+                nonlocal done
                 async with semaphore:
                     await self._chunk(session, verified, index, old, live, fix, report, locations)
+                done += 1
+                if progress is not None:
+                    progress(done, len(m.chunks))
 
             await asyncio.gather(*(one(i) for i in range(len(m.chunks))))
             report.placement = old
