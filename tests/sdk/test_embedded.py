@@ -81,6 +81,29 @@ def test_publish_search_buy_read_compute_then_close(tmp_path: Path) -> None:
     assert not base.exists()
 
 
+def test_train_across_two_owners_routes_each_dataset_to_its_owners_node(tmp_path: Path) -> None:
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    features = ["mean_radius", "mean_texture", "worst_area"]
+    halves = [frame.iloc[0::2], frame.iloc[1::2]]
+    with dg.connect(embedded=True) as first:
+        owners = [first, first.account(3)]
+        datasets = []
+        for k, (owner, half) in enumerate(zip(owners, halves, strict=True)):
+            source = tmp_path / f"hospital{k}.csv"
+            half[[*features, "target"]].to_csv(source, index=False)
+            meta = {"title": f"Hospital {k}", "license": "CC-BY-4.0", "creator": f"h{k}"}
+            published = owner.publish(source, meta, price=TOKEN)
+            owner.offer_compute(published.dataset, ["fedavg-logistic"])
+            datasets.append(published.dataset)
+        nodes = {first.network.compute_node(d) for d in datasets}
+        assert len(nodes) == 2  # each owner runs its own compute node
+        researcher = first.account(2)
+        model = researcher.train(datasets, rounds=1, target="target", features=features)
+        x, y = frame[features].to_numpy(), frame["target"].to_numpy()
+        assert model.score(x, y) > 0.85 and len(model.jobs) == 2 * 2
+
+
 def test_embedded_refuses_a_network_and_bad_accounts() -> None:
     with pytest.raises(ConfigError, match="embedded=True starts its own network"):
         dg.connect(Path("network.json"), embedded=True)
