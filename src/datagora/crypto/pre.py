@@ -24,13 +24,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import umbral_pre
 from umbral_pre import Capsule, PublicKey, VerifiedCapsuleFrag, VerifiedKeyFrag
 
 from datagora.crypto.aead import CryptoError
-from datagora.crypto.keys import Identity
+
+if TYPE_CHECKING:  # annotations only: storage nodes parse wrapped keys without eth-account
+    from datagora.crypto.keys import Identity
 
 __all__ = [
     "DATA_KEY_SIZE",

@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from datagora.crypto.keys import Identity, load_account
 from datagora.errors import ConfigError
-from datagora.ledger import Ledger
+
+if TYPE_CHECKING:
+    # Imported where used: a storage node needs neither (web3 and eth-account take
+    # over a second to import, paid by every node process at start).
+    from datagora.crypto.keys import Identity
+    from datagora.ledger import Ledger
 
 ROLES = ("storage", "catalog", "proxy", "agent", "compute")
 
@@ -48,11 +53,15 @@ class NodeConfig:
     epsilon_budget: float = 3.0
 
     def ledger(self) -> Ledger:
+        from datagora.ledger import Ledger
+
         if self.rpc is None or self.deployment is None:
             raise ConfigError("this role needs --rpc and --deployment")
         return Ledger.connect(self.rpc, self.deployment)
 
     def identity(self) -> Identity:
+        from datagora.crypto.keys import load_account
+
         if self.account is None:
             raise ConfigError("this role acts as an account: pass --account (and --keys)")
         password = os.environ.get(self.password_env)

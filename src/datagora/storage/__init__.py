@@ -9,12 +9,11 @@ manifests from the network with :func:`verify_manifest` and shares with
 :func:`decode_stream`. Formats: ``docs/formats.md``.
 """
 
-from datagora.storage.client import (
-    AsyncStorageClient,
-    DownloadReport,
-    StorageClient,
-    UploadResult,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from datagora.storage.errors import (
     DownloadError,
     ErasureError,
@@ -40,9 +39,41 @@ from datagora.storage.pipeline import (
     rebuild_shares,
 )
 from datagora.storage.placement import PlacementRecord, parse_placement, verify_placement
-from datagora.storage.records import KVStore, KVVersion
-from datagora.storage.repair import CheckReport, Repairer, ShareProblem
 from datagora.storage.shares import Share, ShareHeader, VerifiedShare, share_name, verify_share
+
+if TYPE_CHECKING:
+    from datagora.storage.client import (
+        AsyncStorageClient,
+        DownloadReport,
+        StorageClient,
+        UploadResult,
+    )
+    from datagora.storage.records import KVStore, KVVersion
+    from datagora.storage.repair import CheckReport, Repairer, ShareProblem
+
+# The client, the records and repair pull in the ledger client (web3, eth-account):
+# a storage node process never needs them, so they load on first use.
+_LAZY = {
+    "AsyncStorageClient": "client",
+    "DownloadReport": "client",
+    "StorageClient": "client",
+    "UploadResult": "client",
+    "KVStore": "records",
+    "KVVersion": "records",
+    "CheckReport": "repair",
+    "Repairer": "repair",
+    "ShareProblem": "repair",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AsyncStorageClient",
