@@ -118,7 +118,7 @@ class Market(Marketplace):
         >>> ds = net.dataset(3)
         >>> ds.buy_and_order(); frame = ds.to_pandas()
         """
-        self.ledger.data_nft.get_dataset(dataset)  # NotFoundError-like early if it does not exist
+        self.ledger.data_nft.get_dataset(dataset)  # a clear error now if there is no such dataset
         return Dataset(self, dataset)
 
     def compute(

@@ -141,17 +141,6 @@ class KfragStore:
             ).fetchall()
         return [_record(row) for row in rows]
 
-    def remove(self, dataset: int, consumer: str) -> int:
-        """Drop every fragment held for ``consumer`` on ``dataset``; returns how many."""
-        with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM kfrags WHERE dataset = ? AND consumer = ?",
-                (str(dataset), consumer.lower()),
-            )
-            for key in [k for k in self._verified if k[0] == dataset and k[2] == consumer.lower()]:
-                del self._verified[key]
-            return int(cursor.rowcount)
-
     def verified(self, record: KfragRecord) -> VerifiedKeyFrag:
         """The verified fragment of ``record`` (checked once per process, then remembered).
 
