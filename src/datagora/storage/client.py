@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import tempfile
 from collections import deque
@@ -55,6 +56,7 @@ from datagora.storage.errors import (
     StorageError,
     UploadError,
 )
+from datagora.storage.http1 import Http1Error, Http1Pool
 from datagora.storage.manifest import AnyWrappedKey, Manifest, VerifiedManifest, verify_manifest
 from datagora.storage.pipeline import (
     EncodedChunk,
@@ -279,8 +281,9 @@ class _Session:
     """One operation's HTTP client, concurrency bound, share batchers and node
     bookkeeping."""
 
-    def __init__(self, http: httpx.AsyncClient, concurrency: int) -> None:
+    def __init__(self, http: httpx.AsyncClient, concurrency: int, timeout: float) -> None:
         self.http = http
+        self.bulk = Http1Pool(timeout)
         self.slots = asyncio.Semaphore(concurrency)
         self.dead: dict[str, str] = {}
         self.batch_caps: dict[str, int] = {}
@@ -305,6 +308,35 @@ class _Session:
     async def close(self) -> None:
         await self.puts.close()
         await self.gets.close()
+        await self.bulk.close()
+
+    async def _bulk_request(
+        self,
+        method: str,
+        url: str,
+        node: str,
+        body: list[bytes],
+        content_type: str,
+        limit: int | None = None,
+    ) -> httpx.Response:
+        """A batch request, through the lean HTTP/1.1 client for plain-http nodes
+        (see :mod:`datagora.storage.http1`), else through httpx."""
+        if not Http1Pool.supports(url):
+            if content_type == "application/json":
+                payload = json.loads(b"".join(body))
+                return await self._request(method, url, node, json=payload, limit=limit)
+            return await self._request(method, url, node, body, limit=limit)
+        async with self.slots:
+            try:
+                answer = await self.bulk.request(method, url, body, content_type, limit)
+            except Http1Error as exc:
+                failure = _NodeFailure(
+                    "timed out" if exc.timed_out else exc.reason, reachable=False
+                )
+            else:
+                return httpx.Response(answer.status, headers=answer.headers, content=answer.content)
+        self.dead.setdefault(node, failure.reason)
+        raise failure
 
     async def _request(
         self,
@@ -358,7 +390,9 @@ class _Session:
 
     async def _put_batch(self, node: str, shares: list[Share]) -> list[None]:
         parts = frame_parts([(share.sha256, share.data) for share in shares])
-        response = await self._request("PUT", f"{node}/shares", node, parts)
+        response = await self._bulk_request(
+            "PUT", f"{node}/shares", node, parts, "application/octet-stream"
+        )
         if response.status_code not in (200, 201):
             raise _NodeFailure(f"refused a batch of {len(shares)} shares: {_detail(response)}")
         try:
@@ -371,11 +405,13 @@ class _Session:
 
     async def _get_batch(self, node: str, wanted: list[tuple[bytes, int]]) -> list[bytes | None]:
         sizes = [size for _, size in wanted]
-        response = await self._request(
+        names = json.dumps({"names": [name.hex() for name, _ in wanted]}).encode()
+        response = await self._bulk_request(
             "POST",
             f"{node}/shares/batch-get",
             node,
-            json={"names": [name.hex() for name, _ in wanted]},
+            [names],
+            "application/json",
             limit=frame_size(sizes),
         )
         if response.status_code != 200:
@@ -459,7 +495,7 @@ class AsyncStorageClient:
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout), limits=limits, trust_env=False
         ) as http:
-            session = _Session(http, self.concurrency)
+            session = _Session(http, self.concurrency, self.timeout)
             try:
                 yield session
             finally:
