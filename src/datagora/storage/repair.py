@@ -11,6 +11,7 @@ writes a new placement record with a higher sequence number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -146,6 +147,13 @@ class Repairer:
                 old.locations
             )
             if fix and changed:
+                # Every node that may now hold shares gets the manifest too: a node
+                # keeping only recorded data (storage/retention.py) finds a version's
+                # shares through the manifest it holds.
+                raw_manifest = m.to_bytes()
+                for node in live:
+                    with contextlib.suppress(_NodeFailure):
+                        await session.put(node, manifest_hash.hex(), raw_manifest)
                 sequence = old.sequence + 1 if old is not None else 0
                 record = PlacementRecord.create(verified, locations, sequence)
                 raw = record.to_bytes()
