@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -40,9 +42,18 @@ class Node:
 
     def tamper(self, name: str, blob: bytes) -> None:
         """Put `blob` on disk under a name it does not hash to (as rot or an attacker would)."""
-        path = self.data / "storage" / "shares" / name[:2] / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(blob)
+        # Append it to a segment of its own and point the node's index at it.
+        storage = self.data / "storage"
+        segment = storage / "packs" / "99999999.pack"
+        with segment.open("ab") as handle:
+            offset = handle.tell()
+            handle.write(blob)
+        with contextlib.closing(sqlite3.connect(storage / "index.sqlite3")) as index, index:
+            index.execute(
+                "INSERT OR REPLACE INTO shares (name, segment, offset, length, stored_at) "
+                "VALUES (?, 99999999, ?, ?, 0)",
+                (bytes.fromhex(name), offset, len(blob)),
+            )
 
 
 def _launch(data: Path) -> tuple[subprocess.Popen[bytes], int]:

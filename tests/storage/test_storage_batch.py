@@ -30,6 +30,7 @@ from datagora.storage.batch import (
     encode_frame,
     frame_size,
 )
+from datagora.storage.packs import stored_names
 
 CAP = 4096
 BIG = 1 << 30
@@ -106,7 +107,11 @@ def node(tmp_path: Path) -> Iterator[httpx.Client]:
 
 
 def stored(data_dir: Path) -> set[str]:
-    return {p.name for p in (data_dir / "shares").rglob("*") if p.is_file()}
+    return stored_names(data_dir)
+
+
+def packed_bytes(data_dir: Path) -> int:
+    return sum(p.stat().st_size for p in (data_dir / "packs").glob("*.pack"))
 
 
 def put_batch(node: httpx.Client, entries: list[tuple[bytes, bytes]]) -> httpx.Response:
@@ -123,7 +128,7 @@ def test_batch_put_stores_every_share_and_batch_get_serves_them(
     assert (body["count"], body["stored"]) == (5, 5)
     assert [s["name"] for s in body["shares"]] == [n.hex() for n, _ in entries]
     assert stored(tmp_path) == {n.hex() for n, _ in entries}
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert packed_bytes(tmp_path) == sum(len(d) for _, d in entries)  # one segment, no files
     for name, data in entries:
         assert node.get(f"/shares/{name.hex()}").content == data
     health = node.get("/health").json()
@@ -151,8 +156,7 @@ def test_a_share_that_does_not_match_its_name_rejects_the_whole_batch(
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert f"share 2 ({bad_name.hex()})" in detail and "nothing" in detail
-    assert stored(tmp_path) == set()
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert stored(tmp_path) == set() and packed_bytes(tmp_path) == 0
     assert node.get("/health").json()["shares"] == 0
 
 
@@ -172,8 +176,7 @@ def test_malformed_or_oversized_batches_store_nothing(
     response = node.put("/shares", content=body)
     assert response.status_code == status, response.text
     assert reason in response.json()["detail"]
-    assert stored(tmp_path) == set()
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert stored(tmp_path) == set() and packed_bytes(tmp_path) == 0
 
 
 def test_batch_get_refuses_bad_names_and_too_many(node: httpx.Client) -> None:
@@ -197,7 +200,6 @@ def test_batch_endpoints_are_in_the_openapi(node: httpx.Client) -> None:
 def test_a_batch_cut_off_mid_body_stores_nothing(node: httpx.Client, tmp_path: Path) -> None:
     body = encode_frame([named(b"complete share" * 100), named(b"cut-off share" * 100)])
     port = int(str(node.base_url).rsplit(":", 1)[1].rstrip("/"))
-    pending = tmp_path / "tmp"
 
     def wait_until(done: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 10
@@ -210,11 +212,12 @@ def test_a_batch_cut_off_mid_body_stores_nothing(node: httpx.Client, tmp_path: P
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body[: len(body) - 500]
         )
-        # The node has written the first share (and part of the second) to temporary files.
-        wait_until(lambda: len(list(pending.iterdir())) == 2)
-        assert len(list(pending.iterdir())) == 2
-    # It notices the disconnect and removes them.
-    wait_until(lambda: not list(pending.iterdir()))
-    assert list(pending.iterdir()) == []
+        # The node has appended the first share (and part of the second) to a segment.
+        written = len(body) - 500 - frame_size([0, 0])
+        wait_until(lambda: packed_bytes(tmp_path) == written)
+        assert packed_bytes(tmp_path) == written
+    # It notices the disconnect and cuts them off again.
+    wait_until(lambda: packed_bytes(tmp_path) == 0)
+    assert packed_bytes(tmp_path) == 0
     assert stored(tmp_path) == set()
     assert node.get("/health").json()["shares"] == 0

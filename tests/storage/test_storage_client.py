@@ -19,6 +19,7 @@ from storage_helpers import ThreadNode
 from datagora.crypto.aead import DataKey
 from datagora.storage.client import StorageClient
 from datagora.storage.errors import DownloadError, NoNodesError
+from datagora.storage.packs import stored_names
 from datagora.storage.pipeline import EncodingParams, new_dataset_id
 
 OWNER = X25519PrivateKey.generate()
@@ -39,7 +40,7 @@ def client_for(nodes: list[ThreadNode], **options: float) -> StorageClient:
 
 
 def shares_on(node: ThreadNode) -> set[str]:
-    return {p.name for p in (node.data_dir / "shares").rglob("*") if p.is_file()}
+    return stored_names(node.data_dir)
 
 
 @pytest.mark.parametrize(("size", "chunk_size"), [(0, 64), (1, 64), (1000, 64), (4096, 1024)])

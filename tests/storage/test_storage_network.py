@@ -22,6 +22,7 @@ from datagora.storage.client import StorageClient, UploadResult
 from datagora.storage.errors import DownloadError, UploadError
 from datagora.storage.local import LocalNode, LocalNodes
 from datagora.storage.merkle import MerkleProof
+from datagora.storage.packs import share_location, stored_names
 from datagora.storage.pipeline import EncodingParams, new_dataset_id
 from datagora.storage.repair import Repairer
 from datagora.storage.shares import verify_share
@@ -67,8 +68,8 @@ def node_at(cluster: LocalNodes, url: str) -> LocalNode:
     return node
 
 
-def stored(node: LocalNode) -> list[Path]:
-    return [p for p in (node.storage_dir / "shares").rglob("*") if p.is_file()]
+def stored(node: LocalNode) -> set[str]:
+    return stored_names(node.storage_dir)
 
 
 def test_publish_leaves_no_plaintext_or_key_on_any_node(shared: LocalNodes, tmp_path: Path) -> None:
@@ -84,10 +85,10 @@ def test_publish_leaves_no_plaintext_or_key_on_any_node(shared: LocalNodes, tmp_
                 blob = path.read_bytes()
                 assert MARKER not in blob
                 assert key.raw() not in blob and key.raw().hex().encode() not in blob
-                scanned += 1
+                scanned += len(blob)
     # 25 chunks x 6 shares, plus the manifest and placement record on all 7 nodes.
     assert sum(len(stored(n)) for n in shared.nodes) - before == 25 * 6 + 2 * 7
-    assert scanned > 25 * 6 and result.failed_nodes == {}
+    assert scanned > 2 * len(data) and result.failed_nodes == {}  # k=3, n=6: 2x the data
 
 
 def test_download_survives_losing_n_minus_k_nodes(cluster: LocalNodes, tmp_path: Path) -> None:
@@ -119,10 +120,12 @@ def test_corrupt_share_on_disk_is_detected_and_reported(shared: LocalNodes, tmp_
     result, key = upload(client, src)
     share = result.manifest.chunks[5].shares[0]
     victim = node_at(shared, result.placement.where(share)[0])
-    path = victim.storage_dir / "shares" / share.hex()[:2] / share.hex()
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    path, offset, length = share_location(victim.storage_dir, share.hex()) or (Path(), 0, 0)
+    with path.open("r+b") as handle:
+        handle.seek(offset + length // 2)
+        flipped = handle.read(1)[0] ^ 0x01
+        handle.seek(offset + length // 2)
+        handle.write(bytes([flipped]))
     dst = tmp_path / "copy.bin"
     report = client.download(result.manifest_hash, key, dst)
     assert dst.read_bytes() == data
@@ -167,9 +170,12 @@ def test_node_killed_mid_upload(cluster: LocalNodes, tmp_path: Path) -> None:
     # file hashes to its name and the leftover temporary files are gone.
     victim.start()
     victim.wait_ready(deadline=float("inf"))
-    for path in stored(victim):
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
-    assert list((victim.storage_dir / "tmp").iterdir()) == []
+    for name in stored(victim):
+        path, offset, length = share_location(victim.storage_dir, name) or (Path(), 0, 0)
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            assert hashlib.sha256(handle.read(length)).hexdigest() == name
+    assert not (victim.storage_dir / "tmp").exists()
     dst = tmp_path / "copy.bin"
     client.download(result.manifest_hash, key, dst)
     assert dst.read_bytes() == data
@@ -201,8 +207,10 @@ def test_repair_restores_full_redundancy(cluster: LocalNodes, tmp_path: Path) ->
     if not holder.alive:
         share = result.manifest.chunks[2].shares[2]
         holder = node_at(cluster, result.placement.where(share)[0])
-    path = holder.storage_dir / "shares" / share.hex()[:2] / share.hex()
-    path.write_bytes(b"rotten" + path.read_bytes()[6:])
+    path, offset, _ = share_location(holder.storage_dir, share.hex()) or (Path(), 0, 0)
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"rotten")
     before = repairer.check(result.manifest_hash)
     assert not before.healthy
     assert any("corrupt" in p.reason for p in before.problems)

@@ -12,6 +12,7 @@ import pytest
 from storage_helpers import Encoded, ThreadNode
 
 from datagora.storage.merkle import MerkleProof
+from datagora.storage.packs import share_location, stored_names
 from datagora.storage.placement import PlacementRecord
 from datagora.storage.shares import verify_share
 
@@ -28,8 +29,12 @@ def name_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def stored_files(data_dir: Path) -> list[Path]:
-    return [p for p in (data_dir / "shares").rglob("*") if p.is_file()]
+def stored_files(data_dir: Path) -> set[str]:
+    return stored_names(data_dir)
+
+
+def packed_bytes(data_dir: Path) -> int:
+    return sum(p.stat().st_size for p in (data_dir / "packs").glob("*.pack"))
 
 
 def test_put_get_head_and_health(node: httpx.Client, tmp_path: Path) -> None:
@@ -49,8 +54,8 @@ def test_put_get_head_and_health(node: httpx.Client, tmp_path: Path) -> None:
     assert health["status"] == "ok"
     assert (health["shares"], health["bytes"], health["max_share_bytes"]) == (1, len(body), CAP)
     assert health["free_bytes"] > 0
-    assert stored_files(tmp_path) == [tmp_path / "shares" / name[:2] / name]
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert stored_files(tmp_path) == {name}
+    assert [p.name for p in (tmp_path / "packs").iterdir()] == ["00000001.pack"]
 
 
 def test_body_that_does_not_match_its_name_changes_nothing(
@@ -59,7 +64,7 @@ def test_body_that_does_not_match_its_name_changes_nothing(
     response = node.put(f"/shares/{name_of(b'other')}", content=b"body")
     assert response.status_code == 422
     assert "does not hash" in response.json()["detail"]
-    assert stored_files(tmp_path) == [] and list((tmp_path / "tmp").iterdir()) == []
+    assert stored_files(tmp_path) == set() and packed_bytes(tmp_path) == 0
     assert node.get("/health").json()["shares"] == 0
 
 
@@ -82,7 +87,7 @@ def test_size_cap_with_and_without_content_length(node: httpx.Client, tmp_path: 
 
     streamed = node.put(f"/shares/{name_of(b'y' * (CAP + 512))}", content=chunked())
     assert streamed.status_code == 413
-    assert stored_files(tmp_path) == [] and list((tmp_path / "tmp").iterdir()) == []
+    assert stored_files(tmp_path) == set() and packed_bytes(tmp_path) == 0
     exact = b"z" * CAP
     assert node.put(f"/shares/{name_of(exact)}", content=exact).status_code == 201
 
@@ -94,19 +99,47 @@ def test_missing_share_is_404(node: httpx.Client) -> None:
 
 
 def test_interrupted_writes_are_never_served_and_are_cleaned(tmp_path: Path) -> None:
-    # What a crash mid-write leaves behind: a partial temp file.
     body = b"complete share bytes"
     name = name_of(body)
-    (tmp_path / "tmp").mkdir(parents=True)
-    (tmp_path / "tmp" / f"{name}.partial").write_bytes(body[:5])
     with ThreadNode(tmp_path, CAP) as client:
-        assert client.get(f"/shares/{name}").status_code == 404
-        assert list((tmp_path / "tmp").iterdir()) == []
         assert client.put(f"/shares/{name}", content=body).status_code == 201
-    # A restart finds the share and counts it.
+    # What a crash mid-batch leaves behind: bytes appended past the last indexed share.
+    (segment,) = (tmp_path / "packs").glob("*.pack")
+    with segment.open("ab") as handle:
+        handle.write(b"half of an uncommitted share")
+    # And of the old layout: a partial temp file.
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / f"{name_of(b'other')}.partial").write_bytes(b"oth")
+    # A restart cuts both off, and finds the share and counts it.
     with ThreadNode(tmp_path, CAP) as client:
+        assert segment.stat().st_size == len(body)
+        assert not (tmp_path / "tmp").exists()
+        assert client.get(f"/shares/{name_of(b'other')}").status_code == 404
         assert client.get(f"/shares/{name}").content == body
         assert client.get("/health").json()["shares"] == 1
+        assert client.put(f"/shares/{name_of(b'more')}", content=b"more").status_code == 201
+        assert client.get(f"/shares/{name}").content == body
+
+
+def test_a_node_of_the_file_per_share_layout_imports_it(tmp_path: Path, sample: Encoded) -> None:
+    manifest = sample.manifest.to_bytes()
+    record = PlacementRecord.create(
+        sample.verified, {sample.manifest.chunks[0].shares[0]: ["http://node-0"]}, 2
+    ).to_bytes()
+    for blob in (manifest, record, *sample.store.values()):
+        name = name_of(blob)
+        (tmp_path / "shares" / name[:2]).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "shares" / name[:2] / name).write_bytes(blob)
+    marker = tmp_path / "placements" / name_of(manifest) / name_of(record)
+    marker.parent.mkdir(parents=True)
+    marker.write_text("2")
+    with ThreadNode(tmp_path, CAP) as client:
+        assert not (tmp_path / "shares").exists() and not (tmp_path / "placements").exists()
+        for blob in (manifest, record, *sample.store.values()):
+            assert client.get(f"/shares/{name_of(blob)}").content == blob
+        assert client.get("/health").json()["shares"] == 2 + len(sample.store)
+        listed = client.get(f"/placements?manifest={name_of(manifest)}").json()["records"]
+        assert listed == [{"hash": name_of(record), "sequence": 2}]
 
 
 def test_openapi_is_published(node: httpx.Client) -> None:
@@ -163,17 +196,23 @@ def test_placement_records_are_parsed_and_indexed(
     # Stored like a share, so it is fetched by its hash.
     assert node.get(f"/shares/{listed[0]['hash']}").content == records[1].to_bytes()
     # Something that is not a placement record is refused and leaves nothing behind.
-    before = stored_files(tmp_path)
+    before, packed = stored_files(tmp_path), packed_bytes(tmp_path)
     refused = put(node, b'{"not":"a placement"}', "placements")
     assert refused.status_code == 422 and "placement record" in refused.json()["detail"]
-    assert stored_files(tmp_path) == before and list((tmp_path / "tmp").iterdir()) == []
+    assert stored_files(tmp_path) == before and packed_bytes(tmp_path) == packed
 
 
 def test_a_rotted_copy_is_replaced_by_a_fresh_put(node: httpx.Client, tmp_path: Path) -> None:
     body = b"share bytes that will rot on disk"
     assert put(node, body).status_code == 201
-    (path,) = stored_files(tmp_path)
-    path.write_bytes(b"X" + body[1:])
+    where = share_location(tmp_path, name_of(body))
+    assert where is not None
+    path, offset, _ = where
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"X")
+    assert node.get(f"/shares/{name_of(body)}").content == b"X" + body[1:]
     again = put(node, body)
     assert again.status_code == 201 and again.json()["stored"] is True
-    assert path.read_bytes() == body and node.get("/health").json()["shares"] == 1
+    assert node.get(f"/shares/{name_of(body)}").content == body
+    assert node.get("/health").json()["shares"] == 1

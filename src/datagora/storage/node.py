@@ -13,25 +13,21 @@ it strictly, and indexes it by manifest, so ``GET /placements?manifest=`` tells 
 reader which records exist. ``GET /proofs/{sha256}?manifest=`` returns a share with
 its Merkle audit path, computed from a manifest this node holds.
 
-Writes are atomic: the body streams into a temporary file in ``DATA/tmp``, is
-hashed on the way, fsynced, and only then renamed into ``DATA/shares/ab/abcd…``
-(and the directory fsynced). A crash leaves at most a temporary file, which is
-never served and is removed at the next start. A batch is renamed into place
-only once every one of its shares has been received, verified and fsynced: a
-rejected batch stores nothing.
+Shares live in a pack store (:mod:`datagora.storage.packs`): appended to large
+segment files, hashed on the way, and indexed in SQLite. A request's shares
+become visible together, once every one of them has been received and verified,
+the segment fsynced and their index rows committed in one transaction: a
+rejected or interrupted request stores nothing, and a crash mid-request leaves
+only bytes no index row points at, cut off at the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import errno
-import hashlib
-import os
 import shutil
-import tempfile
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
@@ -52,6 +48,7 @@ from datagora.storage.batch import (
 )
 from datagora.storage.errors import IntegrityError, ManifestError, PlacementError, StorageError
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
+from datagora.storage.packs import Holding, PackStore
 from datagora.storage.placement import parse_placement
 
 __all__ = ["DEFAULT_MAX_BATCH_BYTES", "create_storage_app"]
@@ -59,11 +56,7 @@ __all__ = ["DEFAULT_MAX_BATCH_BYTES", "create_storage_app"]
 _HEX: Final = frozenset("0123456789abcdef")
 _MANIFEST_CACHE: Final = 8
 DEFAULT_MAX_BATCH_BYTES: Final = 64 << 20
-# Received shares of a batch are fsynced in groups, one worker-thread call per
-# group (a hand-off per share cost more than the share's hashing), while more
-# arrive; at most _FSYNC_AHEAD groups at a time, which bounds the open files.
-_FSYNC_GROUP: Final = 8
-_FSYNC_AHEAD: Final = 2
+_READ_GROUP_BYTES: Final = 1 << 20
 _BATCH_BODY = {
     "required": True,
     "description": (
@@ -102,91 +95,38 @@ def _check_name(name: str) -> str:
     return name
 
 
-class _ShareStore:
-    """The on-disk layout and its counters."""
+class _Node:
+    """The pack store, the caps and a cache of parsed manifests."""
 
     def __init__(self, data_dir: Path, max_share_bytes: int, max_batch_bytes: int) -> None:
         if max_share_bytes <= 0 or max_batch_bytes <= 0:
             raise StorageError("max_share_bytes and max_batch_bytes must be positive")
         self.root = data_dir
-        self.shares = data_dir / "shares"
-        self.tmp = data_dir / "tmp"
-        self.placements = data_dir / "placements"
         self.max_share_bytes = max_share_bytes
         self.max_batch_bytes = max_batch_bytes
-        for folder in (self.shares, self.tmp, self.placements):
-            folder.mkdir(parents=True, exist_ok=True)
-        # Leftovers of interrupted writes: never complete, never served.
-        for leftover in self.tmp.iterdir():
-            leftover.unlink(missing_ok=True)
-        self.count = 0
-        self.bytes = 0
-        for path in self.shares.glob("*/*"):
-            self.count += 1
-            self.bytes += path.stat().st_size
-        self.lock = asyncio.Lock()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Leftovers of interrupted writes of the file-per-share layout: never served.
+        tmp = data_dir / "tmp"
+        if tmp.is_dir():
+            for leftover in tmp.iterdir():
+                leftover.unlink(missing_ok=True)
+            tmp.rmdir()
+        self.packs = PackStore(data_dir)
+        if (data_dir / "shares").is_dir():
+            self.packs.import_files(data_dir / "shares", data_dir / "placements")
         self.manifests: OrderedDict[str, VerifiedManifest] = OrderedDict()
 
-    def path(self, name: str) -> Path:
-        return self.shares / name[:2] / name
-
-    def commit(self, tmp_path: Path, name: str) -> tuple[bool, bool]:
-        """Move a complete, fsynced temp file into place; returns (stored, new).
-
-        Nothing is stored if an intact copy is already there; a copy that has rotted
-        on disk is replaced (stored, not new)."""
-        final = self.path(name)
-        existed = final.exists()
-        if existed and _file_sha256(final) == name:
-            tmp_path.unlink(missing_ok=True)
-            return False, False
-        final.parent.mkdir(exist_ok=True)
-        os.replace(tmp_path, final)
-        _fsync_dir(final.parent)
-        return True, not existed
-
-    def commit_many(self, received: list[tuple[Path, str]]) -> list[tuple[bool, bool]]:
-        """:meth:`commit` for each fsynced ``(temp file, name)``, each directory fsynced
-        once at the end (a crash before then can lose a rename, never expose a
-        partial share)."""
-        results = []
-        touched: set[Path] = set()
-        for tmp_path, name in received:
-            final = self.path(name)
-            existed = final.exists()
-            if existed and _file_sha256(final) == name:
-                tmp_path.unlink(missing_ok=True)
-                results.append((False, False))
-                continue
-            final.parent.mkdir(exist_ok=True)
-            os.replace(tmp_path, final)
-            touched.add(final.parent)
-            results.append((True, not existed))
-        for folder in sorted(touched):
-            _fsync_dir(folder)
-        return results
-
-    def index_placement(self, manifest_hex: str, record_hex: str, sequence: int) -> None:
-        """Remember that ``record_hex`` places ``manifest_hex`` (a tiny marker file
-        holding the sequence, written atomically)."""
-        folder = self.placements / manifest_hex
-        folder.mkdir(exist_ok=True)
-        marker = folder / record_hex
-        if marker.exists():
-            return
-        tmp = self.tmp / f"{record_hex}.index"
-        tmp.write_text(str(sequence))
-        os.replace(tmp, marker)
-        _fsync_dir(folder)
+    async def holding(self, name: bytes) -> Holding:
+        """What is held under ``name`` (the index alone answers for a name not held)."""
+        if self.packs.size(name) is None:
+            return Holding.NOTHING
+        return await asyncio.to_thread(self.packs.holding, name)
 
     def placement_records(self, manifest_hex: str) -> list[dict[str, Any]]:
-        folder = self.placements / manifest_hex
-        if not folder.is_dir():
-            return []
-        found = []
-        for marker in folder.iterdir():
-            if self.path(marker.name).is_file():
-                found.append({"hash": marker.name, "sequence": int(marker.read_text())})
+        found = [
+            {"hash": record.hex(), "sequence": sequence}
+            for record, sequence in self.packs.placements(bytes.fromhex(manifest_hex))
+        ]
         return sorted(found, key=lambda r: (-r["sequence"], r["hash"]))
 
     def verified_manifest(self, name: str) -> VerifiedManifest:
@@ -195,13 +135,17 @@ class _ShareStore:
         if cached is not None:
             self.manifests.move_to_end(name)
             return cached
-        path = self.path(name)
-        if not path.is_file():
+        raw = bytes.fromhex(name)
+        size = self.packs.size(raw)
+        if size is None:
             raise _Refused(404, "this node does not hold that manifest")
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
+        if size > MAX_MANIFEST_BYTES:
             raise _Refused(422, "the blob stored under that name is too large to be a manifest")
+        data = self.packs.read(raw)
+        if data is None:
+            raise _Refused(404, "this node does not hold that manifest")
         try:
-            verified = verify_manifest(path.read_bytes(), bytes.fromhex(name))
+            verified = verify_manifest(data, raw)
         except ManifestError as exc:
             raise _Refused(
                 422, f"the blob stored under that name is not a manifest: {exc}"
@@ -212,46 +156,21 @@ class _ShareStore:
         return verified
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while piece := handle.read(1 << 20):
-            digest.update(piece)
-    return digest.hexdigest()
+def _read_group(packs: PackStore, held: list[tuple[bytes, int]]) -> list[bytes | None]:
+    return [packs.read(name) for name, _ in held]
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Persist a rename itself, not only the file contents.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_close(handle: Any) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
-
-
-async def _fsync_all(handles: list[Any]) -> None:
-    """Fsync and close each handle in one worker-thread call (each is closed even
-    if an fsync fails; the first failure is raised)."""
-
-    def work() -> None:
-        failure: OSError | None = None
-        for handle in handles:
-            try:
-                _fsync_close(handle)
-            except OSError as exc:
-                failure = failure or exc
-            finally:
-                handle.close()
-        if failure is not None:
-            raise failure
-
-    await asyncio.to_thread(work)
+def _groups(held: list[tuple[bytes, int]], limit: int) -> list[list[tuple[bytes, int]]]:
+    """``held`` cut into consecutive groups of at most ``limit`` bytes (or one share)."""
+    groups: list[list[tuple[bytes, int]]] = []
+    total = limit
+    for item in held:
+        if total + item[1] > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(item)
+        total += item[1]
+    return groups
 
 
 def create_storage_app(
@@ -262,7 +181,7 @@ def create_storage_app(
     largest share if that is more)."""
     if max_batch_bytes is None:
         max_batch_bytes = max(DEFAULT_MAX_BATCH_BYTES, max_share_bytes)
-    store = _ShareStore(data_dir, max_share_bytes, max_batch_bytes)
+    store = _Node(data_dir, max_share_bytes, max_batch_bytes)
     app = FastAPI(
         title="datagora storage node",
         version="1",
@@ -274,50 +193,38 @@ def create_storage_app(
         return JSONResponse({"detail": exc.reason}, status_code=exc.status)
 
     async def receive(name: str, request: Request, placement: bool) -> JSONResponse:
-        _check_name(name)
+        raw = bytes.fromhex(_check_name(name))
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > store.max_share_bytes:
             raise _Refused(413, f"share is larger than this node's cap of {store.max_share_bytes}")
-        fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix=f"{name}.")
-        tmp_path = Path(tmp_name)
-        handle = os.fdopen(fd, "wb")
-        digest = hashlib.sha256()
         size = 0
+        parts: list[bytes] = []
         try:
-            async for piece in request.stream():
-                size += len(piece)
-                if size > store.max_share_bytes:
-                    raise _Refused(
-                        413, f"share is larger than this node's cap of {store.max_share_bytes}"
-                    )
-                digest.update(piece)
-                handle.write(piece)
-            if digest.hexdigest() != name:
-                raise _Refused(422, "body does not hash to the share name (SHA-256 mismatch)")
-            await asyncio.to_thread(_fsync_close, handle)
-            record = None
-            if placement:
-                try:
-                    record = parse_placement(tmp_path.read_bytes())
-                except PlacementError as exc:
-                    raise _Refused(422, str(exc)) from None
-            async with store.lock:
-                created, new = await asyncio.to_thread(store.commit, tmp_path, name)
-                if new:
-                    store.count += 1
-                    store.bytes += size
-                if record is not None:
-                    await asyncio.to_thread(
-                        store.index_placement, record.manifest_hash.hex(), name, record.sequence
-                    )
+            with store.packs.writer() as writer:
+                writer.start(raw, await store.holding(raw))
+                async for piece in request.stream():
+                    size += len(piece)
+                    if size > store.max_share_bytes:
+                        raise _Refused(
+                            413, f"share is larger than this node's cap of {store.max_share_bytes}"
+                        )
+                    writer.write(piece)
+                    if placement:
+                        parts.append(piece)
+                if not writer.finish():
+                    raise _Refused(422, "body does not hash to the share name (SHA-256 mismatch)")
+                placements = []
+                if placement:
+                    try:
+                        record = parse_placement(b"".join(parts))
+                    except PlacementError as exc:
+                        raise _Refused(422, str(exc)) from None
+                    placements.append((record.manifest_hash, raw, record.sequence))
+                ((created, _),) = await asyncio.to_thread(writer.commit, placements)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _Refused(507, "the node's disk is full; try another node") from None
             raise _Refused(500, f"the node could not write the share ({exc.strerror})") from None
-        finally:
-            if not handle.closed:
-                handle.close()
-            tmp_path.unlink(missing_ok=True)
         return JSONResponse(
             {"name": name, "size": size, "stored": created}, status_code=201 if created else 200
         )
@@ -328,54 +235,24 @@ def create_storage_app(
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise _Refused(413, f"batch is larger than this node's cap of {cap} bytes")
         reader = FrameReader(store.max_share_bytes, store.max_batch_bytes)
-        temps: list[Path] = []
-        received: list[tuple[Path, str, int]] = []
-        syncing: deque[asyncio.Task[None]] = deque()
-        group: list[Any] = []
-        handle: Any = None
-        digest = hashlib.sha256()
-        name = ""
+        received: list[tuple[str, int]] = []
         try:
-            async for piece in request.stream():
-                for event in reader.feed(piece):
-                    if isinstance(event, EntryStart):
-                        name = event.name.hex()
-                        fd, tmp_name = tempfile.mkstemp(dir=store.tmp, prefix=f"{name}.")
-                        temps.append(Path(tmp_name))
-                        handle = os.fdopen(fd, "wb")
-                        digest = hashlib.sha256()
-                    elif isinstance(event, EntryData):
-                        digest.update(event.data)
-                        handle.write(event.data)
-                    else:
-                        if digest.hexdigest() != name:
+            with store.packs.writer() as writer:
+                async for piece in request.stream():
+                    for event in reader.feed(piece):
+                        if isinstance(event, EntryStart):
+                            received.append((event.name.hex(), event.length))
+                            writer.start(event.name, await store.holding(event.name))
+                        elif isinstance(event, EntryData):
+                            writer.write(event.data)
+                        elif not writer.finish():
                             raise _Refused(
                                 422,
-                                f"share {event.index} ({name}) does not hash to its name "
-                                "(SHA-256 mismatch); nothing from this batch was stored",
+                                f"share {event.index} ({received[-1][0]}) does not hash to its "
+                                "name (SHA-256 mismatch); nothing from this batch was stored",
                             )
-                        received.append((temps[-1], name, handle.tell()))
-                        group.append(handle)
-                        handle = None
-                        if len(group) >= _FSYNC_GROUP:
-                            syncing.append(asyncio.create_task(_fsync_all(group)))
-                            group = []
-                            while len(syncing) > _FSYNC_AHEAD:
-                                await syncing.popleft()
-            count = reader.finish()
-            if group:
-                syncing.append(asyncio.create_task(_fsync_all(group)))
-                group = []
-            while syncing:
-                await syncing.popleft()
-            async with store.lock:
-                results = await asyncio.to_thread(
-                    store.commit_many, [(path, n) for path, n, _ in received]
-                )
-                for (_, _, size), (_, new) in zip(received, results, strict=True):
-                    if new:
-                        store.count += 1
-                        store.bytes += size
+                count = reader.finish()
+                results = await asyncio.to_thread(writer.commit)
         except BatchTooLargeError as exc:
             raise _Refused(413, f"{exc}; nothing from this batch was stored") from None
         except BatchFormatError as exc:
@@ -384,14 +261,6 @@ def create_storage_app(
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _Refused(507, "the node's disk is full; try another node") from None
             raise _Refused(500, f"the node could not write the batch ({exc.strerror})") from None
-        finally:
-            # Fsyncs still running own their handles: let them finish first.
-            await asyncio.gather(*syncing, return_exceptions=True)
-            for unsynced in [*group, handle]:
-                if unsynced is not None:
-                    unsynced.close()
-            for path in temps:
-                path.unlink(missing_ok=True)
         stored = sum(created for created, _ in results)
         return JSONResponse(
             {
@@ -399,7 +268,7 @@ def create_storage_app(
                 "stored": stored,
                 "shares": [
                     {"name": n, "size": size, "stored": created}
-                    for (_, n, size), (created, _) in zip(received, results, strict=True)
+                    for (n, size), (created, _) in zip(received, results, strict=True)
                 ],
             },
             status_code=201 if stored else 200,
@@ -430,23 +299,24 @@ def create_storage_app(
         for name in wanted.names:
             _check_name(name)
 
-        def sizes() -> list[tuple[str, int]]:
-            held = []
-            for name in wanted.names:
-                with contextlib.suppress(FileNotFoundError):
-                    held.append((name, store.path(name).stat().st_size))
-            return held
+        names = [bytes.fromhex(name) for name in wanted.names]
+
+        def sizes() -> list[tuple[bytes, int]]:
+            return [(name, size) for name in names if (size := store.packs.size(name)) is not None]
 
         held = await asyncio.to_thread(sizes)
 
         async def frame() -> AsyncIterator[bytes]:
             yield BATCH_MAGIC + len(held).to_bytes(4, "big")
-            for name, size in held:
-                data = await asyncio.to_thread(store.path(name).read_bytes)
-                if len(data) != size:
-                    # Never frame bytes under a length they do not have: abort the body.
-                    raise StorageError(f"share {name} changed size while being served")
-                yield bytes.fromhex(name) + size.to_bytes(4, "big") + data
+            # Read in groups, one worker-thread call each: a hand-off per share costs
+            # about as much as reading it.
+            for group in _groups(held, _READ_GROUP_BYTES):
+                blobs = await asyncio.to_thread(_read_group, store.packs, group)
+                for (name, size), data in zip(group, blobs, strict=True):
+                    if data is None or len(data) != size:
+                        # Never frame bytes under a length they do not have: abort the body.
+                        raise StorageError(f"share {name.hex()} changed while being served")
+                    yield name + size.to_bytes(4, "big") + data
 
         return StreamingResponse(
             frame(),
@@ -485,10 +355,9 @@ def create_storage_app(
             proof = verified.proof(bytes.fromhex(name))
         except IntegrityError:
             raise _Refused(422, "that share is not listed in that manifest") from None
-        path = store.path(name)
-        if not path.is_file():
+        data = await asyncio.to_thread(store.packs.read, bytes.fromhex(name))
+        if data is None:
             raise _Refused(404, "no share with this name on this node")
-        data = await asyncio.to_thread(path.read_bytes)
         return {
             "share": base64.b64encode(data).decode("ascii"),
             "proof": proof.to_json(),
@@ -497,20 +366,18 @@ def create_storage_app(
         }
 
     async def get_share(name: str, request: Request) -> Response:
-        path = store.path(_check_name(name))
+        raw = bytes.fromhex(_check_name(name))
         if request.method == "HEAD":
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise _Refused(404, "no share with this name on this node") from None
+            size = store.packs.size(raw)
+            if size is None:
+                raise _Refused(404, "no share with this name on this node")
             headers = {"content-length": str(size)}
             return Response(media_type="application/octet-stream", headers=headers)
-        try:
-            # One read in a worker thread: shares are capped in size, and reading whole
-            # costs far less per request than streaming a file in small pieces.
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            raise _Refused(404, "no share with this name on this node") from None
+        # One read in a worker thread: shares are capped in size, and reading whole
+        # costs far less per request than streaming in small pieces.
+        data = await asyncio.to_thread(store.packs.read, raw)
+        if data is None:
+            raise _Refused(404, "no share with this name on this node")
         return Response(data, media_type="application/octet-stream")
 
     for method in ("GET", "HEAD"):
@@ -528,8 +395,8 @@ def create_storage_app(
         usage = shutil.disk_usage(store.root)
         return {
             "status": "ok",
-            "shares": store.count,
-            "bytes": store.bytes,
+            "shares": store.packs.count,
+            "bytes": store.packs.bytes,
             "max_share_bytes": store.max_share_bytes,
             "max_batch_bytes": store.max_batch_bytes,
             "max_batch_shares": MAX_BATCH_SHARES,

@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from datagora.storage.errors import IntegrityError, StorageError
 from datagora.storage.shares import SHARE_HEADER_SIZE, ShareHeader
@@ -50,6 +50,7 @@ __all__ = [
     "PackStore",
     "PackWriter",
     "share_location",
+    "stored_names",
 ]
 
 INDEX_VERSION: Final = 1
@@ -109,23 +110,36 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _inspect(data_dir: Path, query: str, args: tuple[bytes, ...] = ()) -> list[tuple[Any, ...]]:
+    index = data_dir / "index.sqlite3"
+    if not index.exists():
+        return []
+    conn = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+    try:
+        return conn.execute(query, args).fetchall()
+    finally:
+        conn.close()
+
+
 def share_location(data_dir: Path, name_hex: str) -> tuple[Path, int, int] | None:
     """Where the blob ``name_hex`` lies under a node's ``data_dir``: (segment file,
     offset, length), or ``None`` if it is not indexed. For tests and tools that
-    inspect a node's disk; the node itself uses :class:`PackStore`."""
-    index = data_dir / "index.sqlite3"
-    if not index.exists():
+    inspect a node's disk (read-only); the node itself uses :class:`PackStore`."""
+    rows = _inspect(
+        data_dir,
+        "SELECT segment, offset, length FROM shares WHERE name = ?",
+        (bytes.fromhex(name_hex),),
+    )
+    if not rows:
         return None
-    conn = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
-    try:
-        row = conn.execute(
-            "SELECT segment, offset, length FROM shares WHERE name = ?", (bytes.fromhex(name_hex),)
-        ).fetchone()
-    finally:
-        conn.close()
-    if row is None:
-        return None
-    return _segment_path(data_dir / "packs", row[0]), row[1], row[2]
+    segment, offset, length = rows[0]
+    return _segment_path(data_dir / "packs", segment), offset, length
+
+
+def stored_names(data_dir: Path) -> set[str]:
+    """The hex names of every blob indexed under a node's ``data_dir`` (read-only,
+    like :func:`share_location`)."""
+    return {bytes(row[0]).hex() for row in _inspect(data_dir, "SELECT name FROM shares")}
 
 
 def _segment_path(folder: Path, number: int) -> Path:
@@ -299,11 +313,6 @@ class PackWriter:
             return False
         self._entries.append(current)
         return True
-
-    @property
-    def sizes(self) -> list[int]:
-        """The byte length of each finished blob, in order."""
-        return [e.length for e in self._entries]
 
     def commit(
         self, placements: Sequence[tuple[bytes, bytes, int]] = ()
