@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from datagora.crypto import pre
 from datagora.crypto.aead import ChunkCipher, DataKey
 from datagora.crypto.sealed import WrappedKey, unwrap_data_key, wrap_data_key
+from datagora.http1 import Http1Error, Http1Pool
 from datagora.storage.batch import (
     MAX_BATCH_SHARES,
     BatchFormatError,
@@ -56,7 +57,6 @@ from datagora.storage.errors import (
     StorageError,
     UploadError,
 )
-from datagora.storage.http1 import Http1Error, Http1Pool
 from datagora.storage.manifest import AnyWrappedKey, Manifest, VerifiedManifest, verify_manifest
 from datagora.storage.pipeline import (
     EncodedChunk,
@@ -320,7 +320,7 @@ class _Session:
         limit: int | None = None,
     ) -> httpx.Response:
         """A batch request, through the lean HTTP/1.1 client for plain-http nodes
-        (see :mod:`datagora.storage.http1`), else through httpx."""
+        (see :mod:`datagora.http1`), else through httpx."""
         if not Http1Pool.supports(url):
             if content_type == "application/json":
                 payload = json.loads(b"".join(body))

@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 client for the storage client's bulk requests.
+"""A lean HTTP/1.1 client for hot paths: share batches, and a proxy's chain reads.
 
 Share batches are megabytes each, and most of their cost should be the bytes.
 httpx spends about 1.3 ms of CPU per MB of shares on its layers (httpcore, anyio,
@@ -9,8 +9,9 @@ asyncio streams, one keep-alive connection per request slot and node, the body
 written as ``writelines`` of its pieces, the response read by ``Content-Length``
 (or chunked framing).
 
-Only plain ``http://`` is spoken; the storage client uses httpx for ``https://``
-nodes and for every other request. Every request runs under one deadline; a
+The proxy's access gate sends its batched ``eth_call``s to a plain-http RPC
+endpoint the same way. Only plain ``http://`` is spoken; callers use httpx (or
+web3) for ``https://`` and for every other request. Every request runs under one deadline; a
 connection that fails or times out is closed, never reused. A request on a reused
 keep-alive connection that the server had already closed is retried once on a
 fresh connection; callers only send idempotent requests (content-addressed
