@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
 import shutil
 from collections import OrderedDict
@@ -182,10 +183,17 @@ def create_storage_app(
     if max_batch_bytes is None:
         max_batch_bytes = max(DEFAULT_MAX_BATCH_BYTES, max_share_bytes)
     store = _Node(data_dir, max_share_bytes, max_batch_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.packs.close()
+
     app = FastAPI(
         title="datagora storage node",
         version="1",
         description="Content-addressed storage of encrypted, erasure-coded shares.",
+        lifespan=lifespan,
     )
 
     @app.exception_handler(_Refused)
