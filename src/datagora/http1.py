@@ -62,6 +62,7 @@ class Http1Pool:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @staticmethod
     def supports(url: str) -> bool:
@@ -113,6 +114,12 @@ class Http1Pool:
             raise Http1Error(f"unreachable ({type(exc).__name__})") from None
 
     async def _connection(self, host: str, port: int) -> tuple[_Conn, bool]:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # Connections belong to the loop that opened them; a pool used from a new
+            # loop (another asyncio.run) starts afresh.
+            self._idle.clear()
+            self._loop = loop
         idle = self._idle.get((host, port))
         while idle:
             conn = idle.pop()

@@ -3,6 +3,7 @@ on-chain gate on the embedded chain (the anvil path is covered by the network te
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import pytest
 
 from datagora.crypto.keys import Identity
 from datagora.crypto.pre import dataset_scope, make_kfrags
+from datagora.errors import ChainError
 from datagora.ledger import Ledger, ListKind
 from datagora.sharing.accesslog import AccessLogFile, LogCorrupt, verify_log
-from datagora.sharing.gate import AccessGate
+from datagora.sharing.gate import AccessGate, CallCoalescer
 from datagora.sharing.wire import KfragDelivery
 from helpers import BUYER, OWNER, fund, publish
 
@@ -80,3 +82,31 @@ def test_gate_on_the_embedded_chain(embedded_ledger: Ledger) -> None:
     ledger.access.set_list(OWNER, ds, BUYER.address, ListKind.NONE)
     ledger.chain.advance_time(86_400 + 1)
     assert gate.check(ds, BUYER.address).code == "order_expired"
+
+
+@pytest.mark.anvil
+def test_concurrent_async_checks_share_batches_and_see_each_change(_anvil_ledger: Ledger) -> None:
+    ledger = _anvil_ledger
+    snapshot = ledger.chain.snapshot()
+    try:
+        gate = AccessGate(ledger)
+        assert gate.coalescer is not None
+        ds = publish(ledger).dataset
+        fund(ledger, BUYER.address)
+        ledger.exchange.buy_and_order(BUYER, ds, ledger.datatoken(ds))
+
+        async def many() -> list[str]:
+            checks = [gate.check_async(ds, who.address) for who in [BUYER, OWNER] * 20]
+            return [d.code or "allowed" for d in await asyncio.gather(*checks)]
+
+        assert asyncio.run(many()) == ["allowed", "no_order"] * 20
+        assert gate.coalescer.groups == 40 and gate.coalescer.batches < 40
+        # A change on chain is seen by the very next check, coalesced or not.
+        ledger.access.set_list(OWNER, ds, BUYER.address, ListKind.DENY)
+        assert set(asyncio.run(many())[::2]) == {"deny_listed"}
+        # An unreachable chain fails every waiting check, with ChainError.
+        gate.coalescer = CallCoalescer("http://127.0.0.1:9")
+        with pytest.raises(ChainError):
+            asyncio.run(many())
+    finally:
+        ledger.chain.revert(snapshot)

@@ -5,13 +5,22 @@ holds either a valid, unexpired order for the dataset's service
 (``Datatoken.has_valid_order``) or access through the AccessRegistry (an
 unexpired, unrevoked grant, or the allow-list: ``AccessRegistry.has_access``).
 Everything is read from the chain at its latest block, so a revocation stops the
-next request. Only on a refusal is the reason looked up (the consumer's latest
-access request, its order's expiry), to give a one-line answer that tells the
-consumer nothing it could not read on chain itself.
+next request.
+
+:meth:`AccessGate.check_async` is the proxy's hot path: the reads of concurrent
+requests are coalesced into one JSON-RPC batch at a time (:class:`CallCoalescer`).
+Each request's reads are still sent after the request arrived, so none is
+answered from an older view of the chain than a one-by-one check would use.
+
+Only on a refusal is the reason looked up (the consumer's latest access request,
+its order's expiry), to give a one-line answer that tells the consumer nothing it
+could not read on chain itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any, Final
@@ -19,6 +28,7 @@ from typing import Any, Final
 from web3.exceptions import Web3Exception
 
 from datagora.errors import ChainError, DatagoraError
+from datagora.http1 import Http1Error, Http1Pool
 from datagora.ledger import Ledger, ListKind, RequestStatus
 from datagora.ledger.base import ZERO_ADDRESS, ContractWrapper
 from datagora.ledger.tokens import Datatoken
@@ -41,6 +51,91 @@ class Decision:
 _ALLOWED: Final = Decision(True)
 
 
+class CallCoalescer:
+    """``eth_call`` groups from concurrent requests, sent as one JSON-RPC batch at a time.
+
+    A group submitted while no batch is under way goes at once; groups submitted
+    while one is under way wait for it and then go together in the next. Each group
+    gets its own results, or a :class:`ChainError` if its calls (or the batch)
+    failed. Bound to the event loop it is first used on.
+    """
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url
+        self._pool = Http1Pool(timeout)
+        self._waiting: list[tuple[list[dict[str, Any]], asyncio.Future[list[str]]]] = []
+        self._sending = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.groups = 0
+
+    async def call(self, calls: list[dict[str, Any]]) -> list[str]:
+        """Each call's result (hex), read at the chain's latest block."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new loop: nothing carries over
+            self._loop, self._waiting, self._sending = loop, [], False
+        future: asyncio.Future[list[str]] = loop.create_future()
+        self._waiting.append((calls, future))
+        if not self._sending:
+            self._sending = True
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                groups, self._waiting = self._waiting, []
+                await self._send(groups)
+        finally:
+            self._sending = False
+
+    async def _send(
+        self, groups: list[tuple[list[dict[str, Any]], asyncio.Future[list[str]]]]
+    ) -> None:
+        flat = [call for calls, _ in groups for call in calls]
+        body = json.dumps(
+            [
+                {"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [c, "latest"]}
+                for i, c in enumerate(flat)
+            ]
+        ).encode()
+        self.batches += 1
+        self.groups += len(groups)
+        try:
+            answer = await self._pool.request("POST", self.url, [body], "application/json")
+            if answer.status != 200:
+                raise ChainError(f"the chain at {self.url} answered HTTP {answer.status}")
+            replies = json.loads(answer.content)
+            if not isinstance(replies, list):
+                raise ChainError(f"the chain refused a batch of calls: {str(replies)[:200]}")
+        except (Http1Error, ValueError, ChainError) as exc:
+            failure = (
+                exc
+                if isinstance(exc, ChainError)
+                else ChainError(f"cannot reach the chain at {self.url}: {exc}")
+            )
+            for _, future in groups:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        start = 0
+        for calls, future in groups:
+            mine = [by_id.get(i, {}) for i in range(start, start + len(calls))]
+            start += len(calls)
+            if future.done():
+                continue
+            bad = next((r for r in mine if "error" in r or "result" not in r), None)
+            if bad is not None:
+                future.set_exception(ChainError(f"an eth_call failed: {bad.get('error')}"))
+            else:
+                future.set_result([r["result"] for r in mine])
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
 class AccessGate:
     """Reads the ledger to decide whether ``consumer`` may read ``dataset`` now."""
 
@@ -49,6 +144,14 @@ class AccessGate:
         self.service_id = service_id
         self._datatokens: dict[int, Datatoken] = {}
         self._lock = threading.Lock()
+        url = getattr(ledger.chain, "url", None)
+        self.coalescer = (
+            CallCoalescer(url)
+            if isinstance(url, str)
+            and hasattr(ledger.chain, "call_batch")
+            and Http1Pool.supports(url)
+            else None
+        )
 
     def _datatoken(self, dataset: int) -> Datatoken | None:
         # A dataset's datatoken is fixed when it is published: safe to remember.
@@ -64,29 +167,66 @@ class AccessGate:
             self._datatokens[dataset] = token
         return token
 
+    def _calls(
+        self, token: Datatoken, dataset: int, consumer: str
+    ) -> tuple[tuple[ContractWrapper, str, tuple[Any, ...]], ...]:
+        access = self.ledger.access
+        return (
+            (access, "list_of", (dataset, consumer)),
+            (token, "has_valid_order", (consumer, self.service_id)),
+            (access, "has_access", (dataset, consumer)),
+        )
+
+    def _decide(
+        self, token: Datatoken, dataset: int, consumer: str, views: list[int]
+    ) -> Decision | None:
+        """The decision the views alone give; None if the refusal needs explaining."""
+        listed, ordered, granted = views
+        if listed == ListKind.DENY:
+            return Decision(
+                False, "deny_listed", f"the owner deny-listed {consumer} for dataset {dataset}"
+            )
+        if ordered or granted:
+            return _ALLOWED
+        return None
+
     def check(self, dataset: int, consumer: str) -> Decision:
         """Allowed, or why not. Raises :class:`ChainError` if the chain cannot be read."""
         try:
             token = self._datatoken(dataset)
             if token is None:
                 return Decision(False, "no_order", f"dataset {dataset} does not exist")
-            access = self.ledger.access
-            listed, ordered, granted = self._views(
-                (access, "list_of", (dataset, consumer)),
-                (token, "has_valid_order", (consumer, self.service_id)),
-                (access, "has_access", (dataset, consumer)),
-            )
-            if listed == ListKind.DENY:
-                return Decision(
-                    False, "deny_listed", f"the owner deny-listed {consumer} for dataset {dataset}"
-                )
-            if ordered or granted:
-                return _ALLOWED
-            return self._explain(token, dataset, consumer)
+            views = self._views(*self._calls(token, dataset, consumer))
+            decided = self._decide(token, dataset, consumer, views)
+            return decided if decided is not None else self._explain(token, dataset, consumer)
         except ChainError:
             raise
         except (DatagoraError, OSError, Web3Exception) as exc:
             raise ChainError(f"the ledger could not be read ({type(exc).__name__})") from None
+
+    async def check_async(self, dataset: int, consumer: str) -> Decision:
+        """:meth:`check` for an event loop: the views of concurrent checks share one
+        JSON-RPC batch (:class:`CallCoalescer`); the rare slow parts (a dataset's
+        first check, explaining a refusal) run in a worker thread."""
+        if self.coalescer is None:
+            return await asyncio.to_thread(self.check, dataset, consumer)
+        try:
+            with self._lock:
+                token = self._datatokens.get(dataset)
+            if token is None:
+                token = await asyncio.to_thread(self._datatoken, dataset)
+                if token is None:
+                    return Decision(False, "no_order", f"dataset {dataset} does not exist")
+            calls = self._calls(token, dataset, consumer)
+            results = await self.coalescer.call([c.prepare(f, *args) for c, f, args in calls])
+            decided = self._decide(token, dataset, consumer, [int(r, 16) for r in results])
+        except ChainError:
+            raise
+        except (DatagoraError, OSError, Web3Exception, ValueError) as exc:
+            raise ChainError(f"the ledger could not be read ({type(exc).__name__})") from None
+        if decided is not None:
+            return decided
+        return await asyncio.to_thread(self.check, dataset, consumer)
 
     def _views(self, *calls: tuple[ContractWrapper, str, tuple[Any, ...]]) -> list[int]:
         """Views returning one word each, as integers, by bare ``eth_call``s.

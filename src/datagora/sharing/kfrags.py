@@ -29,6 +29,7 @@ __all__ = ["KEEP_BATCHES", "KfragRecord", "KfragStore"]
 
 _SCHEMA_VERSION: Final = 2
 KEEP_BATCHES: Final = 4
+_CACHED_KEYS: Final = 10_000
 """Fragment batches kept per dataset version and consumer (older ones are dropped)."""
 
 
@@ -68,6 +69,9 @@ class KfragStore:
         self.path = path
         self._lock = threading.Lock()
         self._verified: dict[tuple[int, int, str, bytes], tuple[bytes, VerifiedKeyFrag]] = {}
+        # What get() answered, until this store next writes that key: a proxy reads
+        # its fragments on every re-encryption and writes them only on delegation.
+        self._rows: dict[tuple[int, int, str], list[KfragRecord]] = {}
         try:
             self._db = sqlite3.connect(
                 path, timeout=10.0, isolation_level=None, check_same_thread=False
@@ -129,17 +133,27 @@ class KfragStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._rows.pop((record.dataset, record.version, consumer), None)
             self._verified[key] = (record.kfrag, verified)
 
     def get(self, dataset: int, version: int, consumer: str) -> list[KfragRecord]:
         """The fragments held for ``consumer`` on ``dataset`` ``version``, newest batch first."""
+        key = (dataset, version, consumer.lower())
         with self._lock:
+            cached = self._rows.get(key)
+            if cached is not None:
+                return list(cached)
             rows = self._db.execute(
                 "SELECT * FROM kfrags WHERE dataset = ? AND version = ? AND consumer = ? "
                 "ORDER BY seq DESC",
-                (str(dataset), version, consumer.lower()),
+                (str(dataset), version, key[2]),
             ).fetchall()
-        return [_record(row) for row in rows]
+            records = [_record(row) for row in rows]
+            if len(self._rows) >= _CACHED_KEYS:
+                self._rows.clear()
+            self._rows[key] = records
+        return list(records)
 
     def verified(self, record: KfragRecord) -> VerifiedKeyFrag:
         """The verified fragment of ``record`` (checked once per process, then remembered).

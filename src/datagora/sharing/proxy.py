@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,7 +50,7 @@ from datagora.crypto.signed import (
 from datagora.errors import ChainError, DatagoraError
 from datagora.ledger import Ledger
 from datagora.sharing.accesslog import AccessLogFile
-from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate
+from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate, Decision
 from datagora.sharing.kfrags import KfragRecord, KfragStore
 from datagora.sharing.wire import KfragDelivery, ReencryptBody, service_lifespan
 
@@ -81,6 +82,16 @@ def _parse(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         raise MalformedRequest("the body is not JSON") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A re-encryption request whose body and signature passed."""
+
+    body: ReencryptBody
+    request: FragmentRequest
+    signer: str
+    entry: dict[str, Any]
 
 
 class ProxyService:
@@ -176,6 +187,28 @@ class ProxyService:
         return 200, {"stored": True}
 
     def reencrypt(self, raw: bytes) -> Answer:
+        admitted = self._admit(raw)
+        if not isinstance(admitted, _Admitted):
+            return admitted
+        try:
+            decision = self.gate.check(admitted.request.dataset, admitted.signer)
+        except ChainError:
+            return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
+        return self._serve(admitted, decision)
+
+    async def reencrypt_async(self, raw: bytes) -> Answer:
+        """:meth:`reencrypt` on the event loop: the ledger read of concurrent requests
+        share a JSON-RPC batch; the rest is short CPU work done inline."""
+        admitted = self._admit(raw)
+        if not isinstance(admitted, _Admitted):
+            return admitted
+        try:
+            decision = await self.gate.check_async(admitted.request.dataset, admitted.signer)
+        except ChainError:
+            return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
+        return self._serve(admitted, decision)
+
+    def _admit(self, raw: bytes) -> _Admitted | Answer:
         try:
             body = ReencryptBody.from_json(_parse(raw))
             checked = verify_request(
@@ -192,27 +225,27 @@ class ProxyService:
             "capsule": req.capsule.hex(),
             "request": checked.digest.hex(),
         }
-        try:
-            decision = self.gate.check(req.dataset, checked.signer)
-        except ChainError:
-            return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
+        return _Admitted(body, req, checked.signer, entry)
+
+    def _serve(self, admitted: _Admitted, decision: Decision) -> Answer:
+        entry, req, signer = admitted.entry, admitted.request, admitted.signer
         if not decision.allowed:
             self.log.append(**entry, outcome="refused", reason=decision.code)
             return _refusal(403, decision.code, decision.detail)
-        records = self.kfrags.get(req.dataset, req.version, checked.signer)
+        records = self.kfrags.get(req.dataset, req.version, signer)
         if not records:
             self.log.append(**entry, outcome="refused", reason="no_kfrag")
             return _refusal(
                 404,
                 "no_kfrag",
-                f"this proxy holds no key fragment for {checked.signer} on dataset "
+                f"this proxy holds no key fragment for {signer} on dataset "
                 f"{req.dataset} version {req.version}",
             )
         try:
             cfrags = [
                 {
                     "batch": r.batch.hex(),
-                    "cfrag": reencrypt(self.kfrags.verified(r), body.capsule).hex(),
+                    "cfrag": reencrypt(self.kfrags.verified(r), admitted.body.capsule).hex(),
                 }
                 for r in records
             ]
@@ -300,7 +333,7 @@ def create_proxy_app(
 
     @app.post("/reencrypt")
     async def post_reencrypt(request: Request) -> JSONResponse:
-        status, payload = await run_in_threadpool(service.reencrypt, await request.body())
+        status, payload = await service.reencrypt_async(await request.body())
         return JSONResponse(payload, status_code=status)
 
     @app.get("/log")
