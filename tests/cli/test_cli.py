@@ -78,3 +78,17 @@ def test_deploy_and_info_against_anvil(tmp_path: Path) -> None:
         data = json.loads(info.stdout)
         assert data["chain_id"] == 31337 and data["datasets"] == 0
         assert set(data["contracts"]) >= {"Factory", "DataNFT", "MarketToken"}
+
+
+def test_storage_retention_options_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    base = ["node", "--roles", "storage", "--port", "7999", "--data", str(tmp_path / "n")]
+    for extra, message in (
+        (["--require-onchain-record"], "needs --rpc and --deployment"),
+        (["--retention-grace", "-1"], "--retention-grace must not be negative"),
+    ):
+        result = run(*base, *extra)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:")
+        assert message in result.stderr
+    assert not (tmp_path / "n" / "storage" / "index.sqlite3").exists()

@@ -11,10 +11,14 @@ import hashlib
 import io
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -22,8 +26,12 @@ from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import wrap_data_key
 from datagora.ledger import Chain, Ledger, dev_account
 from datagora.ledger.anvil import Anvil
+from datagora.node.inprocess import ServerGroup
+from datagora.storage.client import StorageClient
+from datagora.storage.errors import StorageError
 from datagora.storage.manifest import verify_manifest
-from datagora.storage.packs import PackStore
+from datagora.storage.node import create_storage_app
+from datagora.storage.packs import PackStore, stored_names
 from datagora.storage.pipeline import EncodingParams, ManifestBuilder, encode_stream, new_dataset_id
 from datagora.storage.placement import PlacementRecord
 from datagora.storage.retention import OnChainReferences, Retention
@@ -153,3 +161,40 @@ def test_nothing_is_deleted_when_the_chain_cannot_be_read(store: PackStore) -> N
     report = retention.sweep(store)
     assert report.error is not None and "nothing deleted" in report.error
     assert report.deleted == 0 and _held(store) == before
+
+
+def test_a_node_sweeps_by_itself_and_reports_it(embedded_ledger: Ledger, tmp_path: Path) -> None:
+    """Three node apps with retention on (grace 1 s, a sweep every 0.2 s): a recorded
+    upload stays readable, an unrecorded one disappears from every node."""
+
+    def node(i: int) -> Any:
+        policy = Retention(OnChainReferences.of(embedded_ledger), grace=1.0, every=0.2)
+        return create_storage_app(tmp_path / f"node{i}", 1 << 20, retention=policy)
+
+    with ServerGroup() as group:
+        urls = [group.start(partial(node, i), f"storage-{i}").url for i in range(3)]
+        client = StorageClient(urls)
+        owner = X25519PrivateKey.generate().public_key()
+        uploads = []
+        for payload in (os.urandom(30_000), os.urandom(30_000)):
+            params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=3)
+            key = DataKey.generate()
+            uploads.append((client.upload(io.BytesIO(payload), params, key, owner), key, payload))
+        (recorded, key, payload), (orphan, _, _) = uploads
+        publish(embedded_ledger, manifest_hash=recorded.manifest_hash, merkle_root=recorded.root)
+        deadline = time.monotonic() + 30
+        while True:
+            health = [httpx.get(f"{u}/health").json()["retention"]["last_sweep"] for u in urls]
+            if all(h and h["deleted"] for h in health):
+                break
+            assert time.monotonic() < deadline, f"no sweep deleted anything: {health}"
+            time.sleep(0.2)
+        out = tmp_path / "back.bin"
+        client.download(recorded.manifest_hash, key, out)
+        assert out.read_bytes() == payload
+        with pytest.raises(StorageError):
+            client.download(orphan.manifest_hash, key, tmp_path / "orphan.bin")
+        for i in range(3):
+            names = stored_names(tmp_path / f"node{i}")
+            assert orphan.manifest_hash.hex() not in names
+            assert not names & {s.hex() for c in orphan.manifest.chunks for s in c.shares}

@@ -324,6 +324,17 @@ def node(
     allow_weak_sandbox: Annotated[
         bool, typer.Option(help="compute: run jobs even where no network namespace can be made.")
     ] = False,
+    require_onchain_record: Annotated[
+        bool,
+        typer.Option(
+            help="storage: keep only data the ledger records (needs --rpc and --deployment); "
+            "anything unrecorded is deleted after --retention-grace seconds."
+        ),
+    ] = False,
+    retention_grace: Annotated[
+        float,
+        typer.Option(help="storage: seconds unrecorded data is kept (the publish's time)."),
+    ] = 3600.0,
 ) -> None:
     """Run a node serving the given roles until interrupted.
 
@@ -337,6 +348,8 @@ def node(
         raise ConfigError("--max-share-mb must be positive")
     if confirmations < 0:
         raise ConfigError("--confirmations must not be negative")
+    if retention_grace < 0:
+        raise ConfigError("--retention-grace must not be negative")
     role_list = [r.strip() for r in roles.split(",") if r.strip()]
     config = NodeConfig(
         data_dir=data,
@@ -355,6 +368,8 @@ def node(
         threshold=threshold,
         compute_datasets=_compute_datasets(dataset or []),
         allow_weak_sandbox=allow_weak_sandbox,
+        require_onchain_record=require_onchain_record,
+        retention_grace=retention_grace,
     )
     serve(role_list, host, port, config)
 

@@ -51,6 +51,9 @@ class NodeConfig:
     allow_weak_sandbox: bool = False
     # compute: each consumer's epsilon budget on a stored dataset that requires DP
     epsilon_budget: float = 3.0
+    # storage: keep only what the ledger records, deleting the rest after the grace
+    require_onchain_record: bool = False
+    retention_grace: float = 3600.0
 
     def ledger(self) -> Ledger:
         from datagora.ledger import Ledger
@@ -74,7 +77,14 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
     if role == "storage":
         from datagora.storage.node import create_storage_app
 
-        return create_storage_app(config.data_dir / "storage", config.max_share_bytes)
+        retention = None
+        if config.require_onchain_record:
+            from datagora.storage.retention import OnChainReferences, Retention
+
+            retention = Retention(OnChainReferences.of(config.ledger()), config.retention_grace)
+        return create_storage_app(
+            config.data_dir / "storage", config.max_share_bytes, retention=retention
+        )
     if role == "proxy":
         from datagora.sharing.proxy import create_proxy_app
 

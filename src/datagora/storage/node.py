@@ -51,6 +51,7 @@ from datagora.storage.errors import IntegrityError, ManifestError, PlacementErro
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
 from datagora.storage.packs import Holding, PackStore
 from datagora.storage.placement import parse_placement
+from datagora.storage.retention import Retention
 
 __all__ = ["DEFAULT_MAX_BATCH_BYTES", "create_storage_app"]
 
@@ -175,19 +176,41 @@ def _groups(held: list[tuple[bytes, int]], limit: int) -> list[list[tuple[bytes,
 
 
 def create_storage_app(
-    data_dir: Path, max_share_bytes: int, max_batch_bytes: int | None = None
+    data_dir: Path,
+    max_share_bytes: int,
+    max_batch_bytes: int | None = None,
+    *,
+    retention: Retention | None = None,
 ) -> FastAPI:
     """A FastAPI app storing shares under ``data_dir``, each at most ``max_share_bytes``;
     a batch carries at most ``max_batch_bytes`` of shares (default 64 MiB, or one
-    largest share if that is more)."""
+    largest share if that is more).
+
+    With ``retention`` the node keeps only what the ledger records: every
+    ``retention.every`` seconds it sweeps (:mod:`datagora.storage.retention`) and
+    compacts its segments after deleting."""
     if max_batch_bytes is None:
         max_batch_bytes = max(DEFAULT_MAX_BATCH_BYTES, max_share_bytes)
     store = _Node(data_dir, max_share_bytes, max_batch_bytes)
 
+    async def sweep_forever(policy: Retention) -> None:
+        while True:
+            await asyncio.sleep(policy.every)
+            report = await asyncio.to_thread(policy.sweep, store.packs)
+            if report.deleted:
+                await asyncio.to_thread(store.packs.compact)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        store.packs.close()
+        sweeper = None if retention is None else asyncio.create_task(sweep_forever(retention))
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            store.packs.close()
 
     app = FastAPI(
         title="datagora storage node",
@@ -409,6 +432,15 @@ def create_storage_app(
             "max_batch_bytes": store.max_batch_bytes,
             "max_batch_shares": MAX_BATCH_SHARES,
             "free_bytes": usage.free,
+            "retention": None
+            if retention is None
+            else {
+                "grace_seconds": retention.grace,
+                "sweep_every_seconds": retention.every,
+                "last_sweep": None if retention.last is None else retention.last.to_json(),
+            },
         }
 
+    app.state.packs = store.packs
+    app.state.retention = retention
     return app
