@@ -21,6 +21,7 @@ that opens the data key by itself: fewer than ``threshold`` proxies learn nothin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -127,8 +128,15 @@ def _key_bytes(key: PublicKeyLike) -> bytes:
 def _capsule(capsule: Capsule | bytes) -> Capsule:
     if isinstance(capsule, Capsule):
         return capsule
+    return _parse_capsule(bytes(capsule))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_capsule(raw: bytes) -> Capsule:
+    # Parsing decompresses two curve points (~0.2 ms); a proxy sees the same capsule
+    # of a dataset version from every consumer, and capsules are public.
     try:
-        return Capsule.from_bytes(bytes(capsule))
+        return Capsule.from_bytes(raw)
     except ValueError:
         raise PreError("the capsule is malformed") from None
 

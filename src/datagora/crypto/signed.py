@@ -31,7 +31,8 @@ from coincurve import PublicKey
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_keys.exceptions import BadSignature
-from eth_utils.address import is_hex_address, to_checksum_address
+from eth_utils.address import is_hex_address
+from eth_utils.address import to_checksum_address as _to_checksum_address
 from eth_utils.crypto import keccak
 
 from datagora.crypto.keys import Identity
@@ -126,6 +127,13 @@ def new_nonce() -> bytes:
 # ---------------------------------------------------------------- request types
 
 _UINT_RE: Final = re.compile(r"uint(8|16|32|64|128|256)")
+
+
+@lru_cache(maxsize=4096)
+def to_checksum_address(value: str | bytes) -> str:
+    """EIP-55 form of an address, remembered: a proxy checksums the same few
+    accounts on every request, and each costs several keccak and regex calls."""
+    return str(_to_checksum_address(value))
 
 
 def _check_value(name: str, sol_type: str, value: Any) -> Any:

@@ -49,6 +49,7 @@ class Decision:
 
 
 _ALLOWED: Final = Decision(True)
+_ENCODED_KEYS: Final = 10_000
 
 
 class CallCoalescer:
@@ -143,6 +144,7 @@ class AccessGate:
         self.ledger = ledger
         self.service_id = service_id
         self._datatokens: dict[int, Datatoken] = {}
+        self._encoded: dict[tuple[int, str], list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         url = getattr(ledger.chain, "url", None)
         self.coalescer = (
@@ -204,6 +206,19 @@ class AccessGate:
         except (DatagoraError, OSError, Web3Exception) as exc:
             raise ChainError(f"the ledger could not be read ({type(exc).__name__})") from None
 
+    def _prepared(self, token: Datatoken, dataset: int, consumer: str) -> list[dict[str, Any]]:
+        # The ABI-encoded views of a (dataset, consumer) never change: encode once.
+        key = (dataset, consumer)
+        with self._lock:
+            cached = self._encoded.get(key)
+        if cached is None:
+            cached = [c.prepare(f, *args) for c, f, args in self._calls(token, dataset, consumer)]
+            with self._lock:
+                if len(self._encoded) >= _ENCODED_KEYS:
+                    self._encoded.clear()
+                self._encoded[key] = cached
+        return cached
+
     async def check_async(self, dataset: int, consumer: str) -> Decision:
         """:meth:`check` for an event loop: the views of concurrent checks share one
         JSON-RPC batch (:class:`CallCoalescer`); the rare slow parts (a dataset's
@@ -217,8 +232,7 @@ class AccessGate:
                 token = await asyncio.to_thread(self._datatoken, dataset)
                 if token is None:
                     return Decision(False, "no_order", f"dataset {dataset} does not exist")
-            calls = self._calls(token, dataset, consumer)
-            results = await self.coalescer.call([c.prepare(f, *args) for c, f, args in calls])
+            results = await self.coalescer.call(self._prepared(token, dataset, consumer))
             decided = self._decide(token, dataset, consumer, [int(r, 16) for r in results])
         except ChainError:
             raise
