@@ -9,7 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from datagora.storage.packs import Holding, PackStore, share_location
+import pytest
+
+from datagora.storage.packs import Holding, PackStore, VanishedError, share_location
 from datagora.storage.shares import ShareHeader
 
 
@@ -211,3 +213,41 @@ def test_share_location_of_a_missing_name(tmp_path: Path) -> None:
     assert share_location(tmp_path, "00" * 32) is None
     PackStore(tmp_path).close()
     assert share_location(tmp_path, "00" * 32) is None
+
+
+def test_a_collector_cannot_undo_an_upload_that_raced_it(tmp_path: Path) -> None:
+    store = PackStore(tmp_path)
+    old, fresh = named(b"stored long ago"), named(b"stored just now")
+    put(store, [old[1], fresh[1]])
+    stored_at = {e.name: e.stored_at for e in store.entries()}
+    # The collector decided on both, but one was uploaded again (restamped) meanwhile.
+    with store._db_lock, store._db:
+        store._db.execute("UPDATE shares SET stored_at = 0 WHERE name = ?", (old[0],))
+    assert store.delete([old[0], fresh[0]], stored_before=stored_at[fresh[0]]) == 1
+    assert store.read(old[0]) is None and store.read(fresh[0]) == fresh[1]
+    assert store.count == 1
+    store.close()
+
+
+def test_an_upload_of_a_blob_held_intact_restamps_it_or_fails_if_it_vanished(
+    tmp_path: Path,
+) -> None:
+    store = PackStore(tmp_path)
+    name, data = named(b"kept by a second upload")
+    put(store, [data])
+    with store._db_lock, store._db:
+        store._db.execute("UPDATE shares SET stored_at = 5 WHERE name = ?", (name,))
+    assert put(store, [data]) == [(False, False)]
+    (entry,) = store.entries()
+    assert entry.stored_at > 5
+    # Held when the upload began, deleted before it committed: refused, nothing stored.
+    before = segment_sizes(tmp_path)
+    with store.writer() as writer:
+        writer.start(name, store.holding(name))
+        writer.write(data)
+        assert writer.finish()
+        store.delete([name])
+        with pytest.raises(VanishedError, match="send it again"):
+            writer.commit()
+    assert store.read(name) is None and segment_sizes(tmp_path) == before
+    store.close()

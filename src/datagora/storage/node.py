@@ -49,7 +49,7 @@ from datagora.storage.batch import (
 )
 from datagora.storage.errors import IntegrityError, ManifestError, PlacementError, StorageError
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
-from datagora.storage.packs import Holding, PackStore
+from datagora.storage.packs import Holding, PackStore, VanishedError
 from datagora.storage.placement import parse_placement
 from datagora.storage.retention import Retention
 
@@ -252,6 +252,8 @@ def create_storage_app(
                         raise _Refused(422, str(exc)) from None
                     placements.append((record.manifest_hash, raw, record.sequence))
                 ((created, _),) = await asyncio.to_thread(writer.commit, placements)
+        except VanishedError as exc:
+            raise _Refused(409, str(exc)) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _Refused(507, "the node's disk is full; try another node") from None
@@ -284,6 +286,8 @@ def create_storage_app(
                             )
                 count = reader.finish()
                 results = await asyncio.to_thread(writer.commit)
+        except VanishedError as exc:
+            raise _Refused(409, f"{exc}; nothing from this batch was stored") from None
         except BatchTooLargeError as exc:
             raise _Refused(413, f"{exc}; nothing from this batch was stored") from None
         except BatchFormatError as exc:

@@ -49,6 +49,7 @@ __all__ = [
     "Holding",
     "PackStore",
     "PackWriter",
+    "VanishedError",
     "share_location",
     "stored_names",
 ]
@@ -84,6 +85,10 @@ CREATE TABLE IF NOT EXISTS placements (
     PRIMARY KEY (manifest, record)
 ) WITHOUT ROWID;
 """
+
+
+class VanishedError(StorageError):
+    """A blob a request relied on being held was deleted while it ran."""
 
 
 class Holding(enum.Enum):
@@ -531,6 +536,17 @@ class PackStore:
         with self._db_lock, self._db:
             for e in entries:
                 if e.holding is Holding.INTACT:
+                    # Not rewritten, but kept: the row must still exist (a garbage
+                    # collector may have deleted it since), and its age restarts,
+                    # as for any upload.
+                    touched = self._db.execute(
+                        "UPDATE shares SET stored_at = ? WHERE name = ?", (now, e.name)
+                    ).rowcount
+                    if not touched:
+                        raise VanishedError(
+                            f"blob {e.name.hex()} was deleted while this request was "
+                            "received; send it again"
+                        )
                     results.append((False, False))
                     continue
                 row = self._db.execute(
@@ -615,14 +631,18 @@ class PackStore:
 
     # -- garbage collection ----------------------------------------------------
 
-    def delete(self, names: Iterable[bytes]) -> int:
+    def delete(self, names: Iterable[bytes], stored_before: int | None = None) -> int:
         """Stop holding these blobs; returns how many were held. Their bytes stay in
-        their segments until :meth:`compact`."""
+        their segments until :meth:`compact`. With ``stored_before`` (Unix seconds),
+        a blob stored (or uploaded again) at or after it is kept: a collector's
+        decision cannot undo an upload that raced it."""
         removed = freed = 0
+        limit = 2**62 if stored_before is None else stored_before
         with self._db_lock, self._db:
             for name in names:
                 row = self._db.execute(
-                    "DELETE FROM shares WHERE name = ? RETURNING length", (name,)
+                    "DELETE FROM shares WHERE name = ? AND stored_at < ? RETURNING length",
+                    (name, limit),
                 ).fetchone()
                 if row is not None:
                     removed += 1

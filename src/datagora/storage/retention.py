@@ -87,7 +87,7 @@ class RetentionStore(Protocol):
 
     def read(self, name: bytes) -> bytes | None: ...
 
-    def delete(self, names: Iterable[bytes]) -> int: ...
+    def delete(self, names: Iterable[bytes], stored_before: int | None = None) -> int: ...
 
 
 class OnChainReferences:
@@ -205,7 +205,10 @@ class Retention:
             else:
                 doomed.append(entry)
         if doomed:
-            report.deleted = store.delete([e.name for e in doomed])
+            # Only what is still past the grace period when deleted: a blob uploaded
+            # again meanwhile starts its grace period afresh.
+            cutoff = int(now - self.grace) + 1
+            report.deleted = store.delete([e.name for e in doomed], stored_before=cutoff)
             report.deleted_bytes = sum(e.length for e in doomed)
             report.deleted_names = [e.name.hex() for e in doomed]
             log.info("retention: deleted %d unrecorded blob(s)", report.deleted)
