@@ -450,6 +450,19 @@ class _Session:
         return int(response.headers.get("content-length", "0"))
 
 
+def _decrypt_into(
+    out: IO[bytes],
+    verified: VerifiedManifest,
+    key: DataKey,
+    index: int,
+    shares: list[VerifiedShare],
+    cipher: ChunkCipher,
+) -> int:
+    plaintext = decrypt_chunk(verified, key, index, shares, cipher)
+    out.write(plaintext)
+    return len(plaintext)
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         detail = response.json().get("detail")
@@ -879,11 +892,11 @@ class AsyncStorageClient:
                 if not pending[0].done():
                     session.gets.flush()
                 shares = await pending.popleft()
-                plaintext = await asyncio.to_thread(
-                    decrypt_chunk, verified, key, index, shares, cipher
+                # Decrypting and writing in a worker thread keeps the event loop (and
+                # the downloads of later chunks) running while the page cache fills.
+                report.bytes_written += await asyncio.to_thread(
+                    _decrypt_into, out, verified, key, index, shares, cipher
                 )
-                out.write(plaintext)
-                report.bytes_written += len(plaintext)
                 if progress is not None:
                     progress(report.bytes_written, m.plaintext_size)
         except BaseException:
