@@ -7,9 +7,11 @@
   verifies the shares and decrypts them. The clock runs from sending the
   transaction to holding the decrypted bytes (checked against the original);
   ``order_to_key_ms_p50`` is the part up to holding the key.
-* ``reencryptions_per_s``: one proxy process, concurrent clients over HTTP, each
-  request a fresh signed FragmentRequest (signature, replay check, on-chain order
-  check, re-encryption, access-log entry).
+* ``reencryptions_per_s``: one proxy (``proxy_workers`` processes on its port, one
+  per core: umbral-pre holds the GIL), concurrent clients over HTTP, each request
+  a fresh signed FragmentRequest (signature, replay check, on-chain order check,
+  re-encryption, access-log entry). ``proxy_cpu_ms_per_reencryption`` is the CPU
+  the proxy's processes spent per request.
 * ``umbral_reencrypt_limit_per_s``: bare ``umbral_pre.reencrypt`` in this process,
   the same run — the machine's own limit — and ``proxy_to_umbral_ratio``.
 """
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -30,7 +33,6 @@ import umbral_pre
 
 from datagora.crypto.keys import Identity
 from datagora.crypto.pre import dataset_scope, make_kfrags, verify_kfrag, wrap_key
-from datagora.http1 import Http1Pool
 from datagora.ledger import Pricing, PublishParams, dev_account
 from datagora.market import Endpoints, Marketplace
 from datagora.sharing.local import Network, wait_until
@@ -87,31 +89,86 @@ def _order_to_plaintext(
     return to_key, to_plain
 
 
+class _Client(asyncio.Protocol):
+    """One keep-alive connection sending one request at a time: the load generator
+    runs on the same cores as the proxy it measures, so it does as little as it can
+    (bodies signed and encoded beforehand, responses parsed only for their status)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        at = head.find(b"content-length:")
+        if at < 0:
+            self.waiter.set_exception(AssertionError("an answer without Content-Length"))
+            return
+        line_end = head.find(b"\r\n", at)
+        length = int(head[at + 15 : line_end if line_end > 0 else None])
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[: end + 4 + length]
+        waiter, self.waiter = self.waiter, None
+        waiter.set_result(int(head[9:12]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the proxy closed the connection"))
+
+
 async def _post_all(url: str, bodies: list[bytes], concurrency: int) -> int:
-    # The lean HTTP/1.1 client, so the load generator (on the same cores) costs
-    # little next to the proxy it measures; bodies are signed and encoded beforehand.
     ok = 0
     queue = list(reversed(bodies))
-    pool = Http1Pool(timeout=60)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    head = f"POST /reencrypt HTTP/1.1\r\nhost: {host}:{port}\r\n".encode()
+    loop = asyncio.get_running_loop()
+    clients = [
+        (await loop.create_connection(_Client, host, int(port)))[1] for _ in range(concurrency)
+    ]
 
-    async def worker() -> None:
+    async def worker(client: _Client) -> None:
         nonlocal ok
+        assert client.transport is not None
         while queue:
             body = queue.pop()
-            answer = await pool.request("POST", f"{url}/reencrypt", [body], "application/json")
-            ok += answer.status == 200
+            client.waiter = loop.create_future()
+            client.transport.write(
+                head
+                + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+                + body
+            )
+            ok += await client.waiter == 200
 
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(c) for c in clients))
     finally:
-        await pool.close()
+        for client in clients:
+            if client.transport is not None:
+                client.transport.close()
     return ok
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and every process under it (a proxy's workers)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    total += _cpu_seconds(int(child))
+    return total
 
 
 def _proxy_rate(net: Network, requests: int, concurrency: int) -> tuple[float, float]:
@@ -169,9 +226,11 @@ def _umbral_rate(seconds: float = 2.0) -> float:
 
 
 def run(samples: int = 20, requests: int = 2000, concurrency: int = 16) -> dict[str, Any]:
-    """Start anvil, 3 proxies and an agent; measure; stop everything."""
+    """Start anvil, 3 proxies (each with a worker process per core) and an agent;
+    measure; stop everything."""
+    workers = max(1, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="datagora-bench-access-") as tmp:
-        net = Network(Path(tmp), proxies=3, threshold=2, poll_interval=0.02)
+        net = Network(Path(tmp), proxies=3, threshold=2, poll_interval=0.02, proxy_workers=workers)
         try:
             net.start()
             with LocalNodes(6, Path(tmp) / "storage") as nodes:
@@ -189,6 +248,7 @@ def run(samples: int = 20, requests: int = 2000, concurrency: int = 16) -> dict[
         "threshold": 2,
         "reencryptions_per_s": round(proxy_rate, 1),
         "reencrypt_clients": concurrency,
+        "proxy_workers": workers,
         "umbral_reencrypt_limit_per_s": round(umbral_rate, 1),
         "proxy_to_umbral_ratio": round(proxy_rate / umbral_rate, 3),
         # CPU the proxy process spent per request, against one bare re-encryption:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from datagora.ledger import dev_account
-from datagora.ledger.anvil import Anvil
+from datagora.ledger.anvil import Anvil, free_port
+from datagora.sharing.local import PASSWORD, Network, wait_until
 
 DATAGORA = [sys.executable, "-m", "datagora"]
 
@@ -92,3 +96,43 @@ def test_storage_retention_options_are_checked_before_anything_starts(tmp_path: 
         assert len(lines) == 1 and lines[0].startswith("error:")
         assert message in result.stderr
     assert not (tmp_path / "n" / "storage" / "index.sqlite3").exists()
+
+
+def test_a_proxy_node_with_workers_serves_and_stops(tmp_path: Path) -> None:
+    net = Network(tmp_path / "net", proxies=1, threshold=1)
+    try:
+        port = free_port()
+        command = [
+            *DATAGORA, "node", "--roles", "proxy", "--port", str(port),
+            "--data", str(tmp_path / "node"), "--rpc", net.anvil.url,
+            "--deployment", str(net.deployment), "--keys", str(net.keys),
+            "--account", net.proxy_ids[0].address, "--workers", "2",
+        ]  # fmt: skip
+        wrong = run(*command[3:], env={"DATAGORA_PASSWORD": "not it"})
+        assert wrong.returncode == 1 and "wrong password" in wrong.stderr
+        env = {**os.environ, "DATAGORA_PASSWORD": PASSWORD}
+        node = subprocess.Popen(command, env=env, start_new_session=True)
+        try:
+            health = wait_until(
+                lambda: _health(f"http://127.0.0.1:{port}"), "the proxy's workers", timeout=60
+            )
+            assert health["address"] == net.proxy_ids[0].address
+            workers = subprocess.run(
+                ["pgrep", "-P", str(node.pid), "-f", "multiprocessing.spawn"],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            assert len(workers) == 2
+        finally:
+            node.send_signal(signal.SIGTERM)
+            assert node.wait(timeout=30) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        net.anvil.stop()
+
+
+def _health(url: str) -> dict[str, object] | None:
+    try:
+        return dict(httpx.get(f"{url}/health", timeout=1, trust_env=False).json())
+    except httpx.TransportError:
+        return None

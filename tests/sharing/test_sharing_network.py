@@ -85,7 +85,9 @@ def _dataset(world_owner: Identity, net: Network, **publish_args: Any) -> Datase
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    net = Network(tmp_path_factory.mktemp("sharing"))
+    # Two worker processes per proxy: every check below also covers workers sharing
+    # one port, fragment store, nonce store and hash-chained access log.
+    net = Network(tmp_path_factory.mktemp("sharing"), proxy_workers=2)
     try:
         owner = net.owner
         auto = _dataset(owner, net)

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from datagora.crypto.keys import Identity
-from datagora.crypto.pre import dataset_scope, make_kfrags
+from datagora.crypto.pre import dataset_scope, make_kfrags, verify_kfrag
 from datagora.errors import ChainError
 from datagora.ledger import Ledger, ListKind
 from datagora.sharing.accesslog import AccessLogFile, LogCorrupt, verify_log
 from datagora.sharing.gate import AccessGate, CallCoalescer
+from datagora.sharing.kfrags import KfragRecord, KfragStore
 from datagora.sharing.wire import KfragDelivery
 from helpers import BUYER, OWNER, fund, publish
 
@@ -110,3 +113,59 @@ def test_concurrent_async_checks_share_batches_and_see_each_change(_anvil_ledger
             asyncio.run(many())
     finally:
         ledger.chain.revert(snapshot)
+
+
+_APPENDER = """
+import sys
+from pathlib import Path
+from datagora.sharing.accesslog import AccessLogFile
+log = AccessLogFile(Path(sys.argv[1]))
+for i in range(int(sys.argv[2])):
+    log.append(event="reencrypt", outcome="accepted", account=sys.argv[3], reason=str(i))
+log.close()
+"""
+
+
+def test_processes_sharing_one_access_log_keep_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    here = AccessLogFile(path)
+    here.append(event="reencrypt", outcome="accepted", account="0xhere", reason="first")
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _APPENDER, str(path), "150", f"0x{w}"])
+        for w in range(3)
+    ]
+    for _ in range(50):
+        here.append(event="reencrypt", outcome="refused", account="0xhere", reason="interleaved")
+    assert [w.wait(timeout=60) for w in workers] == [0, 0, 0]
+    assert here.head[0] == 1 + 50 + 3 * 150  # it took in the others' entries
+    entries = _entries(path)
+    assert verify_log(entries) == here.head == here.sync()
+    # A worker killed mid-line leaves a torn line: the next append cuts it off.
+    with path.open("ab") as f:
+        f.write(b'{"format": "datagora.acc')
+    seq, _ = here.append(event="reencrypt", outcome="accepted", account="0xhere", reason="last")
+    assert seq == 502 and verify_log(_entries(path))[0] == 502
+    here.close()
+
+
+def test_fragment_reads_see_what_another_process_stored(tmp_path: Path) -> None:
+    owner, consumer = Identity.generate(), Identity.generate()
+    scope = dataset_scope(7, 1)
+    kfrag = make_kfrags(owner, consumer.umbral_public_key, 1, 1, scope=scope)[0]
+    verified = verify_kfrag(
+        kfrag,
+        owner.verifying_key,
+        owner.delegating_public_key(scope),
+        consumer.umbral_public_key,
+    )
+    reader, writer = KfragStore(tmp_path / "k.sqlite"), KfragStore(tmp_path / "k.sqlite")
+    assert reader.get(7, 1, consumer.address) == []  # remembered as empty...
+    record = KfragRecord(
+        7, 1, consumer.address, consumer.umbral_public_key, bytes(kfrag), owner.verifying_key,
+        owner.delegating_public_key(scope), owner.address, 0, 1, 1, b"\x01" * 32, 0,
+    )  # fmt: skip
+    writer.put(record, verified)
+    (got,) = reader.get(7, 1, consumer.address)  # ...until the file changes
+    assert got.kfrag == record.kfrag
+    reader.close()
+    writer.close()

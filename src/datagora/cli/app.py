@@ -335,6 +335,10 @@ def node(
         float,
         typer.Option(help="storage: seconds unrecorded data is kept (the publish's time)."),
     ] = 3600.0,
+    workers: Annotated[
+        int,
+        typer.Option(help="proxy (alone): processes serving the port, e.g. one per core."),
+    ] = 1,
 ) -> None:
     """Run a node serving the given roles until interrupted.
 
@@ -371,7 +375,7 @@ def node(
         require_onchain_record=require_onchain_record,
         retention_grace=retention_grace,
     )
-    serve(role_list, host, port, config)
+    serve(role_list, host, port, config, workers)
 
 
 @app.command()

@@ -162,9 +162,31 @@ def build_app(roles: list[str], config: NodeConfig) -> FastAPI:
     return app
 
 
-def serve(roles: list[str], host: str, port: int, config: NodeConfig) -> None:
-    """Run the node in the foreground until interrupted."""
+def serve(roles: list[str], host: str, port: int, config: NodeConfig, workers: int = 1) -> None:
+    """Run the node in the foreground until interrupted; a proxy may run ``workers``
+    processes on its port (see :mod:`datagora.sharing.serve`)."""
     import uvicorn
+
+    if workers != 1:
+        if roles != ["proxy"] or not 1 <= workers <= 64:
+            raise ConfigError("--workers (1 to 64) is for a node serving the proxy role alone")
+        from datagora.crypto.keys import default_keys_dir
+        from datagora.sharing.serve import main as serve_proxy
+
+        if config.rpc is None or config.deployment is None or config.account is None:
+            raise ConfigError("the proxy role needs --rpc, --deployment and --account")
+        config.identity()  # the keystore opens: a wrong password fails here, once
+        argv = [
+            "--role", "proxy", "--host", host, "--port", str(port),
+            "--data", str(config.data_dir / "proxy"), "--rpc", config.rpc,
+            "--deployment", str(config.deployment),
+            "--keys", str(config.keys_dir or default_keys_dir()), "--account", config.account,
+            "--password-env", config.password_env, "--anchor-every", str(config.anchor_every),
+            "--workers", str(workers),
+        ]  # fmt: skip
+        if serve_proxy(argv):
+            raise SystemExit(2)
+        return
 
     app = build_app(roles, config)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -15,12 +15,14 @@ never a key, a fragment or data.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -65,40 +67,86 @@ def verify_log(entries: Iterable[Mapping[str, Any]]) -> tuple[int, bytes]:
 class AccessLogFile:
     """The log file of one proxy: appends are serialised, each one ``write`` of a line.
 
-    Opening re-verifies the whole chain; a torn last line (a crash mid-write) is cut
-    off, anything else that does not chain is :class:`LogCorrupt`.
+    Several processes of one proxy (``--workers``) may share the file: every append
+    holds an exclusive ``flock`` on it, first reads what other processes appended
+    since (their hashes become this one's ``prev``), then writes one line. Opening
+    re-verifies the whole chain under the lock; a torn last line (a crash mid-write)
+    is cut off, anything else that does not chain is :class:`LogCorrupt`.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        entries: list[dict[str, Any]] = []
-        good_bytes = 0
-        if path.exists():
-            with path.open("rb") as f:
-                for line in f:
-                    if not line.endswith(b"\n"):
-                        break  # torn final write
-                    try:
-                        entries.append(json.loads(line))
-                    except ValueError:
-                        raise LogCorrupt(f"{path}: line {len(entries) + 1} is not JSON") from None
-                    good_bytes += len(line)
-        self._count, self._head = verify_log(entries)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if path.stat().st_size != good_bytes:
-            os.ftruncate(self._fd, good_bytes)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            with self._locked():
+                entries: list[dict[str, Any]] = []
+                good_bytes = 0
+                with open(path, "rb") as f:
+                    for line in f:
+                        if not line.endswith(b"\n"):
+                            break  # torn final write
+                        try:
+                            entries.append(json.loads(line))
+                        except ValueError:
+                            raise LogCorrupt(
+                                f"{path}: line {len(entries) + 1} is not JSON"
+                            ) from None
+                        good_bytes += len(line)
+                self._count, self._head = verify_log(entries)
+                if os.fstat(self._fd).st_size != good_bytes:
+                    os.ftruncate(self._fd, good_bytes)
+                self._size = good_bytes
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _catch_up(self) -> None:
+        """Take in entries other processes appended (call with the lock held)."""
+        size = os.fstat(self._fd).st_size
+        if size == self._size:
+            return
+        tail = os.pread(self._fd, size - self._size, self._size)
+        whole = tail.rfind(b"\n") + 1
+        if whole != len(tail):
+            # A process died mid-write (it held the lock): cut its torn line off.
+            os.ftruncate(self._fd, self._size + whole)
+            tail, size = tail[:whole], self._size + whole
+        prev, count = self._head, self._count
+        for line in tail.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise LogCorrupt(f"{self.path}: entry {count + 1} is not JSON") from None
+            count += 1
+            if entry.get("seq") != count or entry.get("prev") != prev.hex():
+                raise LogCorrupt(f"{self.path}: entry {count} does not follow entry {count - 1}")
+            prev = entry_hash(prev, entry)
+            if entry.get("hash") != prev.hex():
+                raise LogCorrupt(f"{self.path}: entry {count} was altered")
+        self._count, self._head, self._size = count, prev, size
 
     @property
     def head(self) -> tuple[int, bytes]:
-        """``(entries, digest)`` of the log as written so far."""
-        with self._lock:
+        """``(entries, digest)`` of the log as written so far (by every process)."""
+        with self._locked():
+            self._catch_up()
             return self._count, self._head
 
     def append(self, **fields: Any) -> tuple[int, bytes]:
         """Add one entry (``event``, ``outcome``, ``account``…); returns ``(seq, hash)``."""
-        with self._lock:
+        with self._locked():
+            self._catch_up()
             entry: dict[str, Any] = {
                 "format": LOG_FORMAT,
                 "seq": self._count + 1,
@@ -108,20 +156,23 @@ class AccessLogFile:
             }
             digest = entry_hash(self._head, entry)
             entry["hash"] = digest.hex()
-            os.write(self._fd, _canonical(entry) + b"\n")
+            line = _canonical(entry) + b"\n"
+            os.write(self._fd, line)
             self._count += 1
             self._head = digest
+            self._size += len(line)
             return self._count, digest
 
     def sync(self) -> tuple[int, bytes]:
         """Flush the file to disk; returns the head that is now durable (anchor that)."""
-        with self._lock:
+        with self._locked():
+            self._catch_up()
             os.fsync(self._fd)
             return self._count, self._head
 
     def read_bytes(self) -> bytes:
         """The whole log as written (complete lines only)."""
-        with self._lock:
+        with self._locked():
             return self.path.read_bytes()
 
     def close(self) -> None:

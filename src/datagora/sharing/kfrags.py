@@ -69,9 +69,10 @@ class KfragStore:
         self.path = path
         self._lock = threading.Lock()
         self._verified: dict[tuple[int, int, str, bytes], tuple[bytes, VerifiedKeyFrag]] = {}
-        # What get() answered, until this store next writes that key: a proxy reads
-        # its fragments on every re-encryption and writes them only on delegation.
+        # What get() answered, until this store (or another process) next writes: a
+        # proxy reads its fragments on every re-encryption, writes them on delegation.
         self._rows: dict[tuple[int, int, str], list[KfragRecord]] = {}
+        self._data_version = -1
         try:
             self._db = sqlite3.connect(
                 path, timeout=10.0, isolation_level=None, check_same_thread=False
@@ -141,6 +142,12 @@ class KfragStore:
         """The fragments held for ``consumer`` on ``dataset`` ``version``, newest batch first."""
         key = (dataset, version, consumer.lower())
         with self._lock:
+            # Another process of this proxy (--workers) may have written: SQLite's
+            # data_version changes on every commit by another connection.
+            changed = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if changed != self._data_version:
+                self._rows.clear()
+                self._data_version = changed
             cached = self._rows.get(key)
             if cached is not None:
                 return list(cached)

@@ -8,6 +8,7 @@ m proxies and the owner's agent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,8 +64,17 @@ class Service:
         ]  # fmt: skip
         env = {**os.environ, "DATAGORA_PASSWORD": PASSWORD}
         with open(self.data_dir / "process.log", "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # A session of its own: a proxy with --workers is a supervisor and its
+            # worker processes, signalled together.
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         return self
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
 
     def wait_ready(self) -> None:
         """Block until ``/health`` answers (or the process exits: AssertionError with its log)."""
@@ -88,27 +98,26 @@ class Service:
         """SIGTERM (graceful: the proxy anchors its log once more), then reap."""
         if self.process is None or self.process.poll() is not None:
             return
-        os.kill(self.process.pid, signal.SIGCONT)
+        self._signal_all(signal.SIGCONT)
         os.kill(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._signal_all(signal.SIGKILL)  # any worker left behind
 
     def pause(self) -> None:
         """SIGSTOP: the process keeps its socket but answers nothing (an unresponsive node)."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
+        self._signal_all(signal.SIGSTOP)
 
     def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
+        self._signal_all(signal.SIGCONT)
 
     def kill(self) -> None:
-        """SIGKILL: a crash."""
+        """SIGKILL to every process of the service: a crash."""
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            self._signal_all(signal.SIGKILL)
             self.process.wait()
 
 
@@ -116,7 +125,12 @@ class Network:
     """anvil + contracts + `proxies` proxy processes + the owner's agent (threshold t)."""
 
     def __init__(
-        self, base: Path, proxies: int = 3, threshold: int = 2, poll_interval: float = 0.1
+        self,
+        base: Path,
+        proxies: int = 3,
+        threshold: int = 2,
+        poll_interval: float = 0.1,
+        proxy_workers: int = 1,
     ) -> None:
         self.base = base
         self.threshold = threshold
@@ -128,11 +142,20 @@ class Network:
         self.owner = self._account(dev_account(1))
         self.proxy_ids = [self._account(dev_account(5 + i)) for i in range(proxies)]
         common = ["--rpc", self.anvil.url, "--deployment", str(self.deployment), "--keys"]
+        workers = ["--workers", str(proxy_workers)]
         self.proxies = [
             Service(
                 "proxy",
                 base / f"proxy{i}",
-                [*common, str(self.keys), "--account", ident.address, "--anchor-every", "0.5"],
+                [
+                    *common,
+                    str(self.keys),
+                    "--account",
+                    ident.address,
+                    "--anchor-every",
+                    "0.5",
+                    *workers,
+                ],
             )
             for i, ident in enumerate(self.proxy_ids)
         ]

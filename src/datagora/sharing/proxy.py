@@ -21,8 +21,10 @@ alone are useless without ``threshold`` of them *and* the consumer's secret key.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -117,6 +119,10 @@ class ProxyService:
         self.log = AccessLogFile(data_dir / "access-log.jsonl")
         self._anchored = ledger.access_log.latest(identity.address).entries
         self._anchor_lock = threading.Lock()
+        # One process of a proxy anchors (several share the log with --workers): the
+        # one holding this file's lock; another takes over if it dies.
+        self._anchor_file = os.open(data_dir / "anchor.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._anchorer = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -255,6 +261,14 @@ class ProxyService:
         self.log.append(**entry, outcome="accepted", reason="")
         return 200, {"cfrags": cfrags}
 
+    def _anchored_entries(self) -> int:
+        if self._anchorer:
+            return self._anchored
+        try:  # another process anchors: the chain knows
+            return self.ledger.access_log.latest(self.identity.address).entries
+        except DatagoraError:
+            return self._anchored
+
     def health(self) -> dict[str, Any]:
         entries, digest = self.log.head
         return {
@@ -264,14 +278,28 @@ class ProxyService:
             "kfrags": self.kfrags.count(),
             "log_entries": entries,
             "log_digest": digest.hex(),
-            "anchored_entries": self._anchored,
+            "anchored_entries": self._anchored_entries(),
         }
 
     # ------------------------------------------------------------ anchoring
 
+    def _is_anchorer(self) -> bool:
+        if not self._anchorer:
+            try:
+                fcntl.flock(self._anchor_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            self._anchorer = True
+            # Whoever anchored before may have got further than this process knows.
+            self._anchored = self.ledger.access_log.latest(self.identity.address).entries
+        return True
+
     def anchor_now(self) -> int:
-        """Anchor the log's durable head if it grew; returns the entries anchored so far."""
+        """Anchor the log's durable head if it grew; returns the entries anchored so far
+        (only the proxy process holding the anchor lock anchors; the others return)."""
         with self._anchor_lock:
+            if not self._is_anchorer():
+                return self._anchored
             entries, digest = self.log.sync()
             if entries > self._anchored:
                 self.ledger.access_log.anchor(self.identity.account, digest, entries)
@@ -303,6 +331,7 @@ class ProxyService:
         self.kfrags.close()
         self.nonces.close()
         self.log.close()
+        os.close(self._anchor_file)
 
 
 class _ReencryptFastPath:

@@ -1,7 +1,14 @@
 """Run a proxy or an agent as its own process (until ``datagora node --roles`` serves them).
 
     DATAGORA_PASSWORD=... python -m datagora.sharing.serve --role proxy --port 8601 \\
-        --data DIR --rpc URL --deployment deployment.json --keys KEYS --account ADDRESS
+        --data DIR --rpc URL --deployment deployment.json --keys KEYS --account ADDRESS \\
+        [--workers N]
+
+A proxy with ``--workers N`` runs N processes on one port (uvicorn's supervisor
+restarts one that dies). Re-encryption is CPU-bound and umbral-pre holds the GIL,
+so one process uses one core; the workers share the key fragments and the nonce
+store (SQLite), and the hash-chained access log (appends under ``flock``); the
+one holding ``anchor.lock`` anchors it.
 
 The account's keystore password is read from the environment variable named by
 ``--password-env`` (default ``DATAGORA_PASSWORD``), never from the command line.
@@ -10,6 +17,7 @@ The account's keystore password is read from the environment variable named by
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -40,7 +48,15 @@ def build(args: argparse.Namespace) -> FastAPI:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+_ARGV_ENV = "DATAGORA_SERVE_ARGV"
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process under ``--workers N`` (uvicorn imports it)."""
+    return build(_parser().parse_args(json.loads(os.environ[_ARGV_ENV])))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m datagora.sharing.serve")
     parser.add_argument("--role", choices=("proxy", "agent"), required=True)
     parser.add_argument("--host", default="127.0.0.1")
@@ -55,14 +71,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxy", action="append", default=[], help="agent: proxy URL (repeat)")
     parser.add_argument("--threshold", type=int, default=1, help="agent: fragments needed")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="agent: seconds")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="proxy: processes serving the port (they share the fragments, nonces and "
+        "access log; one anchors)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    import uvicorn
+
+    if args.workers != 1:
+        if args.role != "proxy" or not 1 <= args.workers <= 64:
+            print("error: --workers is for proxies, 1 to 64", file=sys.stderr)
+            return 2
+        if not os.environ.get(args.password_env):
+            print(f"error: set {args.password_env} to the keystore password", file=sys.stderr)
+            return 2
+        os.environ[_ARGV_ENV] = json.dumps(argv)
+        uvicorn.run(
+            "datagora.sharing.serve:worker_app",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+        )
+        return 0
     try:
         app = build(args)
     except DatagoraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import uvicorn
-
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
