@@ -147,7 +147,8 @@ async def _post_all(url: str, bodies: list[bytes], concurrency: int) -> int:
                 + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
                 + body
             )
-            ok += await client.waiter == 200
+            status = await client.waiter  # (not `ok += await …`: ok would be read first)
+            ok += status == 200
 
     try:
         await asyncio.gather(*(worker(c) for c in clients))

@@ -17,12 +17,16 @@ The account's keystore password is read from the environment variable named by
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from datagora.crypto.keys import load_account
 from datagora.errors import DatagoraError
@@ -49,6 +53,23 @@ def build(args: argparse.Namespace) -> FastAPI:
 
 
 _ARGV_ENV = "DATAGORA_SERVE_ARGV"
+
+
+class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with TCP_NODELAY on every connection.
+
+    Under ``--workers`` uvicorn binds the listening socket itself, with protocol
+    number 0, so asyncio does not recognise accepted sockets as TCP and leaves
+    Nagle's algorithm on: a response's body then waits for the client's delayed ACK
+    of its headers, 40 ms per request (measured: 22 requests/s on one connection).
+    """
+
+    def connection_made(self, transport: Any) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
 
 
 def worker_app() -> FastAPI:
@@ -98,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             "datagora.sharing.serve:worker_app",
             factory=True,
             workers=args.workers,
+            http="datagora.sharing.serve:NoDelayHttpToolsProtocol",
             host=args.host,
             port=args.port,
             log_level="warning",
