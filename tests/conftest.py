@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -49,3 +52,25 @@ def embedded_ledger(_embedded_ledger: Ledger) -> Iterator[Ledger]:
         yield _embedded_ledger
     finally:
         _embedded_ledger.chain.revert(snapshot)
+
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Name any thread still running once every test and fixture is done, and then
+    leave without interpreter finalization: a daemon thread still inside a C
+    extension when the interpreter tears down can crash the process after every
+    test passed (CI saw a segmentation fault there once, a thread in web3's keccak)."""
+    alive = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if alive:
+        sys.stdout.flush()
+        sys.stderr.write(f"threads still running after the tests: {', '.join(alive)}\n")
+        sys.stderr.flush()
+        os._exit(_exit_status)
