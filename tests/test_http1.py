@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -12,10 +13,16 @@ from datagora.http1 import Http1Error, Http1Pool
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def _serve(handler: Handler) -> tuple[asyncio.Server, str]:
+@contextlib.asynccontextmanager
+async def _serving(handler: Handler, timeout: float = 5) -> AsyncIterator[tuple[Http1Pool, str]]:
+    """A loopback server running ``handler``, and a pool to talk to it."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
+    pool = Http1Pool(timeout=timeout)
+    try:
+        yield pool, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        await pool.close()
+        server.close()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -44,15 +51,10 @@ def test_body_pieces_arrive_whole_and_connections_are_reused() -> None:
         writer.close()
 
     async def main() -> None:
-        server, base = await _serve(echo)
-        pool = Http1Pool(timeout=5)
-        try:
+        async with _serving(echo) as (pool, base):
             for _ in range(3):
                 answer = await pool.request("PUT", f"{base}/shares", [b"ab", b"", b"cde" * 1000])
                 assert answer.status == 201 and answer.content == b"ab" + b"cde" * 1000
-        finally:
-            await pool.close()
-            server.close()
         assert connections == 1
 
     asyncio.run(main())
@@ -67,15 +69,10 @@ def test_chunked_answers_are_decoded_and_limits_enforced() -> None:
         writer.close()
 
     async def main() -> None:
-        server, base = await _serve(chunked)
-        pool = Http1Pool(timeout=5)
-        try:
+        async with _serving(chunked) as (pool, base):
             assert (await pool.request("POST", f"{base}/x")).content == b"hello world"
             with pytest.raises(Http1Error, match="more than the 4 bytes"):
                 await pool.request("POST", f"{base}/x", limit=4)
-        finally:
-            await pool.close()
-            server.close()
 
     asyncio.run(main())
 
@@ -93,15 +90,10 @@ def test_a_stale_keep_alive_connection_is_retried_once_on_a_fresh_one() -> None:
         writer.close()
 
     async def main() -> None:
-        server, base = await _serve(once)
-        pool = Http1Pool(timeout=5)
-        try:
+        async with _serving(once) as (pool, base):
             assert (await pool.request("GET", f"{base}/a")).content == b"ok"
             await asyncio.sleep(0.05)
             assert (await pool.request("GET", f"{base}/b")).content == b"ok"
-        finally:
-            await pool.close()
-            server.close()
         assert served == 2
 
     asyncio.run(main())
@@ -112,18 +104,13 @@ def test_silence_times_out_and_refusal_is_unreachable() -> None:
         await asyncio.sleep(10)
 
     async def main() -> None:
-        server, base = await _serve(silent)
-        pool = Http1Pool(timeout=0.3)
-        try:
+        async with _serving(silent, timeout=0.3) as (pool, base):
             with pytest.raises(Http1Error) as slow:
                 await pool.request("GET", f"{base}/x")
             assert slow.value.timed_out
-        finally:
-            server.close()
-        with pytest.raises(Http1Error, match="unreachable") as down:
-            await pool.request("GET", base.rsplit(":", 1)[0] + ":9/x")
-        assert not down.value.timed_out
-        await pool.close()
+            with pytest.raises(Http1Error, match="unreachable") as down:
+                await pool.request("GET", base.rsplit(":", 1)[0] + ":9/x")
+            assert not down.value.timed_out
 
     asyncio.run(main())
 
@@ -136,13 +123,8 @@ def test_malformed_answers_are_errors_not_guesses() -> None:
         writer.close()
 
     async def main() -> None:
-        server, base = await _serve(garbage)
-        pool = Http1Pool(timeout=5)
-        try:
-            with pytest.raises(Http1Error):
+        async with _serving(garbage) as (pool, base):
+            with pytest.raises(Http1Error, match="status line"):
                 await pool.request("GET", f"{base}/x")
-        finally:
-            await pool.close()
-            server.close()
 
     asyncio.run(main())
