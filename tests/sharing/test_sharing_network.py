@@ -347,7 +347,8 @@ def test_replayed_signature(world: World) -> None:
 
 def test_malformed_bodies(world: World) -> None:
     url = world.net.proxy_urls[0]
-    for raw in (b"not json", b"[]", b'{"format": "datagora.reencrypt-request.v1"}'):
+    too_big = b'{"pad": "' + b"x" * (64 * 1024) + b'"}'
+    for raw in (b"not json", b"[]", b'{"format": "datagora.reencrypt-request.v1"}', too_big):
         answer = httpx.post(f"{url}/reencrypt", content=raw, timeout=10, trust_env=False)
         assert answer.status_code == 422 and answer.json()["error"] == "malformed"
         assert "\n" not in answer.json()["detail"]

@@ -771,7 +771,10 @@ class SqliteNonceStore:
     def __init__(self, path: Path | str, *, durable: bool = False) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
-        self._lock_fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._lock_fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RequestRefused(f"cannot open the nonce store {self._path}: {exc}") from None
         try:
             self._db = sqlite3.connect(
                 self._path, timeout=10.0, isolation_level=None, check_same_thread=False
@@ -791,7 +794,10 @@ class SqliteNonceStore:
                 "CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces (expires);"
                 f"PRAGMA user_version={self._SCHEMA_VERSION};"
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, RequestRefused) as exc:
+            os.close(self._lock_fd)
+            if isinstance(exc, RequestRefused):
+                raise
             raise RequestRefused(f"cannot open the nonce store {self._path}: {exc}") from None
 
     def remember(self, account: str, nonce: bytes, expires: int, now: int) -> bool:

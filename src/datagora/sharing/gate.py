@@ -67,7 +67,7 @@ class CallCoalescer:
         self._waiting: list[tuple[list[dict[str, Any]], asyncio.Future[list[str]]]] = []
         self._sending = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # a reference keeps the task alive
         self.batches = 0
         self.groups = 0
 
@@ -133,9 +133,6 @@ class CallCoalescer:
             else:
                 future.set_result([r["result"] for r in mine])
 
-    async def close(self) -> None:
-        await self._pool.close()
-
 
 class AccessGate:
     """Reads the ledger to decide whether ``consumer`` may read ``dataset`` now."""
@@ -179,9 +176,7 @@ class AccessGate:
             (access, "has_access", (dataset, consumer)),
         )
 
-    def _decide(
-        self, token: Datatoken, dataset: int, consumer: str, views: list[int]
-    ) -> Decision | None:
+    def _decide(self, dataset: int, consumer: str, views: list[int]) -> Decision | None:
         """The decision the views alone give; None if the refusal needs explaining."""
         listed, ordered, granted = views
         if listed == ListKind.DENY:
@@ -199,7 +194,7 @@ class AccessGate:
             if token is None:
                 return Decision(False, "no_order", f"dataset {dataset} does not exist")
             views = self._views(*self._calls(token, dataset, consumer))
-            decided = self._decide(token, dataset, consumer, views)
+            decided = self._decide(dataset, consumer, views)
             return decided if decided is not None else self._explain(token, dataset, consumer)
         except ChainError:
             raise
@@ -233,14 +228,22 @@ class AccessGate:
                 if token is None:
                     return Decision(False, "no_order", f"dataset {dataset} does not exist")
             results = await self.coalescer.call(self._prepared(token, dataset, consumer))
-            decided = self._decide(token, dataset, consumer, [int(r, 16) for r in results])
+            decided = self._decide(dataset, consumer, [int(r, 16) for r in results])
         except ChainError:
             raise
         except (DatagoraError, OSError, Web3Exception, ValueError) as exc:
             raise ChainError(f"the ledger could not be read ({type(exc).__name__})") from None
         if decided is not None:
             return decided
-        return await asyncio.to_thread(self.check, dataset, consumer)
+        return await asyncio.to_thread(self._explained, token, dataset, consumer)
+
+    def _explained(self, token: Datatoken, dataset: int, consumer: str) -> Decision:
+        try:
+            return self._explain(token, dataset, consumer)
+        except ChainError:
+            raise
+        except (DatagoraError, OSError, Web3Exception) as exc:
+            raise ChainError(f"the ledger could not be read ({type(exc).__name__})") from None
 
     def _views(self, *calls: tuple[ContractWrapper, str, tuple[Any, ...]]) -> list[int]:
         """Views returning one word each, as integers, by bare ``eth_call``s.

@@ -29,8 +29,8 @@ __all__ = ["KEEP_BATCHES", "KfragRecord", "KfragStore"]
 
 _SCHEMA_VERSION: Final = 2
 KEEP_BATCHES: Final = 4
-_CACHED_KEYS: Final = 10_000
 """Fragment batches kept per dataset version and consumer (older ones are dropped)."""
+_CACHED_KEYS: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,7 @@ class Retention:
         self.every = every
         self.clock = clock
         self.last: SweepReport | None = None
+        self._listed: dict[bytes, frozenset[bytes]] = {}  # manifest -> the shares it lists
 
     def sweep(self, store: RetentionStore) -> SweepReport:
         """One pass: refresh the chain's references, then delete what is unrecorded
@@ -220,16 +221,20 @@ class Retention:
         held = {e.name for e in entries}
         kept: set[bytes] = set()
         for manifest in refs.manifests & held:
-            raw = store.read(manifest)
-            if raw is None or len(raw) > _MAX_DOCUMENT_BYTES:
-                continue
-            try:
-                verified = verify_manifest(raw, manifest)
-            except ManifestError:
-                continue
+            listed = self._listed.get(manifest)
+            if listed is None:
+                raw = store.read(manifest)
+                if raw is None or len(raw) > _MAX_DOCUMENT_BYTES:
+                    continue
+                try:
+                    verified = verify_manifest(raw, manifest)
+                except ManifestError:
+                    continue
+                # A manifest is content-addressed: what it lists never changes.
+                listed = frozenset(s for c in verified.manifest.chunks for s in c.shares)
+                self._listed[manifest] = listed
             kept.add(manifest)
-            for chunk in verified.manifest.chunks:
-                kept.update(chunk.shares)
+            kept.update(listed)
         for document in refs.documents & held:
             kept.add(document)
             mock = _mock_hash(store.read(document))
