@@ -118,7 +118,7 @@ def test_a_proxy_node_with_workers_serves_and_stops(tmp_path: Path) -> None:
             )
             assert health["address"] == net.proxy_ids[0].address
             workers = subprocess.run(
-                ["pgrep", "-P", str(node.pid), "-f", "multiprocessing.spawn"],
+                ["pgrep", "-P", str(node.pid), "-f", "datagora.sharing.serve.*--reuse-port"],
                 capture_output=True,
                 text=True,
             ).stdout.split()

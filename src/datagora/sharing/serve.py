@@ -4,11 +4,18 @@
         --data DIR --rpc URL --deployment deployment.json --keys KEYS --account ADDRESS \\
         [--workers N]
 
-A proxy with ``--workers N`` runs N processes on one port (uvicorn's supervisor
-restarts one that dies). Re-encryption is CPU-bound and umbral-pre holds the GIL,
+A proxy with ``--workers N`` runs N worker processes on one port under a small
+supervisor (:func:`supervise`), which restarts a worker that dies and stops them
+all on SIGTERM or SIGINT. Re-encryption is CPU-bound and umbral-pre holds the GIL,
 so one process uses one core; the workers share the key fragments and the nonce
-store (SQLite), and the hash-chained access log (appends under ``flock``); the
-one holding ``anchor.lock`` anchors it.
+store (SQLite), and the hash-chained access log (appends under ``flock``); the one
+holding ``anchor.lock`` anchors it.
+
+Each worker listens on its own socket bound with ``SO_REUSEPORT``, so the kernel
+spreads connections over the workers by their address hash. With one shared
+listening socket (uvicorn's ``--workers``) the first worker to wake accepts every
+connection of a burst: 16 clients connecting at once all landed on one worker in
+about half of the benchmark's runs, and the other core stayed idle.
 
 The account's keystore password is read from the environment variable named by
 ``--password-env`` (default ``DATAGORA_PASSWORD``), never from the command line.
@@ -17,20 +24,30 @@ The account's keystore password is read from the environment variable named by
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
+import signal
 import socket
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Final
 
 from fastapi import FastAPI
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from datagora.crypto.keys import load_account
 from datagora.errors import DatagoraError
 from datagora.ledger import Ledger
+
+__all__ = ["build", "main", "supervise"]
+
+STARTUP_FAILURE: Final = 2
+"""A worker's exit status when it could not start (bad keystore, port, app startup):
+the supervisor gives up instead of restarting it into the same failure."""
+_BACKLOG: Final = 2048
+_STOP_TIMEOUT_S: Final = 30.0
 
 
 def build(args: argparse.Namespace) -> FastAPI:
@@ -50,31 +67,6 @@ def build(args: argparse.Namespace) -> FastAPI:
     return create_agent_app(
         ledger, identity, args.proxy, args.threshold, Path(args.data), args.poll_interval
     )
-
-
-_ARGV_ENV = "DATAGORA_SERVE_ARGV"
-
-
-class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with TCP_NODELAY on every connection.
-
-    Under ``--workers`` uvicorn binds the listening socket itself, with protocol
-    number 0, so asyncio does not recognise accepted sockets as TCP and leaves
-    Nagle's algorithm on: a response's body then waits for the client's delayed ACK
-    of its headers, 40 ms per request (measured: 22 requests/s on one connection).
-    """
-
-    def connection_made(self, transport: Any) -> None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)
-
-
-def worker_app() -> FastAPI:
-    """The app of one worker process under ``--workers N`` (uvicorn imports it)."""
-    return build(_parser().parse_args(json.loads(os.environ[_ARGV_ENV])))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,14 +91,130 @@ def _parser() -> argparse.ArgumentParser:
         help="proxy: processes serving the port (they share the fragments, nonces and "
         "access log; one anchors)",
     )
+    # Internal: a worker under the supervisor listens on a SO_REUSEPORT socket.
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     return parser
+
+
+def _bind(host: str, port: int, *, listen: bool) -> socket.socket:
+    """A TCP socket on ``host:port`` in the port's SO_REUSEPORT group (OSError if taken)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+    )[0]
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets it knows are TCP
+    # (with Nagle on, each answer's body waited 40 ms for the client's delayed ACK).
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        if listen:
+            sock.listen(_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _serve_worker(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    try:
+        sock = _bind(args.host, args.port, listen=True)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return STARTUP_FAILURE
+    try:
+        app = build(args)
+    except DatagoraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return STARTUP_FAILURE
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    supervisor = os.getppid()
+
+    def orphaned() -> None:  # the supervisor was killed: stop serving, do not linger
+        while not server.should_exit:
+            if os.getppid() != supervisor:
+                server.should_exit = True
+            time.sleep(1.0)
+
+    threading.Thread(target=orphaned, name="supervisor-watch", daemon=True).start()
+    server.run(sockets=[sock])
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def supervise(argv: list[str], workers: int, host: str, port: int) -> int:
+    """Run ``workers`` worker processes of ``argv`` (without ``--workers``) on one port
+    until SIGTERM or SIGINT; a worker that dies is restarted, one that cannot start
+    stops them all. Returns the exit status."""
+    try:
+        # Held, never listened on: the port stays this proxy's while a worker restarts,
+        # and a port already in use fails here, once.
+        reserved = _bind(host, port, listen=False)
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return STARTUP_FAILURE
+    command = [sys.executable, "-m", "datagora.sharing.serve", *argv, "--reuse-port"]
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    children: list[subprocess.Popen[bytes]] = []
+    status = 0
+    try:
+        children = [subprocess.Popen(command) for _ in range(workers)]
+        while not stopping:
+            time.sleep(0.2)
+            for i, child in enumerate(children):
+                code = child.poll()
+                if code is None or stopping:
+                    continue
+                if code == STARTUP_FAILURE:
+                    # It said why on stderr; restarting would fail the same way.
+                    print(f"error: a worker could not start (exit {code})", file=sys.stderr)
+                    stopping, status = True, STARTUP_FAILURE
+                    break
+                print(f"warning: worker {child.pid} died (exit {code}); restarting it",
+                      file=sys.stderr)  # fmt: skip
+                children[i] = subprocess.Popen(command)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + _STOP_TIMEOUT_S
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        reserved.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    import uvicorn
-
+    if args.reuse_port:
+        return _serve_worker(args)
     if args.workers != 1:
         if args.role != "proxy" or not 1 <= args.workers <= 64:
             print("error: --workers is for proxies, 1 to 64", file=sys.stderr)
@@ -114,18 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         if not os.environ.get(args.password_env):
             print(f"error: set {args.password_env} to the keystore password", file=sys.stderr)
             return 2
-        os.environ[_ARGV_ENV] = json.dumps(argv)
-        uvicorn.run(
-            "datagora.sharing.serve:worker_app",
-            factory=True,
-            workers=args.workers,
-            http="datagora.sharing.serve:NoDelayHttpToolsProtocol",
-            host=args.host,
-            port=args.port,
-            log_level="warning",
-            access_log=False,
-        )
-        return 0
+        return supervise(_without_workers(argv), args.workers, args.host, args.port)
+    import uvicorn
+
     try:
         app = build(args)
     except DatagoraError as exc:
