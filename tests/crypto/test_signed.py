@@ -17,6 +17,7 @@ from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import datagora.crypto.signed as signed_module
 from datagora.crypto.keys import Identity
 from datagora.crypto.signed import (
     MAX_LIFETIME_S,
@@ -458,3 +459,18 @@ def test_a_high_s_or_bad_v_signature_is_refused() -> None:
         forged = SignedRequest(signed.request, CHAIN, None, bad)
         with pytest.raises(SignatureInvalid):
             verify_request(forged, CHAIN, NOW, MemoryNonceStore())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_the_fast_keccak_is_ethereums(data: bytes) -> None:
+    assert signed_module.keccak(data) == keccak(data)
+
+
+def test_an_expired_nonce_not_yet_pruned_may_be_used_again(tmp_path: Path) -> None:
+    with SqliteNonceStore(tmp_path / "nonces.sqlite") as store:
+        nonce = new_nonce()
+        assert store.remember(CONSUMER.address, nonce, NOW, NOW)  # expired at once
+        # Pruning runs at most once a second: the expired row is still there, taken over.
+        assert store.remember(CONSUMER.address, nonce, NOW + 50, NOW)
+        assert not store.remember(CONSUMER.address, nonce, NOW + 60, NOW)

@@ -35,7 +35,7 @@ from eth_account.signers.local import LocalAccount
 from eth_keys.exceptions import BadSignature
 from eth_utils.address import is_hex_address
 from eth_utils.address import to_checksum_address as _to_checksum_address
-from eth_utils.crypto import keccak
+from sha3 import keccak_256
 
 from datagora.crypto.keys import Identity
 from datagora.errors import DatagoraError
@@ -451,6 +451,11 @@ def _signable(request: Request, chain_id: int, verifying_contract: str | None) -
 _SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
+def keccak(data: bytes) -> bytes:
+    """Keccak-256 (Ethereum's hash), by safe-pysha3: several times eth_utils' speed."""
+    return bytes(keccak_256(data).digest())
+
+
 def _encode_type(name: str, members: list[tuple[str, str]]) -> bytes:
     return f"{name}({','.join(f'{t} {n}' for n, t in members)})".encode()
 
@@ -760,17 +765,20 @@ class MemoryNonceStore:
 class SqliteNonceStore:
     """A :class:`NonceStore` in a SQLite file: survives restarts, shared by processes.
 
-    Thread-safe. Each check-and-insert is one ``BEGIN IMMEDIATE`` transaction, so
-    two processes on the same file cannot both accept a nonce. With ``durable=False``
+    Thread-safe. Each check-and-insert is one statement, so one transaction: two
+    processes on the same file cannot both accept a nonce. Expired rows are deleted
+    at most once a second. With ``durable=False``
     (the default) a commit survives a process crash but the last moments before an OS
     crash or power loss may be lost; ``durable=True`` syncs every commit.
     """
 
     _SCHEMA_VERSION: Final = 1
+    _PRUNE_EVERY_S: Final = 1
 
     def __init__(self, path: Path | str, *, durable: bool = False) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
+        self._pruned = -(2**63)  # the `now` of the last pruning of expired rows
         try:
             self._lock_fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -803,20 +811,18 @@ class SqliteNonceStore:
     def remember(self, account: str, nonce: bytes, expires: int, now: int) -> bool:
         """See :meth:`NonceStore.remember`."""
         with self._lock, self._flocked():
-            # Outside the try: if BEGIN fails there is no transaction to roll back.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            if now - self._pruned >= self._PRUNE_EVERY_S:
                 self._db.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO nonces (account, nonce, expires) VALUES (?, ?, ?)",
-                    (account.lower(), bytes(nonce), expires),
-                )
-                added = cursor.rowcount == 1
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return added
+                self._pruned = now
+            # One statement, so one transaction: the pair is inserted, or an expired
+            # row of it (not pruned yet) is taken over; an unexpired one changes nothing.
+            cursor = self._db.execute(
+                "INSERT INTO nonces (account, nonce, expires) VALUES (?, ?, ?)"
+                " ON CONFLICT (account, nonce) DO UPDATE SET expires = excluded.expires"
+                " WHERE nonces.expires <= ?",
+                (account.lower(), bytes(nonce), expires, now),
+            )
+            return cursor.rowcount == 1
 
     def __len__(self) -> int:
         with self._lock:

@@ -131,6 +131,7 @@ class Network:
         threshold: int = 2,
         poll_interval: float = 0.1,
         proxy_workers: int = 1,
+        anchor_every: float = 0.5,
     ) -> None:
         self.base = base
         self.threshold = threshold
@@ -153,7 +154,7 @@ class Network:
                     "--account",
                     ident.address,
                     "--anchor-every",
-                    "0.5",
+                    str(anchor_every),
                     *workers,
                 ],
             )
