@@ -188,5 +188,7 @@ def serve(roles: list[str], host: str, port: int, config: NodeConfig, workers: i
             raise SystemExit(2)
         return
 
+    from datagora.sharing.proxy import outermost
+
     app = build_app(roles, config)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(outermost(app), host=host, port=port, log_level="warning", access_log=False)

@@ -33,13 +33,14 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 from fastapi import FastAPI
 
 from datagora.crypto.keys import load_account
 from datagora.errors import DatagoraError
 from datagora.ledger import Ledger
+from datagora.sharing.proxy import create_proxy_app, outermost
 
 __all__ = ["build", "main", "supervise"]
 
@@ -47,6 +48,12 @@ STARTUP_FAILURE: Final = 2
 """A worker's exit status when it could not start (bad keystore, port, app startup):
 the supervisor gives up instead of restarting it into the same failure."""
 _BACKLOG: Final = 2048
+# No X-Forwarded-* rewriting: nothing here reads the client's address.
+_UVICORN: Final[dict[str, Any]] = {
+    "log_level": "warning",
+    "access_log": False,
+    "proxy_headers": False,
+}
 _STOP_TIMEOUT_S: Final = 30.0
 
 
@@ -57,8 +64,6 @@ def build(args: argparse.Namespace) -> FastAPI:
     identity = load_account(args.keys, args.account, password)
     ledger = Ledger.connect(args.rpc, Path(args.deployment))
     if args.role == "proxy":
-        from datagora.sharing.proxy import create_proxy_app
-
         return create_proxy_app(ledger, identity, Path(args.data), args.anchor_every)
     from datagora.sharing.agent import create_agent_app
 
@@ -129,7 +134,7 @@ def _serve_worker(args: argparse.Namespace) -> int:
     except DatagoraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(outermost(app), **_UVICORN))
     supervisor = os.getppid()
 
     def orphaned() -> None:  # the supervisor was killed: stop serving, do not linger
@@ -230,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatagoraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(outermost(app), host=args.host, port=args.port, **_UVICORN)
     return 0
 
 
