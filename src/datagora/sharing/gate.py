@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from web3.exceptions import Web3Exception
 
+from datagora.crypto.signed import keccak
 from datagora.errors import ChainError, DatagoraError
 from datagora.http1 import Http1Error, Http1Pool
 from datagora.ledger import Ledger, ListKind, RequestStatus
@@ -50,6 +51,9 @@ class Decision:
 
 _ALLOWED: Final = Decision(True)
 _ENCODED_KEYS: Final = 10_000
+_VIEWS_PER_CALL: Final = 384
+"""At most this many views in one ViewBatch call (its MAX_CALLS)."""
+_READ_SELECTOR: Final = keccak(b"read(uint256[])")[:4]
 
 
 class CallCoalescer:
@@ -59,24 +63,33 @@ class CallCoalescer:
     while one is under way wait for it and then go together in the next. Each group
     gets its own results, or a :class:`ChainError` if its calls (or the batch)
     failed. Bound to the event loop it is first used on.
+
+    With ``view_batch`` (the deployment's ``ViewBatch`` contract) the views of the
+    whole batch go as ONE ``eth_call`` to it (up to :data:`_VIEWS_PER_CALL` each),
+    all read at the same block: the node's cost per ``eth_call`` is several times
+    a view's (anvil: about 125 us a request and 30 us a call, against 3 us a view
+    inside one). Only one-word views of two one-word arguments can go that way;
+    a batch holding any other call is sent call by call.
     """
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, *, view_batch: str | None = None) -> None:
         self.url = url
+        self.view_batch = view_batch
         self._pool = Http1Pool(timeout)
-        self._waiting: list[tuple[list[dict[str, Any]], asyncio.Future[list[str]]]] = []
+        self._waiting: list[tuple[list[dict[str, Any]], asyncio.Future[list[int]]]] = []
         self._sending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None  # a reference keeps the task alive
+        self._quads: dict[tuple[str, str], bytes | None] = {}
         self.batches = 0
         self.groups = 0
 
-    async def call(self, calls: list[dict[str, Any]]) -> list[str]:
-        """Each call's result (hex), read at the chain's latest block."""
+    async def call(self, calls: list[dict[str, Any]]) -> list[int]:
+        """Each call's result (one word, as an integer), read at the chain's latest block."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new loop: nothing carries over
             self._loop, self._waiting, self._sending = loop, [], False
-        future: asyncio.Future[list[str]] = loop.create_future()
+        future: asyncio.Future[list[int]] = loop.create_future()
         self._waiting.append((calls, future))
         if not self._sending:
             self._sending = True
@@ -91,16 +104,78 @@ class CallCoalescer:
         finally:
             self._sending = False
 
+    def _quad(self, call: dict[str, Any]) -> bytes | None:
+        """``call`` as ViewBatch's four words, or None if it is not a two-word view call."""
+        key = (call["to"], call["data"])
+        quad = self._quads.get(key, b"")
+        if quad == b"":
+            data = bytes.fromhex(key[1][2:])
+            quad = (
+                bytes(12) + bytes.fromhex(key[0][2:]) + data[:4] + bytes(28) + data[4:]
+                if len(data) == 68 and len(key[0]) == 42
+                else None
+            )
+            if len(self._quads) >= _ENCODED_KEYS:
+                self._quads.clear()
+            self._quads[key] = quad
+        return quad
+
+    def _requests(self, flat: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+        """The JSON-RPC requests for ``flat``; True if they go through ViewBatch."""
+        if self.view_batch is not None:
+            quads = [self._quad(c) for c in flat]
+            if all(q is not None for q in quads):
+                requests: list[dict[str, Any]] = []
+                for start in range(0, len(quads), _VIEWS_PER_CALL):
+                    chunk = quads[start : start + _VIEWS_PER_CALL]
+                    data = (
+                        _READ_SELECTOR
+                        + (32).to_bytes(32, "big")
+                        + (4 * len(chunk)).to_bytes(32, "big")
+                        + b"".join(q for q in chunk if q is not None)
+                    )
+                    call = {"to": self.view_batch, "data": "0x" + data.hex()}
+                    requests.append(
+                        {"jsonrpc": "2.0", "id": len(requests), "method": "eth_call",
+                         "params": [call, "latest"]}
+                    )  # fmt: skip
+                return requests, True
+        return [
+            {"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [c, "latest"]}
+            for i, c in enumerate(flat)
+        ], False
+
+    @staticmethod
+    def _results(replies: list[Any], count: int, batched: bool) -> list[int | None]:
+        """Each call's word, or None where it failed, from the batch's replies."""
+        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        if not batched:
+            out: list[int | None] = []
+            for i in range(count):
+                reply = by_id.get(i, {})
+                result = reply.get("result") if "error" not in reply else None
+                out.append(int(result, 16) if isinstance(result, str) else None)
+            return out
+        words: list[int | None] = []
+        for i in range((count + _VIEWS_PER_CALL - 1) // _VIEWS_PER_CALL):
+            calls = min(_VIEWS_PER_CALL, count - i * _VIEWS_PER_CALL)
+            result = by_id.get(i, {}).get("result")
+            raw = bytes.fromhex(result[2:]) if isinstance(result, str) else b""
+            if len(raw) != 64 + 64 * calls or int.from_bytes(raw[32:64], "big") != 2 * calls:
+                words.extend([None] * calls)  # the whole read failed (or no ViewBatch there)
+                continue
+            for j in range(calls):
+                at = 64 + 64 * j
+                ok = raw[at + 31] == 1
+                words.append(int.from_bytes(raw[at + 32 : at + 64], "big") if ok else None)
+        return words
+
     async def _send(
-        self, groups: list[tuple[list[dict[str, Any]], asyncio.Future[list[str]]]]
+        self, groups: list[tuple[list[dict[str, Any]], asyncio.Future[list[int]]]]
     ) -> None:
         flat = [call for calls, _ in groups for call in calls]
-        body = json.dumps(
-            [
-                {"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [c, "latest"]}
-                for i, c in enumerate(flat)
-            ]
-        ).encode()
+        requests, batched = self._requests(flat)
+        body = json.dumps(requests).encode()
         self.batches += 1
         self.groups += len(groups)
         try:
@@ -110,6 +185,7 @@ class CallCoalescer:
             replies = json.loads(answer.content)
             if not isinstance(replies, list):
                 raise ChainError(f"the chain refused a batch of calls: {str(replies)[:200]}")
+            words = self._results(replies, len(flat), batched)
         except (Http1Error, ValueError, ChainError) as exc:
             failure = (
                 exc
@@ -120,18 +196,17 @@ class CallCoalescer:
                 if not future.done():
                     future.set_exception(failure)
             return
-        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
         start = 0
         for calls, future in groups:
-            mine = [by_id.get(i, {}) for i in range(start, start + len(calls))]
+            mine = words[start : start + len(calls)]
             start += len(calls)
             if future.done():
                 continue
-            bad = next((r for r in mine if "error" in r or "result" not in r), None)
-            if bad is not None:
-                future.set_exception(ChainError(f"an eth_call failed: {bad.get('error')}"))
+            values = [w for w in mine if w is not None]
+            if len(values) != len(mine):
+                future.set_exception(ChainError("a view of the ledger failed"))
             else:
-                future.set_result([r["result"] for r in mine])
+                future.set_result(values)
 
 
 class AccessGate:
@@ -145,7 +220,7 @@ class AccessGate:
         self._lock = threading.Lock()
         url = getattr(ledger.chain, "url", None)
         self.coalescer = (
-            CallCoalescer(url)
+            CallCoalescer(url, view_batch=ledger.deployment.contracts.get("ViewBatch"))
             if isinstance(url, str)
             and hasattr(ledger.chain, "call_batch")
             and Http1Pool.supports(url)
@@ -228,7 +303,7 @@ class AccessGate:
                 if token is None:
                     return Decision(False, "no_order", f"dataset {dataset} does not exist")
             results = await self.coalescer.call(self._prepared(token, dataset, consumer))
-            decided = self._decide(dataset, consumer, [int(r, 16) for r in results])
+            decided = self._decide(dataset, consumer, results)
         except ChainError:
             raise
         except (DatagoraError, OSError, Web3Exception, ValueError) as exc:
