@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import datagora.crypto.signed as signed_module
 from datagora.crypto.keys import Identity
+from datagora.crypto.noncefile import FileNonceStore
 from datagora.crypto.signed import (
     MAX_LIFETIME_S,
     ComputeRequest,
@@ -123,13 +124,16 @@ def every_request_type() -> list[tuple[Identity, Request]]:
     ]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "file"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NonceStore]:
     if request.param == "memory":
         yield MemoryNonceStore()
-    else:
+    elif request.param == "sqlite":
         with SqliteNonceStore(tmp_path / "nonces.sqlite") as sqlite_store:
             yield sqlite_store
+    else:
+        with FileNonceStore(tmp_path / "nonces.log") as file_store:
+            yield file_store
 
 
 @pytest.mark.parametrize("index", range(4))
@@ -328,6 +332,8 @@ def test_concurrent_replays_accept_exactly_one(store: NonceStore, tmp_path: Path
     if isinstance(store, SqliteNonceStore):
         # A second connection to the same file races the first.
         stores.append(SqliteNonceStore(tmp_path / "nonces.sqlite"))
+    if isinstance(store, FileNonceStore):
+        stores.append(FileNonceStore(tmp_path / "nonces.log"))
     outcomes: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(16)

@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from datagora.crypto.keys import Identity
+from datagora.crypto.noncefile import FileNonceStore
 from datagora.crypto.pre import PreError, reencrypt, verify_kfrag
 from datagora.crypto.signed import (
     DelegationRequest,
@@ -45,7 +46,6 @@ from datagora.crypto.signed import (
     ReplayedRequest,
     RequestRefused,
     SignatureExpired,
-    SqliteNonceStore,
     UnexpectedRequestType,
     verify_request,
 )
@@ -115,7 +115,9 @@ class ProxyService:
         self.anchor_every = anchor_every
         self.gate = AccessGate(ledger, service_id)
         self.kfrags = KfragStore(data_dir / "kfrags.sqlite")
-        self.nonces = SqliteNonceStore(data_dir / "nonces.sqlite")
+        self.nonces = FileNonceStore(
+            data_dir / "nonces.log", legacy_sqlite=data_dir / "nonces.sqlite"
+        )
         self.log = AccessLogFile(data_dir / "access-log.jsonl")
         self._anchored = ledger.access_log.latest(identity.address).entries
         self._anchor_lock = threading.Lock()
@@ -412,7 +414,7 @@ def create_proxy_app(
 ) -> FastAPI:
     """The proxy's HTTP app; ``identity`` is the proxy's own account (it pays for anchors).
 
-    Data (``kfrags.sqlite``, ``nonces.sqlite``, ``access-log.jsonl``) lives in
+    Data (``kfrags.sqlite``, ``nonces.log``, ``access-log.jsonl``) lives in
     ``data_dir``; the log is anchored on chain every ``anchor_every`` seconds when
     it has grown, and once more at shutdown.
     """
