@@ -117,18 +117,37 @@ def test_a_proxy_node_with_workers_serves_and_stops(tmp_path: Path) -> None:
                 lambda: _health(f"http://127.0.0.1:{port}"), "the proxy's workers", timeout=60
             )
             assert health["address"] == net.proxy_ids[0].address
-            workers = subprocess.run(
-                ["pgrep", "-P", str(node.pid), "-f", "datagora.sharing.serve.*--reuse-port"],
-                capture_output=True,
-                text=True,
-            ).stdout.split()
+            workers = _workers(node.pid)
             assert len(workers) == 2
+            # A worker that dies is replaced; the proxy keeps answering.
+            os.kill(int(workers[0]), signal.SIGKILL)
+
+            def replaced() -> list[str] | None:
+                now = _workers(node.pid)
+                return now if len(now) == 2 and workers[0] not in now else None
+
+            workers = wait_until(replaced, "a replacement worker", timeout=60)
+            wait_until(lambda: _health(f"http://127.0.0.1:{port}"), "the proxy", timeout=60)
+            # A second proxy on the same port is refused in one line, not let into the
+            # first one's SO_REUSEPORT group.
+            taken = run(*command[3:], env={"DATAGORA_PASSWORD": PASSWORD})
+            assert taken.returncode != 0
+            assert "cannot listen on" in taken.stderr and "in use" in taken.stderr
+            assert _workers(node.pid) == workers
         finally:
             node.send_signal(signal.SIGTERM)
             assert node.wait(timeout=30) == 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     finally:
         net.anvil.stop()
+
+
+def _workers(supervisor: int) -> list[str]:
+    return subprocess.run(
+        ["pgrep", "-P", str(supervisor), "-f", "datagora.sharing.serve.*--reuse-port"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
 
 
 def _health(url: str) -> dict[str, object] | None:

@@ -101,8 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bind(host: str, port: int, *, listen: bool) -> socket.socket:
-    """A TCP socket on ``host:port`` in the port's SO_REUSEPORT group (OSError if taken)."""
+def _bind(host: str, port: int, *, listen: bool, reuse_port: bool = True) -> socket.socket:
+    """A TCP socket on ``host:port``, in the port's SO_REUSEPORT group unless
+    ``reuse_port`` is false (OSError if the port is taken)."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
     )[0]
@@ -111,7 +112,8 @@ def _bind(host: str, port: int, *, listen: bool) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         if listen:
             sock.listen(_BACKLOG)
@@ -153,8 +155,10 @@ def supervise(argv: list[str], workers: int, host: str, port: int) -> int:
     until SIGTERM or SIGINT; a worker that dies is restarted, one that cannot start
     stops them all. Returns the exit status."""
     try:
-        # Held, never listened on: the port stays this proxy's while a worker restarts,
-        # and a port already in use fails here, once.
+        # Without SO_REUSEPORT first: any other holder of the port (even another proxy
+        # in its own SO_REUSEPORT group, which this one would silently join) fails here.
+        _bind(host, port, listen=False, reuse_port=False).close()
+        # Held, never listened on: the port stays this proxy's while a worker restarts.
         reserved = _bind(host, port, listen=False)
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
