@@ -21,6 +21,10 @@
   - ``per_core_ratio``: ``umbral_reencrypt_ms / proxy_cpu_ms_per_reencryption``,
     what one core running the proxy serves against the same core running the
     bare operation: the share of the proxy's CPU that is re-encryption.
+
+  The ``one_worker_`` figures are the same measurements on a second proxy run as a
+  single worker process: one core's worth of proxy, whose CPU per request is not
+  inflated by two workers and the load generator contending for the cores.
 """
 
 from __future__ import annotations
@@ -179,8 +183,11 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
-def _proxy_rate(net: Network, requests: int, concurrency: int) -> tuple[float, float]:
-    """Re-encryptions per second through one proxy, and its CPU seconds per request."""
+def _proxy_rates(
+    net: Network, proxies: list[int], requests: int, concurrency: int
+) -> list[tuple[float, float]]:
+    """Re-encryptions per second through each of ``proxies`` in turn (indices into
+    ``net.proxies``), and its CPU seconds per request."""
     ledger = net.ledger
     owner = net.owner
     published = ledger.factory.publish(
@@ -196,31 +203,34 @@ def _proxy_rate(net: Network, requests: int, concurrency: int) -> tuple[float, f
         who.account, dataset, ledger.datatoken(dataset), consumer_key=who.umbral_public_key
     )
     wait_until(lambda: net.delegated(dataset, who.address), "the delegation")
+    chain_id = ledger.chain.chain_id
+    rates = []
     # The owner's agent takes no part in re-encryption; stopped, its chain polling
     # (every 20 ms here, for the order-to-plaintext samples) leaves the cores alone.
-    chain_id = ledger.chain.chain_id
-    bodies = [
-        json.dumps(
-            ReencryptBody.build(who, chain_id, dataset, version, wrapped.capsule).to_json()
-        ).encode()
-        for _ in range(requests + concurrency)
-    ]
-    url = net.proxy_urls[0]
-    process = net.proxies[0].process
-    assert process is not None
     net.agent.pause()
     try:
-        asyncio.run(_post_all(url, bodies[:concurrency], concurrency))  # warm up connections
-        cpu = _cpu_seconds(process.pid)
-        start = time.perf_counter()
-        ok = asyncio.run(_post_all(url, bodies[concurrency:], concurrency))
-        elapsed = time.perf_counter() - start
-        cpu = _cpu_seconds(process.pid) - cpu
+        for index in proxies:
+            bodies = [
+                json.dumps(
+                    ReencryptBody.build(who, chain_id, dataset, version, wrapped.capsule).to_json()
+                ).encode()
+                for _ in range(requests + concurrency)
+            ]
+            url = net.proxy_urls[index]
+            process = net.proxies[index].process
+            assert process is not None
+            asyncio.run(_post_all(url, bodies[:concurrency], concurrency))  # warm up
+            cpu = _cpu_seconds(process.pid)
+            start = time.perf_counter()
+            ok = asyncio.run(_post_all(url, bodies[concurrency:], concurrency))
+            elapsed = time.perf_counter() - start
+            cpu = _cpu_seconds(process.pid) - cpu
+            if ok != requests:
+                raise AssertionError(f"only {ok} of {requests} re-encryptions succeeded")
+            rates.append((requests / elapsed, cpu / requests))
     finally:
         net.agent.resume()
-    if ok != requests:
-        raise AssertionError(f"only {ok} of {requests} re-encryptions succeeded")
-    return requests / elapsed, cpu / requests
+    return rates
 
 
 def _umbral_rate(seconds: float = 2.0) -> float:
@@ -240,8 +250,8 @@ def _umbral_rate(seconds: float = 2.0) -> float:
 
 
 def run(samples: int = 20, requests: int = 4000, concurrency: int = 16) -> dict[str, Any]:
-    """Start anvil, 3 proxies (each with a worker process per core) and an agent;
-    measure; stop everything."""
+    """Start anvil, 3 proxies (the first with a worker process per core, the others
+    with one) and an agent; measure; stop everything."""
     workers = max(1, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="datagora-bench-access-") as tmp:
         # Proxies anchor their logs at the default interval (tests use 0.5 s).
@@ -250,14 +260,16 @@ def run(samples: int = 20, requests: int = 4000, concurrency: int = 16) -> dict[
             proxies=3,
             threshold=2,
             poll_interval=0.02,
-            proxy_workers=workers,
+            proxy_workers=[workers, 1, 1],
             anchor_every=60.0,
         )
         try:
             net.start()
             with LocalNodes(6, Path(tmp) / "storage") as nodes:
                 to_key, times = _order_to_plaintext(net, nodes, samples, Path(tmp))
-            proxy_rate, proxy_cpu = _proxy_rate(net, requests, concurrency)
+            (proxy_rate, proxy_cpu), (one_rate, one_cpu) = _proxy_rates(
+                net, [0, 1], requests, concurrency
+            )
         finally:
             net.stop()
     umbral_rate = _umbral_rate()
@@ -278,6 +290,10 @@ def run(samples: int = 20, requests: int = 4000, concurrency: int = 16) -> dict[
         "proxy_cpu_ms_per_reencryption": round(proxy_cpu * 1000, 3),
         "umbral_reencrypt_ms": round(1000 / umbral_rate, 3),
         "per_core_ratio": round(1 / umbral_rate / proxy_cpu, 3),
+        "one_worker_reencryptions_per_s": round(one_rate, 1),
+        "one_worker_ratio": round(one_rate / umbral_rate, 3),
+        "one_worker_cpu_ms_per_reencryption": round(one_cpu * 1000, 3),
+        "one_worker_per_core_ratio": round(1 / umbral_rate / one_cpu, 3),
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }

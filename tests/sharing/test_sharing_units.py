@@ -19,6 +19,7 @@ from datagora.ledger import Ledger, ListKind, dev_account
 from datagora.sharing.accesslog import AccessLogFile, LogCorrupt, verify_log
 from datagora.sharing.gate import AccessGate, CallCoalescer
 from datagora.sharing.kfrags import KfragRecord, KfragStore
+from datagora.sharing.local import Network
 from datagora.sharing.wire import KfragDelivery
 from helpers import BUYER, OWNER, fund, publish
 
@@ -216,3 +217,9 @@ def test_fragment_reads_see_what_another_process_stored(tmp_path: Path) -> None:
     assert got.kfrag == record.kfrag
     reader.close()
     writer.close()
+
+
+def test_a_network_refuses_worker_counts_that_do_not_match_its_proxies(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="2 worker counts for 3 proxies"):
+        Network(tmp_path, proxies=3, proxy_workers=[2, 1])
+    assert list(tmp_path.iterdir()) == []

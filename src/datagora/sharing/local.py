@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -130,9 +130,15 @@ class Network:
         proxies: int = 3,
         threshold: int = 2,
         poll_interval: float = 0.1,
-        proxy_workers: int = 1,
+        proxy_workers: int | Sequence[int] = 1,
         anchor_every: float = 0.5,
     ) -> None:
+        """``proxy_workers``: worker processes of every proxy, or of each in turn."""
+        counts = (
+            [proxy_workers] * proxies if isinstance(proxy_workers, int) else list(proxy_workers)
+        )
+        if len(counts) != proxies:
+            raise ValueError(f"{len(counts)} worker counts for {proxies} proxies")
         self.base = base
         self.threshold = threshold
         self.anvil = Anvil().start()
@@ -143,7 +149,6 @@ class Network:
         self.owner = self._account(dev_account(1))
         self.proxy_ids = [self._account(dev_account(5 + i)) for i in range(proxies)]
         common = ["--rpc", self.anvil.url, "--deployment", str(self.deployment), "--keys"]
-        workers = ["--workers", str(proxy_workers)]
         self.proxies = [
             Service(
                 "proxy",
@@ -155,10 +160,11 @@ class Network:
                     ident.address,
                     "--anchor-every",
                     str(anchor_every),
-                    *workers,
+                    "--workers",
+                    str(count),
                 ],
             )
-            for i, ident in enumerate(self.proxy_ids)
+            for i, (ident, count) in enumerate(zip(self.proxy_ids, counts, strict=True))
         ]
         self.agent = Service(
             "agent",
