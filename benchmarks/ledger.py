@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 
 from datagora.ledger import Chain, Ledger, Pricing, PublishParams, dev_account
 from datagora.ledger.anvil import Anvil
@@ -104,8 +105,8 @@ def _raw_rpc_limit(
         + bytes(
             sender.sign_transaction(
                 {
-                    "to": to,
-                    "data": data,
+                    "to": HexStr(to),
+                    "data": HexStr(data),
                     "gas": gas,
                     "gasPrice": price,
                     "nonce": nonce + i,
