@@ -12,7 +12,7 @@ import pytest
 
 from datagora.crypto import noncefile
 from datagora.crypto.noncefile import FileNonceStore, NonceFileCorrupt
-from datagora.crypto.signed import SqliteNonceStore
+from datagora.crypto.signed import RequestRefused, SqliteNonceStore
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -43,6 +43,20 @@ def test_a_second_store_sees_the_first_ones_nonces(tmp_path: Path) -> None:
         assert not two.remember(ALICE, nonce(7), NOW + 60, NOW)
         assert two.remember(ALICE, nonce(8), NOW + 60, NOW)
         assert not one.remember(ALICE, nonce(8), NOW + 60, NOW)
+
+
+def test_a_closed_store_refuses_and_leaves_reused_descriptors_alone(tmp_path: Path) -> None:
+    store = FileNonceStore(tmp_path / "n.log")
+    store.close()
+    # The descriptor numbers the store held now belong to other files.
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT)
+    try:
+        store.close()
+        os.fstat(other)  # still open: the second close did not touch it
+        with pytest.raises(RequestRefused, match="is closed"):
+            store.remember(ALICE, nonce(1), NOW + 60, NOW)
+    finally:
+        os.close(other)
 
 
 def test_a_record_cut_short_by_a_crash_is_cut_off(tmp_path: Path) -> None:

@@ -198,29 +198,40 @@ class FileNonceStore:
         key = (_account_bytes(account), bytes(nonce))
         if len(key[1]) != 32:
             raise ValueError("a nonce is 32 bytes")
-        with self._lock, self._flocked():
-            self._read_new()
-            self._prune(now)
-            held = self._expiry.get(key)
-            if held is not None and held > now:
-                return False
-            self._append(_record(*key, expires))
-            self._add(key, expires)
-            if self._size >= _COMPACT_MIN_BYTES and self._size > 4 * _SIZE * len(self._expiry):
-                self._compact()
-            return True
+        with self._lock:
+            if self._lock_fd < 0:
+                raise RequestRefused(f"the nonce store {self._path} is closed")
+            with self._flocked():
+                return self._remember(key, expires, now)
+
+    def _remember(self, key: tuple[bytes, bytes], expires: int, now: int) -> bool:
+        """:meth:`remember` with both locks held."""
+        self._read_new()
+        self._prune(now)
+        held = self._expiry.get(key)
+        if held is not None and held > now:
+            return False
+        self._append(_record(*key, expires))
+        self._add(key, expires)
+        if self._size >= _COMPACT_MIN_BYTES and self._size > 4 * _SIZE * len(self._expiry):
+            self._compact()
+        return True
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._expiry)
 
     def close(self) -> None:
-        """Close the files (further use raises)."""
+        """Close the files; closing again does nothing, any other use raises."""
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-            os.close(self._lock_fd)
+            if self._lock_fd >= 0:
+                # Forgotten at once: a later flock must not land on whatever file
+                # reuses the descriptor's number.
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     def __enter__(self) -> FileNonceStore:
         return self
