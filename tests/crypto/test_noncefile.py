@@ -45,8 +45,11 @@ def test_a_second_store_sees_the_first_ones_nonces(tmp_path: Path) -> None:
         assert not one.remember(ALICE, nonce(8), NOW + 60, NOW)
 
 
-def test_a_closed_store_refuses_and_leaves_reused_descriptors_alone(tmp_path: Path) -> None:
-    store = FileNonceStore(tmp_path / "n.log")
+@pytest.mark.parametrize("kind", [FileNonceStore, SqliteNonceStore])
+def test_a_closed_store_refuses_and_leaves_reused_descriptors_alone(
+    kind: type[FileNonceStore | SqliteNonceStore], tmp_path: Path
+) -> None:
+    store = kind(tmp_path / "nonces")
     store.close()
     # The descriptor numbers the store held now belong to other files.
     other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT)

@@ -832,6 +832,8 @@ class SqliteNonceStore:
     def _flocked(self) -> Iterator[None]:
         # Processes sharing the file queue on a kernel lock, woken as soon as it is
         # free; SQLite's own busy handler would sleep 1, 2, 5… ms between retries.
+        if self._lock_fd < 0:
+            raise RequestRefused(f"the nonce store {self._path} is closed")
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             yield
@@ -839,10 +841,14 @@ class SqliteNonceStore:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        """Close the database (further use raises)."""
+        """Close the database; closing again does nothing, any other use raises."""
         with self._lock:
             self._db.close()
-            os.close(self._lock_fd)
+            if self._lock_fd >= 0:
+                # Forgotten at once: a later flock must not land on whatever file
+                # reuses the descriptor's number.
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     def __enter__(self) -> SqliteNonceStore:
         return self
