@@ -7,9 +7,11 @@
 A proxy with ``--workers N`` runs N worker processes on one port under a small
 supervisor (:func:`supervise`), which restarts a worker that dies and stops them
 all on SIGTERM or SIGINT. Re-encryption is CPU-bound and umbral-pre holds the GIL,
-so one process uses one core; the workers share the key fragments and the nonce
-store (SQLite), and the hash-chained access log (appends under ``flock``); the one
-holding ``anchor.lock`` anchors it.
+so one process uses one core; the workers share the key fragments (SQLite), the
+nonce record file and the hash-chained access log (both appended under ``flock``);
+the one holding ``anchor.lock`` anchors the log. Before starting them the
+supervisor binds the port once without ``SO_REUSEPORT``, so a port that anything
+else holds, another proxy's workers included, is refused instead of shared.
 
 Each worker listens on its own socket bound with ``SO_REUSEPORT``, so the kernel
 spreads connections over the workers by their address hash. With one shared
