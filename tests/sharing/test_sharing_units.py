@@ -144,12 +144,10 @@ def test_view_batch_reads_many_views_and_fails_only_the_group_whose_view_failed(
         # A two-word call to an account without code answers nothing: that view failed.
         nothing = {"to": OWNER.address, "data": views[0]["data"]}
 
-        async def run(extra: list[dict[str, Any]]) -> list[Any]:
+        async def run(extra: list[dict[str, Any]], via: CallCoalescer = coalescer) -> list[Any]:
             # 200 groups of 3 views: more than one ViewBatch call holds (384 views).
             groups = [[views[i % 6]] * 3 for i in range(200)] + [extra]
-            return await asyncio.gather(
-                *(coalescer.call(g) for g in groups), return_exceptions=True
-            )
+            return await asyncio.gather(*(via.call(g) for g in groups), return_exceptions=True)
 
         results = asyncio.run(run([nothing]))
         assert results[:200] == [[1000 + i % 6] * 3 for i in range(200)]
@@ -159,6 +157,12 @@ def test_view_batch_reads_many_views_and_fails_only_the_group_whose_view_failed(
         results = asyncio.run(run([token.prepare("balanceOf", spender)]))
         assert results[:200] == [[1000 + i % 6] * 3 for i in range(200)]
         assert results[200] == [token.balance_of(spender)]
+        # Call by call (no ViewBatch), the view without an answer ("0x") also fails
+        # only its own group.
+        plain = CallCoalescer(ledger.chain.url)  # type: ignore[attr-defined]
+        results = asyncio.run(run([nothing], via=plain))
+        assert results[:200] == [[1000 + i % 6] * 3 for i in range(200)]
+        assert isinstance(results[200], ChainError)
     finally:
         ledger.chain.revert(snapshot)
 

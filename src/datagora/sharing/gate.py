@@ -56,6 +56,17 @@ _VIEWS_PER_CALL: Final = 384
 _READ_SELECTOR: Final = keccak(b"read(uint256[])")[:4]
 
 
+def _word(result: object) -> int | None:
+    """An ``eth_call`` result as its first word, or None unless it holds one (a call to
+    an address without code returns ``0x``)."""
+    if not isinstance(result, str) or len(result) < 66 or not result.startswith("0x"):
+        return None
+    try:
+        return int(result[2:66], 16)
+    except ValueError:
+        return None
+
+
 class CallCoalescer:
     """``eth_call`` groups from concurrent requests, sent as one JSON-RPC batch at a time.
 
@@ -154,7 +165,7 @@ class CallCoalescer:
             for i in range(count):
                 reply = by_id.get(i, {})
                 result = reply.get("result") if "error" not in reply else None
-                out.append(int(result, 16) if isinstance(result, str) else None)
+                out.append(_word(result))
             return out
         words: list[int | None] = []
         for i in range((count + _VIEWS_PER_CALL - 1) // _VIEWS_PER_CALL):
