@@ -1,26 +1,22 @@
-"""`datagora up` never starts anvil on a half-written chain state."""
+"""`datagora up` saves the chain's state whole and never starts anvil on a half-written one."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import httpx
+
+from datagora.ledger.anvil import Anvil, free_port
 from datagora.node.launcher import Launcher, LaunchPlan
+
+HOLDER = "0x" + "5a" * 20
 
 
 def launcher(tmp_path: Path) -> tuple[Launcher, list[str]]:
     said: list[str] = []
     return Launcher(LaunchPlan(state_dir=tmp_path), said.append), said
-
-
-def test_a_complete_state_is_kept_aside(tmp_path: Path) -> None:
-    up, _ = launcher(tmp_path)
-    (tmp_path / "chain-state.json").write_text(json.dumps({"block": 7}))
-    up._check_chain_state()
-    assert json.loads((tmp_path / "chain-state.good.json").read_text()) == {"block": 7}
-    (tmp_path / "chain-state.json").write_text('{"block": 8, "acc')  # a write in progress
-    up._keep_chain_state()
-    assert json.loads((tmp_path / "chain-state.good.json").read_text()) == {"block": 7}
 
 
 def test_a_half_written_state_is_replaced_by_the_last_complete_copy(tmp_path: Path) -> None:
@@ -40,3 +36,48 @@ def test_a_half_written_state_without_a_copy_starts_a_new_chain(tmp_path: Path) 
     up._check_chain_state()
     assert not (tmp_path / "chain-state.json").exists()
     assert "new chain" in said[0]
+
+
+def rpc(url: str, method: str, *params: Any) -> Any:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    return httpx.post(url, json=body, timeout=30, trust_env=False).json()["result"]
+
+
+def test_the_chain_state_is_saved_whole_when_it_changed_and_loads_back(tmp_path: Path) -> None:
+    up, said = launcher(tmp_path)
+    state = tmp_path / "chain-state.json"
+    # A copy an earlier version kept: older than any save, so it must go.
+    (tmp_path / "chain-state.good.json").write_text(json.dumps({"block": 1}))
+    assert "--load-state" not in up._chain_part(free_port()).command
+    with Anvil() as node:
+        up._chain_url = node.url
+        rpc(node.url, "anvil_setBalance", HOLDER, hex(12345))  # no block
+        up._save_chain_state(force=True)
+        saved = state.stat()
+        assert saved.st_mode & 0o777 == 0o600
+        assert json.loads(state.read_bytes())["best_block_number"] in (0, "0x0")
+        up._save_chain_state()  # no block since: not written again
+        assert state.stat().st_ino == saved.st_ino
+        rpc(node.url, "evm_mine")
+        up._save_chain_state()
+        assert state.stat().st_ino != saved.st_ino
+    assert not (tmp_path / "chain-state.good.json").exists()
+    assert said == []
+    command = up._chain_part(free_port()).command
+    assert command[command.index("--load-state") + 1] == str(state)
+    # A node started on the file has the block and the balance; stopping it saves
+    # what it added.
+    with Anvil(state=state) as again:
+        assert int(rpc(again.url, "eth_blockNumber"), 16) == 1
+        assert int(rpc(again.url, "eth_getBalance", HOLDER, "latest"), 16) == 12345
+        rpc(again.url, "evm_mine")
+    with Anvil(state=state) as third:
+        assert int(rpc(third.url, "eth_blockNumber"), 16) == 2
+
+
+def test_a_chain_that_cannot_be_read_is_reported_and_nothing_written(tmp_path: Path) -> None:
+    up, said = launcher(tmp_path)
+    up._chain_url = f"http://127.0.0.1:{free_port()}"
+    up._save_chain_state(force=True)
+    assert not (tmp_path / "chain-state.json").exists()
+    assert len(said) == 1 and said[0].startswith("could not save the chain's state")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
 import socket
@@ -12,6 +14,7 @@ from types import TracebackType
 
 import httpx
 
+from datagora.atomic import write_atomically
 from datagora.errors import ChainError, ConfigError
 
 ANVIL_CHAIN_ID = 31337
@@ -41,11 +44,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def dump_state(url: str, timeout: float = 120.0) -> bytes:
+    """The whole state of the anvil node at `url` (``anvil_dumpState``), as the JSON
+    its ``--load-state`` reads.
+
+    anvil's own ``--state``/``--dump-state`` file is written in place at SIGTERM (and
+    every ``--state-interval``) and anvil may exit before the write is done: 4 of 15
+    stops left a truncated file, one no file at all. Asked over JSON-RPC, the
+    state is either whole or an error, and the caller writes it atomically.
+    """
+    try:
+        r = httpx.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "anvil_dumpState", "params": []},
+            timeout=timeout,
+            trust_env=False,
+        )
+        r.raise_for_status()
+        body = r.json()
+        if "error" in body:
+            raise ChainError(f"anvil_dumpState: {body['error'].get('message', body['error'])}")
+        raw = gzip.decompress(bytes.fromhex(body["result"].removeprefix("0x")))
+        json.loads(raw)  # whole, or refused
+    except (httpx.HTTPError, OSError, ValueError, KeyError, AttributeError) as exc:
+        raise ChainError(f"cannot read the chain's state from {url}: {exc}") from None
+    return raw
+
+
 class Anvil:
     """An anvil node on a loopback port; a context manager that stops it on exit.
 
-    With `state`, the chain is loaded from and saved to that file, so a later
-    node continues where this one stopped.
+    With `state`, the chain is loaded from that file when it exists, and
+    :meth:`stop` saves it there (over JSON-RPC, written atomically) before the node
+    stops, so a later node continues where this one stopped.
     """
 
     def __init__(
@@ -59,9 +90,8 @@ class Anvil:
 
     def start(self, timeout: float = 30.0) -> Anvil:
         args = [find_anvil(), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
-        if self.state is not None:
-            self.state.parent.mkdir(parents=True, exist_ok=True)
-            args += ["--state", str(self.state)]
+        if self.state is not None and self.state.exists():
+            args += ["--load-state", str(self.state)]
         if self.block_time is not None:
             args += ["--block-time", str(self.block_time)]
         self._proc = subprocess.Popen(
@@ -89,9 +119,18 @@ class Anvil:
         raise ChainError(f"anvil did not answer on {self.url} within {timeout:.0f} s")
 
     def stop(self) -> None:
-        """Stop the node (SIGTERM, so a state file is written), waiting for it to exit."""
+        """Stop the node, waiting for it to exit; with `state`, save the chain first
+        (:class:`ChainError` if it cannot be read: the node is stopped all the same)."""
         if self._proc is None:
             return
+        try:
+            if self.state is not None and self._proc.poll() is None:
+                write_atomically(self.state, dump_state(self.url), 0o600)
+        finally:
+            self._stop_process()
+
+    def _stop_process(self) -> None:
+        assert self._proc is not None
         if self._proc.poll() is None:
             self._proc.terminate()
             try:

@@ -2,7 +2,8 @@
 
 One state directory holds everything that must survive a restart::
 
-    DIR/chain-state.json   anvil's chain (written on SIGTERM/SIGINT and every few seconds)
+    DIR/chain-state.json   the chain's state, saved by `up` (atomically) at stop and every
+                           few seconds while blocks are added
     DIR/deployment.json    the contracts, deployed once and reused while the chain has them
     DIR/ports.json         the port of every part, reused by the next `up` when still free
     DIR/password           the keystore password (generated once, mode 0600)
@@ -38,7 +39,7 @@ import httpx
 from datagora.atomic import write_atomically
 from datagora.errors import ChainError, ConfigError, DatagoraError
 from datagora.ledger import Chain, Deployment, Ledger, dev_account
-from datagora.ledger.anvil import find_anvil, free_port
+from datagora.ledger.anvil import dump_state, find_anvil, free_port
 from datagora.node.network import Network
 from datagora.node.server import ROLES
 
@@ -54,8 +55,10 @@ __all__ = [
 
 STOP_GRACE = 15.0
 """Seconds a child gets to exit after SIGTERM before it is killed."""
-CHAIN_GRACE = 60.0
-"""anvil writes its whole state on SIGTERM: give it longer."""
+CHAIN_GRACE = 30.0
+"""Seconds anvil gets to exit after SIGTERM (its state is saved before)."""
+SAVE_EVERY_TICKS = 10
+"""The chain's state is saved every this many half-second ticks, if blocks were added."""
 START_TIMEOUT = 240.0
 """A liveness deadline for every part to answer (a loaded 2-core machine is slow)."""
 KEYSTORE_SCRYPT_N = 2**14
@@ -250,6 +253,8 @@ class Launcher:
         self.network: Network | None = None
         self.redeployed = False
         self._lock_file: IO[str] | None = None
+        self._chain_url: str | None = None
+        self._saved_block: int | None = None
 
     # -- paths ------------------------------------------------------------------------
 
@@ -284,11 +289,12 @@ class Launcher:
 
         self._check_chain_state()
         chain = self._spawn(self._chain_part(ports["chain"]))
-        chain_url = chain.url
+        chain_url = self._chain_url = chain.url
         self._wait_healthy([chain])
         accounts = self._accounts(password)
         deployment = self._deployment(chain_url, accounts)
         self._fund(chain_url, accounts)
+        self._save_chain_state(force=True)  # funding adds no block
 
         common = ["--rpc", chain_url, "--deployment", str(self.deployment_file)]
         env = {"DATAGORA_PASSWORD": password}
@@ -369,11 +375,13 @@ class Launcher:
         while not self.stop_requested.wait(0.5):
             self._check_alive()
             ticks += 1
-            if ticks % 20 == 0:
-                self._keep_chain_state()
+            if ticks % SAVE_EVERY_TICKS == 0:
+                self._save_chain_state()
 
-    # anvil rewrites its state file in place; a stop or crash during a write leaves
-    # half a file that anvil then refuses to load. A complete copy is kept beside it.
+    # anvil's own state file (--state) is rewritten in place at SIGTERM and anvil may
+    # exit before the write is done: half a file it then refuses to load, or none.
+    # So anvil only loads the file; `up` asks anvil for its state over JSON-RPC and
+    # writes it atomically. A copy kept by an earlier version is still used.
     @property
     def _state(self) -> Path:
         return self.dir / "chain-state.json"
@@ -382,18 +390,28 @@ class Launcher:
     def _good_state(self) -> Path:
         return self.dir / "chain-state.good.json"
 
-    def _keep_chain_state(self) -> None:
-        """Copy the chain state aside when it is complete (parses as JSON)."""
-        try:
-            raw = self._state.read_bytes()
-            json.loads(raw)
-        except (OSError, ValueError):
+    def _save_chain_state(self, *, force: bool = False) -> None:
+        """Write the chain's state to ``chain-state.json`` if blocks were added since the
+        last save (always with `force`); a chain that cannot be read is reported."""
+        if self._chain_url is None:
             return
-        write_atomically(self._good_state, raw)
+        try:
+            block = int(_rpc(self._chain_url, "eth_blockNumber", []), 16)
+            if block == self._saved_block and not force:
+                return
+            raw = dump_state(self._chain_url)
+        except (ChainError, httpx.HTTPError, ValueError) as exc:
+            self.say(f"could not save the chain's state: {exc}")
+            return
+        write_atomically(self._state, raw, 0o600)
+        self._saved_block = block
+        # An earlier version's copy is older than this: never restore it over this one.
+        self._good_state.unlink(missing_ok=True)
 
     def _check_chain_state(self) -> None:
-        """Before anvil starts: a half-written state file is replaced by the last complete
-        copy (and kept aside, never deleted)."""
+        """Before anvil starts: a damaged state file (half-written by anvil itself, before
+        `up` saved it) is replaced by the last complete copy if an earlier version
+        kept one, and kept aside, never deleted."""
         if not self._state.exists():
             return
         try:
@@ -409,24 +427,26 @@ class Launcher:
                 )
             else:
                 self.say(f"the chain state was half-written (kept as {broken.name}); new chain")
-            return
-        self._keep_chain_state()
 
     def stop(self) -> None:
-        """Stop every part: the nodes first, then the chain (which saves its state)."""
+        """Stop every part: the nodes first, then the chain, whose state is saved once
+        nothing else can change it."""
         nodes = [p for p in self.parts if p.role != "chain"]
         self._terminate(list(reversed(nodes)), STOP_GRACE)
-        self._terminate([p for p in self.parts if p.role == "chain"], CHAIN_GRACE)
-        self._keep_chain_state()
+        chain = [p for p in self.parts if p.role == "chain"]
+        if any(p.running for p in chain):
+            self._save_chain_state(force=True)
+        self._terminate(chain, CHAIN_GRACE)
 
     # -- parts --------------------------------------------------------------------------
 
     def _chain_part(self, port: int) -> Part:
         command = [
             find_anvil(), "--host", "127.0.0.1", "--port", str(port),
-            "--state", str(self.dir / "chain-state.json"), "--state-interval", "5",
             "--accounts", "10",
         ]  # fmt: skip
+        if self._state.exists():
+            command += ["--load-state", str(self._state)]
         return Part("chain", "chain", port, command, self.dir / "logs" / "chain.log")
 
     def _node(
