@@ -33,7 +33,7 @@ from datagora.compute import FEDAVG_ALGORITHM, ComputeClient, Sandbox, Site, cre
 from datagora.compute.jobs import algorithm_hash
 from datagora.crypto.keys import Identity
 from datagora.ledger import Ledger, Pricing, PublishParams, dev_account
-from datagora.ledger.anvil import free_port
+from datagora.ports import free_port
 
 NOOP = "def run(inputs, params, output_dir):\n    (output_dir / 'ok').write_text('1')\n"
 _H = b"\x11" * 32

@@ -23,7 +23,7 @@ from datagora.catalog.resolver import datagora_uri
 from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import wrap_data_key
 from datagora.ledger import Ledger, PublishParams
-from datagora.ledger.anvil import free_port
+from datagora.ports import free_port
 from datagora.storage.manifest import Manifest
 from datagora.storage.pipeline import EncodingParams, ManifestBuilder, encode_stream
 from helpers import OWNER, h

@@ -15,7 +15,8 @@ import pytest
 
 from datagora.catalog.metadata import build_metadata
 from datagora.ledger import Chain, Ledger, PublishParams, dev_account
-from datagora.ledger.anvil import Anvil, free_port
+from datagora.ledger.anvil import Anvil
+from datagora.ports import free_port
 
 
 @pytest.fixture(scope="module")

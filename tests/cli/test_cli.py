@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 
 from datagora.ledger import dev_account
-from datagora.ledger.anvil import Anvil, free_port
+from datagora.ledger.anvil import Anvil
+from datagora.ports import free_port
 from datagora.sharing.local import PASSWORD, Network, wait_until
 
 DATAGORA = [sys.executable, "-m", "datagora"]

@@ -25,9 +25,10 @@ from datagora.compute.node import REQUEST_HEADER
 from datagora.compute.owner import encode_header, sign_owner_request
 from datagora.crypto.keys import Identity, import_account
 from datagora.ledger import Chain, JobStatus, Ledger, Pricing, dev_account
-from datagora.ledger.anvil import Anvil, free_port
+from datagora.ledger.anvil import Anvil
 from datagora.market import Endpoints, Marketplace
 from datagora.node.network import Network
+from datagora.ports import free_port
 from datagora.storage.local import LocalNodes
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from datagora.compute import ComputeClient, create_compute_app
 from datagora.compute.jobs import JobService
 from datagora.crypto.keys import Identity
 from datagora.ledger import Ledger, Pricing
-from datagora.ledger.anvil import free_port
+from datagora.ports import free_port
 from helpers import publish
 
 SERVICE = 1

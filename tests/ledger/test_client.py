@@ -15,7 +15,8 @@ from datagora.errors import (
     NotController,
 )
 from datagora.ledger import Chain, Deployment, Ledger, Pricing, compiler, dev_account
-from datagora.ledger.anvil import Anvil, free_port
+from datagora.ledger.anvil import Anvil
+from datagora.ports import free_port
 from helpers import BUYER, OTHER, OWNER, fund, h, publish
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import httpx
 
-from datagora.ledger.anvil import Anvil, free_port
+from datagora.ledger.anvil import Anvil
 from datagora.node.launcher import Launcher, LaunchPlan
+from datagora.ports import free_port
 
 HOLDER = "0x" + "5a" * 20
 

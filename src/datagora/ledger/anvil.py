@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import httpx
 
 from datagora.atomic import write_atomically
 from datagora.errors import ChainError, ConfigError
+from datagora.ports import free_port
 
 ANVIL_CHAIN_ID = 31337
 
@@ -36,12 +36,6 @@ def find_anvil() -> str:
         "anvil not found: run `make setup` (npm installs @foundry-rs/anvil) "
         "or set DATAGORA_ANVIL to the binary"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dump_state(url: str, timeout: float = 120.0) -> bytes:

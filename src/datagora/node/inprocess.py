@@ -10,7 +10,6 @@ stops them all (in reverse order), also when something failed in between.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from datagora.errors import DatagoraError
+from datagora.ports import free_port
 
 __all__ = ["ServerError", "ServerGroup", "ThreadServer"]
 
@@ -30,12 +30,6 @@ _STOP_TIMEOUT: Final = 30.0
 
 class ServerError(DatagoraError):
     """An in-process server did not start (its app failed at startup, or timed out)."""
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class ThreadServer:
@@ -55,7 +49,7 @@ class ThreadServer:
     ) -> None:
         self.name = name
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self._factory = factory
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

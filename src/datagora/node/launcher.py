@@ -39,9 +39,10 @@ import httpx
 from datagora.atomic import write_atomically
 from datagora.errors import ChainError, ConfigError, DatagoraError
 from datagora.ledger import Chain, Deployment, Ledger, dev_account
-from datagora.ledger.anvil import dump_state, find_anvil, free_port
+from datagora.ledger.anvil import dump_state, find_anvil
 from datagora.node.network import Network
 from datagora.node.server import ROLES
+from datagora.ports import free_port
 
 __all__ = [
     "LaunchError",

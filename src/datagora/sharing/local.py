@@ -23,7 +23,8 @@ from eth_account.signers.local import LocalAccount
 
 from datagora.crypto.keys import Identity, import_account
 from datagora.ledger import Chain, Ledger, dev_account
-from datagora.ledger.anvil import Anvil, free_port
+from datagora.ledger.anvil import Anvil
+from datagora.ports import free_port
 
 PASSWORD = "development password, not a secret"
 """Password of the development keystores (their accounts are anvil's public dev keys)."""

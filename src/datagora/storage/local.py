@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,12 @@ from typing import Final
 
 import httpx
 
+from datagora.ports import free_port
 from datagora.storage.errors import NoNodesError
 
-__all__ = ["LocalNode", "LocalNodes", "free_port"]
+__all__ = ["LocalNode", "LocalNodes"]
 
 _START_TIMEOUT: Final = 120.0  # generous: a loaded 2-core machine starts 7 nodes slowly
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalNode:
