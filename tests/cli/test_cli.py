@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from datagora.ledger import dev_account
 from datagora.ledger.anvil import Anvil
 from datagora.ports import free_port
 from datagora.sharing.local import PASSWORD, Network, wait_until
+from datagora.sharing.serve import restart_delay
 
 DATAGORA = [sys.executable, "-m", "datagora"]
 
@@ -112,7 +114,9 @@ def test_a_proxy_node_with_workers_serves_and_stops(tmp_path: Path) -> None:
         wrong = run(*command[3:], env={"DATAGORA_PASSWORD": "not it"})
         assert wrong.returncode == 1 and "wrong password" in wrong.stderr
         env = {**os.environ, "DATAGORA_PASSWORD": PASSWORD}
-        node = subprocess.Popen(command, env=env, start_new_session=True)
+        log = tmp_path / "supervisor.log"
+        with open(log, "wb") as out:
+            node = subprocess.Popen(command, env=env, start_new_session=True, stderr=out)
         try:
             health = wait_until(
                 lambda: _health(f"http://127.0.0.1:{port}"), "the proxy's workers", timeout=60
@@ -121,13 +125,25 @@ def test_a_proxy_node_with_workers_serves_and_stops(tmp_path: Path) -> None:
             workers = _workers(node.pid)
             assert len(workers) == 2
             # A worker that dies is replaced; the proxy keeps answering.
-            os.kill(int(workers[0]), signal.SIGKILL)
 
-            def replaced() -> list[str] | None:
-                now = _workers(node.pid)
-                return now if len(now) == 2 and workers[0] not in now else None
+            def kill_and_replace(victim: str) -> tuple[list[str], str]:
+                os.kill(int(victim), signal.SIGKILL)
 
-            workers = wait_until(replaced, "a replacement worker", timeout=60)
+                def replaced() -> list[str] | None:
+                    now = _workers(node.pid)
+                    return now if len(now) == 2 and victim not in now else None
+
+                now = wait_until(replaced, "a replacement worker", timeout=60)
+                (new,) = set(now) - set(workers)
+                return now, new
+
+            workers, newest = kill_and_replace(workers[0])
+            # One that dies soon after its start is restarted later each time.
+            for _ in range(2):
+                workers, newest = kill_and_replace(newest)
+            text = log.read_text()
+            delays = [float(d) for d in re.findall(r"restarting it in ([0-9.]+) s", text)]
+            assert len(delays) == 3 and delays[1] >= 0.5 and delays[2] == 2 * delays[1], text
             wait_until(lambda: _health(f"http://127.0.0.1:{port}"), "the proxy", timeout=60)
             # A second proxy on the same port is refused in one line, not let into the
             # first one's SO_REUSEPORT group.
@@ -141,6 +157,13 @@ def test_a_proxy_node_with_workers_serves_and_stops(tmp_path: Path) -> None:
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     finally:
         net.anvil.stop()
+
+
+def test_restart_delay_doubles_up_to_a_cap() -> None:
+    delays = [restart_delay(n) for n in range(12)]
+    assert delays[:5] == [0.0, 0.5, 1.0, 2.0, 4.0]
+    assert delays[-1] == 30.0 and restart_delay(10**6) == 30.0
+    assert delays == sorted(delays)
 
 
 def _workers(supervisor: int) -> list[str]:

@@ -5,8 +5,9 @@
         [--workers N]
 
 A proxy with ``--workers N`` runs N worker processes on one port under a small
-supervisor (:func:`supervise`), which restarts a worker that dies and stops them
-all on SIGTERM or SIGINT. Re-encryption is CPU-bound and umbral-pre holds the GIL,
+supervisor (:func:`supervise`), which restarts a worker that dies (later each time
+it dies soon after its start: :func:`restart_delay`) and stops them all on SIGTERM
+or SIGINT. Re-encryption is CPU-bound and umbral-pre holds the GIL,
 so one process uses one core; the workers share the key fragments (SQLite), the
 nonce record file and the hash-chained access log (both appended under ``flock``);
 the one holding ``anchor.lock`` anchors the log. Before starting them the
@@ -44,7 +45,7 @@ from datagora.errors import DatagoraError
 from datagora.ledger import Ledger
 from datagora.sharing.proxy import create_proxy_app, outermost
 
-__all__ = ["build", "main", "supervise"]
+__all__ = ["build", "main", "restart_delay", "supervise"]
 
 STARTUP_FAILURE: Final = 2
 """A worker's exit status when it could not start (bad keystore, port, app startup):
@@ -57,6 +58,11 @@ _UVICORN: Final[dict[str, Any]] = {
     "proxy_headers": False,
 }
 _STOP_TIMEOUT_S: Final = 30.0
+_HEALTHY_S: Final = 10.0
+"""A worker that lived this long before dying is restarted at once; one that died
+sooner is restarted after a delay that doubles with each such death."""
+_BACKOFF_FIRST_S: Final = 0.5
+_BACKOFF_MAX_S: Final = 30.0
 
 
 def build(args: argparse.Namespace) -> FastAPI:
@@ -174,23 +180,37 @@ def supervise(argv: list[str], workers: int, host: str, port: int) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     children: list[subprocess.Popen[bytes]] = []
+    started: list[float] = []
+    quick_deaths = [0] * workers
+    due: list[float | None] = [None] * workers  # when a dead worker is to be restarted
     status = 0
     try:
         children = [subprocess.Popen(command) for _ in range(workers)]
+        started = [time.monotonic()] * workers
         while not stopping:
             time.sleep(0.2)
+            now = time.monotonic()
             for i, child in enumerate(children):
+                if stopping:
+                    break
+                restart_at = due[i]
+                if restart_at is not None:
+                    if now >= restart_at:
+                        children[i], started[i], due[i] = subprocess.Popen(command), now, None
+                    continue
                 code = child.poll()
-                if code is None or stopping:
+                if code is None:
                     continue
                 if code == STARTUP_FAILURE:
                     # It said why on stderr; restarting would fail the same way.
                     print(f"error: a worker could not start (exit {code})", file=sys.stderr)
                     stopping, status = True, STARTUP_FAILURE
                     break
-                print(f"warning: worker {child.pid} died (exit {code}); restarting it",
-                      file=sys.stderr)  # fmt: skip
-                children[i] = subprocess.Popen(command)
+                quick_deaths[i] = quick_deaths[i] + 1 if now - started[i] < _HEALTHY_S else 0
+                delay = restart_delay(quick_deaths[i])
+                print(f"warning: worker {child.pid} died (exit {code}); restarting it in "
+                      f"{delay:.1f} s", file=sys.stderr)  # fmt: skip
+                due[i] = now + delay
     finally:
         for child in children:
             if child.poll() is None:
@@ -206,6 +226,16 @@ def supervise(argv: list[str], workers: int, host: str, port: int) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return status
+
+
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds to wait before restarting a worker that died ``quick_deaths`` times in
+    a row, each within :data:`_HEALTHY_S` of its start: none after a worker that had
+    been healthy, then 0.5 s doubling to at most 30 s, so a worker that crashes on
+    every request or at once after start does not spin the supervisor."""
+    if quick_deaths <= 0:
+        return 0.0
+    return min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2.0 ** min(quick_deaths - 1, 16))
 
 
 def _without_workers(argv: list[str]) -> list[str]:
