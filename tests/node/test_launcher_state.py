@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from datagora.ledger.anvil import Anvil
-from datagora.node.launcher import Launcher, LaunchPlan
+from datagora.node.launcher import SAVE_INTERVAL, Launcher, LaunchPlan, save_delay
 from datagora.ports import free_port
 
 HOLDER = "0x" + "5a" * 20
@@ -53,7 +54,10 @@ def test_the_chain_state_is_saved_whole_when_it_changed_and_loads_back(tmp_path:
     with Anvil() as node:
         up._chain_url = node.url
         rpc(node.url, "anvil_setBalance", HOLDER, hex(12345))  # no block
+        before = time.monotonic()
+        assert up._next_save_at <= before  # the first save is due at once
         up._save_chain_state(force=True)
+        assert up._next_save_at >= before + SAVE_INTERVAL
         saved = state.stat()
         assert saved.st_mode & 0o777 == 0o600
         assert json.loads(state.read_bytes())["best_block_number"] in (0, "0x0")
@@ -74,6 +78,12 @@ def test_the_chain_state_is_saved_whole_when_it_changed_and_loads_back(tmp_path:
         rpc(again.url, "evm_mine")
     with Anvil(state=state) as third:
         assert int(rpc(third.url, "eth_blockNumber"), 16) == 2
+
+
+def test_a_costly_save_is_spaced_out() -> None:
+    assert save_delay(0.0) == save_delay(0.01) == SAVE_INTERVAL
+    assert save_delay(1.7) == 34.0  # a 42 MB state (20,000 transactions) took 1.7 s
+    assert save_delay(2.0) > save_delay(1.0) > SAVE_INTERVAL
 
 
 def test_a_chain_that_cannot_be_read_is_reported_and_nothing_written(tmp_path: Path) -> None:
