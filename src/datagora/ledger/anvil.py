@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -38,6 +39,22 @@ def find_anvil() -> str:
     )
 
 
+def rpc(url: str, method: str, params: list[Any], timeout: float = 5.0) -> Any:
+    """One JSON-RPC call to the node at `url`; its result. Raises :class:`ChainError`
+    for an error answer, :class:`httpx.HTTPError` if the node cannot be reached."""
+    r = httpx.post(
+        url,
+        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+        timeout=timeout,
+        trust_env=False,
+    )
+    r.raise_for_status()
+    body = r.json()
+    if "error" in body:
+        raise ChainError(f"{method}: {body['error'].get('message', body['error'])}")
+    return body["result"]
+
+
 def dump_state(url: str, timeout: float = 120.0) -> bytes:
     """The whole state of the anvil node at `url` (``anvil_dumpState``), as the JSON
     its ``--load-state`` reads.
@@ -48,17 +65,8 @@ def dump_state(url: str, timeout: float = 120.0) -> bytes:
     state is either whole or an error, and the caller writes it atomically.
     """
     try:
-        r = httpx.post(
-            url,
-            json={"jsonrpc": "2.0", "id": 1, "method": "anvil_dumpState", "params": []},
-            timeout=timeout,
-            trust_env=False,
-        )
-        r.raise_for_status()
-        body = r.json()
-        if "error" in body:
-            raise ChainError(f"anvil_dumpState: {body['error'].get('message', body['error'])}")
-        raw = gzip.decompress(bytes.fromhex(body["result"].removeprefix("0x")))
+        result = rpc(url, "anvil_dumpState", [], timeout=timeout)
+        raw = gzip.decompress(bytes.fromhex(result.removeprefix("0x")))
         json.loads(raw)  # whole, or refused
     except (httpx.HTTPError, OSError, ValueError, KeyError, AttributeError) as exc:
         raise ChainError(f"cannot read the chain's state from {url}: {exc}") from None

@@ -39,7 +39,7 @@ import httpx
 from datagora.atomic import write_atomically
 from datagora.errors import ChainError, ConfigError, DatagoraError
 from datagora.ledger import Chain, Deployment, Ledger, dev_account
-from datagora.ledger.anvil import dump_state, find_anvil
+from datagora.ledger.anvil import dump_state, find_anvil, rpc
 from datagora.node.network import Network
 from datagora.node.server import ROLES
 from datagora.ports import free_port
@@ -234,20 +234,6 @@ def save_delay(took: float) -> float:
     return max(SAVE_INTERVAL, SAVE_COST_FACTOR * took)
 
 
-def _rpc(url: str, method: str, params: list[Any], timeout: float = 5.0) -> Any:
-    r = httpx.post(
-        url,
-        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-        timeout=timeout,
-        trust_env=False,
-    )
-    r.raise_for_status()
-    body = r.json()
-    if "error" in body:
-        raise ChainError(f"{method}: {body['error'].get('message', body['error'])}")
-    return body["result"]
-
-
 class Launcher:
     """Starts, watches and stops the parts of a local network.
 
@@ -408,7 +394,7 @@ class Launcher:
         started = time.monotonic()
         self._next_save_at = started + SAVE_INTERVAL
         try:
-            block = int(_rpc(self._chain_url, "eth_blockNumber", []), 16)
+            block = int(rpc(self._chain_url, "eth_blockNumber", []), 16)
             if block == self._saved_block and not force:
                 return
             raw = dump_state(self._chain_url)
@@ -505,7 +491,7 @@ class Launcher:
     def _healthy(self, part: Part) -> bool:
         try:
             if part.role == "chain":
-                _rpc(part.url, "eth_chainId", [], timeout=2.0)
+                rpc(part.url, "eth_chainId", [], timeout=2.0)
                 return True
             r = httpx.get(f"{part.url}/health", timeout=2.0, trust_env=False)
             return r.status_code == 200
@@ -594,8 +580,8 @@ class Launcher:
     def _fund(self, chain_url: str, accounts: dict[str, str]) -> None:
         """Accounts past anvil's ten funded ones (many proxies) get ether for their anchors."""
         for address in accounts.values():
-            if int(_rpc(chain_url, "eth_getBalance", [address, "latest"]), 16) < MIN_ETH:
-                _rpc(chain_url, "anvil_setBalance", [address, hex(100 * 10**18)])
+            if int(rpc(chain_url, "eth_getBalance", [address, "latest"]), 16) < MIN_ETH:
+                rpc(chain_url, "anvil_setBalance", [address, hex(100 * 10**18)])
 
     def _set_aside_stale_state(self) -> None:
         """Node state indexed from a chain that is gone is moved aside, never deleted."""
