@@ -12,7 +12,7 @@ import pytest
 from conftest import open_database
 from datagora.catalog.db import Database
 from datagora.catalog.indexer import Indexer
-from datagora.catalog.metadata import build_metadata
+from datagora.storage.metadata import build_metadata
 from datagora.catalog.search import SearchError, SearchQuery, search
 from datagora.ledger import Ledger, Pricing, PublishParams
 from helpers import dev_account

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from datagora.audit.timeline import EMPTY32, DatasetVersion, TimelineEntry, timeline, versions
-from datagora.catalog.metadata import MAX_METADATA_BYTES
+from datagora.storage.metadata import MAX_METADATA_BYTES
 from datagora.ledger import Ledger
 from datagora.storage.errors import IntegrityError, ManifestError
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest

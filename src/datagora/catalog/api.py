@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
 from datagora.catalog.indexer import Indexer
-from datagora.catalog.metadata import MAX_METADATA_BYTES, MetadataError
+from datagora.storage.metadata import MAX_METADATA_BYTES, MetadataError
 from datagora.catalog.search import SearchError, SearchQuery, dataset_details, search
 from datagora.errors import DatagoraError
 

@@ -20,7 +20,7 @@ from web3.exceptions import BlockNotFound
 
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
-from datagora.catalog.metadata import MetadataError, parse_metadata
+from datagora.storage.metadata import MetadataError, parse_metadata
 from datagora.catalog.resolver import MetadataResolver
 from datagora.errors import ConfigError
 from datagora.ledger import Event, EventReader, Ledger

@@ -13,7 +13,7 @@ import hashlib
 
 import httpx
 
-from datagora.catalog.metadata import MAX_METADATA_BYTES
+from datagora.storage.metadata import MAX_METADATA_BYTES
 
 DATAGORA_SCHEME = "datagora://sha256/"
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from datagora.catalog.metadata import Metadata, PublisherKeys, build_metadata, parse_metadata
+from datagora.storage.metadata import Metadata, PublisherKeys, build_metadata, parse_metadata
 from datagora.catalog.resolver import MetadataResolver, datagora_uri
 from datagora.crypto import pre
 from datagora.crypto.aead import DataKey

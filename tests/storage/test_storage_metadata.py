@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from datagora.catalog.metadata import (
+from datagora.storage.metadata import (
     MetadataError,
     build_metadata,
     json_schema,

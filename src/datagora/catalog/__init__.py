@@ -1,0 +1,1 @@
+"""The catalog: an indexer that follows the ledger into SQL, and search over it."""
