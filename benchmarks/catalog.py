@@ -27,7 +27,7 @@ import httpx
 
 from datagora.catalog.db import Database, blobs
 from datagora.catalog.indexer import Indexer
-from datagora.catalog.metadata import build_metadata
+from datagora.storage.metadata import build_metadata
 from datagora.catalog.search import SearchQuery, search
 from datagora.ledger import Chain, Ledger, PublishParams, dev_account
 from datagora.ledger.anvil import Anvil
