@@ -171,6 +171,25 @@ def _on_xcpu(signum: int, frame: object) -> None:
     raise CpuLimit()
 
 
+def _budget_errors() -> tuple[type[BaseException], ...]:
+    """The classes that mean "over the privacy budget", from the modules the job imported.
+
+    An algorithm can only raise them after importing their modules, so the runner
+    looks them up there rather than importing datagora or diffprivlib itself, and
+    matches classes, not class names.
+    """
+    found: list[type[BaseException]] = []
+    for module, name in (
+        ("datagora.compute.errors", "EpsilonExceeded"),
+        ("diffprivlib.utils", "BudgetError"),
+    ):
+        loaded = sys.modules.get(module)
+        kind = getattr(loaded, name, None) if loaded is not None else None
+        if isinstance(kind, type) and issubclass(kind, BaseException):
+            found.append(kind)
+    return tuple(found)
+
+
 def classify(exc: BaseException, root: str) -> int:
     """The exit status for an exception escaping the algorithm (its cause chain included)."""
     seen: set[int] = set()
@@ -181,7 +200,7 @@ def classify(exc: BaseException, root: str) -> int:
             return EXIT_CPU
         if isinstance(current, MemoryError):
             return EXIT_MEMORY
-        if type(current).__name__ in ("EpsilonExceeded", "BudgetError"):
+        if isinstance(current, _budget_errors()):
             return EXIT_EPSILON
         if isinstance(current, socket.gaierror | ConnectionError):
             return EXIT_NETWORK

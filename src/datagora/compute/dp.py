@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from datagora.compute.errors import BudgetExceeded, JobRefused
+from datagora.compute.errors import BudgetExceeded, EpsilonExceeded, JobRefused
 
 __all__ = [
     "Budget",
@@ -56,10 +56,6 @@ __all__ = [
 ]
 
 _SCHEMA: Final = 1
-
-
-class EpsilonExceeded(Exception):
-    """The algorithm asked for more epsilon than its job declared."""
 
 
 @dataclass(frozen=True, slots=True)

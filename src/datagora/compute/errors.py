@@ -7,6 +7,7 @@ from datagora.errors import DatagoraError
 __all__ = [
     "BudgetExceeded",
     "ComputeError",
+    "EpsilonExceeded",
     "JobNotFound",
     "JobRefused",
     "MockError",
@@ -35,6 +36,10 @@ class BudgetExceeded(JobRefused):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, 409)
+
+
+class EpsilonExceeded(ComputeError):
+    """The algorithm asked for more epsilon than its job declared (raised inside the job)."""
 
 
 class JobNotFound(ComputeError):
