@@ -27,13 +27,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from datagora.errors import DatagoraError
+
 __all__ = ["Http1Error", "Http1Pool", "Http1Response"]
 
 _MAX_HEAD_BYTES: Final = 64 * 1024
 _MAX_IDLE_PER_HOST: Final = 16
 
 
-class Http1Error(Exception):
+class Http1Error(DatagoraError):
     """The request failed on the wire: unreachable, timed out, or a malformed answer."""
 
     def __init__(self, reason: str, timed_out: bool = False) -> None:
