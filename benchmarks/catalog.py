@@ -27,11 +27,11 @@ import httpx
 
 from datagora.catalog.db import Database, blobs
 from datagora.catalog.indexer import Indexer
-from datagora.storage.metadata import build_metadata
 from datagora.catalog.search import SearchQuery, search
 from datagora.ledger import Chain, Ledger, PublishParams, dev_account
 from datagora.ledger.anvil import Anvil
 from datagora.ports import free_port
+from datagora.storage.metadata import build_metadata
 
 # A vocabulary of ~3,000 made-up words used with a Zipf-like frequency (half the
 # words drawn from a Pareto rank, half uniformly), so that, as in real text, a few

@@ -7,11 +7,11 @@ from sqlalchemy import func, select
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
 from datagora.catalog.indexer import Indexer
-from datagora.storage.metadata import build_metadata
 from datagora.catalog.search import SearchQuery, dataset_details, search
 from datagora.errors import ConfigError
 from datagora.ledger import Chain, Ledger, Pricing, dev_account
 from datagora.ledger.anvil import Anvil
+from datagora.storage.metadata import build_metadata
 from helpers import BUYER, OWNER, fund, publish
 
 

@@ -11,10 +11,11 @@ import pytest
 
 from conftest import open_database
 from datagora.catalog.db import Database
+from datagora.catalog.errors import SearchError
 from datagora.catalog.indexer import Indexer
-from datagora.storage.metadata import build_metadata
-from datagora.catalog.search import SearchError, SearchQuery, search
+from datagora.catalog.search import SearchQuery, search
 from datagora.ledger import Ledger, Pricing, PublishParams
+from datagora.storage.metadata import build_metadata
 from helpers import dev_account
 
 WORDS = [

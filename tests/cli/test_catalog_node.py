@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from datagora.storage.metadata import build_metadata
 from datagora.ledger import Chain, Ledger, PublishParams, dev_account
 from datagora.ledger.anvil import Anvil
 from datagora.ports import free_port
+from datagora.storage.metadata import build_metadata
 
 
 @pytest.fixture(scope="module")

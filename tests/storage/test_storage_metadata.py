@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from datagora.storage.errors import MetadataError
 from datagora.storage.metadata import (
-    MetadataError,
     build_metadata,
     json_schema,
     parse_metadata,

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import httpx
 
 from datagora.audit.timeline import EMPTY32, DatasetVersion, TimelineEntry, timeline, versions
-from datagora.storage.metadata import MAX_METADATA_BYTES
 from datagora.ledger import Ledger
 from datagora.storage.errors import IntegrityError, ManifestError
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
 from datagora.storage.merkle import verify_inclusion
+from datagora.storage.metadata import MAX_METADATA_BYTES
 
 MAX_SHARE_BYTES = 256 * 1024 * 1024
 _PARALLEL = 8

@@ -14,10 +14,12 @@ from sqlalchemy import func, select
 
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
+from datagora.catalog.errors import SearchError
 from datagora.catalog.indexer import Indexer
-from datagora.storage.metadata import MAX_METADATA_BYTES, MetadataError
-from datagora.catalog.search import SearchError, SearchQuery, dataset_details, search
+from datagora.catalog.search import SearchQuery, dataset_details, search
 from datagora.errors import DatagoraError
+from datagora.storage.errors import MetadataError
+from datagora.storage.metadata import MAX_METADATA_BYTES
 
 
 def create_catalog_app(indexer: Indexer, poll_interval: float = 0.1) -> FastAPI:

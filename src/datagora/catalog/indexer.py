@@ -20,10 +20,11 @@ from web3.exceptions import BlockNotFound
 
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
-from datagora.storage.metadata import MetadataError, parse_metadata
 from datagora.catalog.resolver import MetadataResolver
 from datagora.errors import ConfigError
 from datagora.ledger import Event, EventReader, Ledger
+from datagora.storage.errors import MetadataError
+from datagora.storage.metadata import parse_metadata
 
 STATUS = {1: "pending", 2: "granted", 3: "denied", 4: "revoked"}
 ZERO = "0x0000000000000000000000000000000000000000"

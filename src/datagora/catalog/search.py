@@ -11,16 +11,12 @@ from sqlalchemy import select, text
 
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
-from datagora.errors import DatagoraError
+from datagora.catalog.errors import SearchError
 
 Sort = Literal["relevance", "newest", "oldest", "price_asc", "price_desc", "orders"]
 SORTS: tuple[str, ...] = ("relevance", "newest", "oldest", "price_asc", "price_desc", "orders")
 MAX_LIMIT = 100
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-
-class SearchError(DatagoraError):
-    """A search request was malformed."""
 
 
 @dataclass(frozen=True)

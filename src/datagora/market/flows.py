@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from datagora.storage.metadata import Metadata, PublisherKeys, build_metadata, parse_metadata
 from datagora.catalog.resolver import MetadataResolver, datagora_uri
 from datagora.crypto import pre
 from datagora.crypto.aead import DataKey
@@ -40,6 +39,7 @@ from datagora.ledger import (
     Tx,
 )
 from datagora.storage.client import DownloadReport, StorageClient, UploadResult
+from datagora.storage.metadata import Metadata, PublisherKeys, build_metadata, parse_metadata
 from datagora.storage.pipeline import EncodingParams, new_dataset_id
 from datagora.storage.records import KVStore
 

@@ -9,6 +9,7 @@ __all__ = [
     "ErasureError",
     "IntegrityError",
     "ManifestError",
+    "MetadataError",
     "NoNodesError",
     "PlacementError",
     "RecordNotFound",
@@ -29,6 +30,13 @@ class IntegrityError(StorageError):
 
 class ManifestError(StorageError):
     """A manifest is malformed, inconsistent, or does not match its expected hash."""
+
+
+class MetadataError(DatagoraError):
+    """A metadata document is invalid; the message names the field and the rule.
+
+    Not a :class:`StorageError`: the document is the publisher's, not the nodes'.
+    """
 
 
 class PlacementError(StorageError):

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from datagora.errors import DatagoraError
+from datagora.storage.errors import MetadataError
 
 FORMAT: Final = "datagora.metadata"
 FORMAT_VERSION: Final = 1
@@ -25,10 +25,6 @@ MAX_METADATA_BYTES = 64 * 1024
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TAG = re.compile(r"^[a-z0-9][a-z0-9+._-]{0,63}$")
-
-
-class MetadataError(DatagoraError):
-    """A metadata document is invalid; the message names the field and the rule."""
 
 
 class _Strict(BaseModel):
