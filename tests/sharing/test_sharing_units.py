@@ -8,16 +8,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from datagora.crypto.keys import Identity
 from datagora.crypto.pre import dataset_scope, make_kfrags, verify_kfrag
 from datagora.errors import ChainError
-from datagora.ledger import Ledger, ListKind, dev_account
+from datagora.ledger import Ledger, ListKind
+from datagora.ledger.views import CallCoalescer
 from datagora.sharing.accesslog import AccessLogFile, LogCorrupt, verify_log
-from datagora.sharing.gate import AccessGate, CallCoalescer
+from datagora.sharing.gate import AccessGate
 from datagora.sharing.kfrags import KfragRecord, KfragStore
 from datagora.sharing.local import Network
 from datagora.sharing.wire import KfragDelivery
@@ -95,7 +95,7 @@ def test_concurrent_async_checks_share_batches_and_see_each_change(_anvil_ledger
     snapshot = ledger.chain.snapshot()
     try:
         gate = AccessGate(ledger)
-        assert gate.coalescer is not None
+        assert isinstance(gate.views, CallCoalescer)
         ds = publish(ledger).dataset
         fund(ledger, BUYER.address)
         ledger.exchange.buy_and_order(BUYER, ds, ledger.datatoken(ds))
@@ -105,64 +105,21 @@ def test_concurrent_async_checks_share_batches_and_see_each_change(_anvil_ledger
             return [d.code or "allowed" for d in await asyncio.gather(*checks)]
 
         # The deployment's ViewBatch reads every view of a batch in one eth_call.
-        assert gate.coalescer.view_batch == ledger.deployment.contracts["ViewBatch"]
+        assert gate.views.view_batch == ledger.deployment.contracts["ViewBatch"]
         assert asyncio.run(many()) == ["allowed", "no_order"] * 20
-        assert gate.coalescer.groups == 40 and gate.coalescer.batches < 40
+        assert gate.views.groups == 40 and gate.views.batches < 40
         # Without it (a deployment recorded before ViewBatch), call by call: same answers.
-        batched = gate.coalescer
-        gate.coalescer = CallCoalescer(batched.url)
+        batched = gate.views
+        gate.views = ledger.chain.view_batcher(None)
         assert asyncio.run(many()) == ["allowed", "no_order"] * 20
-        gate.coalescer = batched
+        gate.views = batched
         # A change on chain is seen by the very next check, coalesced or not.
         ledger.access.set_list(OWNER, ds, BUYER.address, ListKind.DENY)
         assert set(asyncio.run(many())[::2]) == {"deny_listed"}
         # An unreachable chain fails every waiting check, with ChainError.
-        gate.coalescer = CallCoalescer("http://127.0.0.1:9")
+        gate.views = CallCoalescer("http://127.0.0.1:9")
         with pytest.raises(ChainError):
             asyncio.run(many())
-    finally:
-        ledger.chain.revert(snapshot)
-
-
-@pytest.mark.anvil
-def test_view_batch_reads_many_views_and_fails_only_the_group_whose_view_failed(
-    _anvil_ledger: Ledger,
-) -> None:
-    ledger = _anvil_ledger
-    snapshot = ledger.chain.snapshot()
-    try:
-        token = ledger.market_token
-        spender = BUYER.address
-        holders = [dev_account(i) for i in range(6)]
-        for i, holder in enumerate(holders):
-            token.approve(holder, spender, 1000 + i)
-        coalescer = CallCoalescer(
-            ledger.chain.url,  # type: ignore[attr-defined]
-            view_batch=ledger.deployment.contracts["ViewBatch"],
-        )
-        views = [token.prepare("allowance", h.address, spender) for h in holders]
-        # A two-word call to an account without code answers nothing: that view failed.
-        nothing = {"to": OWNER.address, "data": views[0]["data"]}
-
-        async def run(extra: list[dict[str, Any]], via: CallCoalescer = coalescer) -> list[Any]:
-            # 200 groups of 3 views: more than one ViewBatch call holds (384 views).
-            groups = [[views[i % 6]] * 3 for i in range(200)] + [extra]
-            return await asyncio.gather(*(via.call(g) for g in groups), return_exceptions=True)
-
-        results = asyncio.run(run([nothing]))
-        assert results[:200] == [[1000 + i % 6] * 3 for i in range(200)]
-        assert isinstance(results[200], ChainError)
-        assert coalescer.batches <= 3
-        # A view of another shape (one argument) sends its batch call by call.
-        results = asyncio.run(run([token.prepare("balanceOf", spender)]))
-        assert results[:200] == [[1000 + i % 6] * 3 for i in range(200)]
-        assert results[200] == [token.balance_of(spender)]
-        # Call by call (no ViewBatch), the view without an answer ("0x") also fails
-        # only its own group.
-        plain = CallCoalescer(ledger.chain.url)  # type: ignore[attr-defined]
-        results = asyncio.run(run([nothing], via=plain))
-        assert results[:200] == [[1000 + i % 6] * 3 for i in range(200)]
-        assert isinstance(results[200], ChainError)
     finally:
         ledger.chain.revert(snapshot)
 

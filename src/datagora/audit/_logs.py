@@ -13,7 +13,6 @@ histories.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,33 +23,16 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from web3.exceptions import Web3Exception
-from web3.providers import JSONBaseProvider
-from web3.types import RPCEndpoint
 
 from datagora.audit.errors import AuditError, LogQueryError
-from datagora.ledger import Chain, Event, Ledger
+from datagora.errors import ChainError
+from datagora.ledger import Chain, Event, Ledger, Log
 from datagora.ledger.compiler import compile_contract
 
 DEFAULT_PAGE = 100_000
 _PARALLEL = 4
-# Providers word their "too much at once" refusals differently; on these the
-# range is halved and retried, any other failure is reported at once.
-_RANGE_REFUSAL = re.compile(
-    r"range|limit|too many|too large|exceed|more than|results|response size|timeout", re.I
-)
 _DATASET_TOPICS = {"dataset"}
 _TOKEN_TOPICS = {"token_id", "tokenId"}  # ERC-721 events of the data NFT
-
-
-def _int(value: Any) -> int:
-    """A quantity from a raw JSON-RPC reply (hex string) or from web3 (int)."""
-    return int(value, 16) if isinstance(value, str) else int(value)
-
-
-def _bytes(value: Any) -> bytes:
-    """Data from a raw JSON-RPC reply (hex string) or from web3 (HexBytes)."""
-    return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
 
 
 @lru_cache(maxsize=4096)
@@ -246,12 +228,12 @@ class DatasetLogReader:
             for query in self.queries(dataset, datatoken)
             for lo in range(start, end + 1, page)
         ]
-        raw: dict[tuple[int, int], Any] = {}
+        raw: dict[tuple[int, int], Log] = {}
         # The queries are independent: in flight together, the node's time overlaps.
         with ThreadPoolExecutor(max_workers=min(_PARALLEL, len(jobs) or 1)) as pool:
             for logs in pool.map(lambda job: self._get_logs(*job), jobs):
                 for log in logs:
-                    raw[(_int(log["blockNumber"]), _int(log["logIndex"]))] = log
+                    raw[(log.block_number, log.log_index)] = log
         decoded = []
         for key in sorted(raw):
             event = self._decode(raw[key], dataset, datatoken)
@@ -260,48 +242,26 @@ class DatasetLogReader:
         times = self._timestamps(raw, {e.block_number for e in decoded})
         return [TimedEvent(e, times[e.block_number]) for e in decoded]
 
-    def _get_logs(self, query: _Query, lo: int, hi: int) -> list[Any]:
-        flt: dict[str, Any] = {
-            "address": list(query.addresses),
-            "fromBlock": hex(lo),
-            "toBlock": hex(hi),
-            "topics": list(query.topics),
-        }
+    def _get_logs(self, query: _Query, lo: int, hi: int) -> list[Log]:
         try:
-            return self._request_logs(flt)
-        except (OSError, Web3Exception, ValueError) as exc:
-            if hi > lo and _RANGE_REFUSAL.search(str(exc)):
-                mid = (lo + hi) // 2
-                return self._get_logs(query, lo, mid) + self._get_logs(query, mid + 1, hi)
-            raise LogQueryError(f"reading logs of blocks {lo}..{hi} failed: {exc}") from exc
+            return self.chain.get_logs(query.addresses, query.topics, lo, hi)
+        except ChainError as exc:
+            raise LogQueryError(str(exc)) from exc
 
-    def _request_logs(self, flt: dict[str, Any]) -> list[Any]:
-        provider = self.chain.w3.provider
-        if isinstance(provider, JSONBaseProvider):
-            # JSON-RPC nodes: the raw reply, decoded below. web3's result
-            # formatters (AttributeDict, HexBytes per field) cost more than the
-            # node's own work on 10,000 logs.
-            reply = provider.make_request(RPCEndpoint("eth_getLogs"), [flt])
-            if "error" in reply:
-                raise ValueError(str(reply["error"]))
-            return list(reply["result"])
-        flt = {**flt, "fromBlock": int(flt["fromBlock"], 16), "toBlock": int(flt["toBlock"], 16)}
-        return list(self.chain.w3.eth.get_logs(flt))  # type: ignore[arg-type]
-
-    def _decode(self, log: Any, dataset: int, datatoken: str | None) -> Event | None:
-        address = _checksum(str(log["address"]))
+    def _decode(self, log: Log, dataset: int, datatoken: str | None) -> Event | None:
+        address = log.address
         contract = self._names.get(address)
-        topics = [_bytes(t) for t in log["topics"]]
+        topics = log.topics
         if contract is None or not topics:
             return None
         abi = self._events[contract].get(topics[0])
         if abi is None:
             return None
         try:
-            args = abi.decode(topics, _bytes(log["data"]))
+            args = abi.decode(topics, log.data)
         except (DecodingError, ValueError) as exc:
             raise AuditError(
-                f"log {_int(log['logIndex'])} of block {_int(log['blockNumber'])} "
+                f"log {log.log_index} of block {log.block_number} "
                 f"does not decode as {contract}.{abi.name}: {exc}"
             ) from exc
         if args is None:
@@ -315,32 +275,20 @@ class DatasetLogReader:
             name=abi.name,
             contract=contract,
             address=address,
-            block_number=_int(log["blockNumber"]),
-            tx_hash="0x" + _bytes(log["transactionHash"]).hex(),
-            log_index=_int(log["logIndex"]),
+            block_number=log.block_number,
+            tx_hash="0x" + log.tx_hash.hex(),
+            log_index=log.log_index,
             args=args,
         )
 
-    def _timestamps(self, raw: Mapping[tuple[int, int], Any], blocks: set[int]) -> dict[int, int]:
+    def _timestamps(self, raw: Mapping[tuple[int, int], Log], blocks: set[int]) -> dict[int, int]:
         times: dict[int, int] = {}
         for (block, _), log in raw.items():
-            stamp = log.get("blockTimestamp")
-            if stamp is not None:
-                times[block] = _int(stamp)
-        missing = sorted(blocks - times.keys())
+            if log.block_timestamp is not None:
+                times[block] = log.block_timestamp
         # Nodes that predate the `blockTimestamp` log field: one header per block.
         try:
-            for lo in range(0, len(missing), 500):
-                with self.chain.w3.batch_requests() as batch:
-                    for block in missing[lo : lo + 500]:
-                        batch.add(self.chain.w3.eth.get_block(block))
-                    for block, header in zip(missing[lo : lo + 500], batch.execute(), strict=True):
-                        times[block] = int(header["timestamp"])  # type: ignore[index,typeddict-item]
-        except (OSError, Web3Exception, NotImplementedError, TypeError) as exc:
-            for block in missing:
-                if block not in times:
-                    try:
-                        times[block] = int(self.chain.w3.eth.get_block(block)["timestamp"])
-                    except (OSError, Web3Exception) as inner:
-                        raise LogQueryError(f"reading block {block} failed: {inner}") from exc
+            times.update(self.chain.block_timestamps(blocks - times.keys()))
+        except ChainError as exc:
+            raise LogQueryError(str(exc)) from exc
         return times

@@ -372,54 +372,22 @@ def timeline(
 
 def _holders_records(ledger: Ledger, held: Sequence[Holding], last: int) -> list[TimelineEntry]:
     """Key/value records (Datum's owner records) written by each holder while holding."""
-    kv = ledger.kv
-    handlers = [kv._contract.events[name]() for name in ("KeySet", "KeyRemoved")]
     out: list[TimelineEntry] = []
-    stamps: dict[int, int] = {}
     for h in held:
-        owner_topic = "0x" + bytes.fromhex(h.holder[2:]).rjust(32, b"\0").hex()
         end = last if h.until_block is None else h.until_block
-        query: Any = {
-            "address": kv.address,
-            "fromBlock": h.since_block,
-            "toBlock": end,
-            "topics": [None, owner_topic],
-        }
-        logs = ledger.chain.w3.eth.get_logs(query)
-        for log in logs:
-            handler = next(
-                (
-                    x
-                    for x in handlers
-                    if bytes(log["topics"][0]) == bytes.fromhex(x.topic.removeprefix("0x"))
-                ),
-                None,
-            )
-            if handler is None:
-                continue
-            decoded = handler.process_log(log)
-            block = int(log["blockNumber"])
-            if block not in stamps:
-                stamps[block] = int(ledger.chain.w3.eth.get_block(block)["timestamp"])
-            event = Event(
-                name=str(decoded["event"]),
-                contract="KeyValueStore",
-                address=kv.address,
-                block_number=block,
-                tx_hash="0x" + bytes(log["transactionHash"]).hex(),
-                log_index=int(log["logIndex"]),
-                args=dict(decoded["args"]),
-            )
+        events = ledger.kv.events_of(h.holder, h.since_block, end)
+        stamps = ledger.chain.block_timestamps(e.block_number for e in events)
+        for event in events:
             kind, text = describe(event)
             out.append(
                 TimelineEntry(
-                    block_number=block,
-                    timestamp=stamps[block],
+                    block_number=event.block_number,
+                    timestamp=stamps[event.block_number],
                     tx_hash=event.tx_hash,
                     log_index=event.log_index,
                     kind=kind,
                     contract="KeyValueStore",
-                    address=kv.address,
+                    address=event.address,
                     event=event.name,
                     args=event.args,
                     text=text,

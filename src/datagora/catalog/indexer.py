@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
-from web3.exceptions import BlockNotFound
 
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
@@ -104,10 +103,7 @@ class Indexer:
         return None if fork is None else self.ledger.deployment.start_block
 
     def _chain_hash(self, number: int) -> str | None:
-        try:
-            return "0x" + bytes(self.ledger.chain.w3.eth.get_block(number)["hash"]).hex()
-        except BlockNotFound:
-            return None
+        return self.ledger.chain.block_hash(number)
 
     # -- the loop ------------------------------------------------------------------------
     def sync(self) -> int:
@@ -138,15 +134,12 @@ class Indexer:
             stop.wait(interval)
 
     def _store(self, conn: Connection, batch: list[Event], end: int) -> None:
-        chain = self.ledger.chain
+        headers = self.ledger.chain.block_headers({e.block_number for e in batch} | {end})
         stamps: dict[int, int] = {}
-        for number in sorted({e.block_number for e in batch} | {end}):
-            block = chain.w3.eth.get_block(number)
-            stamps[number] = int(block["timestamp"])
+        for number, header in sorted(headers.items()):
+            stamps[number] = header.timestamp
             conn.execute(delete(t.blocks).where(t.blocks.c.number == number))
-            conn.execute(
-                insert(t.blocks).values(number=number, hash="0x" + bytes(block["hash"]).hex())
-            )
+            conn.execute(insert(t.blocks).values(number=number, hash=header.hash))
         # Only a few recent hashes are needed to find a fork point.
         conn.execute(delete(t.blocks).where(t.blocks.c.number < end - 512))
         for e in batch:

@@ -59,7 +59,7 @@ from datagora.crypto.signed import (
     SqliteNonceStore,
     verify_request,
 )
-from datagora.errors import DatagoraError
+from datagora.errors import ChainError, DatagoraError
 from datagora.ledger import JobStatus, Ledger
 
 __all__ = [
@@ -409,8 +409,8 @@ class JobService:
         """The consumer's Umbral key from its valid compute order, or :class:`JobRefused`."""
         with self._chain:
             try:
-                receipt = self.ledger.chain.w3.eth.get_transaction_receipt(req.order)  # type: ignore[arg-type]
-            except Exception:  # web3 raises TransactionNotFound or backend-specific errors
+                receipt = self.ledger.chain.transaction_receipt(req.order)
+            except ChainError:
                 raise JobRefused("the order transaction was not found on chain", 403) from None
             token = self.ledger.datatoken(req.dataset)
             try:

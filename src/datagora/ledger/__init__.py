@@ -9,7 +9,15 @@ from datagora.ledger.access import (
     RequestStatus,
 )
 from datagora.ledger.base import Tx
-from datagora.ledger.chain import Chain, EmbeddedChain, PendingTx, RpcChain, dev_account
+from datagora.ledger.chain import (
+    BlockHeader,
+    Chain,
+    EmbeddedChain,
+    Log,
+    PendingTx,
+    RpcChain,
+    dev_account,
+)
 from datagora.ledger.compute import ComputeRegistry, JobRecord, JobStatus
 from datagora.ledger.datasets import (
     DAY_SECONDS,
@@ -39,6 +47,7 @@ __all__ = [
     "AccessLog",
     "AccessRegistry",
     "AccessRequest",
+    "BlockHeader",
     "Chain",
     "CiphertextStore",
     "ComputeRegistry",
@@ -59,6 +68,7 @@ __all__ = [
     "KeyValueStore",
     "Ledger",
     "ListKind",
+    "Log",
     "LogAnchor",
     "MarketToken",
     "MerkleVerifier",

@@ -10,12 +10,12 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import httpx
 
 from datagora.atomic import write_atomically
 from datagora.errors import ChainError, ConfigError
+from datagora.ledger import jsonrpc
 from datagora.ports import free_port
 
 ANVIL_CHAIN_ID = 31337
@@ -39,22 +39,6 @@ def find_anvil() -> str:
     )
 
 
-def rpc(url: str, method: str, params: list[Any], timeout: float = 5.0) -> Any:
-    """One JSON-RPC call to the node at `url`; its result. Raises :class:`ChainError`
-    for an error answer, :class:`httpx.HTTPError` if the node cannot be reached."""
-    r = httpx.post(
-        url,
-        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-        timeout=timeout,
-        trust_env=False,
-    )
-    r.raise_for_status()
-    body = r.json()
-    if "error" in body:
-        raise ChainError(f"{method}: {body['error'].get('message', body['error'])}")
-    return body["result"]
-
-
 def dump_state(url: str, timeout: float = 120.0) -> bytes:
     """The whole state of the anvil node at `url` (``anvil_dumpState``), as the JSON
     its ``--load-state`` reads.
@@ -65,7 +49,7 @@ def dump_state(url: str, timeout: float = 120.0) -> bytes:
     state is either whole or an error, and the caller writes it atomically.
     """
     try:
-        result = rpc(url, "anvil_dumpState", [], timeout=timeout)
+        result = jsonrpc.call(url, "anvil_dumpState", [], timeout=timeout)
         raw = gzip.decompress(bytes.fromhex(result.removeprefix("0x")))
         json.loads(raw)  # whole, or refused
     except (httpx.HTTPError, OSError, ValueError, KeyError, AttributeError) as exc:
@@ -107,14 +91,9 @@ class Anvil:
                     f"anvil exited at start (code {self._proc.returncode}): {err[-500:]}"
                 )
             try:
-                r = httpx.post(
-                    self.url,
-                    json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
-                    timeout=1.0,
-                )
-                if r.status_code == 200:
-                    return self
-            except httpx.HTTPError:
+                jsonrpc.call(self.url, "eth_chainId", [], timeout=1.0)
+                return self
+            except (httpx.HTTPError, ChainError):
                 pass
             time.sleep(0.05)
         self.stop()

@@ -8,15 +8,14 @@ code drives the embedded chain, anvil and a production network.
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
+import re
 import threading
 import time
-import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -25,11 +24,14 @@ from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
-from web3.types import TxReceipt
+from web3.exceptions import BlockNotFound, ContractLogicError, TimeExhausted, Web3Exception
+from web3.types import RPCEndpoint, TxReceipt
 
 from datagora.errors import ChainError, ConfigError
+from datagora.http1 import Http1Pool
+from datagora.ledger import jsonrpc
 from datagora.ledger.reverts import rule_error
+from datagora.ledger.views import CallCoalescer, ThreadedViews, ViewBatcher, ViewCall, word
 
 # Anvil's well-known development mnemonic: the embedded chain funds the same
 # accounts, so keys printed by anvil work on both backends. Development only.
@@ -43,6 +45,12 @@ Account.enable_unaudited_hdwallet_features()
 # How a revert surfaces: web3 raises ContractLogicError; the embedded chain's
 # provider sometimes lets eth-tester's own TransactionFailed through.
 _REVERTS = (ContractLogicError, TransactionFailed)
+# Providers word their "too much at once" refusals of a log query differently; on
+# these the block range is halved and retried, any other failure is reported at once.
+_RANGE_REFUSAL = re.compile(
+    r"range|limit|too many|too large|exceed|more than|results|response size|timeout", re.I
+)
+_HEADERS_PER_BATCH = 500
 
 
 def dev_account(index: int) -> LocalAccount:
@@ -53,6 +61,10 @@ def dev_account(index: int) -> LocalAccount:
     return account
 
 
+def _hex(value: bytes | str) -> str:
+    return value if isinstance(value, str) else "0x" + bytes(value).hex()
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc.args[0]) if exc.args else str(exc)
     # web3 renders reverts as "execution reverted: <reason>" on every backend.
@@ -60,6 +72,70 @@ def _reason(exc: BaseException) -> str:
         if text.startswith(prefix):
             return text[len(prefix) :].strip() or "reverted without a reason"
     return text
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """One log entry as the chain reports it, the same on every backend."""
+
+    address: str
+    """The emitting contract, checksummed."""
+    topics: tuple[bytes, ...]
+    data: bytes
+    block_number: int
+    block_hash: bytes
+    tx_hash: bytes
+    tx_index: int
+    log_index: int
+    block_timestamp: int | None
+    """The block's timestamp where the node includes it in the log, else None."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    """What callers read of a block: its number, hash (``0x``-hex) and timestamp."""
+
+    number: int
+    hash: str
+    timestamp: int
+
+
+def _int(value: Any) -> int:
+    """A quantity from a raw JSON-RPC reply (hex string) or from web3 (int)."""
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+def _bytes(value: Any) -> bytes:
+    """Data from a raw JSON-RPC reply (hex string) or from web3 (HexBytes)."""
+    return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
+
+
+@lru_cache(maxsize=4096)
+def _checksum(address: str) -> str:
+    return str(Web3.to_checksum_address(address))
+
+
+def _log(raw: Mapping[str, Any]) -> Log:
+    stamp = raw.get("blockTimestamp")
+    return Log(
+        address=_checksum(str(raw["address"])),
+        topics=tuple(_bytes(t) for t in raw["topics"]),
+        data=_bytes(raw["data"]),
+        block_number=_int(raw["blockNumber"]),
+        block_hash=_bytes(raw["blockHash"]),
+        tx_hash=_bytes(raw["transactionHash"]),
+        tx_index=_int(raw["transactionIndex"]),
+        log_index=_int(raw["logIndex"]),
+        block_timestamp=None if stamp is None else _int(stamp),
+    )
+
+
+def _header(block: Mapping[str, Any]) -> BlockHeader:
+    return BlockHeader(
+        number=int(block["number"]),
+        hash="0x" + bytes(block["hash"]).hex(),
+        timestamp=int(block["timestamp"]),
+    )
 
 
 @dataclass
@@ -269,6 +345,99 @@ class Chain(ABC):
         """Send native currency from development account 0 (development chains only)."""
         self.transact(dev_account(0), {"to": address, "value": wei}, "fund", gas=21_000)
 
+    def transaction_receipt(self, tx_hash: bytes | str) -> TxReceipt:
+        """The receipt of a mined transaction; :class:`ChainError` if the chain has none."""
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except (OSError, Web3Exception, ValueError, TypeError) as exc:
+            raise ChainError(f"no receipt for transaction {_hex(tx_hash)}: {exc}") from None
+
+    # -- blocks -------------------------------------------------------------------------
+    def block_hash(self, number: int) -> str | None:
+        """The hash (``0x``-hex) of block `number`, or None if the chain has no such block."""
+        try:
+            return "0x" + bytes(self.w3.eth.get_block(number)["hash"]).hex()
+        except BlockNotFound:
+            return None
+
+    def block_headers(self, numbers: Iterable[int]) -> dict[int, BlockHeader]:
+        """The header of each block in `numbers`; :class:`ChainError` if one cannot be read."""
+        return {n: self._block_header(n) for n in sorted(set(numbers))}
+
+    def block_timestamps(self, numbers: Iterable[int]) -> dict[int, int]:
+        """The timestamp of each block in `numbers` (batched on a JSON-RPC node)."""
+        return {n: h.timestamp for n, h in self.block_headers(numbers).items()}
+
+    def _block_header(self, number: int) -> BlockHeader:
+        try:
+            return _header(self.w3.eth.get_block(number))
+        except (OSError, Web3Exception) as exc:
+            raise ChainError(f"reading block {number} failed: {exc}") from exc
+
+    # -- logs ---------------------------------------------------------------------------
+    def get_logs(
+        self,
+        addresses: Sequence[str],
+        topics: Sequence[Any] = (),
+        start: int = 0,
+        end: int | None = None,
+        page: int | None = None,
+    ) -> list[Log]:
+        """The logs of `addresses` matching `topics` (``eth_getLogs`` positions: a
+        ``0x``-hex topic, a list of alternatives, or None for any) in blocks
+        `start`..`end` (default: latest), in chain order.
+
+        Asked `page` blocks at a time; a range the node refuses as too large is
+        halved and asked again. :class:`ChainError` if even one block fails.
+        """
+        if not addresses:
+            return []
+        last = self.block_number if end is None else end
+        step = max(1, page if page is not None else last - start + 1)
+        out: list[Log] = []
+        for lo in range(start, last + 1, step):
+            out += self._logs_halving(list(addresses), list(topics), lo, min(lo + step - 1, last))
+        return out
+
+    def _logs_halving(self, addresses: list[str], topics: list[Any], lo: int, hi: int) -> list[Log]:
+        try:
+            return self._logs(addresses, topics, lo, hi)
+        except (OSError, Web3Exception, ValueError) as exc:
+            if hi > lo and _RANGE_REFUSAL.search(str(exc)):
+                mid = (lo + hi) // 2
+                return self._logs_halving(addresses, topics, lo, mid) + self._logs_halving(
+                    addresses, topics, mid + 1, hi
+                )
+            raise ChainError(f"reading logs of blocks {lo}..{hi} failed: {exc}") from exc
+
+    def _logs(self, addresses: list[str], topics: list[Any], lo: int, hi: int) -> list[Log]:
+        flt: Any = {"address": addresses, "fromBlock": lo, "toBlock": hi}
+        if topics:
+            flt["topics"] = topics
+        return [_log(raw) for raw in self.w3.eth.get_logs(flt)]
+
+    # -- views --------------------------------------------------------------------------
+    def call_views(self, calls: Sequence[ViewCall]) -> list[int]:
+        """Each one-word view ``{"to", "data"}`` read at the latest block, as an integer
+        (one JSON-RPC batch on a node); :class:`ChainError` if any of them failed."""
+        out = []
+        for c in calls:
+            try:
+                result = self.w3.eth.call({"to": c["to"], "data": c["data"]})  # type: ignore[typeddict-item]
+            except (*_REVERTS, OSError, Web3Exception) as exc:
+                raise ChainError(f"a view of the ledger failed: {_reason(exc)}") from None
+            value = word("0x" + bytes(result).hex())
+            if value is None:
+                raise ChainError("a view of the ledger failed")
+            out.append(value)
+        return out
+
+    def view_batcher(self, view_batch: str | None = None) -> ViewBatcher:
+        """A reader of view groups for an event loop (:meth:`call_views` in a worker
+        thread; a JSON-RPC node coalesces concurrent groups into one batch, through
+        the deployment's ``ViewBatch`` contract at `view_batch` if given)."""
+        return ThreadedViews(self.call_views)
+
     # -- development-chain controls (tests, demo) --------------------------------------
     @abstractmethod
     def snapshot(self) -> Any:
@@ -361,81 +530,76 @@ class RpcChain(Chain):
         self._http = httpx.Client(timeout=timeout)
         self._http_lock = threading.Lock()
         self._timeout = timeout
-        self._path = urllib.parse.urlsplit(url).path or "/"
-        self._local = threading.local()
+        self._rpc = jsonrpc.Connections(url, timeout)
 
-    def call_batch(self, calls: list[dict[str, Any]]) -> list[Any]:
-        """``eth_call`` each ``{"to", "data"}`` at the latest block, in ONE JSON-RPC batch.
+    def call_views(self, calls: Sequence[ViewCall]) -> list[int]:
+        """``eth_call`` each view at the latest block, in ONE JSON-RPC batch.
 
-        Returns each call's result (hex string) or raises :class:`ChainError` naming
-        the first that failed. A lean path for hot reads (a proxy checks the ledger
-        before every re-encryption): one keep-alive connection per thread, none of
-        web3's or requests' per-call machinery (environment proxy lookups alone cost
-        more than the call).
+        A lean path for hot reads (a proxy checks the ledger before every
+        re-encryption): one keep-alive connection per thread, none of web3's or
+        requests' per-call machinery (environment proxy lookups alone cost more
+        than the call). :class:`ChainError` names the first call that failed.
         """
-        body = json.dumps(
-            [
-                {"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [c, "latest"]}
-                for i, c in enumerate(calls)
-            ]
-        ).encode()
-        for attempt in (0, 1):
-            conn = self._read_connection()
-            try:
-                conn.request("POST", self._path, body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                payload = response.read()
-                if response.status != 200:
-                    raise ChainError(f"the chain at {self.url} answered HTTP {response.status}")
-                replies = json.loads(payload)
-                break
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                conn.close()
-                self._local.conn = None
-                if attempt:  # the kept-alive connection may have been closed: retry once
-                    raise ChainError(f"cannot reach the chain at {self.url}: {exc}") from None
-        if not isinstance(replies, list) or len(replies) != len(calls):
-            raise ChainError(f"the chain refused a batch of calls: {str(replies)[:200]}")
-        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        replies = self._rpc.batch(jsonrpc.batch("eth_call", [[c, "latest"] for c in calls]))
         out = []
-        for i in range(len(calls)):
-            reply = by_id.get(i, {})
+        for i, reply in enumerate(replies):
             if "error" in reply or "result" not in reply:
                 raise ChainError(f"eth_call {i} of a batch failed: {reply.get('error')}")
-            out.append(reply["result"])
+            value = word(reply["result"])
+            if value is None:
+                raise ChainError(f"eth_call {i} of a batch answered no word: {reply['result']}")
+            out.append(value)
         return out
 
-    def _read_connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            parts = urllib.parse.urlsplit(self.url)
-            kind = (
-                http.client.HTTPSConnection
-                if parts.scheme == "https"
-                else http.client.HTTPConnection
-            )
-            conn = kind(parts.hostname or "127.0.0.1", parts.port, timeout=self._timeout)
-            self._local.conn = conn
-        return conn
+    def view_batcher(self, view_batch: str | None = None) -> ViewBatcher:
+        if not Http1Pool.supports(self.url):
+            return super().view_batcher(view_batch)
+        return CallCoalescer(self.url, self._timeout, view_batch=view_batch)
 
     def _send_raw(self, raw: bytes) -> bytes:
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "eth_sendRawTransaction",
-            "params": ["0x" + raw.hex()],
-        }
         try:
             with self._http_lock:
-                reply = self._http.post(self.url, json=body).json()
+                result = jsonrpc.call(
+                    self.url, "eth_sendRawTransaction", ["0x" + raw.hex()], client=self._http
+                )
+        except jsonrpc.RpcError as exc:
+            message = jsonrpc.error_message(exc.error)
+            if "revert" in message:
+                raise ContractLogicError(message) from None
+            raise ChainError(f"the chain refused the transaction: {message}") from None
         except (httpx.HTTPError, ValueError) as exc:
             raise ChainError(f"cannot reach the chain at {self.url}: {exc}") from exc
+        return bytes.fromhex(str(result).removeprefix("0x"))
+
+    def _logs(self, addresses: list[str], topics: list[Any], lo: int, hi: int) -> list[Log]:
+        flt: dict[str, Any] = {"address": addresses, "fromBlock": hex(lo), "toBlock": hex(hi)}
+        if topics:
+            flt["topics"] = topics
+        # The raw reply: web3's result formatters (AttributeDict, HexBytes per
+        # field) cost more than the node's own work on 10,000 logs.
+        reply = self.w3.provider.make_request(RPCEndpoint("eth_getLogs"), [flt])
         if "error" in reply:
-            message = str(reply["error"].get("message", reply["error"]))
-            if "revert" in message:
-                raise ContractLogicError(message)
-            raise ChainError(f"the chain refused the transaction: {message}")
-        return bytes.fromhex(str(reply["result"]).removeprefix("0x"))
+            raise ValueError(str(reply["error"]))
+        return [_log(raw) for raw in reply["result"]]
+
+    def block_headers(self, numbers: Iterable[int]) -> dict[int, BlockHeader]:
+        """The header of each block, fetched in JSON-RPC batches (one by one if the
+        node refuses a batch)."""
+        wanted = sorted(set(numbers))
+        headers: dict[int, BlockHeader] = {}
+        try:
+            for lo in range(0, len(wanted), _HEADERS_PER_BATCH):
+                chunk = wanted[lo : lo + _HEADERS_PER_BATCH]
+                with self.w3.batch_requests() as batch:
+                    for number in chunk:
+                        batch.add(self.w3.eth.get_block(number))
+                    for number, block in zip(chunk, batch.execute(), strict=True):
+                        headers[number] = _header(block)  # type: ignore[arg-type]
+        except (OSError, Web3Exception, NotImplementedError, TypeError, KeyError):
+            for number in wanted:
+                if number not in headers:
+                    headers[number] = self._block_header(number)
+        return headers
 
     def wait_all(self, pending: list[PendingTx], timeout: float = 120.0) -> list[TxReceipt]:
         """Wait for many transactions, fetching receipts in JSON-RPC batches."""

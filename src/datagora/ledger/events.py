@@ -6,10 +6,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from web3.exceptions import Web3Exception
+from hexbytes import HexBytes
 
-from datagora.errors import ChainError
-from datagora.ledger.chain import Chain
+from datagora.ledger.chain import Chain, Log
 from datagora.ledger.compiler import compile_contract
 
 DEFAULT_PAGE = 2_000
@@ -29,6 +28,34 @@ class Event:
 
     def __getitem__(self, key: str) -> Any:
         return self.args[key]
+
+
+def web3_log(log: Log) -> dict[str, Any]:
+    """`log` in the shape web3's event decoders (``process_log``) read."""
+    return {
+        "address": log.address,
+        "topics": [HexBytes(t) for t in log.topics],
+        "data": HexBytes(log.data),
+        "blockNumber": log.block_number,
+        "blockHash": HexBytes(log.block_hash),
+        "transactionHash": HexBytes(log.tx_hash),
+        "transactionIndex": log.tx_index,
+        "logIndex": log.log_index,
+    }
+
+
+def decode_log(handler: Any, log: Log, contract: str) -> Event:
+    """`log` decoded by a web3 event `handler` of `contract`."""
+    decoded = handler.process_log(web3_log(log))
+    return Event(
+        name=str(decoded["event"]),
+        contract=contract,
+        address=log.address,
+        block_number=log.block_number,
+        tx_hash="0x" + log.tx_hash.hex(),
+        log_index=log.log_index,
+        args=dict(decoded["args"]),
+    )
 
 
 class EventReader:
@@ -55,34 +82,16 @@ class EventReader:
         """Datatokens already known (e.g. from an index), when reading from a later block."""
         self._datatokens.update(addresses)
 
-    def _logs(self, addresses: list[str], start: int, end: int) -> list[Any]:
-        if not addresses:
-            return []
-        try:
-            return list(
-                self.chain.w3.eth.get_logs(
-                    {"address": addresses, "fromBlock": start, "toBlock": end}  # type: ignore[typeddict-item]
-                )
-            )
-        except (OSError, Web3Exception) as exc:
-            raise ChainError(f"reading events {start}..{end} failed: {exc}") from exc
+    def _logs(self, addresses: list[str], start: int, end: int) -> list[Log]:
+        return self.chain.get_logs(addresses, (), start, end)
 
-    def _decode(self, log: Any, contract: str) -> Event | None:
-        if not log["topics"]:
+    def _decode(self, log: Log, contract: str) -> Event | None:
+        if not log.topics:
             return None
-        handler = self._handlers[contract].get(bytes(log["topics"][0]))
+        handler = self._handlers[contract].get(log.topics[0])
         if handler is None:
             return None
-        decoded = handler.process_log(log)
-        return Event(
-            name=str(decoded["event"]),
-            contract=contract,
-            address=str(log["address"]),
-            block_number=int(log["blockNumber"]),
-            tx_hash="0x" + bytes(log["transactionHash"]).hex(),
-            log_index=int(log["logIndex"]),
-            args=dict(decoded["args"]),
-        )
+        return decode_log(handler, log, contract)
 
     def read(self, start: int, end: int | None = None, page: int = DEFAULT_PAGE) -> Iterator[Event]:
         """Yield every event from block `start` to `end` (default: latest), in chain order."""
@@ -92,7 +101,7 @@ class EventReader:
             core = [
                 e
                 for log in self._logs(list(self._core), lo, hi)
-                if (e := self._decode(log, self._core[str(log["address"])])) is not None
+                if (e := self._decode(log, self._core[log.address])) is not None
             ]
             for e in core:
                 if e.name == "DatasetCreated":

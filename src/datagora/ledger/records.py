@@ -8,6 +8,7 @@ from eth_account.signers.local import LocalAccount
 
 from datagora.errors import InvalidArgument, LimitExceeded
 from datagora.ledger.base import ContractWrapper, Tx, check_bytes32
+from datagora.ledger.events import Event, decode_log
 
 MAX_CIPHERTEXT = 24_576
 
@@ -49,6 +50,20 @@ class KeyValueStore(ContractWrapper):
         check_bytes32(key, "key")
         content_hash, version = self._view("get", owner, key)
         return KeyRecord(owner, key, bytes(content_hash), int(version))
+
+    def events_of(self, owner: str, start: int, end: int) -> list[Event]:
+        """The ``KeySet`` and ``KeyRemoved`` events of `owner`'s keys in blocks
+        `start`..`end`, in chain order."""
+        handlers = {}
+        for name in ("KeySet", "KeyRemoved"):
+            handler = self._contract.events[name]()
+            handlers[bytes.fromhex(handler.topic.removeprefix("0x"))] = handler
+        owner_topic = "0x" + bytes.fromhex(owner[2:]).rjust(32, b"\0").hex()
+        return [
+            decode_log(handlers[log.topics[0]], log, self.contract_name)
+            for log in self.chain.get_logs([self.address], [None, owner_topic], start, end)
+            if log.topics and log.topics[0] in handlers
+        ]
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ import httpx
 from datagora.atomic import write_atomically
 from datagora.errors import ChainError, ConfigError, DatagoraError
 from datagora.ledger import Chain, Deployment, Ledger, dev_account
-from datagora.ledger.anvil import dump_state, find_anvil, rpc
+from datagora.ledger.anvil import dump_state, find_anvil
+from datagora.ledger.jsonrpc import call as rpc
 from datagora.node.network import Network
 from datagora.node.server import ROLES
 from datagora.ports import free_port

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from datagora.errors import DatagoraError
+from datagora.errors import ChainError, DatagoraError
+from datagora.ledger import jsonrpc
 from datagora.node.network import Network
 
 __all__ = ["NetworkDown", "PartStatus", "check_network", "network_parts"]
@@ -50,21 +51,12 @@ def network_parts(net: Network) -> list[tuple[str, str]]:
     return parts
 
 
-def _rpc(client: httpx.Client, url: str, method: str, params: list[Any]) -> Any:
-    r = client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-    r.raise_for_status()
-    body = r.json()
-    if "error" in body:
-        raise ValueError(f"{method}: {body['error']}")
-    return body["result"]
-
-
 def _check_chain(net: Network) -> PartStatus:
     url = net.chain_url
     try:
         with httpx.Client(timeout=TIMEOUT, trust_env=False) as client:
-            chain_id = int(_rpc(client, url, "eth_chainId", []), 16)
-            block = int(_rpc(client, url, "eth_blockNumber", []), 16)
+            chain_id = int(jsonrpc.call(url, "eth_chainId", [], client=client), 16)
+            block = int(jsonrpc.call(url, "eth_blockNumber", [], client=client), 16)
             if chain_id != net.deployment.chain_id:
                 return PartStatus(
                     "chain", url, False,
@@ -73,9 +65,10 @@ def _check_chain(net: Network) -> PartStatus:
             missing = [
                 name
                 for name, address in sorted(net.deployment.contracts.items())
-                if _rpc(client, url, "eth_getCode", [address, "latest"]) in ("0x", "0x0", "")
+                if jsonrpc.call(url, "eth_getCode", [address, "latest"], client=client)
+                in ("0x", "0x0", "")
             ]
-    except (httpx.HTTPError, ValueError, TypeError) as exc:
+    except (httpx.HTTPError, ChainError, ValueError, TypeError) as exc:
         return PartStatus("chain", url, False, _reason(exc))
     if missing:
         return PartStatus("chain", url, False, f"no code for {', '.join(missing)}: redeploy")
