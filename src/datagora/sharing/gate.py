@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from web3.exceptions import Web3Exception
 
-from datagora.crypto.signed import keccak
+from datagora.crypto.eip712 import keccak
 from datagora.errors import ChainError, DatagoraError
 from datagora.http1 import Http1Error, Http1Pool
 from datagora.ledger import Ledger, ListKind, RequestStatus
