@@ -144,7 +144,8 @@ def test_refusals(setup, embedded_ledger: Ledger) -> None:
     import time
 
     from datagora.compute.jobs import params_hash
-    from datagora.crypto.signed import ComputeRequest, new_nonce, sign_request
+    from datagora.compute.requests import ComputeRequest
+    from datagora.crypto.eip712 import new_nonce, sign_request
 
     request = ComputeRequest(
         consumer=buyer.address,

@@ -15,9 +15,10 @@ import httpx
 from datagora.compute.errors import BudgetExceeded, ComputeError, JobRefused
 from datagora.compute.jobs import algorithm_hash, job_bytes, params_hash
 from datagora.compute.node import REQUEST_HEADER
+from datagora.compute.requests import ComputeRequest, JobRequest
 from datagora.compute.results import open_result
+from datagora.crypto.eip712 import new_nonce, sign_request
 from datagora.crypto.keys import Identity
-from datagora.crypto.signed import ComputeRequest, JobRequest, new_nonce, sign_request
 
 __all__ = ["ComputeClient", "extract_archive"]
 

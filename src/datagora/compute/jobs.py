@@ -2,7 +2,7 @@
 
 :class:`JobService` is the node's logic without HTTP (``node.py`` serves it). A job:
 
-1. arrives as a signed :class:`~datagora.crypto.signed.ComputeRequest` with the
+1. arrives as a signed :class:`~datagora.compute.requests.ComputeRequest` with the
    algorithm's code and its parameters; the node checks the signature, that the
    code and parameters hash to what was signed, and that the named order is the
    consumer's valid on-chain order for this dataset's compute service (the order
@@ -47,18 +47,14 @@ from datagora.compute.policy import (
     check_logs,
     check_output,
 )
+from datagora.compute.requests import ComputeRequest, JobRequest
 from datagora.compute.results import seal_result
 from datagora.compute.sandbox import Limits, Sandbox
 from datagora.compute.stored import StoredDataset, StoredDatasets, private_dir
+from datagora.crypto.eip712 import SignedRequest, verify_request
+from datagora.crypto.errors import RequestRefused
 from datagora.crypto.keys import Identity
-from datagora.crypto.signed import (
-    ComputeRequest,
-    JobRequest,
-    RequestRefused,
-    SignedRequest,
-    SqliteNonceStore,
-    verify_request,
-)
+from datagora.crypto.nonces import SqliteNonceStore
 from datagora.errors import ChainError, DatagoraError
 from datagora.ledger import JobStatus, Ledger
 

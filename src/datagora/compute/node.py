@@ -46,8 +46,9 @@ from datagora.compute.owner import parse_owner_request
 from datagora.compute.policy import OutputPolicy
 from datagora.compute.sandbox import Limits, Sandbox
 from datagora.compute.stored import StoredDatasets
+from datagora.crypto.eip712 import SignedRequest
+from datagora.crypto.errors import MalformedRequest
 from datagora.crypto.keys import Identity
-from datagora.crypto.signed import MalformedRequest, SignedRequest
 from datagora.ledger import Ledger
 
 __all__ = ["REQUEST_HEADER", "create_compute_app"]

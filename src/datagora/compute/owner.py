@@ -1,6 +1,6 @@
 """The owner's signed request to a compute node: list, review, approve or deny jobs.
 
-An :class:`~datagora.crypto.signed.OwnerJobRequest` is an EIP-712 typed request
+An :class:`~datagora.compute.requests.OwnerJobRequest` is an EIP-712 typed request
 (same domain, JSON form and nonce/expiry rules as every other) signed by the account it names
 in ``owner``. The node accepts it only when that account is, on chain, the
 controller of the job's dataset (for ``list``: it lists only the pending jobs of the
@@ -23,15 +23,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
+from datagora.compute.requests import OWNER_ACTIONS, OwnerJobRequest
+from datagora.crypto.eip712 import SignedRequest, new_nonce, sign_request
+from datagora.crypto.errors import MalformedRequest
 from datagora.crypto.keys import Identity
-from datagora.crypto.signed import (
-    OWNER_ACTIONS,
-    MalformedRequest,
-    OwnerJobRequest,
-    SignedRequest,
-    new_nonce,
-    sign_request,
-)
 
 __all__ = [
     "OWNER_ACTIONS",

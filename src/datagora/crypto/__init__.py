@@ -1,7 +1,8 @@
-"""The crypto layer: chunk AEAD, sealed key wrap and Shamir secret sharing.
+"""The crypto layer: chunk AEAD and sealed key wrap (exported here); keys, proxy
+re-encryption, the EIP-712 codec of signed requests and nonce stores in their modules.
 
-Everything here is real cryptography from the ``cryptography`` package (the Shamir
-field arithmetic is the only hand-written part). Key material is kept out of
+The primitives come from maintained packages (``cryptography``, ``umbral-pre``,
+``coincurve``, ``safe-pysha3``); none is hand-written. Key material is kept out of
 ``repr`` and exception messages.
 """
 
@@ -15,21 +16,17 @@ from datagora.crypto.sealed import (
     unwrap_data_key,
     wrap_data_key,
 )
-from datagora.crypto.shamir import ShamirShare, combine_secret, split_secret
 
 __all__ = [
     "ChunkCipher",
     "CryptoError",
     "DataKey",
     "DecryptionError",
-    "ShamirShare",
     "WrappedKey",
-    "combine_secret",
     "open_sealed",
     "public_key_bytes",
     "public_key_from_bytes",
     "seal",
-    "split_secret",
     "unwrap_data_key",
     "wrap_data_key",
 ]

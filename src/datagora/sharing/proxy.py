@@ -35,25 +35,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from datagora.crypto.keys import Identity
-from datagora.crypto.noncefile import FileNonceStore
-from datagora.crypto.pre import PreError, reencrypt, verify_kfrag
-from datagora.crypto.signed import (
-    DelegationRequest,
+from datagora.crypto.eip712 import verify_request
+from datagora.crypto.errors import (
     ExpiryTooFar,
-    FragmentRequest,
     MalformedRequest,
     ReplayedRequest,
     RequestRefused,
     SignatureExpired,
     UnexpectedRequestType,
-    verify_request,
 )
+from datagora.crypto.keys import Identity
+from datagora.crypto.nonces import FileNonceStore
+from datagora.crypto.pre import PreError, reencrypt, verify_kfrag
 from datagora.errors import ChainError, DatagoraError
 from datagora.ledger import Ledger
 from datagora.sharing.accesslog import AccessLogFile
 from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate, Decision
 from datagora.sharing.kfrags import KfragRecord, KfragStore
+from datagora.sharing.requests import DelegationRequest, FragmentRequest
 from datagora.sharing.wire import KfragDelivery, ReencryptBody, service_lifespan
 
 __all__ = ["ProxyService", "create_proxy_app", "outermost"]

@@ -1,7 +1,7 @@
 """The JSON bodies exchanged with proxies (formats written down in ``docs/sharing.md``).
 
 ``datagora.kfrag-delivery.v1`` — owner (agent) → proxy, ``PUT /kfrags``: a signed
-:class:`~datagora.crypto.signed.DelegationRequest` plus one key fragment and the
+:class:`~datagora.sharing.requests.DelegationRequest` plus one key fragment and the
 owner's public verifying and delegating keys. The delegation request has no field
 for the fragment, so its ``nonce`` *commits* to it: ``nonce = SHA-256(label ‖ salt ‖
 kfrag ‖ verifying_key ‖ delegating_key)`` with a fresh random 32-byte ``salt`` sent
@@ -9,7 +9,7 @@ alongside. The nonce stays unique per request (the salt is random) and the owner
 signature covers the fragment, so nobody on the way can swap it.
 
 ``datagora.reencrypt-request.v1`` — consumer → proxy, ``POST /reencrypt``: a
-signed :class:`~datagora.crypto.signed.FragmentRequest` plus the capsule bytes, whose
+signed :class:`~datagora.sharing.requests.FragmentRequest` plus the capsule bytes, whose
 SHA-256 must be the request's ``capsule`` field.
 """
 
@@ -25,15 +25,10 @@ from typing import Any, Final, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
+from datagora.crypto.eip712 import SignedRequest, new_nonce, sign_request
+from datagora.crypto.errors import MalformedRequest
 from datagora.crypto.keys import Identity
-from datagora.crypto.signed import (
-    DelegationRequest,
-    FragmentRequest,
-    MalformedRequest,
-    SignedRequest,
-    new_nonce,
-    sign_request,
-)
+from datagora.sharing.requests import DelegationRequest, FragmentRequest
 
 __all__ = [
     "DELIVERY_FORMAT",

@@ -1,4 +1,5 @@
-"""The proxy's file nonce store: shared by processes, crash-tolerant, compacted."""
+"""The nonce stores: the SQLite store's schema and pruning; the proxy's record-file store,
+shared by processes, crash-tolerant, compacted."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from datagora.crypto import noncefile
-from datagora.crypto.noncefile import FileNonceStore, NonceFileCorrupt
-from datagora.crypto.signed import RequestRefused, SqliteNonceStore
+from datagora.crypto import nonces
+from datagora.crypto.errors import NonceFileCorrupt, RequestRefused
+from datagora.crypto.nonces import FileNonceStore, SqliteNonceStore
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -35,6 +36,22 @@ def test_remembers_across_restart_and_per_account(tmp_path: Path) -> None:
         # Once its request expired, the pair is forgotten.
         assert again.remember(ALICE, nonce(1), NOW + 120, NOW + 60)
         assert len(again) == 1  # BOB's expired too
+
+
+def test_sqlite_store_refuses_a_foreign_schema(tmp_path: Path) -> None:
+    path = tmp_path / "nonces.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=7")
+    with pytest.raises(RequestRefused, match="schema 7"):
+        SqliteNonceStore(path)
+
+
+def test_an_expired_nonce_not_yet_pruned_may_be_used_again(tmp_path: Path) -> None:
+    with SqliteNonceStore(tmp_path / "nonces.sqlite") as store:
+        assert store.remember(ALICE, nonce(1), NOW, NOW)  # expired at once
+        # Pruning runs at most once a second: the expired row is still there, taken over.
+        assert store.remember(ALICE, nonce(1), NOW + 50, NOW)
+        assert not store.remember(ALICE, nonce(1), NOW + 60, NOW)
 
 
 def test_a_second_store_sees_the_first_ones_nonces(tmp_path: Path) -> None:
@@ -90,7 +107,7 @@ def test_a_damaged_record_before_the_last_refuses_to_open(tmp_path: Path) -> Non
 def test_compaction_keeps_live_nonces_for_every_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(noncefile, "_COMPACT_MIN_BYTES", 64 * 50)
+    monkeypatch.setattr(nonces, "_COMPACT_MIN_BYTES", 64 * 50)
     path = tmp_path / "nonces.log"
     with FileNonceStore(path) as one, FileNonceStore(path) as two:
         for i in range(40):  # expire at once
@@ -121,7 +138,7 @@ def test_takes_over_an_old_sqlite_store(tmp_path: Path) -> None:
 _RACER = """
 import sys
 from pathlib import Path
-from datagora.crypto.noncefile import FileNonceStore
+from datagora.crypto.nonces import FileNonceStore
 store = FileNonceStore(Path(sys.argv[1]))
 won = sum(store.remember(sys.argv[2], i.to_bytes(32, "big"), 10**10, 0) for i in range(400))
 print(won)

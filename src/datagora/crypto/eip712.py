@@ -1,4 +1,4 @@
-"""EIP-712 signed requests to datagora services (format ``datagora.signed-request.v1``).
+"""The EIP-712 codec of signed requests to datagora services (``datagora.signed-request.v1``).
 
 Every request a consumer or owner sends to an agent, a proxy or a compute node is a
 typed-data message (EIP-712) signed by the account it names, under the domain
@@ -6,28 +6,25 @@ typed-data message (EIP-712) signed by the account it names, under the domain
 random 32-byte nonce and an expiry (Unix seconds). :func:`verify_request` is the one
 place such a request becomes a :class:`VerifiedRequest`: it checks the chain, the
 signature against the named account, the expiry window and, through a
-:class:`NonceStore`, that the request was not seen before.
+:class:`~datagora.crypto.nonces.NonceStore`, that the request was not seen before.
 
 A service keeps its own nonce store, so one signed request may be presented once to
 each of several services (a consumer asks m proxies with one signature), never twice
-to the same one. The types and their JSON form are specified in ``docs/sharing.md``
-("Signed requests").
+to the same one. The request types live with the layers that serve them
+(:mod:`datagora.sharing.requests`, :mod:`datagora.compute.requests`), each declared
+as a :class:`Request` subclass and made known to :meth:`SignedRequest.from_json` by
+:func:`register_request`. The types and their JSON form are specified in
+``docs/sharing.md`` ("Signed requests").
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import heapq
 import os
 import re
-import sqlite3
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar, overload
+from typing import Any, ClassVar, Final, Generic, TypeVar, overload
 
 from coincurve import PublicKey
 from eth_account.messages import SignableMessage, encode_typed_data
@@ -37,39 +34,35 @@ from eth_utils.address import is_hex_address
 from eth_utils.address import to_checksum_address as _to_checksum_address
 from sha3 import keccak_256
 
+from datagora.crypto.errors import (
+    ExpiryTooFar,
+    MalformedRequest,
+    ReplayedRequest,
+    SignatureExpired,
+    SignatureInvalid,
+    UnexpectedRequestType,
+    WrongChain,
+    WrongSigner,
+)
 from datagora.crypto.keys import Identity
-from datagora.errors import DatagoraError
+from datagora.crypto.nonces import NonceStore
 
 __all__ = [
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
     "MAX_LIFETIME_S",
     "NONCE_SIZE",
-    "OWNER_ACTIONS",
     "REQUEST_TYPES",
     "SIGNED_FORMAT",
-    "ComputeRequest",
-    "DelegationRequest",
-    "ExpiryTooFar",
-    "FragmentRequest",
-    "JobRequest",
-    "MalformedRequest",
-    "MemoryNonceStore",
-    "NonceStore",
-    "OwnerJobRequest",
-    "ReplayedRequest",
     "Request",
-    "RequestRefused",
-    "SignatureExpired",
-    "SignatureInvalid",
     "SignedRequest",
-    "SqliteNonceStore",
-    "UnexpectedRequestType",
     "VerifiedRequest",
-    "WrongChain",
-    "WrongSigner",
+    "eip712_digest",
+    "keccak",
     "new_nonce",
+    "register_request",
     "sign_request",
+    "to_checksum_address",
     "typed_data",
     "verify_request",
 ]
@@ -85,48 +78,12 @@ _MAX_BYTES: Final = 1024
 _MAX_STRING: Final = 256
 
 
-class RequestRefused(DatagoraError):
-    """A signed request was refused; the subclass says why."""
-
-
-class MalformedRequest(RequestRefused):
-    """The request is not valid ``datagora.signed-request.v1`` or a field is out of range."""
-
-
-class UnexpectedRequestType(RequestRefused):
-    """The request is of another type than this service accepts."""
-
-
-class SignatureInvalid(RequestRefused):
-    """The signature is malformed or no signer can be recovered from it."""
-
-
-class WrongSigner(SignatureInvalid):
-    """The signature is not by the account the request names (another account, or altered)."""
-
-
-class WrongChain(SignatureInvalid):
-    """The request was signed for another chain id or verifying contract."""
-
-
-class SignatureExpired(RequestRefused):
-    """The request's expiry has passed."""
-
-
-class ExpiryTooFar(RequestRefused):
-    """The request expires further in the future than services accept."""
-
-
-class ReplayedRequest(RequestRefused):
-    """This account already used this nonce: the request is a replay."""
-
-
 def new_nonce() -> bytes:
     """A fresh random 32-byte nonce."""
     return os.urandom(NONCE_SIZE)
 
 
-# ---------------------------------------------------------------- request types
+# ---------------------------------------------------------------- field values
 
 _UINT_RE: Final = re.compile(r"uint(8|16|32|64|128|256)")
 
@@ -233,181 +190,20 @@ class Request:
         return {eip: _to_json_value(sol, getattr(self, name)) for name, eip, sol in self.FIELDS}
 
 
-@dataclass(frozen=True, slots=True)
-class FragmentRequest(Request):
-    """A consumer asks a proxy to re-encrypt one dataset version's capsule for it.
-
-    ``capsule`` is the SHA-256 of the capsule bytes (``WrappedKey.capsule_digest``).
-    """
-
-    PRIMARY_TYPE: ClassVar[str] = "FragmentRequest"
-    SIGNER: ClassVar[str] = "consumer"
-    FIELDS: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("consumer", "consumer", "address"),
-        ("dataset", "dataset", "uint256"),
-        ("version", "version", "uint32"),
-        ("capsule", "capsule", "bytes32"),
-        ("nonce", "nonce", "bytes32"),
-        ("expires", "expires", "uint64"),
-    )
-
-    consumer: str
-    dataset: int
-    version: int
-    capsule: bytes
-    nonce: bytes
-    expires: int
-
-
-@dataclass(frozen=True, slots=True)
-class DelegationRequest(Request):
-    """An owner asks its agent to make key fragments for a consumer and send them to proxies.
-
-    ``grant`` is the AccessRegistry request id of the grant, or 0 when the consumer's
-    basis is an order (automatic policy); ``consumer_key`` is the consumer's Umbral
-    public key (33 bytes), which the agent also checks against the chain. ``batch``
-    names the set of fragments this one belongs to: fragments of one
-    ``generate_kfrags`` call combine, fragments of two different calls do not, so a
-    proxy keeps them apart and a consumer combines only fragments of one batch.
-    """
-
-    PRIMARY_TYPE: ClassVar[str] = "DelegationRequest"
-    SIGNER: ClassVar[str] = "owner"
-    FIELDS: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("owner", "owner", "address"),
-        ("consumer", "consumer", "address"),
-        ("consumer_key", "consumerKey", "bytes"),
-        ("dataset", "dataset", "uint256"),
-        ("version", "version", "uint32"),
-        ("grant", "grant", "uint256"),
-        ("threshold", "threshold", "uint8"),
-        ("shares", "shares", "uint8"),
-        ("batch", "batch", "bytes32"),
-        ("nonce", "nonce", "bytes32"),
-        ("expires", "expires", "uint64"),
-    )
-
-    owner: str
-    consumer: str
-    consumer_key: bytes
-    dataset: int
-    version: int
-    grant: int
-    threshold: int
-    shares: int
-    batch: bytes
-    nonce: bytes
-    expires: int
-
-    def __post_init__(self) -> None:
-        Request.__post_init__(self)
-        if len(self.consumer_key) != 33:
-            raise MalformedRequest("consumer_key must be a 33-byte compressed Umbral key")
-        if not 1 <= self.threshold <= self.shares:
-            raise MalformedRequest("need 1 ≤ threshold ≤ shares")
-
-
-@dataclass(frozen=True, slots=True)
-class ComputeRequest(Request):
-    """A consumer submits a compute job to an owner's compute node.
-
-    ``order`` is the hash of the transaction that started the consumer's order;
-    ``algorithm`` the SHA-256 of the algorithm file; ``params`` the SHA-256 of the
-    job's parameters as canonical JSON (sorted keys, no spaces, UTF-8).
-    """
-
-    PRIMARY_TYPE: ClassVar[str] = "ComputeRequest"
-    SIGNER: ClassVar[str] = "consumer"
-    FIELDS: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("consumer", "consumer", "address"),
-        ("dataset", "dataset", "uint256"),
-        ("order", "order", "bytes32"),
-        ("algorithm", "algorithm", "bytes32"),
-        ("params", "params", "bytes32"),
-        ("nonce", "nonce", "bytes32"),
-        ("expires", "expires", "uint64"),
-    )
-
-    consumer: str
-    dataset: int
-    order: bytes
-    algorithm: bytes
-    params: bytes
-    nonce: bytes
-    expires: int
-
-
-JOB_ACTIONS: Final = ("status", "logs", "result")
-
-
-@dataclass(frozen=True, slots=True)
-class JobRequest(Request):
-    """A consumer asks a compute node about one of its jobs: ``status``, ``logs`` or ``result``."""
-
-    PRIMARY_TYPE: ClassVar[str] = "JobRequest"
-    SIGNER: ClassVar[str] = "consumer"
-    FIELDS: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("consumer", "consumer", "address"),
-        ("job", "job", "bytes32"),
-        ("action", "action", "string"),
-        ("nonce", "nonce", "bytes32"),
-        ("expires", "expires", "uint64"),
-    )
-
-    consumer: str
-    job: bytes
-    action: str
-    nonce: bytes
-    expires: int
-
-    def __post_init__(self) -> None:
-        Request.__post_init__(self)
-        if self.action not in JOB_ACTIONS:
-            raise MalformedRequest(f"action must be one of {', '.join(JOB_ACTIONS)}")
-
-
-OWNER_ACTIONS: Final = ("list", "review", "approve", "deny")
-
-
-@dataclass(frozen=True, slots=True)
-class OwnerJobRequest(Request):
-    """A dataset's controller acts on a job at its compute node (``datagora jobs …``).
-
-    ``job`` is the job id (0 for ``list``); ``reason`` is the SHA-256 of a denial's
-    reason text (zero bytes otherwise), so the reason recorded on chain is the one
-    the owner signed. The node accepts it only from the dataset's on-chain controller.
-    """
-
-    PRIMARY_TYPE: ClassVar[str] = "OwnerJobRequest"
-    SIGNER: ClassVar[str] = "owner"
-    FIELDS: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("owner", "owner", "address"),
-        ("job", "job", "uint256"),
-        ("action", "action", "string"),
-        ("reason", "reason", "bytes32"),
-        ("nonce", "nonce", "bytes32"),
-        ("expires", "expires", "uint64"),
-    )
-
-    owner: str
-    job: int
-    action: str
-    reason: bytes
-    nonce: bytes
-    expires: int
-
-    def __post_init__(self) -> None:
-        Request.__post_init__(self)
-        if self.action not in OWNER_ACTIONS:
-            raise MalformedRequest(f"action must be one of {', '.join(OWNER_ACTIONS)}")
-
-
-REQUEST_TYPES: Final[dict[str, type[Request]]] = {
-    cls.PRIMARY_TYPE: cls
-    for cls in (FragmentRequest, DelegationRequest, ComputeRequest, JobRequest, OwnerJobRequest)
-}
-
 R = TypeVar("R", bound=Request)
+
+REQUEST_TYPES: Final[dict[str, type[Request]]] = {}
+"""The registered request types by EIP-712 name: what :meth:`SignedRequest.from_json` parses."""
+
+
+def register_request(cls: type[R]) -> type[R]:
+    """Class decorator: make a :class:`Request` subclass known to :meth:`SignedRequest.from_json`.
+
+    Put it above ``@dataclass`` (the slotted class is a new class object).
+    """
+    if not cls.PRIMARY_TYPE or REQUEST_TYPES.setdefault(cls.PRIMARY_TYPE, cls) is not cls:
+        raise ValueError(f"request type {cls.PRIMARY_TYPE!r} is unnamed or registered twice")
+    return cls
 
 
 # ---------------------------------------------------------------- signing
@@ -630,18 +426,6 @@ class VerifiedRequest(Generic[R]):
             raise TypeError("a VerifiedRequest is made only by verify_request")
 
 
-class NonceStore(Protocol):
-    """Remembers which (account, nonce) pairs were used, until their request expires."""
-
-    def remember(self, account: str, nonce: bytes, expires: int, now: int) -> bool:
-        """Atomically record the pair; ``False`` if it is already held and unexpired.
-
-        Entries whose ``expires`` ≤ ``now`` may be forgotten: their requests are
-        refused as expired anyway.
-        """
-        ...
-
-
 @overload
 def verify_request(
     signed: SignedRequest[Any],
@@ -726,132 +510,3 @@ def verify_request(
             "(a replayed request)"
         )
     return VerifiedRequest(request, recovered, chain_id, digest, _VERIFIED)
-
-
-# ---------------------------------------------------------------- nonce stores
-
-
-class MemoryNonceStore:
-    """A thread-safe in-process :class:`NonceStore` (forgets everything on restart)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._expiry: dict[tuple[str, bytes], int] = {}
-        # A heap of (expires, key) makes pruning O(log n) per entry.
-        self._heap: list[tuple[int, tuple[str, bytes]]] = []
-
-    def remember(self, account: str, nonce: bytes, expires: int, now: int) -> bool:
-        """See :meth:`NonceStore.remember`."""
-        key = (account.lower(), bytes(nonce))
-        with self._lock:
-            self._prune(now)
-            if key in self._expiry:
-                return False
-            self._expiry[key] = expires
-            heapq.heappush(self._heap, (expires, key))
-            return True
-
-    def _prune(self, now: int) -> None:
-        while self._heap and self._heap[0][0] <= now:
-            expires, key = heapq.heappop(self._heap)
-            if self._expiry.get(key) == expires:
-                del self._expiry[key]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._expiry)
-
-
-class SqliteNonceStore:
-    """A :class:`NonceStore` in a SQLite file: survives restarts, shared by processes.
-
-    Thread-safe. Each check-and-insert is one statement, so one transaction: two
-    processes on the same file cannot both accept a nonce. Expired rows are deleted
-    at most once a second. With ``durable=False``
-    (the default) a commit survives a process crash but the last moments before an OS
-    crash or power loss may be lost; ``durable=True`` syncs every commit.
-    """
-
-    _SCHEMA_VERSION: Final = 1
-    _PRUNE_EVERY_S: Final = 1
-
-    def __init__(self, path: Path | str, *, durable: bool = False) -> None:
-        self._path = Path(path)
-        self._lock = threading.Lock()
-        self._pruned = -(2**63)  # the `now` of the last pruning of expired rows
-        try:
-            self._lock_fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise RequestRefused(f"cannot open the nonce store {self._path}: {exc}") from None
-        try:
-            self._db = sqlite3.connect(
-                self._path, timeout=10.0, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, self._SCHEMA_VERSION):
-                raise RequestRefused(
-                    f"{self._path} is a nonce store of schema {version}; this datagora "
-                    f"reads schema {self._SCHEMA_VERSION}"
-                )
-            self._db.executescript(
-                "CREATE TABLE IF NOT EXISTS nonces ("
-                " account TEXT NOT NULL, nonce BLOB NOT NULL, expires INTEGER NOT NULL,"
-                " PRIMARY KEY (account, nonce)) WITHOUT ROWID;"
-                "CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces (expires);"
-                f"PRAGMA user_version={self._SCHEMA_VERSION};"
-            )
-        except (sqlite3.Error, RequestRefused) as exc:
-            os.close(self._lock_fd)
-            if isinstance(exc, RequestRefused):
-                raise
-            raise RequestRefused(f"cannot open the nonce store {self._path}: {exc}") from None
-
-    def remember(self, account: str, nonce: bytes, expires: int, now: int) -> bool:
-        """See :meth:`NonceStore.remember`."""
-        with self._lock, self._flocked():
-            if now - self._pruned >= self._PRUNE_EVERY_S:
-                self._db.execute("DELETE FROM nonces WHERE expires <= ?", (now,))
-                self._pruned = now
-            # One statement, so one transaction: the pair is inserted, or an expired
-            # row of it (not pruned yet) is taken over; an unexpired one changes nothing.
-            cursor = self._db.execute(
-                "INSERT INTO nonces (account, nonce, expires) VALUES (?, ?, ?)"
-                " ON CONFLICT (account, nonce) DO UPDATE SET expires = excluded.expires"
-                " WHERE nonces.expires <= ?",
-                (account.lower(), bytes(nonce), expires, now),
-            )
-            return cursor.rowcount == 1
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM nonces").fetchone()[0])
-
-    @contextlib.contextmanager
-    def _flocked(self) -> Iterator[None]:
-        # Processes sharing the file queue on a kernel lock, woken as soon as it is
-        # free; SQLite's own busy handler would sleep 1, 2, 5… ms between retries.
-        if self._lock_fd < 0:
-            raise RequestRefused(f"the nonce store {self._path} is closed")
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        """Close the database; closing again does nothing, any other use raises."""
-        with self._lock:
-            self._db.close()
-            if self._lock_fd >= 0:
-                # Forgotten at once: a later flock must not land on whatever file
-                # reuses the descriptor's number.
-                os.close(self._lock_fd)
-                self._lock_fd = -1
-
-    def __enter__(self) -> SqliteNonceStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
