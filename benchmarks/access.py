@@ -46,9 +46,9 @@ from datagora.crypto.keys import Identity
 from datagora.crypto.pre import dataset_scope, make_kfrags, verify_kfrag, wrap_key
 from datagora.ledger import Pricing, PublishParams, dev_account
 from datagora.market import Endpoints, Marketplace
-from datagora.sharing.local import Network, wait_until
 from datagora.sharing.wire import ReencryptBody
-from datagora.storage.local import LocalNodes
+from datagora.testing.sharing import Network, wait_until
+from datagora.testing.storage import LocalNodes
 
 PRICE = 10**18
 _META = {

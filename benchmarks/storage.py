@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.storage_pipeline import measure_raw_pipeline
-from datagora.storage.local import LocalNodes
+from datagora.testing.storage import LocalNodes
 
 _MB = 1 << 20
 

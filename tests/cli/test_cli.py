@@ -15,8 +15,8 @@ import httpx
 from datagora.ledger import dev_account
 from datagora.ledger.anvil import Anvil
 from datagora.ports import free_port
-from datagora.sharing.local import PASSWORD, Network, wait_until
 from datagora.sharing.serve import restart_delay
+from datagora.testing.sharing import PASSWORD, Network, wait_until
 
 DATAGORA = [sys.executable, "-m", "datagora"]
 

@@ -29,7 +29,7 @@ from datagora.ledger.anvil import Anvil
 from datagora.market import Endpoints, Marketplace
 from datagora.node.network import Network
 from datagora.ports import free_port
-from datagora.storage.local import LocalNodes
+from datagora.testing.storage import LocalNodes
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from datagora.errors import DatagoraError
 from datagora.ledger import Pricing, dev_account
 from datagora.market import Endpoints, Marketplace
 from datagora.sharing.errors import AccessRefused
-from datagora.sharing.local import Network, wait_until
-from datagora.storage.local import LocalNodes
+from datagora.testing.sharing import Network, wait_until
+from datagora.testing.storage import LocalNodes
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
-"""Test helpers of the sharing tests (the network itself is `datagora.sharing.local`)."""
+"""Test helpers of the sharing tests (the network itself is `datagora.testing.sharing`)."""
 
-from datagora.sharing.local import PASSWORD, Network, Service, wait_until
+from datagora.testing.sharing import PASSWORD, Network, Service, wait_until
 
 __all__ = ["PASSWORD", "Network", "Service", "wait_until"]

@@ -19,8 +19,8 @@ from datagora.ledger.views import CallCoalescer
 from datagora.sharing.accesslog import AccessLogFile, LogCorrupt, verify_log
 from datagora.sharing.gate import AccessGate
 from datagora.sharing.kfrags import KfragRecord, KfragStore
-from datagora.sharing.local import Network
 from datagora.sharing.wire import KfragDelivery
+from datagora.testing.sharing import Network
 from helpers import BUYER, OWNER, fund, publish
 
 

@@ -18,14 +18,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from datagora.crypto.aead import DataKey
-from datagora.storage.client import StorageClient, UploadResult
+from datagora.storage.client import StorageClient
 from datagora.storage.errors import DownloadError, UploadError
-from datagora.storage.local import LocalNode, LocalNodes
 from datagora.storage.merkle import MerkleProof
 from datagora.storage.packs import share_location, stored_names
 from datagora.storage.pipeline import EncodingParams, new_dataset_id
 from datagora.storage.repair import Repairer
 from datagora.storage.shares import verify_share
+from datagora.storage.upload import UploadResult
+from datagora.testing.storage import LocalNode, LocalNodes
 
 pytestmark = pytest.mark.slow
 

@@ -38,10 +38,12 @@ from datagora.ledger import (
     PublishParams,
     Tx,
 )
-from datagora.storage.client import DownloadReport, StorageClient, UploadResult
+from datagora.storage.client import StorageClient
+from datagora.storage.download import DownloadReport
 from datagora.storage.metadata import Metadata, PublisherKeys, build_metadata, parse_metadata
 from datagora.storage.pipeline import EncodingParams, new_dataset_id
 from datagora.storage.records import KVStore
+from datagora.storage.upload import UploadResult
 
 Progress = Callable[[int, int], None]
 

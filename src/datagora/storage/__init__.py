@@ -42,22 +42,19 @@ from datagora.storage.placement import PlacementRecord, parse_placement, verify_
 from datagora.storage.shares import Share, ShareHeader, VerifiedShare, share_name, verify_share
 
 if TYPE_CHECKING:
-    from datagora.storage.client import (
-        AsyncStorageClient,
-        DownloadReport,
-        StorageClient,
-        UploadResult,
-    )
+    from datagora.storage.client import AsyncStorageClient, StorageClient
+    from datagora.storage.download import DownloadReport
     from datagora.storage.records import KVStore, KVVersion
     from datagora.storage.repair import CheckReport, Repairer, ShareProblem
+    from datagora.storage.upload import UploadResult
 
 # The client, the records and repair pull in the ledger client (web3, eth-account):
 # a storage node process never needs them, so they load on first use.
 _LAZY = {
     "AsyncStorageClient": "client",
-    "DownloadReport": "client",
+    "DownloadReport": "download",
     "StorageClient": "client",
-    "UploadResult": "client",
+    "UploadResult": "upload",
     "KVStore": "records",
     "KVVersion": "records",
     "CheckReport": "repair",

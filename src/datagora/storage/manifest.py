@@ -26,6 +26,13 @@ from datagora.crypto import pre
 from datagora.crypto.aead import DATASET_ID_SIZE, MAX_VERSION, TAG_SIZE
 from datagora.crypto.sealed import WRAP_SCHEME, WrappedKey
 from datagora.errors import DatagoraError
+from datagora.storage.canonical import (
+    canonical_json,
+    check_fields,
+    check_hex,
+    check_int,
+    loads_strict,
+)
 from datagora.storage.erasure import check_parameters
 from datagora.storage.errors import ErasureError, IntegrityError, ManifestError
 from datagora.storage.merkle import MerkleProof, MerkleTree
@@ -84,12 +91,6 @@ class ChunkRecord:
     shares: tuple[bytes, ...]
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
-
-
 @dataclass(frozen=True)
 class Manifest:
     """A dataset-version manifest. Build with :meth:`create`, which derives the root
@@ -144,9 +145,9 @@ class Manifest:
     def _validate(self) -> None:
         if not isinstance(self.dataset_id, bytes) or len(self.dataset_id) != DATASET_ID_SIZE:
             raise ManifestError(f"dataset_id must be {DATASET_ID_SIZE} bytes")
-        _check_int("version", self.version, 0, MAX_VERSION)
-        _check_int("plaintext_size", self.plaintext_size, 0, 2**63 - 1)
-        _check_int("chunk_size", self.chunk_size, 1, MAX_CHUNK_SIZE)
+        check_int("version", self.version, 0, MAX_VERSION)
+        check_int("plaintext_size", self.plaintext_size, 0, 2**63 - 1)
+        check_int("chunk_size", self.chunk_size, 1, MAX_CHUNK_SIZE)
         check_parameters(self.k, self.n)
         expected = chunk_count(self.plaintext_size, self.chunk_size)
         if len(self.chunks) != expected:
@@ -196,7 +197,7 @@ class Manifest:
 
     def to_bytes(self) -> bytes:
         """Canonical JSON bytes; their SHA-256 is the manifest's address."""
-        return _canonical(self.to_json())
+        return canonical_json(self.to_json())
 
     def digest(self) -> bytes:
         """SHA-256 of :meth:`to_bytes` (what goes on chain)."""
@@ -210,13 +211,6 @@ class Manifest:
         """Every share hash, in Merkle leaf order (chunk-major)."""
         for chunk in self.chunks:
             yield from chunk.shares
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    # bool is an int subclass in Python; a manifest never means True by 1.
-    if type(value) is not int or not low <= value <= high:
-        raise ManifestError(f"{name} must be an integer in {low}..{high}, got {value!r}")
-    return value
 
 
 class VerifiedManifest:
@@ -289,48 +283,6 @@ def verify_manifest(data: bytes, expected_sha256: bytes) -> VerifiedManifest:
     return VerifiedManifest(_TOKEN, parse_manifest(data), expected_sha256)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ManifestError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ManifestError(f"{name} is not allowed in a manifest")
-
-
-def _reject_float(text: str) -> Any:
-    raise ManifestError(f"non-integer number {text} is not allowed in a manifest")
-
-
-def _fields(obj: Any, where: str, names: set[str]) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise ManifestError(f"{where} must be a JSON object")
-    missing, extra = names - set(obj), set(obj) - names
-    if missing:
-        raise ManifestError(f"{where} is missing {', '.join(sorted(missing))}")
-    if extra:
-        raise ManifestError(f"{where} has unknown fields {', '.join(sorted(extra))}")
-    return obj
-
-
-def _hex(value: Any, where: str, size: int | None = None) -> bytes:
-    if not isinstance(value, str) or value != value.lower():
-        raise ManifestError(f"{where} must be a lowercase hex string")
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raise ManifestError(f"{where} must be a lowercase hex string") from None
-    if len(raw) * 2 != len(value):
-        raise ManifestError(f"{where} must be a lowercase hex string without spaces")
-    if size is not None and len(raw) != size:
-        raise ManifestError(f"{where} must be {size} bytes ({2 * size} hex digits)")
-    return raw
-
-
 def _const(obj: dict[str, Any], key: str, where: str, value: Any) -> None:
     if obj[key] != value or type(obj[key]) is not type(value):
         raise ManifestError(f"{where}.{key} must be {value!r}, got {obj[key]!r}")
@@ -340,17 +292,12 @@ def parse_manifest(data: bytes) -> Manifest:
     """Parse manifest bytes strictly, without a hash check (see :func:`verify_manifest`)."""
     try:
         text = data.decode("ascii")
-        obj = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_reject_float,
-        )
+        obj = loads_strict(text)
     except UnicodeDecodeError:
         raise ManifestError("a manifest is ASCII JSON") from None
     except json.JSONDecodeError as exc:
         raise ManifestError(f"manifest is not valid JSON: {exc.msg} at offset {exc.pos}") from None
-    top = _fields(
+    top = check_fields(
         obj,
         "manifest",
         {
@@ -364,62 +311,64 @@ def parse_manifest(data: bytes) -> Manifest:
             f"manifest format_version {top['format_version']!r} is not supported "
             f"(this datagora reads version {FORMAT_VERSION})"
         )
-    cipher = _fields(top["cipher"], "cipher", {"algorithm", "chunk_format"})
+    cipher = check_fields(top["cipher"], "cipher", {"algorithm", "chunk_format"})
     _const(cipher, "algorithm", "cipher", CIPHER)
     _const(cipher, "chunk_format", "cipher", CHUNK_FORMAT)
-    erasure = _fields(top["erasure"], "erasure", {"codec", "k", "n", "share_format"})
+    erasure = check_fields(top["erasure"], "erasure", {"codec", "k", "n", "share_format"})
     _const(erasure, "codec", "erasure", CODEC)
     _const(erasure, "share_format", "erasure", SHARE_FORMAT)
-    merkle = _fields(top["merkle"], "merkle", {"scheme", "root"})
+    merkle = check_fields(top["merkle"], "merkle", {"scheme", "root"})
     _const(merkle, "scheme", "merkle", MERKLE_SCHEME)
     wrap_obj = top["key_wrap"]
     umbral = isinstance(wrap_obj, dict) and wrap_obj.get("scheme") == UMBRAL_WRAP_SCHEME
     if umbral:
-        wrap = _fields(
+        wrap = check_fields(
             wrap_obj, "key_wrap", {"scheme", "delegating_key", "scope", "capsule", "ciphertext"}
         )
     else:
-        wrap = _fields(wrap_obj, "key_wrap", {"scheme", "recipient", "sealed"})
+        wrap = check_fields(wrap_obj, "key_wrap", {"scheme", "recipient", "sealed"})
         _const(wrap, "scheme", "key_wrap", WRAP_SCHEME)
     if not isinstance(top["chunks"], list):
         raise ManifestError("chunks must be a JSON array")
     chunks = []
     for i, raw_chunk in enumerate(top["chunks"]):
-        c = _fields(raw_chunk, f"chunks[{i}]", {"ciphertext_size", "shares"})
+        c = check_fields(raw_chunk, f"chunks[{i}]", {"ciphertext_size", "shares"})
         if not isinstance(c["shares"], list):
             raise ManifestError(f"chunks[{i}].shares must be a JSON array")
         chunks.append(
             ChunkRecord(
-                _check_int(f"chunks[{i}].ciphertext_size", c["ciphertext_size"], 0, 2**32 - 1),
-                tuple(_hex(h, f"chunks[{i}].shares[{j}]", 32) for j, h in enumerate(c["shares"])),
+                check_int(f"chunks[{i}].ciphertext_size", c["ciphertext_size"], 0, 2**32 - 1),
+                tuple(
+                    check_hex(h, f"chunks[{i}].shares[{j}]", 32) for j, h in enumerate(c["shares"])
+                ),
             )
         )
     wrapped: AnyWrappedKey
     try:
         if umbral:
             wrapped = pre.WrappedKey(
-                _hex(wrap["delegating_key"], "key_wrap.delegating_key"),
-                _hex(wrap["scope"], "key_wrap.scope"),
-                _hex(wrap["capsule"], "key_wrap.capsule"),
-                _hex(wrap["ciphertext"], "key_wrap.ciphertext"),
+                check_hex(wrap["delegating_key"], "key_wrap.delegating_key"),
+                check_hex(wrap["scope"], "key_wrap.scope"),
+                check_hex(wrap["capsule"], "key_wrap.capsule"),
+                check_hex(wrap["ciphertext"], "key_wrap.ciphertext"),
             )
         else:
             wrapped = WrappedKey(
                 WRAP_SCHEME,
-                _hex(wrap["recipient"], "key_wrap.recipient"),
-                _hex(wrap["sealed"], "key_wrap.sealed"),
+                check_hex(wrap["recipient"], "key_wrap.recipient"),
+                check_hex(wrap["sealed"], "key_wrap.sealed"),
             )
     except DatagoraError as exc:
         raise ManifestError(f"key_wrap: {exc}") from None
     manifest = Manifest(
-        dataset_id=_hex(top["dataset_id"], "dataset_id", DATASET_ID_SIZE),
-        version=_check_int("version", top["version"], 0, MAX_VERSION),
-        plaintext_size=_check_int("plaintext_size", top["plaintext_size"], 0, 2**63 - 1),
-        chunk_size=_check_int("chunk_size", top["chunk_size"], 1, MAX_CHUNK_SIZE),
-        k=_check_int("erasure.k", erasure["k"], 1, 256),
-        n=_check_int("erasure.n", erasure["n"], 1, 256),
+        dataset_id=check_hex(top["dataset_id"], "dataset_id", DATASET_ID_SIZE),
+        version=check_int("version", top["version"], 0, MAX_VERSION),
+        plaintext_size=check_int("plaintext_size", top["plaintext_size"], 0, 2**63 - 1),
+        chunk_size=check_int("chunk_size", top["chunk_size"], 1, MAX_CHUNK_SIZE),
+        k=check_int("erasure.k", erasure["k"], 1, 256),
+        n=check_int("erasure.n", erasure["n"], 1, 256),
         chunks=tuple(chunks),
-        merkle_root=_hex(merkle["root"], "merkle.root", 32),
+        merkle_root=check_hex(merkle["root"], "merkle.root", 32),
         wrapped_key=wrapped,
     )
     if manifest.to_bytes() != data:

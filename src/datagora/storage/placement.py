@@ -21,17 +21,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from datagora.crypto.aead import DATASET_ID_SIZE, MAX_VERSION
-from datagora.storage.errors import ManifestError, PlacementError
-from datagora.storage.manifest import (
-    VerifiedManifest,
-    _canonical,
-    _check_int,
-    _fields,
-    _hex,
-    _no_duplicates,
-    _reject_constant,
-    _reject_float,
+from datagora.storage.canonical import (
+    canonical_json,
+    check_fields,
+    check_hex,
+    check_int,
+    loads_strict,
 )
+from datagora.storage.errors import ManifestError, PlacementError
+from datagora.storage.manifest import VerifiedManifest
 
 __all__ = [
     "FORMAT",
@@ -66,8 +64,8 @@ class PlacementRecord:
         if not isinstance(self.manifest_hash, bytes) or len(self.manifest_hash) != 32:
             raise PlacementError("manifest_hash must be 32 bytes")
         try:
-            _check_int("version", self.version, 0, MAX_VERSION)
-            _check_int("sequence", self.sequence, 0, MAX_SEQUENCE)
+            check_int("version", self.version, 0, MAX_VERSION)
+            check_int("sequence", self.sequence, 0, MAX_SEQUENCE)
         except ManifestError as exc:
             raise PlacementError(str(exc)) from None
         for h, where in self.locations.items():
@@ -144,7 +142,7 @@ class PlacementRecord:
 
     def to_bytes(self) -> bytes:
         """Canonical JSON bytes; their SHA-256 is the record's address."""
-        return _canonical(self.to_json())
+        return canonical_json(self.to_json())
 
     def digest(self) -> bytes:
         """SHA-256 of :meth:`to_bytes`."""
@@ -164,17 +162,12 @@ def parse_placement(data: bytes) -> PlacementRecord:
 
 def _parse(data: bytes) -> PlacementRecord:
     try:
-        obj = json.loads(
-            data.decode("ascii"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-            parse_float=_reject_float,
-        )
+        obj = loads_strict(data.decode("ascii"))
     except UnicodeDecodeError:
         raise PlacementError("a placement record is ASCII JSON") from None
     except json.JSONDecodeError as exc:
         raise PlacementError(f"placement record is not valid JSON: {exc.msg}") from None
-    top = _fields(
+    top = check_fields(
         obj,
         "placement record",
         {"format", "format_version", "dataset_id", "version", "manifest_hash", "sequence",
@@ -193,12 +186,12 @@ def _parse(data: bytes) -> PlacementRecord:
     for name, where in top["placement"].items():
         if not isinstance(where, list) or not all(isinstance(x, str) for x in where):
             raise PlacementError(f"placement of {name}: must be an array of strings")
-        locations[_hex(name, "placement key", 32)] = tuple(where)
+        locations[check_hex(name, "placement key", 32)] = tuple(where)
     record = PlacementRecord(
-        dataset_id=_hex(top["dataset_id"], "dataset_id", DATASET_ID_SIZE),
-        version=_check_int("version", top["version"], 0, MAX_VERSION),
-        manifest_hash=_hex(top["manifest_hash"], "manifest_hash", 32),
-        sequence=_check_int("sequence", top["sequence"], 0, MAX_SEQUENCE),
+        dataset_id=check_hex(top["dataset_id"], "dataset_id", DATASET_ID_SIZE),
+        version=check_int("version", top["version"], 0, MAX_VERSION),
+        manifest_hash=check_hex(top["manifest_hash"], "manifest_hash", 32),
+        sequence=check_int("sequence", top["sequence"], 0, MAX_SEQUENCE),
         locations=locations,
     )
     if record.to_bytes() != data:

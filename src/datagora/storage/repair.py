@@ -16,20 +16,14 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from datagora.storage.client import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_TIMEOUT,
-    AsyncStorageClient,
-    DownloadReport,
-    Progress,
-    _NodeFailure,
-    _Session,
-)
+from datagora.storage.client import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, AsyncStorageClient
+from datagora.storage.download import DownloadReport, fetch_manifest, fetch_placement
 from datagora.storage.errors import IntegrityError, RepairError
 from datagora.storage.manifest import VerifiedManifest
 from datagora.storage.pipeline import rebuild_shares
 from datagora.storage.placement import PlacementRecord
 from datagora.storage.shares import VerifiedShare
+from datagora.storage.transport import NodeFailure, Progress, Session, node_health
 
 __all__ = ["CheckReport", "Repairer", "ShareProblem"]
 
@@ -117,15 +111,13 @@ class Repairer:
     ) -> CheckReport:
         client = self.client
         report = CheckReport(manifest_hash)
-        async with client._session() as session:
-            verified = await client._fetch_manifest(
-                session, manifest_hash, DownloadReport(manifest_hash)
-            )
+        async with client.session() as session:
+            verified = await fetch_manifest(session, manifest_hash, DownloadReport(manifest_hash))
             m = verified.manifest
             report.chunks = len(m.chunks)
             report.expected = len(m.chunks) * m.n
-            old = await client._fetch_placement(session, verified)
-            health = await client._health(session)
+            old = await fetch_placement(session, verified)
+            health = await node_health(session)
             live = [n for n, h in health.items() if isinstance(h, dict)]
             report.dead_nodes = {n: h for n, h in health.items() if isinstance(h, str)}
             locations: dict[bytes, list[str]] = {}
@@ -152,7 +144,7 @@ class Repairer:
                 # shares through the manifest it holds.
                 raw_manifest = m.to_bytes()
                 for node in live:
-                    with contextlib.suppress(_NodeFailure):
+                    with contextlib.suppress(NodeFailure):
                         await session.put(node, manifest_hash.hex(), raw_manifest)
                 sequence = old.sequence + 1 if old is not None else 0
                 record = PlacementRecord.create(verified, locations, sequence)
@@ -162,7 +154,7 @@ class Repairer:
                     try:
                         await session.put(node, record.digest().hex(), raw, "placements")
                         stored += 1
-                    except _NodeFailure:
+                    except NodeFailure:
                         continue
                 if not stored:
                     raise _failed("no healthy node accepted the new placement record", report)
@@ -178,7 +170,7 @@ class Repairer:
 
     async def _chunk(
         self,
-        session: _Session,
+        session: Session,
         verified: VerifiedManifest,
         index: int,
         old: PlacementRecord | None,
@@ -196,7 +188,7 @@ class Repairer:
             share = hashes[number]
             try:
                 response = await session.get(node, f"shares/{share.hex()}")
-            except _NodeFailure as failure:
+            except NodeFailure as failure:
                 report.problems.append(
                     ShareProblem(index, number, share.hex(), node, failure.reason)
                 )
@@ -255,7 +247,7 @@ class Repairer:
                         node = spare.pop(0)
                         try:
                             await session.put(node, fresh.name, fresh.data)
-                        except _NodeFailure:
+                        except NodeFailure:
                             continue
                         holders[number] = [node]
                         used.add(node)

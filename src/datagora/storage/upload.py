@@ -1,0 +1,326 @@
+"""Uploading a dataset version to storage nodes, and storing its metadata there.
+
+Uploading streams the input chunk by chunk through the pipeline (encrypt, erasure
+code, hash) and sends the ``n`` shares of each chunk to ``n`` distinct nodes, the
+starting node rotating per chunk; a node that fails is avoided from then on and its
+share goes to another healthy node holding no share of that chunk, or the upload
+fails with :class:`UploadError` (never a silent partial). The manifest and a
+placement record (sequence 0) are then stored on every healthy node.
+:func:`rewrap_version` stores a manifest whose data key is wrapped anew, and
+:func:`store_blob` a small content-addressed document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import os
+from collections import deque
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import BinaryIO, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from datagora.crypto import pre
+from datagora.crypto.aead import DataKey
+from datagora.crypto.sealed import WrappedKey, wrap_data_key
+from datagora.storage.errors import NoNodesError, UploadError
+from datagora.storage.manifest import AnyWrappedKey, Manifest, VerifiedManifest, verify_manifest
+from datagora.storage.pipeline import EncodedChunk, EncodingParams, ManifestBuilder, encode_stream
+from datagora.storage.placement import PlacementRecord
+from datagora.storage.transport import (
+    NodeFailure,
+    Progress,
+    Session,
+    chunk_window,
+    healthy_nodes,
+    node_health,
+)
+
+__all__ = ["UploadResult", "rewrap_version", "store_blob", "upload_version"]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What an upload produced. ``manifest_hash`` and ``root`` go on chain
+    (``DataNFT.manifest_hash`` / ``merkle_root``); ``placement_hash`` names the
+    placement record stored next to the manifest."""
+
+    manifest: Manifest
+    manifest_hash: bytes
+    root: bytes
+    placement: PlacementRecord
+    placement_hash: bytes
+    failed_nodes: dict[str, str]
+    """Nodes that failed during the upload (and were avoided), with the reason."""
+
+
+def _open_source(src: str | os.PathLike[str] | BinaryIO) -> tuple[BinaryIO, bool, int]:
+    if isinstance(src, (str, os.PathLike)):
+        handle: BinaryIO = open(src, "rb")  # noqa: SIM115 - closed by the caller
+        return handle, True, os.fstat(handle.fileno()).st_size
+    total = 0
+    try:
+        total = os.fstat(src.fileno()).st_size - src.tell()
+    except (OSError, AttributeError, ValueError):
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            here = src.tell()
+            total = src.seek(0, os.SEEK_END) - here
+            src.seek(here)
+    return src, False, max(total, 0)
+
+
+async def upload_version(
+    session: Session,
+    src: str | os.PathLike[str] | BinaryIO,
+    params: EncodingParams,
+    key: DataKey,
+    owner: X25519PublicKey | AnyWrappedKey,
+    metadata_copies: int,
+    progress: Progress | None = None,
+) -> UploadResult:
+    """Encode ``src`` (a path or a binary file object) as dataset version
+    ``params`` under ``key`` and store it on the session's nodes.
+
+    ``owner`` is the public key the data key is wrapped for in the manifest, or
+    an already wrapped key. ``key`` must be fresh for this dataset version.
+    ``metadata_copies`` is the least number of nodes that must accept the manifest
+    and placement record. Raises :class:`NoNodesError` with fewer than ``n``
+    healthy nodes and :class:`UploadError` if shares cannot all be placed.
+    """
+    if isinstance(owner, WrappedKey | pre.WrappedKey):
+        wrapped = owner
+    else:
+        wrapped = wrap_data_key(key, owner, params.dataset_id, params.version)
+    handle, owned, total = _open_source(src)
+    try:
+        return await _upload(
+            session, handle, params, key, wrapped, total, metadata_copies, progress
+        )
+    finally:
+        if owned:
+            handle.close()
+
+
+async def _upload(
+    session: Session,
+    handle: BinaryIO,
+    params: EncodingParams,
+    key: DataKey,
+    wrapped: AnyWrappedKey,
+    total: int,
+    metadata_copies: int,
+    progress: Progress | None,
+) -> UploadResult:
+    if len(session.nodes) < params.n:
+        raise NoNodesError(
+            f"{params.n} shares per chunk need {params.n} distinct storage nodes; "
+            f"only {len(session.nodes)} are configured"
+        )
+    health = await node_health(session)
+    healthy = [node for node, answer in health.items() if isinstance(answer, dict)]
+    for node in healthy:
+        cap = health[node]
+        if isinstance(cap, dict) and isinstance(cap.get("max_batch_bytes"), int):
+            session.batch_caps[node] = cap["max_batch_bytes"]
+    if len(healthy) < params.n:
+        down = ", ".join(n for n in session.nodes if n not in healthy)
+        raise NoNodesError(
+            f"{params.n} shares per chunk need {params.n} healthy storage nodes; "
+            f"only {len(healthy)} answer (down: {down})"
+        )
+    failed: dict[str, str] = {}
+    builder = ManifestBuilder(params)
+    locations: dict[bytes, list[str]] = {}
+    # Chunks in flight: enough to fill a batch per node, few enough that memory
+    # stays bounded whatever the file size.
+    window = chunk_window(params.chunk_size)
+    pending: deque[tuple[asyncio.Task[list[str]], EncodedChunk]] = deque()
+    chunks = encode_stream(handle, params, key)
+    done = 0
+
+    async def settle_oldest() -> None:
+        nonlocal done
+        task, chunk = pending.popleft()
+        if not task.done():
+            session.puts.flush()
+        placed = await task
+        for share, node in zip(chunk.shares, placed, strict=True):
+            locations[share.sha256] = [node]
+        done += chunk.plaintext_size
+        if progress is not None:
+            progress(done, max(total, done))
+
+    try:
+        while True:
+            # Encoding runs in a thread, overlapping the uploads of earlier chunks.
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                break
+            builder.add(chunk)
+            task = asyncio.create_task(_place_chunk(session, chunk, healthy, failed))
+            pending.append((task, chunk))
+            while len(pending) >= window:
+                await settle_oldest()
+        while pending:
+            await settle_oldest()
+    except BaseException:
+        for task, _ in pending:
+            task.cancel()
+        await asyncio.gather(*(t for t, _ in pending), return_exceptions=True)
+        raise
+    manifest = builder.build(wrapped)
+    raw = manifest.to_bytes()
+    verified = verify_manifest(raw, manifest.digest())
+    record = PlacementRecord.create(verified, locations, sequence=0)
+    live = [n for n in healthy if n not in failed]
+    await _store_metadata(session, live, raw, "shares", "manifest", failed, metadata_copies)
+    await _store_metadata(
+        session,
+        live,
+        record.to_bytes(),
+        "placements",
+        "placement record",
+        failed,
+        metadata_copies,
+    )
+    return UploadResult(
+        manifest=manifest,
+        manifest_hash=verified.digest,
+        root=manifest.merkle_root,
+        placement=record,
+        placement_hash=record.digest(),
+        failed_nodes=failed,
+    )
+
+
+async def _place_chunk(
+    session: Session, chunk: EncodedChunk, healthy: list[str], failed: dict[str, str]
+) -> list[str]:
+    """Store the chunk's shares on distinct nodes; returns the node of each share."""
+    live = [n for n in healthy if n not in failed]
+    n = len(chunk.shares)
+    if len(live) < n:
+        raise UploadError(_too_few(chunk.index, live, failed, n))
+    start = chunk.index % len(live)
+    order = live[start:] + live[:start]
+    used = set(order[:n])
+
+    async def put_one(number: int, node: str) -> str:
+        share = chunk.shares[number]
+        while True:
+            try:
+                await session.puts.submit(node, share)
+                return node
+            except NodeFailure as failure:
+                failed.setdefault(node, failure.reason)
+            # Another live node holding no share of this chunk, if any is left.
+            spare = [x for x in order if x not in used and x not in failed]
+            if not spare:
+                raise UploadError(
+                    f"chunk {chunk.index}: share {number} could not be stored: node "
+                    f"{node} failed ({failed[node]}) and every other healthy node "
+                    "already holds a share of this chunk; nothing was published — "
+                    "add or restart storage nodes and upload again"
+                )
+            node = spare[0]
+            used.add(node)
+
+    return await _gather_or_cancel(put_one(j, order[j]) for j in range(n))
+
+
+async def rewrap_version(
+    session: Session,
+    verified: VerifiedManifest,
+    placement: PlacementRecord | None,
+    wrapped: AnyWrappedKey,
+    metadata_copies: int,
+) -> UploadResult:
+    """Store a copy of a version's manifest whose data key is wrapped anew.
+
+    The shares (and so the Merkle root) are unchanged: only the key wrap differs,
+    so no data moves. The owner does this when a version's key must be wrapped to
+    another delegating key. The placement record is carried over to the new
+    manifest.
+    """
+    m = dataclasses.replace(verified.manifest, wrapped_key=wrapped)
+    raw = m.to_bytes()
+    new = verify_manifest(raw, m.digest())
+    locations = dict(placement.locations) if placement is not None else {}
+    record = PlacementRecord.create(new, locations, sequence=0)
+    failed: dict[str, str] = {}
+    live = await healthy_nodes(session)
+    await _store_metadata(session, live, raw, "shares", "manifest", failed, metadata_copies)
+    await _store_metadata(
+        session,
+        live,
+        record.to_bytes(),
+        "placements",
+        "placement record",
+        failed,
+        metadata_copies,
+    )
+    return UploadResult(m, new.digest, m.merkle_root, record, record.digest(), failed)
+
+
+async def store_blob(session: Session, data: bytes, what: str, metadata_copies: int) -> bytes:
+    """Store a small content-addressed document (e.g. public metadata) on several
+    nodes; returns its SHA-256, under which any node serves it."""
+    failed: dict[str, str] = {}
+    live = await healthy_nodes(session)
+    await _store_metadata(session, live, data, "shares", what, failed, metadata_copies)
+    return hashlib.sha256(data).digest()
+
+
+async def _store_metadata(
+    session: Session,
+    nodes: list[str],
+    data: bytes,
+    kind: str,
+    what: str,
+    failed: dict[str, str],
+    metadata_copies: int,
+) -> None:
+    name = hashlib.sha256(data).hexdigest()
+
+    async def one(node: str) -> bool:
+        try:
+            await session.put(node, name, data, kind)
+            return True
+        except NodeFailure as failure:
+            failed.setdefault(node, failure.reason)
+            return False
+
+    stored = sum(await asyncio.gather(*(one(n) for n in nodes)))
+    needed = min(metadata_copies, len(nodes))
+    if stored < needed or stored == 0:
+        raise UploadError(
+            f"the {what} was stored on {stored} nodes, fewer than the {needed} required; "
+            "nothing was published — check the storage nodes and upload again"
+        )
+
+
+def _too_few(index: int, live: list[str], failed: dict[str, str], n: int) -> str:
+    lost = ", ".join(f"{node} ({why})" for node, why in failed.items())
+    return (
+        f"chunk {index}: {n} shares need {n} distinct healthy nodes, only {len(live)} left "
+        f"after failures of {lost}; nothing was published — add or restart storage nodes "
+        "and upload again"
+    )
+
+
+async def _gather_or_cancel(coroutines: Iterable[Awaitable[_T]]) -> list[_T]:
+    """Like ``asyncio.gather``, but the first failure cancels the rest."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
