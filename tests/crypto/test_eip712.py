@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from eth_abi.abi import encode as abi_encode
@@ -21,11 +21,13 @@ import datagora.crypto.eip712 as eip712_module
 from datagora.compute.requests import ComputeRequest, JobRequest, OwnerJobRequest
 from datagora.crypto.eip712 import (
     MAX_LIFETIME_S,
+    REQUEST_TYPES,
     Request,
     SignedRequest,
     VerifiedRequest,
     eip712_digest,
     new_nonce,
+    register_request,
     sign_request,
     typed_data,
     verify_request,
@@ -456,3 +458,22 @@ def test_a_high_s_or_bad_v_signature_is_refused() -> None:
 @given(st.binary(max_size=600))
 def test_the_fast_keccak_is_ethereums(data: bytes) -> None:
     assert eip712_module.keccak(data) == keccak(data)
+
+
+def test_each_layer_registers_its_request_types_once() -> None:
+    assert {
+        "FragmentRequest": FragmentRequest,
+        "DelegationRequest": DelegationRequest,
+        "ComputeRequest": ComputeRequest,
+        "JobRequest": JobRequest,
+        "OwnerJobRequest": OwnerJobRequest,
+    } == REQUEST_TYPES
+    assert register_request(FragmentRequest) is FragmentRequest  # again: no change
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Impostor(Request):
+        PRIMARY_TYPE: ClassVar[str] = "FragmentRequest"
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_request(Impostor)
+    assert REQUEST_TYPES["FragmentRequest"] is FragmentRequest
