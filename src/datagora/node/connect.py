@@ -2,16 +2,14 @@
 
 Account resolution (the keystore directory, its password, the account) and the
 assembly of a :class:`~datagora.market.Marketplace` from a network file live here;
-the CLI, the SDK, the demo, `datagora up` and the embedded network use them. The
-shape of a development network (how many storage nodes and proxies, the threshold,
-the development accounts and their starting tokens) is written here once too.
+the CLI, the SDK, the demo, `datagora up` and the embedded network use them.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Final, TypeVar, overload
+from typing import TypeVar, overload
 
 from datagora.crypto.keys import Identity, default_keys_dir, list_accounts, load_account
 from datagora.errors import ConfigError
@@ -20,10 +18,6 @@ from datagora.market import Endpoints, Marketplace
 from datagora.node.network import Network
 
 __all__ = [
-    "PROXIES",
-    "STARTING_TOKENS",
-    "STORAGE_NODES",
-    "THRESHOLD",
     "dev_identity",
     "endpoints_for",
     "has_account",
@@ -32,15 +26,6 @@ __all__ = [
     "open_identity",
     "password_for",
 ]
-
-STORAGE_NODES: Final = 6
-"""Storage nodes of a development network (`datagora up`, the embedded network)."""
-PROXIES: Final = 3
-"""Proxies of a development network."""
-THRESHOLD: Final = 2
-"""Of the proxies, how many re-encrypt a data key for a consumer."""
-STARTING_TOKENS: Final = 1_000 * 10**18
-"""Market tokens a development user account starts with."""
 
 
 def keys_dir_for(net: Network | None, keys: Path | None = None) -> Path:

@@ -39,8 +39,9 @@ from datagora.errors import ConfigError
 from datagora.ledger import Ledger, dev_account
 from datagora.market import Endpoints
 from datagora.node import apps
-from datagora.node.connect import STARTING_TOKENS, STORAGE_NODES, THRESHOLD, dev_identity
+from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ServerGroup, ThreadServer
+from datagora.node.network import STARTING_TOKENS, STORAGE_NODES, THRESHOLD
 
 __all__ = ["EmbeddedNetwork"]
 
