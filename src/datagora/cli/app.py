@@ -7,8 +7,15 @@ from typing import Annotated
 
 import typer
 
-from datagora.cli import benchmarks, compute, flows, network, search
+from datagora.cli.benchmarks import bench_app
 from datagora.cli.common import err
+from datagora.cli.compute import commands as compute_commands
+from datagora.cli.compute import compute_app, jobs_app
+from datagora.cli.flows import account_app, kv_app
+from datagora.cli.flows import commands as flow_commands
+from datagora.cli.network import chain_app
+from datagora.cli.network import commands as network_commands
+from datagora.cli.search import commands as search_commands
 from datagora.errors import DatagoraError
 
 app = typer.Typer(
@@ -31,16 +38,16 @@ def _options(
 
 
 # The commands, one module per area; each imports cli.common, none another.
-app.add_typer(network.commands)  # demo, node, up, status
-app.add_typer(search.commands)  # search, show
-app.add_typer(compute.commands)  # train
-app.add_typer(flows.commands)  # publish, buy, … mock
-app.add_typer(network.chain_app, name="chain")
-app.add_typer(benchmarks.bench_app, name="bench")
-app.add_typer(compute.compute_app, name="compute")
-app.add_typer(compute.jobs_app, name="jobs")
-app.add_typer(flows.account_app, name="account")
-app.add_typer(flows.kv_app, name="kv")
+app.add_typer(network_commands)  # demo, node, up, status
+app.add_typer(search_commands)  # search, show
+app.add_typer(compute_commands)  # train
+app.add_typer(flow_commands)  # publish, buy, … mock
+app.add_typer(chain_app, name="chain")
+app.add_typer(bench_app, name="bench")
+app.add_typer(compute_app, name="compute")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(account_app, name="account")
+app.add_typer(kv_app, name="kv")
 
 
 def main(argv: list[str] | None = None) -> None:

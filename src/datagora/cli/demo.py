@@ -55,7 +55,7 @@ from datagora.compute.sandbox import probe_isolation
 from datagora.crypto.keys import Identity
 from datagora.ledger import JobStatus, Ledger, Pricing, dev_account
 from datagora.market.flows import Endpoints, Marketplace, PublishedDataset
-from datagora.node import apps
+from datagora.node.apps import compute_app, proxy_app, storage_app
 from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ServerGroup, ThreadServer
 from datagora.node.network import PROXIES, THRESHOLD
@@ -424,7 +424,7 @@ def _federated(world: _World) -> dict[str, Any]:
             order = market.buy_and_order(pub.dataset, service_id=1)
             spec = ComputeDataset(world.files[pub.dataset], version=pub.version, service_id=1)
             factory = partial(
-                apps.compute_app,
+                compute_app,
                 ledger,
                 owner,
                 world.base / f"compute{k}",
@@ -568,11 +568,11 @@ def _start_network(
 ) -> tuple[list[ThreadServer], list[str]]:
     storage = []
     for i in range(STORAGE_NODES):
-        app = partial(apps.storage_app, base / f"storage{i}", 16 << 20)
+        app = partial(storage_app, base / f"storage{i}", 16 << 20)
         storage.append(servers.start(app, f"storage-{i}"))
     proxies = []
     for i in range(PROXIES):
-        app = partial(apps.proxy_app, ledger, dev_identity(7 + i), base / f"proxy{i}")
+        app = partial(proxy_app, ledger, dev_identity(7 + i), base / f"proxy{i}")
         proxies.append(servers.start(app, f"proxy-{i}").url)
     return storage, proxies
 

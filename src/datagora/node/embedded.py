@@ -38,7 +38,7 @@ from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError
 from datagora.ledger import Ledger, dev_account
 from datagora.market import Endpoints
-from datagora.node import apps
+from datagora.node.apps import agent_app, catalog_app, compute_app, proxy_app, storage_app
 from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ServerGroup, ThreadServer
 from datagora.node.network import STARTING_TOKENS, STORAGE_NODES, THRESHOLD
@@ -147,22 +147,22 @@ class EmbeddedNetwork:
 
 
 def _storage_app(data_dir: Path) -> Any:
-    return apps.storage_app(data_dir, _MAX_SHARE)
+    return storage_app(data_dir, _MAX_SHARE)
 
 
 def _proxy_app(ledger: Ledger, identity: Identity, data_dir: Path) -> Any:
-    return apps.proxy_app(ledger, identity, data_dir)
+    return proxy_app(ledger, identity, data_dir)
 
 
 def _agent_app(
     ledger: Ledger, owner: Identity, proxies: list[str], data_dir: Path, poll: float
 ) -> Any:
-    return apps.agent_app(ledger, owner, proxies, THRESHOLD, data_dir, poll)
+    return agent_app(ledger, owner, proxies, THRESHOLD, data_dir, poll)
 
 
 def _compute_app(ledger: Ledger, owner: Identity, storage: list[str], data_dir: Path) -> Any:
-    return apps.compute_app(ledger, owner, data_dir, storage=storage)
+    return compute_app(ledger, owner, data_dir, storage=storage)
 
 
 def _catalog_app(ledger: Ledger, data_dir: Path, storage: list[str], poll: float) -> Any:
-    return apps.catalog_app(ledger, data_dir, storage, poll)
+    return catalog_app(ledger, data_dir, storage, poll)

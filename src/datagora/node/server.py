@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from datagora.errors import ConfigError
-from datagora.node import apps
+from datagora.node.apps import agent_app, catalog_app, compute_app, proxy_app, storage_app
 
 if TYPE_CHECKING:
     # Imported where used: a storage node needs neither (web3 and eth-account take
@@ -81,18 +81,16 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             from datagora.storage.retention import OnChainReferences, Retention
 
             retention = Retention(OnChainReferences.of(config.ledger()), config.retention_grace)
-        return apps.storage_app(
-            config.data_dir / "storage", config.max_share_bytes, retention=retention
-        )
+        return storage_app(config.data_dir / "storage", config.max_share_bytes, retention=retention)
     if role == "proxy":
-        return apps.proxy_app(
+        return proxy_app(
             config.ledger(), config.identity(), config.data_dir / "proxy", config.anchor_every
         )
     if role == "compute":
         token = os.environ.get("DATAGORA_OWNER_TOKEN") or None
         # With storage nodes, the node serves every dataset its operator published,
         # fetched and decrypted per job; --dataset ID=PATH files are served as well.
-        return apps.compute_app(
+        return compute_app(
             config.ledger(),
             config.identity(),
             config.data_dir / "compute",
@@ -107,7 +105,7 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             raise ConfigError("the agent role needs at least one --proxy URL")
         if not 1 <= config.threshold <= len(config.proxies):
             raise ConfigError("--threshold must be between 1 and the number of proxies")
-        return apps.agent_app(
+        return agent_app(
             config.ledger(),
             config.identity(),
             config.proxies,
@@ -115,7 +113,7 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             config.data_dir / "agent",
             config.poll_interval,
         )
-    return apps.catalog_app(
+    return catalog_app(
         config.ledger(),
         config.data_dir,
         config.storage_nodes,
