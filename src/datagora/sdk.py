@@ -15,67 +15,73 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from datagora.crypto.keys import Identity, default_keys_dir, list_accounts, load_account
+from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError
 from datagora.ledger import Ledger
 from datagora.market import Endpoints, Marketplace
-from datagora.node.network import Network, load_network
+from datagora.node.connect import (
+    dev_identity,
+    has_account,
+    marketplace_for,
+    open_identity,
+)
+from datagora.node.network import load_network
 
 if TYPE_CHECKING:
     from datagora.compute.federated import FederatedModel
-    from datagora.compute.market import Job
+    from datagora.market.compute import Job
+    from datagora.node.embedded import EmbeddedNetwork
     from datagora.torchdata import TabularDataset
 
 __all__ = ["Dataset", "Market", "connect"]
 
 
-def keys_dir_for(net: Network | None, keys: Path | None = None) -> Path:
-    """Where the account keystores are: explicit, $DATAGORA_KEYS_DIR, the local
-    network's own (for `datagora up`), else ~/.datagora/keys."""
-    if keys is not None:
-        return keys
-    if os.environ.get("DATAGORA_KEYS_DIR"):
-        return default_keys_dir()
-    if net is not None and net.state_dir and (Path(net.state_dir) / "keys").is_dir():
-        return Path(net.state_dir) / "keys"
-    return default_keys_dir()
-
-
-def password_for(net: Network | None) -> str | None:
-    """$DATAGORA_PASSWORD, or the development password `datagora up` generated."""
-    env = os.environ.get("DATAGORA_PASSWORD")
-    if env:
-        return env
-    if net is not None and net.state_dir and (Path(net.state_dir) / "password").is_file():
-        return (Path(net.state_dir) / "password").read_text().strip()
-    return None
-
-
-def open_identity(
-    net: Network | None, account: str | None, keys: Path | None, password: str | None
-) -> Identity:
-    folder = keys_dir_for(net, keys)
-    name = account or os.environ.get("DATAGORA_ACCOUNT")
-    if name is None:
-        found = list_accounts(folder)
-        if len(found) != 1:
-            raise ConfigError(
-                f"{len(found)} accounts in {folder}: choose one (account=... or "
-                "$DATAGORA_ACCOUNT; see `datagora account list`)"
-            )
-        name = found[0].address
-    secret = password or password_for(net)
-    if secret is None:
-        raise ConfigError("set DATAGORA_PASSWORD to the keystore password")
-    return load_account(folder, name, secret)
-
-
 class Market(Marketplace):
-    """A :class:`Marketplace` with the catalog and pandas conveniences."""
+    """A :class:`Marketplace` with the catalog and pandas conveniences; a context manager.
+
+    A market on an embedded network (``connect(embedded=True)``) owns that network:
+    :meth:`close` (or leaving the ``with`` block) stops it, and :meth:`account` gives
+    another development account's view of it.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        endpoints: Endpoints,
+        identity: Identity | None,
+        network: EmbeddedNetwork | None = None,
+    ) -> None:
+        super().__init__(ledger, endpoints, identity)
+        self.network = network
+
+    def account(self, index: int | Identity) -> Market:
+        """Another account's view of the same embedded network (development account
+        `index`, or an identity)."""
+        if self.network is None:
+            raise ConfigError("account(...) is for an embedded network: connect as that account")
+        identity = dev_identity(index) if isinstance(index, int) else index
+        return Market(self.ledger, self.network.endpoints, identity, self.network)
+
+    def close(self) -> None:
+        """Stop the embedded network (every account's view of it); nothing otherwise."""
+        if self.network is not None:
+            self.network.close()
+
+    def __enter__(self) -> Market:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def search(self, q: str = "", **filters: Any) -> list[dict[str, Any]]:
         """Datasets matching `q` (word prefixes) and filters (tag, license, max_price, ...)."""
@@ -137,14 +143,14 @@ class Market(Marketplace):
         `params` is any JSON object. Asks the node whether it computes on the dataset,
         then orders the dataset's compute service if you hold no valid order (paying its
         price, at most `max_price` base units): a refused dataset costs nothing. Returns
-        a :class:`~datagora.compute.market.Job`: ``.status()``, ``.wait()``, ``.logs()``,
+        a :class:`~datagora.market.compute.Job`: ``.status()``, ``.wait()``, ``.logs()``,
         ``.result(dir)`` (decrypted for you alone, checked against the hash on chain).
 
         >>> job = net.compute(3, Path("train.py"), {"target": "label"})
         >>> job.wait()["state"]
         'succeeded'
         """
-        from datagora.compute.market import submit
+        from datagora.market.compute import submit
 
         return submit(self, dataset, algorithm, params, node=node, max_price=max_price)
 
@@ -153,14 +159,14 @@ class Market(Marketplace):
     ) -> dict[str, Any]:
         """As the owner: offer compute on `dataset` (metadata and chain) and trust the
         `trusted` algorithms (files, code or built-in names); others wait for review."""
-        from datagora.compute.market import load_algorithm, offer_compute
+        from datagora.market.compute import load_algorithm, offer_compute
 
         codes = [load_algorithm(a) for a in trusted]
         return offer_compute(self, dataset, codes, service=service, days=days)
 
     def job(self, job: int, node: str | None = None) -> Job:
         """A handle on one of your earlier compute jobs, by id."""
-        from datagora.compute.market import job_handle
+        from datagora.market.compute import job_handle
 
         return job_handle(self, job, node)
 
@@ -199,7 +205,7 @@ class Market(Marketplace):
         ...                   dp={"epsilon": 1.0, "bounds": {"age": [0, 120], "bmi": [10, 60]}})
         >>> model.score(x_test, y_test), model.epsilon
         """
-        from datagora.compute.market import train
+        from datagora.market.compute import train
 
         return train(
             self,
@@ -289,7 +295,7 @@ def connect(
 
     * default: the network `datagora up` runs (its network file);
     * ``embedded=True``: a whole network in this process (embedded EVM, storage
-      nodes, proxies, catalog; see :mod:`datagora.embedded`) as development account
+      nodes, proxies, catalog; see :mod:`datagora.node.embedded`) as development account
       ``int(account or 1)``; close it with ``.close()`` or a ``with`` block;
     * ``rpc=URL, deployment=FILE``: any Ethereum JSON-RPC node where the contracts
       were deployed (``datagora chain deploy``), with the nodes in `endpoints`.
@@ -297,7 +303,7 @@ def connect(
     Without an account (none in the keystore directory) the market is read-only.
     """
     if embedded:
-        from datagora.embedded import EmbeddedNetwork
+        from datagora.node.embedded import EmbeddedNetwork
 
         if network or rpc or deployment or endpoints:
             raise ConfigError("embedded=True starts its own network: give no network or rpc")
@@ -307,7 +313,9 @@ def connect(
             raise ConfigError("with embedded=True, account is a development account 0-9") from None
         embedded_net = EmbeddedNetwork()
         try:
-            return embedded_net.market(index)
+            return Market(
+                embedded_net.ledger, embedded_net.endpoints, dev_identity(index), embedded_net
+            )
         except BaseException:
             embedded_net.close()
             raise
@@ -322,14 +330,7 @@ def connect(
         )
         return Market(ledger, endpoints or Endpoints([]), identity)
     net = load_network(network)
-    ledger = Ledger.connect(net.chain_url, net.deployment)
-    folder = keys_dir_for(net, keys)
     identity = (
-        open_identity(net, account, keys, password)
-        if account or list_accounts(folder) or os.environ.get("DATAGORA_ACCOUNT")
-        else None
+        open_identity(net, account, keys, password) if has_account(net, account, keys) else None
     )
-    endpoints = Endpoints(
-        net.storage, net.proxies, max(net.threshold, 1), net.catalog, compute=net.compute
-    )
-    return Market(ledger, endpoints, identity)
+    return marketplace_for(net, identity, Market)

@@ -20,13 +20,13 @@ from sklearn.datasets import load_breast_cancer
 import datagora as dg
 from datagora.compute.errors import BudgetExceeded, JobRefused
 from datagora.compute.jobs import algorithm_hash
-from datagora.compute.market import OwnerClient
 from datagora.compute.node import REQUEST_HEADER
 from datagora.compute.owner import encode_header, sign_owner_request
 from datagora.crypto.keys import Identity, import_account
 from datagora.ledger import Chain, JobStatus, Ledger, Pricing, dev_account
 from datagora.ledger.anvil import Anvil
 from datagora.market import Endpoints, Marketplace
+from datagora.market.compute import OwnerClient
 from datagora.node.network import Network
 from datagora.ports import free_port
 from datagora.testing.storage import LocalNodes

@@ -1,4 +1,5 @@
-"""Finding the benchmarks, which live in the repository's `benchmarks/` directory."""
+"""The `datagora bench …` commands, and finding the benchmarks they run (in the
+repository's `benchmarks/` directory)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Annotated, Any
 
+import typer
+
+from datagora.cli.common import JsonFlag, out, print_json
 from datagora.errors import ConfigError
 
 
@@ -24,3 +29,89 @@ def load_benchmark(name: str) -> ModuleType:
     if root not in sys.path:
         sys.path.insert(0, root)
     return importlib.import_module(f"benchmarks.{name}")
+
+
+bench_app = typer.Typer(
+    help="Benchmarks that print ratios against this machine's own limits.", no_args_is_help=True
+)
+
+
+def _bench_output(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    for k, v in result.items():
+        out.print(f"[bold]{k}[/bold]: {v}")
+
+
+@bench_app.command("ledger")
+def bench_ledger(
+    as_json: JsonFlag = False,
+    txs: Annotated[int, typer.Option(help="Transactions in the throughput runs.")] = 1000,
+) -> None:
+    """Gas per operation and client throughput on a fresh anvil.
+
+    Example: datagora bench ledger --json
+    """
+    _bench_output(load_benchmark("ledger").run(txs), as_json)
+
+
+@bench_app.command("storage")
+def bench_storage(
+    as_json: JsonFlag = False,
+    size_mb: Annotated[int, typer.Option(help="Size of the test file in MiB.")] = 256,
+    chunk_mb: Annotated[int, typer.Option(help="Chunk size in MiB.")] = 1,
+    k: Annotated[int, typer.Option(help="Shares needed to rebuild a chunk.")] = 4,
+    n: Annotated[int, typer.Option(help="Shares per chunk.")] = 6,
+    nodes: Annotated[int, typer.Option(help="Storage node processes.")] = 6,
+) -> None:
+    """Publish and retrieve through local storage nodes, against the raw pipeline.
+
+    Example: datagora bench storage --json --size-mb 256
+    """
+    if size_mb <= 0 or chunk_mb <= 0 or not 1 <= k <= n or nodes < n:
+        raise ConfigError("need size-mb > 0, chunk-mb > 0, 1 <= k <= n and nodes >= n")
+    result = load_benchmark("storage").run(
+        size_mb=size_mb, chunk_mb=chunk_mb, k=k, n=n, nodes=nodes
+    )
+    _bench_output(result, as_json)
+
+
+@bench_app.command("catalog")
+def bench_catalog(
+    as_json: JsonFlag = False,
+    datasets: Annotated[int, typer.Option(help="Datasets in the search corpus.")] = 10_000,
+    samples: Annotated[int, typer.Option(help="Publishes timed for index latency.")] = 20,
+) -> None:
+    """Index latency on anvil, search latency at 10,000 datasets, audit of 10,000 events.
+
+    Example: datagora bench catalog --json
+    """
+    _bench_output(load_benchmark("catalog").run(samples=samples, datasets=datasets), as_json)
+
+
+@bench_app.command("access")
+def bench_access(as_json: JsonFlag = False) -> None:
+    """Order-to-key latency on anvil and a proxy's re-encryption rate vs bare umbral-pre.
+
+    Example: datagora bench access --json
+    """
+    _bench_output(load_benchmark("access").run(), as_json)
+
+
+@bench_app.command("compute")
+def bench_compute(as_json: JsonFlag = False) -> None:
+    """Sandboxed job overhead vs a bare Python process; federated vs central accuracy.
+
+    Example: datagora bench compute --json
+    """
+    _bench_output(load_benchmark("compute").run(), as_json)
+
+
+@bench_app.command("audit")
+def bench_audit(as_json: JsonFlag = False) -> None:
+    """The audit timeline of a dataset with 10,000 events, on anvil.
+
+    Example: datagora bench audit --json
+    """
+    _bench_output(load_benchmark("audit").run(), as_json)

@@ -8,15 +8,24 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from datagora.cli.app import JsonFlag, app, err, out, print_json
+from datagora.cli.common import (
+    AccountOption,
+    JsonFlag,
+    KeysOption,
+    err,
+    marketplace,
+    out,
+    print_json,
+    tokens,
+)
 from datagora.errors import ConfigError
 
+commands = typer.Typer()
 compute_app = typer.Typer(
     help="Compute-to-data: run your algorithm next to a dataset you never see.",
     no_args_is_help=True,
@@ -25,28 +34,10 @@ jobs_app = typer.Typer(
     help="As a dataset's owner: list, review, approve and deny compute jobs on it.",
     no_args_is_help=True,
 )
-app.add_typer(compute_app, name="compute")
-app.add_typer(jobs_app, name="jobs")
 
-# As in cli/flows.py (imported on use: app.py loads this module before flows.py).
-AccountOption = Annotated[
-    str | None,
-    typer.Option("--account", help="Account name or address (default: $DATAGORA_ACCOUNT)."),
-]
-KeysOption = Annotated[Path | None, typer.Option("--keys", help="Keystore directory.")]
 NodeOption = Annotated[
     str | None, typer.Option("--node", help="Compute node URL (default: the network file's).")
 ]
-
-
-def _market(account: str | None, keys: Path | None) -> Any:
-    """A Marketplace acting as `account`, with the network's compute node."""
-    from datagora.cli.flows import marketplace
-    from datagora.node.network import load_network
-
-    m = marketplace(account, keys)
-    m.endpoints = replace(m.endpoints, compute=load_network().compute)
-    return m
 
 
 def _node_url(m: Any, node: str | None) -> str:
@@ -99,7 +90,7 @@ def _show_status(info: dict[str, Any]) -> None:
 
 def _algorithm(arg: str) -> str:
     """A built-in algorithm's name, or a file."""
-    from datagora.compute.market import BUILTIN_ALGORITHMS, load_algorithm
+    from datagora.market.compute import BUILTIN_ALGORITHMS, load_algorithm
 
     return load_algorithm(arg if arg in BUILTIN_ALGORITHMS else Path(arg))
 
@@ -156,10 +147,9 @@ def compute_submit(
 
     Example: datagora compute submit 3 --algorithm train.py --param target=label --param C=0.5
     """
-    from datagora.cli.flows import _tokens
-    from datagora.compute.market import Job, node_client, order_for
+    from datagora.market.compute import Job, node_client, order_for
 
-    m = _market(account, keys)
+    m = marketplace(account, keys)
     params = _params(param or [], params_file)
     code = _algorithm(algorithm)
     url = _node_url(m, node)
@@ -168,9 +158,7 @@ def compute_submit(
         with _reaching(url):
             # The node says first whether it computes on the dataset: no order, no payment
             # for a job it would refuse.
-            order, ordered = order_for(
-                m, client, dataset, _tokens(max_price) if max_price else None
-            )
+            order, ordered = order_for(m, client, dataset, tokens(max_price) if max_price else None)
             if ordered and not as_json:
                 err.print(f"ordered the compute service of dataset {dataset}", highlight=False)
             job = Job(client.submit(dataset, order, code, params), dataset, client, m)
@@ -197,9 +185,9 @@ def compute_status(
 
     Example: datagora compute status 7 --json
     """
-    from datagora.compute.market import job_handle
+    from datagora.market.compute import job_handle
 
-    m = _market(account, keys)
+    m = marketplace(account, keys)
     url = _node_url(m, node)
     with _reaching(url):
         info = job_handle(m, job, url).status()
@@ -222,9 +210,9 @@ def compute_logs(
 
     Example: datagora compute logs 7
     """
-    from datagora.compute.market import job_handle
+    from datagora.market.compute import job_handle
 
-    m = _market(account, keys)
+    m = marketplace(account, keys)
     url = _node_url(m, node)
     with _reaching(url):
         text = job_handle(m, job, url).logs()
@@ -246,9 +234,9 @@ def compute_result(
     Example: datagora compute result 7 -o results/
     """
     from datagora.compute.client import extract_archive
-    from datagora.compute.market import job_handle
+    from datagora.market.compute import job_handle
 
-    m = _market(account, keys)
+    m = marketplace(account, keys)
     url = _node_url(m, node)
     with _reaching(url):
         archive = job_handle(m, job, url).result()
@@ -294,9 +282,9 @@ def compute_offer(
     Example: datagora compute offer 3 --trust fedavg-logistic --trust train.py
     Example: datagora compute offer 4 --require-dp --trust fedavg-logistic-dp
     """
-    from datagora.compute.market import offer_compute
+    from datagora.market.compute import offer_compute
 
-    m = _market(account, keys)
+    m = marketplace(account, keys)
     summary = offer_compute(
         m,
         dataset,
@@ -320,9 +308,9 @@ def compute_offer(
 
 
 def _owner_client(account: str | None, keys: Path | None, node: str | None) -> Any:
-    from datagora.compute.market import OwnerClient
+    from datagora.market.compute import OwnerClient
 
-    m = _market(account, keys)
+    m = marketplace(account, keys)
     return OwnerClient(_node_url(m, node), m.identity, m.ledger.chain.chain_id)
 
 
@@ -428,7 +416,7 @@ def jobs_deny(
 # -- federated training ------------------------------------------------------------------
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+@commands.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def train(
     ctx: typer.Context,
     datasets: Annotated[
@@ -484,7 +472,7 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
     from datagora.atomic import write_atomically
-    from datagora.compute.market import train as train_federated
+    from datagora.market.compute import train as train_federated
 
     extra = list(ctx.args)
     bad = [a for a in extra if not a.isdigit()]
@@ -496,7 +484,7 @@ def train(
     dp = _dp_declaration(dp_epsilon, bounds)
     if dp is not None and rounds not in (None, 1):
         raise ConfigError("under DP training runs one round (one DP model per site): drop --rounds")
-    m = _market(account, keys)
+    m = marketplace(account, keys)
     url = _node_url(m, node)
     total = len(ids) if dp is not None else (1 + (rounds or 3)) * len(ids)
     with (

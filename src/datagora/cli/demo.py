@@ -51,23 +51,21 @@ from datagora.compute.client import ComputeClient
 from datagora.compute.federated import FEDAVG_ALGORITHM, Site, federated_train
 from datagora.compute.jobs import ComputeDataset, algorithm_hash
 from datagora.compute.mock import make_mock
-from datagora.compute.node import create_compute_app
 from datagora.compute.sandbox import probe_isolation
 from datagora.crypto.keys import Identity
 from datagora.ledger import JobStatus, Ledger, Pricing, dev_account
 from datagora.market.flows import Endpoints, Marketplace, PublishedDataset
+from datagora.node.apps import compute_app, proxy_app, storage_app
+from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ServerGroup, ThreadServer
+from datagora.node.network import PROXIES, THRESHOLD
 from datagora.sharing.agent import delegate
 from datagora.sharing.errors import AccessRefused
-from datagora.sharing.proxy import create_proxy_app
 from datagora.storage.client import StorageClient
-from datagora.storage.node import create_storage_app
 from datagora.storage.repair import Repairer
 
 HOSPITALS: Final = ("St. Mary's Hospital", "Karolinska University Hospital", "Charité Berlin")
 STORAGE_NODES: Final = 8  # n = 6 shares per chunk, so two lost nodes leave spares to repair onto
-PROXIES: Final = 3
-THRESHOLD: Final = 2
 K, N = 4, 6
 CHUNK_SIZE: Final = 16 << 10  # small, so that each ~30 KB file still makes several chunks
 TOKEN: Final = 10**18
@@ -151,10 +149,6 @@ class _World:
 
     def market(self, who: Identity) -> Marketplace:
         return Marketplace(self.ledger, Endpoints(self.storage_urls, self.proxies, THRESHOLD), who)
-
-
-def _identity(index: int) -> Identity:
-    return Identity.from_private_key(bytes(dev_account(index).key))
 
 
 def _breast_cancer() -> pd.DataFrame:
@@ -326,7 +320,7 @@ def _buy_and_download(world: _World) -> dict[str, Any]:
         )
     say.show(table)
     target = world.published[0]
-    researcher = _identity(4)
+    researcher = dev_identity(4)
     ledger.market_token.mint(dev_account(0), researcher.address, 100 * TOKEN)
     market = world.market(researcher)
     # Before paying, the researcher looks at the public mock data (same schema, no real row).
@@ -383,7 +377,7 @@ def _request_grant_revoke(world: _World) -> dict[str, Any]:
     say.step(3, "A second researcher requests the approval-only dataset; granted, then revoked")
     target = world.published[3]
     owner = world.market(world.owners[target.dataset])
-    researcher = world.market(_identity(5))
+    researcher = world.market(dev_identity(5))
     request_id = researcher.request_access(target.dataset, "validate a tumour classifier")
     say(f"  request #{request_id} filed on chain: 'validate a tumour classifier'")
     owner.grant(request_id)
@@ -417,7 +411,7 @@ def _federated(world: _World) -> dict[str, Any]:
             "  [yellow]this machine cannot make namespaces: the compute nodes run jobs in the "
             "weak sandbox (no network isolation)[/yellow]"
         )
-    researcher = _identity(6)
+    researcher = dev_identity(6)
     ledger.market_token.mint(dev_account(0), researcher.address, 100 * TOKEN)
     market = world.market(researcher)
     rounds = 3
@@ -430,11 +424,11 @@ def _federated(world: _World) -> dict[str, Any]:
             order = market.buy_and_order(pub.dataset, service_id=1)
             spec = ComputeDataset(world.files[pub.dataset], version=pub.version, service_id=1)
             factory = partial(
-                create_compute_app,
+                compute_app,
                 ledger,
                 owner,
-                {pub.dataset: spec},
                 world.base / f"compute{k}",
+                datasets={pub.dataset: spec},
                 allow_weak_sandbox=weak,
                 # The node's worker threads send transactions on the shared embedded chain.
                 chain_lock=getattr(ledger.chain, "lock", None),
@@ -507,7 +501,7 @@ def _node_loss(world: _World) -> dict[str, Any]:
         node.stop()
     say(f"  stopped {', '.join(n.url for n in lost)}")
     target = world.published[0]
-    researcher = world.market(_identity(4))  # its order from step 2 is still valid
+    researcher = world.market(dev_identity(4))  # its order from step 2 is still valid
     expected = world.files[target.dataset].read_bytes()
     got = researcher.read_bytes(target.dataset)
     survived = _sha256(got) == _sha256(expected)
@@ -522,7 +516,7 @@ def _node_loss(world: _World) -> dict[str, Any]:
             if report.rebuilt and report.placement_hash is not None:
                 # On the record (by the repairer, anyone), so it shows in the audit.
                 world.ledger.storage_log.record_repair(
-                    _identity(7).account,
+                    dev_identity(7).account,
                     pub.dataset,
                     pub.manifest_hash,
                     report.placement_hash,
@@ -574,11 +568,11 @@ def _start_network(
 ) -> tuple[list[ThreadServer], list[str]]:
     storage = []
     for i in range(STORAGE_NODES):
-        app = partial(create_storage_app, base / f"storage{i}", 16 << 20)
+        app = partial(storage_app, base / f"storage{i}", 16 << 20)
         storage.append(servers.start(app, f"storage-{i}"))
     proxies = []
     for i in range(PROXIES):
-        app = partial(create_proxy_app, ledger, _identity(7 + i), base / f"proxy{i}")
+        app = partial(proxy_app, ledger, dev_identity(7 + i), base / f"proxy{i}")
         proxies.append(servers.start(app, f"proxy-{i}").url)
     return storage, proxies
 
@@ -606,7 +600,7 @@ def run_demo(console: Console | None) -> dict[str, Any]:
             frame, test_size=0.25, random_state=0, stratify=frame[TARGET]
         )
         world = _World(
-            base, ledger, storage, proxies, servers, say, [_identity(i) for i in (1, 2, 3)],
+            base, ledger, storage, proxies, servers, say, [dev_identity(i) for i in (1, 2, 3)],
             train, test,
         )  # fmt: skip
         for step in (

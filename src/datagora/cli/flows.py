@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,19 +18,25 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from datagora.cli.app import JsonFlag, app, err, out, print_json
+from datagora.cli.common import (
+    AccountOption,
+    JsonFlag,
+    KeysOption,
+    err,
+    keys_dir,
+    load_identity,
+    marketplace,
+    out,
+    password,
+    print_json,
+    tokens,
+)
 from datagora.errors import ConfigError
 
+commands = typer.Typer()
 account_app = typer.Typer(
     help="Create, import and list accounts (keystores).", no_args_is_help=True
 )
-app.add_typer(account_app, name="account")
-
-AccountOption = Annotated[
-    str | None,
-    typer.Option("--account", help="Account name or address (default: $DATAGORA_ACCOUNT)."),
-]
-KeysOption = Annotated[Path | None, typer.Option("--keys", help="Keystore directory.")]
 
 
 def _when(timestamp: int) -> str:
@@ -40,50 +45,6 @@ def _when(timestamp: int) -> str:
 
     moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _keys_dir(keys: Path | None) -> Path:
-    from datagora.sdk import keys_dir_for
-
-    return keys_dir_for(_network_or_none(), keys)
-
-
-def _network_or_none() -> Any:
-    from datagora.node.network import load_network, network_path
-
-    return load_network() if network_path() is not None else None
-
-
-def _password(confirm: bool = False) -> str:
-    from datagora.sdk import password_for
-
-    found = password_for(_network_or_none())
-    if found:
-        return found
-    if not sys.stdin.isatty():
-        raise ConfigError("set DATAGORA_PASSWORD to the keystore password (no terminal to ask on)")
-    return str(typer.prompt("keystore password", hide_input=True, confirmation_prompt=confirm))
-
-
-def load_identity(account: str | None, keys: Path | None = None) -> Any:
-    """The account to act as, opened from its keystore."""
-    from datagora.sdk import open_identity
-
-    return open_identity(_network_or_none(), account, keys, _password())
-
-
-def marketplace(account: str | None, keys: Path | None = None, need_account: bool = True) -> Any:
-    """A Marketplace on the default network, acting as `account`."""
-    from datagora.ledger import Ledger
-    from datagora.market import Endpoints, Marketplace
-    from datagora.node.network import load_network
-
-    net = load_network()
-    ledger = Ledger.connect(net.chain_url, net.deployment)
-    identity = load_identity(account, keys) if need_account else None
-    return Marketplace(
-        ledger, Endpoints(net.storage, net.proxies, max(net.threshold, 1), net.catalog), identity
-    )
 
 
 def _progress(label: str) -> Progress:
@@ -95,17 +56,6 @@ def _progress(label: str) -> Progress:
         console=err,
         transient=True,
     )
-
-
-def _tokens(amount: str) -> int:
-    """MarketTokens (a decimal string) to base units (18 decimals)."""
-    try:
-        value = Decimal(amount)
-    except InvalidOperation:
-        raise ConfigError(f"{amount!r} is not a number of tokens") from None
-    if value < 0:
-        raise ConfigError("a price cannot be negative")
-    return int(value * 10**18)
 
 
 # -- accounts -----------------------------------------------------------------------------
@@ -123,11 +73,11 @@ def account_new(
     """
     from datagora.crypto.keys import export_public, new_account
 
-    identity = new_account(_keys_dir(keys), _password(confirm=True), name)
+    identity = new_account(keys_dir(keys), password(confirm=True), name)
     if as_json:
         print_json(export_public(identity))
     else:
-        out.print(f"created {identity.address} in {_keys_dir(keys)}")
+        out.print(f"created {identity.address} in {keys_dir(keys)}")
 
 
 @account_app.command("import")
@@ -147,7 +97,7 @@ def account_import(
     secret = os.environ.get(key_env)
     if not secret:
         raise ConfigError(f"set {key_env} to the private key to import")
-    identity = import_account(_keys_dir(keys), secret, _password(confirm=True), name)
+    identity = import_account(keys_dir(keys), secret, password(confirm=True), name)
     out.print(f"imported {identity.address}")
 
 
@@ -159,14 +109,14 @@ def account_list(keys: KeysOption = None, as_json: JsonFlag = False) -> None:
     """
     from datagora.crypto.keys import list_accounts
 
-    found = list_accounts(_keys_dir(keys))
+    found = list_accounts(keys_dir(keys))
     if as_json:
         print_json([{"address": a.address, "name": a.name, "file": str(a.file)} for a in found])
         return
     for a in found:
         out.print(f"{a.address}  {a.name or ''}")
     if not found:
-        out.print(f"no accounts in {_keys_dir(keys)} (datagora account new)")
+        out.print(f"no accounts in {keys_dir(keys)} (datagora account new)")
 
 
 @account_app.command("export-public")
@@ -183,7 +133,7 @@ def account_export_public(account: AccountOption = None, keys: KeysOption = None
 # -- publishing ---------------------------------------------------------------------------
 
 
-@app.command()
+@commands.command()
 def publish(
     file: Annotated[Path, typer.Argument(help="The data file to publish.")],
     title: Annotated[str | None, typer.Option(help="Title (or give --metadata).")] = None,
@@ -221,7 +171,7 @@ def publish(
     else:
         if not title:
             raise ConfigError("give --title (or a --metadata file)")
-        base_price = _tokens(price) if price is not None else 0
+        base_price = tokens(price) if price is not None else 0
         doc = {
             "title": title,
             "description": description,
@@ -245,7 +195,7 @@ def publish(
             file,
             doc,
             pricing=pricing,
-            price=_tokens(price) if price else 0,
+            price=tokens(price) if price else 0,
             chunk_size=chunk_mb << 20,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
@@ -268,7 +218,7 @@ def publish(
 # -- consuming ----------------------------------------------------------------------------
 
 
-@app.command()
+@commands.command()
 def buy(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     max_price: Annotated[
@@ -283,7 +233,7 @@ def buy(
     Example: datagora buy 3 --max-price 2
     """
     m = marketplace(account, keys)
-    order = m.buy_and_order(dataset, 0, _tokens(max_price) if max_price else None)
+    order = m.buy_and_order(dataset, 0, tokens(max_price) if max_price else None)
     if as_json:
         print_json(
             {
@@ -297,7 +247,7 @@ def buy(
         out.print(f"ordered dataset {dataset}; valid until {_when(order.expires_at)}")
 
 
-@app.command()
+@commands.command()
 def order(
     dataset: Annotated[int, typer.Argument(help="Dataset id (a free dataset).")],
     account: AccountOption = None,
@@ -311,7 +261,7 @@ def order(
     out.print(f"ordered dataset {dataset}; valid until {_when(result.expires_at)}")
 
 
-@app.command()
+@commands.command()
 def request(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     purpose: Annotated[str, typer.Option(help="What you will use the data for.")],
@@ -326,7 +276,7 @@ def request(
     out.print(f"request {rid} filed; the owner grants or denies it")
 
 
-@app.command()
+@commands.command()
 def requests(
     account: AccountOption = None, keys: KeysOption = None, as_json: JsonFlag = False
 ) -> None:
@@ -363,7 +313,7 @@ def requests(
         out.print("no pending requests")
 
 
-@app.command()
+@commands.command()
 def grant(
     request_id: Annotated[int, typer.Argument(help="Request id.")],
     days: Annotated[int, typer.Option(help="Days the grant lasts.")] = 30,
@@ -380,7 +330,7 @@ def grant(
     out.print(f"granted request {request_id} for {days} days")
 
 
-@app.command()
+@commands.command()
 def deny(
     request_id: Annotated[int, typer.Argument(help="Request id.")],
     reason: Annotated[str, typer.Option(help="Why (recorded on chain).")],
@@ -395,7 +345,7 @@ def deny(
     out.print(f"denied request {request_id}")
 
 
-@app.command()
+@commands.command()
 def revoke(
     request_id: Annotated[int, typer.Argument(help="The grant (its request id).")],
     account: AccountOption = None,
@@ -410,7 +360,7 @@ def revoke(
     out.print(f"revoked grant {request_id}")
 
 
-@app.command()
+@commands.command()
 def download(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write.")] = None,
@@ -434,7 +384,7 @@ def download(
     out.print(f"wrote {report.bytes_written:,} bytes to {target}{note}")
 
 
-@app.command()
+@commands.command()
 def repair(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     check_only: Annotated[bool, typer.Option("--check", help="Only check.")] = False,
@@ -487,7 +437,7 @@ def repair(
         out.print(", ".join(f"{k}: {v}" for k, v in summary.items()))
 
 
-@app.command()
+@commands.command()
 def audit(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     verify_hashes: Annotated[
@@ -541,7 +491,7 @@ def audit(
         )
 
 
-@app.command()
+@commands.command()
 def update(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     metadata: Annotated[Path, typer.Option(help="The new metadata JSON file.")],
@@ -560,7 +510,7 @@ def update(
     out.print(f"dataset {dataset} updated ({tx.gas_used:,} gas)")
 
 
-@app.command()
+@commands.command()
 def rotate(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     file: Annotated[
@@ -590,7 +540,6 @@ kv_app = typer.Typer(
     help="Your private key/value records: values encrypted, key → hash on chain.",
     no_args_is_help=True,
 )
-app.add_typer(kv_app, name="kv")
 
 
 @kv_app.command("put")
@@ -683,7 +632,7 @@ def kv_remove(
     out.print(f"{key}: removed (version {version})")
 
 
-@app.command()
+@commands.command()
 def mock(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here.")] = None,

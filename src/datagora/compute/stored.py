@@ -1,14 +1,16 @@
 """Datasets a compute node reads the way their owner does: from the storage nodes.
 
 The node's operator account is the dataset's controller, so its own identity unwraps
-the data key in the manifest (:meth:`datagora.market.Marketplace.owner_download`).
-At admission a job is pinned to the dataset's current version (its manifest hash on
-chain); when it runs, that version is fetched, verified and decrypted into a private
-temporary directory (mode 0700) that is removed afterwards whatever happens.
+the data key in the manifest. What the node reads comes from a :class:`DatasetSource`
+(the market layer's :class:`~datagora.market.compute.OwnerDatasets`, wired in by the
+node layer), so that compute does not depend on the market. At admission a job is
+pinned to the dataset's current version (its manifest hash on chain); when it runs,
+that version is fetched, verified and decrypted into a private temporary directory
+(mode 0700) that is removed afterwards whatever happens.
 
 Which service is the compute service, and whether differential privacy is required,
 is read from the dataset's public metadata (the ``compute`` service entry), checked
-against its on-chain hash.
+against its on-chain hash by the source.
 """
 
 from __future__ import annotations
@@ -19,15 +21,38 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from datagora.compute.errors import JobRefused
 from datagora.crypto.keys import Identity
 from datagora.errors import DatagoraError
 from datagora.ledger import Ledger
 
-__all__ = ["StoredDataset", "StoredDatasets", "private_dir"]
+__all__ = ["ComputeOffer", "DatasetSource", "StoredDataset", "StoredDatasets", "private_dir"]
 
 _SNIFF = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeOffer:
+    """A dataset's compute service, as its checked metadata lists it."""
+
+    service_id: int
+    differential_privacy: bool
+
+
+class DatasetSource(Protocol):
+    """Where a compute node reads its operator's published datasets from."""
+
+    def compute_offer(self, dataset: int) -> ComputeOffer | None:
+        """The dataset's compute service (from its metadata, checked against the chain),
+        None if it offers none; a :class:`DatagoraError` if the metadata cannot be read."""
+        ...
+
+    def fetch(self, manifest_hash: bytes, dest: Path) -> None:
+        """Fetch, verify and decrypt the version whose manifest hash is `manifest_hash`
+        into the file `dest`, as the dataset's owner."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,29 +81,25 @@ def _suffix(head: bytes) -> str:
 
 
 class StoredDatasets:
-    """Every dataset the node's operator controls, read from `storage` nodes on demand."""
+    """Every dataset the node's operator controls, read from `source` on demand."""
 
     def __init__(
         self,
         ledger: Ledger,
         operator: Identity,
-        storage: list[str],
+        source: DatasetSource,
         *,
         epsilon_budget: float = 3.0,
     ) -> None:
-        from datagora.market import Endpoints, Marketplace
-
-        if not storage:
-            raise DatagoraError("a compute node that reads stored datasets needs storage nodes")
+        self.ledger = ledger
         self.operator = operator
         self.epsilon_budget = epsilon_budget
-        self.market = Marketplace(ledger, Endpoints(list(storage)), operator)
+        self.source = source
 
     def describe(self, dataset: int) -> StoredDataset:
         """The dataset's current version and compute policy, or :class:`JobRefused`."""
-        ledger = self.market.ledger
         try:
-            info = ledger.data_nft.get_dataset(dataset)
+            info = self.ledger.data_nft.get_dataset(dataset)
         except DatagoraError:
             raise JobRefused(f"there is no dataset {dataset}", 404) from None
         if info.controller != self.operator.address:
@@ -90,26 +111,24 @@ class StoredDatasets:
         if info.manifest_hash == bytes(32):
             raise JobRefused(f"dataset {dataset} has no stored data", 404)
         try:
-            meta = self.market.metadata(dataset)
+            offer = self.source.compute_offer(dataset)
         except DatagoraError as exc:
             raise JobRefused(f"dataset {dataset}'s metadata cannot be read: {exc}", 503) from None
-        compute = [s for s in meta.services if s.type == "compute"]
-        if not compute:
+        if offer is None:
             raise JobRefused(f"dataset {dataset} offers no compute service", 404)
-        service = compute[0]
         return StoredDataset(
             dataset,
             info.version,
             info.manifest_hash,
-            service.id,
-            service.differential_privacy,
-            self.epsilon_budget if service.differential_privacy else 0.0,
+            offer.service_id,
+            offer.differential_privacy,
+            self.epsilon_budget if offer.differential_privacy else 0.0,
         )
 
     def fetch(self, pinned: StoredDataset, folder: Path) -> Path:
         """Fetch, verify and decrypt `pinned` into `folder`; the plaintext file's path."""
         raw = folder / "data"
-        self.market.owner_download(pinned.manifest_hash, raw)
+        self.source.fetch(pinned.manifest_hash, raw)
         with open(raw, "rb") as f:
             head = f.read(_SNIFF)
         return raw.rename(folder / f"dataset-{pinned.dataset}{_suffix(head)}")

@@ -70,6 +70,16 @@ class Endpoints:
     threshold: int = 1
     catalog: str | None = None
     compute: str | None = None
+    # Where a network runs a compute node per owner (the embedded one): the node that
+    # computes on a dataset, and a hook run as an account publishes (starts its nodes).
+    compute_router: Callable[[int], str] | None = field(default=None, compare=False)
+    on_publish: Callable[[Identity], object] | None = field(default=None, compare=False)
+
+    def compute_node(self, dataset: int) -> str | None:
+        """The compute node that computes on `dataset`: the router's, else `compute`."""
+        if self.compute_router is not None:
+            return self.compute_router(dataset)
+        return self.compute
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,8 @@ class Marketplace:
         pricing: `price` for a fixed price, free otherwise, and the approval policy
         when there is no price at all (``Pricing.NONE``: access only by grant).
         """
+        if self.endpoints.on_publish is not None:
+            self.endpoints.on_publish(self.identity)
         owner = self.identity
         if not isinstance(metadata, Metadata) and "services" not in metadata:
             policy = "approval" if pricing == Pricing.NONE else "automatic"

@@ -41,7 +41,7 @@ from datagora.errors import ChainError, ConfigError, DatagoraError
 from datagora.ledger import Chain, Deployment, Ledger, dev_account
 from datagora.ledger.anvil import dump_state, find_anvil
 from datagora.ledger.jsonrpc import call as rpc
-from datagora.node.network import Network
+from datagora.node.network import PROXIES, STARTING_TOKENS, STORAGE_NODES, THRESHOLD, Network
 from datagora.node.server import ROLES
 from datagora.ports import free_port
 
@@ -73,7 +73,6 @@ KEYSTORE_SCRYPT_N = 2**14
 OWNER, RESEARCHER = 1, 2
 """Development account indexes: 0 deploys (and mints), 1 owns data, 2 researches."""
 FIRST_PROXY = 5
-TOKENS = 1_000 * 10**18
 """MarketTokens minted to the owner and the researcher when the contracts are deployed."""
 MIN_ETH = 10 * 10**18
 SECRET_FILES = ("password", "owner-token")
@@ -123,9 +122,9 @@ class LaunchPlan:
     """What `datagora up` starts."""
 
     state_dir: Path
-    storage: int = 6
-    proxies: int = 3
-    threshold: int = 2
+    storage: int = STORAGE_NODES
+    proxies: int = PROXIES
+    threshold: int = THRESHOLD
     allow_weak_sandbox: bool = False
 
     def check(self) -> None:
@@ -575,7 +574,7 @@ class Launcher:
         ledger.deployment.save(self.deployment_file)
         self.redeployed = True
         for name in ("owner", "researcher"):
-            ledger.market_token.mint(dev_account(0), accounts[name], TOKENS)
+            ledger.market_token.mint(dev_account(0), accounts[name], STARTING_TOKENS)
         return ledger.deployment
 
     def _fund(self, chain_url: str, accounts: dict[str, str]) -> None:

@@ -11,13 +11,24 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from datagora.atomic import write_atomically
 from datagora.errors import ConfigError
 from datagora.ledger import Deployment
 
 NETWORK_FORMAT = 1
+
+# The shape of a development network, whether its nodes are processes (`datagora up`)
+# or threads of one process (the embedded network, the demo).
+STORAGE_NODES: Final = 6
+"""Storage nodes of a development network (`datagora up`, the embedded network)."""
+PROXIES: Final = 3
+"""Proxies of a development network."""
+THRESHOLD: Final = 2
+"""Of the proxies, how many re-encrypt a data key for a consumer."""
+STARTING_TOKENS: Final = 1_000 * 10**18
+"""Market tokens a development user account starts with."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from datagora.errors import ConfigError
+from datagora.node.apps import agent_app, catalog_app, compute_app, proxy_app, storage_app
 
 if TYPE_CHECKING:
     # Imported where used: a storage node needs neither (web3 and eth-account take
@@ -75,54 +76,36 @@ class NodeConfig:
 
 def _role_app(role: str, config: NodeConfig) -> FastAPI:
     if role == "storage":
-        from datagora.storage.node import create_storage_app
-
         retention = None
         if config.require_onchain_record:
             from datagora.storage.retention import OnChainReferences, Retention
 
             retention = Retention(OnChainReferences.of(config.ledger()), config.retention_grace)
-        return create_storage_app(
-            config.data_dir / "storage", config.max_share_bytes, retention=retention
-        )
+        return storage_app(config.data_dir / "storage", config.max_share_bytes, retention=retention)
     if role == "proxy":
-        from datagora.sharing.proxy import create_proxy_app
-
-        return create_proxy_app(
+        return proxy_app(
             config.ledger(), config.identity(), config.data_dir / "proxy", config.anchor_every
         )
     if role == "compute":
-        from datagora.compute.node import create_compute_app
-        from datagora.compute.stored import StoredDatasets
-
         token = os.environ.get("DATAGORA_OWNER_TOKEN") or None
-        ledger, operator = config.ledger(), config.identity()
         # With storage nodes, the node serves every dataset its operator published,
         # fetched and decrypted per job; --dataset ID=PATH files are served as well.
-        stored = (
-            StoredDatasets(
-                ledger, operator, config.storage_nodes, epsilon_budget=config.epsilon_budget
-            )
-            if config.storage_nodes
-            else None
-        )
-        return create_compute_app(
-            ledger,
-            operator,
-            config.compute_datasets,
+        return compute_app(
+            config.ledger(),
+            config.identity(),
             config.data_dir / "compute",
+            storage=config.storage_nodes,
+            datasets=config.compute_datasets,
+            epsilon_budget=config.epsilon_budget,
             allow_weak_sandbox=config.allow_weak_sandbox,
             owner_token=token,
-            stored=stored,
         )
     if role == "agent":
-        from datagora.sharing.agent import create_agent_app
-
         if not config.proxies:
             raise ConfigError("the agent role needs at least one --proxy URL")
         if not 1 <= config.threshold <= len(config.proxies):
             raise ConfigError("--threshold must be between 1 and the number of proxies")
-        return create_agent_app(
+        return agent_app(
             config.ledger(),
             config.identity(),
             config.proxies,
@@ -130,20 +113,14 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             config.data_dir / "agent",
             config.poll_interval,
         )
-    from datagora.catalog.api import create_catalog_app
-    from datagora.catalog.db import Database
-    from datagora.catalog.indexer import Indexer
-    from datagora.catalog.resolver import MetadataResolver
-
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    url = config.database or f"sqlite:///{(config.data_dir / 'catalog.db').resolve()}"
-    indexer = Indexer(
+    return catalog_app(
         config.ledger(),
-        Database(url),
-        MetadataResolver(config.storage_nodes),
+        config.data_dir,
+        config.storage_nodes,
+        config.poll_interval,
+        database=config.database,
         confirmations=config.confirmations,
     )
-    return create_catalog_app(indexer, config.poll_interval)
 
 
 def build_app(roles: list[str], config: NodeConfig) -> FastAPI:

@@ -1,4 +1,5 @@
-"""Compute-to-data from a :class:`~datagora.market.Marketplace`: what the CLI and SDK call.
+"""The market flows of compute-to-data, on a :class:`~datagora.market.Marketplace`: what the
+CLI and SDK call.
 
 Consumer side: find the dataset's compute service (its public metadata), reuse the
 consumer's valid order for it or order now (buy-and-order at the fixed price, the
@@ -10,6 +11,10 @@ federated training over several datasets the same way (under DP with ``dp=...``)
 
 Owner side: :class:`OwnerClient` lists, reviews, approves and denies jobs with
 requests signed by the dataset's controller (:mod:`datagora.compute.owner`).
+
+Compute node side: :class:`OwnerDatasets` is the :class:`~datagora.compute.stored.DatasetSource`
+a compute node reads its operator's datasets from: their metadata and stored versions,
+the way the owner reads them.
 """
 
 from __future__ import annotations
@@ -36,14 +41,17 @@ from datagora.compute.federated import (
 from datagora.compute.node import REQUEST_HEADER
 from datagora.compute.owner import encode_header, sign_owner_request
 from datagora.compute.results import open_result
+from datagora.compute.stored import ComputeOffer
 from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError, DatagoraError, NotFoundError
-from datagora.market import Marketplace
+from datagora.ledger import Ledger
+from datagora.market.flows import Endpoints, Marketplace
 
 __all__ = [
     "BUILTIN_ALGORITHMS",
     "Job",
     "OwnerClient",
+    "OwnerDatasets",
     "compute_service",
     "ensure_order",
     "load_algorithm",
@@ -235,9 +243,11 @@ class Job:
         return extract_archive(self.result(), Path(dest))
 
 
-def node_client(market: Marketplace, node: str | None) -> ComputeClient:
-    """A client of the compute node at `node` (default: the network's compute node)."""
-    url = node or market.endpoints.compute
+def node_client(market: Marketplace, node: str | None, dataset: int | None = None) -> ComputeClient:
+    """A client of the compute node at `node` (default: the network's compute node, or
+    the one that computes on `dataset` where each owner runs one)."""
+    endpoints = market.endpoints
+    url = node or (endpoints.compute if dataset is None else endpoints.compute_node(dataset))
     if not url:
         raise ConfigError("no compute node: the network file names none (pass --node URL)")
     return ComputeClient(url, market.identity, market.ledger.chain.chain_id)
@@ -274,7 +284,7 @@ def submit(
     """Check that the node computes on the dataset, order its compute service if needed
     and submit a job; its handle."""
     code = load_algorithm(algorithm)
-    client = node_client(market, node)
+    client = node_client(market, node, dataset)
     try:
         order, _ = order_for(market, client, dataset, max_price)
         job = client.submit(dataset, order, code, {} if params is None else params)
@@ -293,7 +303,7 @@ def job_handle(market: Marketplace, job: int, node: str | None = None) -> Job:
         record = market.ledger.compute.job(job)
     except DatagoraError:
         raise NotFoundError(f"there is no job {job} on chain") from None
-    return Job(job, record.dataset, node_client(market, node), market)
+    return Job(job, record.dataset, node_client(market, node, record.dataset), market)
 
 
 def train(
@@ -354,7 +364,7 @@ def train(
     try:
         # Ask every node first: nothing is ordered for a training that would be refused.
         for dataset in datasets:
-            clients[dataset] = client = node_client(market, (nodes or {}).get(dataset))
+            clients[dataset] = client = node_client(market, (nodes or {}).get(dataset), dataset)
             if served(client, dataset)["differential_privacy"] and dp is None:
                 raise ConfigError(
                     f"dataset {dataset}'s owner requires differential privacy: train with "
@@ -437,3 +447,25 @@ class OwnerClient:
         """Deny with a reason (recorded on chain)."""
         result: dict[str, Any] = self._call("POST", f"/owner/jobs/{job}/deny", "deny", job, reason)
         return result
+
+
+class OwnerDatasets:
+    """A compute node's :class:`~datagora.compute.stored.DatasetSource`: the datasets its
+    operator published, read from the `storage` nodes as their owner reads them."""
+
+    def __init__(self, ledger: Ledger, operator: Identity, storage: list[str]) -> None:
+        if not storage:
+            raise DatagoraError("a compute node that reads stored datasets needs storage nodes")
+        self.market = Marketplace(ledger, Endpoints(list(storage)), operator)
+
+    def compute_offer(self, dataset: int) -> ComputeOffer | None:
+        """The compute service in the dataset's metadata (checked against its hash on chain)."""
+        meta = self.market.metadata(dataset)
+        service = next((s for s in meta.services if s.type == "compute"), None)
+        if service is None:
+            return None
+        return ComputeOffer(service.id, service.differential_privacy)
+
+    def fetch(self, manifest_hash: bytes, dest: Path) -> None:
+        """Fetch, verify and decrypt the version with `manifest_hash` into `dest`."""
+        self.market.owner_download(manifest_hash, dest)

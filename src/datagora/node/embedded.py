@@ -4,8 +4,13 @@ An embedded EVM (py-evm) with the contracts deployed, six storage nodes, three
 proxies (2-of-3) and a catalog, each a real HTTP server on a loopback port in a
 thread. Every account that publishes gets its own agent (automatic delegation
 after an order) and compute node (compute-to-data on what it published), started
-on its first publish. Nothing is installed or configured; :meth:`close` (or leaving
-the ``with`` block) stops every server and removes the temporary files.
+on its first publish. Nothing is installed or configured; :meth:`close` stops every
+server and removes the temporary files.
+
+:meth:`EmbeddedNetwork.endpoints` are what a market reaches the network by: with a
+compute node per dataset (its owner's) and a hook that starts an owner's agent and
+compute node on first publish. The SDK wraps them in a :class:`datagora.sdk.Market`
+that owns the network (``with`` closes it; ``.account(n)`` is another account's view).
 
 The accounts are the chain's development accounts (anvil's well-known keys);
 accounts 1-6 start with 1,000 market tokens each. Development only, never for a
@@ -27,32 +32,22 @@ import tempfile
 import threading
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError
 from datagora.ledger import Ledger, dev_account
 from datagora.market import Endpoints
+from datagora.node.apps import agent_app, catalog_app, compute_app, proxy_app, storage_app
+from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ServerGroup, ThreadServer
-from datagora.sdk import Market
+from datagora.node.network import STARTING_TOKENS, STORAGE_NODES, THRESHOLD
 
-__all__ = ["EmbeddedMarket", "EmbeddedNetwork"]
+__all__ = ["EmbeddedNetwork"]
 
-STORAGE_NODES: Final = 6
-PROXIES: Final = 3
-THRESHOLD: Final = 2
 _PROXY_ACCOUNTS: Final = (7, 8, 9)  # development accounts that sign the proxies' anchors
 _MAX_SHARE: Final = 64 << 20
 _USER_ACCOUNTS: Final = range(1, 7)
-_STARTING_TOKENS: Final = 1_000 * 10**18
-
-
-def dev_identity(index: int) -> Identity:
-    """Development account `index` (0-9) as an identity."""
-    if not 0 <= index < 10:
-        raise ConfigError(f"the embedded network has development accounts 0-9, not {index}")
-    return Identity.from_private_key(bytes(dev_account(index).key))
 
 
 class EmbeddedNetwork:
@@ -70,7 +65,7 @@ class EmbeddedNetwork:
             # Every user account starts with market tokens to buy with (development).
             for index in _USER_ACCOUNTS:
                 self.ledger.market_token.mint(
-                    dev_account(0), dev_account(index).address, _STARTING_TOKENS
+                    dev_account(0), dev_account(index).address, STARTING_TOKENS
                 )
             self.storage = [
                 self.servers.start(
@@ -95,11 +90,18 @@ class EmbeddedNetwork:
             self.close()
             raise
 
-    def market(self, account: int | Identity = 1) -> EmbeddedMarket:
-        """The network as seen by `account` (a development account number or an identity)."""
-        identity = dev_identity(account) if isinstance(account, int) else account
-        endpoints = Endpoints(self.storage, self.proxies, THRESHOLD, self.catalog)
-        return EmbeddedMarket(self.ledger, endpoints, identity, self)
+    @property
+    def endpoints(self) -> Endpoints:
+        """The network's nodes; a dataset's compute node is its owner's, started (with
+        the owner's agent) on the owner's first publish."""
+        return Endpoints(
+            self.storage,
+            self.proxies,
+            THRESHOLD,
+            self.catalog,
+            compute_router=self.compute_node,
+            on_publish=self.serve_owner,
+        )
 
     def serve_owner(self, owner: Identity) -> str:
         """Start `owner`'s agent and compute node unless running; the compute node's URL."""
@@ -141,96 +143,26 @@ class EmbeddedNetwork:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
-class EmbeddedMarket(Market):
-    """A :class:`~datagora.sdk.Market` on an :class:`EmbeddedNetwork`; a context manager."""
-
-    def __init__(
-        self,
-        ledger: Ledger,
-        endpoints: Endpoints,
-        identity: Identity,
-        network: EmbeddedNetwork,
-    ) -> None:
-        super().__init__(ledger, endpoints, identity)
-        self.network = network
-
-    def account(self, index: int | Identity) -> EmbeddedMarket:
-        """Another account's view of the same network (development account `index`)."""
-        return self.network.market(index)
-
-    def publish(self, *args: Any, **kwargs: Any) -> Any:
-        """As :meth:`Marketplace.publish`; starts this owner's agent and compute node first."""
-        self.network.serve_owner(self.identity)
-        return super().publish(*args, **kwargs)
-
-    def compute(self, dataset: int, *args: Any, node: str | None = None, **kwargs: Any) -> Any:
-        return super().compute(
-            dataset, *args, node=node or self.network.compute_node(dataset), **kwargs
-        )
-
-    def job(self, job: int, node: str | None = None) -> Any:
-        dataset = self.ledger.compute.job(job).dataset
-        return super().job(job, node or self.network.compute_node(dataset))
-
-    def train(
-        self, datasets: Any, *args: Any, nodes: dict[int, str] | None = None, **kwargs: Any
-    ) -> Any:
-        routes = {d: self.network.compute_node(d) for d in datasets} | (nodes or {})
-        return super().train(datasets, *args, nodes=routes, **kwargs)
-
-    def close(self) -> None:
-        """Stop the whole embedded network (every account's view of it)."""
-        self.network.close()
-
-    def __enter__(self) -> EmbeddedMarket:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
 # The apps, built afresh at each start of their server.
 
 
 def _storage_app(data_dir: Path) -> Any:
-    from datagora.storage.node import create_storage_app
-
-    return create_storage_app(data_dir, _MAX_SHARE)
+    return storage_app(data_dir, _MAX_SHARE)
 
 
 def _proxy_app(ledger: Ledger, identity: Identity, data_dir: Path) -> Any:
-    from datagora.sharing.proxy import create_proxy_app
-
-    return create_proxy_app(ledger, identity, data_dir)
+    return proxy_app(ledger, identity, data_dir)
 
 
 def _agent_app(
     ledger: Ledger, owner: Identity, proxies: list[str], data_dir: Path, poll: float
 ) -> Any:
-    from datagora.sharing.agent import create_agent_app
-
-    return create_agent_app(ledger, owner, proxies, THRESHOLD, data_dir, poll)
+    return agent_app(ledger, owner, proxies, THRESHOLD, data_dir, poll)
 
 
 def _compute_app(ledger: Ledger, owner: Identity, storage: list[str], data_dir: Path) -> Any:
-    from datagora.compute.node import create_compute_app
-    from datagora.compute.stored import StoredDatasets
-
-    stored = StoredDatasets(ledger, owner, storage)
-    return create_compute_app(ledger, owner, {}, data_dir, stored=stored)
+    return compute_app(ledger, owner, data_dir, storage=storage)
 
 
 def _catalog_app(ledger: Ledger, data_dir: Path, storage: list[str], poll: float) -> Any:
-    from datagora.catalog.api import create_catalog_app
-    from datagora.catalog.db import Database
-    from datagora.catalog.indexer import Indexer
-    from datagora.catalog.resolver import MetadataResolver
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(f"sqlite:///{(data_dir / 'catalog.db').resolve()}")
-    return create_catalog_app(Indexer(ledger, database, MetadataResolver(storage)), poll)
+    return catalog_app(ledger, data_dir, storage, poll)

@@ -1,0 +1,150 @@
+"""The `datagora` commands that read the catalog: `search` and `show`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from datagora.cli.common import JsonFlag, out, print_json
+from datagora.errors import ConfigError, NotFoundError
+
+commands = typer.Typer()
+
+
+def _catalog_url(catalog: str | None) -> str:
+    if catalog:
+        return catalog.rstrip("/")
+    from datagora.node.network import load_network
+
+    url = load_network().catalog
+    if not url:
+        raise ConfigError("the network has no catalog: pass --catalog URL")
+    return url.rstrip("/")
+
+
+def _catalog_get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
+    import httpx
+
+    try:
+        r = httpx.get(url + path, params=params, timeout=10)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach the catalog at {url}: {exc}") from None
+    if r.status_code == 404:
+        raise NotFoundError(r.json().get("detail", "not found"))
+    if r.status_code >= 400:
+        detail = (
+            r.json().get("detail", r.text)
+            if r.headers.get("content-type", "").startswith("application/json")
+            else r.text
+        )
+        raise ConfigError(f"the catalog refused the request: {detail}")
+    return r.json()
+
+
+CatalogOption = Annotated[
+    str | None, typer.Option(help="Catalog URL (default: the network file's).")
+]
+
+
+@commands.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Words to look for (prefixes match).")] = "",
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Only datasets with this tag (repeat).")
+    ] = None,
+    license: Annotated[str | None, typer.Option(help="Only this license.")] = None,
+    min_price: Annotated[float | None, typer.Option(help="Minimum price in MarketTokens.")] = None,
+    max_price: Annotated[float | None, typer.Option(help="Maximum price in MarketTokens.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only datasets held by this address.")] = None,
+    service: Annotated[str | None, typer.Option(help="download or compute.")] = None,
+    has_mock: Annotated[
+        bool | None, typer.Option("--has-mock/--no-mock", help="With mock data.")
+    ] = None,
+    sort: Annotated[
+        str, typer.Option(help="relevance, newest, oldest, price_asc, price_desc, orders.")
+    ] = "relevance",
+    limit: Annotated[int, typer.Option(help="Results per page (1-100).")] = 20,
+    offset: Annotated[int, typer.Option(help="Results to skip.")] = 0,
+    catalog: CatalogOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search the catalog.
+
+    Example: datagora search "breast cancer" --tag medical --max-price 5
+    """
+    params: dict[str, Any] = {"q": query, "sort": sort, "limit": limit, "offset": offset}
+    for name, value in (
+        ("license", license),
+        ("min_price", min_price),
+        ("max_price", max_price),
+        ("owner", owner),
+        ("service", service),
+        ("has_mock", has_mock),
+    ):
+        if value is not None:
+            params[name] = value
+    if tag:
+        params["tag"] = tag
+    result = _catalog_get(_catalog_url(catalog), "/datasets", params)
+    if as_json:
+        print_json(result)
+        return
+    from rich.table import Table
+
+    table = Table("id", "title", "tags", "license", "price", "services", "orders")
+    for item in result["items"]:
+        price = (
+            "free"
+            if item["pricing"] == "free"
+            else (f"{int(item['price']) / 1e18:g}" if item["pricing"] == "fixed" else "-")
+        )
+        table.add_row(
+            str(item["id"]),
+            item["title"],
+            " ".join(item["tags"]),
+            item["license"],
+            price,
+            " ".join(item["services"]),
+            str(item["orders"]),
+        )
+    out.print(table)
+    out.print(f"{result['total']} dataset(s)")
+
+
+@commands.command()
+def show(
+    dataset: Annotated[int, typer.Argument(help="The dataset id.")],
+    catalog: CatalogOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show everything the catalog knows about a dataset.
+
+    Example: datagora show 3
+    """
+    details = _catalog_get(_catalog_url(catalog), f"/datasets/{dataset}")
+    if as_json:
+        print_json(details)
+        return
+    for key in (
+        "id",
+        "title",
+        "description",
+        "owner",
+        "license",
+        "tags",
+        "pricing",
+        "price",
+        "services",
+        "version",
+        "orders",
+        "metadata_hash",
+        "manifest_hash",
+        "merkle_root",
+        "datatoken",
+    ):
+        out.print(f"[bold]{key}[/bold]: {details.get(key)}")
+    for v in details.get("versions", []):
+        out.print(
+            f"  version {v['version']} at block {v['block']}: metadata {v['metadata_hash'][:16]}…"
+        )

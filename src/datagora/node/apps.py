@@ -1,0 +1,124 @@
+"""The role apps, built the same way whichever process model serves them.
+
+`datagora node` (and so `datagora up`, which runs one such process per node), the
+embedded network and the demo serve these apps: a node in a child process and a node
+in a thread of this process differ only in how they are run. Each factory imports its
+role where it is called, so a storage node does not pay for web3 at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from datagora.compute.jobs import ComputeDataset
+    from datagora.compute.stored import StoredDatasets
+    from datagora.crypto.keys import Identity
+    from datagora.ledger import Ledger
+    from datagora.storage.retention import Retention
+
+__all__ = [
+    "agent_app",
+    "catalog_app",
+    "compute_app",
+    "proxy_app",
+    "storage_app",
+    "stored_datasets",
+]
+
+
+def storage_app(data_dir: Path, max_share: int, retention: Retention | None = None) -> FastAPI:
+    """A storage node keeping its shares under `data_dir`."""
+    from datagora.storage.node import create_storage_app
+
+    return create_storage_app(data_dir, max_share, retention=retention)
+
+
+def proxy_app(
+    ledger: Ledger, identity: Identity, data_dir: Path, anchor_every: float = 60.0
+) -> FastAPI:
+    """A proxy acting as `identity`."""
+    from datagora.sharing.proxy import create_proxy_app
+
+    return create_proxy_app(ledger, identity, data_dir, anchor_every)
+
+
+def agent_app(
+    ledger: Ledger,
+    owner: Identity,
+    proxies: list[str],
+    threshold: int,
+    data_dir: Path,
+    poll_interval: float,
+) -> FastAPI:
+    """`owner`'s agent: delegates to `threshold`-of-`proxies` after each order."""
+    from datagora.sharing.agent import create_agent_app
+
+    return create_agent_app(ledger, owner, proxies, threshold, data_dir, poll_interval)
+
+
+def stored_datasets(
+    ledger: Ledger, operator: Identity, storage: list[str], epsilon_budget: float = 3.0
+) -> StoredDatasets:
+    """Every dataset `operator` published, read from the `storage` nodes (the market's
+    :class:`~datagora.market.compute.OwnerDatasets` as the compute node's source)."""
+    from datagora.compute.stored import StoredDatasets
+    from datagora.market.compute import OwnerDatasets
+
+    source = OwnerDatasets(ledger, operator, storage)
+    return StoredDatasets(ledger, operator, source, epsilon_budget=epsilon_budget)
+
+
+def compute_app(
+    ledger: Ledger,
+    operator: Identity,
+    data_dir: Path,
+    *,
+    storage: list[str] | None = None,
+    datasets: Mapping[int, ComputeDataset | Path | str] | None = None,
+    epsilon_budget: float = 3.0,
+    allow_weak_sandbox: bool = False,
+    owner_token: str | None = None,
+    chain_lock: Any = None,
+) -> FastAPI:
+    """`operator`'s compute node: the `datasets` files, and with `storage` nodes every
+    dataset the operator published (fetched and decrypted per job)."""
+    from datagora.compute.node import create_compute_app
+
+    stored = stored_datasets(ledger, operator, storage, epsilon_budget) if storage else None
+    return create_compute_app(
+        ledger,
+        operator,
+        datasets or {},
+        data_dir,
+        allow_weak_sandbox=allow_weak_sandbox,
+        owner_token=owner_token,
+        chain_lock=chain_lock,
+        stored=stored,
+    )
+
+
+def catalog_app(
+    ledger: Ledger,
+    data_dir: Path,
+    storage: list[str],
+    poll_interval: float,
+    *,
+    database: str | None = None,
+    confirmations: int = 0,
+) -> FastAPI:
+    """A catalog indexing `ledger` into `database` (default: SQLite under `data_dir`),
+    reading metadata from the `storage` nodes."""
+    from datagora.catalog.api import create_catalog_app
+    from datagora.catalog.db import Database
+    from datagora.catalog.indexer import Indexer
+    from datagora.catalog.resolver import MetadataResolver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = database or f"sqlite:///{(data_dir / 'catalog.db').resolve()}"
+    indexer = Indexer(ledger, Database(url), MetadataResolver(storage), confirmations=confirmations)
+    return create_catalog_app(indexer, poll_interval)
