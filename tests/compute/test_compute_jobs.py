@@ -15,7 +15,7 @@ from compute_helpers import breast_cancer, compute_dataset, identity, running, w
 
 from datagora.compute import JobRefused, Limits, Sandbox, open_result
 from datagora.compute.jobs import algorithm_hash
-from datagora.crypto.aead import CryptoError
+from datagora.crypto.errors import CryptoError
 from datagora.ledger import JobStatus, Ledger
 from helpers import BUYER, OTHER, OWNER
 

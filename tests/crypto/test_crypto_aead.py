@@ -8,14 +8,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datagora.crypto.aead import (
-    ChunkCipher,
-    CryptoError,
-    DataKey,
-    DecryptionError,
-    chunk_associated_data,
-    chunk_nonce,
-)
+from datagora.crypto.aead import ChunkCipher, DataKey, chunk_associated_data, chunk_nonce
+from datagora.crypto.errors import CryptoError, DecryptionError
 from datagora.errors import DatagoraError
 
 DATASET = bytes(range(32))

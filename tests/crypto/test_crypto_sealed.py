@@ -7,7 +7,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datagora.crypto.aead import CryptoError, DataKey, DecryptionError
+from datagora.crypto.aead import DataKey
+from datagora.crypto.errors import CryptoError, DecryptionError
 from datagora.crypto.sealed import (
     SEAL_OVERHEAD,
     WRAP_SCHEME,

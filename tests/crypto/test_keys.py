@@ -15,16 +15,18 @@ from eth_account import Account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datagora.crypto.keys import (
-    UMBRAL_HKDF_INFO,
+from datagora.crypto.errors import (
     AccountExists,
     BadPrivateKey,
     CorruptKeystore,
-    Identity,
     KeystoreError,
-    PublicIdentity,
     UnknownAccount,
     WrongPassword,
+)
+from datagora.crypto.keys import (
+    UMBRAL_HKDF_INFO,
+    Identity,
+    PublicIdentity,
     export_public,
     import_account,
     list_accounts,

@@ -9,16 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datagora.crypto.keys import Identity
-from datagora.crypto.pre import (
+from datagora.crypto.errors import (
     BadFragment,
     MalformedWrappedKey,
     NotEnoughFragments,
     PreError,
     UnwrapFailed,
+    WrongKey,
+)
+from datagora.crypto.keys import Identity
+from datagora.crypto.pre import (
     VerifiedCapsuleFrag,
     WrappedKey,
-    WrongKey,
     dataset_scope,
     make_kfrags,
     reencrypt,

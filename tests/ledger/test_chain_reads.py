@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from eth_utils.crypto import keccak
 
-from datagora.errors import ChainError
 from datagora.ledger import Ledger, Log, dev_account
+from datagora.ledger.errors import ChainError
 from datagora.ledger.views import CallCoalescer
 from helpers import BUYER, OWNER, h
 

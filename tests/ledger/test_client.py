@@ -7,15 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from datagora.errors import (
-    ChainError,
-    ConfigError,
-    ContractRuleError,
-    InsufficientFunds,
-    NotController,
-)
+from datagora.errors import ConfigError
 from datagora.ledger import Chain, Deployment, Ledger, Pricing, compiler, dev_account
 from datagora.ledger.anvil import Anvil
+from datagora.ledger.errors import ChainError, ContractRuleError, InsufficientFunds, NotController
 from datagora.ports import free_port
 from helpers import BUYER, OTHER, OWNER, fund, h, publish
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from datagora.errors import InvalidState, NoDatatoken, NotController, NotFound
 from datagora.ledger import JobStatus, Ledger, Pricing
+from datagora.ledger.errors import InvalidState, NoDatatoken, NotController, NotFound
 from helpers import BUYER, OTHER, OWNER, h, publish
 
 

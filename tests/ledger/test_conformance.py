@@ -16,8 +16,8 @@ from eth_utils import function_signature_to_4byte_selector, keccak
 from web3.contract import Contract
 from web3.types import TxReceipt
 
-from datagora.errors import InsufficientFunds, NotController, SignatureError
 from datagora.ledger import Ledger
+from datagora.ledger.errors import InsufficientFunds, NotController, SignatureError
 from helpers import BUYER, MARKET, OTHER, OWNER, PRICE, fund, h, publish
 
 ZERO = "0x" + "00" * 20

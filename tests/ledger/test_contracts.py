@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from datagora.errors import (
+from datagora.ledger import (
+    DatasetState,
+    Ledger,
+    ListKind,
+    Pricing,
+    PublishParams,
+    RequestStatus,
+)
+from datagora.ledger.errors import (
     InsufficientFunds,
     InvalidArgument,
     InvalidState,
@@ -16,14 +24,6 @@ from datagora.errors import (
     OrderExpired,
     PriceAboveMaximum,
     SignatureError,
-)
-from datagora.ledger import (
-    DatasetState,
-    Ledger,
-    ListKind,
-    Pricing,
-    PublishParams,
-    RequestStatus,
 )
 from helpers import BUYER, DEPLOYER, MARKET, OTHER, OWNER, PRICE, fund, h, publish
 
@@ -475,7 +475,7 @@ def test_ciphertext_records(ledger: Ledger) -> None:
 
 def test_oversized_ciphertext_is_refused_on_chain_too(ledger: Ledger) -> None:
     # Bypass the client's check: the contract's ABI decoder refuses it as well.
-    from datagora.errors import ContractRuleError
+    from datagora.ledger.errors import ContractRuleError
 
     tx = ledger.ciphertexts.prepare("store", 0, bytes(32), b"x" * 24_577)
     with pytest.raises(ContractRuleError):

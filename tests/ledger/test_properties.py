@@ -21,16 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from web3.types import TxReceipt
 
-from datagora.errors import (
-    ContractRuleError,
-    InsufficientFunds,
-    InvalidArgument,
-    InvalidState,
-    LimitExceeded,
-    NoDatatoken,
-    NotController,
-    NotFound,
-)
 from datagora.ledger import (
     DatasetState,
     Datatoken,
@@ -43,6 +33,16 @@ from datagora.ledger import (
     dev_account,
 )
 from datagora.ledger.compiler import compile_contract
+from datagora.ledger.errors import (
+    ContractRuleError,
+    InsufficientFunds,
+    InvalidArgument,
+    InvalidState,
+    LimitExceeded,
+    NoDatatoken,
+    NotController,
+    NotFound,
+)
 from helpers import BUYER, DEPLOYER, MARKET, OTHER, OWNER, PRICE, h, publish
 
 ACTORS = (OWNER, BUYER, MARKET, OTHER, dev_account(5))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from datagora.audit import Kind, timeline
-from datagora.errors import InvalidArgument
 from datagora.ledger import Ledger, Pricing
+from datagora.ledger.errors import InvalidArgument
 from helpers import OTHER, h, publish
 
 

@@ -27,6 +27,7 @@ from sharing_helpers import Network, wait_until
 from datagora.crypto.keys import Identity, PublicIdentity, export_public
 from datagora.crypto.pre import WrappedKey, dataset_scope, make_kfrags, wrap_key
 from datagora.ledger import ListKind
+from datagora.ledger.errors import NotController
 from datagora.ports import free_port
 from datagora.sharing import (
     DenyListed,
@@ -35,7 +36,6 @@ from datagora.sharing import (
     GrantRevoked,
     NoKeyFragment,
     NoOrder,
-    NotController,
     NotEnoughProxies,
     RequestDenied,
     delegate,

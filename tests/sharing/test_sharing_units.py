@@ -13,10 +13,11 @@ import pytest
 
 from datagora.crypto.keys import Identity
 from datagora.crypto.pre import dataset_scope, make_kfrags, verify_kfrag
-from datagora.errors import ChainError
 from datagora.ledger import Ledger, ListKind
+from datagora.ledger.errors import ChainError
 from datagora.ledger.views import CallCoalescer
-from datagora.sharing.accesslog import AccessLogFile, LogCorrupt, verify_log
+from datagora.sharing.accesslog import AccessLogFile, verify_log
+from datagora.sharing.errors import LogCorrupt
 from datagora.sharing.gate import AccessGate
 from datagora.sharing.kfrags import KfragRecord, KfragStore
 from datagora.sharing.wire import KfragDelivery

@@ -20,8 +20,6 @@ from storage_helpers import ThreadNode
 from datagora.storage.batch import (
     BATCH_MAGIC,
     MAX_BATCH_SHARES,
-    BatchFormatError,
-    BatchTooLargeError,
     EntryData,
     EntryEnd,
     EntryStart,
@@ -30,6 +28,7 @@ from datagora.storage.batch import (
     encode_frame,
     frame_size,
 )
+from datagora.storage.errors import BatchFormatError, BatchTooLargeError
 from datagora.storage.packs import stored_names
 
 CAP = 4096

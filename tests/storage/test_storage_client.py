@@ -127,7 +127,7 @@ def test_unknown_manifest_and_wrong_key(nodes: list[ThreadNode], tmp_path: Path)
     assert not (tmp_path / "x").exists()
     params = EncodingParams(new_dataset_id(), 1, chunk_size=64, k=2, n=3)
     result = client.upload(io.BytesIO(b"y" * 200), params, DataKey.generate(), OWNER.public_key())
-    from datagora.crypto.aead import DecryptionError
+    from datagora.crypto.errors import DecryptionError
 
     with pytest.raises(DecryptionError):
         client.download(result.manifest_hash, DataKey.generate(), tmp_path / "y")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from datagora.storage.packs import Holding, PackStore, VanishedError, share_location
+from datagora.storage.errors import VanishedError
+from datagora.storage.packs import Holding, PackStore, share_location
 from datagora.storage.shares import ShareHeader
 
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from storage_helpers import OWNER, Encoded, encode_bytes
 
-from datagora.crypto.aead import ChunkCipher, DataKey, DecryptionError
+from datagora.crypto.aead import ChunkCipher, DataKey
+from datagora.crypto.errors import DecryptionError
 from datagora.crypto.sealed import unwrap_data_key
 from datagora.storage.errors import ErasureError, IntegrityError, StorageError
 from datagora.storage.manifest import ChunkRecord, Manifest, verify_manifest

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from storage_helpers import ThreadNode
 
-from datagora.crypto.aead import DecryptionError
+from datagora.crypto.errors import DecryptionError
 from datagora.ledger import Ledger, dev_account
 from datagora.storage.client import StorageClient
 from datagora.storage.errors import IntegrityError, RecordNotFound, StorageError

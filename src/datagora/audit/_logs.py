@@ -25,9 +25,9 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from datagora.audit.errors import AuditError, LogQueryError
-from datagora.errors import ChainError
 from datagora.ledger import Chain, Event, Ledger, Log
 from datagora.ledger.compiler import compile_contract
+from datagora.ledger.errors import ChainError
 
 DEFAULT_PAGE = 100_000
 _PARALLEL = 4

@@ -243,8 +243,9 @@ def status(
 
     Example: datagora status --json
     """
+    from datagora.node.errors import NetworkDown
     from datagora.node.network import load_network
-    from datagora.node.status import NetworkDown, check_network
+    from datagora.node.status import check_network
 
     parts = check_network(load_network(network))
     if as_json:

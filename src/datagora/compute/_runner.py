@@ -64,7 +64,7 @@ _NETWORK_ERRNOS = {
 }
 
 
-class CpuLimit(BaseException):
+class _CpuLimit(BaseException):
     """Raised in the algorithm on SIGXCPU (a BaseException: `except Exception` misses it)."""
 
 
@@ -168,7 +168,7 @@ def _drop_privileges(uid: int | None, gid: int | None) -> None:
 
 
 def _on_xcpu(signum: int, frame: object) -> None:
-    raise CpuLimit()
+    raise _CpuLimit()
 
 
 def _budget_errors() -> tuple[type[BaseException], ...]:
@@ -196,7 +196,7 @@ def classify(exc: BaseException, root: str) -> int:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, CpuLimit):
+        if isinstance(current, _CpuLimit):
             return EXIT_CPU
         if isinstance(current, MemoryError):
             return EXIT_MEMORY

@@ -55,8 +55,9 @@ from datagora.crypto.eip712 import SignedRequest, verify_request
 from datagora.crypto.errors import RequestRefused
 from datagora.crypto.keys import Identity
 from datagora.crypto.nonces import SqliteNonceStore
-from datagora.errors import ChainError, DatagoraError
+from datagora.errors import DatagoraError
 from datagora.ledger import JobStatus, Ledger
+from datagora.ledger.errors import ChainError
 
 __all__ = [
     "ComputeDataset",

@@ -23,9 +23,9 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from datagora.crypto.aead import DecryptionError
+from datagora.crypto.errors import DecryptionError, MalformedWrappedKey
 from datagora.crypto.keys import Identity
-from datagora.crypto.pre import MalformedWrappedKey, WrappedKey, unwrap_own, wrap_key
+from datagora.crypto.pre import WrappedKey, unwrap_own, wrap_key
 
 __all__ = ["RESULT_FORMAT", "open_result", "seal_result"]
 

@@ -6,7 +6,8 @@ The primitives come from maintained packages (``cryptography``, ``umbral-pre``,
 ``repr`` and exception messages.
 """
 
-from datagora.crypto.aead import ChunkCipher, CryptoError, DataKey, DecryptionError
+from datagora.crypto.aead import ChunkCipher, DataKey
+from datagora.crypto.errors import CryptoError, DecryptionError
 from datagora.crypto.sealed import (
     WrappedKey,
     open_sealed,

@@ -19,7 +19,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from datagora.errors import DatagoraError
+from datagora.crypto.errors import CryptoError, DecryptionError
 
 __all__ = [
     "CHUNK_AD_DOMAIN",
@@ -29,9 +29,7 @@ __all__ = [
     "NONCE_SIZE",
     "TAG_SIZE",
     "ChunkCipher",
-    "CryptoError",
     "DataKey",
-    "DecryptionError",
     "chunk_associated_data",
     "chunk_nonce",
 ]
@@ -43,14 +41,6 @@ DATASET_ID_SIZE: Final = 32
 MAX_VERSION: Final = 2**32 - 1
 MAX_CHUNK_INDEX: Final = 2**64 - 1
 CHUNK_AD_DOMAIN: Final = b"datagora.chunk.v1"
-
-
-class CryptoError(DatagoraError):
-    """A cryptographic operation was refused (bad key, bad parameters)."""
-
-
-class DecryptionError(CryptoError):
-    """Ciphertext failed authentication: it was altered, moved, or the key is wrong."""
 
 
 class DataKey:

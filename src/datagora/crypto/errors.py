@@ -10,15 +10,29 @@ from __future__ import annotations
 from datagora.errors import DatagoraError
 
 __all__ = [
+    "AccountExists",
+    "BadFragment",
+    "BadPrivateKey",
+    "CorruptKeystore",
+    "CryptoError",
+    "DecryptionError",
     "ExpiryTooFar",
+    "KeystoreError",
     "MalformedRequest",
+    "MalformedWrappedKey",
     "NonceFileCorrupt",
+    "NotEnoughFragments",
+    "PreError",
     "ReplayedRequest",
     "RequestRefused",
     "SignatureExpired",
     "SignatureInvalid",
     "UnexpectedRequestType",
+    "UnknownAccount",
+    "UnwrapFailed",
     "WrongChain",
+    "WrongKey",
+    "WrongPassword",
     "WrongSigner",
 ]
 
@@ -61,3 +75,59 @@ class ReplayedRequest(RequestRefused):
 
 class NonceFileCorrupt(RequestRefused):
     """A nonce file holds a damaged record before its last one."""
+
+
+class CryptoError(DatagoraError):
+    """A cryptographic operation was refused (bad key, bad parameters)."""
+
+
+class DecryptionError(CryptoError):
+    """Ciphertext failed authentication: it was altered, moved, or the key is wrong."""
+
+
+class PreError(CryptoError):
+    """A proxy re-encryption step was refused."""
+
+
+class BadFragment(PreError):
+    """A key or capsule fragment is malformed, forged, tampered with or meant for others."""
+
+
+class NotEnoughFragments(PreError):
+    """Fewer distinct capsule fragments than the threshold were given."""
+
+
+class WrongKey(PreError):
+    """The wrapped key was made for another key than the one given."""
+
+
+class UnwrapFailed(PreError):
+    """The wrapped key's ciphertext failed authentication: it was altered."""
+
+
+class MalformedWrappedKey(PreError):
+    """A wrapped-key record is not valid ``datagora.umbral-wrap.v1``."""
+
+
+class KeystoreError(DatagoraError):
+    """A keystore could not be created, found, read or opened."""
+
+
+class WrongPassword(KeystoreError):
+    """The password does not open this keystore."""
+
+
+class UnknownAccount(KeystoreError):
+    """No keystore in the directory has this address or name."""
+
+
+class AccountExists(KeystoreError):
+    """A keystore for this address, or with this name, already exists."""
+
+
+class BadPrivateKey(KeystoreError):
+    """The private key given is not 32 bytes of hex, or is not a valid secp256k1 secret."""
+
+
+class CorruptKeystore(KeystoreError):
+    """A keystore file is not valid keystore v3 JSON, or does not match its address."""

@@ -33,7 +33,14 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import is_hex_address, to_checksum_address
 
-from datagora.errors import DatagoraError
+from datagora.crypto.errors import (
+    AccountExists,
+    BadPrivateKey,
+    CorruptKeystore,
+    KeystoreError,
+    UnknownAccount,
+    WrongPassword,
+)
 
 __all__ = [
     "DEFAULT_KEYS_DIR",
@@ -43,15 +50,9 @@ __all__ = [
     "SIGNING_KEY_LABEL",
     "UMBRAL_HKDF_INFO",
     "UMBRAL_KEY_LABEL",
-    "AccountExists",
     "AccountInfo",
-    "BadPrivateKey",
-    "CorruptKeystore",
     "Identity",
-    "KeystoreError",
     "PublicIdentity",
-    "UnknownAccount",
-    "WrongPassword",
     "default_keys_dir",
     "export_public",
     "import_account",
@@ -81,30 +82,6 @@ DEFAULT_KEYS_DIR: Final = Path("~/.datagora/keys")
 _SECRET_SIZE: Final = 32
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NAME_FIELD: Final = "datagora_name"
-
-
-class KeystoreError(DatagoraError):
-    """A keystore could not be created, found, read or opened."""
-
-
-class WrongPassword(KeystoreError):
-    """The password does not open this keystore."""
-
-
-class UnknownAccount(KeystoreError):
-    """No keystore in the directory has this address or name."""
-
-
-class AccountExists(KeystoreError):
-    """A keystore for this address, or with this name, already exists."""
-
-
-class BadPrivateKey(KeystoreError):
-    """The private key given is not 32 bytes of hex, or is not a valid secp256k1 secret."""
-
-
-class CorruptKeystore(KeystoreError):
-    """A keystore file is not valid keystore v3 JSON, or does not match its address."""
 
 
 def _hkdf_seed(secret: bytes) -> bytes:

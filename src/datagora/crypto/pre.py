@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 import umbral_pre
 from umbral_pre import Capsule, PublicKey, VerifiedCapsuleFrag, VerifiedKeyFrag
 
-from datagora.crypto.aead import CryptoError
+from datagora.crypto.errors import (
+    BadFragment,
+    MalformedWrappedKey,
+    NotEnoughFragments,
+    PreError,
+    UnwrapFailed,
+    WrongKey,
+)
 
 if TYPE_CHECKING:  # annotations only: storage nodes parse wrapped keys without eth-account
     from datagora.crypto.keys import Identity
@@ -40,16 +47,10 @@ __all__ = [
     "MAX_SCOPE_SIZE",
     "MAX_SHARES",
     "WRAP_FORMAT",
-    "BadFragment",
-    "MalformedWrappedKey",
-    "NotEnoughFragments",
-    "PreError",
     "PublicKeyLike",
-    "UnwrapFailed",
     "VerifiedCapsuleFrag",
     "VerifiedKeyFrag",
     "WrappedKey",
-    "WrongKey",
     "dataset_scope",
     "make_kfrags",
     "reencrypt",
@@ -73,30 +74,6 @@ _VerificationError: type[Exception] = umbral_pre.VerificationError  # type: igno
 
 PublicKeyLike: TypeAlias = bytes | PublicKey
 """An Umbral public key: compressed bytes (33) or umbral-pre's ``PublicKey``."""
-
-
-class PreError(CryptoError):
-    """A proxy re-encryption step was refused."""
-
-
-class BadFragment(PreError):
-    """A key or capsule fragment is malformed, forged, tampered with or meant for others."""
-
-
-class NotEnoughFragments(PreError):
-    """Fewer distinct capsule fragments than the threshold were given."""
-
-
-class WrongKey(PreError):
-    """The wrapped key was made for another key than the one given."""
-
-
-class UnwrapFailed(PreError):
-    """The wrapped key's ciphertext failed authentication: it was altered."""
-
-
-class MalformedWrappedKey(PreError):
-    """A wrapped-key record is not valid ``datagora.umbral-wrap.v1``."""
 
 
 def dataset_scope(dataset: int, version: int) -> bytes:

@@ -23,15 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from datagora.crypto.aead import (
-    DATA_KEY_SIZE,
-    DATASET_ID_SIZE,
-    MAX_VERSION,
-    TAG_SIZE,
-    CryptoError,
-    DataKey,
-    DecryptionError,
-)
+from datagora.crypto.aead import DATA_KEY_SIZE, DATASET_ID_SIZE, MAX_VERSION, TAG_SIZE, DataKey
+from datagora.crypto.errors import CryptoError, DecryptionError
 
 __all__ = [
     "SEAL_OVERHEAD",

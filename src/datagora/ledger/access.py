@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
-from datagora.errors import InvalidArgument
 from datagora.ledger.base import ContractWrapper, Tx, check_address
+from datagora.ledger.errors import InvalidArgument
 from datagora.ledger.tokens import check_consumer_key
 
 MAX_TEXT = 256

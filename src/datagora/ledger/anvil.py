@@ -14,8 +14,9 @@ from types import TracebackType
 import httpx
 
 from datagora.atomic import write_atomically
-from datagora.errors import ChainError, ConfigError
+from datagora.errors import ConfigError
 from datagora.ledger import jsonrpc
+from datagora.ledger.errors import ChainError
 from datagora.ports import free_port
 
 ANVIL_CHAIN_ID = 31337

@@ -10,9 +10,9 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from web3.types import TxReceipt
 
-from datagora.errors import InvalidArgument
 from datagora.ledger.chain import Chain, PendingTx
 from datagora.ledger.compiler import compile_contract
+from datagora.ledger.errors import InvalidArgument
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 

@@ -27,9 +27,10 @@ from web3 import Web3
 from web3.exceptions import BlockNotFound, ContractLogicError, TimeExhausted, Web3Exception
 from web3.types import RPCEndpoint, TxReceipt
 
-from datagora.errors import ChainError, ConfigError
+from datagora.errors import ConfigError
 from datagora.http1 import Http1Pool
 from datagora.ledger import jsonrpc
+from datagora.ledger.errors import ChainError, RpcError
 from datagora.ledger.reverts import rule_error
 from datagora.ledger.views import CallCoalescer, ThreadedViews, ViewBatcher, ViewCall, word
 
@@ -562,7 +563,7 @@ class RpcChain(Chain):
                 result = jsonrpc.call(
                     self.url, "eth_sendRawTransaction", ["0x" + raw.hex()], client=self._http
                 )
-        except jsonrpc.RpcError as exc:
+        except RpcError as exc:
             message = jsonrpc.error_message(exc.error)
             if "revert" in message:
                 raise ContractLogicError(message) from None

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
-from datagora.errors import InvalidArgument
 from datagora.ledger.base import ContractWrapper, Tx, check_address, check_bytes32
+from datagora.ledger.errors import InvalidArgument
 
 MAX_TEXT = 256
 
@@ -119,7 +119,7 @@ class ComputeRegistry(ContractWrapper):
     def job(self, job: int) -> JobRecord:
         d, v, s, consumer, algorithm, params, status, result = self._view("jobs", job)
         if int(d) == 0:
-            from datagora.errors import NotFound
+            from datagora.ledger.errors import NotFound
 
             raise NotFound("no such job", f"there is no job {job}")
         return JobRecord(

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
-from datagora.errors import InvalidArgument
 from datagora.ledger.base import ZERO_ADDRESS, ContractWrapper, Tx, check_address, check_bytes32
 from datagora.ledger.chain import Chain
+from datagora.ledger.errors import InvalidArgument
 
 EMPTY32 = bytes(32)
 MAX_METADATA_URI = 432

@@ -17,18 +17,9 @@ from typing import Any
 
 import httpx
 
-from datagora.errors import ChainError
+from datagora.ledger.errors import ChainError, RpcError
 
-__all__ = ["Connections", "RpcError", "batch", "by_id", "call", "error_message", "request"]
-
-
-class RpcError(ChainError):
-    """The node answered a JSON-RPC request with an error."""
-
-    def __init__(self, method: str, error: Any) -> None:
-        self.method = method
-        self.error = error
-        super().__init__(f"{method}: {error_message(error)}")
+__all__ = ["Connections", "batch", "by_id", "call", "error_message", "request"]
 
 
 def request(method: str, params: Sequence[Any], id: int = 1) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
-from datagora.errors import InvalidArgument, LimitExceeded
 from datagora.ledger.base import ContractWrapper, Tx, check_bytes32
+from datagora.ledger.errors import InvalidArgument, LimitExceeded
 from datagora.ledger.events import Event, decode_log
 
 MAX_CIPHERTEXT = 24_576

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datagora import errors
+from datagora.ledger import errors
 
 # (fragment of the revert reason, exception class, what the user can do next)
 _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (

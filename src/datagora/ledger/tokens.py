@@ -8,8 +8,8 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
-from datagora.errors import InvalidArgument, NoDatatoken, OrderExpired
 from datagora.ledger.base import ContractWrapper, Tx, check_address
+from datagora.ledger.errors import InvalidArgument, NoDatatoken, OrderExpired
 
 MAX_CONSUMER_KEY = 128
 

@@ -18,9 +18,9 @@ from typing import Any, Final
 
 from eth_utils.crypto import keccak
 
-from datagora.errors import ChainError
 from datagora.http1 import Http1Error, Http1Pool
 from datagora.ledger import jsonrpc
+from datagora.ledger.errors import ChainError
 
 __all__ = ["VIEWS_PER_CALL", "CallCoalescer", "ThreadedViews", "ViewBatcher", "word"]
 

@@ -29,7 +29,7 @@ from datagora.catalog.resolver import MetadataResolver, datagora_uri
 from datagora.crypto import pre
 from datagora.crypto.aead import DataKey
 from datagora.crypto.keys import Identity, PublicIdentity
-from datagora.errors import ConfigError, DatagoraError, NotFoundError
+from datagora.errors import ConfigError, NotFoundError
 from datagora.ledger import (
     DAY_SECONDS,
     Ledger,
@@ -55,10 +55,6 @@ def record_key(identity: Identity) -> X25519PrivateKey:
         algorithm=hashes.SHA256(), length=32, salt=None, info=b"datagora/kv/x25519/v1"
     ).derive(bytes(identity.account.key))
     return X25519PrivateKey.from_private_bytes(seed)
-
-
-class PublishError(DatagoraError):
-    """A publish could not be completed (nothing on chain refers to partial data)."""
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,13 @@ from typing import Final
 import uvicorn
 from starlette.types import ASGIApp
 
-from datagora.errors import DatagoraError
+from datagora.node.errors import ServerError
 from datagora.ports import free_port
 
 __all__ = ["ServerError", "ServerGroup", "ThreadServer"]
 
 _START_TIMEOUT: Final = 60.0  # a loaded 2-core machine can be slow to start a server
 _STOP_TIMEOUT: Final = 30.0
-
-
-class ServerError(DatagoraError):
-    """An in-process server did not start (its app failed at startup, or timed out)."""
 
 
 class ThreadServer:

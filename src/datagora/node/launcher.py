@@ -37,19 +37,19 @@ from typing import IO, Any
 import httpx
 
 from datagora.atomic import write_atomically
-from datagora.errors import ChainError, ConfigError, DatagoraError
+from datagora.errors import ConfigError
 from datagora.ledger import Chain, Deployment, Ledger, dev_account
 from datagora.ledger.anvil import dump_state, find_anvil
+from datagora.ledger.errors import ChainError
 from datagora.ledger.jsonrpc import call as rpc
+from datagora.node.errors import LaunchError, NodeExited
 from datagora.node.network import PROXIES, STARTING_TOKENS, STORAGE_NODES, THRESHOLD, Network
 from datagora.node.server import ROLES
 from datagora.ports import free_port
 
 __all__ = [
-    "LaunchError",
     "LaunchPlan",
     "Launcher",
-    "NodeExited",
     "Part",
     "ready_printer",
     "run_up",
@@ -77,14 +77,6 @@ FIRST_PROXY = 5
 MIN_ETH = 10 * 10**18
 SECRET_FILES = ("password", "owner-token")
 HAS_COMPUTE = "compute" in ROLES
-
-
-class LaunchError(DatagoraError):
-    """The local network could not be started."""
-
-
-class NodeExited(LaunchError):
-    """A part of the network exited unexpectedly; everything else was stopped."""
 
 
 @dataclass

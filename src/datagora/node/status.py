@@ -13,17 +13,14 @@ from typing import Any
 
 import httpx
 
-from datagora.errors import ChainError, DatagoraError
 from datagora.ledger import jsonrpc
+from datagora.ledger.errors import ChainError
+from datagora.node.errors import NetworkDown
 from datagora.node.network import Network
 
 __all__ = ["NetworkDown", "PartStatus", "check_network", "network_parts"]
 
 TIMEOUT = 5.0
-
-
-class NetworkDown(DatagoraError):
-    """Some part of the network is not answering (see each part's detail)."""
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from datagora.sharing.errors import SharingError
+from datagora.sharing.errors import LogCorrupt
 
 __all__ = ["GENESIS", "LOG_FORMAT", "AccessLogFile", "LogCorrupt", "entry_hash", "verify_log"]
 
 LOG_FORMAT: Final = "datagora.access-log.v1"
 GENESIS: Final = bytes(32)
-
-
-class LogCorrupt(SharingError):
-    """An access log does not hash-chain: an entry was altered, removed or reordered."""
 
 
 def _canonical(entry: Mapping[str, Any]) -> bytes:

@@ -43,14 +43,15 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from datagora.crypto.eip712 import SignedRequest, verify_request
-from datagora.crypto.errors import MalformedRequest, RequestRefused
+from datagora.crypto.errors import MalformedRequest, PreError, RequestRefused
 from datagora.crypto.keys import Identity
 from datagora.crypto.nonces import SqliteNonceStore
-from datagora.crypto.pre import PreError, dataset_scope, make_kfrags
+from datagora.crypto.pre import dataset_scope, make_kfrags
 from datagora.errors import ConfigError, DatagoraError
 from datagora.ledger import Ledger
+from datagora.ledger.errors import NotController
 from datagora.ledger.events import Event, EventReader
-from datagora.sharing.errors import DelegationFailed, NotController, SharingError
+from datagora.sharing.errors import DelegationFailed, SharingError
 from datagora.sharing.gate import DEFAULT_SERVICE_ID
 from datagora.sharing.requests import DelegationRequest
 from datagora.sharing.wire import KfragDelivery, service_lifespan

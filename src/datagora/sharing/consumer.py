@@ -19,9 +19,9 @@ from typing import Any, Final
 
 import httpx
 
+from datagora.crypto.errors import BadFragment
 from datagora.crypto.keys import Identity, PublicIdentity
 from datagora.crypto.pre import (
-    BadFragment,
     VerifiedCapsuleFrag,
     WrappedKey,
     dataset_scope,

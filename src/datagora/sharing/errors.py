@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from datagora.errors import DatagoraError
+from datagora.ledger.errors import NotController
 
 __all__ = [
     "REFUSALS",
@@ -22,9 +23,9 @@ __all__ = [
     "GrantExpired",
     "GrantRevoked",
     "KfragRefused",
+    "LogCorrupt",
     "NoKeyFragment",
     "NoOrder",
-    "NotController",
     "NotEnoughProxies",
     "ProxyUnavailable",
     "RequestDenied",
@@ -79,10 +80,6 @@ class NoKeyFragment(SharingError):
     delegated (wait a moment after ordering, or ask the owner)."""
 
 
-class NotController(SharingError):
-    """Only the dataset's controller may delegate for it."""
-
-
 class KfragRefused(SharingError):
     """A proxy refused a key fragment (malformed, or not made for this consumer)."""
 
@@ -103,7 +100,7 @@ class DelegationFailed(SharingError):
     """Fewer than ``threshold`` proxies accepted their key fragment."""
 
 
-REFUSALS: Final[dict[str, type[SharingError]]] = {
+REFUSALS: Final[dict[str, type[DatagoraError]]] = {
     "no_order": NoOrder,
     "order_expired": ExpiredOrder,
     "grant_revoked": GrantRevoked,
@@ -121,3 +118,7 @@ REFUSALS: Final[dict[str, type[SharingError]]] = {
     "chain_unavailable": ProxyUnavailable,
 }
 """Refusal code (in a proxy's JSON answer) → the error it means."""
+
+
+class LogCorrupt(SharingError):
+    """An access log does not hash-chain: an entry was altered, removed or reordered."""

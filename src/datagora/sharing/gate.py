@@ -27,9 +27,10 @@ from typing import Any, Final
 
 from web3.exceptions import Web3Exception
 
-from datagora.errors import ChainError, DatagoraError
+from datagora.errors import DatagoraError
 from datagora.ledger import Ledger, ListKind, RequestStatus
 from datagora.ledger.base import ZERO_ADDRESS, ContractWrapper
+from datagora.ledger.errors import ChainError
 from datagora.ledger.tokens import Datatoken
 
 __all__ = ["DEFAULT_SERVICE_ID", "AccessGate", "Decision"]

@@ -165,7 +165,7 @@ class KfragStore:
     def verified(self, record: KfragRecord) -> VerifiedKeyFrag:
         """The verified fragment of ``record`` (checked once per process, then remembered).
 
-        Raises :class:`~datagora.crypto.pre.BadFragment` if the stored bytes do not verify.
+        Raises :class:`~datagora.crypto.errors.BadFragment` if the stored bytes do not verify.
         """
         key = (record.dataset, record.version, record.consumer.lower(), record.batch)
         with self._lock:

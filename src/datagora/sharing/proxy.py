@@ -39,6 +39,7 @@ from datagora.crypto.eip712 import verify_request
 from datagora.crypto.errors import (
     ExpiryTooFar,
     MalformedRequest,
+    PreError,
     ReplayedRequest,
     RequestRefused,
     SignatureExpired,
@@ -46,9 +47,10 @@ from datagora.crypto.errors import (
 )
 from datagora.crypto.keys import Identity
 from datagora.crypto.nonces import FileNonceStore
-from datagora.crypto.pre import PreError, reencrypt, verify_kfrag
-from datagora.errors import ChainError, DatagoraError
+from datagora.crypto.pre import reencrypt, verify_kfrag
+from datagora.errors import DatagoraError
 from datagora.ledger import Ledger
+from datagora.ledger.errors import ChainError
 from datagora.sharing.accesslog import AccessLogFile
 from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate, Decision
 from datagora.sharing.kfrags import KfragRecord, KfragStore

@@ -28,13 +28,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from datagora.storage.errors import StorageError
+from datagora.storage.errors import BatchFormatError, BatchTooLargeError
 
 __all__ = [
     "BATCH_MAGIC",
     "MAX_BATCH_SHARES",
-    "BatchFormatError",
-    "BatchTooLargeError",
     "EntryData",
     "EntryEnd",
     "EntryStart",
@@ -49,14 +47,6 @@ BATCH_MAGIC: Final = b"DGB1"
 MAX_BATCH_SHARES: Final = 1024
 _HEAD: Final = struct.Struct(">4sI")
 _ENTRY: Final = struct.Struct(">32sI")
-
-
-class BatchFormatError(StorageError):
-    """A batch frame is malformed (bad magic, truncated, trailing bytes)."""
-
-
-class BatchTooLargeError(BatchFormatError):
-    """A batch frame exceeds a cap: too many entries, an entry or the total too large."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from datagora.crypto.aead import ChunkCipher, DataKey
 from datagora.crypto.sealed import WrappedKey, unwrap_data_key
 from datagora.storage.erasure import block_size
-from datagora.storage.errors import DownloadError, IntegrityError, ManifestError, PlacementError
+from datagora.storage.errors import (
+    DownloadError,
+    IntegrityError,
+    ManifestError,
+    NodeFailure,
+    PlacementError,
+)
 from datagora.storage.manifest import VerifiedManifest, verify_manifest
 from datagora.storage.pipeline import decrypt_chunk
 from datagora.storage.placement import PlacementRecord, verify_placement
 from datagora.storage.shares import SHARE_HEADER_SIZE, VerifiedShare
-from datagora.storage.transport import NodeFailure, Progress, Session, chunk_window
+from datagora.storage.transport import Progress, Session, chunk_window
 
 __all__ = ["DownloadReport", "download_version", "fetch_manifest", "fetch_placement"]
 

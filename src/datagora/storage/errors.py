@@ -5,17 +5,21 @@ from __future__ import annotations
 from datagora.errors import DatagoraError
 
 __all__ = [
+    "BatchFormatError",
+    "BatchTooLargeError",
     "DownloadError",
     "ErasureError",
     "IntegrityError",
     "ManifestError",
     "MetadataError",
     "NoNodesError",
+    "NodeFailure",
     "PlacementError",
     "RecordNotFound",
     "RepairError",
     "StorageError",
     "UploadError",
+    "VanishedError",
 ]
 
 
@@ -76,3 +80,24 @@ class RepairError(StorageError):
 
 class RecordNotFound(StorageError):
     """A key/value record (or the requested version of it) does not exist."""
+
+
+class BatchFormatError(StorageError):
+    """A batch frame is malformed (bad magic, truncated, trailing bytes)."""
+
+
+class BatchTooLargeError(BatchFormatError):
+    """A batch frame exceeds a cap: too many entries, an entry or the total too large."""
+
+
+class VanishedError(StorageError):
+    """A blob a request relied on being held was deleted while it ran."""
+
+
+class NodeFailure(StorageError):
+    """A node did not answer usefully (down, slow, refused): try elsewhere."""
+
+    def __init__(self, reason: str, reachable: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reachable = reachable

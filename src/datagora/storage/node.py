@@ -40,16 +40,22 @@ from pydantic import BaseModel, Field
 from datagora.storage.batch import (
     BATCH_MAGIC,
     MAX_BATCH_SHARES,
-    BatchFormatError,
-    BatchTooLargeError,
     EntryData,
     EntryStart,
     FrameReader,
     frame_size,
 )
-from datagora.storage.errors import IntegrityError, ManifestError, PlacementError, StorageError
+from datagora.storage.errors import (
+    BatchFormatError,
+    BatchTooLargeError,
+    IntegrityError,
+    ManifestError,
+    PlacementError,
+    StorageError,
+    VanishedError,
+)
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
-from datagora.storage.packs import Holding, PackStore, VanishedError
+from datagora.storage.packs import Holding, PackStore
 from datagora.storage.placement import parse_placement
 from datagora.storage.retention import Retention
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from datagora.storage.errors import IntegrityError, StorageError
+from datagora.storage.errors import IntegrityError, StorageError, VanishedError
 from datagora.storage.shares import SHARE_HEADER_SIZE, ShareHeader
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "Holding",
     "PackStore",
     "PackWriter",
-    "VanishedError",
     "share_location",
     "stored_names",
 ]
@@ -85,10 +84,6 @@ CREATE TABLE IF NOT EXISTS placements (
     PRIMARY KEY (manifest, record)
 ) WITHOUT ROWID;
 """
-
-
-class VanishedError(StorageError):
-    """A blob a request relied on being held was deleted while it ran."""
 
 
 class Holding(enum.Enum):

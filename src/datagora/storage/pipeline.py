@@ -220,7 +220,7 @@ def decrypt_chunk(
 
     Raises :class:`IntegrityError` for shares of another chunk,
     :class:`~datagora.storage.errors.ErasureError` for too few, and
-    :class:`~datagora.crypto.aead.DecryptionError` if authentication fails.
+    :class:`~datagora.crypto.errors.DecryptionError` if authentication fails.
     """
     m = verified.manifest
     ciphertext = _chunk_ciphertext(verified, chunk_index, shares)

@@ -18,12 +18,12 @@ from typing import Any, Final
 
 from datagora.storage.client import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, AsyncStorageClient
 from datagora.storage.download import DownloadReport, fetch_manifest, fetch_placement
-from datagora.storage.errors import IntegrityError, RepairError
+from datagora.storage.errors import IntegrityError, NodeFailure, RepairError
 from datagora.storage.manifest import VerifiedManifest
 from datagora.storage.pipeline import rebuild_shares
 from datagora.storage.placement import PlacementRecord
 from datagora.storage.shares import VerifiedShare
-from datagora.storage.transport import NodeFailure, Progress, Session, node_health
+from datagora.storage.transport import Progress, Session, node_health
 
 __all__ = ["CheckReport", "Repairer", "ShareProblem"]
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from datagora.errors import ChainError
+from datagora.ledger.errors import ChainError
 from datagora.storage.errors import ManifestError, PlacementError
 from datagora.storage.manifest import verify_manifest
 from datagora.storage.placement import parse_placement

@@ -21,18 +21,12 @@ from typing import Any, Final, Generic, TypeVar
 import httpx
 
 from datagora.http1 import Http1Error, Http1Pool
-from datagora.storage.batch import (
-    MAX_BATCH_SHARES,
-    BatchFormatError,
-    decode_frame,
-    frame_parts,
-    frame_size,
-)
+from datagora.storage.batch import MAX_BATCH_SHARES, decode_frame, frame_parts, frame_size
+from datagora.storage.errors import BatchFormatError, NodeFailure
 from datagora.storage.shares import Share
 
 __all__ = [
     "Batcher",
-    "NodeFailure",
     "Progress",
     "Session",
     "chunk_window",
@@ -59,15 +53,6 @@ _WINDOW_BYTES: Final = 16 << 20
 _WINDOW_CHUNKS: Final = 32
 _I = TypeVar("_I")
 _R = TypeVar("_R")
-
-
-class NodeFailure(Exception):
-    """A node did not answer usefully (down, slow, refused): try elsewhere."""
-
-    def __init__(self, reason: str, reachable: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.reachable = reachable
 
 
 class Batcher(Generic[_I, _R]):

@@ -27,18 +27,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from datagora.crypto import pre
 from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import WrappedKey, wrap_data_key
-from datagora.storage.errors import NoNodesError, UploadError
+from datagora.storage.errors import NodeFailure, NoNodesError, UploadError
 from datagora.storage.manifest import AnyWrappedKey, Manifest, VerifiedManifest, verify_manifest
 from datagora.storage.pipeline import EncodedChunk, EncodingParams, ManifestBuilder, encode_stream
 from datagora.storage.placement import PlacementRecord
-from datagora.storage.transport import (
-    NodeFailure,
-    Progress,
-    Session,
-    chunk_window,
-    healthy_nodes,
-    node_health,
-)
+from datagora.storage.transport import Progress, Session, chunk_window, healthy_nodes, node_health
 
 __all__ = ["UploadResult", "rewrap_version", "store_blob", "upload_version"]
 
