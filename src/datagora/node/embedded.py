@@ -32,7 +32,7 @@ import tempfile
 import threading
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError
@@ -67,22 +67,23 @@ class EmbeddedNetwork:
                 self.ledger.market_token.mint(
                     dev_account(0), dev_account(index).address, STARTING_TOKENS
                 )
+            # Each server builds its app afresh at every start (see ThreadServer).
             self.storage = [
                 self.servers.start(
-                    partial(_storage_app, self.base / f"storage{i}"), f"storage-{i}"
+                    partial(storage_app, self.base / f"storage{i}", _MAX_SHARE), f"storage-{i}"
                 ).url
                 for i in range(STORAGE_NODES)
             ]
             self.proxies = [
                 self.servers.start(
-                    partial(_proxy_app, self.ledger, dev_identity(a), self.base / f"proxy{i}"),
+                    partial(proxy_app, self.ledger, dev_identity(a), self.base / f"proxy{i}"),
                     f"proxy-{i}",
                 ).url
                 for i, a in enumerate(_PROXY_ACCOUNTS)
             ]
             self.catalog = self.servers.start(
                 partial(
-                    _catalog_app, self.ledger, self.base / "catalog", self.storage, poll_interval
+                    catalog_app, self.ledger, self.base / "catalog", self.storage, poll_interval
                 ),
                 "catalog",
             ).url
@@ -111,14 +112,18 @@ class EmbeddedNetwork:
                 tag = owner.address[2:10].lower()
                 agent = self.servers.start(
                     partial(
-                        _agent_app, self.ledger, owner, self.proxies, self.base / f"agent-{tag}",
-                        self.poll_interval,
+                        agent_app, self.ledger, owner, self.proxies, THRESHOLD,
+                        self.base / f"agent-{tag}", self.poll_interval,
                     ),
                     f"agent-{tag}",
                 )  # fmt: skip
                 compute = self.servers.start(
                     partial(
-                        _compute_app, self.ledger, owner, self.storage, self.base / f"compute-{tag}"
+                        compute_app,
+                        self.ledger,
+                        owner,
+                        self.base / f"compute-{tag}",
+                        storage=self.storage,
                     ),
                     f"compute-{tag}",
                 )
@@ -141,28 +146,3 @@ class EmbeddedNetwork:
         self.servers.stop()
         if self._own_dir:
             shutil.rmtree(self.base, ignore_errors=True)
-
-
-# The apps, built afresh at each start of their server.
-
-
-def _storage_app(data_dir: Path) -> Any:
-    return storage_app(data_dir, _MAX_SHARE)
-
-
-def _proxy_app(ledger: Ledger, identity: Identity, data_dir: Path) -> Any:
-    return proxy_app(ledger, identity, data_dir)
-
-
-def _agent_app(
-    ledger: Ledger, owner: Identity, proxies: list[str], data_dir: Path, poll: float
-) -> Any:
-    return agent_app(ledger, owner, proxies, THRESHOLD, data_dir, poll)
-
-
-def _compute_app(ledger: Ledger, owner: Identity, storage: list[str], data_dir: Path) -> Any:
-    return compute_app(ledger, owner, data_dir, storage=storage)
-
-
-def _catalog_app(ledger: Ledger, data_dir: Path, storage: list[str], poll: float) -> Any:
-    return catalog_app(ledger, data_dir, storage, poll)
