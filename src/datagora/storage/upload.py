@@ -172,16 +172,7 @@ async def _upload(
     verified = verify_manifest(raw, manifest.digest())
     record = PlacementRecord.create(verified, locations, sequence=0)
     live = [n for n in healthy if n not in failed]
-    await _store_metadata(session, live, raw, "shares", "manifest", failed, metadata_copies)
-    await _store_metadata(
-        session,
-        live,
-        record.to_bytes(),
-        "placements",
-        "placement record",
-        failed,
-        metadata_copies,
-    )
+    await _store_version_records(session, live, raw, record, failed, metadata_copies)
     return UploadResult(
         manifest=manifest,
         manifest_hash=verified.digest,
@@ -248,16 +239,7 @@ async def rewrap_version(
     record = PlacementRecord.create(new, locations, sequence=0)
     failed: dict[str, str] = {}
     live = await healthy_nodes(session)
-    await _store_metadata(session, live, raw, "shares", "manifest", failed, metadata_copies)
-    await _store_metadata(
-        session,
-        live,
-        record.to_bytes(),
-        "placements",
-        "placement record",
-        failed,
-        metadata_copies,
-    )
+    await _store_version_records(session, live, raw, record, failed, metadata_copies)
     return UploadResult(m, new.digest, m.merkle_root, record, record.digest(), failed)
 
 
@@ -268,6 +250,22 @@ async def store_blob(session: Session, data: bytes, what: str, metadata_copies: 
     live = await healthy_nodes(session)
     await _store_metadata(session, live, data, "shares", what, failed, metadata_copies)
     return hashlib.sha256(data).digest()
+
+
+async def _store_version_records(
+    session: Session,
+    nodes: list[str],
+    manifest: bytes,
+    record: PlacementRecord,
+    failed: dict[str, str],
+    metadata_copies: int,
+) -> None:
+    """Store a version's manifest, then its placement record, each on enough nodes."""
+    await _store_metadata(session, nodes, manifest, "shares", "manifest", failed, metadata_copies)
+    await _store_metadata(
+        session, nodes, record.to_bytes(), "placements", "placement record", failed,
+        metadata_copies,
+    )  # fmt: skip
 
 
 async def _store_metadata(
