@@ -25,10 +25,22 @@ __all__ = [
     "agent_app",
     "catalog_app",
     "compute_app",
+    "load_request_types",
     "proxy_app",
     "storage_app",
     "stored_datasets",
 ]
+
+
+def load_request_types() -> None:
+    """Register every layer's signed-request types in this process.
+
+    A service parses requests by their registered type; with every type known, a
+    request meant for another service is refused as unexpected (the answer it got
+    when one module defined them all), not as malformed.
+    """
+    import datagora.compute.requests
+    import datagora.sharing.requests  # noqa: F401
 
 
 def storage_app(data_dir: Path, max_share: int, retention: Retention | None = None) -> FastAPI:
@@ -44,6 +56,8 @@ def proxy_app(
     """A proxy acting as `identity`."""
     from datagora.sharing.proxy import create_proxy_app
 
+    load_request_types()
+
     return create_proxy_app(ledger, identity, data_dir, anchor_every)
 
 
@@ -57,6 +71,8 @@ def agent_app(
 ) -> FastAPI:
     """`owner`'s agent: delegates to `threshold`-of-`proxies` after each order."""
     from datagora.sharing.agent import create_agent_app
+
+    load_request_types()
 
     return create_agent_app(ledger, owner, proxies, threshold, data_dir, poll_interval)
 
@@ -88,6 +104,8 @@ def compute_app(
     """`operator`'s compute node: the `datasets` files, and with `storage` nodes every
     dataset the operator published (fetched and decrypted per job)."""
     from datagora.compute.node import create_compute_app
+
+    load_request_types()
 
     stored = stored_datasets(ledger, operator, storage, epsilon_budget) if storage else None
     return create_compute_app(
