@@ -13,7 +13,7 @@ from datagora.cli.compute import commands as compute_commands
 from datagora.cli.compute import compute_app, jobs_app
 from datagora.cli.flows import account_app, kv_app
 from datagora.cli.flows import commands as flow_commands
-from datagora.cli.network import chain_app
+from datagora.cli.network import chain_app, demo_commands
 from datagora.cli.network import commands as network_commands
 from datagora.cli.search import commands as search_commands
 from datagora.errors import DatagoraError
@@ -38,8 +38,9 @@ def _options(
 
 
 # The commands, one module per area; each imports cli.common, none another.
-app.add_typer(network_commands)  # demo, node, up, status
+app.add_typer(demo_commands)  # demo
 app.add_typer(search_commands)  # search, show
+app.add_typer(network_commands)  # node, up, status
 app.add_typer(compute_commands)  # train
 app.add_typer(flow_commands)  # publish, buy, … mock
 app.add_typer(chain_app, name="chain")

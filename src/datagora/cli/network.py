@@ -12,13 +12,15 @@ import typer
 from datagora.cli.common import JsonFlag, err, out, print_json
 from datagora.errors import ConfigError, DatagoraError
 
+# Two groups so `datagora --help` keeps its order: demo, search, show, node, up, status.
+demo_commands = typer.Typer()
 commands = typer.Typer()
 chain_app = typer.Typer(
     help="Deploy and inspect datagora's contracts on a chain.", no_args_is_help=True
 )
 
 
-@commands.command()
+@demo_commands.command()
 def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of the story.")
