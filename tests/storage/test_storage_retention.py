@@ -164,11 +164,14 @@ def test_nothing_is_deleted_when_the_chain_cannot_be_read(store: PackStore) -> N
 
 
 def test_a_node_sweeps_by_itself_and_reports_it(embedded_ledger: Ledger, tmp_path: Path) -> None:
-    """Three node apps with retention on (grace 1 s, a sweep every 0.2 s): a recorded
-    upload stays readable, an unrecorded one disappears from every node."""
+    """Three node apps with retention on (grace 5 s, a sweep every 0.2 s): a recorded
+    upload stays readable, an unrecorded one disappears from every node.
+
+    The grace must outlast one upload and its publish: with 1 s, a loaded machine
+    (a CI run beside other work) swept the first upload before it was recorded."""
 
     def node(i: int) -> Any:
-        policy = Retention(OnChainReferences.of(embedded_ledger), grace=1.0, every=0.2)
+        policy = Retention(OnChainReferences.of(embedded_ledger), grace=5.0, every=0.2)
         return create_storage_app(tmp_path / f"node{i}", 1 << 20, retention=policy)
 
     with ServerGroup() as group:
@@ -180,8 +183,10 @@ def test_a_node_sweeps_by_itself_and_reports_it(embedded_ledger: Ledger, tmp_pat
             params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=3)
             key = DataKey.generate()
             uploads.append((client.upload(io.BytesIO(payload), params, key, owner), key, payload))
+            if len(uploads) == 1:  # recorded at once, well inside the grace
+                first = uploads[0][0]
+                publish(embedded_ledger, manifest_hash=first.manifest_hash, merkle_root=first.root)
         (recorded, key, payload), (orphan, _, _) = uploads
-        publish(embedded_ledger, manifest_hash=recorded.manifest_hash, merkle_root=recorded.root)
         orphaned = {orphan.manifest_hash.hex()} | {
             s.hex() for c in orphan.manifest.chunks for s in c.shares
         }
