@@ -20,3 +20,12 @@ class ConfigError(DatagoraError):
 
 class NotFoundError(DatagoraError):
     """Something asked for does not exist (a dataset in the catalog, a file, a record)."""
+
+
+class Unreachable(DatagoraError):
+    """A part of the network did not answer (connection refused, timed out): the chain,
+    a node, the catalog. ``url`` is where it was asked, if known."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url

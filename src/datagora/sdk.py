@@ -124,7 +124,7 @@ class Market(Marketplace):
         >>> ds = net.dataset(3)
         >>> ds.buy_and_order(); frame = ds.to_pandas()
         """
-        self.ledger.data_nft.get_dataset(dataset)  # a clear error now if there is no such dataset
+        self.dataset_info(dataset)  # a clear error now if there is no such dataset
         return Dataset(self, dataset)
 
     def compute(
@@ -234,7 +234,7 @@ class Dataset:
     @property
     def info(self) -> Any:
         """The on-chain record: controller, version, hashes, state."""
-        return self.market.ledger.data_nft.get_dataset(self.id)
+        return self.market.dataset_info(self.id)
 
     def metadata(self) -> Any:
         """The metadata, fetched and checked against its on-chain hash."""

@@ -59,6 +59,10 @@ def _check(data: dict[str, Any]) -> None:
     assert data["repaired_shares"] > 0
     assert data["events"] > 50
     assert data["seconds"] > 0
+    # What the demo says it wrote is there after it ends, in the directory it names.
+    prov = Path(data["prov_file"])
+    assert prov.is_file() and prov.stat().st_size == data["prov_bytes"]
+    assert prov.parent.name == "datagora-demo-out"
 
 
 def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
@@ -68,6 +72,7 @@ def test_make_demo_from_a_fresh_clone(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its outputs land in the working directory, not the checkout
         )
         assert run.returncode == 0, run.stderr[-3000:]
         _check(json.loads(run.stdout))  # one JSON object and nothing else on stdout

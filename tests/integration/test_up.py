@@ -155,6 +155,8 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
     up = Up(directory, env)
     try:
         report = up.wait_healthy()
+        # `up` says when it is ready, and (below) that it stopped.
+        until(lambda: "ready:" in up.output(), "`up` to say it is ready")
         parts = {p["part"] for p in report["parts"]}
         assert {"chain", "agent", "catalog"} <= parts
         assert {f"storage{i}" for i in range(1, 7)} <= parts
@@ -189,6 +191,8 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
         assert before["datasets"] == 1
 
         assert up.interrupt() == 0, up.output()
+        assert up.output().rstrip().endswith("(its state is kept)"), up.output()
+        assert "stopped: no part of the network is running" in up.output()
         until(lambda: not processes_under(directory), "every child to exit")
         ports = json.loads((directory / "ports.json").read_text())
 

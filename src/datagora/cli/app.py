@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from datagora.cli.benchmarks import bench_app
-from datagora.cli.common import err
+from datagora.cli.common import err, what_to_do
 from datagora.cli.compute import commands as compute_commands
 from datagora.cli.compute import compute_app, jobs_app
 from datagora.cli.flows import account_app, kv_app
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     except DatagoraError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {what_to_do(exc)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

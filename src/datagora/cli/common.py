@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from datagora.errors import ConfigError
+from datagora.errors import ConfigError, DatagoraError, Unreachable
 
 if TYPE_CHECKING:
     from datagora.crypto.keys import Identity
@@ -87,3 +87,32 @@ def marketplace(
 
     net = load_network()
     return marketplace_for(net, load_identity(account, keys) if need_account else None)
+
+
+def what_to_do(exc: DatagoraError) -> str:
+    """The message of a user error, with the next step where the CLI knows it better than
+    the layer that raised it: an unreachable part of a network `datagora up` made means
+    `up` is not running."""
+    message = str(exc)
+    if not isinstance(exc, Unreachable):
+        return message
+    from datagora.node.network import network_path
+
+    path = network_path()
+    try:
+        net = network_or_none()
+    except DatagoraError:
+        net = None
+    if net is None or path is None:
+        return f"{message}; check the URL"
+    urls = [net.chain_url, *net.storage, *net.proxies, net.agent, net.catalog, net.compute]
+    ours = {u.rstrip("/") for u in urls if u}
+    if exc.url is not None and exc.url.rstrip("/") not in ours:
+        return f"{message}; check the URL"
+    if net.state_dir:
+        state = Path(net.state_dir)
+        start = "datagora up"
+        if state.resolve() != (Path.cwd() / ".datagora").resolve():
+            start += f" --dir {state}"
+        return f"{message}; is the network running? start it with `{start}`"
+    return f"{message}; check that it runs, or the URLs in the network file {path}"

@@ -23,7 +23,7 @@ from datagora.cli.common import (
     print_json,
     tokens,
 )
-from datagora.errors import ConfigError
+from datagora.errors import ConfigError, Unreachable
 
 commands = typer.Typer()
 compute_app = typer.Typer(
@@ -55,7 +55,7 @@ def _reaching(what: str) -> Iterator[None]:
     try:
         yield
     except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach the compute node at {what}: {exc}") from None
+        raise Unreachable(f"cannot reach the compute node at {what}: {exc}", what) from None
 
 
 def _params(pairs: list[str], params_file: Path | None) -> dict[str, Any]:

@@ -13,8 +13,9 @@ proxies, three hospitals' compute nodes and a catalog served in threads on loopb
 5. Two storage nodes stop; the data still comes back; repair restores redundancy.
 6. An auditor prints and verifies one dataset's timeline and exports W3C PROV.
 
-Everything runs under a temporary directory, removed at the end with every server
-stopped, also when a step fails.
+The network runs under a temporary directory, removed at the end with every server
+stopped, also when a step fails; what the story hands the user (the PROV-JSON export)
+is written to an output directory it names, and kept.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class _World:
     """What the story's steps share."""
 
     base: Path
+    out: Path  # kept after the demo: what it tells the user it wrote
     ledger: Ledger
     storage: list[ThreadServer]
     proxies: list[str]
@@ -548,14 +550,15 @@ def _audit(world: _World) -> dict[str, Any]:
         f"  {len(report.checks)} hash checks (metadata, manifest, Merkle root, sampled "
         f"shares): {len(report.mismatches)} mismatched, {len(report.unavailable)} unavailable"
     )
-    prov = world.base / f"dataset-{target.dataset}.prov.json"
+    prov = world.out / f"dataset-{target.dataset}.prov.json"
     write_prov(to_prov(ledger, target.dataset, entries), prov)
-    say(f"  W3C PROV-JSON written: {prov.name} ({prov.stat().st_size:,} bytes)")
+    say(f"  W3C PROV-JSON written: {prov} ({prov.stat().st_size:,} bytes)")
     events = sum(1 for _ in ledger.events())
     return {
         "audit_verified": report.complete,
         "timeline_entries": len(entries),
         "prov_bytes": prov.stat().st_size,
+        "prov_file": str(prov),
         "events": events,
     }
 
@@ -577,8 +580,15 @@ def _start_network(
     return storage, proxies
 
 
-def run_demo(console: Console | None) -> dict[str, Any]:
-    """Run the story; narrate on `console` if given; return the figures."""
+DEFAULT_OUT: Final = Path("datagora-demo-out")
+"""Where the demo writes what it hands the user, unless told otherwise."""
+
+
+def run_demo(console: Console | None, out: Path = DEFAULT_OUT) -> dict[str, Any]:
+    """Run the story; narrate on `console` if given; keep its outputs in `out` (made if
+    missing); return the figures."""
+    out = out.absolute()
+    out.mkdir(parents=True, exist_ok=True)
     say = _Say(console)
     started = time.perf_counter()
     say("[bold]datagora demo[/bold] — one process: an embedded EVM and every role on loopback")
@@ -600,7 +610,7 @@ def run_demo(console: Console | None) -> dict[str, Any]:
             frame, test_size=0.25, random_state=0, stratify=frame[TARGET]
         )
         world = _World(
-            base, ledger, storage, proxies, servers, say, [dev_identity(i) for i in (1, 2, 3)],
+            base, out, ledger, storage, proxies, servers, say, [dev_identity(i) for i in (1, 2, 3)],
             train, test,
         )  # fmt: skip
         for step in (
@@ -613,5 +623,8 @@ def run_demo(console: Console | None) -> dict[str, Any]:
         ):
             result.update(step(world))
     result["seconds"] = round(time.perf_counter() - started, 2)
-    say(f"\ndone in {result['seconds']:.1f} s; every node stopped and the temporary files removed")
+    say(
+        f"\ndone in {result['seconds']:.1f} s; every node stopped and the network's temporary "
+        f"files removed; the outputs are kept in {out}"
+    )
     return result

@@ -35,7 +35,8 @@ from datagora.errors import ConfigError
 
 commands = typer.Typer()
 account_app = typer.Typer(
-    help="Create, import and list accounts (keystores).", no_args_is_help=True
+    help="Accounts (encrypted keystores): new, import, list, export-public.",
+    no_args_is_help=True,
 )
 
 
@@ -403,7 +404,7 @@ def repair(
     from datagora.storage.repair import Repairer
 
     m = marketplace(account, keys, need_account=False)
-    info = m.ledger.data_nft.get_dataset(dataset)
+    info = m.dataset_info(dataset)
     repairer = Repairer(m.endpoints.storage)
     counter = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),

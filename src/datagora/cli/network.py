@@ -25,6 +25,10 @@ def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of the story.")
     ] = False,
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", help="Directory for what the demo writes (kept; made if missing)."),
+    ] = Path("datagora-demo-out"),
 ) -> None:
     """Run the end-to-end story on the embedded chain (no set-up needed).
 
@@ -32,7 +36,7 @@ def demo(
     """
     from datagora.cli.demo import run_demo
 
-    result = run_demo(None if as_json else out)
+    result = run_demo(None if as_json else out, out_dir)
     if as_json:
         print_json(result)
     failed = sorted(k for k, v in result.items() if v is False)

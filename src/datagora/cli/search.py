@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from datagora.cli.common import JsonFlag, out, print_json
-from datagora.errors import ConfigError, NotFoundError
+from datagora.errors import ConfigError, NotFoundError, Unreachable
 
 commands = typer.Typer()
 
@@ -29,7 +29,7 @@ def _catalog_get(url: str, path: str, params: dict[str, Any] | None = None) -> A
     try:
         r = httpx.get(url + path, params=params, timeout=10)
     except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach the catalog at {url}: {exc}") from None
+        raise Unreachable(f"cannot reach the catalog at {url}: {exc}", url) from None
     if r.status_code == 404:
         raise NotFoundError(r.json().get("detail", "not found"))
     if r.status_code >= 400:

@@ -30,7 +30,7 @@ from web3.types import RPCEndpoint, TxReceipt
 from datagora.errors import ConfigError
 from datagora.http1 import Http1Pool
 from datagora.ledger import jsonrpc
-from datagora.ledger.errors import ChainError, RpcError
+from datagora.ledger.errors import ChainError, ChainUnreachable, RpcError
 from datagora.ledger.reverts import rule_error
 from datagora.ledger.views import CallCoalescer, ThreadedViews, ViewBatcher, ViewCall, word
 
@@ -186,12 +186,14 @@ class Chain(ABC):
 
     backend = "rpc"
 
-    def __init__(self, w3: Web3) -> None:
+    def __init__(self, w3: Web3, url: str | None = None) -> None:
         self.w3 = w3
         try:
             self.chain_id = int(w3.eth.chain_id)
         except (OSError, Web3Exception) as exc:
-            raise ChainError(f"cannot reach the chain: {exc}") from exc
+            where = f" at {url}" if url else ""
+            reason = _os_reason(exc)
+            raise ChainUnreachable(f"cannot reach the chain{where}: {reason}", url) from exc
         self._nonces = _Nonces(w3)
         self._gas_price: tuple[float, int] = (0.0, 0)
 
@@ -525,7 +527,7 @@ class RpcChain(Chain):
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"chain URL must start with http:// or https://, got {url!r}")
         self.url = url
-        super().__init__(Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})))
+        super().__init__(Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})), url)
         # Sending is the hot path; one keep-alive connection without web3's
         # middleware stack costs a third of the time per transaction.
         self._http = httpx.Client(timeout=timeout)
@@ -569,7 +571,9 @@ class RpcChain(Chain):
                 raise ContractLogicError(message) from None
             raise ChainError(f"the chain refused the transaction: {message}") from None
         except (httpx.HTTPError, ValueError) as exc:
-            raise ChainError(f"cannot reach the chain at {self.url}: {exc}") from exc
+            raise ChainUnreachable(
+                f"cannot reach the chain at {self.url}: {_os_reason(exc)}", self.url
+            ) from exc
         return bytes.fromhex(str(result).removeprefix("0x"))
 
     def _logs(self, addresses: list[str], topics: list[Any], lo: int, hi: int) -> list[Log]:
@@ -652,3 +656,10 @@ class RpcChain(Chain):
     def advance_time(self, seconds: int) -> None:
         self._dev_rpc("evm_increaseTime", [seconds])
         self._dev_rpc("evm_mine", [])
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's reason in a connection error ("Connection refused"), not
+    the HTTP library's page of wrapping; else the error's own text."""
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    return found.group(1).strip() if found else str(exc)[:300]

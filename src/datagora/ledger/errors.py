@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from datagora.errors import DatagoraError, NotFoundError
+from datagora.errors import DatagoraError, NotFoundError, Unreachable
 
 __all__ = [
     "ChainError",
+    "ChainUnreachable",
     "ContractRuleError",
     "InsufficientFunds",
     "InvalidArgument",
@@ -31,6 +32,10 @@ __all__ = [
 
 class ChainError(DatagoraError):
     """The chain could not be reached or answered something unexpected."""
+
+
+class ChainUnreachable(ChainError, Unreachable):
+    """The chain did not answer at all (nothing listens at its URL, or it timed out)."""
 
 
 class RpcError(ChainError):

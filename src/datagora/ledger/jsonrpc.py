@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from datagora.ledger.errors import ChainError, RpcError
+from datagora.ledger.errors import ChainError, ChainUnreachable, RpcError
 
 __all__ = ["Connections", "batch", "by_id", "call", "error_message", "request"]
 
@@ -115,7 +115,9 @@ class Connections:
                 conn.close()
                 self._local.conn = None
                 if attempt:
-                    raise ChainError(f"cannot reach the chain at {self.url}: {exc}") from None
+                    raise ChainUnreachable(
+                        f"cannot reach the chain at {self.url}: {exc}", self.url
+                    ) from None
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def batch(self, requests: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -20,7 +20,7 @@ from eth_utils.crypto import keccak
 
 from datagora.http1 import Http1Error, Http1Pool
 from datagora.ledger import jsonrpc
-from datagora.ledger.errors import ChainError
+from datagora.ledger.errors import ChainError, ChainUnreachable
 
 __all__ = ["VIEWS_PER_CALL", "CallCoalescer", "ThreadedViews", "ViewBatcher", "word"]
 
@@ -196,7 +196,7 @@ class CallCoalescer(ViewBatcher):
             failure = (
                 exc
                 if isinstance(exc, ChainError)
-                else ChainError(f"cannot reach the chain at {self.url}: {exc}")
+                else ChainUnreachable(f"cannot reach the chain at {self.url}: {exc}", self.url)
             )
             for _, future in groups:
                 if not future.done():

@@ -43,7 +43,7 @@ from datagora.compute.owner import encode_header, sign_owner_request
 from datagora.compute.results import open_result
 from datagora.compute.stored import ComputeOffer
 from datagora.crypto.keys import Identity
-from datagora.errors import ConfigError, DatagoraError, NotFoundError
+from datagora.errors import ConfigError, DatagoraError, NotFoundError, Unreachable
 from datagora.ledger import Ledger
 from datagora.market.flows import Endpoints, Marketplace
 
@@ -260,7 +260,9 @@ def served(client: ComputeClient, dataset: int) -> dict[str, Any]:
     try:
         return client.dataset(dataset)
     except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach the compute node at {client.url}: {exc}") from None
+        raise Unreachable(
+            f"cannot reach the compute node at {client.url}: {exc}", client.url
+        ) from None
 
 
 def order_for(
@@ -290,7 +292,9 @@ def submit(
         job = client.submit(dataset, order, code, {} if params is None else params)
     except httpx.HTTPError as exc:
         client.close()
-        raise ConfigError(f"cannot reach the compute node at {client.url}: {exc}") from None
+        raise Unreachable(
+            f"cannot reach the compute node at {client.url}: {exc}", client.url
+        ) from None
     except BaseException:
         client.close()
         raise
@@ -419,7 +423,9 @@ class OwnerClient:
                 body = {"reason": reason} if action == "deny" else None
                 response = self._http.post(f"{self.url}{path}", headers=headers, json=body)
         except httpx.HTTPError as exc:
-            raise ConfigError(f"cannot reach the compute node at {self.url}: {exc}") from None
+            raise Unreachable(
+                f"cannot reach the compute node at {self.url}: {exc}", self.url
+            ) from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)

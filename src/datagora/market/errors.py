@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from datagora.errors import DatagoraError
+from datagora.errors import DatagoraError, NotFoundError
 
 __all__ = [
+    "NoSuchDataset",
     "PublishError",
 ]
 
 
 class PublishError(DatagoraError):
     """A publish could not be completed (nothing on chain refers to partial data)."""
+
+
+class NoSuchDataset(NotFoundError):
+    """No dataset has this id on the network's ledger (look ids up with a search)."""

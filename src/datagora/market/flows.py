@@ -32,12 +32,15 @@ from datagora.crypto.keys import Identity, PublicIdentity
 from datagora.errors import ConfigError, NotFoundError
 from datagora.ledger import (
     DAY_SECONDS,
+    DatasetInfo,
     Ledger,
     Order,
     Pricing,
     PublishParams,
     Tx,
 )
+from datagora.ledger.errors import NotFound
+from datagora.market.errors import NoSuchDataset
 from datagora.storage.client import StorageClient
 from datagora.storage.download import DownloadReport
 from datagora.storage.metadata import Metadata, PublisherKeys, build_metadata, parse_metadata
@@ -89,6 +92,16 @@ class PublishedDataset:
     merkle_root: bytes
     tx: Tx
     upload: UploadResult
+
+
+def _how_to_get(meta: Metadata, dataset: int) -> str:
+    """The next step to read `dataset`, from its download service: buy, order or request."""
+    service = next((s for s in meta.services if s.type == "download"), meta.services[0])
+    if service.policy == "approval":
+        return f'ask the owner: `datagora request {dataset} --purpose "…"`'
+    if service.price == "0":
+        return f"take a free access: `datagora order {dataset}`"
+    return f"buy access first: `datagora buy {dataset}`"
 
 
 class Marketplace:
@@ -208,7 +221,7 @@ class Marketplace:
         """A new version with new metadata and the same data (its key wrapped for the new
         version, so consumers' delegations follow the version)."""
         owner = self.identity
-        info = self.ledger.data_nft.get_dataset(dataset)
+        info = self.dataset_info(dataset)
         meta = metadata if isinstance(metadata, Metadata) else build_metadata(dict(metadata))
         meta = build_metadata(
             meta.model_copy(update={"publisher_keys": self._keys()}).model_dump(
@@ -239,7 +252,7 @@ class Marketplace:
         delegations open nothing new. `src` is new content (default: the current
         content). What consumers already downloaded cannot be recalled."""
         owner = self.identity
-        info = self.ledger.data_nft.get_dataset(dataset)
+        info = self.dataset_info(dataset)
         storage = self.storage()
         with tempfile.TemporaryDirectory() as tmp:
             if src is None:
@@ -296,11 +309,24 @@ class Marketplace:
             httpx.put(url, content=raw, timeout=10).raise_for_status()
 
     # -- consuming ---------------------------------------------------------------------
+    def dataset_info(self, dataset: int) -> DatasetInfo:
+        """The dataset's record on chain; :class:`NoSuchDataset` if there is none."""
+        try:
+            return self.ledger.data_nft.get_dataset(dataset)
+        except NotFound:
+            count = self.ledger.data_nft.dataset_count()
+            held = f"its ids are 1 to {count}" if count else "it has no datasets yet"
+            raise NoSuchDataset(
+                f"there is no dataset {dataset} on this network ({held}): "
+                "find one with `datagora search` (SDK: Market.search)"
+            ) from None
+
     def buy_and_order(
         self, dataset: int, service_id: int = 0, max_price: int | None = None
     ) -> Order:
         """Buy one access and order it in one transaction (EIP-2612 permit)."""
         me = self.identity
+        self.dataset_info(dataset)  # no such dataset: say so, not "the zero address"
         return self.ledger.exchange.buy_and_order(
             me.account,
             dataset,
@@ -313,6 +339,7 @@ class Marketplace:
     def order_free(self, dataset: int, service_id: int = 0) -> Order:
         """Take a free datatoken from the dispenser and order with it."""
         me = self.identity
+        self.dataset_info(dataset)
         return self.ledger.dispenser.dispense_and_order(
             me.account, dataset, self.ledger.datatoken(dataset), service_id, me.umbral_public_key
         )
@@ -320,6 +347,7 @@ class Marketplace:
     def request_access(self, dataset: int, purpose: str) -> int:
         """File an on-chain request; returns its id."""
         me = self.identity
+        self.dataset_info(dataset)
         request_id, _ = self.ledger.access.request(
             me.account, dataset, purpose, me.umbral_public_key
         )
@@ -340,7 +368,7 @@ class Marketplace:
                 self.ledger,
                 owner,
                 req.dataset,
-                self.ledger.data_nft.get_dataset(req.dataset).version,
+                self.dataset_info(req.dataset).version,
                 req.consumer,
                 key,
                 self.endpoints.proxies,
@@ -363,7 +391,7 @@ class Marketplace:
 
     def metadata(self, dataset: int) -> Metadata:
         """The dataset's metadata, fetched and checked against its on-chain hash."""
-        info = self.ledger.data_nft.get_dataset(dataset)
+        info = self.dataset_info(dataset)
         raw = MetadataResolver(self.endpoints.storage).resolve(
             info.metadata_uri, info.metadata_hash
         )
@@ -383,7 +411,7 @@ class Marketplace:
     def data_key(self, dataset: int) -> tuple[DataKey, bytes]:
         """The data key of the dataset's current version, and its manifest hash."""
         me = self.identity
-        info = self.ledger.data_nft.get_dataset(dataset)
+        info = self.dataset_info(dataset)
         if info.manifest_hash == bytes(32):
             raise NotFoundError(f"dataset {dataset} has no stored data")
         verified = self.storage().fetch_manifest(info.manifest_hash)
@@ -393,7 +421,7 @@ class Marketplace:
         if info.controller == me.address:
             return DataKey(pre.unwrap_own(me, wrapped)), info.manifest_hash
         from datagora.sharing.consumer import fetch_data_key
-        from datagora.sharing.errors import NoKeyFragment
+        from datagora.sharing.errors import ExpiredOrder, NoKeyFragment, NoOrder
 
         meta = self.metadata(dataset)
         if meta.publisher_keys is None:
@@ -420,6 +448,8 @@ class Marketplace:
                     self.endpoints.threshold,
                 )
                 return DataKey(raw), info.manifest_hash
+            except (NoOrder, ExpiredOrder) as exc:
+                raise type(exc)(f"{exc}; {_how_to_get(meta, dataset)}") from None
             except NoKeyFragment:
                 if time.monotonic() >= deadline:
                     raise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datagora.errors import DatagoraError
+from datagora.errors import DatagoraError, Unreachable
 
 __all__ = [
     "LaunchError",
@@ -24,5 +24,5 @@ class ServerError(DatagoraError):
     """An in-process server did not start (its app failed at startup, or timed out)."""
 
 
-class NetworkDown(DatagoraError):
+class NetworkDown(Unreachable):
     """Some part of the network is not answering (see each part's detail)."""

@@ -618,12 +618,15 @@ def run_up(
         try:
             network = launcher.start()
             ready(launcher, network)
+            say(f"ready: {len(launcher.parts)} parts answer; Ctrl-C stops them all")
             launcher.watch()
             say("stopping…")
         except _Stopped:
             say("stopping…")
         finally:
             launcher.stop()
+            if launcher.parts:
+                say("stopped: no part of the network is running (its state is kept)")
 
 
 def ready_printer(console: Any, as_json: bool) -> Callable[[Launcher, Network], None]:
