@@ -112,7 +112,7 @@ class Market(Marketplace):
         self, dataset: int, target: str | None = None, features: Sequence[str] | None = None
     ) -> TabularDataset:
         """The dataset as a PyTorch ``Dataset`` of ``(features, target)`` tensors (needs
-        the ``datagora[torch]`` extra); see :class:`datagora.torchdata.TabularDataset`."""
+        PyTorch's CPU build, see the README); see :class:`datagora.torchdata.TabularDataset`."""
         from datagora.torchdata import TabularDataset
 
         return TabularDataset(self.to_pandas(dataset), target, features)
