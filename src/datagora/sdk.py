@@ -112,7 +112,7 @@ class Market(Marketplace):
         self, dataset: int, target: str | None = None, features: Sequence[str] | None = None
     ) -> TabularDataset:
         """The dataset as a PyTorch ``Dataset`` of ``(features, target)`` tensors (needs
-        the ``datagora[torch]`` extra); see :class:`datagora.torchdata.TabularDataset`."""
+        PyTorch's CPU build, see the README); see :class:`datagora.torchdata.TabularDataset`."""
         from datagora.torchdata import TabularDataset
 
         return TabularDataset(self.to_pandas(dataset), target, features)
@@ -173,13 +173,14 @@ class Market(Marketplace):
     def train(
         self,
         datasets: Sequence[int],
+        target: str = "target",
+        *,
         algorithm: str | Path | None = None,
         rounds: int | None = None,
-        *,
-        target: str = "target",
         features: Sequence[str] | None = None,
-        epochs: int = 5,
         nodes: dict[int, str] | None = None,
+        epochs: int = 5,
+        timeout: float = 300.0,
         on_job: Callable[[int, dict[str, Any]], None] | None = None,
         dp: dict[str, Any] | None = None,
     ) -> FederatedModel:
@@ -198,7 +199,9 @@ class Market(Marketplace):
         Returns a :class:`~datagora.compute.federated.FederatedModel` (``predict``,
         ``score``, ``to_json``; ``jobs`` lists the job ids). `features` default to the
         first dataset's metadata columns except `target`; `nodes` maps a dataset to its
-        compute node (default: the network's).
+        compute node (default: the network's); `timeout` bounds the wait for each job, in
+        seconds. The arguments are those of :func:`datagora.market.compute.train`, in
+        its order (only `datasets` and `target` by position).
 
         >>> model = net.train([1, 2, 3], rounds=3, target="label")
         >>> model = net.train([1, 2, 3], target="label", features=["age", "bmi"],
@@ -216,6 +219,7 @@ class Market(Marketplace):
             features=features,
             nodes=nodes,
             epochs=epochs,
+            timeout=timeout,
             on_job=on_job,
             dp=dp,
         )

@@ -1,4 +1,4 @@
-"""A PyTorch ``Dataset`` over a downloaded table (install the extra: ``datagora[torch]``).
+"""A PyTorch ``Dataset`` over a downloaded table (needs PyTorch: its CPU build, see the README).
 
 >>> import datagora as dg
 >>> net = dg.connect()
@@ -29,8 +29,11 @@ def _torch() -> Any:
     try:
         import torch
     except ImportError:
+        # A bare `pip install torch` (or the datagora[torch] extra) from PyPI pulls
+        # several GB of CUDA packages; the CPU build is all this adapter needs.
         raise ConfigError(
-            "PyTorch is not installed: pip install 'datagora[torch]' (or torch itself)"
+            "PyTorch is not installed: install the CPU build of PyTorch (see the README); "
+            "a plain pip install of torch pulls several GB of CUDA packages"
         ) from None
     return torch
 
