@@ -66,6 +66,25 @@ def test_block_headers_hashes_and_timestamps(ledger: Ledger) -> None:
         chain.block_timestamps([last + 1_000])
 
 
+def test_a_node_refusing_batches_still_gives_every_header(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The liar: a node that refuses JSON-RPC batches. Headers are then read one by one,
+    and a block it cannot give at all is an error, never a silent gap."""
+    chain = ledger.chain
+    blocks = _approve_all(ledger)
+    expected = chain.block_headers(blocks)
+
+    def refuse() -> Any:
+        raise NotImplementedError("this node does not accept batch requests")
+
+    # Only the JSON-RPC backend batches header reads; the embedded one reads one by one.
+    monkeypatch.setattr(chain.w3, "batch_requests", refuse)  # type: ignore[attr-defined]
+    assert chain.block_headers(blocks) == expected
+    with pytest.raises(ChainError, match="reading block"):
+        chain.block_headers([*blocks, chain.block_number + 1_000])
+
+
 def test_transaction_receipts(ledger: Ledger) -> None:
     tx = ledger.market_token.approve(OWNER, BUYER.address, 7)
     receipt = ledger.chain.transaction_receipt(tx.tx_hash)

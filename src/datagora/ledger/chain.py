@@ -601,6 +601,11 @@ class RpcChain(Chain):
                     for number, block in zip(chunk, batch.execute(), strict=True):
                         headers[number] = _header(block)  # type: ignore[arg-type]
         except (OSError, Web3Exception, NotImplementedError, TypeError, KeyError):
+            # A node that refuses JSON-RPC batches answers with one error object, which
+            # web3 raises as its own error or fails to unpack (TypeError, KeyError), and
+            # some providers cannot batch at all (NotImplementedError). Nothing is lost:
+            # the headers still missing are read one by one, and a node that cannot
+            # answer those either raises ChainError there.
             for number in wanted:
                 if number not in headers:
                     headers[number] = self._block_header(number)
