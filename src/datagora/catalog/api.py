@@ -3,51 +3,48 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, HTTPException, Query
-from fastapi.responses import Response
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
 from datagora.catalog.errors import SearchError
 from datagora.catalog.indexer import Indexer
-from datagora.catalog.search import SearchQuery, dataset_details, search
-from datagora.errors import DatagoraError
+from datagora.catalog.search import MAX_ID, SearchQuery, dataset_details, search
+from datagora.catalog.supervisor import Supervisor
 from datagora.storage.errors import MetadataError
 from datagora.storage.metadata import MAX_METADATA_BYTES
 
 
-def create_catalog_app(indexer: Indexer, poll_interval: float = 0.1) -> FastAPI:
-    """An app serving `indexer`'s database, with the indexer running in the background."""
+def create_catalog_app(
+    indexer: Indexer,
+    poll_interval: float = 0.1,
+    *,
+    retry_every: float = 1.0,
+    stall_after: float = 120.0,
+) -> FastAPI:
+    """An app serving `indexer`'s database, with the indexer running in the background
+    under a :class:`~datagora.catalog.supervisor.Supervisor` (pending metadata is
+    fetched again every `retry_every` seconds, with back-off per document)."""
     database: Database = indexer.db
-    stop = threading.Event()
-    errors: list[str] = []
-
-    def follow() -> None:
-        while not stop.is_set():
-            try:
-                indexer.sync()
-                errors.clear()
-            except DatagoraError as exc:  # the chain is unreachable for now: keep trying
-                errors[:] = [str(exc)]
-            except OSError as exc:
-                errors[:] = [f"chain unreachable: {exc}"]
-            stop.wait(poll_interval)
+    supervisor = Supervisor(
+        indexer, poll_interval, retry_every=retry_every, stall_after=stall_after
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        worker = threading.Thread(target=follow, name="catalog-indexer", daemon=True)
-        worker.start()
+        supervisor.start()
         try:
             yield
         finally:
-            stop.set()
-            worker.join(timeout=10)
+            await run_in_threadpool(supervisor.stop)
 
     app = FastAPI(
         title="datagora catalog",
@@ -72,7 +69,7 @@ def create_catalog_app(indexer: Indexer, poll_interval: float = 0.1) -> FastAPI:
             "relevance"
         ),
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> dict[str, Any]:
         query = SearchQuery(
             q=q,
@@ -95,7 +92,9 @@ def create_catalog_app(indexer: Indexer, poll_interval: float = 0.1) -> FastAPI:
             raise HTTPException(400, str(exc)) from None
 
     @app.get("/datasets/{dataset}", summary="Everything indexed about one dataset")
-    def get_dataset(dataset: int) -> dict[str, Any]:
+    def get_dataset(
+        dataset: Annotated[int, PathParam(ge=0, le=MAX_ID, description="A dataset id.")],
+    ) -> dict[str, Any]:
         details = dataset_details(database, dataset)
         if details is None:
             raise HTTPException(404, f"no dataset {dataset} indexed (yet)")
@@ -125,23 +124,16 @@ def create_catalog_app(indexer: Indexer, poll_interval: float = 0.1) -> FastAPI:
             raise HTTPException(404, "no metadata document with this hash here")
         return Response(data.encode(), media_type="application/json")
 
-    @app.get("/health", summary="Indexer position and lag")
-    def health() -> dict[str, Any]:
-        indexed = indexer.last_block()
-        try:
-            head: int | None = indexer.ledger.chain.block_number
-        except (DatagoraError, OSError):
-            head = None
+    @app.get(
+        "/health",
+        summary="Indexer liveness, position, lag and last error",
+        responses={503: {"description": "The indexer is stalled or one of its threads died."}},
+    )
+    def health() -> JSONResponse:
+        healthy, fields = supervisor.health()
         with database.engine.connect() as conn:
             count = conn.execute(select(func.count()).select_from(t.datasets)).scalar_one()
-        return {
-            "status": "ok" if not errors else "degraded",
-            "indexed_block": indexed,
-            "chain_head": head,
-            "lag_blocks": None if head is None else max(0, head - indexer.confirmations - indexed),
-            "datasets": int(count),
-            "database": database.dialect,
-            "error": errors[0] if errors else None,
-        }
+        fields.update(datasets=int(count), database=database.dialect)
+        return JSONResponse(fields, status_code=200 if healthy else 503)
 
     return app

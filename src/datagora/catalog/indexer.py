@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -21,7 +22,7 @@ from datagora.catalog import db as t
 from datagora.catalog.db import Database
 from datagora.catalog.resolver import MetadataResolver
 from datagora.errors import ConfigError
-from datagora.ledger import Event, EventReader, Ledger
+from datagora.ledger import BlockHeader, Event, EventReader, Ledger
 from datagora.storage.errors import MetadataError
 from datagora.storage.metadata import parse_metadata
 
@@ -55,8 +56,14 @@ class Indexer:
         self.page = page
         self.reader = EventReader(ledger.chain, ledger.deployment.contracts)
         self._tokens: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one sync at a time
+        self._write = threading.Lock()  # one write transaction at a time (all writers)
+        self._fetching = threading.Lock()  # one metadata retry round at a time
+        # dataset -> (monotonic time of the next fetch, back-off delay after it)
+        self._retry: dict[int, tuple[float, float]] = {}
+        self.chain_head: int | None = None  # the head seen by the last sync
         self.on_indexed: Callable[[int], None] | None = None
+        self.on_progress: Callable[[int], None] | None = None
         with self.db.engine.begin() as conn:
             row = conn.execute(select(t.cursor).where(t.cursor.c.id == 1)).first()
             factory = ledger.deployment.address("Factory")
@@ -91,9 +98,10 @@ class Indexer:
         with self.db.engine.connect() as conn:
             return int(conn.execute(select(t.cursor.c.last_block)).scalar_one())
 
-    def _find_fork(self, conn: Connection) -> int | None:
+    def _find_fork(self) -> int | None:
         """The first block to re-index if the chain no longer has what we indexed, else None."""
-        rows = conn.execute(select(t.blocks).order_by(t.blocks.c.number.desc())).all()
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(select(t.blocks).order_by(t.blocks.c.number.desc())).all()
         fork: int | None = None
         for number, stored in rows:
             if self._chain_hash(int(number)) == stored:
@@ -109,20 +117,24 @@ class Indexer:
     def sync(self) -> int:
         """Index everything confirmed up to now; return how many events were added."""
         with self._lock:
-            head = self.ledger.chain.block_number - self.confirmations
-            with self.db.engine.begin() as conn:
-                fork = self._find_fork(conn)
-                if fork is not None:
+            self.chain_head = self.ledger.chain.block_number
+            head = self.chain_head - self.confirmations
+            fork = self._find_fork()  # chain reads: outside the write transaction
+            if fork is not None:
+                with self._write, self.db.engine.begin() as conn:
                     self._rollback(conn, fork)
             start = self.last_block() + 1
             added = 0
             while start <= head:
                 end = min(start + self.page - 1, head)
                 batch = list(self.reader.read(start, end, self.page))
-                with self.db.engine.begin() as conn:
-                    self._store(conn, batch, end)
+                headers = self.ledger.chain.block_headers({e.block_number for e in batch} | {end})
+                with self._write, self.db.engine.begin() as conn:
+                    self._store(conn, batch, end, headers)
                 added += len(batch)
                 start = end + 1
+                if self.on_progress is not None:
+                    self.on_progress(end)
             if added and self.on_indexed is not None:
                 self.on_indexed(added)
             return added
@@ -133,8 +145,9 @@ class Indexer:
             self.sync()
             stop.wait(interval)
 
-    def _store(self, conn: Connection, batch: list[Event], end: int) -> None:
-        headers = self.ledger.chain.block_headers({e.block_number for e in batch} | {end})
+    def _store(
+        self, conn: Connection, batch: list[Event], end: int, headers: Mapping[int, BlockHeader]
+    ) -> None:
         stamps: dict[int, int] = {}
         for number, header in sorted(headers.items()):
             stamps[number] = header.timestamp
@@ -380,8 +393,9 @@ class Indexer:
                 )
             )
 
-    def _load_metadata(self, conn: Connection, dataset: int) -> None:
-        """Fetch, check and index the dataset's metadata; leave it pending if unreachable."""
+    def _load_metadata(self, conn: Connection, dataset: int, fetched: bytes | None = None) -> None:
+        """Index the dataset's metadata from a document held here (or `fetched`, already
+        checked against the hash); leave it pending if there is none. No network."""
         ds = t.datasets
         row = conn.execute(
             select(ds.c.metadata_hash, ds.c.metadata_uri).where(ds.c.id == dataset)
@@ -390,11 +404,7 @@ class Indexer:
         raw_text = conn.execute(
             select(t.blobs.c.data).where(t.blobs.c.sha256 == row.metadata_hash)
         ).scalar()
-        raw = (
-            raw_text.encode()
-            if raw_text is not None
-            else self.resolver.resolve(row.metadata_uri, expected)
-        )
+        raw = raw_text.encode() if raw_text is not None else fetched
         if raw is None:
             conn.execute(update(ds).where(ds.c.id == dataset).values(metadata_status="pending"))
             self.db.update_fulltext(conn, dataset)
@@ -425,29 +435,79 @@ class Indexer:
         )
         self.db.update_fulltext(conn, dataset)
 
-    def retry_pending(self) -> int:
-        """Try again to fetch metadata that could not be found; return how many were found."""
+    def pending_count(self) -> int:
+        """How many datasets wait for their metadata document."""
         ds = t.datasets
-        with self.db.engine.begin() as conn:
-            pending = [
-                int(r.id)
-                for r in conn.execute(select(ds.c.id).where(ds.c.metadata_status == "pending"))
-            ]
-            for dataset in pending:
-                self._load_metadata(conn, dataset)
+        with self.db.engine.connect() as conn:
             return int(
                 conn.execute(
-                    select(func.count())
-                    .select_from(ds)
-                    .where(ds.c.id.in_(pending), ds.c.metadata_status == "ok")
+                    select(func.count()).select_from(ds).where(ds.c.metadata_status == "pending")
                 ).scalar_one()
             )
+
+    def retry_pending(self, *, due_only: bool = False) -> int:
+        """Try again to find the metadata of pending datasets; return how many were found.
+
+        Each document is fetched outside any transaction, within the resolver's
+        deadline, then indexed in a short transaction of its own. With `due_only`,
+        a dataset whose fetch failed is tried again only after a back-off (1 s,
+        doubling up to 5 minutes): the schedule a background worker follows.
+        """
+        with self._fetching:
+            return self._retry_pending(due_only)
+
+    def _retry_pending(self, due_only: bool) -> int:
+        ds = t.datasets
+        with self.db.engine.connect() as conn:
+            pending = conn.execute(
+                select(ds.c.id, ds.c.metadata_hash, ds.c.metadata_uri).where(
+                    ds.c.metadata_status == "pending"
+                )
+            ).all()
+            held = {
+                h
+                for (h,) in conn.execute(
+                    select(t.blobs.c.sha256).where(
+                        t.blobs.c.sha256.in_({r.metadata_hash for r in pending})
+                    )
+                )
+            }
+        waiting = {int(r.id) for r in pending}
+        self._retry = {d: v for d, v in self._retry.items() if d in waiting}
+        found = 0
+        for row in pending:
+            dataset = int(row.id)
+            now = time.monotonic()
+            when, delay = self._retry.get(dataset, (now, 0.0))
+            if due_only and when > now:
+                continue
+            raw: bytes | None = None
+            if row.metadata_hash not in held:
+                raw = self.resolver.resolve(row.metadata_uri, bytes.fromhex(row.metadata_hash))
+                if raw is None:
+                    delay = min(max(2 * delay, 1.0), 300.0)
+                    self._retry[dataset] = (time.monotonic() + delay, delay)
+                    continue
+            with self._write, self.db.engine.begin() as conn:
+                # A reorg or an update may have changed the row while we fetched.
+                current = conn.execute(
+                    select(ds.c.metadata_hash, ds.c.metadata_status).where(ds.c.id == dataset)
+                ).first()
+                if current is None or tuple(current) != (row.metadata_hash, "pending"):
+                    continue
+                self._load_metadata(conn, dataset, raw)
+                status = conn.execute(
+                    select(ds.c.metadata_status).where(ds.c.id == dataset)
+                ).scalar_one()
+            self._retry.pop(dataset, None)
+            found += status == "ok"
+        return found
 
     def put_metadata(self, raw: bytes) -> str:
         """Accept a metadata document (validated, canonical); index it if a dataset awaits it."""
         meta = parse_metadata(raw)
         digest = meta.digest().hex()
-        with self.db.engine.begin() as conn:
+        with self._write, self.db.engine.begin() as conn:
             if (
                 conn.execute(select(t.blobs.c.sha256).where(t.blobs.c.sha256 == digest)).first()
                 is None

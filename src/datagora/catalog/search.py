@@ -16,6 +16,8 @@ from datagora.catalog.errors import SearchError
 Sort = Literal["relevance", "newest", "oldest", "price_asc", "price_desc", "orders"]
 SORTS: tuple[str, ...] = ("relevance", "newest", "oldest", "price_asc", "price_desc", "orders")
 MAX_LIMIT = 100
+MAX_ID = 2**63 - 1
+"""The largest dataset id or offset the database holds (a signed 64-bit integer)."""
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -40,8 +42,8 @@ class SearchQuery:
     def checked(self) -> SearchQuery:
         if not 1 <= self.limit <= MAX_LIMIT:
             raise SearchError(f"limit must be between 1 and {MAX_LIMIT}")
-        if self.offset < 0:
-            raise SearchError("offset must not be negative")
+        if not 0 <= self.offset <= MAX_ID:
+            raise SearchError(f"offset must be between 0 and {MAX_ID}")
         if self.sort not in SORTS:
             raise SearchError(f"sort must be one of {', '.join(SORTS)}")
         if len(self.q) > 500:
@@ -179,6 +181,8 @@ def search(database: Database, query: SearchQuery) -> SearchResult:
 
 def dataset_details(database: Database, dataset: int) -> dict[str, Any] | None:
     """Everything the catalog knows about one dataset, or None."""
+    if not 0 <= dataset <= MAX_ID:
+        return None  # no such row can exist (and the driver would overflow)
     with database.engine.connect() as conn:
         row = conn.execute(select(t.datasets).where(t.datasets.c.id == dataset)).first()
         if row is None:

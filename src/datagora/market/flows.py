@@ -392,7 +392,8 @@ class Marketplace:
     def metadata(self, dataset: int) -> Metadata:
         """The dataset's metadata, fetched and checked against its on-chain hash."""
         info = self.dataset_info(dataset)
-        raw = MetadataResolver(self.endpoints.storage).resolve(
+        # A client fetches for its own user: private addresses are theirs to use.
+        raw = MetadataResolver(self.endpoints.storage, allow_private=True).resolve(
             info.metadata_uri, info.metadata_hash
         )
         if raw is None and self.endpoints.catalog:
@@ -489,7 +490,8 @@ class Marketplace:
         if meta.mock is None:
             raise NotFoundError(f"dataset {dataset} has no mock data")
         expected = bytes.fromhex(meta.mock.sha256)
-        raw = MetadataResolver(self.endpoints.storage).fetch(meta.mock.uri, expected, 64 << 20)
+        resolver = MetadataResolver(self.endpoints.storage, deadline=120.0, allow_private=True)
+        raw = resolver.fetch(meta.mock.uri, expected, 64 << 20)
         if raw is None:
             raise NotFoundError(f"the mock data of dataset {dataset} was not found on any node")
         return raw

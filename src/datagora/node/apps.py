@@ -128,9 +128,12 @@ def catalog_app(
     *,
     database: str | None = None,
     confirmations: int = 0,
+    allow_private_metadata: bool = False,
 ) -> FastAPI:
     """A catalog indexing `ledger` into `database` (default: SQLite under `data_dir`),
-    reading metadata from the `storage` nodes."""
+    reading metadata from the `storage` nodes and from http(s) URIs on public hosts
+    (on private and loopback ones too with `allow_private_metadata`: a development
+    network)."""
     from datagora.catalog.api import create_catalog_app
     from datagora.catalog.db import Database
     from datagora.catalog.indexer import Indexer
@@ -138,5 +141,6 @@ def catalog_app(
 
     data_dir.mkdir(parents=True, exist_ok=True)
     url = database or f"sqlite:///{(data_dir / 'catalog.db').resolve()}"
-    indexer = Indexer(ledger, Database(url), MetadataResolver(storage), confirmations=confirmations)
+    resolver = MetadataResolver(storage, allow_private=allow_private_metadata)
+    indexer = Indexer(ledger, Database(url), resolver, confirmations=confirmations)
     return create_catalog_app(indexer, poll_interval)

@@ -83,7 +83,12 @@ class EmbeddedNetwork:
             ]
             self.catalog = self.servers.start(
                 partial(
-                    catalog_app, self.ledger, self.base / "catalog", self.storage, poll_interval
+                    catalog_app,
+                    self.ledger,
+                    self.base / "catalog",
+                    self.storage,
+                    poll_interval,
+                    allow_private_metadata=True,  # every node here is on loopback
                 ),
                 "catalog",
             ).url

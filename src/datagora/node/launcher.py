@@ -44,7 +44,7 @@ from datagora.ledger.errors import ChainError
 from datagora.ledger.jsonrpc import call as rpc
 from datagora.node.errors import LaunchError, NodeExited
 from datagora.node.network import PROXIES, STARTING_TOKENS, STORAGE_NODES, THRESHOLD, Network
-from datagora.node.server import ROLES
+from datagora.node.server import PRIVATE_METADATA_ENV, ROLES
 from datagora.ports import free_port
 
 __all__ = [
@@ -322,6 +322,7 @@ class Launcher:
         catalog = self._node(
             "catalog", "catalog", ports["catalog"],
             [*common, *[a for s in storage for a in ("--storage-node", s.url)]],
+            {PRIVATE_METADATA_ENV: "1"},  # the development network lives on loopback
         )  # fmt: skip
 
         self.network = Network(

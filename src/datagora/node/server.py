@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 ROLES = ("storage", "catalog", "proxy", "agent", "compute")
 
 DEFAULT_MAX_SHARE_BYTES = 64 << 20
+PRIVATE_METADATA_ENV = "DATAGORA_CATALOG_PRIVATE_METADATA"
+"""Set to 1, a catalog node fetches metadata URIs on private and loopback hosts too."""
 
 
 @dataclass
@@ -38,6 +40,9 @@ class NodeConfig:
     database: str | None = None
     storage_nodes: list[str] = field(default_factory=list)
     confirmations: int = 0
+    # catalog: fetch metadata URIs on private/loopback hosts (a development network);
+    # also set by DATAGORA_CATALOG_PRIVATE_METADATA=1 in the environment
+    allow_private_metadata: bool = False
     poll_interval: float = 0.1
     # proxy, agent: the account the node acts as; its keystore password is read
     # from the environment variable `password_env`, never from a file or argument.
@@ -120,6 +125,8 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
         config.poll_interval,
         database=config.database,
         confirmations=config.confirmations,
+        allow_private_metadata=config.allow_private_metadata
+        or os.environ.get(PRIVATE_METADATA_ENV) == "1",
     )
 
 
