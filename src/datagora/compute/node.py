@@ -35,9 +35,10 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
 from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
@@ -54,6 +55,15 @@ from datagora.ledger import Ledger
 __all__ = ["REQUEST_HEADER", "create_compute_app"]
 
 REQUEST_HEADER = "X-Datagora-Request"
+
+# Ids are bounded where they are declared, so an out-of-range one is a 422 that says so
+# rather than an overflow in SQLite or a contract call (a 500).
+_MAX_ID = 2**63 - 1
+JobId = Annotated[int, PathParam(ge=0, le=_MAX_ID, description="A job id.")]
+DatasetId = Annotated[int, PathParam(ge=0, le=_MAX_ID, description="A dataset id.")]
+Account = Annotated[
+    str, PathParam(pattern="^0x[0-9a-fA-F]{40}$", description="An account address (0x + 40 hex).")
+]
 
 
 def _error(exc: Exception) -> JSONResponse:
@@ -185,16 +195,16 @@ def create_compute_app(
         return info.to_json()
 
     @app.get("/jobs/{job}")
-    def status(job: int, x_datagora_request: str | None = Header(None)) -> dict[str, Any]:
+    def status(job: JobId, x_datagora_request: str | None = Header(None)) -> dict[str, Any]:
         return service.authorize(_signed(x_datagora_request), job, "status").to_json()
 
     @app.get("/jobs/{job}/logs")
-    def logs(job: int, x_datagora_request: str | None = Header(None)) -> Response:
+    def logs(job: JobId, x_datagora_request: str | None = Header(None)) -> Response:
         service.authorize(_signed(x_datagora_request), job, "logs")
         return Response(service.sealed(job, "logs"), media_type="application/octet-stream")
 
     @app.get("/jobs/{job}/result")
-    def result(job: int, x_datagora_request: str | None = Header(None)) -> Response:
+    def result(job: JobId, x_datagora_request: str | None = Header(None)) -> Response:
         info = service.authorize(_signed(x_datagora_request), job, "result")
         return Response(
             service.sealed(job, "result"),
@@ -203,11 +213,11 @@ def create_compute_app(
         )
 
     @app.get("/datasets/{dataset}")
-    def describe(dataset: int) -> dict[str, Any]:
+    def describe(dataset: DatasetId) -> dict[str, Any]:
         return service.describe(dataset)
 
     @app.get("/budget/{dataset}/{consumer}")
-    def budget(dataset: int, consumer: str) -> dict[str, Any]:
+    def budget(dataset: DatasetId, consumer: Account) -> dict[str, Any]:
         return service.budget(dataset, consumer)
 
     @app.get("/owner/jobs")
@@ -219,7 +229,7 @@ def create_compute_app(
 
     @app.get("/owner/jobs/{job}/review")
     def owner_review(
-        job: int,
+        job: JobId,
         authorization: str | None = Header(None),
         x_datagora_request: str | None = Header(None),
     ) -> dict[str, Any]:
@@ -229,7 +239,7 @@ def create_compute_app(
 
     @app.post("/owner/jobs/{job}/approve")
     def owner_approve(
-        job: int,
+        job: JobId,
         authorization: str | None = Header(None),
         x_datagora_request: str | None = Header(None),
     ) -> dict[str, Any]:
@@ -238,7 +248,7 @@ def create_compute_app(
 
     @app.post("/owner/jobs/{job}/deny")
     async def owner_deny(
-        job: int,
+        job: JobId,
         request: Request,
         authorization: str | None = Header(None),
         x_datagora_request: str | None = Header(None),
