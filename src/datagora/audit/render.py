@@ -47,6 +47,7 @@ def report_to_dict(report: VerifyReport) -> dict[str, Any]:
         "versions": report.versions,
         "ok": report.ok,
         "complete": report.complete,
+        "checked": len(report.checked),
         "mismatches": len(report.mismatches),
         "unavailable": len(report.unavailable),
         "checks": [

@@ -11,7 +11,10 @@ good ones.
 Each check ends ``ok``, ``mismatch`` (bytes were found and are wrong) or
 ``unavailable`` (no source answered). A report is ``ok`` when nothing
 mismatched; what was unavailable is listed apart, since absence is not proof of
-tampering.
+tampering. Nor is it proof of anything else: only a ``complete`` report (every
+check made, none mismatched) verifies a dataset, and the counts
+(:attr:`VerifyReport.checked`, ``unavailable``, ``mismatches``) say how much
+was seen.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ class VerifyReport:
     notes: tuple[str, ...] = field(default=())
 
     @property
+    def checked(self) -> list[Check]:
+        """The checks that were made and passed."""
+        return [c for c in self.checks if c.status is Status.OK]
+
+    @property
     def mismatches(self) -> list[Check]:
         return [c for c in self.checks if c.status is Status.MISMATCH]
 
@@ -80,8 +88,15 @@ class VerifyReport:
 
     @property
     def complete(self) -> bool:
-        """True if every check passed and none was left unavailable."""
-        return self.ok and not self.unavailable
+        """True if every check passed and none was left unavailable (and there was one)."""
+        return self.ok and not self.unavailable and bool(self.checked)
+
+    def counts(self) -> str:
+        """``checked N, unavailable U, mismatched M`` (checks, not bytes)."""
+        return (
+            f"checked {len(self.checked)}, unavailable {len(self.unavailable)}, "
+            f"mismatched {len(self.mismatches)}"
+        )
 
 
 class _Fetcher:

@@ -446,6 +446,13 @@ def audit(
     ] = False,
     prov: Annotated[Path | None, typer.Option("--prov", help="Write W3C PROV-JSON here.")] = None,
     sample: Annotated[int, typer.Option(help="--verify: shares to sample.")] = 16,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial",
+            help="--verify: exit 0 when some hashes could not be checked (none mismatched).",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """The dataset's history from the ledger alone; --verify checks every hash.
@@ -484,11 +491,22 @@ def audit(
     else:
         out.print(render_timeline(entries, title=f"dataset {dataset}"))
         if report is not None:
-            out.print("verified: every hash matches" if report.ok else "MISMATCH found")
+            if report.complete:
+                out.print(f"verified: every hash matches ({report.counts()})")
+            elif report.ok:
+                out.print(f"INCOMPLETE: some hashes could not be checked ({report.counts()})")
+            else:
+                out.print(f"MISMATCH found ({report.counts()})")
     if report is not None and not report.ok:
         bad = [c for c in report.checks if c.status == Status.MISMATCH]
         raise ConfigError(
             "verification failed: " + "; ".join(f"{c.subject}: {c.reason}" for c in bad[:5])
+        )
+    if report is not None and not report.complete and not allow_partial:
+        raise ConfigError(
+            f"could not check every hash ({report.counts()}): no source answered for "
+            + ", ".join(sorted({c.subject.split()[0] for c in report.unavailable}) or ["any"])
+            + "; bring the storage nodes up, or pass --allow-partial to accept a partial check"
         )
 
 
