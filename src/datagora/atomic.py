@@ -1,4 +1,9 @@
-"""Writing files so that a reader (or a crash) never sees half of one."""
+"""Writing files so that a reader (or a crash) never sees half of one.
+
+A rename is atomic for readers at once, but durable only once the directory
+holding the name is synced: after an OS crash, an unsynced directory may still
+name the old file (or none). Both helpers here sync it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,25 @@ import tempfile
 from pathlib import Path
 
 
+def sync_directory(path: Path) -> None:
+    """fsync the directory `path`, so the names in it (a rename, a new file) survive
+    an OS crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(source: Path | str, target: Path | str) -> None:
+    """Rename `source` over `target` (already synced contents) and sync the directory."""
+    os.replace(source, target)
+    sync_directory(Path(target).parent)
+
+
 def write_atomically(path: Path, data: str | bytes, mode: int | None = None) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    """Write `data` to a temporary file beside `path`, fsync it, rename it over `path`,
+    then fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
@@ -22,3 +44,4 @@ def write_atomically(path: Path, data: str | bytes, mode: int | None = None) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    sync_directory(path.parent)

@@ -157,3 +157,89 @@ def test_processes_racing_for_the_same_nonces_accept_each_once(tmp_path: Path) -
     won = [int(r.communicate(timeout=60)[0]) for r in racers]
     assert sum(won) == 400
     assert (tmp_path / "nonces.log").stat().st_size == 400 * 64
+
+
+class Syncs:
+    """Records which files and directories were fsync-ed / fdatasync-ed (by inode)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.inodes: list[int] = []
+        for name in ("fsync", "fdatasync"):
+            real = getattr(os, name)
+
+            def spy(fd: int, real=real) -> None:  # type: ignore[no-untyped-def]
+                self.inodes.append(os.fstat(fd).st_ino)
+                real(fd)
+
+            monkeypatch.setattr(os, name, spy)
+
+    def saw(self, path: Path) -> bool:
+        return path.stat().st_ino in self.inodes
+
+
+def test_an_accepted_nonce_is_synced_before_remember_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OS crash must not forget an accepted nonce (it would reopen a replay window)."""
+    path = tmp_path / "nonces.log"
+    syncs = Syncs(monkeypatch)
+    with FileNonceStore(path) as store:
+        syncs.inodes.clear()
+        assert store.remember(ALICE, nonce(1), NOW + 60, NOW)
+        assert syncs.saw(path)
+        syncs.inodes.clear()
+        assert not store.remember(ALICE, nonce(1), NOW + 60, NOW)  # refused: nothing written
+        assert syncs.inodes == []
+    with SqliteNonceStore(tmp_path / "nonces.sqlite") as sql:
+        assert sql._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_concurrent_checks_share_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    syncs = Syncs(monkeypatch)
+    with FileNonceStore(tmp_path / "nonces.log") as store:
+        syncs.inodes.clear()
+        accepted: list[bool] = []
+
+        def check(start: int) -> None:
+            for i in range(start, start + 50):
+                accepted.append(store.remember(ALICE, nonce(i), NOW + 60, NOW))
+
+        threads = [threading.Thread(target=check, args=(t * 1000,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert accepted.count(True) == 400
+    assert 0 < len(syncs.inodes) <= 400  # never more than one per record
+
+
+def test_compaction_and_takeover_sync_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nonces, "_COMPACT_MIN_BYTES", 64 * 50)
+    legacy = tmp_path / "nonces.sqlite"
+    with SqliteNonceStore(legacy) as old:
+        assert old.remember(BOB, nonce(5), NOW + 60, NOW)
+    syncs = Syncs(monkeypatch)
+    with FileNonceStore(tmp_path / "nonces.log", legacy_sqlite=legacy) as store:
+        assert syncs.saw(tmp_path)  # the rename to *.imported is durable
+        syncs.inodes.clear()
+        for i in range(40):
+            assert store.remember(ALICE, nonce(i), NOW + 1, NOW)
+        for i in range(40, 60):
+            assert store.remember(ALICE, nonce(i), NOW + 600, NOW + 2)
+        assert syncs.saw(tmp_path)  # the compacted file's rename too
+
+
+def test_write_atomically_syncs_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datagora.atomic import write_atomically
+
+    syncs = Syncs(monkeypatch)
+    write_atomically(tmp_path / "sub" / "f.json", "{}")
+    assert (tmp_path / "sub" / "f.json").read_text() == "{}"
+    assert syncs.saw(tmp_path / "sub/f.json") and syncs.saw(tmp_path / "sub")
+    assert syncs.inodes[-1] == (tmp_path / "sub").stat().st_ino  # after the rename

@@ -23,6 +23,15 @@ that the file they hold was unlinked and read the new one.
 A record cut short by a crash (the last one) is cut off at the next open or
 check; a bad record anywhere else means the file was damaged, and the store
 refuses to open rather than forget which nonces were used.
+
+Durability. A nonce forgotten by an OS crash or power loss reopens its request to
+replay until it expires, so both stores are durable by default: SQLite commits
+with ``synchronous=FULL``; the record file is ``fdatasync``-ed before
+:meth:`~NonceStore.remember` returns. The sync runs outside both locks and one
+sync covers every record the process appended before it (group commit), so
+concurrent checks share it rather than queue behind one another. A compaction
+syncs the new file and then its directory after the rename. ``durable=False``
+trades this for speed (tests, throwaway services).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, Self
 
+from datagora.atomic import replace_durably
 from datagora.crypto.errors import NonceFileCorrupt, RequestRefused
 
 __all__ = ["FileNonceStore", "MemoryNonceStore", "NonceStore", "SqliteNonceStore"]
@@ -120,15 +130,15 @@ class SqliteNonceStore(NonceStore):
 
     Thread-safe. Each check-and-insert is one statement, so one transaction: two
     processes on the same file cannot both accept a nonce. Expired rows are deleted
-    at most once a second. With ``durable=False``
-    (the default) a commit survives a process crash but the last moments before an OS
-    crash or power loss may be lost; ``durable=True`` syncs every commit.
+    at most once a second. With ``durable=True`` (the default) every commit is synced
+    (``synchronous=FULL``) before it returns; with ``durable=False`` a commit survives
+    a process crash but the last moments before an OS crash or power loss may be lost.
     """
 
     _SCHEMA_VERSION: Final = 1
     _PRUNE_EVERY_S: Final = 1
 
-    def __init__(self, path: Path | str, *, durable: bool = False) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
         self._path = Path(path)
         self._lock = threading.Lock()
         self._pruned = -(2**63)  # the `now` of the last pruning of expired rows
@@ -227,18 +237,23 @@ def _record(account: bytes, nonce: bytes, expires: int) -> bytes:
 class FileNonceStore(NonceStore):
     """A thread-safe :class:`NonceStore` in an append-only record file, shared by processes.
 
-    With ``durable=False`` (the default) an accepted nonce survives a crash of the
-    process but the last moments before an OS crash may be lost; ``durable=True``
-    syncs every record. ``legacy_sqlite`` names a :class:`SqliteNonceStore` file
+    With ``durable=True`` (the default) an accepted nonce is on disk before
+    :meth:`remember` returns (one ``fdatasync`` shared by the checks that run at
+    once); with ``durable=False`` it survives a crash of the process but the last
+    moments before an OS crash may be lost. ``legacy_sqlite`` names a :class:`SqliteNonceStore` file
     whose unexpired nonces are taken over (once: it is renamed ``*.imported``).
     """
 
     def __init__(
-        self, path: Path | str, *, durable: bool = False, legacy_sqlite: Path | None = None
+        self, path: Path | str, *, durable: bool = True, legacy_sqlite: Path | None = None
     ) -> None:
         self._path = Path(path)
         self._durable = durable
         self._lock = threading.Lock()
+        # Group commit: records appended by this process, and how many are synced.
+        self._sync_lock = threading.Lock()
+        self._appended = 0
+        self._synced = 0
         self._expiry: dict[tuple[bytes, bytes], int] = {}
         self._heap: list[tuple[int, tuple[bytes, bytes]]] = []
         self._fd = -1
@@ -313,9 +328,8 @@ class FileNonceStore(NonceStore):
         if written != len(records):  # a full disk: leave no torn record behind
             os.ftruncate(self._fd, self._size)
             raise OSError(f"{self._path}: short write ({written} of {len(records)} bytes)")
-        if self._durable:
-            os.fdatasync(self._fd)
         self._size += written
+        self._appended += 1
 
     def _compact(self) -> None:
         live = b"".join(_record(a, n, e) for (a, n), e in self._expiry.items())
@@ -326,8 +340,10 @@ class FileNonceStore(NonceStore):
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, self._path)
+        replace_durably(tmp, self._path)
         self._open()
+        # Everything this process appended is in the synced new file.
+        self._synced = self._appended
 
     def _import(self, legacy: Path) -> None:
         db = sqlite3.connect(legacy)
@@ -344,9 +360,8 @@ class FileNonceStore(NonceStore):
                 records.append(_record(*key, expires))
                 self._add(key, expires)
         self._append(b"".join(records))
-        if not self._durable:
-            os.fsync(self._fd)
-        os.replace(legacy, legacy.with_name(legacy.name + ".imported"))
+        os.fsync(self._fd)  # before the old file is set aside, whatever `durable` says
+        replace_durably(legacy, legacy.with_name(legacy.name + ".imported"))
 
     @contextlib.contextmanager
     def _flocked(self) -> Iterator[None]:
@@ -367,7 +382,29 @@ class FileNonceStore(NonceStore):
             if self._lock_fd < 0:
                 raise RequestRefused(f"the nonce store {self._path} is closed")
             with self._flocked():
-                return self._remember(key, expires, now)
+                accepted = self._remember(key, expires, now)
+            ticket = self._appended
+        if accepted and self._durable:
+            self._sync(ticket)
+        return accepted
+
+    def _sync(self, ticket: int) -> None:
+        """Return once the first `ticket` records this process appended are on disk."""
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return  # a sync that started after our append covered it
+            with self._lock:
+                if self._fd < 0:
+                    raise RequestRefused(f"the nonce store {self._path} is closed")
+                # A duplicate, so a compaction replacing the file meanwhile cannot
+                # close it under us (the compacted file is synced by whoever wrote it).
+                fd = os.dup(self._fd)
+                target = self._appended
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            self._synced = max(self._synced, target)
 
     def _remember(self, key: tuple[bytes, bytes], expires: int, now: int) -> bool:
         """:meth:`remember` with both locks held."""
