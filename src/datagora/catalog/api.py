@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
+from datagora.bodies import read_capped
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
 from datagora.catalog.errors import SearchError
@@ -100,16 +101,30 @@ def create_catalog_app(
             raise HTTPException(404, f"no dataset {dataset} indexed (yet)")
         return details
 
-    @app.put("/metadata/{sha256}", status_code=201, summary="Hand the catalog a metadata document")
-    def put_metadata(
-        sha256: str, body: Annotated[bytes, Body(media_type="application/json")]
+    @app.put(
+        "/metadata/{sha256}",
+        status_code=201,
+        summary="Hand the catalog a metadata document",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": f"The document (at most {MAX_METADATA_BYTES} bytes), "
+                "hashing to the name.",
+            }
+        },
+        responses={413: {"description": "The body is too large (refused before it is read)."}},
+    )
+    async def put_metadata(
+        sha256: Annotated[str, PathParam(pattern="^[0-9a-f]{64}$")], request: Request
     ) -> dict[str, str]:
-        if len(body) > MAX_METADATA_BYTES:
+        body = await read_capped(request, MAX_METADATA_BYTES)
+        if body is None:
             raise HTTPException(413, f"metadata is limited to {MAX_METADATA_BYTES} bytes")
         if hashlib.sha256(body).hexdigest() != sha256:
             raise HTTPException(422, "the body does not hash to the name (SHA-256 mismatch)")
         try:
-            digest = indexer.put_metadata(body)
+            digest = await run_in_threadpool(indexer.put_metadata, body)
         except MetadataError as exc:
             raise HTTPException(422, str(exc)) from None
         return {"sha256": digest}

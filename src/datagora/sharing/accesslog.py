@@ -175,6 +175,21 @@ class AccessLogFile:
         with self._locked():
             return self.path.read_bytes()
 
+    def read_lines(self, offset: int, limit: int) -> list[bytes]:
+        """Up to `limit` complete lines from entry `offset` on (0 is the first entry).
+
+        Reads without the lock, a line at a time: appends are one ``write`` each, and
+        a line still being written (no newline yet) is left for the next read.
+        """
+        lines: list[bytes] = []
+        with open(self.path, "rb") as f:
+            for number, line in enumerate(f):
+                if len(lines) >= limit or not line.endswith(b"\n"):
+                    break
+                if number >= offset:
+                    lines.append(line)
+        return lines
+
     def close(self) -> None:
         with self._lock:
             os.close(self._fd)

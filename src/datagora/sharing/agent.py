@@ -42,6 +42,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from datagora.bodies import read_capped
 from datagora.crypto.eip712 import SignedRequest, verify_request
 from datagora.crypto.errors import MalformedRequest, PreError, RequestRefused
 from datagora.crypto.keys import Identity
@@ -71,6 +72,8 @@ Policy = Literal["automatic", "approval"]
 POLICIES_FORMAT: Final = "datagora.agent-policies.v1"
 _POLICIES: Final = ("automatic", "approval")
 _TIMEOUT: Final = 10.0
+MAX_REQUEST_BYTES: Final = 64 * 1024
+"""The largest ``POST /delegations`` body (a signed request is well under 2 KiB)."""
 # Refusals after which retrying the same fragment cannot succeed.
 _FINAL: Final = frozenset({"not_controller", "bad_kfrag", "malformed"})
 
@@ -631,7 +634,11 @@ def create_agent_app(
 
     @app.post("/delegations")
     async def post_delegation(request: Request) -> JSONResponse:
-        status, payload = await run_in_threadpool(agent.handle_request, await request.body())
+        raw = await read_capped(request, MAX_REQUEST_BYTES)
+        if raw is None:
+            detail = f"the body is larger than {MAX_REQUEST_BYTES} bytes"
+            return JSONResponse({"error": "too_large", "detail": detail}, status_code=413)
+        status, payload = await run_in_threadpool(agent.handle_request, raw)
         return JSONResponse(payload, status_code=status)
 
     return app

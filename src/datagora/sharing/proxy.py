@@ -9,14 +9,16 @@
                      ``{"cfrags": [{"batch": hex, "cfrag": hex}, …]}``, one capsule
                      fragment per fragment batch held for the consumer, newest first.
 ``GET /log``         the access log (JSON lines, hash-chained; see
-                     :mod:`datagora.sharing.accesslog`).
+                     :mod:`datagora.sharing.accesslog`), a page at a time:
+                     ``?offset=N&limit=M`` (at most :data:`MAX_LOG_PAGE` entries).
 ``GET /health``      the proxy's address, chain, fragment count and log/anchor heads.
 
-Every refusal is ``{"error": code, "detail": one line}`` with a 4xx status: 422
-malformed, 401 bad/expired/replayed signature, 403 refused by the ledger (or not
-the controller), 404 no fragment for this consumer (said only to a consumer the
-ledger allows). A proxy never holds anything that opens a data key: fragments
-alone are useless without ``threshold`` of them *and* the consumer's secret key.
+Every refusal is ``{"error": code, "detail": one line}`` with a 4xx status: 413
+a body over 64 KiB (refused before it is read), 422 malformed, 401
+bad/expired/replayed signature, 403 refused by the ledger (or not the controller),
+404 no fragment for this consumer (said only to a consumer the ledger allows). A
+proxy never holds anything that opens a data key: fragments alone are useless
+without ``threshold`` of them *and* the consumer's secret key.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from datagora.bodies import read_capped
 from datagora.crypto.eip712 import verify_request
 from datagora.crypto.errors import (
     ExpiryTooFar,
@@ -61,11 +64,17 @@ __all__ = ["ProxyService", "create_proxy_app", "outermost"]
 
 _log = logging.getLogger(__name__)
 _MAX_BODY: Final = 64 * 1024
+MAX_LOG_PAGE: Final = 10_000
+"""The most access-log entries one ``GET /log`` returns (page with ``offset``)."""
 Answer = tuple[int, dict[str, Any]]
 
 
 def _refusal(status: int, code: str, detail: str) -> Answer:
     return status, {"error": code, "detail": detail}
+
+
+def _too_large() -> Answer:
+    return _refusal(413, "too_large", f"the body is larger than {_MAX_BODY} bytes")
 
 
 def _signature_refusal(exc: RequestRefused) -> Answer:
@@ -361,28 +370,9 @@ class _ReencryptFastPath:
         if path != "/reencrypt":
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size <= _MAX_BODY:
-                chunks.append(chunk)
-            more = message.get("more_body", False)
-        if size > _MAX_BODY:
-            status, payload = _refusal(
-                422, "malformed", f"the body is larger than {_MAX_BODY} bytes"
-            )
-        else:
-            try:
-                status, payload = await self.service.reencrypt_async(b"".join(chunks))
-            except Exception:
-                _log.exception("re-encryption failed")
-                status, payload = 500, {"error": "internal", "detail": "internal error"}
+        status, payload = await self._answer(scope, receive)
+        if status == 0:
+            return  # the client left
         body = json.dumps(payload, separators=(",", ":")).encode()
         await send(
             {
@@ -395,6 +385,30 @@ class _ReencryptFastPath:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    async def _answer(self, scope: Any, receive: Any) -> Answer:
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"").strip()
+        if declared.isdigit() and int(declared) > _MAX_BODY:
+            return _too_large()  # refused before a byte of the body is read
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return 0, {}
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > _MAX_BODY:
+                return _too_large()  # the rest is never read
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        try:
+            return await self.service.reencrypt_async(b"".join(chunks))
+        except Exception:
+            _log.exception("re-encryption failed")
+            return 500, {"error": "internal", "detail": "internal error"}
 
 
 def outermost(app: Any) -> Any:
@@ -429,18 +443,32 @@ def create_proxy_app(
 
     @app.put("/kfrags")
     async def put_kfrags(request: Request) -> JSONResponse:
-        status, payload = await run_in_threadpool(service.store_kfrag, await request.body())
+        raw = await read_capped(request, _MAX_BODY)
+        if raw is None:
+            status, payload = _too_large()
+        else:
+            status, payload = await run_in_threadpool(service.store_kfrag, raw)
         return JSONResponse(payload, status_code=status)
 
     # Served by _ReencryptFastPath; declared here for the OpenAPI document.
     @app.post("/reencrypt")
     async def post_reencrypt(request: Request) -> JSONResponse:
-        status, payload = await service.reencrypt_async(await request.body())
+        raw = await read_capped(request, _MAX_BODY)
+        status, payload = _too_large() if raw is None else await service.reencrypt_async(raw)
         return JSONResponse(payload, status_code=status)
 
     @app.get("/log")
-    def get_log() -> Response:
-        return Response(service.log.read_bytes(), media_type="application/x-ndjson")
+    def get_log(
+        offset: Annotated[
+            int, Query(ge=0, le=2**63 - 1, description="Entries to skip (the first is 0).")
+        ] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LOG_PAGE, description="Entries to return at most.")
+        ] = MAX_LOG_PAGE,
+    ) -> Response:
+        """A page of the access log: JSON lines from entry `offset` (seq = offset + 1)."""
+        lines = service.log.read_lines(offset, limit)
+        return Response(b"".join(lines), media_type="application/x-ndjson")
 
     @app.get("/health")
     def get_health() -> dict[str, Any]:

@@ -1,0 +1,115 @@
+"""Upload endpoints refuse an oversized body with 413 before reading it, and the
+proxy's access log comes a page at a time.
+
+The lie: a client announces (or streams) far more than any valid request. The old
+endpoints read the whole body before checking its size, so the answer came only
+after every byte (here: never, as the client stops sending); now it comes at once.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from datagora.catalog.api import create_catalog_app
+from datagora.catalog.db import Database
+from datagora.catalog.indexer import Indexer
+from datagora.ledger import Ledger
+from datagora.node.apps import agent_app, proxy_app
+from datagora.node.connect import dev_identity
+from datagora.node.inprocess import ThreadServer
+
+
+@pytest.fixture
+def served(embedded_ledger: Ledger, tmp_path: Path) -> Iterator[dict[str, ThreadServer]]:
+    factories: dict[str, Callable[[], FastAPI]] = {
+        "proxy": lambda: proxy_app(embedded_ledger, dev_identity(7), tmp_path / "proxy"),
+        "agent": lambda: agent_app(
+            embedded_ledger, dev_identity(1), ["http://127.0.0.1:9"], 1, tmp_path / "agent", 1.0
+        ),
+        "catalog": lambda: create_catalog_app(
+            Indexer(embedded_ledger, Database(f"sqlite:///{tmp_path / 'catalog.db'}"))
+        ),
+    }
+    servers = {name: ThreadServer(factory, name).start() for name, factory in factories.items()}
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def _status_line(sock: socket.socket) -> str:
+    sock.settimeout(5)  # the old code waited for the whole body: no answer comes
+    try:
+        data = sock.recv(4096)
+    except TimeoutError:
+        return "no answer within 5 s"
+    return data.split(b"\r\n", 1)[0].decode()
+
+
+def announce(url: str, method: str, path: str, length: int) -> str:
+    """Send headers announcing `length` bytes, then 1 KiB of them; the status line."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+            + b"{"
+            + b" " * 1023
+        )
+        return _status_line(sock)
+
+
+def stream(url: str, method: str, path: str, total: int) -> str:
+    """Send `total` bytes in chunks, without the last chunk; the status line."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        piece = b" " * 16384
+        for _ in range(total // len(piece)):
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        return _status_line(sock)
+
+
+UPLOADS = [
+    ("proxy", "PUT", "/kfrags"),
+    ("proxy", "POST", "/reencrypt"),
+    ("agent", "POST", "/delegations"),
+    ("catalog", "PUT", "/metadata/" + "ab" * 32),
+]
+
+
+@pytest.mark.parametrize(("service", "method", "path"), UPLOADS)
+def test_oversized_bodies_are_refused_before_they_are_read(
+    served: dict[str, ThreadServer], service: str, method: str, path: str
+) -> None:
+    url = served[service].url
+    assert announce(url, method, path, 100 << 20) == "HTTP/1.1 413 Request Entity Too Large"
+    assert stream(url, method, path, 2 << 20) == "HTTP/1.1 413 Request Entity Too Large"
+    # The refusal says why, in the service's error shape.
+    r = httpx.request(method, url + path, content=b" " * (1 << 20))
+    assert r.status_code == 413 and ("larger than" in r.text or "limited to" in r.text), r.text
+
+
+def test_the_access_log_comes_a_page_at_a_time(served: dict[str, ThreadServer]) -> None:
+    url = served["proxy"].url
+    log = served["proxy"].app.state.proxy.log  # type: ignore[union-attr]
+    for i in range(5):
+        log.append(event="test", outcome="accepted", reason="", n=i)
+    page = httpx.get(f"{url}/log", params={"offset": 1, "limit": 2}).text.splitlines()
+    assert [json.loads(line)["seq"] for line in page] == [2, 3]
+    assert len(httpx.get(f"{url}/log").text.splitlines()) == 5
+    assert httpx.get(f"{url}/log", params={"offset": 5}).text == ""
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"offset": -1}, {"offset": 2**63}):
+        r = httpx.get(f"{url}/log", params=bad)
+        assert r.status_code == 422, (bad, r.text)
