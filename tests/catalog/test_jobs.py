@@ -59,3 +59,40 @@ def test_prov_says_which_model_came_from_which_version(embedded_ledger: Ledger) 
         if r.get_type().localpart == "Derivation"
     ]
     assert (f"datagora:model/{h('model').hex()}", f"datagora:dataset/{dataset}/v1") in derived
+
+
+def test_prov_has_job_decisions_failures_and_the_acting_operator(embedded_ledger: Ledger) -> None:
+    from prov.model import ProvDocument
+
+    from datagora.audit import prov_json, to_prov
+    from helpers import OTHER
+
+    ledger = embedded_ledger
+    dataset = publish(ledger, Pricing.NONE).dataset
+    dt = ledger.datatoken(dataset)
+    dt.set_service(OWNER, 1, 3600)
+    dt.mint(OWNER, BUYER.address, 1)
+    dt.order(BUYER, 1, b"")
+    ledger.compute.set_operator(OWNER, dataset, OTHER.address, True)  # a delegate runs jobs
+    denied, _ = ledger.compute.record_job(OTHER, dataset, 1, 1, BUYER.address, h("a"), h("p"))
+    ledger.compute.decide(OWNER, denied, False, "reads rows")
+    failed, _ = ledger.compute.record_job(OTHER, dataset, 1, 1, BUYER.address, h("b"), h("p"))
+    ledger.compute.decide(OWNER, failed, True)
+    ledger.compute.complete(OTHER, failed, False, bytes(32), 0, "out of memory")
+    doc = ProvDocument.deserialize(content=prov_json(to_prov(ledger, dataset)), format="json")
+    records = doc.get_records()
+    kinds = [
+        str(r.get_asserted_types().pop().localpart)
+        for r in records
+        if r.get_type().localpart == "Activity"
+    ]
+    assert kinds.count("job") == 2 and "job-deny" in kinds and "job-approve" in kinds
+    assert "compute-failed" in kinds
+    delegations = [
+        tuple(str(v) for _, v in r.formal_attributes[:2])
+        for r in records
+        if r.get_type().localpart == "Delegation"
+    ]
+    assert (f"datagora:account/{OTHER.address}", f"datagora:account/{OWNER.address}") in (
+        delegations
+    )

@@ -6,18 +6,25 @@ Identifiers live in the ``datagora`` namespace:
   ``dataset/<id>/nft`` (the data NFT), ``dataset/<id>/order/<tx>-<log>``
   (an order), ``access/<request id>`` (a request and its grant);
 * activities: ``tx/<tx hash>/<log index>`` — one per event, typed ``publish``,
-  ``update``, ``order``, ``request``, ``grant``, ``deny``, ``revoke``, ``transfer``,
-  ``state``; block time as start and end;
+  ``update``, ``order``, ``sale``, ``dispense``, ``request``, ``grant``, ``deny``,
+  ``revoke``, ``transfer``, ``state``, ``job``, ``job-approve``, ``job-deny``,
+  ``compute``, ``compute-failed``; block time as start and end;
 * agents: ``account/<address>``.
 
-Version n+1 ``wasDerivedFrom`` version n through its update; orders and access
-requests ``used`` the version current at the time. Compute jobs will add model
-entities derived from the versions they used, in the same way.
+Version n+1 ``wasDerivedFrom`` version n through its update; orders, sales,
+access requests and jobs ``used`` the version current at the time; a successful
+job's model is derived from the version it ran on.
+
+Who acted is the transaction's sender, read from its receipt, wherever the event
+does not name the actor: the controller who granted, denied or revoked access,
+who approved or denied a job, the operator who settled it. A sender who is not
+the dataset's holder at that moment (an operator or delegate the contracts
+allow) ``actedOnBehalfOf`` the holder for that activity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +48,11 @@ def _hex(value: bytes) -> str:
 
 
 class _Builder:
-    def __init__(self, chain_id: int, nft_contract: str, dataset: int) -> None:
+    def __init__(
+        self, chain_id: int, nft_contract: str, dataset: int, senders: Mapping[str, str]
+    ) -> None:
+        self.senders = senders
+        self.holder: str | None = None
         self.doc = ProvDocument()
         self.ns = self.doc.add_namespace(PREFIX, NAMESPACE)
         self.dataset = dataset
@@ -110,6 +121,18 @@ class _Builder:
             self.doc.wasAttributedTo(self.nft, who)
         self.current = entity
 
+    def acted(self, act: ProvActivity, e: TimelineEntry, role: str) -> Any:
+        """Associate the transaction's sender with `act` (on behalf of the holder if
+        the sender is someone else); the sender's agent."""
+        sender = self.senders.get(e.tx_hash) or self.holder
+        if sender is None:
+            return None
+        who = self.agent(sender)
+        self.doc.wasAssociatedWith(act, who, None, None, {"prov:role": self.q(role)})
+        if self.holder is not None and sender.lower() != self.holder.lower():
+            self.doc.actedOnBehalfOf(who, self.agent(self.holder), act)
+        return who
+
     def use_current(self, act: ProvActivity, e: TimelineEntry) -> None:
         if self.current is not None:
             self.doc.used(act, self.current, _time(e))
@@ -117,6 +140,7 @@ class _Builder:
     def add(self, e: TimelineEntry) -> None:
         a = e.args
         if e.kind is Kind.CREATED:
+            self.holder = str(a["owner"])
             self.version(e, 1, a["owner"], "publish")
         elif e.kind is Kind.VERSION:
             self.version(e, int(a["version"]), a["updater"], "update")
@@ -151,14 +175,61 @@ class _Builder:
             self.doc.wasAssociatedWith(
                 act, self.agent(a["receiver"]), None, None, {"prov:role": self.q("to")}
             )
+            self.holder = str(a["receiver"])
+        elif e.kind is Kind.SALE:
+            act = self.activity(e, "sale")
+            self.doc.wasAssociatedWith(
+                act, self.agent(a["buyer"]), None, None, {"prov:role": self.q("buyer")}
+            )
+            self.doc.wasAssociatedWith(
+                act, self.agent(a["publisher"]), None, None, {"prov:role": self.q("seller")}
+            )
+            self.use_current(act, e)
+        elif e.kind is Kind.DISPENSE:
+            act = self.activity(e, "dispense")
+            self.doc.wasAssociatedWith(
+                act, self.agent(a["to"]), None, None, {"prov:role": self.q("receiver")}
+            )
+            self.use_current(act, e)
         elif e.kind is Kind.STATE:
             act = self.activity(e, "state")
             self.doc.wasAssociatedWith(act, self.agent(a["updater"]))
             self.use_current(act, e)
         elif e.kind is Kind.JOB:
-            self.jobs[int(a["job"])] = dict(a)
-        elif e.kind is Kind.JOB_RESULT and a["succeeded"] and int(a["job"]) in self.jobs:
-            self.model(e, self.jobs[int(a["job"])])
+            self.job(e)
+        elif e.kind is Kind.JOB_DECISION:
+            act = self.activity(e, "job-approve" if a["approved"] else "job-deny")
+            self.doc.used(act, self.q(f"job/{int(a['job'])}"), _time(e))
+            self.acted(act, e, "controller")
+        elif e.kind is Kind.JOB_RESULT:
+            job = self.jobs.get(int(a["job"]))
+            if a["succeeded"] and job is not None:
+                self.model(e, job)
+            else:
+                act = self.activity(e, "compute-failed" if not a["succeeded"] else "compute")
+                self.doc.used(act, self.q(f"job/{int(a['job'])}"), _time(e))
+                self.acted(act, e, "operator")
+
+    def job(self, e: TimelineEntry) -> None:
+        """A job's record: what the consumer asked to run on which version."""
+        a = e.args
+        self.jobs[int(a["job"])] = dict(a)
+        act = self.activity(e, "job")
+        record = self.doc.entity(
+            self.q(f"job/{int(a['job'])}"),
+            {
+                "prov:type": self.q("ComputeJob"),
+                self.q("job"): int(a["job"]),
+                self.q("version"): int(a["version"]),
+                self.q("algorithm"): _hex(a["algorithm"]),
+                self.q("params"): _hex(a["params"]),
+            },
+        )
+        self.doc.wasGeneratedBy(record, act, _time(e))
+        consumer = self.agent(a["consumer"])
+        self.doc.wasAssociatedWith(act, consumer, None, None, {"prov:role": self.q("consumer")})
+        self.doc.wasAttributedTo(record, consumer)
+        self.doc.used(act, self.q(f"dataset/{self.dataset}/v{int(a['version'])}"), _time(e))
 
     def model(self, e: TimelineEntry, job: dict[str, Any]) -> None:
         """A compute job's result: a model derived from the dataset version it ran on."""
@@ -182,9 +253,11 @@ class _Builder:
         self.doc.used(act, algorithm, _time(e))
         self.doc.wasGeneratedBy(model, act, _time(e))
         self.doc.wasDerivedFrom(model, version, act)
+        self.doc.used(act, self.q(f"job/{int(a['job'])}"), _time(e))
         consumer = self.agent(job["consumer"])
         self.doc.wasAssociatedWith(act, consumer, None, None, {"prov:role": self.q("consumer")})
         self.doc.wasAttributedTo(model, consumer)
+        self.acted(act, e, "operator")
 
     def access(self, e: TimelineEntry) -> None:
         a = e.args
@@ -213,16 +286,36 @@ class _Builder:
         elif e.kind is Kind.GRANT:
             grant = self.doc.entity(
                 self.q(f"access/{a['request_id']}/grant"),
-                {"prov:type": self.q("AccessGrant"), self.q("expiresAt"): int(a["expires_at"])},
+                {
+                    "prov:type": self.q("AccessGrant"),
+                    self.q("expiresAt"): int(a["expires_at"]),
+                    self.q("consumer"): str(a["consumer"]),
+                },
             )
             self.doc.used(act, record, _time(e))
             self.doc.wasGeneratedBy(grant, act, _time(e))
             self.doc.wasDerivedFrom(grant, record, act)
-            self.doc.wasAttributedTo(grant, consumer)
+            granter = self.acted(act, e, "controller")
+            if granter is not None:
+                self.doc.wasAttributedTo(grant, granter)
         elif e.kind is Kind.REVOCATION:
             self.doc.wasInvalidatedBy(self.q(f"access/{a['request_id']}/grant"), act, _time(e))
+            self.acted(act, e, "controller")
         else:
             self.doc.used(act, record, _time(e))
+            self.acted(act, e, "controller")
+
+
+_SENDER_KINDS = frozenset(
+    {Kind.GRANT, Kind.DENIAL, Kind.REVOCATION, Kind.JOB_DECISION, Kind.JOB_RESULT}
+)
+"""Events that do not name who acted: the transaction's sender did."""
+
+
+def _senders(ledger: Ledger, entries: Sequence[TimelineEntry]) -> dict[str, str]:
+    """tx hash -> sender, for the events whose actor only the transaction names."""
+    hashes = sorted({e.tx_hash for e in entries if e.kind in _SENDER_KINDS})
+    return {tx: str(ledger.chain.transaction_receipt(tx)["from"]) for tx in hashes}
 
 
 def to_prov(
@@ -230,7 +323,9 @@ def to_prov(
 ) -> ProvDocument:
     """The W3C PROV document of `dataset`'s history (from `entries` if already read)."""
     history = entries if entries is not None else timeline(ledger, dataset)
-    builder = _Builder(ledger.chain.chain_id, ledger.data_nft.address, dataset)
+    builder = _Builder(
+        ledger.chain.chain_id, ledger.data_nft.address, dataset, _senders(ledger, history)
+    )
     for e in history:
         builder.add(e)
     return builder.doc
