@@ -183,6 +183,14 @@ def test_a_dead_indexer_thread_is_unhealthy(embedded_ledger: Ledger, tmp_path: P
     with serving(ix) as url:
         r = wait_for(lambda: (h := httpx.get(f"{url}/health")).status_code == 503 and h, "a 503")
         assert r.json()["status"] == "dead" and r.json()["indexer"]["alive"] is False
+        # `datagora status` reports it, with the reason.
+        from datagora.node.network import Network
+        from datagora.node.status import check_network
+
+        net = Network(chain_url="http://127.0.0.1:9", deployment=embedded_ledger.deployment)
+        net.catalog = url
+        (part,) = [p for p in check_network(net) if p.part == "catalog"]
+        assert not part.ok and part.detail.startswith("/health answered 503: dead")
 
 
 def test_a_dripping_metadata_server_does_not_stall_indexing(

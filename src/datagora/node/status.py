@@ -92,12 +92,18 @@ def _check_node(name: str, url: str) -> PartStatus:
         r = httpx.get(f"{url.rstrip('/')}/health", timeout=TIMEOUT, trust_env=False)
     except httpx.HTTPError as exc:
         return PartStatus(name, url, False, _reason(exc))
-    if r.status_code != 200:
-        return PartStatus(name, url, False, f"/health answered {r.status_code}")
     try:
         health = r.json()
     except ValueError:
         health = None
+    if r.status_code != 200:
+        # An unhealthy node (a catalog whose indexer stalled or died) says why.
+        why = ""
+        if isinstance(health, dict):
+            why = ", ".join(str(health[k]) for k in ("status", "error") if health.get(k))
+        return PartStatus(
+            name, url, False, f"/health answered {r.status_code}" + (f": {why}" if why else "")
+        )
     return PartStatus(name, url, True, _detail(health))
 
 
