@@ -113,3 +113,38 @@ def test_the_access_log_comes_a_page_at_a_time(served: dict[str, ThreadServer]) 
     for bad in ({"limit": 0}, {"limit": 10_001}, {"offset": -1}, {"offset": 2**63}):
         r = httpx.get(f"{url}/log", params=bad)
         assert r.status_code == 422, (bad, r.text)
+
+
+def test_a_used_nonce_is_on_disk_before_the_answer(
+    served: dict[str, ThreadServer],
+    embedded_ledger: Ledger,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lie: a proxy that answers, then loses the nonce in an OS crash, and takes the
+    same signed request again after it restarts."""
+    import os
+
+    from datagora.crypto.pre import dataset_scope, wrap_key
+    from datagora.sharing.wire import ReencryptBody
+    from helpers import publish
+
+    owner, who = dev_identity(1), dev_identity(2)
+    dataset = publish(embedded_ledger, owner=owner.account).dataset
+    scope = dataset_scope(dataset, 1)
+    wrapped = wrap_key(os.urandom(32), owner.delegating_public_key(scope), scope=scope)
+    body = ReencryptBody.build(who, embedded_ledger.chain.chain_id, dataset, 1, wrapped.capsule)
+    log = tmp_path / "proxy" / "nonces.log"
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def spy(fd: int) -> None:
+        real(fd)
+        synced.append(os.fstat(fd).st_size)
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+    r = httpx.post(f"{served['proxy'].url}/reencrypt", content=json.dumps(body.to_json()))
+    assert r.status_code == 403 and r.json()["error"] == "no_order"  # the nonce is used up
+    assert synced and synced[-1] == log.stat().st_size == 64  # and was synced first
+    again = httpx.post(f"{served['proxy'].url}/reencrypt", content=json.dumps(body.to_json()))
+    assert again.status_code == 401 and again.json()["error"] == "replayed"

@@ -243,3 +243,18 @@ def test_write_atomically_syncs_the_directory(
     assert (tmp_path / "sub" / "f.json").read_text() == "{}"
     assert syncs.saw(tmp_path / "sub/f.json") and syncs.saw(tmp_path / "sub")
     assert syncs.inodes[-1] == (tmp_path / "sub").stat().st_ino  # after the rename
+
+
+def test_a_deferred_store_syncs_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy on an event loop defers the sync to a thread, then waits for it."""
+    path = tmp_path / "nonces.log"
+    syncs = Syncs(monkeypatch)
+    with FileNonceStore(path, defer_sync=True) as store:
+        syncs.inodes.clear()
+        assert store.remember(ALICE, nonce(1), NOW + 60, NOW)
+        assert store.remember(ALICE, nonce(2), NOW + 60, NOW)
+        assert syncs.inodes == []
+        store.sync(store.appended)
+        assert syncs.inodes == [path.stat().st_ino]  # one sync for both
+        store.sync(store.appended)
+        assert len(syncs.inodes) == 1  # nothing new: no second sync

@@ -240,15 +240,24 @@ class FileNonceStore(NonceStore):
     With ``durable=True`` (the default) an accepted nonce is on disk before
     :meth:`remember` returns (one ``fdatasync`` shared by the checks that run at
     once); with ``durable=False`` it survives a crash of the process but the last
-    moments before an OS crash may be lost. ``legacy_sqlite`` names a :class:`SqliteNonceStore` file
+    moments before an OS crash may be lost. With ``defer_sync=True`` (a server on
+    an event loop, which must not block on the disk) :meth:`remember` does not
+    sync: the caller calls :meth:`sync` (in a thread, overlapping its other work)
+    before it acts on the acceptance. ``legacy_sqlite`` names a :class:`SqliteNonceStore` file
     whose unexpired nonces are taken over (once: it is renamed ``*.imported``).
     """
 
     def __init__(
-        self, path: Path | str, *, durable: bool = True, legacy_sqlite: Path | None = None
+        self,
+        path: Path | str,
+        *,
+        durable: bool = True,
+        defer_sync: bool = False,
+        legacy_sqlite: Path | None = None,
     ) -> None:
         self._path = Path(path)
         self._durable = durable
+        self._defer = defer_sync
         self._lock = threading.Lock()
         # Group commit: records appended by this process, and how many are synced.
         self._sync_lock = threading.Lock()
@@ -384,12 +393,20 @@ class FileNonceStore(NonceStore):
             with self._flocked():
                 accepted = self._remember(key, expires, now)
             ticket = self._appended
-        if accepted and self._durable:
-            self._sync(ticket)
+        if accepted and self._durable and not self._defer:
+            self.sync(ticket)
         return accepted
 
-    def _sync(self, ticket: int) -> None:
-        """Return once the first `ticket` records this process appended are on disk."""
+    @property
+    def appended(self) -> int:
+        """How many records this store has appended (a ticket for :meth:`sync`)."""
+        return self._appended
+
+    def sync(self, ticket: int | None = None) -> None:
+        """Return once the first `ticket` records this store appended (default: all
+        so far) are on disk; one ``fdatasync`` serves every caller waiting at once."""
+        if ticket is None:
+            ticket = self._appended
         with self._sync_lock:
             if self._synced >= ticket:
                 return  # a sync that started after our append covered it

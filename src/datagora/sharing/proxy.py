@@ -23,6 +23,7 @@ without ``threshold`` of them *and* the consumer's secret key.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -125,8 +126,11 @@ class ProxyService:
         self.anchor_every = anchor_every
         self.gate = AccessGate(ledger, service_id)
         self.kfrags = KfragStore(data_dir / "kfrags.sqlite")
+        # Durable, synced by the request paths below: on the event loop a sync per
+        # request would serialise the worker on the disk; in a thread, concurrent
+        # requests share one (and it overlaps the ledger check).
         self.nonces = FileNonceStore(
-            data_dir / "nonces.log", legacy_sqlite=data_dir / "nonces.sqlite"
+            data_dir / "nonces.log", defer_sync=True, legacy_sqlite=data_dir / "nonces.sqlite"
         )
         self.log = AccessLogFile(data_dir / "access-log.jsonl")
         self._anchored = ledger.access_log.latest(identity.address).entries
@@ -158,6 +162,7 @@ class ProxyService:
             )
         except RequestRefused as exc:
             return _signature_refusal(exc)
+        self.nonces.sync()  # the nonce is on disk before anything acts on the request
         req = checked.request
         entry = {
             "event": "delegation",
@@ -208,6 +213,7 @@ class ProxyService:
         admitted = self._admit(raw)
         if not isinstance(admitted, _Admitted):
             return admitted
+        self.nonces.sync()
         try:
             decision = self.gate.check(admitted.request.dataset, admitted.signer)
         except ChainError:
@@ -216,14 +222,18 @@ class ProxyService:
 
     async def reencrypt_async(self, raw: bytes) -> Answer:
         """:meth:`reencrypt` on the event loop: the ledger read of concurrent requests
-        share a JSON-RPC batch; the rest is short CPU work done inline."""
+        share a JSON-RPC batch; the rest is short CPU work done inline. The nonce is
+        synced in a thread while the ledger is read, and before any answer leaves."""
         admitted = self._admit(raw)
         if not isinstance(admitted, _Admitted):
             return admitted
+        synced = asyncio.ensure_future(run_in_threadpool(self.nonces.sync, self.nonces.appended))
         try:
             decision = await self.gate.check_async(admitted.request.dataset, admitted.signer)
         except ChainError:
+            await synced
             return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
+        await synced
         return self._serve(admitted, decision)
 
     def _admit(self, raw: bytes) -> _Admitted | Answer:
