@@ -53,6 +53,7 @@ def create_catalog_app(
         description="Search over every dataset on the ledger, indexed from its events.",
         lifespan=lifespan,
     )
+    app.state.supervisor = supervisor
 
     @app.get("/datasets", summary="Search datasets")
     def list_datasets(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ class Supervisor:
         self._progress = time.monotonic()
 
     # -- the loops -----------------------------------------------------------------------
-    def _run(self, loop: _Loop, step: Any, interval: float) -> None:
+    def _run(self, loop: _Loop, step: Callable[[], object], interval: float) -> None:
         while not self._stop.is_set():
             try:
                 step()
@@ -87,7 +88,9 @@ class Supervisor:
                 if message != loop.last_error:
                     _log.warning("%s failed (will retry): %s", loop.name, message, exc_info=True)
                 loop.last_error, loop.last_error_at = message, time.monotonic()
-                delay = min(interval * 2**loop.failures, self.max_backoff)
+                # The exponent is capped: 2**1024 would not fit a float after hours of
+                # failures, and raising here would end the loop this is here to keep.
+                delay = min(interval * 2 ** min(loop.failures, 32), self.max_backoff)
                 self._stop.wait(max(delay, interval))
                 continue
             loop.failures = 0
