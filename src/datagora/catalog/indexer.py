@@ -139,12 +139,6 @@ class Indexer:
                 self.on_indexed(added)
             return added
 
-    def run(self, stop: threading.Event, interval: float = 0.1) -> None:
-        """Sync every `interval` seconds until `stop` is set."""
-        while not stop.is_set():
-            self.sync()
-            stop.wait(interval)
-
     def _store(
         self, conn: Connection, batch: list[Event], end: int, headers: Mapping[int, BlockHeader]
     ) -> None:
