@@ -21,6 +21,7 @@ from datagora.cli.common import (
     marketplace,
     out,
     print_json,
+    short_hex,
     tokens,
 )
 from datagora.errors import ConfigError, Unreachable
@@ -158,7 +159,9 @@ def compute_submit(
         with _reaching(url):
             # The node says first whether it computes on the dataset: no order, no payment
             # for a job it would refuse.
-            order, ordered = order_for(m, client, dataset, tokens(max_price) if max_price else None)
+            order, ordered = order_for(
+                m, client, dataset, tokens(max_price, "--max-price") if max_price else None
+            )
             if ordered and not as_json:
                 err.print(f"ordered the compute service of dataset {dataset}", highlight=False)
             job = Job(client.submit(dataset, order, code, params), dataset, client, m)
@@ -333,7 +336,7 @@ def jobs_list(
     for j in pending:
         out.print(
             f"job {j['job']}  dataset {j['dataset']}  {j['consumer']}  "
-            f"algorithm {j['algorithm'][:16]}…",
+            f"algorithm {short_hex(str(j['algorithm']))}",
             highlight=False,
         )
     if not pending:

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from datagora.cli.common import JsonFlag, out, print_json
+from datagora.cli.common import (
+    JsonFlag,
+    format_amount,
+    format_list,
+    out,
+    print_fields,
+    print_json,
+    short_hex,
+)
 from datagora.errors import ConfigError, NotFoundError, Unreachable
 
 commands = typer.Typer()
@@ -94,22 +102,25 @@ def search(
 
     table = Table("id", "title", "tags", "license", "price", "services", "orders")
     for item in result["items"]:
-        price = (
-            "free"
-            if item["pricing"] == "free"
-            else (f"{int(item['price']) / 1e18:g}" if item["pricing"] == "fixed" else "-")
-        )
         table.add_row(
             str(item["id"]),
             item["title"],
-            " ".join(item["tags"]),
+            format_list(item["tags"], ""),
             item["license"],
-            price,
-            " ".join(item["services"]),
+            _price(item),
+            format_list(item["services"], ""),
             str(item["orders"]),
         )
     out.print(table)
     out.print(f"{result['total']} dataset(s)")
+
+
+def _price(item: dict[str, Any]) -> str:
+    if item.get("pricing") == "free":
+        return "free"
+    if item.get("pricing") == "fixed" and item.get("price") is not None:
+        return format_amount(int(item["price"]))
+    return "on request" if item.get("pricing") == "none" else "-"
 
 
 @commands.command()
@@ -126,25 +137,26 @@ def show(
     if as_json:
         print_json(details)
         return
-    for key in (
-        "id",
-        "title",
-        "description",
-        "owner",
-        "license",
-        "tags",
-        "pricing",
-        "price",
-        "services",
-        "version",
-        "orders",
-        "metadata_hash",
-        "manifest_hash",
-        "merkle_root",
-        "datatoken",
-    ):
-        out.print(f"[bold]{key}[/bold]: {details.get(key)}")
+    fields: dict[str, Any] = {
+        "id": details.get("id"),
+        "title": details.get("title"),
+        "description": details.get("description") or "-",
+        "owner": details.get("owner"),
+        "license": details.get("license"),
+        "tags": format_list(details.get("tags") or []),
+        "price": _price(details),
+        "services": format_list(details.get("services") or []),
+        "version": details.get("version"),
+        "orders": details.get("orders"),
+        "metadata hash": short_hex(str(details.get("metadata_hash", ""))),
+        "manifest hash": short_hex(str(details.get("manifest_hash", ""))),
+        "merkle root": short_hex(str(details.get("merkle_root", ""))),
+        "datatoken": details.get("datatoken"),
+    }
+    print_fields(fields)
     for v in details.get("versions", []):
         out.print(
-            f"  version {v['version']} at block {v['block']}: metadata {v['metadata_hash'][:16]}…"
+            f"  version {v['version']} at block {v['block']}: "
+            f"metadata {short_hex(str(v['metadata_hash']))}",
+            highlight=False,
         )
