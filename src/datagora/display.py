@@ -24,8 +24,9 @@ DECIMALS: Final = 18
 """Decimals of the market currency (and of datatokens): base units per token = 10**18."""
 _UNIT: Final = 10**DECIMALS
 
-# A 0x-prefixed hex string of 40 digits (an address) or more (a hash), not inside a word.
-_LONG_HEX = re.compile(r"\b0x[0-9a-fA-F]{40,}\b")
+# A hex string of 40 digits (an address) or more (a hash), 0x-prefixed or bare (as in a
+# `datagora://sha256/…` URI), not inside a longer word.
+_LONG_HEX = re.compile(r"(?<![0-9A-Za-z])(?:0x)?[0-9a-fA-F]{40,}(?![0-9A-Za-z])")
 
 
 def parse_amount(text: str | int | float | Decimal, what: str = "amount") -> int:
@@ -84,10 +85,11 @@ def short_hex(value: str | bytes, keep: int = 4) -> str:
     """A hash or address for a table: ``0x1234…abcd``. Short values are kept whole;
     ``--json`` output always carries the full value."""
     text = "0x" + value.hex() if isinstance(value, bytes) else value
-    digits = text[2:] if text.startswith("0x") else text
+    prefix = "0x" if text.startswith("0x") else ""
+    digits = text[len(prefix) :]
     if len(digits) <= 2 * keep + 1:
         return text
-    return f"0x{digits[:keep]}…{digits[-keep:]}"
+    return f"{prefix}{digits[:keep]}…{digits[-keep:]}"
 
 
 def shorten_hexes(text: str, keep: int = 4) -> str:

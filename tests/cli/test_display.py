@@ -80,3 +80,6 @@ def test_lists_booleans_times_hashes() -> None:
     address = "0x" + "AB" * 20
     text = f"bought by {address} in {digest}; 0x12 stays"
     assert shorten_hexes(text) == "bought by 0xABAB…ABAB in 0x1234…abcd; 0x12 stays"
+    uri = "datagora://sha256/" + "e" * 64
+    assert shorten_hexes(f"metadata ({uri})") == "metadata (datagora://sha256/eeee…eeee)"
+    assert shorten_hexes("word" + "a" * 40) == "word" + "a" * 40

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from datagora.audit.timeline import TimelineEntry
 from datagora.audit.verify import VerifyReport
@@ -28,17 +29,12 @@ def render_timeline(entries: Sequence[TimelineEntry], title: str | None = None) 
     table = Table(title=title, show_lines=False)
     table.add_column("block", justify="right", no_wrap=True)
     table.add_column("time (UTC)")
-    table.add_column("kind", no_wrap=True)
-    table.add_column("what happened", overflow="fold")
+    table.add_column("what happened", overflow="fold", ratio=1)
     table.add_column("tx", no_wrap=True)
     for e in entries:
-        table.add_row(
-            str(e.block_number),
-            format_time(e.timestamp),
-            e.kind.value,
-            shorten_hexes(e.text),
-            short_hex(e.tx_hash),
-        )
+        what = Text(e.kind.value, style="bold")
+        what.append(" " + shorten_hexes(e.text))
+        table.add_row(str(e.block_number), format_time(e.timestamp), what, short_hex(e.tx_hash))
     return table
 
 

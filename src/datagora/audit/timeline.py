@@ -17,7 +17,7 @@ from typing import Any
 
 from datagora.audit._logs import DEFAULT_PAGE, DatasetLogReader
 from datagora.audit.errors import DatasetNotFound
-from datagora.display import format_amount
+from datagora.display import format_amount, format_time
 from datagora.ledger import Event, Ledger
 from datagora.ledger.base import ZERO_ADDRESS
 
@@ -165,7 +165,7 @@ def _order(a: Mapping[str, Any]) -> tuple[Kind, str]:
     payer = "" if a["payer"] == a["consumer"] else f", paid by {a['payer']}"
     return Kind.ORDER, (
         f"order of service {a['service_id']} for {a['consumer']}{payer}, "
-        f"valid until {datetime.fromtimestamp(a['expires_at'], UTC):%Y-%m-%d %H:%M:%S} UTC"
+        f"valid until {format_time(a['expires_at'])}"
     )
 
 
@@ -179,10 +179,8 @@ def _bought(a: Mapping[str, Any]) -> tuple[Kind, str]:
 
 
 def _granted(a: Mapping[str, Any]) -> tuple[Kind, str]:
-    until = datetime.fromtimestamp(a["expires_at"], UTC)
-    return Kind.GRANT, (
-        f"request {a['request_id']} granted to {a['consumer']} until {until:%Y-%m-%d %H:%M:%S} UTC"
-    )
+    until = format_time(a["expires_at"])
+    return Kind.GRANT, f"request {a['request_id']} granted to {a['consumer']} until {until}"
 
 
 _Describe = Callable[[Mapping[str, Any]], tuple[Kind, str]]

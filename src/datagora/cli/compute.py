@@ -146,7 +146,7 @@ def compute_submit(
     """Order the dataset's compute service if needed, sign the job and submit it to the
     owner's compute node; prints the job id.
 
-    Example: datagora compute submit 3 --algorithm train.py --param target=label --param C=0.5
+    Example: datagora compute submit 3 --algorithm train.py --param C=0.5
     """
     from datagora.market.compute import Job, node_client, order_for
 
@@ -208,6 +208,7 @@ def compute_logs(
     node: NodeOption = None,
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Print a job's logs (stdout and stderr, capped), decrypted for you.
 
@@ -219,6 +220,9 @@ def compute_logs(
     url = _node_url(m, node)
     with _reaching(url):
         text = job_handle(m, job, url).logs()
+    if as_json:
+        print_json({"job": job, "logs": text})
+        return
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
 
@@ -452,7 +456,7 @@ def train(
     bounds: Annotated[
         Path | None,
         typer.Option(
-            help='With --dp-epsilon: a JSON file {"feature": [lower, upper], ...} for every '
+            help='With --dp-epsilon: a JSON file {"feature": \\[lower, upper], ...} for every '
             "feature (from domain knowledge, never from the data)."
         ),
     ] = None,
@@ -469,8 +473,8 @@ def train(
     --dp-epsilon E --bounds FILE: one round, each site trains an E-DP model (E is
     charged to your budget on every dataset) and the models are averaged.
 
-    Example: datagora train --datasets 1 2 3 --algorithm fedavg-logistic --rounds 3 -o model.json
-    Example: datagora train --datasets 1 2 3 --dp-epsilon 1 --bounds bounds.json --features a,b
+    Example: datagora train --datasets 1 2 3 --rounds 3 -o model.json
+    Example: datagora train --datasets 1 2 3 --dp-epsilon 1 --bounds bounds.json
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 

@@ -239,7 +239,7 @@ def publish(
 ) -> None:
     """Encrypt, erasure-code and store a file, then publish it on chain in one transaction.
 
-    Example: datagora publish cohort.csv --title "Breast cancer cohort" --price 1.5 --tag medical
+    Example: datagora publish cohort.csv --title Cohort --price 1.5 --tag medical
     """
     from datagora.ledger import Pricing
 

@@ -60,7 +60,7 @@ def chain_deploy(
 ) -> None:
     """Deploy every contract to the chain at --rpc and write the deployment record.
 
-    Example: DATAGORA_PRIVATE_KEY=0x... datagora chain deploy --rpc http://127.0.0.1:8545
+    Example: DATAGORA_PRIVATE_KEY=0x… datagora chain deploy --rpc http://host:8545
     """
     from eth_account import Account
 
@@ -97,7 +97,7 @@ def chain_info(
 ) -> None:
     """Show the contracts of a deployment and how many datasets it holds.
 
-    Example: datagora chain info --rpc http://127.0.0.1:8545 --deployment deployment.json
+    Example: datagora chain info --rpc http://127.0.0.1:8545 --deployment d.json
     """
     from datagora.ledger import Ledger
 

@@ -123,6 +123,14 @@ def _price(item: dict[str, Any]) -> str:
     return "on request" if item.get("pricing") == "none" else "-"
 
 
+def _hash(value: Any) -> str:
+    """A catalog hash (hex, with or without 0x) as ``0x1234…abcd``."""
+    if not value:
+        return "-"
+    text = str(value)
+    return short_hex(text if text.startswith("0x") else "0x" + text)
+
+
 @commands.command()
 def show(
     dataset: Annotated[int, typer.Argument(help="The dataset id.")],
@@ -148,15 +156,14 @@ def show(
         "services": format_list(details.get("services") or []),
         "version": details.get("version"),
         "orders": details.get("orders"),
-        "metadata hash": short_hex(str(details.get("metadata_hash", ""))),
-        "manifest hash": short_hex(str(details.get("manifest_hash", ""))),
-        "merkle root": short_hex(str(details.get("merkle_root", ""))),
+        "metadata hash": _hash(details.get("metadata_hash")),
+        "manifest hash": _hash(details.get("manifest_hash")),
+        "merkle root": _hash(details.get("merkle_root")),
         "datatoken": details.get("datatoken"),
     }
     print_fields(fields)
     for v in details.get("versions", []):
         out.print(
-            f"  version {v['version']} at block {v['block']}: "
-            f"metadata {short_hex(str(v['metadata_hash']))}",
+            f"  version {v['version']} at block {v['block']}: metadata {_hash(v['metadata_hash'])}",
             highlight=False,
         )
