@@ -54,6 +54,7 @@ from datagora.compute.jobs import ComputeDataset, algorithm_hash
 from datagora.compute.mock import make_mock
 from datagora.compute.sandbox import probe_isolation
 from datagora.crypto.keys import Identity
+from datagora.display import format_amount, format_bool, format_list
 from datagora.ledger import JobStatus, Ledger, Pricing, dev_account
 from datagora.market.flows import Endpoints, Marketplace, PublishedDataset
 from datagora.node.apps import compute_app, proxy_app, storage_app
@@ -285,7 +286,7 @@ def _publish(world: _World) -> dict[str, Any]:
         world.published.append(pub)
         world.files[pub.dataset] = path
         world.owners[pub.dataset] = who
-        kind = "free, approval needed" if approval else f"{price / TOKEN:g} DGM"
+        kind = "free, approval needed" if approval else format_amount(price)
         say(
             f"  dataset #{pub.dataset}: {len(frame)} patients, {kind}; "
             f"{len(pub.upload.manifest.chunks)} chunks × {N} shares (any {K} rebuild); "
@@ -316,9 +317,9 @@ def _buy_and_download(world: _World) -> dict[str, Any]:
         table.add_row(
             f"#{item.id}",
             item.title,
-            f"{int(item.price) / TOKEN:g} DGM",
-            " ".join(item.services),
-            "yes" if item.has_mock else "no",
+            format_amount(int(item.price)),
+            format_list(item.services),
+            format_bool(item.has_mock),
         )
     say.show(table)
     target = world.published[0]
