@@ -252,8 +252,9 @@ def test_people_read_tokens_lists_yes_no_and_short_hashes(net: Net, tmp_path: Pa
     assert "1500000000000000000" not in shown and "['" not in shown
     assert re.search(r"manifest hash:\s+0x[0-9a-f]{4}…[0-9a-f]{4}", shown), shown
 
-    found = human(net, "search", "Tagged")
+    found = human(net, "search", "Tagged", "--max-price", "1.5 DGM")
     assert "1.5 DGM" in found and "cohort, medical" in found, found
+    assert run(net, "search", "Tagged", "--max-price", "1.4")["total"] == 0
 
     audit = human(net, "audit", dataset)
     assert max(len(line) for line in audit.splitlines()) <= 80, audit

@@ -11,6 +11,7 @@ from datagora.cli.common import (
     format_amount,
     format_list,
     out,
+    parse_amount,
     print_fields,
     print_json,
     short_hex,
@@ -62,8 +63,8 @@ def search(
         list[str] | None, typer.Option(help="Only datasets with this tag (repeat).")
     ] = None,
     license: Annotated[str | None, typer.Option(help="Only this license.")] = None,
-    min_price: Annotated[float | None, typer.Option(help="Minimum price in MarketTokens.")] = None,
-    max_price: Annotated[float | None, typer.Option(help="Maximum price in MarketTokens.")] = None,
+    min_price: Annotated[str | None, typer.Option(help="Minimum price in MarketTokens.")] = None,
+    max_price: Annotated[str | None, typer.Option(help="Maximum price in MarketTokens.")] = None,
     owner: Annotated[str | None, typer.Option(help="Only datasets held by this address.")] = None,
     service: Annotated[str | None, typer.Option(help="download or compute.")] = None,
     has_mock: Annotated[
@@ -84,8 +85,8 @@ def search(
     params: dict[str, Any] = {"q": query, "sort": sort, "limit": limit, "offset": offset}
     for name, value in (
         ("license", license),
-        ("min_price", min_price),
-        ("max_price", max_price),
+        ("min_price", _tokens(min_price, "--min-price")),
+        ("max_price", _tokens(max_price, "--max-price")),
         ("owner", owner),
         ("service", service),
         ("has_mock", has_mock),
@@ -113,6 +114,11 @@ def search(
         )
     out.print(table)
     out.print(f"{result['total']} dataset(s)")
+
+
+def _tokens(text: str | None, what: str) -> str | None:
+    """A price filter as typed (tokens, checked like every amount), as the catalog takes it."""
+    return None if text is None else format_amount(parse_amount(text, what), None)
 
 
 def _price(item: dict[str, Any]) -> str:
