@@ -32,7 +32,7 @@ def render_timeline(entries: Sequence[TimelineEntry], title: str | None = None) 
     table.add_column("what happened", overflow="fold", ratio=1)
     table.add_column("tx", no_wrap=True)
     for e in entries:
-        what = Text(e.kind.value, style="bold")
+        what = Text(e.kind.value + ":", style="bold")
         what.append(" " + shorten_hexes(e.text))
         table.add_row(str(e.block_number), format_time(e.timestamp), what, short_hex(e.tx_hash))
     return table
