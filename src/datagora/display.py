@@ -11,7 +11,7 @@ round-trips exactly: no float is involved.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final
@@ -70,6 +70,22 @@ def format_list(items: Iterable[object], empty: str = "none") -> str:
 def format_bool(value: bool | None) -> str:
     """``yes`` or ``no`` (``-`` when unknown)."""
     return "-" if value is None else "yes" if value else "no"
+
+
+def format_value(value: object) -> str:
+    """Any plain value for people: yes/no, ``a, b`` lists, ``key value`` pairs, ``-`` for
+    nothing, floats without noise (``0.25``, ``1.2e+06``); never Python's repr."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return format_bool(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, Mapping):
+        return format_list(f"{k} {format_value(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return format_list(format_value(v) for v in value)
+    return str(value)
 
 
 def format_time(moment: int | float | datetime) -> str:

@@ -16,6 +16,7 @@ from datagora.display import (
     format_bool,
     format_list,
     format_time,
+    format_value,
     parse_amount,
     short_hex,
     shorten_hexes,
@@ -83,3 +84,11 @@ def test_lists_booleans_times_hashes() -> None:
     uri = "datagora://sha256/" + "e" * 64
     assert shorten_hexes(f"metadata ({uri})") == "metadata (datagora://sha256/eeee…eeee)"
     assert shorten_hexes("word" + "a" * 40) == "word" + "a" * 40
+
+
+def test_any_value_reads_without_python_repr() -> None:
+    assert format_value(None) == "-" and format_value(True) == "yes"
+    assert format_value(0.1 + 0.2) == "0.3" and format_value(1234567.0) == "1.23457e+06"
+    assert format_value(["a", 1, False]) == "a, 1, no"
+    assert format_value({"p50": 0.25, "ok": True}) == "p50 0.25, ok yes"
+    assert format_value([]) == "none"

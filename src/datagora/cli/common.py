@@ -17,6 +17,7 @@ from datagora.display import (
     format_bool,
     format_list,
     format_time,
+    format_value,
     parse_amount,
     short_hex,
     shorten_hexes,
@@ -39,6 +40,7 @@ __all__ = [
     "format_bool",
     "format_list",
     "format_time",
+    "format_value",
     "keys_dir",
     "load_identity",
     "marketplace",
@@ -80,7 +82,8 @@ def print_fields(fields: dict[str, Any]) -> None:
     """A result for people: one ``key: value`` line each, values already formatted."""
     width = max((len(k) for k in fields), default=0)
     for key, value in fields.items():
-        out.print(f"[bold]{key + ':':<{width + 1}}[/bold] {value}", highlight=False, soft_wrap=True)
+        shown = value if isinstance(value, str) else format_value(value)
+        out.print(f"[bold]{key + ':':<{width + 1}}[/bold] {shown}", highlight=False, soft_wrap=True)
 
 
 def network_or_none() -> Network | None:
