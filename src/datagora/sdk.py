@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from datagora.crypto.keys import Identity
-from datagora.errors import ConfigError
+from datagora.errors import ConfigError, Unreachable
 from datagora.ledger import Ledger
 from datagora.market import Endpoints, Marketplace
 from datagora.node.connect import (
@@ -141,12 +141,21 @@ class Market(Marketplace):
         self.close()
 
     def search(self, q: str = "", **filters: Any) -> list[dict[str, Any]]:
-        """Datasets matching `q` (word prefixes) and filters (tag, license, max_price, ...)."""
+        """Datasets matching `q` (word prefixes) and filters (tag, license, owner, service,
+        has_mock, sort, limit, offset; ``min_price``/``max_price`` in base units, like
+        every amount of the SDK and the items' ``price``)."""
+        from datagora.display import format_amount
+
         if not self.endpoints.catalog:
             raise ConfigError("this network has no catalog")
-        r = httpx.get(
-            f"{self.endpoints.catalog.rstrip('/')}/datasets", params={"q": q, **filters}, timeout=10
-        )
+        for name in ("min_price", "max_price"):
+            if filters.get(name) is not None:  # the catalog's API takes tokens
+                filters[name] = format_amount(int(filters[name]), None)
+        url = self.endpoints.catalog.rstrip("/")
+        try:
+            r = httpx.get(f"{url}/datasets", params={"q": q, **filters}, timeout=10)
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"cannot reach the catalog at {url}: {exc}", url) from None
         if r.status_code != 200:
             raise ConfigError(f"the catalog refused the search: {r.text}")
         items: list[dict[str, Any]] = r.json()["items"]

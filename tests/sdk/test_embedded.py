@@ -57,6 +57,11 @@ def test_publish_search_buy_read_compute_then_close(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the catalog never indexed the dataset"
             time.sleep(0.1)
         assert hits[0]["id"] == published.dataset
+        # Prices in base units, as everywhere in the SDK.
+        assert [h["id"] for h in researcher.search("embedded", max_price=TOKEN)] == [
+            published.dataset
+        ]
+        assert researcher.search("embedded", max_price=TOKEN // 2) == []
         ds = researcher.dataset(published.dataset)
         assert ds.info.controller == owner.identity.address
         ds.buy_and_order()  # the owner's agent delegates: no manual step
