@@ -5,7 +5,7 @@
 >>> hits = market.search("breast cancer")      # the catalog
 >>> market.buy_and_order(hits[0]["id"]); df = market.to_pandas(hits[0]["id"])
 >>> job = market.compute(3, "train.py", {"target": "label"})   # compute-to-data
->>> job.wait(); job.result("results/")
+>>> job.wait(); job.result("results/")          # wait() returns at once if the owner reviews
 >>> model = market.train([1, 2, 3], target="label", rounds=3)  # federated (FedAvg)
 """
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from datagora.crypto.keys import Identity
-from datagora.errors import ConfigError
+from datagora.errors import ConfigError, Unreachable
 from datagora.ledger import Ledger
 from datagora.market import Endpoints, Marketplace
 from datagora.node.connect import (
@@ -33,12 +33,69 @@ from datagora.node.connect import (
 from datagora.node.network import load_network
 
 if TYPE_CHECKING:
+    from datagora.compute.client import ComputeClient
     from datagora.compute.federated import FederatedModel
-    from datagora.market.compute import Job
+    from datagora.ledger import Tx
+    from datagora.market.compute import Job as MarketJob
+    from datagora.market.compute import OwnerClient
     from datagora.node.embedded import EmbeddedNetwork
+    from datagora.node.faucet import Funded
     from datagora.torchdata import TabularDataset
 
-__all__ = ["Dataset", "Market", "connect"]
+__all__ = ["Dataset", "Job", "Market", "connect"]
+
+_FINISHED = ("succeeded", "failed", "denied")
+
+
+class Job:
+    """A compute job you submitted (see :meth:`Market.compute`): follow it, read its logs
+    and its result (decrypted for you alone)."""
+
+    def __init__(self, handle: MarketJob) -> None:
+        self._handle = handle
+
+    def __repr__(self) -> str:
+        return f"<Job {self.job} on dataset {self.dataset}>"
+
+    @property
+    def job(self) -> int:
+        """The job id (on chain and at the node)."""
+        return self._handle.job
+
+    @property
+    def dataset(self) -> int:
+        return self._handle.dataset
+
+    @property
+    def client(self) -> ComputeClient:
+        return self._handle.client
+
+    def status(self) -> dict[str, Any]:
+        """The node's view of the job (``state``: pending, queued, running, succeeded,
+        failed, denied; ``reason``; ``result_hash``; ``epsilon``)."""
+        return self._handle.status()
+
+    def wait(self, timeout: float = 300.0, *, through_review: bool = False) -> dict[str, Any]:
+        """Wait until the job has finished (succeeded, failed or denied), at most
+        `timeout` seconds (then :class:`~datagora.compute.errors.ComputeError`), and
+        return its status. A job waiting for its owner's review (``pending``) is returned
+        at once, as the CLI does: a person decides, maybe days later. With
+        `through_review`, wait through the review too (still at most `timeout`)."""
+        until = _FINISHED if through_review else (*_FINISHED, "pending")
+        return self.client.wait(self.job, timeout, until)
+
+    def logs(self) -> str:
+        """The job's stdout and stderr (capped; withheld if they reproduce input rows)."""
+        return self._handle.logs()
+
+    def result(self, dest: str | Path | None = None) -> bytes:
+        """The decrypted result archive (tar); unpacked into `dest` if given. The sealed
+        result is checked against the result hash recorded on chain first."""
+        return self._handle.result(dest)
+
+    def files(self, dest: str | Path) -> list[Path]:
+        """The result unpacked into `dest`; the files written."""
+        return self._handle.files(dest)
 
 
 class Market(Marketplace):
@@ -84,12 +141,21 @@ class Market(Marketplace):
         self.close()
 
     def search(self, q: str = "", **filters: Any) -> list[dict[str, Any]]:
-        """Datasets matching `q` (word prefixes) and filters (tag, license, max_price, ...)."""
+        """Datasets matching `q` (word prefixes) and filters (tag, license, owner, service,
+        has_mock, sort, limit, offset; ``min_price``/``max_price`` in base units, like
+        every amount of the SDK and the items' ``price``)."""
+        from datagora.display import format_amount
+
         if not self.endpoints.catalog:
             raise ConfigError("this network has no catalog")
-        r = httpx.get(
-            f"{self.endpoints.catalog.rstrip('/')}/datasets", params={"q": q, **filters}, timeout=10
-        )
+        for name in ("min_price", "max_price"):
+            if filters.get(name) is not None:  # the catalog's API takes tokens
+                filters[name] = format_amount(int(filters[name]), None)
+        url = self.endpoints.catalog.rstrip("/")
+        try:
+            r = httpx.get(f"{url}/datasets", params={"q": q, **filters}, timeout=10)
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"cannot reach the catalog at {url}: {exc}", url) from None
         if r.status_code != 200:
             raise ConfigError(f"the catalog refused the search: {r.text}")
         items: list[dict[str, Any]] = r.json()["items"]
@@ -143,7 +209,7 @@ class Market(Marketplace):
         `params` is any JSON object. Asks the node whether it computes on the dataset,
         then orders the dataset's compute service if you hold no valid order (paying its
         price, at most `max_price` base units): a refused dataset costs nothing. Returns
-        a :class:`~datagora.market.compute.Job`: ``.status()``, ``.wait()``, ``.logs()``,
+        a :class:`Job`: ``.status()``, ``.wait()`` (at once while the owner reviews), ``.logs()``,
         ``.result(dir)`` (decrypted for you alone, checked against the hash on chain).
 
         >>> job = net.compute(3, Path("train.py"), {"target": "label"})
@@ -152,23 +218,96 @@ class Market(Marketplace):
         """
         from datagora.market.compute import submit
 
-        return submit(self, dataset, algorithm, params, node=node, max_price=max_price)
+        return Job(submit(self, dataset, algorithm, params, node=node, max_price=max_price))
 
     def offer_compute(
-        self, dataset: int, trusted: Sequence[str | Path] = (), *, service: int = 1, days: int = 1
+        self,
+        dataset: int,
+        trusted: Sequence[str | Path] = (),
+        *,
+        service: int = 1,
+        days: int = 1,
+        dp: bool | None = None,
     ) -> dict[str, Any]:
         """As the owner: offer compute on `dataset` (metadata and chain) and trust the
-        `trusted` algorithms (files, code or built-in names); others wait for review."""
+        `trusted` algorithms (files, code or built-in names); others wait for review.
+        ``dp=True`` requires differential privacy (every job declares epsilon and bounds
+        and spends from the consumer's budget), ``dp=False`` lifts it, None keeps the
+        current setting (as ``datagora compute offer --require-dp/--no-require-dp``)."""
         from datagora.market.compute import load_algorithm, offer_compute
 
         codes = [load_algorithm(a) for a in trusted]
-        return offer_compute(self, dataset, codes, service=service, days=days)
+        return offer_compute(
+            self, dataset, codes, service=service, days=days, differential_privacy=dp
+        )
+
+    def untrust(self, dataset: int, algorithm: str | Path) -> Tx:
+        """As the owner: stop trusting `algorithm` (a file, code or built-in name) on
+        `dataset`; its next jobs wait for your review. Jobs already approved stay so."""
+        from datagora.compute.jobs import algorithm_hash
+        from datagora.market.compute import load_algorithm
+
+        digest = algorithm_hash(load_algorithm(algorithm).encode())
+        return self.ledger.compute.set_trusted(self.identity.account, dataset, digest, False)
 
     def job(self, job: int, node: str | None = None) -> Job:
         """A handle on one of your earlier compute jobs, by id."""
         from datagora.market.compute import job_handle
 
-        return job_handle(self, job, node)
+        return Job(job_handle(self, job, node))
+
+    # -- the owner's side of compute (as `datagora jobs …`) ----------------------------
+
+    def _owner(self, node: str | None, dataset: int | None = None) -> OwnerClient:
+        from datagora.market.compute import OwnerClient
+
+        endpoints = self.endpoints
+        url = node or (endpoints.compute if dataset is None else endpoints.compute_node(dataset))
+        if not url:
+            raise ConfigError("the network names no compute node: pass node=URL")
+        return OwnerClient(url, self.identity, self.ledger.chain.chain_id)
+
+    def _job_owner(self, job: int, node: str | None) -> OwnerClient:
+        return self._owner(node, None if node else self.ledger.compute.job(job).dataset)
+
+    def pending_jobs(
+        self, dataset: int | None = None, node: str | None = None
+    ) -> list[dict[str, Any]]:
+        """As a dataset's owner: the jobs on your datasets waiting for your review, at the
+        network's compute node (or `dataset`'s, where each owner runs one, as in an
+        embedded network; or the node at `node`)."""
+        with self._owner(node, dataset) as owner:
+            return owner.pending()
+
+    def review_job(self, job: int, node: str | None = None) -> dict[str, Any]:
+        """As the owner: a pending job (``job``), its algorithm's ``code`` and ``params``."""
+        with self._job_owner(job, node) as owner:
+            return owner.review(job)
+
+    def approve_job(self, job: int, node: str | None = None) -> dict[str, Any]:
+        """As the owner: approve a pending job (recorded on chain); it then runs."""
+        with self._job_owner(job, node) as owner:
+            return owner.approve(job)
+
+    def deny_job(self, job: int, reason: str, node: str | None = None) -> dict[str, Any]:
+        """As the owner: deny a pending job with a reason (recorded on chain)."""
+        with self._job_owner(job, node) as owner:
+            return owner.deny(job, reason)
+
+    # -- market tokens (as `datagora fund` and `datagora transfer`) --------------------
+
+    def fund(self, to: str, amount: int) -> Funded:
+        """On a development chain only: mint `amount` base units of the market currency to
+        `to` from the faucet (and ether for gas if it has none); refused elsewhere."""
+        from datagora.node.faucet import fund
+
+        return fund(self.ledger, to, amount)
+
+    def transfer(self, to: str, amount: int) -> Funded:
+        """Send `amount` base units of the market currency from this account to `to`."""
+        from datagora.node.faucet import transfer
+
+        return transfer(self.ledger, self.identity.account, to, amount)
 
     def train(
         self,

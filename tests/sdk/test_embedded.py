@@ -12,6 +12,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 import datagora as dg
+from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError
 from datagora.ledger import Pricing
 
@@ -56,6 +57,11 @@ def test_publish_search_buy_read_compute_then_close(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the catalog never indexed the dataset"
             time.sleep(0.1)
         assert hits[0]["id"] == published.dataset
+        # Prices in base units, as everywhere in the SDK.
+        assert [h["id"] for h in researcher.search("embedded", max_price=TOKEN)] == [
+            published.dataset
+        ]
+        assert researcher.search("embedded", max_price=TOKEN // 2) == []
         ds = researcher.dataset(published.dataset)
         assert ds.info.controller == owner.identity.address
         ds.buy_and_order()  # the owner's agent delegates: no manual step
@@ -68,6 +74,25 @@ def test_publish_search_buy_read_compute_then_close(tmp_path: Path) -> None:
         assert job.wait(120)["state"] == "succeeded"
         files = job.files(tmp_path / "result")
         assert json.loads(files[0].read_text()) == {"rows": len(frame)}
+        # The owner stops trusting it: the next job waits for review, and `wait` returns at
+        # once (a person decides) instead of blocking; the owner denies it from the SDK.
+        owner.untrust(published.dataset, COUNT)
+        pending = ds.compute(COUNT, {})
+        started = time.monotonic()
+        assert pending.wait(120)["state"] == "pending"
+        assert time.monotonic() - started < 5
+        assert pending.job in {j["job"] for j in owner.pending_jobs(published.dataset)}
+        assert owner.review_job(pending.job)["code"] == COUNT
+        assert owner.deny_job(pending.job, "not trusted any more")["state"] == "denied"
+        assert pending.wait(120)["state"] == "denied"
+        assert owner.offer_compute(published.dataset, dp=True)["differential_privacy"] is True
+        # A new account gets tokens from the faucet (a development chain) or a transfer.
+        newcomer = Identity.generate().address
+        funded = owner.fund(newcomer, 3 * TOKEN)
+        assert funded.balance == 3 * TOKEN and funded.gas_wei > 0
+        assert researcher.transfer(newcomer, TOKEN).balance == 4 * TOKEN
+        with pytest.raises(dg.DatagoraError, match="holds"):
+            owner.account(7).transfer(newcomer, TOKEN)  # account 7 holds no tokens
         # Metadata without services: one download service that matches the pricing.
         plain = {"title": "Grant only", "license": "CC-BY-4.0", "creator": "me"}
         granted = owner.publish(source, plain, pricing=Pricing.NONE)

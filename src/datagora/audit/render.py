@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from datagora.audit.timeline import TimelineEntry
 from datagora.audit.verify import VerifyReport
+from datagora.display import format_time, short_hex, shorten_hexes
 
 
 def timeline_lines(entries: Sequence[TimelineEntry]) -> list[str]:
@@ -22,21 +24,17 @@ def timeline_lines(entries: Sequence[TimelineEntry]) -> list[str]:
 
 
 def render_timeline(entries: Sequence[TimelineEntry], title: str | None = None) -> Table:
-    """A rich table of the timeline, for ``datagora audit DATASET``."""
+    """A rich table of the timeline, for ``datagora audit DATASET``: addresses and hashes
+    shortened (``0x1234…abcd``) so it reads at 80 columns; ``--json`` has them whole."""
     table = Table(title=title, show_lines=False)
     table.add_column("block", justify="right", no_wrap=True)
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("what happened", overflow="fold")
+    table.add_column("time (UTC)")
+    table.add_column("what happened", overflow="fold", ratio=1)
     table.add_column("tx", no_wrap=True)
     for e in entries:
-        table.add_row(
-            str(e.block_number),
-            f"{e.time:%Y-%m-%d %H:%M:%S}",
-            e.kind.value,
-            e.text,
-            e.tx_hash[:10] + "…",
-        )
+        what = Text(e.kind.value + ":", style="bold")
+        what.append(" " + shorten_hexes(e.text))
+        table.add_row(str(e.block_number), format_time(e.timestamp), what, short_hex(e.tx_hash))
     return table
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from datagora.audit._logs import DEFAULT_PAGE, DatasetLogReader
 from datagora.audit.errors import DatasetNotFound
+from datagora.display import format_amount, format_time
 from datagora.ledger import Event, Ledger
 from datagora.ledger.base import ZERO_ADDRESS
 
@@ -164,23 +165,22 @@ def _order(a: Mapping[str, Any]) -> tuple[Kind, str]:
     payer = "" if a["payer"] == a["consumer"] else f", paid by {a['payer']}"
     return Kind.ORDER, (
         f"order of service {a['service_id']} for {a['consumer']}{payer}, "
-        f"valid until {datetime.fromtimestamp(a['expires_at'], UTC):%Y-%m-%d %H:%M:%S} UTC"
+        f"valid until {format_time(a['expires_at'])}"
     )
 
 
 def _bought(a: Mapping[str, Any]) -> tuple[Kind, str]:
     return Kind.SALE, (
-        f"{a['buyer']} bought {a['amount']} datatoken(s) for {a['total']} "
-        f"(market fee {a['market_fee']}, protocol fee {a['protocol_fee']}, "
+        f"{a['buyer']} bought {a['amount']} datatoken(s) for {format_amount(a['total'])} "
+        f"(market fee {format_amount(a['market_fee'])}, "
+        f"protocol fee {format_amount(a['protocol_fee'])}, "
         f"rest to {a['publisher']})"
     )
 
 
 def _granted(a: Mapping[str, Any]) -> tuple[Kind, str]:
-    until = datetime.fromtimestamp(a["expires_at"], UTC)
-    return Kind.GRANT, (
-        f"request {a['request_id']} granted to {a['consumer']} until {until:%Y-%m-%d %H:%M:%S} UTC"
-    )
+    until = format_time(a["expires_at"])
+    return Kind.GRANT, f"request {a['request_id']} granted to {a['consumer']} until {until}"
 
 
 _Describe = Callable[[Mapping[str, Any]], tuple[Kind, str]]
@@ -213,12 +213,13 @@ _DESCRIBE: dict[tuple[str, str], _Describe] = {
     ),
     ("FixedRateExchange", "ExchangeCreated"): lambda a: (
         Kind.EXCHANGE,
-        f"on sale at {a['price']} per datatoken, market fee {a['market_fee_bps']} bps "
+        f"on sale at {format_amount(a['price'])} per datatoken, "
+        f"market fee {a['market_fee_bps']} bps "
         f"to {a['market_fee_recipient']}",
     ),
     ("FixedRateExchange", "PriceChanged"): lambda a: (
         Kind.PRICE,
-        f"price {a['old_price']} -> {a['new_price']}",
+        f"price {format_amount(a['old_price'])} -> {format_amount(a['new_price'])}",
     ),
     ("FixedRateExchange", "ExchangeActivated"): lambda a: (
         Kind.EXCHANGE,

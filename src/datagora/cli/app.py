@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from datagora.cli.benchmarks import bench_app
 from datagora.cli.common import err, what_to_do
@@ -18,7 +19,59 @@ from datagora.cli.network import commands as network_commands
 from datagora.cli.search import commands as search_commands
 from datagora.errors import DatagoraError
 
+
+class _Argument(TyperArgument):
+    """An argument shown as its name in capitals: `datagora show DATASET`, not `{dataset}`."""
+
+    def _usage_display_name(self) -> str:
+        name = str(self.metavar or self.name or "").upper()
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+class _Option(TyperOption):
+    """A flag shows no value type (`--json`, not `--json <bool>`): it takes no value."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None if self.is_flag else super().display_type_rich(ctx)
+
+
+def _tidy(param: Any) -> None:
+    if type(param) is TyperArgument:
+        param.__class__ = _Argument
+        param.metavar = param.metavar or str(param.name or "").upper()
+    elif type(param) is TyperOption:
+        param.__class__ = _Option
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # with --help, made per context
+        for param in params:
+            _tidy(param)
+        return params
+
+
+class _Group(TyperGroup):
+    """The root command: help reads well at 80 columns (see `_Argument`, `_Option`).
+
+    Typer builds every subcommand before the root group, so the root tidies the tree
+    once: each command's class gains the two display rules above."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pending: list[Any] = list(self.commands.values())
+        while pending:
+            command = pending.pop()
+            if type(command) is TyperCommand:
+                command.__class__ = _Command
+            pending.extend(getattr(command, "commands", {}).values())
+            for param in command.params:
+                _tidy(param)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="datagora",
     help="datagora — a decentralized data marketplace for machine learning.",
     no_args_is_help=True,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from datagora.cli.common import JsonFlag, out, print_json
+from datagora.cli.common import JsonFlag, print_fields, print_json
 from datagora.errors import ConfigError
 
 
@@ -40,8 +40,7 @@ def _bench_output(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(result)
         return
-    for k, v in result.items():
-        out.print(f"[bold]{k}[/bold]: {v}")
+    print_fields(result)
 
 
 @bench_app.command("ledger")

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import json
 import sys
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
+from datagora.display import (
+    SYMBOL,
+    format_amount,
+    format_bool,
+    format_list,
+    format_time,
+    format_value,
+    parse_amount,
+    short_hex,
+    shorten_hexes,
+)
 from datagora.errors import ConfigError, DatagoraError, Unreachable
 
 if TYPE_CHECKING:
@@ -19,7 +29,36 @@ if TYPE_CHECKING:
     from datagora.market import Marketplace
     from datagora.node.network import Network
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+__all__ = [
+    "SYMBOL",
+    "AccountOption",
+    "JsonFlag",
+    "KeysOption",
+    "address_of",
+    "err",
+    "format_amount",
+    "format_bool",
+    "format_list",
+    "format_time",
+    "format_value",
+    "keys_dir",
+    "load_identity",
+    "marketplace",
+    "network_or_none",
+    "out",
+    "parse_amount",
+    "password",
+    "print_fields",
+    "print_json",
+    "short_hex",
+    "shorten_hexes",
+    "tokens",
+    "what_to_do",
+]
+
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON (shapes: docs/cli.md).")
+]
 AccountOption = Annotated[
     str | None,
     typer.Option("--account", help="Account name or address (default: $DATAGORA_ACCOUNT)."),
@@ -34,15 +73,17 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def tokens(amount: str) -> int:
-    """MarketTokens (a decimal string) to base units (18 decimals)."""
-    try:
-        value = Decimal(amount)
-    except InvalidOperation:
-        raise ConfigError(f"{amount!r} is not a number of tokens") from None
-    if value < 0:
-        raise ConfigError("a price cannot be negative")
-    return int(value * 10**18)
+def tokens(amount: str, what: str = "amount") -> int:
+    """MarketTokens as typed (a decimal string) to base units (see :func:`parse_amount`)."""
+    return parse_amount(amount, what)
+
+
+def print_fields(fields: dict[str, Any]) -> None:
+    """A result for people: one ``key: value`` line each, values already formatted."""
+    width = max((len(k) for k in fields), default=0)
+    for key, value in fields.items():
+        shown = value if isinstance(value, str) else format_value(value)
+        out.print(f"[bold]{key + ':':<{width + 1}}[/bold] {shown}", highlight=False, soft_wrap=True)
 
 
 def network_or_none() -> Network | None:
@@ -76,6 +117,25 @@ def load_identity(account: str | None, keys: Path | None = None) -> Identity:
     from datagora.node.connect import open_identity
 
     return open_identity(network_or_none(), account, keys, password())
+
+
+def address_of(account: str, keys: Path | None = None) -> str:
+    """An address as given, or the address of a named account in the keystore directory
+    (nothing is decrypted)."""
+    from eth_utils.address import is_hex_address, to_checksum_address
+
+    from datagora.crypto.keys import list_accounts
+
+    if is_hex_address(account):
+        return str(to_checksum_address(account))
+    directory = keys_dir(keys)
+    for info in list_accounts(directory):
+        if info.name == account:
+            return info.address
+    raise ConfigError(
+        f"no account named {account!r} in {directory}: give an address, or create it with "
+        f"`datagora account new --name {account}`"
+    )
 
 
 def marketplace(

@@ -21,6 +21,7 @@ from datagora.cli.common import (
     marketplace,
     out,
     print_json,
+    short_hex,
     tokens,
 )
 from datagora.errors import ConfigError, Unreachable
@@ -145,7 +146,7 @@ def compute_submit(
     """Order the dataset's compute service if needed, sign the job and submit it to the
     owner's compute node; prints the job id.
 
-    Example: datagora compute submit 3 --algorithm train.py --param target=label --param C=0.5
+    Example: datagora compute submit 3 --algorithm train.py --param C=0.5
     """
     from datagora.market.compute import Job, node_client, order_for
 
@@ -158,7 +159,9 @@ def compute_submit(
         with _reaching(url):
             # The node says first whether it computes on the dataset: no order, no payment
             # for a job it would refuse.
-            order, ordered = order_for(m, client, dataset, tokens(max_price) if max_price else None)
+            order, ordered = order_for(
+                m, client, dataset, tokens(max_price, "--max-price") if max_price else None
+            )
             if ordered and not as_json:
                 err.print(f"ordered the compute service of dataset {dataset}", highlight=False)
             job = Job(client.submit(dataset, order, code, params), dataset, client, m)
@@ -205,6 +208,7 @@ def compute_logs(
     node: NodeOption = None,
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Print a job's logs (stdout and stderr, capped), decrypted for you.
 
@@ -216,6 +220,9 @@ def compute_logs(
     url = _node_url(m, node)
     with _reaching(url):
         text = job_handle(m, job, url).logs()
+    if as_json:
+        print_json({"job": job, "logs": text})
+        return
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
 
@@ -333,7 +340,7 @@ def jobs_list(
     for j in pending:
         out.print(
             f"job {j['job']}  dataset {j['dataset']}  {j['consumer']}  "
-            f"algorithm {j['algorithm'][:16]}…",
+            f"algorithm {short_hex(str(j['algorithm']))}",
             highlight=False,
         )
     if not pending:
@@ -449,7 +456,7 @@ def train(
     bounds: Annotated[
         Path | None,
         typer.Option(
-            help='With --dp-epsilon: a JSON file {"feature": [lower, upper], ...} for every '
+            help='With --dp-epsilon: a JSON file {"feature": \\[lower, upper], ...} for every '
             "feature (from domain knowledge, never from the data)."
         ),
     ] = None,
@@ -466,8 +473,8 @@ def train(
     --dp-epsilon E --bounds FILE: one round, each site trains an E-DP model (E is
     charged to your budget on every dataset) and the models are averaged.
 
-    Example: datagora train --datasets 1 2 3 --algorithm fedavg-logistic --rounds 3 -o model.json
-    Example: datagora train --datasets 1 2 3 --dp-epsilon 1 --bounds bounds.json --features a,b
+    Example: datagora train --datasets 1 2 3 --rounds 3 -o model.json
+    Example: datagora train --datasets 1 2 3 --dp-epsilon 1 --bounds bounds.json
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 

@@ -20,10 +20,8 @@ is written to an output directory it names, and kept.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -36,8 +34,10 @@ from typing import Any, Final
 import httpx
 import pandas as pd
 from rich.console import Console
+from rich.padding import Padding
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn
 from rich.table import Table
+from rich.text import Text
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -54,6 +54,7 @@ from datagora.compute.jobs import ComputeDataset, algorithm_hash
 from datagora.compute.mock import make_mock
 from datagora.compute.sandbox import probe_isolation
 from datagora.crypto.keys import Identity
+from datagora.display import format_amount, format_bool, format_list, short_hex
 from datagora.ledger import JobStatus, Ledger, Pricing, dev_account
 from datagora.market.flows import Endpoints, Marketplace, PublishedDataset
 from datagora.node.apps import compute_app, proxy_app, storage_app
@@ -80,7 +81,14 @@ class _Say:
     console: Console | None
 
     def __call__(self, text: str = "") -> None:
-        if self.console is not None:
+        """One line of the story; an indented one wraps under its own indent."""
+        if self.console is None:
+            return
+        body = text.lstrip(" ")
+        indent = len(text) - len(body)
+        if indent:
+            self.console.print(Padding(Text.from_markup(body), (0, 0, 0, indent), expand=False))
+        else:
             self.console.print(text)
 
     def step(self, number: int, title: str) -> None:
@@ -166,14 +174,6 @@ def _csv(frame: pd.DataFrame) -> bytes:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-_LONG_HEX: Final = re.compile(r"\b(0x)?([0-9a-fA-F]{8})[0-9a-fA-F]{16,}")
-
-
-def _shorten(text: str) -> str:
-    """Addresses and hashes cut to their first 8 digits, so a timeline fits a terminal."""
-    return _LONG_HEX.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}…", text)
 
 
 def _fetch_blob(nodes: list[str], sha256: str) -> bytes | None:
@@ -285,7 +285,7 @@ def _publish(world: _World) -> dict[str, Any]:
         world.published.append(pub)
         world.files[pub.dataset] = path
         world.owners[pub.dataset] = who
-        kind = "free, approval needed" if approval else f"{price / TOKEN:g} DGM"
+        kind = "free, approval needed" if approval else format_amount(price)
         say(
             f"  dataset #{pub.dataset}: {len(frame)} patients, {kind}; "
             f"{len(pub.upload.manifest.chunks)} chunks × {N} shares (any {K} rebuild); "
@@ -316,9 +316,9 @@ def _buy_and_download(world: _World) -> dict[str, Any]:
         table.add_row(
             f"#{item.id}",
             item.title,
-            f"{int(item.price) / TOKEN:g} DGM",
-            " ".join(item.services),
-            "yes" if item.has_mock else "no",
+            format_amount(int(item.price)),
+            format_list(item.services),
+            format_bool(item.has_mock),
         )
     say.show(table)
     target = world.published[0]
@@ -336,7 +336,7 @@ def _buy_and_download(world: _World) -> dict[str, Any]:
         )
     order = market.buy_and_order(target.dataset)
     say(
-        f"  researcher {researcher.address[:10]}… buys and orders #{target.dataset}: "
+        f"  researcher {short_hex(researcher.address)} buys and orders #{target.dataset}: "
         f"1 transaction (EIP-2612 permit), {order.tx.gas_used:,} gas"
     )
     owner = world.owners[target.dataset]
@@ -362,7 +362,7 @@ def _buy_and_download(world: _World) -> dict[str, Any]:
         market.download(target.dataset, dst, progress)
     match = _sha256(dst.read_bytes()) == _sha256(expected)
     verdict = "[green]identical to the hospital's file[/green]" if match else "[red]DIFFERS[/red]"
-    say(f"  sha256 {_sha256(expected)[:16]}…: {verdict}")
+    say(f"  sha256 {short_hex(_sha256(expected))}: {verdict}")
     return {
         "search_hits": hits.total,
         "mock_verified": mock is not None,
@@ -387,7 +387,10 @@ def _request_grant_revoke(world: _World) -> dict[str, Any]:
     expected = world.files[target.dataset].read_bytes()
     got = researcher.read_bytes(target.dataset)
     granted_match = _sha256(got) == _sha256(expected)
-    say(f"  download while granted: {len(got):,} bytes, sha256 match {granted_match}")
+    say(
+        f"  download while granted: {len(got):,} bytes, "
+        f"sha256 matches: {format_bool(granted_match)}"
+    )
     owner.revoke(request_id)
     refused = False
     try:
@@ -507,7 +510,10 @@ def _node_loss(world: _World) -> dict[str, Any]:
     expected = world.files[target.dataset].read_bytes()
     got = researcher.read_bytes(target.dataset)
     survived = _sha256(got) == _sha256(expected)
-    say(f"  the researcher downloads #{target.dataset} again: sha256 match {survived}")
+    say(
+        f"  the researcher downloads #{target.dataset} again: "
+        f"sha256 matches: {format_bool(survived)}"
+    )
     repairer = Repairer(world.storage_urls)  # all of them: repair finds out which are down
     rebuilt = degraded = 0
     with say.counter("repair", len(world.published)) as advance:
@@ -543,8 +549,7 @@ def _audit(world: _World) -> dict[str, Any]:
     target = world.published[0]
     say.step(6, f"An auditor replays and verifies dataset #{target.dataset}, exports PROV")
     entries = timeline(ledger, target.dataset)
-    compact = [dataclasses.replace(e, text=_shorten(e.text)) for e in entries]
-    say.show(render_timeline(compact, title=f"dataset #{target.dataset}: its history on chain"))
+    say.show(render_timeline(entries, title=f"dataset #{target.dataset}: its history on chain"))
     report = verify(ledger, target.dataset, world.live_storage, [], sample=16, seed=0)
     say(
         f"  {len(report.checks)} hash checks (metadata, manifest, Merkle root, sampled "

@@ -22,13 +22,20 @@ from datagora.cli.common import (
     AccountOption,
     JsonFlag,
     KeysOption,
+    address_of,
     err,
+    format_amount,
+    format_bool,
+    format_list,
+    format_time,
     keys_dir,
     load_identity,
     marketplace,
     out,
     password,
+    print_fields,
     print_json,
+    short_hex,
     tokens,
 )
 from datagora.errors import ConfigError
@@ -40,12 +47,9 @@ account_app = typer.Typer(
 )
 
 
-def _when(timestamp: int) -> str:
-    """A chain timestamp (Unix seconds) as UTC time, for people."""
-    import datetime
-
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+def _tx(tx: Any) -> dict[str, Any]:
+    """The JSON fields of a mined transaction."""
+    return {"tx": tx.tx_hash, "block": tx.block_number, "gas": tx.gas_used}
 
 
 def _progress(label: str) -> Progress:
@@ -88,6 +92,7 @@ def account_import(
     ] = "DATAGORA_PRIVATE_KEY",
     name: Annotated[str | None, typer.Option(help="A name for the account.")] = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Import an Ethereum private key into a keystore (read from the environment, never argv).
 
@@ -99,7 +104,10 @@ def account_import(
     if not secret:
         raise ConfigError(f"set {key_env} to the private key to import")
     identity = import_account(keys_dir(keys), secret, password(confirm=True), name)
-    out.print(f"imported {identity.address}")
+    if as_json:
+        print_json({"address": identity.address, "name": name})
+    else:
+        out.print(f"imported {identity.address}")
 
 
 @account_app.command("list")
@@ -131,6 +139,82 @@ def account_export_public(account: AccountOption = None, keys: KeysOption = None
     print_json(export_public(load_identity(account, keys)))
 
 
+# -- market tokens ------------------------------------------------------------------------
+
+AmountArgument = Annotated[str, typer.Argument(help="MarketTokens, e.g. 10 or 1.5.")]
+ToArgument = Annotated[str, typer.Argument(help="Account name (in the keystore) or address.")]
+
+
+@commands.command()
+def fund(
+    to: ToArgument,
+    amount: AmountArgument,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """On a development network only: mint MarketTokens to an account from the faucet
+    (and give it ether for gas if it has none). Refused on any other chain.
+
+    Example: datagora fund alice 100
+    """
+    from datagora.node.faucet import fund as mint
+
+    address = address_of(to, keys)
+    base = tokens(amount, "AMOUNT")
+    done = mint(marketplace(None, keys, need_account=False).ledger, address, base)
+    if as_json:
+        print_json(
+            {
+                "to": address,
+                "amount": str(done.amount),
+                "balance": str(done.balance),
+                "gas_wei": str(done.gas_wei),
+                **_tx(done.tx),
+            }
+        )
+    else:
+        gas = " and ether for gas" if done.gas_wei else ""
+        out.print(
+            f"funded {to} with {format_amount(base)}{gas}; it holds {format_amount(done.balance)}",
+            highlight=False,
+        )
+
+
+@commands.command()
+def transfer(
+    to: ToArgument,
+    amount: AmountArgument,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Send MarketTokens from your account to another account.
+
+    Example: datagora transfer alice 2.5 --account owner
+    """
+    from datagora.node.faucet import transfer as send
+
+    address = address_of(to, keys)
+    base = tokens(amount, "AMOUNT")
+    m = marketplace(account, keys)
+    done = send(m.ledger, m.identity.account, address, base)
+    if as_json:
+        print_json(
+            {
+                "from": m.identity.address,
+                "to": address,
+                "amount": str(done.amount),
+                "balance": str(done.balance),
+                **_tx(done.tx),
+            }
+        )
+    else:
+        out.print(
+            f"sent {format_amount(base)} to {to}; it holds {format_amount(done.balance)}",
+            highlight=False,
+        )
+
+
 # -- publishing ---------------------------------------------------------------------------
 
 
@@ -155,7 +239,7 @@ def publish(
 ) -> None:
     """Encrypt, erasure-code and store a file, then publish it on chain in one transaction.
 
-    Example: datagora publish cohort.csv --title "Breast cancer cohort" --price 1.5 --tag medical
+    Example: datagora publish cohort.csv --title Cohort --price 1.5 --tag medical
     """
     from datagora.ledger import Pricing
 
@@ -172,7 +256,7 @@ def publish(
     else:
         if not title:
             raise ConfigError("give --title (or a --metadata file)")
-        base_price = tokens(price) if price is not None else 0
+        base_price = tokens(price, "--price") if price is not None else 0
         doc = {
             "title": title,
             "description": description,
@@ -196,7 +280,7 @@ def publish(
             file,
             doc,
             pricing=pricing,
-            price=tokens(price) if price else 0,
+            price=tokens(price, "--price") if price else 0,
             chunk_size=chunk_mb << 20,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
@@ -207,13 +291,16 @@ def publish(
         "manifest_hash": result.manifest_hash.hex(),
         "merkle_root": result.merkle_root.hex(),
         "metadata_hash": result.metadata_hash.hex(),
-        "tx": result.tx.tx_hash,
-        "gas": result.tx.gas_used,
+        "price": str(tokens(price) if price else 0),
+        **_tx(result.tx),
     }
     if as_json:
         print_json(info)
     else:
-        out.print(f"published dataset {result.dataset} ({result.tx.gas_used:,} gas, 1 transaction)")
+        cost = f" at {format_amount(tokens(price))}" if price else ""
+        out.print(
+            f"published dataset {result.dataset}{cost} ({result.tx.gas_used:,} gas, 1 transaction)"
+        )
 
 
 # -- consuming ----------------------------------------------------------------------------
@@ -234,18 +321,18 @@ def buy(
     Example: datagora buy 3 --max-price 2
     """
     m = marketplace(account, keys)
-    order = m.buy_and_order(dataset, 0, tokens(max_price) if max_price else None)
+    order = m.buy_and_order(dataset, 0, tokens(max_price, "--max-price") if max_price else None)
     if as_json:
         print_json(
             {
                 "dataset": dataset,
+                "consumer": order.consumer,
                 "expires_at": order.expires_at,
-                "tx": order.tx.tx_hash,
-                "gas": order.tx.gas_used,
+                **_tx(order.tx),
             }
         )
     else:
-        out.print(f"ordered dataset {dataset}; valid until {_when(order.expires_at)}")
+        out.print(f"ordered dataset {dataset}; valid until {format_time(order.expires_at)}")
 
 
 @commands.command()
@@ -253,13 +340,24 @@ def order(
     dataset: Annotated[int, typer.Argument(help="Dataset id (a free dataset).")],
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Take a free datatoken from the dispenser and order with it.
 
     Example: datagora order 4
     """
     result = marketplace(account, keys).order_free(dataset)
-    out.print(f"ordered dataset {dataset}; valid until {_when(result.expires_at)}")
+    if as_json:
+        print_json(
+            {
+                "dataset": dataset,
+                "consumer": result.consumer,
+                "expires_at": result.expires_at,
+                **_tx(result.tx),
+            }
+        )
+        return
+    out.print(f"ordered dataset {dataset}; valid until {format_time(result.expires_at)}")
 
 
 @commands.command()
@@ -268,12 +366,16 @@ def request(
     purpose: Annotated[str, typer.Option(help="What you will use the data for.")],
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Ask the owner for access (recorded on chain).
 
     Example: datagora request 4 --purpose "tumour classifier"
     """
     rid = marketplace(account, keys).request_access(dataset, purpose)
+    if as_json:
+        print_json({"request": rid, "dataset": dataset, "purpose": purpose})
+        return
     out.print(f"request {rid} filed; the owner grants or denies it")
 
 
@@ -320,6 +422,7 @@ def grant(
     days: Annotated[int, typer.Option(help="Days the grant lasts.")] = 30,
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Grant a request and give the consumer's key fragments to the proxies.
 
@@ -327,8 +430,11 @@ def grant(
     """
     if days <= 0:
         raise ConfigError("--days must be positive")
-    marketplace(account, keys).grant(request_id, days * 86_400)
-    out.print(f"granted request {request_id} for {days} days")
+    tx = marketplace(account, keys).grant(request_id, days * 86_400)
+    if as_json:
+        print_json({"request": request_id, "days": days, **_tx(tx)})
+    else:
+        out.print(f"granted request {request_id} for {days} days")
 
 
 @commands.command()
@@ -337,13 +443,17 @@ def deny(
     reason: Annotated[str, typer.Option(help="Why (recorded on chain).")],
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Deny a request, with a reason.
 
     Example: datagora deny 2 --reason "purpose not covered by consent"
     """
-    marketplace(account, keys).deny(request_id, reason)
-    out.print(f"denied request {request_id}")
+    tx = marketplace(account, keys).deny(request_id, reason)
+    if as_json:
+        print_json({"request": request_id, "reason": reason, **_tx(tx)})
+    else:
+        out.print(f"denied request {request_id}")
 
 
 @commands.command()
@@ -351,14 +461,18 @@ def revoke(
     request_id: Annotated[int, typer.Argument(help="The grant (its request id).")],
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Revoke a grant: every proxy refuses the consumer from its next request.
-    Bytes already downloaded cannot be recalled.
+    """Revoke a grant: every proxy refuses the consumer from its next request. Bytes
+    already downloaded cannot be recalled.
 
     Example: datagora revoke 1
     """
-    marketplace(account, keys).revoke(request_id)
-    out.print(f"revoked grant {request_id}")
+    tx = marketplace(account, keys).revoke(request_id)
+    if as_json:
+        print_json({"request": request_id, **_tx(tx)})
+    else:
+        out.print(f"revoked grant {request_id}")
 
 
 @commands.command()
@@ -367,6 +481,7 @@ def download(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write.")] = None,
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Download a dataset you may read: key from t proxies, shares verified, decrypted.
 
@@ -381,7 +496,17 @@ def download(
             target,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    note = f"; nodes reported bad: {', '.join(report.bad_nodes)}" if report.bad_nodes else ""
+    if as_json:
+        print_json(
+            {
+                "dataset": dataset,
+                "output": str(target),
+                "bytes": report.bytes_written,
+                "bad_nodes": {n: list(r) for n, r in report.bad_nodes.items()},
+            }
+        )
+        return
+    note = f"; nodes reported bad: {format_list(report.bad_nodes)}" if report.bad_nodes else ""
     out.print(f"wrote {report.bytes_written:,} bytes to {target}{note}")
 
 
@@ -435,7 +560,16 @@ def repair(
     if as_json:
         print_json(summary)
     else:
-        out.print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+        print_fields(
+            {
+                "dataset": dataset,
+                "healthy": format_bool(report.healthy),
+                "shares rebuilt": report.rebuilt,
+                "problems": len(report.problems),
+                "dead nodes": format_list(summary["dead_nodes"]),
+                "recorded": short_hex(summary["recorded_tx"]) if summary["recorded_tx"] else "no",
+            }
+        )
 
 
 @commands.command()
@@ -482,7 +616,17 @@ def audit(
             {
                 "dataset": dataset,
                 "events": [
-                    {"block": e.block_number, "kind": str(e.kind), "text": e.text, "tx": e.tx_hash}
+                    {
+                        "block": e.block_number,
+                        "time": format_time(e.timestamp),
+                        "timestamp": e.timestamp,
+                        "kind": str(e.kind),
+                        "contract": e.contract,
+                        "event": e.event,
+                        "args": {k: _jsonable(v) for k, v in e.args.items()},
+                        "text": e.text,
+                        "tx": e.tx_hash,
+                    }
                     for e in entries
                 ],
                 "verify": report_to_dict(report) if report is not None else None,
@@ -510,12 +654,22 @@ def audit(
         )
 
 
+def _jsonable(value: Any) -> Any:
+    """An event argument for JSON: bytes as 0x-hex, integers past 2**53 as strings."""
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
+        return str(value)
+    return value
+
+
 @commands.command()
 def update(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     metadata: Annotated[Path, typer.Option(help="The new metadata JSON file.")],
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Publish new metadata as a new version (the data stays; its key is re-wrapped).
 
@@ -526,6 +680,9 @@ def update(
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read metadata {metadata}: {exc}") from None
     tx = marketplace(account, keys).update_metadata(dataset, doc)
+    if as_json:
+        print_json({"dataset": dataset, **_tx(tx)})
+        return
     out.print(f"dataset {dataset} updated ({tx.gas_used:,} gas)")
 
 
@@ -537,9 +694,10 @@ def rotate(
     ] = None,
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Re-encrypt the dataset under a new data key as a new version, so revoked
-    consumers' old fragments open nothing new (downloaded bytes cannot be recalled).
+    """Re-encrypt the dataset under a new data key as a new version, so revoked consumers'
+    old fragments open nothing new (downloaded bytes cannot be recalled).
 
     Example: datagora rotate 3
     """
@@ -547,12 +705,15 @@ def rotate(
         raise ConfigError(f"{file} is not a file")
     with _progress("upload") as bar:
         task = bar.add_task("re-encrypting", total=None)
-        marketplace(account, keys).rotate(
+        tx = marketplace(account, keys).rotate(
             dataset,
             file,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    out.print(f"dataset {dataset} rotated to a new data key")
+    if as_json:
+        print_json({"dataset": dataset, **_tx(tx)})
+    else:
+        out.print(f"dataset {dataset} rotated to a new data key")
 
 
 kv_app = typer.Typer(
@@ -568,6 +729,7 @@ def kv_put(
     value: Annotated[str | None, typer.Option(help="The value, as text.")] = None,
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Store a value under KEY (small values on chain as ciphertext, large ones on the nodes).
 
@@ -583,7 +745,10 @@ def kv_put(
     else:
         data = str(value).encode()
     version = marketplace(account, keys).records().put(key, data)
-    out.print(f"{key}: version {version}")
+    if as_json:
+        print_json({"key": key, "version": version, "bytes": len(data)})
+    else:
+        out.print(f"{key}: version {version}", highlight=False, markup=False)
 
 
 @kv_app.command("get")
@@ -593,8 +758,9 @@ def kv_get(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here.")] = None,
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Print (or write) the value of KEY, decrypted.
+    """Print (or write) the value of KEY, decrypted (--json: as text if UTF-8, and base64).
 
     Example: datagora kv get cohort/2026 --version 1
     """
@@ -603,6 +769,24 @@ def kv_get(
         from datagora.atomic import write_atomically
 
         write_atomically(output, data, 0o600)
+    if as_json:
+        import base64
+
+        try:
+            text: str | None = data.decode()
+        except UnicodeDecodeError:
+            text = None
+        print_json(
+            {
+                "key": key,
+                "version": version,
+                "bytes": len(data),
+                "output": str(output) if output is not None else None,
+                "value": text,
+                "value_base64": base64.b64encode(data).decode(),
+            }
+        )
+    elif output is not None:
         out.print(f"wrote {len(data):,} bytes to {output}")
     else:
         sys.stdout.buffer.write(data)
@@ -633,7 +817,7 @@ def kv_history(
         print_json(rows)
         return
     for r in rows:
-        state = "removed" if r["removed"] else f"hash {str(r['content_hash'])[:16]}…"
+        state = "removed" if r["removed"] else f"hash {short_hex(str(r['content_hash']))}"
         out.print(f"version {r['version']} at block {r['block']}: {state}")
 
 
@@ -642,19 +826,24 @@ def kv_remove(
     key: Annotated[str, typer.Argument(help="The key.")],
     account: AccountOption = None,
     keys: KeysOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Remove KEY (its history stays on the ledger).
 
     Example: datagora kv remove cohort/2026
     """
     version = marketplace(account, keys).records().remove(key)
-    out.print(f"{key}: removed (version {version})")
+    if as_json:
+        print_json({"key": key, "version": version, "removed": True})
+    else:
+        out.print(f"{key}: removed (version {version})", highlight=False, markup=False)
 
 
 @commands.command()
 def mock(
     dataset: Annotated[int, typer.Argument(help="Dataset id.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Fetch a dataset's public mock data (synthetic, schema-preserving) to develop against.
 
@@ -665,4 +854,7 @@ def mock(
     from datagora.atomic import write_atomically
 
     write_atomically(target, data)
-    out.print(f"wrote {len(data):,} bytes of mock data to {target}")
+    if as_json:
+        print_json({"dataset": dataset, "output": str(target), "bytes": len(data)})
+    else:
+        out.print(f"wrote {len(data):,} bytes of mock data to {target}")

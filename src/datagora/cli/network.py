@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from datagora.cli.common import JsonFlag, err, out, print_json
+from datagora.cli.common import JsonFlag, err, out, print_fields, print_json
 from datagora.errors import ConfigError, DatagoraError
 
 # Two groups so `datagora --help` keeps its order: demo, search, show, node, up, status.
@@ -56,10 +56,11 @@ def chain_deploy(
     protocol_fee_bps: Annotated[
         int, typer.Option(help="Protocol fee in basis points (max 500).")
     ] = 10,
+    as_json: JsonFlag = False,
 ) -> None:
     """Deploy every contract to the chain at --rpc and write the deployment record.
 
-    Example: DATAGORA_PRIVATE_KEY=0x... datagora chain deploy --rpc http://127.0.0.1:8545
+    Example: DATAGORA_PRIVATE_KEY=0x… datagora chain deploy --rpc http://host:8545
     """
     from eth_account import Account
 
@@ -74,6 +75,15 @@ def chain_deploy(
         raise ConfigError(f"{key_env} does not hold a valid private key") from None
     ledger = Ledger.deploy(Chain.rpc(rpc), deployer, protocol_fee_bps)
     ledger.deployment.save(out_file)
+    if as_json:
+        print_json(
+            {
+                "chain_id": ledger.chain.chain_id,
+                "deployment": str(out_file),
+                "contracts": ledger.deployment.contracts,
+            }
+        )
+        return
     out.print(f"deployed to chain {ledger.chain.chain_id}; record written to {out_file}")
 
 
@@ -83,11 +93,11 @@ def chain_info(
     deployment: Annotated[Path, typer.Option(help="The deployment record.")] = Path(
         "deployment.json"
     ),
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show the contracts of a deployment and how many datasets it holds.
 
-    Example: datagora chain info --rpc http://127.0.0.1:8545 --deployment deployment.json
+    Example: datagora chain info --rpc http://127.0.0.1:8545 --deployment d.json
     """
     from datagora.ledger import Ledger
 
@@ -101,8 +111,14 @@ def chain_info(
     if as_json:
         print_json(info)
         return
-    for k, v in info.items():
-        out.print(f"[bold]{k}[/bold]: {v}")
+    print_fields(
+        {
+            "chain id": info["chain_id"],
+            "block": info["block"],
+            "datasets": info["datasets"],
+            **{f"  {name}": address for name, address in ledger.deployment.contracts.items()},
+        }
+    )
 
 
 @commands.command()

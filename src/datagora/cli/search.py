@@ -6,7 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from datagora.cli.common import JsonFlag, out, print_json
+from datagora.cli.common import (
+    JsonFlag,
+    format_amount,
+    format_list,
+    out,
+    parse_amount,
+    print_fields,
+    print_json,
+    short_hex,
+)
 from datagora.errors import ConfigError, NotFoundError, Unreachable
 
 commands = typer.Typer()
@@ -54,8 +63,8 @@ def search(
         list[str] | None, typer.Option(help="Only datasets with this tag (repeat).")
     ] = None,
     license: Annotated[str | None, typer.Option(help="Only this license.")] = None,
-    min_price: Annotated[float | None, typer.Option(help="Minimum price in MarketTokens.")] = None,
-    max_price: Annotated[float | None, typer.Option(help="Maximum price in MarketTokens.")] = None,
+    min_price: Annotated[str | None, typer.Option(help="Minimum price in MarketTokens.")] = None,
+    max_price: Annotated[str | None, typer.Option(help="Maximum price in MarketTokens.")] = None,
     owner: Annotated[str | None, typer.Option(help="Only datasets held by this address.")] = None,
     service: Annotated[str | None, typer.Option(help="download or compute.")] = None,
     has_mock: Annotated[
@@ -76,8 +85,8 @@ def search(
     params: dict[str, Any] = {"q": query, "sort": sort, "limit": limit, "offset": offset}
     for name, value in (
         ("license", license),
-        ("min_price", min_price),
-        ("max_price", max_price),
+        ("min_price", _tokens(min_price, "--min-price")),
+        ("max_price", _tokens(max_price, "--max-price")),
         ("owner", owner),
         ("service", service),
         ("has_mock", has_mock),
@@ -94,22 +103,38 @@ def search(
 
     table = Table("id", "title", "tags", "license", "price", "services", "orders")
     for item in result["items"]:
-        price = (
-            "free"
-            if item["pricing"] == "free"
-            else (f"{int(item['price']) / 1e18:g}" if item["pricing"] == "fixed" else "-")
-        )
         table.add_row(
             str(item["id"]),
             item["title"],
-            " ".join(item["tags"]),
+            format_list(item["tags"], ""),
             item["license"],
-            price,
-            " ".join(item["services"]),
+            _price(item),
+            format_list(item["services"], ""),
             str(item["orders"]),
         )
     out.print(table)
     out.print(f"{result['total']} dataset(s)")
+
+
+def _tokens(text: str | None, what: str) -> str | None:
+    """A price filter as typed (tokens, checked like every amount), as the catalog takes it."""
+    return None if text is None else format_amount(parse_amount(text, what), None)
+
+
+def _price(item: dict[str, Any]) -> str:
+    if item.get("pricing") == "free":
+        return "free"
+    if item.get("pricing") == "fixed" and item.get("price") is not None:
+        return format_amount(int(item["price"]))
+    return "on request" if item.get("pricing") == "none" else "-"
+
+
+def _hash(value: Any) -> str:
+    """A catalog hash (hex, with or without 0x) as ``0x1234…abcd``."""
+    if not value:
+        return "-"
+    text = str(value)
+    return short_hex(text if text.startswith("0x") else "0x" + text)
 
 
 @commands.command()
@@ -126,25 +151,25 @@ def show(
     if as_json:
         print_json(details)
         return
-    for key in (
-        "id",
-        "title",
-        "description",
-        "owner",
-        "license",
-        "tags",
-        "pricing",
-        "price",
-        "services",
-        "version",
-        "orders",
-        "metadata_hash",
-        "manifest_hash",
-        "merkle_root",
-        "datatoken",
-    ):
-        out.print(f"[bold]{key}[/bold]: {details.get(key)}")
+    fields: dict[str, Any] = {
+        "id": details.get("id"),
+        "title": details.get("title"),
+        "description": details.get("description") or "-",
+        "owner": details.get("owner"),
+        "license": details.get("license"),
+        "tags": format_list(details.get("tags") or []),
+        "price": _price(details),
+        "services": format_list(details.get("services") or []),
+        "version": details.get("version"),
+        "orders": details.get("orders"),
+        "metadata hash": _hash(details.get("metadata_hash")),
+        "manifest hash": _hash(details.get("manifest_hash")),
+        "merkle root": _hash(details.get("merkle_root")),
+        "datatoken": details.get("datatoken"),
+    }
+    print_fields(fields)
     for v in details.get("versions", []):
         out.print(
-            f"  version {v['version']} at block {v['block']}: metadata {v['metadata_hash'][:16]}…"
+            f"  version {v['version']} at block {v['block']}: metadata {_hash(v['metadata_hash'])}",
+            highlight=False,
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datagora.errors import DatagoraError, Unreachable
+from datagora.errors import ConfigError, DatagoraError, Unreachable
 
 __all__ = [
     "LaunchError",
     "NetworkDown",
     "NodeExited",
+    "NotADevelopmentChain",
     "ServerError",
 ]
 
@@ -26,3 +27,7 @@ class ServerError(DatagoraError):
 
 class NetworkDown(Unreachable):
     """Some part of the network is not answering (see each part's detail)."""
+
+
+class NotADevelopmentChain(ConfigError):
+    """Minting from the faucet (`datagora fund`) works on development chains only."""
