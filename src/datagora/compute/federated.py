@@ -29,11 +29,11 @@ import json
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
+from datagora.compute.algorithms import source
 from datagora.compute.client import ComputeClient
 from datagora.compute.errors import BudgetExceeded, ComputeError, JobRefused
 
@@ -47,10 +47,9 @@ __all__ = [
     "federated_train",
 ]
 
-_ALGORITHMS: Final = Path(__file__).parent / "algorithms"
-FEDAVG_ALGORITHM: Final = (_ALGORITHMS / "fedavg_logistic.py").read_text()
+FEDAVG_ALGORITHM: Final = source("fedavg-logistic")
 """The site-side algorithm's source: owners trust (or review) its SHA-256."""
-FEDAVG_DP_ALGORITHM: Final = (_ALGORITHMS / "fedavg_logistic_dp.py").read_text()
+FEDAVG_DP_ALGORITHM: Final = source("fedavg-logistic-dp")
 """The differentially private site-side algorithm (one DP model per site, no statistics)."""
 
 
