@@ -155,14 +155,33 @@ class Market(Marketplace):
         return submit(self, dataset, algorithm, params, node=node, max_price=max_price)
 
     def offer_compute(
-        self, dataset: int, trusted: Sequence[str | Path] = (), *, service: int = 1, days: int = 1
+        self,
+        dataset: int,
+        trusted: Sequence[str | Path] = (),
+        *,
+        service: int = 1,
+        days: int = 1,
+        differential_privacy: bool | None = None,
+        untrusted: Sequence[str | Path] = (),
     ) -> dict[str, Any]:
         """As the owner: offer compute on `dataset` (metadata and chain) and trust the
-        `trusted` algorithms (files, code or built-in names); others wait for review."""
+        `trusted` algorithms (files, code or built-in names); others wait for review.
+        `differential_privacy` True requires DP of every job (then only the nodes' DP
+        algorithms, ``fedavg-logistic-dp`` and ``dp-query``, may be trusted);
+        `untrusted` stops trusting algorithms."""
         from datagora.market.compute import load_algorithm, offer_compute
 
         codes = [load_algorithm(a) for a in trusted]
-        return offer_compute(self, dataset, codes, service=service, days=days)
+        dropped = [load_algorithm(a) for a in untrusted]
+        return offer_compute(
+            self,
+            dataset,
+            codes,
+            service=service,
+            days=days,
+            differential_privacy=differential_privacy,
+            untrusted=dropped,
+        )
 
     def job(self, job: int, node: str | None = None) -> Job:
         """A handle on one of your earlier compute jobs, by id."""
