@@ -160,6 +160,7 @@ def federated_train(
     dp: Mapping[str, Any] | None = None,
     C: float = 1.0,
     max_iter: int = 100,
+    classes: Sequence[Any] = (0, 1),
 ) -> FederatedModel:
     """Train over `sites` (see the module docstring); `on_job` is called with each
     finished job and its status.
@@ -172,7 +173,8 @@ def federated_train(
     With ``dp={"epsilon": e, "bounds": {feature: [lower, upper]}}`` (bounds for every
     feature, never from the data): one round (`rounds` must be 1 or None) of
     :data:`FEDAVG_DP_ALGORITHM` (or a file writing the same ``weights.json``), each
-    site spending `e`; `C` and `max_iter` tune the local DP model. Every site's
+    site spending `e`; `C` and `max_iter` tune the local DP model; `classes` are the
+    target's two values, negative then positive (declared: never read from the data). Every site's
     remaining budget is checked before any job is submitted (:class:`BudgetExceeded`).
     """
     if not sites:
@@ -194,6 +196,7 @@ def federated_train(
             on_job=on_job,
             C=C,
             max_iter=max_iter,
+            classes=classes,
         )
     if algorithm == FEDAVG_DP_ALGORITHM:
         raise ComputeError(
@@ -287,6 +290,7 @@ def _train_dp(
     on_job: Callable[[int, dict[str, Any]], None] | None,
     C: float,
     max_iter: int,
+    classes: Sequence[Any],
 ) -> FederatedModel:
     if rounds != 1:
         raise ComputeError(
@@ -304,12 +308,13 @@ def _train_dp(
         "dp": {"epsilon": epsilon, "bounds": {f: list(bounds[f]) for f in features}},
         "C": C,
         "max_iter": max_iter,
+        "classes": list(classes),
     }
     jobs: list[int] = []
     results = _round(sites, params, "weights.json", timeout, jobs, algorithm, on_job)
-    classes = {json.dumps(doc.get("classes")) for _, doc in results}
-    if len(classes) > 1:
-        raise ComputeError(f"the sites' models have different classes: {sorted(classes)}")
+    returned = {json.dumps(doc.get("classes")) for _, doc in results}
+    if len(returned) > 1:
+        raise ComputeError(f"the sites' models have different classes: {sorted(returned)}")
     spent: dict[int, float] = {}
     for site, (info, doc) in zip(sites, results, strict=True):
         # What the node charged (the declared epsilon) where the owner requires DP; what

@@ -353,6 +353,7 @@ def train(
     timeout: float = 300.0,
     on_job: Callable[[int, dict[str, Any]], None] | None = None,
     dp: dict[str, Any] | None = None,
+    classes: Sequence[Any] = (0, 1),
 ) -> FederatedModel:
     """Federated training over `datasets`: one compute job per dataset per round on its
     owner's node (``nodes`` maps a dataset to its node; default the network's).
@@ -362,8 +363,9 @@ def train(
     ``dp={"epsilon": e, "bounds": {feature: [lower, upper]}}``: one round of
     ``fedavg-logistic-dp`` spending `e` on every dataset (see
     :mod:`datagora.compute.federated`); ``model.epsilon`` maps each dataset to the
-    epsilon spent. Every node is asked whether it serves its dataset (and whether the
-    owner requires DP) before anything is ordered."""
+    epsilon spent; `classes` are the target's two values (negative, positive), declared
+    rather than read from the data. Every node is asked whether it serves its dataset
+    (and whether the owner requires DP) before anything is ordered."""
     if len(set(datasets)) != len(datasets) or not datasets:
         raise ConfigError("give one or more distinct datasets")
     if rounds is not None and rounds < 1:
@@ -419,6 +421,7 @@ def train(
             algorithm=code,
             on_job=on_job,
             dp=dp,
+            classes=classes,
         )
     finally:
         for client in clients.values():
