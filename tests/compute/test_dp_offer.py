@@ -1,5 +1,6 @@
-"""The owner's side of DP: `offer_compute(..., differential_privacy=True)` refuses to
-trust code that is not one of the nodes' DP algorithms, on a whole embedded network."""
+"""The owner's side of DP on a whole embedded network: `offer_compute(...,
+differential_privacy=True)` refuses to trust code that is not one of the nodes' DP
+algorithms, and a dataset is published with its DP mock (`publish(..., mock=...)`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from compute_helpers import breast_cancer
 import datagora as dg
 from datagora.compute.algorithms import source
 from datagora.compute.jobs import algorithm_hash
+from datagora.compute.mock import make_mock
 from datagora.errors import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -24,7 +26,10 @@ def test_dp_offer_trusts_only_dp_algorithms_and_dp_query_runs(tmp_path: Path) ->
     meta = {"title": "DP cohort", "license": "CC-BY-4.0", "creator": "hospital"}
     fedavg = algorithm_hash(source("fedavg-logistic").encode())
     with dg.connect(embedded=True) as owner:
-        dataset = owner.publish(path, meta, price=10**18).dataset
+        mock = make_mock(frame, rows=50, schema={"worst_area": {"bounds": [0, 6000]}})
+        mock_csv = mock.to_csv(index=False).encode()
+        dataset = owner.publish(path, meta, price=10**18, mock=mock_csv).dataset
+        assert owner.account(2).mock(dataset) == mock_csv  # public, checked against its hash
         before = owner.metadata(dataset)
         with pytest.raises(ConfigError, match="fedavg-logistic is not one of the compute nodes"):
             owner.offer_compute(dataset, ["fedavg-logistic"], differential_privacy=True)
