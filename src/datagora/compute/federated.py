@@ -264,17 +264,25 @@ def dp_declaration(
 
 
 def check_budgets(sites: Sequence[tuple[ComputeClient, int]], epsilon: float) -> None:
-    """:class:`BudgetExceeded` unless every (node, dataset) that requires DP leaves the
-    consumer at least `epsilon`. Asked before any job is submitted (or anything ordered):
-    a site accepting while another refuses would spend epsilon on a model never averaged.
-    Not atomic — a node still refuses at admission what no longer fits."""
+    """:class:`BudgetExceeded` unless every (node, dataset) that requires DP has at least
+    `epsilon` left (of the dataset's budget, and of the consumer's cap if any). Asked
+    before any job is submitted (or anything ordered): a site accepting while another
+    refuses would spend epsilon on a model never averaged. Not atomic — a node still
+    refuses at admission what no longer fits."""
     for client, dataset in sites:
         budget = client.budget(dataset)
         if budget["differential_privacy"] and budget["remaining"] < epsilon - 1e-12:
+            cap = float(budget.get("consumer_budget") or 0.0)
+            whose = (
+                f"{client.consumer.address} has {budget['remaining']:g} left (of a "
+                f"per-consumer cap of {cap:g}) on dataset {dataset}"
+                if cap
+                else f"dataset {dataset} has {budget['remaining']:g} left of "
+                f"{budget['budget']:g} (one budget for every consumer)"
+            )
             raise BudgetExceeded(
-                f"the training declares epsilon {epsilon:g} per site but "
-                f"{client.consumer.address} has {budget['remaining']:g} left of "
-                f"{budget['budget']:g} on dataset {dataset}: no job was submitted"
+                f"the training declares epsilon {epsilon:g} per site but {whose}: "
+                "no job was submitted"
             )
 
 
