@@ -375,14 +375,16 @@ class JobService:
         cap = dataset.consumer_budget
         if dataset.differential_privacy:
             epsilon, _ = check_dp_params(params)
-            with self._chain:
-                trusted = self.ledger.compute.is_trusted(req.dataset, req.algorithm)
-            check_dp_algorithm(req.algorithm, trusted)
         with self._admit:
             consumer_key = self._check_order(req, dataset)
             if dataset.differential_privacy:
                 self.budgets.check(req.dataset, req.consumer, epsilon, dataset.epsilon_budget, cap)
             with self._chain:
+                if dataset.differential_privacy:
+                    # Read with the recording, under one lock: record_job approves by the
+                    # same on-chain trust.
+                    trusted = self.ledger.compute.is_trusted(req.dataset, req.algorithm)
+                    check_dp_algorithm(req.algorithm, trusted)
                 job, _ = self.ledger.compute.record_job(
                     self.operator.account,
                     req.dataset,
