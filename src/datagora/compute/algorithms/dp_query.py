@@ -64,12 +64,16 @@ def _queries(params: dict[str, Any], bounds: dict[str, tuple[float, float]]) -> 
 
 def _evaluate(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
-    import opendp.prelude
     import pandas as pd
     import polars
 
-    # OpenDP adds `.dp` to Polars expressions at run time: typed as Any here.
-    dp: Any = opendp.prelude
+    # Not opendp.prelude, which imports every extra (scikit-learn among them): the
+    # Context API and the Polars extra are all this needs. Importing the extra adds
+    # `.dp` to Polars expressions at run time, hence `pl` typed as Any.
+    from opendp.context import Context, loss_of, unit_of
+    from opendp.extras.polars import Margin
+    from opendp.mod import enable_features
+
     pl: Any = polars
 
     from datagora.compute import dp as privacy
@@ -91,13 +95,13 @@ def _evaluate(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
         index=range(len(frame)),
     )
     data = pl.from_pandas(cells) if columns else pl.DataFrame({"_": [0] * len(frame)})
-    dp.enable_features("contrib")
-    context = dp.Context.compositor(
+    enable_features("contrib")
+    context = Context.compositor(
         data=data.lazy(),
-        privacy_unit=dp.unit_of(contributions=1),
-        privacy_loss=dp.loss_of(epsilon=session.epsilon),
+        privacy_unit=unit_of(contributions=1),
+        privacy_loss=loss_of(epsilon=session.epsilon),
         split_evenly_over=1,
-        margins=[dp.polars.Margin(by=[], max_length=MAX_ROWS)],
+        margins=[Margin(by=[], max_length=MAX_ROWS)],
     )
     exprs = []
     for k, query in enumerate(queries):
