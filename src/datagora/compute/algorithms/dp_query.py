@@ -45,24 +45,37 @@ MAX_ROWS = 10_000_000
 OPS = ("count", "sum", "mean")
 
 
-class DeclarationError(ValueError):
-    """The job's declaration is not usable (its text names no data value)."""
-
-
 def _queries(params: dict[str, Any], bounds: dict[str, tuple[float, float]]) -> list[Any]:
     queries = params.get("queries")
     if not isinstance(queries, list) or not 0 < len(queries) <= MAX_QUERIES:
-        raise DeclarationError(f"queries must be a list of 1 to {MAX_QUERIES} queries")
+        raise ValueError(f"queries must be a list of 1 to {MAX_QUERIES} queries")
     for query in queries:
         op = query.get("op") if isinstance(query, dict) else None
         if op not in OPS:
-            raise DeclarationError(f"each query needs an op among {', '.join(OPS)}")
+            raise ValueError(f"each query needs an op among {', '.join(OPS)}")
         if op != "count" and query.get("column") not in bounds:
-            raise DeclarationError(f"a {op} query needs a column with declared bounds in dp.bounds")
+            raise ValueError(f"a {op} query needs a column with declared bounds in dp.bounds")
     return queries
 
 
-def _evaluate(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
+def _declaration(params: dict[str, Any], frame: Any) -> tuple[Any, list[Any], list[str]]:
+    """The privacy session, the queries and the queried columns, checked against the
+    declared bounds and the table's shape (never its values): a ValueError says what
+    is wrong, naming no data value."""
+    from datagora.compute import dp as privacy
+
+    session = privacy.session_or_declared(params)
+    queries = _queries(params, session.bounds)
+    if len(frame) > MAX_ROWS:
+        raise ValueError(f"dp-query serves tables of at most {MAX_ROWS} rows")
+    columns = sorted({q["column"] for q in queries if q["op"] != "count"})
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        raise ValueError(f"the table has no columns {absent}")
+    return session, queries, columns
+
+
+def _evaluate(frame: Any, session: Any, queries: list[Any], columns: list[str]) -> Any:
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
     import pandas as pd
     import polars
@@ -75,18 +88,6 @@ def _evaluate(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
     from opendp.mod import enable_features
 
     pl: Any = polars
-
-    from datagora.compute import dp as privacy
-
-    session = privacy.session_or_declared(params)
-    queries = _queries(params, session.bounds)
-    (frame,) = (item.frame for item in inputs.values())
-    if len(frame) > MAX_ROWS:
-        raise DeclarationError(f"dp-query serves tables of at most {MAX_ROWS} rows")
-    columns = sorted({q["column"] for q in queries if q["op"] != "count"})
-    absent = [c for c in columns if c not in frame.columns]
-    if absent:
-        raise DeclarationError(f"the table has no columns {absent}")
     middle = {c: sum(session.bounds[c]) / 2 for c in columns}
     # Only the queried columns, as floats; a cell that is not a number becomes the
     # middle of its bounds: a fixed, row-by-row rule.
@@ -115,25 +116,26 @@ def _evaluate(inputs: Any, params: dict[str, Any]) -> dict[str, Any]:
             expr = base.dp.sum(bounds) if query["op"] == "sum" else base.dp.mean(bounds)
         exprs.append(expr.alias(f"q{k}"))
     # One OpenDP query: its measurements share the declared epsilon evenly.
-    row = context.query().select(*exprs).release().collect().row(0)
+    return context.query().select(*exprs).release().collect().row(0)
+
+
+def run(inputs: Any, params: dict[str, Any], output_dir: Path) -> None:
+    (frame,) = (item.frame for item in inputs.values())
+    session, queries, columns = _declaration(params, frame)
+    try:
+        row = _evaluate(frame, session, queries, columns)
+    except Exception as exc:
+        # The type only: a message (and a chained traceback) could quote a cell.
+        raise RuntimeError(f"the DP query failed ({type(exc).__name__})") from None
     results = []
     for query, value in zip(queries, row, strict=True):
         out = {"op": query["op"], "value": int(value) if query["op"] == "count" else float(value)}
         if query["op"] != "count":
             out["column"] = query["column"]
         results.append(out)
+    if not all(math.isfinite(r["value"]) for r in results):
+        raise RuntimeError("the DP query returned a value that is not finite")
     # The whole declared epsilon is spent (the compositor's budget), whatever was asked.
     session.accountant.spend(session.epsilon, 0)
-    return {"results": results, "epsilon": session.epsilon}
-
-
-def run(inputs: Any, params: dict[str, Any], output_dir: Path) -> None:
-    try:
-        doc = _evaluate(inputs, params)
-    except DeclarationError:
-        raise
-    except Exception as exc:
-        raise RuntimeError(f"the DP query failed ({type(exc).__name__})") from None
-    if not all(math.isfinite(r["value"]) for r in doc["results"]):
-        raise RuntimeError("the DP query returned a value that is not finite")
+    doc = {"results": results, "epsilon": session.epsilon}
     (output_dir / "results.json").write_text(json.dumps(doc))

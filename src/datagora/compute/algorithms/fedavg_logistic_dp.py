@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 
-class DeclarationError(ValueError):
-    """The job's declaration is not usable (its text names no data value)."""
-
-
-def _classes(params: dict[str, Any]) -> list[Any]:
+def _declaration(params: dict[str, Any], session: Any, columns: Any) -> tuple[Any, ...]:
+    """The features, target and classes the job declares, checked against the declared
+    bounds and the table's column names (never its values): a ValueError says what is
+    wrong, naming no data value."""
+    features = [str(f) for f in params["features"]]
+    target = str(params["target"])
     classes: Any = params.get("classes", [0, 1])
     ok = (
         isinstance(classes, list)
@@ -51,10 +52,14 @@ def _classes(params: dict[str, Any]) -> list[Any]:
         and classes[0] != classes[1]
     )
     if not ok:
-        raise DeclarationError(
-            "classes must be the two label values, negative then positive, e.g. [0, 1]"
-        )
-    return list(classes)
+        raise ValueError("classes must be the two label values, negative then positive: [0, 1]")
+    missing = [f for f in [*features, target] if f not in columns]
+    if missing:
+        raise ValueError(f"the table has no columns {missing}")
+    missing = [f for f in features if f not in session.bounds]
+    if missing:
+        raise ValueError(f"no declared bounds for features {missing}")
+    return features, target, list(classes)
 
 
 def _labels(column: Any, classes: list[Any]) -> Any:
@@ -73,27 +78,22 @@ def _labels(column: Any, classes: list[Any]) -> Any:
     return out
 
 
-def _train(inputs: Any, params: dict[str, Any], output_dir: Path) -> None:
+def _train(
+    frame: Any,
+    declared: tuple[Any, ...],
+    session: Any,
+    params: dict[str, Any],
+    output_dir: Path,
+) -> None:
     import numpy as np
     import pandas as pd
 
-    from datagora.compute import dp
-
-    (frame,) = (item.frame for item in inputs.values())
-    features = [str(f) for f in params["features"]]
-    classes = _classes(params)
-    session = dp.session_or_declared(params)
-    missing = [f for f in [*features, str(params["target"])] if f not in frame.columns]
-    if missing:
-        raise DeclarationError(f"the table has no columns {missing}")
-    missing = [f for f in features if f not in session.bounds]
-    if missing:
-        raise DeclarationError(f"no declared bounds for features {missing}")
+    features, target, classes = declared
     middle = {f: sum(session.bounds[f]) / 2 for f in features}
     x = pd.DataFrame(
         {f: pd.to_numeric(frame[f], errors="coerce").fillna(middle[f]) for f in features}
     )
-    y = _labels(frame[params["target"]], classes)
+    y = _labels(frame[target], classes)
     keep = ~np.isnan(y)
     anchors = pd.DataFrame([middle, middle], columns=features)
     x = pd.concat([x[keep], anchors], ignore_index=True)
@@ -117,10 +117,13 @@ def _train(inputs: Any, params: dict[str, Any], output_dir: Path) -> None:
 
 
 def run(inputs: Any, params: dict[str, Any], output_dir: Path) -> None:
+    from datagora.compute import dp
+
+    (frame,) = (item.frame for item in inputs.values())
+    session = dp.session_or_declared(params)
+    declared = _declaration(params, session, frame.columns)
     try:
-        _train(inputs, params, output_dir)
-    except DeclarationError:
-        raise
+        _train(frame, declared, session, params, output_dir)
     except Exception as exc:
         # The type only: a message (and a chained traceback) could quote a cell. The
         # exception stays the context, so the runner still sees an epsilon overrun.
