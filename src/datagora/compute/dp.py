@@ -20,9 +20,9 @@ what was spent from those records when it starts (:func:`charges_on_chain`,
 :meth:`BudgetStore.rebuild`), so losing ``budget.db`` does not reset a budget.
 
 Which code may run without review on a DP dataset is decided by the node, not by a
-declaration: :func:`check_dp_algorithm` lets a hash the owner trusts through only if
-it is one of the node's own DP algorithms (:mod:`datagora.compute.algorithms`:
-``fedavg-logistic-dp``, ``dp-query``); any other code waits for the owner's review,
+declaration: :func:`~datagora.compute.algorithms.check_dp_algorithm` lets a hash the
+owner trusts through only if it is one of the node's own DP algorithms
+(``fedavg-logistic-dp``, ``dp-query``); any other code waits for the owner's review,
 which says it is not DP.
 
 **In the sandbox** — the runner installs a :class:`PrivacySession` holding the
@@ -66,9 +66,7 @@ __all__ = [
     "EpsilonExceeded",
     "PrivacySession",
     "charges_on_chain",
-    "check_dp_algorithm",
     "check_dp_params",
-    "dp_review_note",
     "install",
     "session",
     "session_or_declared",
@@ -167,48 +165,6 @@ def check_dp_params(params: Any) -> tuple[float, dict[str, tuple[float, float]]]
             )
         bounds[str(column)] = (float(pair[0]), float(pair[1]))
     return float(epsilon), bounds
-
-
-def check_dp_algorithm(algorithm_hash: bytes, trusted: bool) -> bool:
-    """On a dataset that requires DP: whether the code is one of the node's DP algorithms.
-
-    Raises :class:`JobRefused` when the owner trusts the hash (so it would run at once,
-    unreviewed) but it is not one of them: trusting code by hash says nothing about its
-    privacy. Untrusted code that is not DP is admitted for the owner's review."""
-    from datagora.compute.algorithms import DP_ALGORITHMS, is_dp_algorithm
-
-    enforced = is_dp_algorithm(algorithm_hash)
-    if trusted and not enforced:
-        raise JobRefused(
-            "this dataset requires differential privacy and its owner trusts this algorithm, "
-            f"but it is not one of the node's DP algorithms ({', '.join(DP_ALGORITHMS)}): "
-            "it would run on raw rows unreviewed. Use a DP algorithm; the owner should "
-            "stop trusting this one",
-            403,
-        )
-    return enforced
-
-
-def dp_review_note(algorithm_hash: bytes) -> dict[str, Any]:
-    """What the owner's review of a job on a DP dataset says about its code's privacy."""
-    from datagora.compute.algorithms import dp_algorithm_hashes
-
-    name = dp_algorithm_hashes().get(algorithm_hash)
-    if name is not None:
-        return {
-            "required": True,
-            "enforced": True,
-            "note": f"the node's DP algorithm {name}: its release is differentially "
-            "private with the declared epsilon and bounds",
-        }
-    return {
-        "required": True,
-        "enforced": False,
-        "note": "NOT differentially private: this code is not one of the node's DP "
-        "algorithms. It reads raw rows and may release them or exact statistics; the "
-        "epsilon it declares is only what will be charged. Approve only code you have "
-        "read and would release without DP",
-    }
 
 
 class BudgetStore:

@@ -10,7 +10,7 @@
 2. on a dataset requiring DP, its declared epsilon and bounds are checked, the
    epsilon must fit in the dataset's budget (shared by every consumer; optionally
    capped per consumer), and an algorithm the owner trusts by hash must be one of
-   the node's DP algorithms (:func:`~datagora.compute.dp.check_dp_algorithm`); other
+   the node's DP algorithms (:func:`~datagora.compute.algorithms.check_dp_algorithm`); other
    code waits for review;
 3. is recorded on chain (``ComputeRegistry.record_job``): approved at once when the
    owner trusts the algorithm's hash for the dataset, pending review otherwise;
@@ -41,13 +41,8 @@ from typing import Any, Final
 
 import umbral_pre
 
-from datagora.compute.dp import (
-    BudgetStore,
-    charges_on_chain,
-    check_dp_algorithm,
-    check_dp_params,
-    dp_review_note,
-)
+from datagora.compute.algorithms import check_dp_algorithm, dp_review_note
+from datagora.compute.dp import BudgetStore, charges_on_chain, check_dp_params
 from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
 from datagora.compute.owner import OwnerJobRequest, reason_hash
 from datagora.compute.policy import (
