@@ -228,17 +228,26 @@ class Market(Marketplace):
         service: int = 1,
         days: int = 1,
         dp: bool | None = None,
+        untrusted: Sequence[str | Path] = (),
     ) -> dict[str, Any]:
         """As the owner: offer compute on `dataset` (metadata and chain) and trust the
         `trusted` algorithms (files, code or built-in names); others wait for review.
-        ``dp=True`` requires differential privacy (every job declares epsilon and bounds
-        and spends from the consumer's budget), ``dp=False`` lifts it, None keeps the
-        current setting (as ``datagora compute offer --require-dp/--no-require-dp``)."""
+        ``dp=True`` requires differential privacy of every job (then only the nodes' DP
+        algorithms, ``fedavg-logistic-dp`` and ``dp-query``, may be trusted),
+        ``dp=False`` lifts it, None keeps the current setting (as ``datagora compute
+        offer --require-dp/--no-require-dp``); `untrusted` stops trusting algorithms."""
         from datagora.market.compute import load_algorithm, offer_compute
 
         codes = [load_algorithm(a) for a in trusted]
+        dropped = [load_algorithm(a) for a in untrusted]
         return offer_compute(
-            self, dataset, codes, service=service, days=days, differential_privacy=dp
+            self,
+            dataset,
+            codes,
+            service=service,
+            days=days,
+            differential_privacy=dp,
+            untrusted=dropped,
         )
 
     def untrust(self, dataset: int, algorithm: str | Path) -> Tx:

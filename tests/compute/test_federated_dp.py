@@ -116,7 +116,7 @@ def test_dp_federated_trains_spends_and_refuses_over_budget(hospitals: Hospitals
 
     # A second training does not fit in any site's budget: refused before any job runs.
     jobs_before = len(completed)
-    with pytest.raises(BudgetExceeded, match=r"has 2 left of 10 on dataset .*no job was submitted"):
+    with pytest.raises(BudgetExceeded, match=r"has 2 left of 10 .*no job was submitted"):
         federated_train(sites, FEATURES, "target", dp=dp())
     # And the node itself refuses the job (the coordinator's check is a courtesy).
     with pytest.raises(BudgetExceeded, match=r"2 left"):

@@ -1,18 +1,29 @@
-"""Differential privacy: declared epsilon, explicit bounds, per-consumer budgets.
+"""Differential privacy: declared epsilon, explicit bounds, one budget per dataset.
 
 Two halves:
 
-**On the node** — :class:`BudgetStore` (SQLite in the node's data directory) keeps,
-per (dataset, consumer), the epsilon reserved by accepted jobs and spent by jobs
-that ran. :func:`check_dp_params` validates a job's declaration. A job on a dataset
-that requires DP must declare, in its signed parameters::
+**On the node** — :class:`BudgetStore` (SQLite in the node's data directory) keeps the
+epsilon reserved by accepted jobs and spent by jobs that ran, per job, and sums it per
+*dataset across every consumer*: the dataset's budget is one, so a second address
+does not get a second budget. An optional per-consumer cap limits what one consumer
+may take of it. :func:`check_dp_params` validates a job's declaration. A job on a
+dataset that requires DP must declare, in its signed parameters::
 
     "dp": {"epsilon": 0.5, "bounds": {"<column>": [lower, upper], ...}}
 
-with every bound finite and lower < upper: bounds are never inferred from the
-data. A job whose epsilon exceeds what the consumer has left is refused before it
-is recorded or run. The epsilon is charged when the job runs (succeeded or not: a
-failed job's logs still leave) and recorded on chain (``epsilon_milli``).
+with epsilon at least 0.001 (the chain records milli-epsilon) and every bound finite
+with lower < upper: bounds are never inferred from the data. A job whose epsilon
+exceeds what is left is refused before it is recorded or run. The epsilon is charged
+when the job runs (succeeded or not: a failed job's logs still leave) and recorded on
+chain with the job's completion (``epsilon_milli``, rounded up); the node rebuilds
+what was spent from those records when it starts (:func:`charges_on_chain`,
+:meth:`BudgetStore.rebuild`), so losing ``budget.db`` does not reset a budget.
+
+Which code may run without review on a DP dataset is decided by the node, not by a
+declaration: :func:`~datagora.compute.algorithms.check_dp_algorithm` lets a hash the
+owner trusts through only if it is one of the node's own DP algorithms
+(``fedavg-logistic-dp``, ``dp-query``); any other code waits for the owner's review,
+which says it is not DP.
 
 **In the sandbox** — the runner installs a :class:`PrivacySession` holding the
 declared epsilon and bounds; the algorithm trains through it
@@ -22,13 +33,14 @@ declared epsilon and bounds; the algorithm trains through it
 a diffprivlib ``BudgetAccountant`` capped at the declared epsilon, and a call past it
 raises :class:`EpsilonExceeded` (the job fails); ``s.spent`` is what the job used.
 
-Trust model, plainly: the algorithm is arbitrary Python. Nothing in the sandbox
-*forces* it to use the session — it could read the input and write exact
-statistics. The session makes honest algorithms correct and accountable; that an
-algorithm really trains through it is established by the owner's review (or by
-the owner trusting its hash after review). What the node enforces regardless of
-the code is the accounting: the declared epsilon is charged against the budget
-and written on chain, and over-budget jobs never run.
+Trust model, plainly: an algorithm other than the node's DP algorithms is arbitrary
+Python. Nothing in the sandbox *forces* it to use the session — it could read the
+input and write exact statistics. That is why such code never runs on a DP dataset
+without the owner's review, and why the review says it is not DP. The node's own DP
+algorithms are pinned by the hash of their files: the code that runs is the code
+whose privacy argument is written in it. What the node enforces regardless of the
+code is the accounting: the declared epsilon is charged against the dataset's
+budget and written on chain, and over-budget jobs never run.
 """
 
 from __future__ import annotations
@@ -36,18 +48,24 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from datagora.compute.errors import BudgetExceeded, EpsilonExceeded, JobRefused
 
+if TYPE_CHECKING:
+    from datagora.ledger import Ledger
+
 __all__ = [
+    "MIN_EPSILON",
     "Budget",
     "BudgetStore",
+    "Charge",
     "EpsilonExceeded",
     "PrivacySession",
+    "charges_on_chain",
     "check_dp_params",
     "install",
     "session",
@@ -56,21 +74,31 @@ __all__ = [
 ]
 
 _SCHEMA: Final = 1
+MIN_EPSILON: Final = 0.001
+"""The smallest epsilon a job may declare: the chain records milli-epsilon."""
 
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """A consumer's privacy budget on one dataset."""
+    """A dataset's privacy budget (shared by every consumer) as one consumer sees it."""
 
     dataset: int
     consumer: str
     budget: float
+    """The dataset's budget, across all consumers."""
     spent: float
     reserved: float
+    consumer_budget: float = 0.0
+    """The per-consumer cap (0: none beyond the dataset's budget)."""
+    consumer_spent: float = 0.0
+    consumer_reserved: float = 0.0
 
     @property
     def remaining(self) -> float:
-        return max(0.0, self.budget - self.spent - self.reserved)
+        left = self.budget - self.spent - self.reserved
+        if self.consumer_budget > 0:
+            left = min(left, self.consumer_budget - self.consumer_spent - self.consumer_reserved)
+        return max(0.0, left)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,8 +107,21 @@ class Budget:
             "budget": self.budget,
             "spent": self.spent,
             "reserved": self.reserved,
+            "consumer_budget": self.consumer_budget,
+            "consumer_spent": self.consumer_spent,
+            "consumer_reserved": self.consumer_reserved,
             "remaining": self.remaining,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """Epsilon a job spent, as recorded on chain."""
+
+    job: int
+    dataset: int
+    consumer: str
+    epsilon: float
 
 
 def check_dp_params(params: Any) -> tuple[float, dict[str, tuple[float, float]]]:
@@ -97,6 +138,11 @@ def check_dp_params(params: Any) -> tuple[float, dict[str, tuple[float, float]]]
         raise JobRefused("dp.epsilon must be a number", 400)
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise JobRefused("dp.epsilon must be a positive finite number", 400)
+    if epsilon < MIN_EPSILON:
+        raise JobRefused(
+            f"dp.epsilon must be at least {MIN_EPSILON:g} (the chain records milli-epsilon)",
+            400,
+        )
     raw = dp.get("bounds")
     if not isinstance(raw, Mapping) or not raw:
         raise JobRefused(
@@ -122,7 +168,8 @@ def check_dp_params(params: Any) -> tuple[float, dict[str, tuple[float, float]]]
 
 
 class BudgetStore:
-    """Epsilon reserved and spent per (dataset, consumer), in SQLite; thread-safe."""
+    """Epsilon reserved and spent per job, summed per dataset (and per consumer), in
+    SQLite; thread-safe."""
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
@@ -140,41 +187,66 @@ class BudgetStore:
             f"PRAGMA user_version={_SCHEMA};"
         )
 
-    def _sums(self, dataset: int, consumer: str) -> tuple[float, float]:
+    def _sums(self, dataset: int, consumer: str | None = None) -> tuple[float, float]:
+        where, args = "dataset = ?", list[Any]([dataset])
+        if consumer is not None:
+            where += " AND consumer = ?"
+            args.append(consumer.lower())
         rows = self._db.execute(
-            "SELECT state, COALESCE(SUM(epsilon), 0) FROM charges"
-            " WHERE dataset = ? AND consumer = ? GROUP BY state",
-            (dataset, consumer.lower()),
+            f"SELECT state, COALESCE(SUM(epsilon), 0) FROM charges WHERE {where} GROUP BY state",
+            args,
         ).fetchall()
         sums = {state: float(total) for state, total in rows}
         return sums.get("spent", 0.0), sums.get("reserved", 0.0)
 
-    def budget(self, dataset: int, consumer: str, total: float) -> Budget:
-        """What `consumer` has spent, reserved and left on `dataset`."""
-        with self._lock:
-            spent, reserved = self._sums(dataset, consumer)
-        return Budget(dataset, consumer, total, spent, reserved)
+    def _budget(self, dataset: int, consumer: str, total: float, cap: float) -> Budget:
+        spent, reserved = self._sums(dataset)
+        mine_spent, mine_reserved = self._sums(dataset, consumer)
+        return Budget(dataset, consumer, total, spent, reserved, cap, mine_spent, mine_reserved)
 
-    def check(self, dataset: int, consumer: str, epsilon: float, total: float) -> None:
-        """Raise :class:`BudgetExceeded` if `epsilon` does not fit in what is left."""
-        left = self.budget(dataset, consumer, total).remaining
+    def budget(self, dataset: int, consumer: str, total: float, cap: float = 0.0) -> Budget:
+        """What is spent, reserved and left of `dataset`'s budget `total` (all consumers),
+        and of `consumer`'s `cap` on it (0: no cap)."""
+        with self._lock:
+            return self._budget(dataset, consumer, total, cap)
+
+    @staticmethod
+    def _refuse(epsilon: float, budget: Budget) -> None:
+        left = budget.budget - budget.spent - budget.reserved
         if epsilon > left + 1e-12:
             raise BudgetExceeded(
-                f"the job declares epsilon {epsilon:g} but {consumer} has {left:g} left of "
-                f"{total:g} on dataset {dataset}"
+                f"the job declares epsilon {epsilon:g} but dataset {budget.dataset} has "
+                f"{max(0.0, left):g} left of {budget.budget:g} (one budget for every consumer)"
             )
+        if budget.consumer_budget > 0:
+            mine = budget.consumer_budget - budget.consumer_spent - budget.consumer_reserved
+            if epsilon > mine + 1e-12:
+                raise BudgetExceeded(
+                    f"the job declares epsilon {epsilon:g} but {budget.consumer} has "
+                    f"{max(0.0, mine):g} left of the per-consumer cap "
+                    f"{budget.consumer_budget:g} on dataset {budget.dataset}"
+                )
 
-    def reserve(self, job: int, dataset: int, consumer: str, epsilon: float, total: float) -> None:
+    def check(
+        self, dataset: int, consumer: str, epsilon: float, total: float, cap: float = 0.0
+    ) -> None:
+        """Raise :class:`BudgetExceeded` if `epsilon` does not fit in what is left."""
+        self._refuse(epsilon, self.budget(dataset, consumer, total, cap))
+
+    def reserve(
+        self,
+        job: int,
+        dataset: int,
+        consumer: str,
+        epsilon: float,
+        total: float,
+        cap: float = 0.0,
+    ) -> None:
         """Reserve `epsilon` for `job` atomically, or raise :class:`BudgetExceeded`."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                spent, reserved = self._sums(dataset, consumer)
-                if epsilon > total - spent - reserved + 1e-12:
-                    raise BudgetExceeded(
-                        f"the job declares epsilon {epsilon:g} but {consumer} has "
-                        f"{max(0.0, total - spent - reserved):g} left on dataset {dataset}"
-                    )
+                self._refuse(epsilon, self._budget(dataset, consumer, total, cap))
                 self._db.execute(
                     "INSERT INTO charges (job, dataset, consumer, epsilon, state)"
                     " VALUES (?, ?, ?, ?, 'reserved')",
@@ -184,6 +256,28 @@ class BudgetStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def rebuild(self, charges: Iterable[Charge]) -> int:
+        """Make every charge recorded on chain count as spent here (a job this store has
+        not seen is added; one it holds as reserved becomes spent); how many changed."""
+        changed = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for c in charges:
+                    cur = self._db.execute(
+                        "INSERT INTO charges (job, dataset, consumer, epsilon, state)"
+                        " VALUES (?, ?, ?, ?, 'spent') ON CONFLICT (job) DO UPDATE"
+                        " SET state = 'spent', epsilon = MAX(epsilon, excluded.epsilon)"
+                        " WHERE state != 'spent' OR epsilon < excluded.epsilon",
+                        (c.job, c.dataset, c.consumer.lower(), c.epsilon),
+                    )
+                    changed += cur.rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return changed
 
     def _set(self, job: int, state: str) -> None:
         with self._lock:
@@ -202,6 +296,27 @@ class BudgetStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def charges_on_chain(ledger: Ledger) -> list[Charge]:
+    """Every job completion on chain that recorded epsilon, with its consumer (from the
+    job's record): what :meth:`BudgetStore.rebuild` takes."""
+    consumers: dict[int, str] = {}
+    charges: list[Charge] = []
+    for event in ledger.events():
+        if event.name == "JobRecorded":
+            consumers[int(event["job"])] = str(event["consumer"])
+        elif event.name == "JobCompleted" and int(event["epsilon_milli"]) > 0:
+            job = int(event["job"])
+            charges.append(
+                Charge(
+                    job,
+                    int(event["dataset"]),
+                    consumers.get(job) or ledger.compute.job(job).consumer,
+                    int(event["epsilon_milli"]) / 1000,
+                )
+            )
+    return charges
 
 
 # ---------------------------------------------------------------- inside the sandbox

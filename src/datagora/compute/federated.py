@@ -29,11 +29,11 @@ import json
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
+from datagora.compute.algorithms import source
 from datagora.compute.client import ComputeClient
 from datagora.compute.errors import BudgetExceeded, ComputeError, JobRefused
 
@@ -47,10 +47,9 @@ __all__ = [
     "federated_train",
 ]
 
-_ALGORITHMS: Final = Path(__file__).parent / "algorithms"
-FEDAVG_ALGORITHM: Final = (_ALGORITHMS / "fedavg_logistic.py").read_text()
+FEDAVG_ALGORITHM: Final = source("fedavg-logistic")
 """The site-side algorithm's source: owners trust (or review) its SHA-256."""
-FEDAVG_DP_ALGORITHM: Final = (_ALGORITHMS / "fedavg_logistic_dp.py").read_text()
+FEDAVG_DP_ALGORITHM: Final = source("fedavg-logistic-dp")
 """The differentially private site-side algorithm (one DP model per site, no statistics)."""
 
 
@@ -161,6 +160,7 @@ def federated_train(
     dp: Mapping[str, Any] | None = None,
     C: float = 1.0,
     max_iter: int = 100,
+    classes: Sequence[Any] = (0, 1),
 ) -> FederatedModel:
     """Train over `sites` (see the module docstring); `on_job` is called with each
     finished job and its status.
@@ -173,7 +173,8 @@ def federated_train(
     With ``dp={"epsilon": e, "bounds": {feature: [lower, upper]}}`` (bounds for every
     feature, never from the data): one round (`rounds` must be 1 or None) of
     :data:`FEDAVG_DP_ALGORITHM` (or a file writing the same ``weights.json``), each
-    site spending `e`; `C` and `max_iter` tune the local DP model. Every site's
+    site spending `e`; `C` and `max_iter` tune the local DP model; `classes` are the
+    target's two values, negative then positive (declared: never read from the data). Every site's
     remaining budget is checked before any job is submitted (:class:`BudgetExceeded`).
     """
     if not sites:
@@ -195,6 +196,7 @@ def federated_train(
             on_job=on_job,
             C=C,
             max_iter=max_iter,
+            classes=classes,
         )
     if algorithm == FEDAVG_DP_ALGORITHM:
         raise ComputeError(
@@ -262,17 +264,25 @@ def dp_declaration(
 
 
 def check_budgets(sites: Sequence[tuple[ComputeClient, int]], epsilon: float) -> None:
-    """:class:`BudgetExceeded` unless every (node, dataset) that requires DP leaves the
-    consumer at least `epsilon`. Asked before any job is submitted (or anything ordered):
-    a site accepting while another refuses would spend epsilon on a model never averaged.
-    Not atomic — a node still refuses at admission what no longer fits."""
+    """:class:`BudgetExceeded` unless every (node, dataset) that requires DP has at least
+    `epsilon` left (of the dataset's budget, and of the consumer's cap if any). Asked
+    before any job is submitted (or anything ordered): a site accepting while another
+    refuses would spend epsilon on a model never averaged. Not atomic — a node still
+    refuses at admission what no longer fits."""
     for client, dataset in sites:
         budget = client.budget(dataset)
         if budget["differential_privacy"] and budget["remaining"] < epsilon - 1e-12:
+            cap = float(budget.get("consumer_budget") or 0.0)
+            whose = (
+                f"{client.consumer.address} has {budget['remaining']:g} left (of a "
+                f"per-consumer cap of {cap:g}) on dataset {dataset}"
+                if cap
+                else f"dataset {dataset} has {budget['remaining']:g} left of "
+                f"{budget['budget']:g} (one budget for every consumer)"
+            )
             raise BudgetExceeded(
-                f"the training declares epsilon {epsilon:g} per site but "
-                f"{client.consumer.address} has {budget['remaining']:g} left of "
-                f"{budget['budget']:g} on dataset {dataset}: no job was submitted"
+                f"the training declares epsilon {epsilon:g} per site but {whose}: "
+                "no job was submitted"
             )
 
 
@@ -288,6 +298,7 @@ def _train_dp(
     on_job: Callable[[int, dict[str, Any]], None] | None,
     C: float,
     max_iter: int,
+    classes: Sequence[Any],
 ) -> FederatedModel:
     if rounds != 1:
         raise ComputeError(
@@ -305,12 +316,13 @@ def _train_dp(
         "dp": {"epsilon": epsilon, "bounds": {f: list(bounds[f]) for f in features}},
         "C": C,
         "max_iter": max_iter,
+        "classes": list(classes),
     }
     jobs: list[int] = []
     results = _round(sites, params, "weights.json", timeout, jobs, algorithm, on_job)
-    classes = {json.dumps(doc.get("classes")) for _, doc in results}
-    if len(classes) > 1:
-        raise ComputeError(f"the sites' models have different classes: {sorted(classes)}")
+    returned = {json.dumps(doc.get("classes")) for _, doc in results}
+    if len(returned) > 1:
+        raise ComputeError(f"the sites' models have different classes: {sorted(returned)}")
     spent: dict[int, float] = {}
     for site, (info, doc) in zip(sites, results, strict=True):
         # What the node charged (the declared epsilon) where the owner requires DP; what

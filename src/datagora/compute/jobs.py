@@ -7,8 +7,11 @@
    code and parameters hash to what was signed, and that the named order is the
    consumer's valid on-chain order for this dataset's compute service (the order
    also carries the consumer's Umbral key, to which results are encrypted);
-2. on a dataset requiring DP, its declared epsilon and bounds are checked and the
-   epsilon must fit in the consumer's budget;
+2. on a dataset requiring DP, its declared epsilon and bounds are checked, the
+   epsilon must fit in the dataset's budget (shared by every consumer; optionally
+   capped per consumer), and an algorithm the owner trusts by hash must be one of
+   the node's DP algorithms (:func:`~datagora.compute.algorithms.check_dp_algorithm`); other
+   code waits for review;
 3. is recorded on chain (``ComputeRegistry.record_job``): approved at once when the
    owner trusts the algorithm's hash for the dataset, pending review otherwise;
 4. runs in the :class:`~datagora.compute.sandbox.Sandbox` on a bounded worker pool;
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -37,7 +41,8 @@ from typing import Any, Final
 
 import umbral_pre
 
-from datagora.compute.dp import BudgetStore, check_dp_params
+from datagora.compute.algorithms import check_dp_algorithm, dp_review_note
+from datagora.compute.dp import BudgetStore, charges_on_chain, check_dp_params
 from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
 from datagora.compute.owner import OwnerJobRequest, reason_hash
 from datagora.compute.policy import (
@@ -109,7 +114,9 @@ class ComputeDataset:
     service_id: int = 1
     differential_privacy: bool = False
     epsilon_budget: float = 0.0
-    """Per consumer, when ``differential_privacy`` is on."""
+    """The dataset's budget, shared by every consumer, when ``differential_privacy`` is on."""
+    consumer_budget: float = 0.0
+    """What one consumer may spend of it (0: no cap beyond the dataset's budget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,9 @@ class Review:
     job: JobInfo
     code: str
     params: Any
+    differential_privacy: dict[str, Any] | None = None
+    """On a dataset that requires DP: whether the node enforces it for this code
+    (``enforced``) and a ``note`` saying what that means; None elsewhere."""
 
 
 class _Store:
@@ -192,6 +202,7 @@ class _Store:
                 "service_id": pin.service_id,
                 "differential_privacy": pin.differential_privacy,
                 "epsilon_budget": pin.epsilon_budget,
+                "consumer_budget": pin.consumer_budget,
             }
             (folder / "dataset.json").write_text(json.dumps(doc, sort_keys=True))
         with self._lock:
@@ -252,6 +263,7 @@ class _Store:
             int(doc["service_id"]),
             bool(doc["differential_privacy"]),
             float(doc["epsilon_budget"]),
+            float(doc.get("consumer_budget", 0.0)),
         )
 
     def close(self) -> None:
@@ -307,6 +319,9 @@ class JobService:
         self._store = _Store(self.data_dir)
         self._nonces = SqliteNonceStore(self.data_dir / "nonces.db")
         self.budgets = BudgetStore(self.data_dir / "budget.db")
+        # What the chain says was spent counts, whatever budget.db holds (lost, or older).
+        with self._chain:
+            self.budgets.rebuild(charges_on_chain(ledger))
         self._clock = clock
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._indexes: dict[Path, tuple[float, RowIndex]] = {}
@@ -352,13 +367,19 @@ class JobService:
         dataset = self._dataset(req.dataset)
         pin = dataset if isinstance(dataset, StoredDataset) else None
         epsilon = 0.0
+        cap = dataset.consumer_budget
         if dataset.differential_privacy:
             epsilon, _ = check_dp_params(params)
         with self._admit:
             consumer_key = self._check_order(req, dataset)
             if dataset.differential_privacy:
-                self.budgets.check(req.dataset, req.consumer, epsilon, dataset.epsilon_budget)
+                self.budgets.check(req.dataset, req.consumer, epsilon, dataset.epsilon_budget, cap)
             with self._chain:
+                if dataset.differential_privacy:
+                    # Read with the recording, under one lock: record_job approves by the
+                    # same on-chain trust.
+                    trusted = self.ledger.compute.is_trusted(req.dataset, req.algorithm)
+                    check_dp_algorithm(req.algorithm, trusted)
                 job, _ = self.ledger.compute.record_job(
                     self.operator.account,
                     req.dataset,
@@ -371,7 +392,7 @@ class JobService:
                 status = self.ledger.compute.job(job).status
             if dataset.differential_privacy:
                 self.budgets.reserve(
-                    job, req.dataset, req.consumer, epsilon, dataset.epsilon_budget
+                    job, req.dataset, req.consumer, epsilon, dataset.epsilon_budget, cap
                 )
             state = "queued" if status == JobStatus.APPROVED else "pending"
             info = JobInfo(
@@ -477,6 +498,7 @@ class JobService:
             "service_id": ds.service_id,
             "differential_privacy": ds.differential_privacy,
             "epsilon_budget": ds.epsilon_budget if ds.differential_privacy else 0.0,
+            "consumer_budget": ds.consumer_budget if ds.differential_privacy else 0.0,
         }
 
     def budget(self, dataset: int, consumer: str) -> dict[str, Any]:
@@ -485,7 +507,8 @@ class JobService:
         except JobRefused as exc:
             raise JobNotFound(str(exc)) from None
         total = ds.epsilon_budget if ds.differential_privacy else 0.0
-        out = self.budgets.budget(dataset, consumer, total).to_json()
+        cap = ds.consumer_budget if ds.differential_privacy else 0.0
+        out = self.budgets.budget(dataset, consumer, total, cap).to_json()
         out["differential_privacy"] = ds.differential_privacy
         return out
 
@@ -532,11 +555,21 @@ class JobService:
         return req.owner
 
     def review(self, job: int) -> Review:
-        """The job and its code, for the owner to read."""
+        """The job and its code, for the owner to read; on a dataset that requires DP,
+        whether the code is one of the node's DP algorithms (if not, it is not DP)."""
+        info = self.status(job)
+        pin = self._store.pin(job)
+        configured = self.datasets.get(info.dataset)
+        required = (
+            pin.differential_privacy
+            if pin is not None
+            else bool(configured is not None and configured.differential_privacy)
+        )
         return Review(
-            self.status(job),
+            info,
             self._store.code(job).decode("utf-8", "replace"),
             self._store.params(job),
+            dp_review_note(bytes.fromhex(info.algorithm)) if required else None,
         )
 
     def approve(self, job: int) -> JobInfo:
@@ -655,7 +688,7 @@ class JobService:
                 job,
                 ok,
                 result_hash,
-                round(epsilon * 1000),
+                math.ceil(round(epsilon * 1000, 6)),  # milli-epsilon, never rounded down
                 ("ok" if ok else reason)[:256],
             )
         self._store.set(

@@ -1,26 +1,44 @@
-"""Mock data: a synthetic, schema-preserving sample of a table, never a real row.
+"""Mock data: a synthetic table with a dataset's columns, made from its declared schema
+and coarse, differentially private marginals — never a copied value.
 
-Consumers write and test algorithms on the mock before paying (PySyft's pattern).
-Each column is drawn on its own, which breaks the joint distribution of real
-records (no row is a real person's):
+Consumers write and test algorithms on the mock before paying (PySyft's pattern). A
+mock is public, so it must not leak what the dataset keeps private: no name, ID or
+other cell of the real table appears in it except by the chance that a value drawn
+from a declared range equals one (a number, a category the owner declared).
 
-- categorical, text and boolean columns: values drawn from the observed values,
-  with their observed frequencies;
-- numeric columns: values drawn from the column (a shuffle with replacement) plus
-  Gaussian noise of 10% of the column's standard deviation, kept inside the
-  observed range; integer columns are rounded back to integers;
-- dates and durations: drawn and jittered by 5% of the observed span (at least
-  a day for dates);
-- missing values keep their observed share.
+How each column is drawn, on its own (the columns' joint distribution is not kept,
+so no row is a real person's):
 
-Same columns, same order, same dtypes. Then every mock row that equals a real row
-is redrawn (up to 50 times); if some still do, the table has too few distinct
-values to mock and :class:`MockError` is raised.
+- the column's *type* comes from ``schema`` (``{"type": "int"}``, the types of the
+  metadata's columns) or else from the frame's dtype;
+- ``category``/``str`` with declared ``values``: drawn from those values with noisy
+  frequencies; without declared values, synthetic tokens ``<column>-<number>`` (the
+  real values are never read, so names and IDs cannot leak);
+- ``bool``: noisy frequencies of true and false;
+- ``int``/``float`` with declared ``bounds`` ``[lower, upper]``: a noisy histogram of
+  ten equal bins over the bounds, a value drawn uniformly in a drawn bin; without
+  bounds, a noisy histogram over fixed decades (0, ±(10^k, 10^(k+1)] for k from -3
+  to 9), a value drawn log-uniformly in a drawn decade; ``int`` values are rounded;
+- ``datetime``/``date`` with declared ``bounds`` (ISO dates): ten equal bins over
+  them; without, decades from 1900 to 2100; ``date`` values are whole days;
+- every column also has a noisy count of missing cells, kept as missing.
+
+Privacy: each column's histogram (its bins plus "missing") changes by one in one bin
+when one row is added or removed, so Laplace noise of scale ``1 / epsilon_column``
+makes it epsilon_column-DP, with ``epsilon_column = epsilon / number of columns``
+(sequential composition: the whole mock is `epsilon`-DP, 1.0 by default). Counts
+below three noise scales are then dropped (post-processing, which costs nothing),
+so that bins the data does not fill rarely appear. Bins and bounds never come from
+the data. The number of rows is the caller's (default 100), not the table's. The
+noise comes from fresh entropy unless `seed` is given (for tests: whoever knows the
+seed can redraw the noise).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -29,85 +47,197 @@ from datagora.compute.errors import MockError
 
 __all__ = ["make_mock"]
 
-_ATTEMPTS = 50
+_TYPES: Final = ("int", "float", "bool", "str", "category", "datetime", "date")
+_BINS: Final = 10
+_DECADES: Final = range(-3, 10)
+_THRESHOLD: Final = 3.0  # noise scales under which a noisy count is dropped
+_NS_PER_DAY: Final = 86_400 * 10**9
 
 
-def _column(series: pd.Series[Any], n: int, rng: np.random.Generator) -> pd.Series[Any]:
+def _type_of(series: pd.Series[Any]) -> str:
     dtype = series.dtype
-    present = series.dropna()
-    missing_share = 1.0 - len(present) / len(series) if len(series) else 0.0
-    if len(present) == 0:
-        return pd.Series([series.iloc[0] if len(series) else None] * n, dtype=dtype)
-    if (
-        isinstance(dtype, pd.CategoricalDtype)
-        or pd.api.types.is_bool_dtype(dtype)
-        or pd.api.types.is_object_dtype(dtype)
-        or pd.api.types.is_string_dtype(dtype)
-    ):
-        counts = present.value_counts()
-        values = rng.choice(len(counts), size=n, p=(counts / counts.sum()).to_numpy())
-        out = pd.Series(counts.index.to_numpy()[values], dtype=dtype)
-    elif pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
-        base = present.to_numpy()
-        ints = base.view("int64") if base.dtype.kind in "mM" else present.astype("int64").to_numpy()
-        drawn = rng.choice(ints, size=n)
-        span = float(ints.max() - ints.min())
-        unit, count = np.datetime_data(base.dtype)
-        day = int(np.timedelta64(1, "D") / np.timedelta64(count, unit))  # type: ignore[call-overload]
-        floor = day if pd.api.types.is_datetime64_any_dtype(dtype) else 1
-        width = max(0.05 * span, floor)
-        jittered = drawn + rng.normal(0.0, width, size=n).astype("int64")
-        if base.dtype.kind == "M" and not (ints % day).any():
-            jittered = jittered // day * day  # observed dates are whole days: keep them so
-        out = pd.Series(jittered.astype(base.dtype), dtype=dtype)
-    elif pd.api.types.is_numeric_dtype(dtype):
-        values = present.to_numpy(dtype=float)
-        drawn = rng.choice(values, size=n)
-        std = float(values.std()) or 1.0
-        noisy = np.clip(drawn + rng.normal(0.0, 0.1 * std, size=n), values.min(), values.max())
-        if pd.api.types.is_integer_dtype(dtype):
-            noisy = np.rint(noisy)
-        out = pd.Series(noisy).astype(dtype)
-    else:
-        raise MockError(f"column {series.name!r} has a dtype ({dtype}) mock data cannot draw")
-    if missing_share > 0:
-        mask = rng.random(n) < missing_share
-        out = out.mask(mask)
-        if out.dtype != dtype:
-            out = out.astype(dtype)
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    return "str"
+
+
+def _noisy(counts: np.ndarray[Any, Any], epsilon: float, rng: np.random.Generator) -> Any:
+    """Laplace-noised counts, small ones dropped, as probabilities (uniform if none is left)."""
+    scale = 1.0 / epsilon
+    noisy = counts + rng.laplace(0.0, scale, size=counts.shape)
+    noisy[noisy < _THRESHOLD * scale] = 0.0
+    total = noisy.sum()
+    return noisy / total if total > 0 else None
+
+
+def _draw_bins(
+    counts: np.ndarray[Any, Any], epsilon: float, rows: int, rng: np.random.Generator
+) -> np.ndarray[Any, Any]:
+    """Drawn bin indices; the last bin is "missing" (only drawn if its noisy count stays)."""
+    p = _noisy(counts.astype(float), epsilon, rng)
+    if p is None:  # nothing survived the noise: uniform over the non-missing bins
+        p = np.r_[np.full(len(counts) - 1, 1.0 / (len(counts) - 1)), 0.0]
+    return rng.choice(len(counts), size=rows, p=p)
+
+
+def _numeric(
+    values: np.ndarray[Any, Any],
+    missing: int,
+    bounds: tuple[float, float] | None,
+    epsilon: float,
+    rows: int,
+    rng: np.random.Generator,
+) -> np.ndarray[Any, Any]:
+    """Floats drawn from a noisy histogram (NaN for missing)."""
+    if bounds is not None:
+        lower, upper = bounds
+        edges = np.linspace(lower, upper, _BINS + 1)
+        index = np.clip(
+            np.searchsorted(edges, np.clip(values, lower, upper), "right") - 1, 0, _BINS - 1
+        )
+        counts = np.r_[np.bincount(index, minlength=_BINS), missing]
+        drawn = _draw_bins(counts, epsilon, rows, rng)
+        out = np.full(rows, np.nan)
+        ok = drawn < _BINS
+        out[ok] = rng.uniform(edges[drawn[ok]], edges[drawn[ok] + 1])
+        return out
+    # Decades: bin 0 is |v| < 10^-3, then +decades, then -decades.
+    decades = len(_DECADES)
+    magnitude = np.log10(np.maximum(np.abs(values), 1e-300))
+    k = np.clip(np.floor(magnitude).astype(int) - _DECADES[0], 0, decades - 1)
+    index = np.where(np.abs(values) < 10.0 ** _DECADES[0], 0, 1 + k + decades * (values < 0))
+    counts = np.r_[np.bincount(index, minlength=1 + 2 * decades), missing]
+    drawn = _draw_bins(counts, epsilon, rows, rng)
+    out = np.full(rows, np.nan)
+    zero = drawn == 0
+    out[zero] = 0.0
+    signed = (drawn > 0) & (drawn <= 2 * decades)
+    exponent = (drawn[signed] - 1) % decades + _DECADES[0] + rng.random(int(signed.sum()))
+    sign = np.where(drawn[signed] > decades, -1.0, 1.0)
+    out[signed] = sign * 10.0**exponent
     return out
 
 
-def _row_keys(frame: pd.DataFrame) -> pd.Series[Any]:
-    return pd.util.hash_pandas_object(frame.astype(str), index=False)
+def _bounds(spec: Mapping[str, Any], name: str, dates: bool) -> tuple[float, float] | None:
+    raw = spec.get("bounds")
+    if raw is None:
+        return None
+    if not (isinstance(raw, Sequence) and len(raw) == 2):
+        raise MockError(f"schema[{name!r}].bounds must be [lower, upper]")
+    try:
+        if dates:
+            lower, upper = (float(pd.Timestamp(v).value) for v in raw)
+        else:
+            lower, upper = float(raw[0]), float(raw[1])
+    except (TypeError, ValueError):
+        raise MockError(f"schema[{name!r}].bounds must be [lower, upper]") from None
+    if not (math.isfinite(lower) and math.isfinite(upper) and lower < upper):
+        raise MockError(f"schema[{name!r}].bounds must be finite with lower < upper")
+    return lower, upper
 
 
-def make_mock(frame: pd.DataFrame, rows: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """A synthetic table with `frame`'s schema and `rows` rows (default: as many as `frame`)."""
-    n = len(frame) if rows is None else rows
-    if n < 0:
+def _column(
+    name: str,
+    series: pd.Series[Any],
+    spec: Mapping[str, Any],
+    epsilon: float,
+    rows: int,
+    rng: np.random.Generator,
+) -> pd.Series[Any]:
+    kind = spec.get("type") or _type_of(series)
+    if kind not in _TYPES:
+        raise MockError(f"schema[{name!r}].type must be one of {', '.join(_TYPES)}")
+    present = series.notna().to_numpy()
+    missing = int((~present).sum())
+    if kind in ("str", "category", "bool"):
+        values = list(spec.get("values", [False, True] if kind == "bool" else []))
+        if not values:
+            # Never read the values: synthetic tokens, with a noisy share of missing.
+            counts = np.array([int(present.sum()), missing])
+            drawn = _draw_bins(counts, epsilon, rows, rng)
+            tokens = rng.integers(0, 10**6, size=rows)
+            synthetic = [
+                f"{name}-{t:06d}" if d == 0 else None for d, t in zip(drawn, tokens, strict=True)
+            ]
+            return pd.Series(synthetic, dtype="object")
+        text = series.astype(str).to_numpy()
+        counts = np.array([int((present & (text == str(v))).sum()) for v in values] + [missing])
+        drawn = _draw_bins(counts, epsilon, rows, rng)
+        picked = [values[d] if d < len(values) else None for d in drawn]
+        if kind == "bool":
+            return pd.Series(picked, dtype="boolean")
+        return pd.Series(picked, dtype="category" if kind == "category" else "object")
+    if kind in ("datetime", "date"):
+        stamps = pd.to_datetime(series, errors="coerce")
+        ok = stamps.notna().to_numpy()
+        ns = stamps[ok].astype("datetime64[ns]").astype("int64").to_numpy(dtype=float)
+        bounds = _bounds(spec, name, dates=True)
+        if bounds is None:
+            edges = [float(pd.Timestamp(f"{y}-01-01").value) for y in range(1900, 2101, 10)]
+            index = np.clip(np.searchsorted(edges, ns, "right") - 1, 0, len(edges) - 2)
+            counts = np.r_[np.bincount(index, minlength=len(edges) - 1), int((~ok).sum())]
+            drawn = _draw_bins(counts, epsilon, rows, rng)
+            out = np.full(rows, np.nan)
+            fine = drawn < len(edges) - 1
+            lo, hi = np.asarray(edges)[drawn[fine]], np.asarray(edges)[drawn[fine] + 1]
+            out[fine] = rng.uniform(lo, hi)
+        else:
+            out = _numeric(ns, int((~ok).sum()), bounds, epsilon, rows, rng)
+        if kind == "date":
+            out = np.floor(out / _NS_PER_DAY) * _NS_PER_DAY
+        return pd.Series(pd.to_datetime(pd.Series(out), unit="ns"))
+    numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+    ok = ~np.isnan(numbers)
+    bounds = _bounds(spec, name, dates=False)
+    drawn_values = _numeric(numbers[ok], int((~ok).sum()), bounds, epsilon, rows, rng)
+    if kind == "int":
+        drawn_values = np.rint(drawn_values)
+        if bounds is not None:
+            drawn_values = np.clip(drawn_values, math.ceil(bounds[0]), math.floor(bounds[1]))
+        if not np.isnan(drawn_values).any():
+            return pd.Series(drawn_values.astype("int64"))
+        return pd.Series(drawn_values).astype("Int64")
+    return pd.Series(drawn_values)
+
+
+def make_mock(
+    frame: pd.DataFrame,
+    rows: int = 100,
+    *,
+    epsilon: float = 1.0,
+    schema: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
+    """A synthetic table with `frame`'s columns (same names, same order) and `rows`
+    rows, `epsilon`-DP with respect to `frame`'s rows (see the module docstring).
+
+    `schema` declares, per column, ``type`` (``int``, ``float``, ``bool``, ``str``,
+    ``category``, ``datetime``, ``date``), ``bounds`` (``[lower, upper]``; ISO dates
+    for dates) and ``values`` (the allowed values of a ``str``/``category`` column).
+    Undeclared columns take their type from the dtype and have no bounds or values.
+    """
+    if rows < 0:
         raise MockError("rows must be ≥ 0")
-    if len(frame) == 0:
-        raise MockError("cannot mock an empty table")
+    if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
+        raise MockError("epsilon must be a positive finite number")
+    if len(frame.columns) == 0:
+        raise MockError("cannot mock a table without columns")
+    schema = schema or {}
+    unknown = sorted(set(schema) - {str(c) for c in frame.columns})
+    if unknown:
+        raise MockError(f"the schema names columns the table does not have: {unknown}")
     rng = np.random.default_rng(seed)
-
-    def draw(count: int) -> pd.DataFrame:
-        return pd.DataFrame(
-            {name: _column(frame[name], count, rng).to_numpy() for name in frame.columns}
-        ).astype(frame.dtypes.to_dict())
-
-    mock = draw(n)
-    real = set(_row_keys(frame).tolist())
-    for _ in range(_ATTEMPTS):
-        clash = _row_keys(mock).isin(real).to_numpy()
-        if not clash.any():
-            break
-        mock.loc[clash] = draw(int(clash.sum())).to_numpy()
-        mock = mock.astype(frame.dtypes.to_dict())
-    else:
-        if _row_keys(mock).isin(real).any():
-            raise MockError(
-                "the table has too few distinct values: mock rows keep matching real rows"
-            )
+    per_column = epsilon / len(frame.columns)
+    columns = {
+        name: _column(str(name), frame[name], schema.get(str(name), {}), per_column, rows, rng)
+        for name in frame.columns
+    }
+    mock = pd.DataFrame({name: col.reset_index(drop=True) for name, col in columns.items()})
     mock.columns = frame.columns
-    return mock.reset_index(drop=True)
+    return mock

@@ -235,7 +235,12 @@ def create_compute_app(
     ) -> dict[str, Any]:
         owner(authorization, x_datagora_request, "review", job)
         review = service.review(job)
-        return {"job": review.job.to_json(), "code": review.code, "params": review.params}
+        return {
+            "job": review.job.to_json(),
+            "code": review.code,
+            "params": review.params,
+            "differential_privacy": review.differential_privacy,
+        }
 
     @app.post("/owner/jobs/{job}/approve")
     def owner_approve(

@@ -65,6 +65,9 @@ class StoredDataset:
     service_id: int
     differential_privacy: bool
     epsilon_budget: float
+    """The dataset's DP budget, shared by every consumer."""
+    consumer_budget: float = 0.0
+    """What one consumer may spend of it (0: no cap)."""
 
 
 def _suffix(head: bytes) -> str:
@@ -90,10 +93,12 @@ class StoredDatasets:
         source: DatasetSource,
         *,
         epsilon_budget: float = 3.0,
+        consumer_budget: float = 0.0,
     ) -> None:
         self.ledger = ledger
         self.operator = operator
         self.epsilon_budget = epsilon_budget
+        self.consumer_budget = consumer_budget
         self.source = source
 
     def describe(self, dataset: int) -> StoredDataset:
@@ -123,6 +128,7 @@ class StoredDatasets:
             offer.service_id,
             offer.differential_privacy,
             self.epsilon_budget if offer.differential_privacy else 0.0,
+            self.consumer_budget if offer.differential_privacy else 0.0,
         )
 
     def fetch(self, pinned: StoredDataset, folder: Path) -> Path:

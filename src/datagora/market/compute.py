@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from datagora.compute.algorithms import BUILTIN_FILES, DP_ALGORITHMS, dp_algorithm_hashes, source
 from datagora.compute.client import ComputeClient, extract_archive
 from datagora.compute.errors import ComputeError, JobRefused
 from datagora.compute.federated import (
@@ -62,11 +63,9 @@ __all__ = [
     "train",
 ]
 
-BUILTIN_ALGORITHMS: dict[str, str] = {
-    "fedavg-logistic": FEDAVG_ALGORITHM,
-    "fedavg-logistic-dp": FEDAVG_DP_ALGORITHM,
-}
-"""Algorithms known by name (``--algorithm fedavg-logistic``, ``fedavg-logistic-dp``)."""
+BUILTIN_ALGORITHMS: dict[str, str] = {name: source(name) for name in BUILTIN_FILES}
+"""Algorithms known by name (``--algorithm fedavg-logistic``, ``fedavg-logistic-dp``,
+``dp-query``); the last two are the compute nodes' DP algorithms."""
 
 
 def load_algorithm(algorithm: str | Path) -> str:
@@ -96,27 +95,54 @@ def offer_compute(
     service: int = 1,
     days: int = 1,
     differential_privacy: bool | None = None,
+    untrusted: Sequence[str] = (),
 ) -> dict[str, Any]:
     """As the dataset's owner: offer a compute service on it — listed in its metadata
     (a new version if the metadata changes), set on chain with orders lasting `days` —
     and trust the algorithms whose code is in `trusted` (their SHA-256 on chain);
-    other algorithms wait for the owner's review. `differential_privacy` True makes
-    every job declare epsilon and bounds and spend from a per-consumer budget (the
-    compute node's); None keeps what the metadata says."""
+    other algorithms wait for the owner's review; `untrusted` (code, or the SHA-256 in
+    hex) stops trusting algorithms. `differential_privacy` True makes every job declare
+    epsilon and bounds and spend from the dataset's budget (the compute node's); None
+    keeps what the metadata says. With DP, only the nodes' DP algorithms
+    (``fedavg-logistic-dp``, ``dp-query``) may be trusted: trusting other code would let
+    it run on raw rows unreviewed, so that is refused (:class:`ConfigError`), changing
+    nothing."""
     from datagora.compute.jobs import algorithm_hash
 
     if days <= 0:
         raise ConfigError("an order must last at least one day")
     me = market.identity
     hashes = [algorithm_hash(code.encode()) for code in trusted]
+    dropped = {
+        code.lower()
+        if len(code) == 64 and all(c in "0123456789abcdefABCDEF" for c in code)
+        else algorithm_hash(code.encode()).hex()
+        for code in untrusted
+    }
     meta = market.metadata(dataset)
     entry = next((s for s in meta.services if s.type == "compute"), None)
     if entry is not None and entry.id != service:
         raise ConfigError(f"dataset {dataset} already offers compute as service {entry.id}")
     listed = set(entry.trusted_algorithms) if entry is not None else set()
-    wanted = listed | {h.hex() for h in hashes}
+    wanted = (listed | {h.hex() for h in hashes}) - dropped
     had_dp = bool(entry and entry.differential_privacy)
     want_dp = had_dp if differential_privacy is None else differential_privacy
+    if want_dp:
+        dp_hashes = {h.hex() for h in dp_algorithm_hashes()}
+        not_dp = sorted(wanted - dp_hashes)
+        if not_dp:
+            names = {
+                h.hex(): n
+                for n, code in BUILTIN_ALGORITHMS.items()
+                for h in [algorithm_hash(code.encode())]
+            }
+            shown = ", ".join(names.get(h, h[:16] + "…") for h in not_dp)
+            raise ConfigError(
+                f"dataset {dataset} requires differential privacy, but {shown} is not one of "
+                f"the compute nodes' DP algorithms ({', '.join(DP_ALGORITHMS)}): trusted, it "
+                "would run on raw rows unreviewed. Trust only DP algorithms (untrust the "
+                "others); other code waits for your review"
+            )
     updated = entry is None or wanted != listed or want_dp != had_dp
     if updated:
         doc = meta.model_dump(mode="json", exclude_none=True)
@@ -134,12 +160,16 @@ def offer_compute(
         )
         market.update_metadata(dataset, doc)
     market.ledger.datatoken(dataset).set_service(me.account, service, days * 86_400)
+    for gone in sorted(dropped):
+        market.ledger.compute.set_trusted(me.account, dataset, bytes.fromhex(gone), False)
     for h in hashes:
-        market.ledger.compute.set_trusted(me.account, dataset, h, True)
+        if h.hex() not in dropped:
+            market.ledger.compute.set_trusted(me.account, dataset, h, True)
     return {
         "dataset": dataset,
         "service": service,
-        "trusted": [h.hex() for h in hashes],
+        "trusted": [h.hex() for h in hashes if h.hex() not in dropped],
+        "untrusted": sorted(dropped),
         "differential_privacy": want_dp,
         "metadata_updated": updated,
     }
@@ -323,6 +353,7 @@ def train(
     timeout: float = 300.0,
     on_job: Callable[[int, dict[str, Any]], None] | None = None,
     dp: dict[str, Any] | None = None,
+    classes: Sequence[Any] = (0, 1),
 ) -> FederatedModel:
     """Federated training over `datasets`: one compute job per dataset per round on its
     owner's node (``nodes`` maps a dataset to its node; default the network's).
@@ -332,8 +363,9 @@ def train(
     ``dp={"epsilon": e, "bounds": {feature: [lower, upper]}}``: one round of
     ``fedavg-logistic-dp`` spending `e` on every dataset (see
     :mod:`datagora.compute.federated`); ``model.epsilon`` maps each dataset to the
-    epsilon spent. Every node is asked whether it serves its dataset (and whether the
-    owner requires DP) before anything is ordered."""
+    epsilon spent; `classes` are the target's two values (negative, positive), declared
+    rather than read from the data. Every node is asked whether it serves its dataset
+    (and whether the owner requires DP) before anything is ordered."""
     if len(set(datasets)) != len(datasets) or not datasets:
         raise ConfigError("give one or more distinct datasets")
     if rounds is not None and rounds < 1:
@@ -389,6 +421,7 @@ def train(
             algorithm=code,
             on_job=on_job,
             dp=dp,
+            classes=classes,
         )
     finally:
         for client in clients.values():

@@ -43,12 +43,20 @@ from datagora.ledger.errors import NotFound
 from datagora.market.errors import NoSuchDataset
 from datagora.storage.client import StorageClient
 from datagora.storage.download import DownloadReport
-from datagora.storage.metadata import Metadata, PublisherKeys, build_metadata, parse_metadata
+from datagora.storage.metadata import (
+    Metadata,
+    MockData,
+    PublisherKeys,
+    build_metadata,
+    parse_metadata,
+)
 from datagora.storage.pipeline import EncodingParams, new_dataset_id
 from datagora.storage.records import KVStore
 from datagora.storage.upload import UploadResult
 
 Progress = Callable[[int, int], None]
+MAX_MOCK_BYTES = 16 << 20
+"""What storage nodes keep of a public document (``retention``'s limit)."""
 
 
 def record_key(identity: Identity) -> X25519PrivateKey:
@@ -142,12 +150,16 @@ class Marketplace:
         k: int = 4,
         n: int = 6,
         progress: Progress | None = None,
+        mock: bytes | None = None,
     ) -> PublishedDataset:
         """Encrypt, erasure-code and store `src`, then publish it on chain in one transaction.
 
         `metadata` without ``services`` gets one download service matching the
         pricing: `price` for a fixed price, free otherwise, and the approval policy
         when there is no price at all (``Pricing.NONE``: access only by grant).
+        `mock` (the bytes of a public synthetic sample, e.g. the CSV of
+        :func:`datagora.compute.mock.make_mock`) is stored in the clear with the
+        metadata, which names it (``mock``: its URI and SHA-256).
         """
         if self.endpoints.on_publish is not None:
             self.endpoints.on_publish(self.identity)
@@ -162,9 +174,15 @@ class Marketplace:
             umbral_public_key=owner.umbral_public_key.hex(), verifying_key=owner.verifying_key.hex()
         )
         meta = meta.model_copy(update={"publisher_keys": keys})
+        storage = self.storage()
+        if mock is not None:
+            if len(mock) > MAX_MOCK_BYTES:
+                raise ConfigError(f"mock data is limited to {MAX_MOCK_BYTES} bytes")
+            mock_hash = storage.put_blob(bytes(mock), "mock data")
+            mock_entry = MockData(uri=datagora_uri(mock_hash), sha256=mock_hash.hex())
+            meta = meta.model_copy(update={"mock": mock_entry})
         meta = build_metadata(meta.model_dump(mode="json", exclude_none=True))  # re-validate
         raw_meta = meta.to_bytes()
-        storage = self.storage()
         # The data key is wrapped to the delegating key of this dataset version; the
         # token id is only known once mined, so it is predicted (see below if wrong).
         predicted = self.ledger.data_nft.dataset_count() + 1
