@@ -39,9 +39,7 @@ def test_dp_offer_trusts_only_dp_algorithms_and_dp_query_runs(tmp_path: Path) ->
         owner.offer_compute(dataset, ["fedavg-logistic"])
         with pytest.raises(ConfigError, match="untrust"):
             owner.offer_compute(dataset, ["dp-query"], dp=True)
-        offered = owner.offer_compute(
-            dataset, ["dp-query"], dp=True, untrusted=["fedavg-logistic"]
-        )
+        offered = owner.offer_compute(dataset, ["dp-query"], dp=True, untrusted=["fedavg-logistic"])
         assert offered["differential_privacy"] is True and offered["untrusted"] == [fedavg.hex()]
         assert not owner.ledger.compute.is_trusted(dataset, fedavg)
         researcher = owner.account(2)
