@@ -35,7 +35,6 @@ from datagora.node.network import load_network
 if TYPE_CHECKING:
     from datagora.compute.client import ComputeClient
     from datagora.compute.federated import FederatedModel
-    from datagora.ledger import Tx
     from datagora.market.compute import Job as MarketJob
     from datagora.market.compute import OwnerClient
     from datagora.node.embedded import EmbeddedNetwork
@@ -250,14 +249,11 @@ class Market(Marketplace):
             untrusted=dropped,
         )
 
-    def untrust(self, dataset: int, algorithm: str | Path) -> Tx:
+    def untrust(self, dataset: int, algorithm: str | Path) -> dict[str, Any]:
         """As the owner: stop trusting `algorithm` (a file, code or built-in name) on
-        `dataset`; its next jobs wait for your review. Jobs already approved stay so."""
-        from datagora.compute.jobs import algorithm_hash
-        from datagora.market.compute import load_algorithm
-
-        digest = algorithm_hash(load_algorithm(algorithm).encode())
-        return self.ledger.compute.set_trusted(self.identity.account, dataset, digest, False)
+        `dataset`, on chain and in the metadata's offer; its next jobs wait for your
+        review. Jobs already approved stay so."""
+        return self.offer_compute(dataset, (), untrusted=[algorithm])
 
     def job(self, job: int, node: str | None = None) -> Job:
         """A handle on one of your earlier compute jobs, by id."""
