@@ -323,6 +323,8 @@ def _wrap(
             bw += ["--ro-bind", top, top]
     bw += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     bw += ["--proc", "/proc", "--dev", "/dev"]
+    # /tmp first: a directory bound below it (a venv in /tmp) then stays visible.
+    bw += ["--bind", str(work / "tmp"), "/tmp"]
     # bwrap would make the parents of a bind with their host modes (/root: 0700).
     parents = {str(p) for _, dest in binds for p in Path(dest).parents if str(p) != "/"}
     parents |= {JOB_ROOT, os.path.dirname(_RUNNER_INSIDE)}
@@ -335,7 +337,6 @@ def _wrap(
     bw += ["--ro-bind", str(root / "in"), f"{JOB_ROOT}/in"]
     bw += ["--bind", str(work), f"{JOB_ROOT}/work"]
     bw += ["--ro-bind", str(_RUNNER), _RUNNER_INSIDE]
-    bw += ["--symlink", f"{JOB_ROOT}/work/tmp", "/tmp"]
     bw += ["--remount-ro", "/", "--seccomp", str(seccomp_fd), "--chdir", JOB_ROOT]
     drop: list[str] = []
     if uid is not None:
@@ -344,18 +345,19 @@ def _wrap(
     bw += list(command)
 
     q = shlex.quote
+    # Relative paths from the job directory (the working directory): the sandbox uid
+    # may not be able to traverse the scratch directory's parents.
     opts = f"size={limits.disk_bytes},nr_inodes={limits.files},mode=0700,nosuid,nodev"
     if uid is not None:
         opts += f",uid={uid},gid={uid}"
     setup = _runner.EXIT_SETUP
     script = [f"echo $$ > {q(procs)} || exit {setup}" for procs in cgroup_procs]
     script += [
-        f"mount -t tmpfs -o {opts} datagora-job {q(str(work))} || exit {setup}",
+        f"mount -t tmpfs -o {opts} datagora-job work || exit {setup}",
+        f"mkdir -m 1777 work/tmp || exit {setup}",
         '"$@"',
         "rc=$?",
         # The job's processes are gone (its PID namespace died with bwrap's child).
-        # Relative paths from the job directory (the cwd): the sandbox uid may not be
-        # able to traverse the scratch directory's parents.
         f"if [ -d work/output ]; then {' '.join(drop)} cp -R work/output/. out/ "
         f"|| {{ [ $rc = 0 ] && rc={_runner.EXIT_OUTPUT}; }}; fi",
         "exit $rc",
@@ -665,8 +667,8 @@ class Sandbox:
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": f"{inside}/work/home",
-            "TMPDIR": f"{inside}/work/tmp",
-            "MPLCONFIGDIR": f"{inside}/work/tmp",
+            "TMPDIR": "/tmp" if boxed else f"{inside}/work/tmp",
+            "MPLCONFIGDIR": "/tmp" if boxed else f"{inside}/work/tmp",
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
             "OMP_NUM_THREADS": "1",
