@@ -353,7 +353,7 @@ def _wrap(
     setup = _runner.EXIT_SETUP
     script = [f"echo $$ > {q(procs)} || exit {setup}" for procs in cgroup_procs]
     script += [
-        f"mount -t tmpfs -o {opts} datagora-job work || exit {setup}",
+        f"mount -n -i -t tmpfs -o {opts} datagora-job work || exit {setup}",
         f"mkdir -m 1777 work/tmp || exit {setup}",
         '"$@"',
         "rc=$?",
