@@ -253,13 +253,21 @@ def test_escapes_are_contained_when_the_node_is_nobody(
 
 
 def test_the_node_refuses_jobs_without_bubblewrap_unless_allowed(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # A machine without bwrap, as the probe reports it.
     missing = "bubblewrap (bwrap) is not installed: 'make setup' as root installs it"
     monkeypatch.setitem(sandbox_module._probe_cache, os.geteuid(), missing)
     with pytest.raises(SandboxUnavailable, match="--allow-weak-sandbox"):
         Sandbox()
-    weak = Sandbox(allow_weak=True)
+    # The default scratch directory (/tmp): the weak mode's uid must reach the job's.
+    weak = Sandbox(Limits(**LIMITS), allow_weak=True)
     assert weak.isolation is Isolation.WEAK
     assert weak.describe()["sandbox"] == "weak"
+    # The weak mode still runs jobs (as the sandbox uid when root), and says so.
+    data = tmp_path / "table.csv"
+    data.write_text("a,b\n1,2\n3,4\n5,6\n")
+    with weak.run(GOOD.encode(), {1: data}, {}) as run:
+        assert run.ok, (run.reason, run.stderr)
+        assert run.isolation is Isolation.WEAK
+        assert (run.output_dir / "summary.txt").read_text() == "rows=4"

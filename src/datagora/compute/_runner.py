@@ -6,10 +6,10 @@ filter) or, in the weak mode an operator must allow explicitly, directly. It
 
 1. signals on ``ready_fd`` that the sandbox was set up (so the node can tell a
    sandbox that could not start from an algorithm that failed), then closes it;
-2. makes the job's ``work/{output,tmp,home}`` directories;
-3. sets the resource limits (CPU seconds, address space, file size, processes,
+2. sets the resource limits (CPU seconds, address space, file size, processes,
    open files) and ``PR_SET_NO_NEW_PRIVS``; in the weak mode it also drops to the
    sandbox uid/gid when started as root;
+3. makes the job's ``work/{output,tmp,home}`` directories;
 4. imports ``in/algorithm.py`` by path and calls ``run(inputs, params, output_dir)``.
 
 The outcome is reported by exit status only (see :data:`EXIT_REASONS` in
@@ -180,12 +180,13 @@ def main() -> int:
             os.write(ready, b"1")
             os.close(ready)
         root = cfg["root"]
+        _set_limits(cfg["limits"])
+        _drop_privileges(cfg.get("uid"), cfg.get("gid"))
+        # After the drop: the job's own directories belong to the job's uid.
         work = os.path.join(root, "work")
         for name in ("output", "tmp", "home"):
             os.makedirs(os.path.join(work, name), mode=0o700, exist_ok=True)
         os.chdir(work)
-        _set_limits(cfg["limits"])
-        _drop_privileges(cfg.get("uid"), cfg.get("gid"))
         signal.signal(signal.SIGXCPU, _on_xcpu)
         # Writes past RLIMIT_FSIZE then fail with EFBIG instead of killing silently.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

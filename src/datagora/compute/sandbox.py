@@ -539,7 +539,8 @@ class Sandbox:
     default one in 61000–64999 from the process id and a counter (a uid of its own
     keeps the process limit and the weak mode's clean-up per sandbox): give nodes
     explicit uids in production. When the node is not root, jobs run as uid 65534 in
-    a user namespace of the node's uid.
+    a user namespace of the node's uid. In the weak mode, the sandbox uid must be able
+    to reach ``scratch_dir`` (the default, the system's temporary directory, is).
     """
 
     def __init__(
