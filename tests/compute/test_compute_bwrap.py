@@ -206,17 +206,18 @@ def test_escapes_are_contained_when_the_node_is_nobody(
         (site / "node-deps.pth").write_text("\n".join(deps) + "\n")
         shutil.copytree(Path(datagora.__file__).parent, base / "code" / "datagora")
         shutil.copy(Path(__file__).with_name("sandbox_driver.py"), base / "driver.py")
-        key = _secret_file(base / "keys" / "owner.key", 0o600)
+        # Its key inside a directory the sandbox binds (the venv): `hide` covers it there.
+        key = _secret_file(venv / "keys" / "owner.key", 0o600)
         token = _secret_file(base / "elsewhere" / ".datagora" / "owner-token", 0o600)
         data = base / "data" / "table.csv"
         data.parent.mkdir()
         data.write_text("a,b\n1,2\n3,4\n5,6\n")
         (base / "scratch").mkdir()
-        read_only = [site, venv, base / "code" / "datagora", Path(deps[-1])]
+        read_only = [site, venv, key.parent, base / "code" / "datagora", Path(deps[-1])]
         cases = escapes(loopback.port, [key, token, data], read_only)
         spec = {
             "scratch": str(base / "scratch"),
-            "hide": [str(base / "keys"), str(base / "elsewhere"), str(base / "data")],
+            "hide": [str(key.parent), str(base / "elsewhere"), str(base / "data")],
             "limits": LIMITS,
             "inputs": {"1": str(data)},
             "cases": {

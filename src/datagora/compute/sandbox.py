@@ -332,8 +332,8 @@ def _wrap(
         bw += ["--perms", "0755", "--dir", parent]
     for src, dest in binds:
         bw += ["--ro-bind", src, dest]
-    for path in hidden:
-        bw += ["--tmpfs", path]
+    for path in hidden:  # empty, tiny, read-only
+        bw += ["--size", "4096", "--perms", "0555", "--tmpfs", path, "--remount-ro", path]
     bw += ["--ro-bind", str(root / "in"), f"{JOB_ROOT}/in"]
     bw += ["--bind", str(work), f"{JOB_ROOT}/work"]
     bw += ["--ro-bind", str(_RUNNER), _RUNNER_INSIDE]
