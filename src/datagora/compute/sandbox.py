@@ -442,6 +442,17 @@ class _JobCgroup:
                     time.sleep(0.01)
 
 
+def _remove_stale_cgroups(controllers: Sequence[str]) -> None:
+    """Remove the (empty) cgroups of jobs whose node process is gone (a crashed node)."""
+    for controller in controllers:
+        with contextlib.suppress(OSError):
+            for folder in (_CGROUPS / controller / "datagora").glob("job-*-*"):
+                owner = folder.name.split("-")[1]
+                if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+
+
 def _counter(folder: Path | None, name: str, key: str) -> int:
     if folder is None:
         return 0
@@ -579,6 +590,7 @@ class Sandbox:
                     if _inside(path, src) and path != src:
                         self.hidden.append(dest.rstrip("/") + path[len(src.rstrip("/")) :])
             self.controllers, note = _cgroup_controllers()
+            _remove_stale_cgroups(self.controllers)
             self.cgroups = ",".join(self.controllers) + (f" ({note})" if note else "")
             if not self.controllers:
                 self.cgroups = note
