@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test lint check bench clean
+.PHONY: setup sandbox demo test lint check bench clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,19 @@ node_modules/.stamp: package.json package-lock.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
-setup: $(VENV)/.stamp node_modules/.stamp
+setup: $(VENV)/.stamp node_modules/.stamp sandbox
+
+# bubblewrap runs compute jobs (docs/compute.md); libseccomp builds their syscall filter.
+# Installed from Debian when root; otherwise one line says how to get it.
+sandbox:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			out=$$( { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq bubblewrap libseccomp2; } 2>&1 ) || { echo "$$out"; exit 1; }; \
+		else \
+			echo "bubblewrap is missing: run 'make setup' as root or 'apt-get install bubblewrap' (compute nodes refuse jobs without it)"; \
+		fi; \
+	fi
 
 demo: setup
 	$(BIN)/datagora demo $(DEMO_ARGS)

@@ -1,8 +1,11 @@
 """`datagora bench compute`: what the sandbox and the job pipeline cost, and FedAvg vs central.
 
+- ``sandbox`` (``"bubblewrap"``, or ``"weak"`` where bwrap is missing and the weak mode
+  was allowed) and ``sandbox_cgroups`` (the cgroup v1 controllers used, or why none);
 - ``sandbox_noop_s_p50`` / ``bare_python_s_p50`` / ``sandbox_overhead_ratio``: a no-op
-  algorithm through :class:`Sandbox` (private dir, namespaces, runner, cleanup)
-  against a bare ``python -c pass`` subprocess, both measured here and now;
+  algorithm through :class:`Sandbox` (private dir, bwrap, seccomp, tmpfs, runner,
+  output copy, cleanup) against a bare ``python -c pass`` subprocess, both measured here
+  and now;
 - ``job_overhead_s_p50``: submit-to-decrypted-result through a real compute node on
   loopback (embedded chain: record + complete transactions), minus the same
   algorithm run directly on the same data in this process;
@@ -101,6 +104,8 @@ def run(samples: int = 7) -> dict[str, Any]:
             assert result.ok, result.reason
         boxed.append(time.perf_counter() - t)
     out["isolation"] = sandbox.isolation.value
+    out["sandbox"] = sandbox.isolation.value
+    out["sandbox_cgroups"] = sandbox.cgroups
     out["bare_python_s_p50"] = round(_p50(bare), 4)
     out["sandbox_noop_s_p50"] = round(_p50(boxed), 4)
     out["sandbox_overhead_ratio"] = round(_p50(boxed) / _p50(bare), 2)

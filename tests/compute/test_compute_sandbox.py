@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from compute_helpers import breast_cancer, compute_dataset, identity, running, write_csv
 
@@ -115,6 +116,8 @@ def test_escapes_fail_cleanly_and_the_node_keeps_serving(
         policy=OutputPolicy(max_output_bytes=8 << 20),
         chain_lock=threading.RLock(),
     ) as node:
+        health = httpx.get(f"{node.url}/health").json()
+        assert health["sandbox"] == "bubblewrap" and health["isolation"] == "bubblewrap"
         cases = escapes(node.port, world_readable_secret)
         # Chain calls from this thread happen only while the node is idle (the embedded
         # chain is not thread-safe): trust everything first, check the chain at the end.

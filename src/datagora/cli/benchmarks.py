@@ -100,7 +100,8 @@ def bench_access(as_json: JsonFlag = False) -> None:
 
 @bench_app.command("compute")
 def bench_compute(as_json: JsonFlag = False) -> None:
-    """Sandboxed job overhead vs a bare Python process; federated vs central accuracy.
+    """Sandboxed (bubblewrap) job overhead vs a bare Python process; federated vs central
+    accuracy.
 
     Example: datagora bench compute --json
     """

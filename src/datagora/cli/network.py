@@ -173,7 +173,7 @@ def node(
         typer.Option(help="compute: ID=PATH, a dataset this node computes on (repeat)."),
     ] = None,
     allow_weak_sandbox: Annotated[
-        bool, typer.Option(help="compute: run jobs even where no network namespace can be made.")
+        bool, typer.Option(help="compute: run jobs without bubblewrap (NO isolation).")
     ] = False,
     require_onchain_record: Annotated[
         bool,
@@ -238,7 +238,7 @@ def up(
     proxies: Annotated[int, typer.Option(help="Re-encryption proxies.")] = 3,
     threshold: Annotated[int, typer.Option(help="Proxies a consumer needs (t of m).")] = 2,
     allow_weak_sandbox: Annotated[
-        bool, typer.Option(help="compute: run jobs even where no network namespace can be made.")
+        bool, typer.Option(help="compute: run jobs without bubblewrap (NO isolation).")
     ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object when the network is ready.")

@@ -1,15 +1,16 @@
-"""The fixed program a sandboxed job runs: set up, drop privileges, import the algorithm, call it.
+"""The fixed program a sandboxed job runs: set up, import the algorithm, call it.
 
-Started by :mod:`datagora.compute.sandbox` as ``python -I _runner.py CONFIG_JSON``
-(inside ``unshare`` when namespaces are available). It
+Started by :mod:`datagora.compute.sandbox` as ``python -I -B runner.py CONFIG_JSON``,
+inside ``bwrap`` (already unprivileged, without capabilities, under the seccomp
+filter) or, in the weak mode an operator must allow explicitly, directly. It
 
-1. hides the host's scratch and data directories behind empty read-only tmpfs
-   mounts and binds the job's private directory at ``/tmp/job`` (mount namespace
-   mode only);
+1. signals on ``ready_fd`` that the sandbox was set up (so the node can tell a
+   sandbox that could not start from an algorithm that failed), then closes it;
 2. sets the resource limits (CPU seconds, address space, file size, processes,
-   open files) and ``PR_SET_NO_NEW_PRIVS``, then drops to the sandbox uid/gid when
-   started as real root;
-3. imports ``algorithm.py`` by path and calls ``run(inputs, params, output_dir)``.
+   open files) and ``PR_SET_NO_NEW_PRIVS``; in the weak mode it also drops to the
+   sandbox uid/gid when started as root;
+3. makes the job's ``work/{output,tmp,home}`` directories;
+4. imports ``in/algorithm.py`` by path and calls ``run(inputs, params, output_dir)``.
 
 The outcome is reported by exit status only (see :data:`EXIT_REASONS` in
 ``sandbox.py``): nothing the algorithm can write is trusted as a reason, so no
@@ -44,16 +45,9 @@ EXIT_CPU = 7
 EXIT_FILE_SIZE = 8
 EXIT_EPSILON = 9
 EXIT_NO_ENTRY = 10
+EXIT_DISK = 11
+EXIT_OUTPUT = 12
 
-JOB_ROOT_IN_SANDBOX = "/tmp/job"
-
-_MS_NOSUID = 2
-_MS_NODEV = 4
-_MS_NOEXEC = 8
-_MS_RDONLY = 1
-_MS_REMOUNT = 32
-_MS_BIND = 4096
-_MS_REC = 16384
 _PR_SET_NO_NEW_PRIVS = 38
 _NETWORK_ERRNOS = {
     errno.ENETUNREACH,
@@ -95,51 +89,6 @@ class Input:
 
     def __repr__(self) -> str:
         return f"Input(dataset={self.dataset}, path={str(self.path)!r})"
-
-
-def _mount(libc: Any, source: str, target: str, fstype: str | None, flags: int, data: str) -> None:
-    if (
-        libc.mount(
-            source.encode(),
-            target.encode(),
-            fstype.encode() if fstype else None,
-            ctypes.c_ulong(flags),
-            data.encode() if data else None,
-        )
-        != 0
-    ):
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {target}: {os.strerror(err)}")
-
-
-def _isolate_files(root: str, hide: list[str], keep: list[str]) -> str:
-    """Hide `hide` behind empty tmpfs mounts, re-exposing the `keep` paths beneath them
-    (the Python installation may live under /root); bind the job directory at /tmp/job.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    hidden: list[str] = []
-    for path in hide:
-        if not os.path.isdir(path) or os.path.islink(path):
-            continue
-        prefix = path.rstrip("/") + "/"
-        under = sorted(k for k in keep if k.startswith(prefix) and os.path.isdir(k))
-        exposed = [k for k in under if not any(k.startswith(o + "/") for o in under if o != k)]
-        fds = [os.open(k, os.O_RDONLY | os.O_DIRECTORY) for k in exposed]
-        _mount(libc, "tmpfs", path, "tmpfs", flags, "size=64k,mode=0755")
-        for k, fd in zip(exposed, fds, strict=True):
-            os.makedirs(k, exist_ok=True)
-            _mount(libc, f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC, "")
-            os.close(fd)
-        hidden.append(path)
-    os.makedirs(JOB_ROOT_IN_SANDBOX, exist_ok=True)
-    _mount(libc, f"/proc/self/fd/{root_fd}", JOB_ROOT_IN_SANDBOX, None, _MS_BIND | _MS_REC, "")
-    os.close(root_fd)
-    # Read-only now that the mount points exist.
-    for path in hidden:
-        _mount(libc, "tmpfs", path, None, _MS_REMOUNT | _MS_RDONLY | flags, "size=64k,mode=0755")
-    return JOB_ROOT_IN_SANDBOX
 
 
 def _limit(which: int, soft: int, hard: int | None = None) -> None:
@@ -209,6 +158,8 @@ def classify(exc: BaseException, root: str) -> int:
                 return EXIT_NETWORK
             if current.errno == errno.EFBIG:
                 return EXIT_FILE_SIZE
+            if current.errno in (errno.ENOSPC, errno.EDQUOT):
+                return EXIT_DISK
             if current.errno == errno.EAGAIN and isinstance(current, BlockingIOError):
                 return EXIT_PROCESSES
             name = current.filename
@@ -224,20 +175,26 @@ def main() -> int:
     cfg = json.loads(sys.argv[1])
     main_pid = os.getpid()
     try:
+        ready = cfg.get("ready_fd")
+        if ready is not None:
+            os.write(ready, b"1")
+            os.close(ready)
         root = cfg["root"]
-        if cfg["mount"]:
-            root = _isolate_files(root, cfg["hide"], cfg["keep"])
-        os.chdir(root)
         _set_limits(cfg["limits"])
         _drop_privileges(cfg.get("uid"), cfg.get("gid"))
+        # After the drop: the job's own directories belong to the job's uid.
+        work = os.path.join(root, "work")
+        for name in ("output", "tmp", "home"):
+            os.makedirs(os.path.join(work, name), mode=0o700, exist_ok=True)
+        os.chdir(work)
         signal.signal(signal.SIGXCPU, _on_xcpu)
         # Writes past RLIMIT_FSIZE then fail with EFBIG instead of killing silently.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         inputs = {
-            int(dataset): Input(int(dataset), Path(root, rel))
+            int(dataset): Input(int(dataset), Path(root, "in", rel))
             for dataset, rel in cfg["inputs"].items()
         }
-        params = json.loads(Path(root, "params.json").read_text("utf-8"))
+        params = json.loads(Path(root, "in", "params.json").read_text("utf-8"))
         if cfg.get("dp") is not None:
             from datagora.compute import dp
 
@@ -245,9 +202,9 @@ def main() -> int:
     except Exception:
         traceback.print_exc()
         return EXIT_SETUP
-    output_dir = Path(root, "output")
+    output_dir = Path(work, "output")
     try:
-        spec = importlib.util.spec_from_file_location("algorithm", Path(root, "algorithm.py"))
+        spec = importlib.util.spec_from_file_location("algorithm", Path(root, "in", "algorithm.py"))
         if spec is None or spec.loader is None:
             return EXIT_NO_ENTRY
         module = importlib.util.module_from_spec(spec)

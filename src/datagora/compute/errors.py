@@ -20,7 +20,7 @@ class ComputeError(DatagoraError):
 
 
 class SandboxUnavailable(ComputeError):
-    """No network namespace can be made here, and the operator did not allow a weaker mode."""
+    """Jobs cannot run in bubblewrap here, and the operator did not allow the weak mode."""
 
 
 class JobRefused(ComputeError):

@@ -105,7 +105,7 @@ def create_compute_app(
     """The compute role's app; ``app.state.jobs`` is its :class:`JobService`.
 
     Raises :class:`~datagora.compute.errors.SandboxUnavailable` at start if jobs could
-    not be isolated from the network and ``allow_weak_sandbox`` is false.
+    not run in bubblewrap and ``allow_weak_sandbox`` is false.
     """
     service = JobService(
         ledger,
@@ -170,6 +170,7 @@ def create_compute_app(
             "datasets": sorted(service.datasets),
             "stored_datasets": service.stored is not None,
             "isolation": service.sandbox.isolation.value,
+            **service.sandbox.describe(),
         }
 
     @app.post("/jobs", status_code=201)

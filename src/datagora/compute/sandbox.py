@@ -1,43 +1,50 @@
-"""Run an untrusted algorithm next to the data: own process, no network, limits, private files.
+"""Run an untrusted algorithm next to the data, in a bubblewrap sandbox.
 
 An algorithm is a Python file defining ``run(inputs, params, output_dir)`` (see
-``docs/compute.md``). :meth:`Sandbox.run` copies the inputs, the algorithm and its
-parameters into a fresh private directory (mode 0700), starts the fixed runner
-(:mod:`datagora.compute._runner`) in new network, PID and mount namespaces
-(``unshare``), enforces a wall-clock limit and a disk-use limit from the parent,
-and removes the private directory afterwards whatever happened.
+``docs/compute.md``). :meth:`Sandbox.run` puts the inputs, the algorithm and its
+parameters in a fresh private directory (mode 0700), starts the fixed runner
+(:mod:`datagora.compute._runner`) in a ``bwrap`` sandbox, enforces a wall-clock
+limit, collects the output and removes everything afterwards whatever happened.
 
-Guarantees, where namespaces are available (:attr:`Isolation.NAMESPACES`):
+What a job gets (:attr:`Isolation.BUBBLEWRAP`):
 
-- no network: the job has only a loopback interface that is down;
-- the job and everything it starts live in their own PID namespace; killing the
-  namespace's first process (which the parent does on timeout, and the kernel
-  does when it exits) ends every process of the job, however it forked;
-- ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/home``, ``/run``, ``/mnt``, ``/media``,
-  ``/srv`` and the node's own directories are covered by empty read-only tmpfs
-  mounts; the job's directory is at ``/tmp/job``;
-- resource limits (``setrlimit``): CPU seconds, address space, file size,
-  processes, open files; no core dumps;
-- a clean environment (minimal ``PATH``, ``HOME`` and ``TMPDIR`` in the job's
-  directory, nothing inherited), ``PR_SET_NO_NEW_PRIVS``, and, when the node runs
-  as root, a dedicated unprivileged uid/gid.
+- its own PID, network, IPC, UTS and cgroup namespaces (and user namespace when
+  the node is not root): no network at all, no other process visible; when the
+  sandbox's first process ends, the kernel ends every process of the job;
+- a read-only root holding only ``/usr``, the Python installation and the
+  directories on the job interpreter's ``sys.path``: no ``/home``, ``/root``,
+  ``/etc``, host ``/tmp``, node state, keys, data directory or checkout;
+- its inputs read-only under ``/job/in``; ``/job/work`` (``output``, ``tmp`` —
+  also ``/tmp`` — and ``home``) on a private tmpfs capped in bytes (``size=``)
+  and in files (``nr_inodes=``). bwrap 0.8's ``--tmpfs`` takes a size but no inode
+  cap, so ``unshare`` makes a private mount namespace around bwrap and ``mount``
+  puts the tmpfs there; the output is copied out after the job ends;
+- no capabilities, ``--new-session``, no user namespaces of its own, the seccomp
+  filter of :mod:`datagora.compute.seccomp`, and an unprivileged uid: 65534 in a
+  user namespace when the node is not root, a dedicated uid (``setpriv``) when it is;
+- rlimits per process (CPU, address space, file size, processes, open files) and,
+  where the cgroup v1 controllers are writable (a root node), memory, process and
+  CPU-time limits for the job as a whole.
 
-What it cannot prevent is written down in ``docs/compute.md`` ("Limits of the
-sandbox"): files that are world-readable and not hidden (``/etc``, ``/usr``, the
-Python installation, the datagora source) can be read; a kernel exploit escapes
-any namespace sandbox; CPU time and memory are per process, not per job (no
-cgroups); covert channels through timing are not closed.
+Without bwrap the node refuses jobs unless its operator allows the weak mode
+(:attr:`Isolation.WEAK`: rlimits, a clean environment and, for a root node, a uid
+drop — no network or filesystem isolation). What no mode prevents is written down
+in ``docs/threat-model.md``: kernel exploits, side channels, CPU timing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import itertools
 import json
+import logging
 import os
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -47,21 +54,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from datagora.compute import _runner
+from datagora.compute import _runner, seccomp
 from datagora.compute.errors import SandboxUnavailable
 
 __all__ = [
     "DEFAULT_HIDDEN",
     "EXIT_REASONS",
+    "JOB_ROOT",
     "Isolation",
     "Limits",
     "Sandbox",
     "SandboxResult",
+    "bubblewrap_problem",
     "probe_isolation",
 ]
 
+log = logging.getLogger(__name__)
+
 _RUNNER: Final = Path(_runner.__file__).resolve()
 _MiB: Final = 1 << 20
+JOB_ROOT: Final = "/job"
+"""Where the job's directory is inside the sandbox (``in/`` and ``work/``)."""
+_RUNNER_INSIDE: Final = "/sandbox/runner.py"
+_JOB_UID: Final = 65534
+_CGROUPS: Final = Path("/sys/fs/cgroup")
+_CONTROLLERS: Final = ("memory", "pids", "cpuacct")
+_INSTALL_HINT: Final = "'make setup' as root installs it (apt-get install bubblewrap)"
 
 DEFAULT_HIDDEN: Final = (
     "/tmp",
@@ -74,7 +92,8 @@ DEFAULT_HIDDEN: Final = (
     "/media",
     "/srv",
 )
-"""Directories covered by empty tmpfs mounts inside the sandbox."""
+"""Directories never visible in the sandbox, even inside a directory it binds
+(covered there by an empty tmpfs); the node adds its data and dataset directories."""
 
 EXIT_REASONS: Final[dict[int, str]] = {
     _runner.EXIT_RAISED: "the algorithm raised an exception (see the logs)",
@@ -89,17 +108,19 @@ EXIT_REASONS: Final[dict[int, str]] = {
     _runner.EXIT_EPSILON: "the algorithm tried to spend more privacy budget (epsilon) "
     "than its parameters declare",
     _runner.EXIT_NO_ENTRY: "the algorithm defines no run(inputs, params, output_dir)",
+    _runner.EXIT_DISK: "disk use limit reached (the job's private disk is full: bytes or files)",
+    _runner.EXIT_OUTPUT: "the job's output could not be collected (a file in it is unreadable)",
 }
 
 
 class Isolation(enum.Enum):
     """How strongly jobs are isolated on this machine."""
 
-    NAMESPACES = "namespaces"
-    """New network, PID and mount namespaces (``unshare``): the normal mode."""
+    BUBBLEWRAP = "bubblewrap"
+    """The bwrap sandbox described above: the normal mode."""
     WEAK = "weak"
-    """Only resource limits, a clean environment and a process group. No network
-    isolation at all: used only when the operator explicitly allows it."""
+    """Only resource limits, a clean environment and a process group. No network or
+    filesystem isolation at all: used only when the operator explicitly allows it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +134,9 @@ class Limits:
     open_files: int = 256
     wall_s: float = 600.0
     disk_bytes: int = 1024 * _MiB
-    """Everything the job writes into its private directory, checked by the parent."""
+    """Everything the job writes (output, temporary files): the size of its tmpfs."""
+    files: int = 20_000
+    """Files and directories the job may create (the ``nr_inodes`` of its tmpfs)."""
 
     def runner_json(self) -> dict[str, int]:
         return {
@@ -142,56 +165,315 @@ class SandboxResult:
     input_paths: dict[int, Path] = field(default_factory=dict)
 
 
-_probe_cache: dict[tuple[int, bool], bool] = {}
+_probe_cache: dict[int, str | None] = {}
 _uid_counter = itertools.count()
+_job_counter = itertools.count()
 
 
 def _next_uid() -> int:
     return 61000 + (os.getpid() % 250) * 16 + next(_uid_counter) % 16
 
 
-def _unshare_prefix(as_root: bool) -> list[str]:
-    prefix = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
-    if not as_root:
-        prefix.append("--map-root-user")
-    return [*prefix, "--"]
+def bubblewrap_problem() -> str | None:
+    """Why jobs cannot run in bubblewrap on this machine, or None if they can.
+
+    Checked once per process and uid by running a trivial job through the same
+    command line real jobs use.
+    """
+    uid = os.geteuid()
+    if uid not in _probe_cache:
+        _probe_cache[uid] = _probe_bubblewrap()
+    return _probe_cache[uid]
 
 
 def probe_isolation() -> Isolation | None:
-    """:attr:`Isolation.NAMESPACES` if network, PID and mount namespaces can be made here."""
-    as_root = os.geteuid() == 0
-    key = (os.geteuid(), as_root)
-    if key not in _probe_cache:
+    """:attr:`Isolation.BUBBLEWRAP` if jobs can run in bubblewrap here, else None."""
+    return Isolation.BUBBLEWRAP if bubblewrap_problem() is None else None
+
+
+def _probe_bubblewrap() -> str | None:
+    for tool in ("bwrap", "unshare", "mount", "setpriv", "cp"):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            if tool == "bwrap":
+                return f"bubblewrap (bwrap) is not installed: {_INSTALL_HINT}"
+            return f"{tool} is not installed (util-linux / coreutils)"
+    try:
+        bpf = seccomp.filter_bpf()
+    except (ImportError, OSError, RuntimeError) as exc:
+        return f"the seccomp filter cannot be built (pyseccomp and libseccomp2 needed): {exc}"
+    uid = _JOB_UID if os.geteuid() == 0 else None
+    root = Path(tempfile.mkdtemp(prefix="datagora-probe-"))
+    try:
+        for name in ("in", "work", "out"):
+            (root / name).mkdir()
+        if uid is not None:
+            for path in (root, *root.iterdir()):
+                os.chown(path, uid, uid)
+        fd = _memfd(bpf)
         try:
+            command = _wrap(
+                root, uid, Limits(), (), (), (), {"PATH": "/usr/bin"}, fd, ["/usr/bin/true"]
+            )
             done = subprocess.run(
-                [*_unshare_prefix(as_root), "true"],
+                command,
+                cwd=root,
+                env=_WRAPPER_ENV,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                capture_output=True,
                 timeout=30,
                 check=False,
+                pass_fds=(fd,),
             )
-            _probe_cache[key] = done.returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            _probe_cache[key] = False
-    return Isolation.NAMESPACES if _probe_cache[key] else None
+        finally:
+            os.close(fd)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bubblewrap could not start a sandbox: {exc}"
+    finally:
+        _remove_tree(root)
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        return "bubblewrap could not start a sandbox here" + (f": {said[-1]}" if said else "")
+    return None
 
 
-def _needed() -> list[str]:
-    """Directories the job needs to see: Python, its packages and datagora itself."""
-    import site
-    import sysconfig
+_WRAPPER_ENV: Final = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
-    here = Path(__file__).resolve().parents[2]  # .../src (or site-packages)
-    paths = [
-        sys.prefix,
-        sys.base_prefix,
-        os.path.dirname(os.path.realpath(sys.executable)),
-        str(here),
-        *site.getsitepackages(),
-        *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("datagora-seccomp", 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+@functools.cache
+def _interpreter_paths() -> tuple[tuple[str, str], ...]:
+    """(source, destination) pairs the job's interpreter needs, bound read-only: the
+    Python installation, the virtual environment and every directory on the ``sys.path``
+    of ``python -I`` (site-packages, an editable install's source)."""
+    shown = subprocess.run(
+        [sys.executable, "-I", "-c", "import json, sys; print(json.dumps(sys.path))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    wanted = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable)]
+    wanted += [p for p in json.loads(shown.stdout) if isinstance(p, str)]
+    pairs: dict[str, str] = {}
+    for path in wanted:
+        path = os.path.abspath(path)
+        if not os.path.isdir(path):
+            continue
+        real = os.path.realpath(path)
+        for dest in dict.fromkeys((path, real)):
+            pairs[dest] = real
+    kept: list[tuple[str, str]] = []
+    for dest in sorted(pairs):
+        src = pairs[dest]
+        if _inside(dest, "/usr") and src == dest:
+            continue  # /usr is bound whole
+        covered = any(
+            _inside(dest, d) and src == s.rstrip("/") + dest[len(d.rstrip("/")) :] for s, d in kept
+        )
+        if not covered:
+            kept.append((src, dest))
+    return tuple(kept)
+
+
+def _wrap(
+    root: Path,
+    uid: int | None,
+    limits: Limits,
+    binds: Sequence[tuple[str, str]],
+    hidden: Sequence[str],
+    cgroup_procs: Sequence[str],
+    env: Mapping[str, str],
+    seccomp_fd: int,
+    command: Sequence[str],
+) -> list[str]:
+    """The command line of one job: unshare → sh (tmpfs, cgroups) → bwrap → command.
+
+    ``uid`` is the dedicated uid of a root node (None: the node is not root). Run it
+    with the job directory `root` as the working directory.
+    """
+    work = root / "work"
+    bw = ["bwrap"]
+    if uid is not None:
+        # Root: no user namespace (it would map only root), so setpriv drops to `uid`
+        # inside; it needs these three capabilities, and gives them up with the uid.
+        bw += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+        bw += ["--unshare-cgroup-try", "--cap-drop", "ALL"]
+        bw += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    else:
+        bw += ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+        bw += ["--uid", str(_JOB_UID), "--gid", str(_JOB_UID)]
+    bw += ["--die-with-parent", "--new-session", "--clearenv"]
+    for key, value in env.items():
+        bw += ["--setenv", key, value]
+    bw += ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
+        if os.path.islink(top):
+            bw += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            bw += ["--ro-bind", top, top]
+    bw += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    bw += ["--proc", "/proc", "--dev", "/dev"]
+    # /tmp first: a directory bound below it (a venv in /tmp) then stays visible.
+    bw += ["--bind", str(work / "tmp"), "/tmp"]
+    # bwrap would make the parents of a bind with their host modes (/root: 0700).
+    parents = {str(p) for _, dest in binds for p in Path(dest).parents if str(p) != "/"}
+    parents |= {JOB_ROOT, os.path.dirname(_RUNNER_INSIDE)}
+    for parent in sorted(parents - {"/usr"}):
+        bw += ["--perms", "0755", "--dir", parent]
+    for src, dest in binds:
+        bw += ["--ro-bind", src, dest]
+    for path in hidden:  # empty, tiny, read-only
+        bw += ["--size", "4096", "--perms", "0555", "--tmpfs", path, "--remount-ro", path]
+    bw += ["--ro-bind", str(root / "in"), f"{JOB_ROOT}/in"]
+    bw += ["--bind", str(work), f"{JOB_ROOT}/work"]
+    bw += ["--ro-bind", str(_RUNNER), _RUNNER_INSIDE]
+    bw += ["--remount-ro", "/", "--seccomp", str(seccomp_fd), "--chdir", JOB_ROOT]
+    drop: list[str] = []
+    if uid is not None:
+        drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        bw += [*drop, "--inh-caps=-all", "--bounding-set=-all", "--"]
+    bw += list(command)
+
+    q = shlex.quote
+    # Relative paths from the job directory (the working directory): the sandbox uid
+    # may not be able to traverse the scratch directory's parents.
+    opts = f"size={limits.disk_bytes},nr_inodes={limits.files},mode=0700,nosuid,nodev"
+    if uid is not None:
+        opts += f",uid={uid},gid={uid}"
+    setup = _runner.EXIT_SETUP
+    script = [f"echo $$ > {q(procs)} || exit {setup}" for procs in cgroup_procs]
+    script += [
+        f"mount -n -i -t tmpfs -o {opts} datagora-job work || exit {setup}",
+        f"mkdir -m 1777 work/tmp || exit {setup}",
+        '"$@"',
+        "rc=$?",
+        # The job's processes are gone (its PID namespace died with bwrap's child).
+        f"if [ -d work/output ]; then {' '.join(drop)} cp -R work/output/. out/ "
+        f"|| {{ [ $rc = 0 ] && rc={_runner.EXIT_OUTPUT}; }}; fi",
+        "exit $rc",
     ]
-    return sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)})
+    if uid is not None:
+        outer = ["unshare", "--mount", "--propagation", "private"]
+    else:
+        outer = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"]
+    return [*outer, "--", "/bin/sh", "-c", "\n".join(script), "sh", *bw]
+
+
+def _cgroup_controllers() -> tuple[tuple[str, ...], str]:
+    """The cgroup v1 controllers jobs are limited with here, and what is missing, why."""
+    if os.geteuid() != 0:
+        return (), "skipped: the node is not root (per-process rlimits only)"
+    found = tuple(
+        c
+        for c in _CONTROLLERS
+        if (_CGROUPS / c / "cgroup.procs").is_file() and os.access(_CGROUPS / c, os.W_OK)
+    )
+    missing = [c for c in _CONTROLLERS if c not in found]
+    if not found:
+        return (), "skipped: no writable cgroup v1 controller under /sys/fs/cgroup"
+    return found, (f"without {', '.join(missing)} (not mounted or not writable)" if missing else "")
+
+
+class _JobCgroup:
+    """One job's cgroups (v1): memory and process caps, CPU time read by the parent."""
+
+    def __init__(self, controllers: Sequence[str], name: str, limits: Limits) -> None:
+        self.dirs: dict[str, Path] = {}
+        try:
+            for controller in controllers:
+                folder = _CGROUPS / controller / "datagora" / name
+                folder.mkdir(parents=True, exist_ok=True)
+                self.dirs[controller] = folder
+            if "memory" in self.dirs:
+                # The tmpfs pages the job writes are charged to it too.
+                total = limits.memory_bytes + limits.disk_bytes
+                (self.dirs["memory"] / "memory.limit_in_bytes").write_text(str(total))
+            if "pids" in self.dirs:
+                # The wrapper, bwrap and its init process are in the group as well.
+                (self.dirs["pids"] / "pids.max").write_text(str(limits.processes + 4))
+        except OSError:
+            self.remove()
+            raise
+
+    @property
+    def procs(self) -> list[str]:
+        return [str(folder / "cgroup.procs") for folder in self.dirs.values()]
+
+    def cpu_s(self) -> float:
+        folder = self.dirs.get("cpuacct")
+        if folder is None:
+            return 0.0
+        try:
+            return int((folder / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return 0.0
+
+    def verdict(self) -> str:
+        """Which job-wide limit the job hit, if any."""
+        if _counter(self.dirs.get("memory"), "memory.oom_control", "oom_kill"):
+            return "memory limit reached (the job's processes together)"
+        if _counter(self.dirs.get("pids"), "pids.events", "max"):
+            return EXIT_REASONS[_runner.EXIT_PROCESSES]
+        return ""
+
+    def remove(self) -> None:
+        for folder in self.dirs.values():
+            for _ in range(100):
+                with contextlib.suppress(OSError, ValueError):
+                    for pid in (folder / "cgroup.procs").read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+
+
+def _remove_stale_cgroups(controllers: Sequence[str]) -> None:
+    """Remove the (empty) cgroups of jobs whose node process is gone (a crashed node)."""
+    for controller in controllers:
+        with contextlib.suppress(OSError):
+            for folder in (_CGROUPS / controller / "datagora").glob("job-*-*"):
+                owner = folder.name.split("-")[1]
+                if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+
+
+def _counter(folder: Path | None, name: str, key: str) -> int:
+    if folder is None:
+        return 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in (folder / name).read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key:
+                return int(parts[1])
+    return 0
+
+
+def _keep_plain(root: Path) -> None:
+    """Remove everything under `root` that is neither a regular file nor a directory
+    (symbolic links, FIFOs, sockets): the node then never follows a link the job made."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            full = os.path.join(dirpath, name)
+            mode = os.lstat(full).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                os.unlink(full)
+        dirnames[:] = [d for d in dirnames if os.path.isdir(os.path.join(dirpath, d))]
 
 
 def _tree_bytes(root: Path) -> int:
@@ -259,14 +541,17 @@ def _read_capped(path: Path, cap: int) -> tuple[bytes, bool]:
 class Sandbox:
     """Runs algorithms under one isolation mode and one set of limits.
 
-    Raises :class:`SandboxUnavailable` when namespaces cannot be made and
-    ``allow_weak`` is false: a node never silently runs jobs with network access.
+    Raises :class:`SandboxUnavailable` when bubblewrap cannot run here and
+    ``allow_weak`` is false: a node never silently runs jobs without isolation.
     ``hide`` adds directories (the node's data directory, the datasets' folders) to
-    :data:`DEFAULT_HIDDEN`. ``sandbox_uid`` is the unprivileged uid/gid jobs run
-    as when the node is root; each sandbox needs its own (the process limit counts
-    per uid, and leftover processes are killed by uid), so the default picks one in
-    61000–64999 from the process id and a counter: give nodes explicit uids in
-    production.
+    :data:`DEFAULT_HIDDEN`: nothing outside the bound directories is visible anyway,
+    and these are covered by an empty tmpfs should one lie inside them.
+    ``sandbox_uid`` is the unprivileged uid/gid jobs run as when the node is root; by
+    default one in 61000–64999 from the process id and a counter (a uid of its own
+    keeps the process limit and the weak mode's clean-up per sandbox): give nodes
+    explicit uids in production. When the node is not root, jobs run as uid 65534 in
+    a user namespace of the node's uid. In the weak mode, the sandbox uid must be able
+    to reach ``scratch_dir`` (the default, the system's temporary directory, is).
     """
 
     def __init__(
@@ -280,25 +565,41 @@ class Sandbox:
         log_cap: int = 64 * 1024,
     ) -> None:
         self.limits = limits or Limits()
-        probed = probe_isolation()
-        if probed is None:
-            if not allow_weak:
-                raise SandboxUnavailable(
-                    "this machine cannot make network/PID/mount namespaces (unshare failed), "
-                    "so jobs would have network access; the node refuses to run jobs. Enable "
-                    "user namespaces or run as root, or start the node with the weak sandbox "
-                    "explicitly allowed (jobs then have NO network isolation)"
-                )
-            probed = Isolation.WEAK
-        self.isolation = probed
+        problem = bubblewrap_problem()
+        if problem is not None and not allow_weak:
+            raise SandboxUnavailable(
+                f"{problem}. The node refuses to run jobs without the sandbox; install "
+                "bubblewrap, or start the node with --allow-weak-sandbox (jobs then have NO "
+                "network or filesystem isolation)"
+            )
+        self.isolation = Isolation.BUBBLEWRAP if problem is None else Isolation.WEAK
+        self.problem = problem or ""
         self.scratch_dir = Path(scratch_dir or tempfile.gettempdir())
-        self.needed = _needed()
-        wanted = [*DEFAULT_HIDDEN, *(os.path.realpath(h) for h in hide)]
-        # "/" cannot be hidden; /tmp always is (the job's mount point lives on it).
-        self.hidden = [p for p in dict.fromkeys(wanted) if p != "/"]
         self.as_root = os.geteuid() == 0
         self.uid = (sandbox_uid or _next_uid()) if self.as_root else None
         self.log_cap = log_cap
+        self.binds: tuple[tuple[str, str], ...] = ()
+        self.hidden: list[str] = []
+        self.controllers: tuple[str, ...] = ()
+        self.cgroups = "skipped: weak sandbox"
+        if self.isolation is Isolation.BUBBLEWRAP:
+            self.binds = _interpreter_paths()
+            wanted = [*DEFAULT_HIDDEN, *(os.path.realpath(h) for h in hide)]
+            for path in dict.fromkeys(wanted):
+                for src, dest in self.binds:
+                    if _inside(path, src) and path != src:
+                        self.hidden.append(dest.rstrip("/") + path[len(src.rstrip("/")) :])
+            self.controllers, note = _cgroup_controllers()
+            _remove_stale_cgroups(self.controllers)
+            self.cgroups = ",".join(self.controllers) + (f" ({note})" if note else "")
+            if not self.controllers:
+                self.cgroups = note
+        else:
+            log.warning("compute jobs run in the WEAK sandbox: %s", problem)
+
+    def describe(self) -> dict[str, str]:
+        """What this sandbox is, for a node's health and the benchmarks."""
+        return {"sandbox": self.isolation.value, "cgroups": self.cgroups}
 
     @contextlib.contextmanager
     def run(
@@ -321,7 +622,7 @@ class Sandbox:
         try:
             yield self._run(root, logs, algorithm, inputs, params, dp, limits)
         finally:
-            if self.uid is not None:
+            if self.uid is not None and self.isolation is Isolation.WEAK:
                 _kill_uid(self.uid)
             _remove_tree(root)
             _remove_tree(logs)
@@ -330,22 +631,22 @@ class Sandbox:
         self, root: Path, algorithm: bytes, inputs: Mapping[int, Path], params: Any
     ) -> tuple[dict[str, str], int]:
         os.chmod(root, 0o700)
-        for name in ("inputs", "output", "home", "tmp"):
+        for name in ("in", "in/inputs", "work", "out"):
             (root / name).mkdir(mode=0o700)
         relative: dict[str, str] = {}
         input_bytes = 0
         for dataset, source in inputs.items():
-            folder = root / "inputs" / str(int(dataset))
+            folder = root / "in" / "inputs" / str(int(dataset))
             folder.mkdir(mode=0o700)
             target = folder / Path(source).name
             shutil.copyfile(source, target)
             os.chmod(target, 0o400)
-            relative[str(int(dataset))] = str(target.relative_to(root))
+            relative[str(int(dataset))] = str(target.relative_to(root / "in"))
             input_bytes += target.stat().st_size
-        (root / "algorithm.py").write_bytes(algorithm)
-        (root / "params.json").write_text(json.dumps(params), "utf-8")
+        (root / "in" / "algorithm.py").write_bytes(algorithm)
+        (root / "in" / "params.json").write_text(json.dumps(params), "utf-8")
         for name in ("algorithm.py", "params.json"):
-            os.chmod(root / name, 0o400)
+            os.chmod(root / "in" / name, 0o400)
         if self.uid is not None:
             for dirpath, dirnames, filenames in os.walk(root):
                 for name in [*dirnames, *filenames]:
@@ -364,74 +665,119 @@ class Sandbox:
         limits: Limits,
     ) -> SandboxResult:
         relative, input_bytes = self._prepare(root, algorithm, inputs, params)
-        namespaces = self.isolation is Isolation.NAMESPACES
-        inside = _runner.JOB_ROOT_IN_SANDBOX if namespaces else str(root)
+        boxed = self.isolation is Isolation.BUBBLEWRAP
+        inside = JOB_ROOT if boxed else str(root)
+        ready, ready_w = os.pipe()
         config = {
-            "root": str(root),
-            "mount": namespaces,
-            "hide": self.hidden,
-            "keep": self.needed,
-            "uid": self.uid,
-            "gid": self.uid,
+            "root": inside,
+            "uid": None if boxed else self.uid,
+            "gid": None if boxed else self.uid,
             "limits": limits.runner_json(),
             "inputs": relative,
             "dp": dict(dp) if dp is not None else None,
+            "ready_fd": ready_w,
         }
         env = {
             "PATH": "/usr/bin:/bin",
-            "HOME": f"{inside}/home",
-            "TMPDIR": f"{inside}/tmp",
-            "MPLCONFIGDIR": f"{inside}/tmp",
+            "HOME": f"{inside}/work/home",
+            "TMPDIR": "/tmp" if boxed else f"{inside}/work/tmp",
+            "MPLCONFIGDIR": "/tmp" if boxed else f"{inside}/work/tmp",
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
             "OMP_NUM_THREADS": "1",
             "OPENBLAS_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
         }
-        command = [sys.executable, "-I", "-B", str(_RUNNER), json.dumps(config)]
-        if namespaces:
-            command = [*_unshare_prefix(self.as_root), *command]
-        started = time.monotonic()
-        killed = ""
-        with open(logs / "stdout", "wb") as out, open(logs / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                command,
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-                close_fds=True,
-            )
-            try:
-                killed = self._watch(proc, root, input_bytes, limits, started)
-            finally:
-                if proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
+        runner = _RUNNER_INSIDE if boxed else str(_RUNNER)
+        command = [sys.executable, "-I", "-B", runner, json.dumps(config)]
+        fds = [ready_w]
+        cgroup: _JobCgroup | None = None
+        try:
+            if boxed:
+                if self.controllers:
+                    name = f"job-{os.getpid()}-{next(_job_counter)}"
+                    try:
+                        cgroup = _JobCgroup(self.controllers, name, limits)
+                    except OSError as exc:
+                        log.warning("job runs without cgroup limits: %s", exc)
+                fds.append(_memfd(seccomp.filter_bpf()))
+                command = _wrap(
+                    root,
+                    self.uid,
+                    limits,
+                    self.binds,
+                    self.hidden,
+                    cgroup.procs if cgroup else (),
+                    env,
+                    fds[-1],
+                    command,
+                )
+                env = _WRAPPER_ENV
+            started = time.monotonic()
+            killed = ""
+            with open(logs / "stdout", "wb") as out, open(logs / "stderr", "wb") as err:
+                try:
+                    proc = subprocess.Popen(
+                        command,
+                        cwd=root,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        start_new_session=True,
+                        close_fds=True,
+                        pass_fds=fds,
+                    )
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                try:
+                    killed = self._watch(proc, root, input_bytes, limits, started, cgroup)
+                finally:
+                    if proc.poll() is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+            wall = time.monotonic() - started
+            if not boxed:
+                if self.uid is not None:
+                    _kill_uid(self.uid)
+                else:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        wall = time.monotonic() - started
-        if self.uid is not None:
-            _kill_uid(self.uid)
-        elif not namespaces:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        code = proc.returncode
-        reason = killed or _reason(code)
+            os.set_blocking(ready, False)
+            try:
+                started_ok = os.read(ready, 1) == b"1"
+            except BlockingIOError:
+                started_ok = False
+            code = proc.returncode
+            reason = killed or _reason(code)
+            if reason and not killed and cgroup is not None and code not in EXIT_REASONS:
+                reason = cgroup.verdict() or reason
+            if reason and not started_ok and not killed:
+                reason = EXIT_REASONS[_runner.EXIT_SETUP]
+                said = (logs / "stderr").read_bytes()[-400:].decode(errors="replace").strip()
+                log.error("a job's sandbox did not start (exit %s): %s", code, said)
+        finally:
+            os.close(ready)
+            if cgroup is not None:
+                cgroup.remove()
+        output_dir = root / "out" if boxed else root / "work" / "output"
+        output_dir.mkdir(exist_ok=True)
+        _keep_plain(output_dir)
         stdout, t1 = _read_capped(logs / "stdout", self.log_cap)
         stderr, t2 = _read_capped(logs / "stderr", self.log_cap)
         return SandboxResult(
             ok=not reason,
             reason=reason,
             exit_code=code,
-            output_dir=root / "output",
+            output_dir=output_dir,
             stdout=stdout,
             stderr=stderr,
             logs_truncated=t1 or t2,
             wall_s=wall,
             isolation=self.isolation,
-            input_paths={int(k): root / v for k, v in relative.items()},
+            input_paths={int(k): root / "in" / v for k, v in relative.items()},
         )
 
     def _watch(
@@ -441,26 +787,34 @@ class Sandbox:
         input_bytes: int,
         limits: Limits,
         started: float,
+        cgroup: _JobCgroup | None,
     ) -> str:
-        """Wait for the job; kill its process group on wall time or disk use. The reason."""
-        next_disk = started
+        """Wait for the job; kill its process group on wall time, CPU time or (weak mode)
+        disk use. The reason."""
+        next_check = started
         while True:
             try:
-                proc.wait(timeout=0.05)
+                proc.wait(timeout=0.02)
                 return ""
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
+            reason = ""
             if now - started > limits.wall_s:
+                reason = f"wall-clock limit reached ({limits.wall_s:g} s)"
+            elif now >= next_check:
+                next_check = now + 0.25
+                if cgroup is not None and cgroup.cpu_s() > limits.cpu_s:
+                    reason = "CPU time limit reached (the job's processes together)"
+                elif (
+                    self.isolation is Isolation.WEAK
+                    and _tree_bytes(root) - input_bytes > limits.disk_bytes
+                ):
+                    reason = f"disk use limit reached ({limits.disk_bytes} bytes)"
+            if reason:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                return f"wall-clock limit reached ({limits.wall_s:g} s)"
-            if now >= next_disk:
-                next_disk = now + 0.25
-                if _tree_bytes(root) - input_bytes > limits.disk_bytes:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    return f"disk use limit reached ({limits.disk_bytes} bytes)"
+                return reason
 
 
 def _reason(code: int | None) -> str:
@@ -468,8 +822,9 @@ def _reason(code: int | None) -> str:
         return ""
     if code is None:
         return "the job did not finish"
-    if code < 0:
-        sig = -code
+    if code < 0 or code > 128:
+        # A signal: negative from Popen, 128 + N from sh or bwrap.
+        sig = -code if code < 0 else code - 128
         if sig == signal.SIGKILL:
             return "killed by the kernel (CPU time hard limit or out of memory)"
         if sig == signal.SIGXCPU:
