@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 import datagora as dg
+from datagora.compute import sandbox as sandbox_module
+from datagora.compute.errors import SandboxUnavailable
 from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError
 from datagora.ledger import Pricing
@@ -134,3 +137,25 @@ def test_embedded_refuses_a_network_and_bad_accounts() -> None:
         dg.connect(Path("network.json"), embedded=True)
     with pytest.raises(ConfigError, match="development account"):
         dg.connect(embedded=True, account="researcher")
+
+
+def test_publish_and_buy_work_where_jobs_cannot_be_sandboxed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A machine without bubblewrap, as the compute sandbox's probe reports it: the
+    # compute node would refuse to start, so publishing must not start it.
+    missing = "bubblewrap (bwrap) is not installed: 'make setup' as root installs it"
+    monkeypatch.setitem(sandbox_module._probe_cache, os.geteuid(), missing)
+    frame = _frame().iloc[:20]
+    source = tmp_path / "small.csv"
+    frame.to_csv(source, index=False)
+    meta = {"title": "No sandbox here", "license": "CC-BY-4.0", "creator": "laptop"}
+    with dg.connect(embedded=True) as owner:
+        published = owner.publish(source, meta, price=TOKEN)
+        researcher = owner.account(2)
+        ds = researcher.dataset(published.dataset)
+        ds.buy_and_order()
+        pd.testing.assert_frame_equal(ds.to_pandas(), frame, check_dtype=False)
+        # Compute, asked for, says exactly why it cannot start.
+        with pytest.raises(SandboxUnavailable, match=r"bubblewrap .* not installed"):
+            owner.network.compute_node(published.dataset)

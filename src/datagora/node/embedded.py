@@ -3,13 +3,16 @@
 An embedded EVM (py-evm) with the contracts deployed, six storage nodes, three
 proxies (2-of-3) and a catalog, each a real HTTP server on a loopback port in a
 thread. Every account that publishes gets its own agent (automatic delegation
-after an order) and compute node (compute-to-data on what it published), started
-on its first publish. Nothing is installed or configured; :meth:`close` stops every
-server and removes the temporary files.
+after an order), started on its first publish, and its own compute node
+(compute-to-data on what it published), started only when compute is first used
+on one of its datasets: publishing and buying work wherever Python runs, and a
+machine that cannot sandbox jobs says so when compute is asked for. Nothing is
+installed or configured; :meth:`close` stops every server and removes the temporary
+files.
 
 :meth:`EmbeddedNetwork.endpoints` are what a market reaches the network by: with a
-compute node per dataset (its owner's) and a hook that starts an owner's agent and
-compute node on first publish. The SDK wraps them in a :class:`datagora.sdk.Market`
+compute node per dataset (its owner's, started on first use) and a hook that starts
+an owner's agent on first publish. The SDK wraps them in a :class:`datagora.sdk.Market`
 that owns the network (``with`` closes it; ``.account(n)`` is another account's view).
 
 The accounts are the chain's development accounts (anvil's well-known keys);
@@ -59,7 +62,9 @@ class EmbeddedNetwork:
         self.poll_interval = poll_interval
         self.servers = ServerGroup()
         self._lock = threading.Lock()
-        self._owners: dict[str, tuple[ThreadServer, ThreadServer]] = {}
+        self._owners: dict[str, Identity] = {}
+        self._agents: dict[str, ThreadServer] = {}
+        self._computes: dict[str, ThreadServer] = {}
         try:
             self.ledger = Ledger.embedded()
             # Every user account starts with market tokens to buy with (development).
@@ -110,19 +115,37 @@ class EmbeddedNetwork:
         )
 
     def serve_owner(self, owner: Identity) -> str:
-        """Start `owner`'s agent and compute node unless running; the compute node's URL."""
+        """Start `owner`'s agent unless running (its compute node starts on first use);
+        the agent's URL."""
         with self._lock:
-            running = self._owners.get(owner.address)
-            if running is None:
+            self._owners[owner.address] = owner
+            agent = self._agents.get(owner.address)
+            if agent is None:
                 tag = owner.address[2:10].lower()
-                agent = self.servers.start(
+                agent = self._agents[owner.address] = self.servers.start(
                     partial(
                         agent_app, self.ledger, owner, self.proxies, THRESHOLD,
                         self.base / f"agent-{tag}", self.poll_interval,
                     ),
                     f"agent-{tag}",
                 )  # fmt: skip
-                compute = self.servers.start(
+            return agent.url
+
+    def compute_node(self, dataset: int) -> str:
+        """The compute node of `dataset`'s owner, started on first use. If this machine
+        cannot sandbox jobs, the error says why (and nothing else stops working)."""
+        controller = self.ledger.data_nft.controller(dataset)
+        with self._lock:
+            owner = self._owners.get(controller)
+            if owner is None:
+                raise ConfigError(
+                    f"dataset {dataset}'s owner {controller} runs no compute node in this "
+                    "network (only accounts that published here do)"
+                )
+            compute = self._computes.get(controller)
+            if compute is None:
+                tag = controller[2:10].lower()
+                compute = self._computes[controller] = self.servers.start(
                     partial(
                         compute_app,
                         self.ledger,
@@ -132,19 +155,7 @@ class EmbeddedNetwork:
                     ),
                     f"compute-{tag}",
                 )
-                running = self._owners[owner.address] = (agent, compute)
-            return running[1].url
-
-    def compute_node(self, dataset: int) -> str:
-        """The compute node of `dataset`'s owner (started if it was not)."""
-        controller = self.ledger.data_nft.controller(dataset)
-        with self._lock:
-            running = self._owners.get(controller)
-        if running is None:
-            raise ConfigError(
-                f"dataset {dataset}'s owner {controller} runs no compute node in this network"
-            )
-        return running[1].url
+            return compute.url
 
     def close(self) -> None:
         """Stop every server and remove the temporary files."""
