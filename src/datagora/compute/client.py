@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -30,12 +31,17 @@ def _order_bytes(order: str | bytes) -> bytes:
 
 
 def extract_archive(archive: bytes, dest: Path) -> list[Path]:
-    """Unpack a result archive (regular files and folders only) into `dest`."""
+    """Unpack a result archive (regular files and folders only) into `dest`.
+
+    The node writes every member with mtime 0 so that the archive, and the result hash
+    recorded on chain, depend only on the files' contents; the unpacked files get the
+    time they arrived instead of 1970-01-01."""
     dest.mkdir(parents=True, exist_ok=True)
-    out = []
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
         out = [dest / m.name for m in tar.getmembers() if m.isfile()]
+    for path in out:
+        os.utime(path)
     return out
 
 

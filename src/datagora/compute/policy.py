@@ -247,6 +247,8 @@ def archive_output(output_dir: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(output_dir.rglob("*")):
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                continue  # a link could point at the node's own files; FIFOs would block
             rel = path.relative_to(output_dir).as_posix()
             info = tarfile.TarInfo(rel)
             info.mtime = 0
