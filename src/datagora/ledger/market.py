@@ -91,16 +91,22 @@ class FixedRateExchange(ContractWrapper):
         consumer_key: bytes = b"",
         max_price: int | None = None,
         permit_deadline: int | None = None,
+        min_expires_at: int | None = None,
     ) -> Order:
         """Buy one access and order it in one transaction, paying through a permit.
 
         `max_price` defaults to the current price (any rise makes the transaction
-        revert with :class:`PriceAboveMaximum`). The permit is signed here, off
-        chain; no approve transaction is needed.
+        revert with :class:`PriceAboveMaximum`); `min_expires_at` defaults to the
+        expiry the service's current terms give (:meth:`Datatoken.terms_floor`: a
+        shortened validity makes it revert with :class:`TermsChanged`). Either way
+        nothing is paid. The permit is signed here, off chain; no approve
+        transaction is needed.
         """
         key = check_consumer_key(consumer_key)
         if max_price is None:
             max_price = self.quote(dataset).total
+        if min_expires_at is None:
+            min_expires_at = datatoken.terms_floor(service_id)
         deadline = permit_deadline or self.chain.timestamp() + 3_600
         permit = self.market_token.sign_permit(account, self.address, max_price, deadline)
         receipt = self._transact(
@@ -110,6 +116,7 @@ class FixedRateExchange(ContractWrapper):
             service_id,
             key,
             max_price,
+            min_expires_at,
             permit.deadline,
             permit.v,
             permit.r,
@@ -150,9 +157,14 @@ class Dispenser(ContractWrapper):
         datatoken: Datatoken,
         service_id: int = 0,
         consumer_key: bytes = b"",
+        min_expires_at: int | None = None,
     ) -> Order:
-        """Take one free datatoken and order with it, in one transaction."""
+        """Take one free datatoken and order with it, in one transaction (the terms guard
+        `min_expires_at` defaults to :meth:`Datatoken.terms_floor`)."""
+        key = check_consumer_key(consumer_key)
+        if min_expires_at is None:
+            min_expires_at = datatoken.terms_floor(service_id)
         receipt = self._transact(
-            account, "dispense_and_order", dataset, service_id, check_consumer_key(consumer_key)
+            account, "dispense_and_order", dataset, service_id, key, min_expires_at
         )
         return datatoken.order_from_receipt(receipt)

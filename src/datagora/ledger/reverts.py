@@ -36,6 +36,16 @@ _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
         errors.PriceAboveMaximum,
         "the price moved; raise your maximum price if you still want to buy",
     ),
+    (
+        "order terms changed",
+        errors.TermsChanged,
+        "the service's validity was shortened after you looked; check its terms and buy again",
+    ),
+    (
+        "restricted to the allow-list",
+        errors.NotAuthorized,
+        "the dataset's controller sells only to allow-listed accounts",
+    ),
     ("expired deadline", errors.SignatureError, "the permit's deadline has passed; sign again"),
     ("invalid signature", errors.SignatureError, "the signature does not match the account"),
     ("expiry in the past", errors.OrderExpired, "choose an expiry in the future"),

@@ -165,10 +165,18 @@ class Datatoken(ERC20):
     def service_timeout(self, service_id: int) -> int:
         return int(self._view("service_timeout", service_id))
 
+    def terms_floor(self, service_id: int) -> int:
+        """The expiry an order of `service_id` gets under the terms seen now: the
+        ``min_expires_at`` guard a buyer passes. A later block only adds time, so the
+        guard fails only if the seller shortens the validity before the order is mined.
+        """
+        return self.chain.timestamp() + self.service_timeout(service_id)
+
     def order_expires_at(self, consumer: str, service_id: int) -> int:
         return int(self._view("order_expires_at", consumer, service_id))
 
     def has_valid_order(self, consumer: str, service_id: int) -> bool:
+        """An unexpired order, and the dataset serves now (active, consumer not deny-listed)."""
         return bool(self._view("has_valid_order", consumer, service_id))
 
     def require_valid_order(self, consumer: str, service_id: int) -> int:
@@ -199,14 +207,21 @@ class Datatoken(ERC20):
         service_id: int,
         consumer_key: bytes = b"",
         consumer: str | None = None,
+        min_expires_at: int | None = None,
     ) -> Order:
-        """Spend one datatoken on an order, for `account` or for `consumer` (account pays)."""
+        """Spend one datatoken on an order, for `account` or for `consumer` (account pays).
+
+        `min_expires_at` defaults to :meth:`terms_floor`: if the seller shortens the
+        service's validity before the order is mined, it reverts with
+        :class:`TermsChanged` and the datatoken is kept.
+        """
         key = check_consumer_key(consumer_key)
+        floor = self.terms_floor(service_id) if min_expires_at is None else min_expires_at
         if consumer is None:
-            receipt = self._transact(account, "order", service_id, key)
+            receipt = self._transact(account, "order", service_id, key, floor)
         else:
             receipt = self._transact(
-                account, "order_for", check_address(consumer, "consumer"), service_id, key
+                account, "order_for", check_address(consumer, "consumer"), service_id, key, floor
             )
         return self.order_from_receipt(receipt)
 

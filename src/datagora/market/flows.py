@@ -322,26 +322,48 @@ class Marketplace:
             ) from None
 
     def buy_and_order(
-        self, dataset: int, service_id: int = 0, max_price: int | None = None
+        self,
+        dataset: int,
+        service_id: int = 0,
+        max_price: int | None = None,
+        min_expires_at: int | None = None,
     ) -> Order:
-        """Buy one access and order it in one transaction (EIP-2612 permit)."""
+        """Buy one access and order it in one transaction (EIP-2612 permit).
+
+        Two guards make the seller's terms the ones the buyer saw: `max_price`
+        (default: the price now) and `min_expires_at` (default: the expiry the
+        service's validity gives now). If the seller raises the price or shortens
+        the validity before the purchase is mined, it reverts and nothing is paid.
+        """
         me = self.identity
         self.dataset_info(dataset)  # no such dataset: say so, not "the zero address"
+        token = self.ledger.datatoken(dataset)
         return self.ledger.exchange.buy_and_order(
+            me.account,
+            dataset,
+            token,
+            service_id,
+            me.umbral_public_key,
+            max_price,
+            min_expires_at=token.terms_floor(service_id)
+            if min_expires_at is None
+            else min_expires_at,
+        )
+
+    def order_free(
+        self, dataset: int, service_id: int = 0, min_expires_at: int | None = None
+    ) -> Order:
+        """Take a free datatoken from the dispenser and order with it (the terms guard
+        as in :meth:`buy_and_order`)."""
+        me = self.identity
+        self.dataset_info(dataset)
+        return self.ledger.dispenser.dispense_and_order(
             me.account,
             dataset,
             self.ledger.datatoken(dataset),
             service_id,
             me.umbral_public_key,
-            max_price,
-        )
-
-    def order_free(self, dataset: int, service_id: int = 0) -> Order:
-        """Take a free datatoken from the dispenser and order with it."""
-        me = self.identity
-        self.dataset_info(dataset)
-        return self.ledger.dispenser.dispense_and_order(
-            me.account, dataset, self.ledger.datatoken(dataset), service_id, me.umbral_public_key
+            min_expires_at,
         )
 
     def request_access(self, dataset: int, purpose: str) -> int:

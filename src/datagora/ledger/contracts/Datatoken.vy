@@ -33,7 +33,8 @@ exports: (
 
 interface IDataNFT:
     def controller(dataset: uint256) -> address: view
-    def is_active(dataset: uint256) -> bool: view
+    def market_info(dataset: uint256, buyer: address) -> (address, address): view
+    def may_use(dataset: uint256, consumer: address) -> bool: view
     def factory() -> address: view
 
 
@@ -131,11 +132,14 @@ def set_service(service_id: uint256, timeout: uint256):
 
 
 @internal
-def _record_order(dataset_: uint256, consumer: address, payer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def _record_order(dataset_: uint256, consumer: address, payer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256) -> uint256:
     assert consumer != empty(address), "datagora: zero address"
     timeout: uint256 = self.service_timeout[service_id]
     assert timeout != 0, "datagora: unknown service"
     expires_at: uint256 = block.timestamp + timeout
+    # The terms guard, like the price guard: a timeout shortened after the buyer
+    # looked (a seller front-running the purchase) reverts the whole payment.
+    assert expires_at >= min_expires_at, "datagora: order terms changed"
     if expires_at > self.order_expires_at[consumer][service_id]:
         self.order_expires_at[consumer][service_id] = expires_at
     log OrderStarted(
@@ -150,34 +154,38 @@ def _record_order(dataset_: uint256, consumer: address, payer: address, service_
 
 
 @internal
-def _order(holder: address, consumer: address, payer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def _order(holder: address, consumer: address, payer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256) -> uint256:
     dataset_: uint256 = self.dataset
-    assert staticcall IDataNFT(DATA_NFT).is_active(dataset_), "datagora: dataset not active"
+    # Reverts unless the dataset is active and `consumer` may buy it (deny- and allow-lists).
+    controller: address = empty(address)
+    datatoken: address = empty(address)
+    controller, datatoken = staticcall IDataNFT(DATA_NFT).market_info(dataset_, consumer)
     assert erc20.balanceOf[holder] != 0, "datagora: no datatoken"
     erc20._burn(holder, 1)
-    return self._record_order(dataset_, consumer, payer, service_id, consumer_key)
+    return self._record_order(dataset_, consumer, payer, service_id, consumer_key, min_expires_at)
 
 
 @external
-def order(service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def order(service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256) -> uint256:
     """
     @notice Spend one of your datatokens on service `service_id` for yourself.
-            `consumer_key` is your public re-encryption key.
+            `consumer_key` is your public re-encryption key. Reverts if the
+            order would expire before `min_expires_at` (the terms you saw).
     @return The order's expiry (unix seconds).
     """
-    return self._order(msg.sender, msg.sender, msg.sender, service_id, consumer_key)
+    return self._order(msg.sender, msg.sender, msg.sender, service_id, consumer_key, min_expires_at)
 
 
 @external
-def order_for(consumer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def order_for(consumer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256) -> uint256:
     """
     @notice Spend one of your datatokens on an order for `consumer` (you pay).
     """
-    return self._order(msg.sender, consumer, msg.sender, service_id, consumer_key)
+    return self._order(msg.sender, consumer, msg.sender, service_id, consumer_key, min_expires_at)
 
 
 @external
-def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256) -> uint256:
     """
     @notice The exchange's and dispenser's one-transaction buy-and-order: one
             datatoken is minted to `buyer` and spent at once on an order by and
@@ -191,10 +199,17 @@ def market_order(buyer: address, dataset_: uint256, service_id: uint256, consume
     assert msg.sender == EXCHANGE or msg.sender == DISPENSER, "datagora: only the market contracts"
     log IERC20.Transfer(sender=empty(address), receiver=buyer, value=1)
     log IERC20.Transfer(sender=buyer, receiver=empty(address), value=1)
-    return self._record_order(dataset_, buyer, buyer, service_id, consumer_key)
+    return self._record_order(dataset_, buyer, buyer, service_id, consumer_key, min_expires_at)
 
 
 @external
 @view
 def has_valid_order(consumer: address, service_id: uint256) -> bool:
-    return self.order_expires_at[consumer][service_id] > block.timestamp
+    """
+    @notice True if `consumer` holds an unexpired order for `service_id` AND the
+            dataset serves now: active (not disabled, not retired) and
+            `consumer` not deny-listed. What proxies, compute and storage check.
+    """
+    if self.order_expires_at[consumer][service_id] <= block.timestamp:
+        return False
+    return staticcall IDataNFT(DATA_NFT).may_use(self.dataset, consumer)

@@ -8,14 +8,13 @@
 
 interface IDataNFT:
     def controller(dataset: uint256) -> address: view
-    def is_active(dataset: uint256) -> bool: view
+    def market_info(dataset: uint256, buyer: address) -> (address, address): view
     def factory() -> address: view
-    def datatoken_of(dataset: uint256) -> address: view
 
 
 interface IDatatoken:
     def mint(to: address, amount: uint256): nonpayable
-    def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[128]) -> uint256: nonpayable
+    def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[128], min_expires_at: uint256) -> uint256: nonpayable
 
 
 DATA_NFT: public(immutable(address))
@@ -80,12 +79,15 @@ def configure(dataset: uint256, max_per_address_: uint256, active_: bool):
 def _take(dataset: uint256, amount: uint256) -> address:
     assert amount != 0, "datagora: zero amount"
     assert self.active[dataset], "datagora: no dispenser"
-    assert staticcall IDataNFT(DATA_NFT).is_active(dataset), "datagora: dataset not active"
+    # Reverts unless the dataset is active and the taker may have it (access lists).
+    controller: address = empty(address)
+    datatoken: address = empty(address)
+    controller, datatoken = staticcall IDataNFT(DATA_NFT).market_info(dataset, msg.sender)
     taken: uint256 = self.dispensed[dataset][msg.sender] + amount
     assert taken <= self.max_per_address[dataset], "datagora: dispenser limit reached"
     self.dispensed[dataset][msg.sender] = taken
     log Dispensed(dataset=dataset, to=msg.sender, amount=amount)
-    return staticcall IDataNFT(DATA_NFT).datatoken_of(dataset)
+    return datatoken
 
 
 @external
@@ -95,9 +97,10 @@ def dispense(dataset: uint256, amount: uint256):
 
 
 @external
-def dispense_and_order(dataset: uint256, service_id: uint256, consumer_key: Bytes[128]) -> uint256:
+def dispense_and_order(dataset: uint256, service_id: uint256, consumer_key: Bytes[128], min_expires_at: uint256) -> uint256:
     """
-    @notice Take one free datatoken and order service `service_id` with it, in one transaction.
+    @notice Take one free datatoken and order service `service_id` with it, in
+            one transaction; reverts if the order would expire before `min_expires_at`.
     """
     datatoken: address = self._take(dataset, 1)
-    return extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key)
+    return extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key, min_expires_at)

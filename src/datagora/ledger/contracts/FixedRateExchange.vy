@@ -23,15 +23,14 @@ exports: (ownable.owner, ownable.transfer_ownership)
 
 interface IDataNFT:
     def controller(dataset: uint256) -> address: view
-    def is_active(dataset: uint256) -> bool: view
     def factory() -> address: view
     def datatoken_of(dataset: uint256) -> address: view
-    def market_info(dataset: uint256) -> (address, address, bool): view
+    def market_info(dataset: uint256, buyer: address) -> (address, address): view
 
 
 interface IDatatoken:
     def mint(to: address, amount: uint256): nonpayable
-    def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[128]) -> uint256: nonpayable
+    def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[128], min_expires_at: uint256) -> uint256: nonpayable
 
 
 interface IPermit:
@@ -208,11 +207,11 @@ def _pay(dataset: uint256, amount: uint256, max_total: uint256) -> address:
     assert amount != 0 and amount <= MAX_BUY_AMOUNT, "datagora: bad amount"
     config: uint256 = self._config[dataset]
     assert (config >> 176) & 1 == 1, "datagora: exchange not active"
+    # Reverts, before any token moves, unless the dataset is active and the
+    # buyer may buy it (not deny-listed; allow-listed where sales are restricted).
     publisher: address = empty(address)
     datatoken: address = empty(address)
-    active: bool = False
-    publisher, datatoken, active = staticcall IDataNFT(DATA_NFT).market_info(dataset)
-    assert active, "datagora: dataset not active"
+    publisher, datatoken = staticcall IDataNFT(DATA_NFT).market_info(dataset, msg.sender)
     q: Quote = self._quote(dataset, amount)
     assert q.total <= max_total, "datagora: price above maximum"
     market_recipient: address = convert(config & convert(max_value(uint160), uint256), address)
@@ -250,6 +249,7 @@ def buy_and_order(
     service_id: uint256,
     consumer_key: Bytes[128],
     max_price: uint256,
+    min_expires_at: uint256,
     deadline: uint256,
     v: uint8,
     r: bytes32,
@@ -259,7 +259,9 @@ def buy_and_order(
     @notice Buy one access to `dataset` and order service `service_id` with it,
             in one transaction. With `deadline` != 0, (`v`, `r`, `s`) is the
             buyer's EIP-2612 permit for this exchange over `max_price`, so no
-            separate approve is needed.
+            separate approve is needed. Reverts (nothing paid) if the price is
+            above `max_price` or the order would expire before `min_expires_at`
+            (the service's terms changed after the buyer looked).
     @return The order's expiry.
     """
     if deadline != 0:
@@ -271,4 +273,4 @@ def buy_and_order(
             revert_on_failure=False,
         )
     datatoken: address = self._pay(dataset, 1, max_price)
-    return extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key)
+    return extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key, min_expires_at)

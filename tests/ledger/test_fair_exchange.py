@@ -1,0 +1,260 @@
+"""Fair exchange: nobody pays for nothing (issue 15), on the embedded chain and on anvil.
+
+Each test names the liar (a seller who front-runs the terms, an owner who disables
+or deny-lists, a metadata-only update) and asserts that no token moves for an
+order that cannot be delivered, and that paid terms never change.
+"""
+
+from __future__ import annotations
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from datagora.ledger import DatasetState, Ledger, ListKind, Pricing
+from datagora.ledger.errors import (
+    InvalidState,
+    LimitExceeded,
+    NotAuthorized,
+    NotController,
+    NotFound,
+    TermsChanged,
+)
+from helpers import BUYER, MARKET, OTHER, OWNER, fund, h, publish
+
+KEY = b"\x03" + bytes(range(32))
+COMPUTE = 1
+
+
+def balances(ledger: Ledger) -> dict[str, int]:
+    _, protocol = ledger.exchange.protocol_fee()
+    mt = ledger.market_token
+    return {a: mt.balance_of(a) for a in (BUYER.address, OWNER.address, MARKET.address, protocol)}
+
+
+# -- 1. order terms are fixed at payment -------------------------------------------------
+
+
+def test_a_seller_who_shortens_the_validity_before_the_purchase_is_paid_nothing(
+    ledger: Ledger,
+) -> None:
+    pub = publish(ledger)
+    fund(ledger, BUYER.address)
+    dt = ledger.datatoken(pub.dataset)
+    seen = dt.terms_floor(0)  # the buyer reads 86,400 s and decides to buy
+    assert seen == ledger.chain.timestamp() + 86_400
+    dt.set_service(OWNER, 0, 1)  # the seller front-runs: orders now last 1 s
+    before = balances(ledger)
+    with pytest.raises(TermsChanged, match="order terms changed"):
+        ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY, min_expires_at=seen)
+    assert balances(ledger) == before
+    assert dt.order_expires_at(BUYER.address, 0) == 0
+    # Buying again under the terms now shown is the buyer's choice.
+    assert ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY).expires_at > 0
+
+
+def test_the_terms_guard_covers_the_dispenser_and_held_datatokens(ledger: Ledger) -> None:
+    free = publish(ledger, Pricing.FREE)
+    dt = ledger.datatoken(free.dataset)
+    seen = dt.terms_floor(0)
+    dt.set_service(OWNER, 0, 1)
+    with pytest.raises(TermsChanged):
+        ledger.dispenser.dispense_and_order(BUYER, free.dataset, dt, 0, KEY, min_expires_at=seen)
+    assert ledger.dispenser.dispensed(free.dataset, BUYER.address) == 0
+    dt.mint(OWNER, BUYER.address, 1)
+    with pytest.raises(TermsChanged):
+        dt.order(BUYER, 0, KEY, min_expires_at=seen)
+    assert dt.balance_of(BUYER.address) == 1  # the datatoken is kept
+
+
+def test_a_later_change_of_terms_never_touches_a_paid_order(ledger: Ledger) -> None:
+    pub = publish(ledger)
+    fund(ledger, BUYER.address)
+    dt = ledger.datatoken(pub.dataset)
+    order = ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY)
+    dt.set_service(OWNER, 0, 1)
+    dt.set_service(OWNER, 0, 0)  # the service closed for new orders
+    assert dt.order_expires_at(BUYER.address, 0) == order.expires_at
+    assert dt.has_valid_order(BUYER.address, 0)
+
+
+# -- 2. dataset state is enforced on every access path -----------------------------------
+
+
+def test_a_disabled_dataset_stops_serving_and_a_retired_one_never_serves_again(
+    ledger: Ledger,
+) -> None:
+    pub = publish(ledger)
+    fund(ledger, BUYER.address)
+    dt = ledger.datatoken(pub.dataset)
+    ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY)
+    ledger.data_nft.set_state(OWNER, pub.dataset, DatasetState.DISABLED)
+    # The old code answered True here: proxies and compute kept serving.
+    assert not dt.has_valid_order(BUYER.address, 0)
+    assert not ledger.data_nft.may_use(pub.dataset, BUYER.address)
+    before = balances(ledger)
+    with pytest.raises(InvalidState, match="not active"):
+        ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY)
+    assert balances(ledger) == before
+    # Disabling pauses: the paid expiry is kept and serves again once re-activated.
+    ledger.data_nft.set_state(OWNER, pub.dataset, DatasetState.ACTIVE)
+    assert dt.has_valid_order(BUYER.address, 0)
+    ledger.data_nft.set_state(OWNER, pub.dataset, DatasetState.RETIRED)
+    assert not dt.has_valid_order(BUYER.address, 0)
+    dt.mint(OWNER, BUYER.address, 1)
+    with pytest.raises(InvalidState):
+        dt.order(BUYER, 0, KEY)
+    assert dt.balance_of(BUYER.address) == 1
+
+
+# -- 3. refuse before taking money --------------------------------------------------------
+
+
+def test_a_deny_listed_consumer_cannot_pay(ledger: Ledger) -> None:
+    pub, free = publish(ledger), publish(ledger, Pricing.FREE)
+    fund(ledger, BUYER.address)
+    dt = ledger.datatoken(pub.dataset)
+    assert ledger.data_nft.list_flags(pub.dataset) == 0
+    ledger.access.set_list(OWNER, pub.dataset, BUYER.address, ListKind.DENY)
+    ledger.access.set_list(OWNER, free.dataset, BUYER.address, ListKind.DENY)
+    assert ledger.data_nft.list_flags(pub.dataset) == 1
+    before = balances(ledger)
+    # The old code took the payment and the proxies then refused the key.
+    with pytest.raises(InvalidState, match="deny-listed"):
+        ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY)
+    assert balances(ledger) == before
+    with pytest.raises(InvalidState, match="deny-listed"):
+        ledger.dispenser.dispense_and_order(
+            BUYER, free.dataset, ledger.datatoken(free.dataset), 0, KEY
+        )
+    assert ledger.dispenser.dispensed(free.dataset, BUYER.address) == 0
+    # Nor can someone else spend a datatoken on an order for them.
+    dt.mint(OWNER, OTHER.address, 1)
+    with pytest.raises(InvalidState, match="deny-listed"):
+        dt.order(OTHER, 0, KEY, consumer=BUYER.address)
+    # Taken off the list, the buyer may buy again, and the flag clears.
+    ledger.access.set_list(OWNER, pub.dataset, BUYER.address, ListKind.NONE)
+    assert ledger.data_nft.list_flags(pub.dataset) == 0
+    ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY)
+    # Deny-listed after paying: the order stops serving (the proxies' view agrees).
+    ledger.access.set_list(OWNER, pub.dataset, BUYER.address, ListKind.DENY)
+    assert not dt.has_valid_order(BUYER.address, 0)
+
+
+def test_sales_restricted_to_the_allow_list(ledger: Ledger) -> None:
+    pub = publish(ledger)
+    fund(ledger, BUYER.address)
+    fund(ledger, OTHER.address)
+    dt = ledger.datatoken(pub.dataset)
+    with pytest.raises(NotController):
+        ledger.access.restrict_sales(OTHER, pub.dataset, True)
+    ledger.access.restrict_sales(OWNER, pub.dataset, True)
+    ledger.access.set_list(OWNER, pub.dataset, BUYER.address, ListKind.ALLOW)
+    assert ledger.access.sales_restricted(pub.dataset)
+    before = ledger.market_token.balance_of(OTHER.address)
+    with pytest.raises(NotAuthorized, match="allow-list"):
+        ledger.exchange.buy_and_order(OTHER, pub.dataset, dt, 0, KEY)
+    assert ledger.market_token.balance_of(OTHER.address) == before
+    assert ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY).consumer == BUYER.address
+    ledger.access.restrict_sales(OWNER, pub.dataset, False)
+    assert ledger.data_nft.list_flags(pub.dataset) == 0
+    ledger.exchange.buy_and_order(OTHER, pub.dataset, dt, 0, KEY)
+
+
+# -- 4. services: closed services, compute-only datasets ----------------------------------
+
+
+def test_a_compute_only_dataset_never_sells_a_download(ledger: Ledger) -> None:
+    pub = publish(ledger, service_id=COMPUTE, order_timeout=3_600)
+    fund(ledger, BUYER.address)
+    dt = ledger.datatoken(pub.dataset)
+    assert (dt.service_timeout(0), dt.service_timeout(COMPUTE)) == (0, 3_600)
+    before = balances(ledger)
+    with pytest.raises(NotFound, match="unknown service"):
+        ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY)
+    assert balances(ledger) == before
+    order = ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, COMPUTE, KEY)
+    assert order.service_id == COMPUTE and not dt.has_valid_order(BUYER.address, 0)
+
+
+def test_a_closed_service_sells_nothing(ledger: Ledger) -> None:
+    free = publish(ledger, Pricing.FREE)
+    dt = ledger.datatoken(free.dataset)
+    dt.set_service(OWNER, 0, 0)
+    with pytest.raises(NotFound):
+        ledger.dispenser.dispense_and_order(BUYER, free.dataset, dt, 0, KEY)
+    assert ledger.dispenser.dispensed(free.dataset, BUYER.address) == 0
+    ledger.dispenser.dispense(BUYER, free.dataset, 2)
+    with pytest.raises(LimitExceeded):
+        ledger.dispenser.dispense(BUYER, free.dataset, 1)
+
+
+# -- 5. a metadata update never erases the storage commitment ----------------------------
+
+
+def test_a_metadata_only_update_keeps_the_storage_commitment(ledger: Ledger) -> None:
+    pub = publish(ledger)
+    tx = ledger.data_nft.update(OWNER, pub.dataset, h("meta2"), "https://example.org/v2.json")
+    info = ledger.data_nft.get_dataset(pub.dataset)
+    # The old code zeroed both: the data could no longer be verified or found.
+    assert (info.manifest_hash, info.merkle_root) == (h("manifest"), h("root"))
+    events = [e for e in ledger.events(tx.block_number, tx.block_number)]
+    (update,) = [e for e in events if e.name == "DatasetUpdated"]
+    assert update["new_manifest_hash"] == h("manifest") and update["new_merkle_root"] == h("root")
+    # EIP-4906, which supportsInterface(0x49064906) claims: wallets refresh the token.
+    (refresh,) = [e for e in events if e.name == "MetadataUpdate"]
+    assert refresh["_tokenId"] == pub.dataset
+    assert ledger.data_nft._view("supportsInterface", bytes.fromhex("49064906"))
+
+
+# -- 6. the datatoken's EIP-712 domain, as a wallet reads it ------------------------------
+
+
+def test_a_permit_signed_over_the_domain_read_from_the_chain_is_accepted(
+    ledger: Ledger,
+) -> None:
+    """EIP-5267's `eip712Domain()` is the documented source of the datatoken's domain
+    (its `name()` names the dataset; the domain name is the template's): a wallet that
+    reads it, as viem and ethers' EIP-5267 helpers do, signs a permit that works."""
+    pub = publish(ledger, Pricing.NONE)
+    dt = ledger.datatoken(pub.dataset)
+    dt.mint(OWNER, BUYER.address, 1)
+    fields, name, version, chain_id, verifying, _, _ = dt._view("eip712Domain")
+    assert fields == b"\x0f" and verifying == dt.address and chain_id == ledger.chain.chain_id
+    deadline = ledger.chain.timestamp() + 600
+    typed = encode_typed_data(
+        domain_data={
+            "name": name,
+            "version": version,
+            "chainId": chain_id,
+            "verifyingContract": verifying,
+        },
+        message_types={
+            "Permit": [
+                {"name": "owner", "type": "address"},
+                {"name": "spender", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "deadline", "type": "uint256"},
+            ]
+        },
+        message_data={
+            "owner": BUYER.address,
+            "spender": OTHER.address,
+            "value": 1,
+            "nonce": dt.nonce_of(BUYER.address),
+            "deadline": deadline,
+        },
+    )
+    signed = Account.sign_message(typed, BUYER.key)
+    permit = type(dt.sign_permit(BUYER, OTHER.address, 1, deadline))(
+        BUYER.address,
+        OTHER.address,
+        1,
+        deadline,
+        signed.v,
+        signed.r.to_bytes(32, "big"),
+        signed.s.to_bytes(32, "big"),
+    )
+    dt.permit(OTHER, permit)
+    assert dt.allowance(BUYER.address, OTHER.address) == 1
