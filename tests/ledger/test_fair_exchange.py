@@ -13,14 +13,16 @@ from eth_account.messages import encode_typed_data
 
 from datagora.ledger import DatasetState, Ledger, ListKind, Pricing
 from datagora.ledger.errors import (
+    InsufficientFunds,
     InvalidState,
     LimitExceeded,
     NotAuthorized,
     NotController,
     NotFound,
+    PriceAboveMaximum,
     TermsChanged,
 )
-from helpers import BUYER, MARKET, OTHER, OWNER, fund, h, publish
+from helpers import BUYER, MARKET, OTHER, OWNER, PRICE, fund, h, publish
 
 KEY = b"\x03" + bytes(range(32))
 COMPUTE = 1
@@ -177,6 +179,52 @@ def test_a_compute_only_dataset_never_sells_a_download(ledger: Ledger) -> None:
     assert order.service_id == COMPUTE and not dt.has_valid_order(BUYER.address, 0)
 
 
+def test_prices_per_service(ledger: Ledger) -> None:
+    """Compute priced at 3 datatokens, download at 1: each order pays its own service's
+    price, whichever way it is paid, and a seller who raises a price before the order
+    is mined is paid nothing."""
+    pub = publish(ledger, market_fee_bps=0)
+    fund(ledger, BUYER.address)
+    dt = ledger.datatoken(pub.dataset)
+    dt.set_service(OWNER, COMPUTE, 3_600)
+    with pytest.raises(NotController):
+        dt.set_service_units(OTHER, COMPUTE, 3)
+    dt.set_service_units(OWNER, COMPUTE, 3)
+    assert (dt.service_units(0), dt.service_units(COMPUTE)) == (1, 3)
+    assert dt.service_timeout(COMPUTE) == 3_600  # the price leaves the validity alone
+    mt = ledger.market_token
+    paid = mt.balance_of(BUYER.address)
+    ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, COMPUTE, KEY)
+    assert paid - mt.balance_of(BUYER.address) == 3 * PRICE
+    paid = mt.balance_of(BUYER.address)
+    ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY)
+    assert paid - mt.balance_of(BUYER.address) == PRICE
+    # The buyer saw the download at 1 datatoken; the seller raises it to 5 first.
+    seen = ledger.exchange.quote(pub.dataset, dt.service_units(0)).total
+    dt.set_service_units(OWNER, 0, 5)
+    paid = mt.balance_of(BUYER.address)
+    with pytest.raises(PriceAboveMaximum):
+        ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY, max_price=seen)
+    assert mt.balance_of(BUYER.address) == paid
+    # Datatokens bought in bulk pay a service's price in datatokens, under the same guard.
+    dt.mint(OWNER, BUYER.address, 4)
+    with pytest.raises(PriceAboveMaximum):
+        dt.order(BUYER, COMPUTE, KEY, max_units=1)
+    with pytest.raises(InsufficientFunds):
+        dt.order(BUYER, 0, KEY)  # 5 needed, 4 held
+    dt.order(BUYER, COMPUTE, KEY)
+    assert dt.balance_of(BUYER.address) == 1
+    # Free datasets: a service's datatokens count against the per-address limit.
+    free = publish(ledger, Pricing.FREE, dispenser_max_per_address=2)
+    free_dt = ledger.datatoken(free.dataset)
+    free_dt.set_service_units(OWNER, 0, 3)
+    with pytest.raises(LimitExceeded):
+        ledger.dispenser.dispense_and_order(BUYER, free.dataset, free_dt, 0, KEY)
+    free_dt.set_service_units(OWNER, 0, 2)
+    ledger.dispenser.dispense_and_order(BUYER, free.dataset, free_dt, 0, KEY)
+    assert ledger.dispenser.dispensed(free.dataset, BUYER.address) == 2
+
+
 def test_a_closed_service_sells_nothing(ledger: Ledger) -> None:
     free = publish(ledger, Pricing.FREE)
     dt = ledger.datatoken(free.dataset)
@@ -258,3 +306,39 @@ def test_a_permit_signed_over_the_domain_read_from_the_chain_is_accepted(
     )
     dt.permit(OTHER, permit)
     assert dt.allowance(BUYER.address, OTHER.address) == 1
+
+
+# -- 7. fees changeable by the marketplace, a dispenser that cannot be farmed ------------
+
+
+def test_the_marketplace_moves_or_lowers_its_fee_but_never_raises_it(ledger: Ledger) -> None:
+    pub = publish(ledger)  # 100 bps to MARKET
+    with pytest.raises(NotAuthorized):
+        ledger.exchange.set_market_fee(OWNER, pub.dataset, 0, OWNER.address)
+    with pytest.raises(LimitExceeded):
+        ledger.exchange.set_market_fee(MARKET, pub.dataset, 101, MARKET.address)
+    ledger.exchange.set_market_fee(MARKET, pub.dataset, 50, OTHER.address)
+    assert ledger.exchange.market_fee(pub.dataset) == (50, OTHER.address)
+    assert ledger.exchange.is_active(pub.dataset)
+    with pytest.raises(NotAuthorized):
+        ledger.exchange.set_market_fee(MARKET, pub.dataset, 10, MARKET.address)
+    fund(ledger, BUYER.address)
+    before = ledger.market_token.balance_of(OTHER.address)
+    ledger.exchange.buy_and_order(BUYER, pub.dataset, ledger.datatoken(pub.dataset), 0, KEY)
+    assert ledger.market_token.balance_of(OTHER.address) == before + PRICE * 50 // 10_000
+
+
+def test_a_dispenser_cap_stops_a_farm_of_fresh_addresses(ledger: Ledger) -> None:
+    free = publish(ledger, Pricing.FREE)  # 2 per address
+    dt = ledger.datatoken(free.dataset)
+    ledger.dispenser.dispense(BUYER, free.dataset, 2)
+    with pytest.raises(NotController):
+        ledger.dispenser.set_cap(OTHER, free.dataset, 3)
+    ledger.dispenser.set_cap(OWNER, free.dataset, 3)
+    assert ledger.dispenser.cap(free.dataset) == (3, 2)
+    ledger.dispenser.dispense_and_order(OTHER, free.dataset, dt, 0, KEY)
+    with pytest.raises(LimitExceeded, match="cap reached"):
+        ledger.dispenser.dispense_and_order(MARKET, free.dataset, dt, 0, KEY)
+    assert ledger.dispenser.dispensed(free.dataset, MARKET.address) == 0
+    ledger.dispenser.set_cap(OWNER, free.dataset, 0)
+    ledger.dispenser.dispense_and_order(MARKET, free.dataset, dt, 0, KEY)

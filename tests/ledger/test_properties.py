@@ -365,9 +365,9 @@ class Market:
             refusal = (NoDatatoken, "no datatoken")
         refusal = refusal or self._terms(which, service, seen)
         if via_order_for:
-            tx = dt.prepare("order_for", consumer, service, key, guard)
+            tx = dt.prepare("order_for", consumer, service, key, guard, 1)
         else:
-            tx = dt.prepare("order", service, key, guard)
+            tx = dt.prepare("order", service, key, guard, 1)
         receipt = self._run(holder, tx, "order", refusal)
         if receipt is None:
             assert dt.order_expires_at(consumer, service) == self.expiry[which, consumer, service]
@@ -383,10 +383,10 @@ class Market:
         ex, mt = self.ledger.exchange, self.ledger.market_token
         payment = self._payment(buyer.address, self.price)
         guard, seen = self._guard("fixed", service, stale)
-        refusal = self._gate("fixed", buyer.address)
+        # The order comes first (to learn its price in datatokens), then the payment.
+        refusal = self._gate("fixed", buyer.address) or self._terms("fixed", service, seen)
         if refusal is None and not self._feasible("MT", payment):
             refusal = BALANCE
-        refusal = refusal or self._terms("fixed", service, seen)
         permit = mt.sign_permit(
             buyer, ex.address, self.price, self.ledger.chain.timestamp() + 3_600
         )
@@ -428,10 +428,10 @@ class Market:
     def dispense_and_order(self, who: int, service: int, key: bytes, stale: bool = False) -> None:
         taker = ACTORS[who]
         guard, seen = self._guard("free", service, stale)
-        refusal = self._gate("free", taker.address)
+        # The order comes first (to learn its price in datatokens), then the limit.
+        refusal = self._gate("free", taker.address) or self._terms("free", service, seen)
         if refusal is None and self.dispensed[taker.address] + 1 > self.limit:
             refusal = (LimitExceeded, "limit reached")
-        refusal = refusal or self._terms("free", service, seen)
         tx = self.ledger.dispenser.prepare(
             "dispense_and_order", self.dataset["free"], service, key, guard
         )
