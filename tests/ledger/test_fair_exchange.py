@@ -20,8 +20,10 @@ from datagora.ledger.errors import (
     NotController,
     NotFound,
     PriceAboveMaximum,
+    SignatureError,
     TermsChanged,
 )
+from datagora.ledger.tokens import Permit
 from helpers import BUYER, MARKET, OTHER, OWNER, PRICE, fund, h, publish
 
 KEY = b"\x03" + bytes(range(32))
@@ -270,41 +272,41 @@ def test_a_permit_signed_over_the_domain_read_from_the_chain_is_accepted(
     fields, name, version, chain_id, verifying, _, _ = dt._view("eip712Domain")
     assert fields == b"\x0f" and verifying == dt.address and chain_id == ledger.chain.chain_id
     deadline = ledger.chain.timestamp() + 600
-    typed = encode_typed_data(
-        domain_data={
-            "name": name,
-            "version": version,
-            "chainId": chain_id,
-            "verifyingContract": verifying,
-        },
-        message_types={
-            "Permit": [
-                {"name": "owner", "type": "address"},
-                {"name": "spender", "type": "address"},
-                {"name": "value", "type": "uint256"},
-                {"name": "nonce", "type": "uint256"},
-                {"name": "deadline", "type": "uint256"},
-            ]
-        },
-        message_data={
-            "owner": BUYER.address,
-            "spender": OTHER.address,
-            "value": 1,
-            "nonce": dt.nonce_of(BUYER.address),
-            "deadline": deadline,
-        },
-    )
-    signed = Account.sign_message(typed, BUYER.key)
-    permit = type(dt.sign_permit(BUYER, OTHER.address, 1, deadline))(
-        BUYER.address,
-        OTHER.address,
-        1,
-        deadline,
-        signed.v,
-        signed.r.to_bytes(32, "big"),
-        signed.s.to_bytes(32, "big"),
-    )
-    dt.permit(OTHER, permit)
+
+    def wallet_permit(domain_name: str) -> Permit:
+        typed = encode_typed_data(
+            domain_data={
+                "name": domain_name,
+                "version": version,
+                "chainId": chain_id,
+                "verifyingContract": verifying,
+            },
+            message_types={
+                "Permit": [
+                    {"name": "owner", "type": "address"},
+                    {"name": "spender", "type": "address"},
+                    {"name": "value", "type": "uint256"},
+                    {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"},
+                ]
+            },
+            message_data={
+                "owner": BUYER.address,
+                "spender": OTHER.address,
+                "value": 1,
+                "nonce": dt.nonce_of(BUYER.address),
+                "deadline": deadline,
+            },
+        )
+        signed = Account.sign_message(typed, BUYER.key)
+        r, s = signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+        return Permit(BUYER.address, OTHER.address, 1, deadline, signed.v, r, s)
+
+    # The caveat the docs state: a domain built from name() is not the token's domain.
+    assert name != dt.name()
+    with pytest.raises(SignatureError):
+        dt.permit(OTHER, wallet_permit(dt.name()))
+    dt.permit(OTHER, wallet_permit(name))
     assert dt.allowance(BUYER.address, OTHER.address) == 1
 
 
