@@ -148,6 +148,9 @@ class Marketplace:
         `metadata` without ``services`` gets one download service matching the
         pricing: `price` for a fixed price, free otherwise, and the approval policy
         when there is no price at all (``Pricing.NONE``: access only by grant).
+        The chain opens the metadata's download service, or, for a dataset without
+        one (compute-only), its first service: what the metadata offers is what the
+        chain sells, and a compute-only dataset never sells a download.
         """
         if self.endpoints.on_publish is not None:
             self.endpoints.on_publish(self.identity)
@@ -163,6 +166,8 @@ class Marketplace:
         )
         meta = meta.model_copy(update={"publisher_keys": keys})
         meta = build_metadata(meta.model_dump(mode="json", exclude_none=True))  # re-validate
+        downloads = [s for s in meta.services if s.type == "download"]
+        opened = (downloads or meta.services)[0].id  # metadata has at least one service
         raw_meta = meta.to_bytes()
         storage = self.storage()
         # The data key is wrapped to the delegating key of this dataset version; the
@@ -183,6 +188,7 @@ class Marketplace:
                 manifest_hash=upload.manifest_hash,
                 merkle_root=upload.root,
                 order_timeout=order_timeout,
+                service_id=opened,
                 pricing=pricing,
                 price=price if pricing == Pricing.FIXED else 0,
                 market_fee_bps=market_fee_bps,
