@@ -58,7 +58,7 @@ def build_history(ledger: Ledger, events: int = 10_000) -> tuple[int, int]:
     chain.wait_all([token._send(b, "approve", exchange.address, 2**256 - 1) for b in buyers])
 
     def buy(buyer: LocalAccount, ds: int, gas: int) -> PendingTx:
-        tx = exchange.prepare("buy_and_order", ds, 0, b"", price, 0, 0, bytes(32), bytes(32))
+        tx = exchange.prepare("buy_and_order", ds, 0, b"", price, 0, 0, 0, bytes(32), bytes(32))
         return chain.send(buyer, tx, "buy_and_order", gas)
 
     # Publishing made 4 events (NFT mint, creation, service, exchange).
@@ -66,7 +66,7 @@ def build_history(ledger: Ledger, events: int = 10_000) -> tuple[int, int]:
     requests = events - 4 - 4 * sales
     buy_gas = 2 * chain.estimate(
         buyers[0].address,
-        exchange.prepare("buy_and_order", dataset, 0, b"", price, 0, 0, bytes(32), bytes(32)),
+        exchange.prepare("buy_and_order", dataset, 0, b"", price, 0, 0, 0, bytes(32), bytes(32)),
         "buy_and_order",
     )
     request_gas = 2 * chain.estimate(

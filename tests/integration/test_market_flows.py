@@ -12,6 +12,7 @@ import pytest
 from datagora.crypto.keys import Identity
 from datagora.errors import DatagoraError
 from datagora.ledger import Pricing, dev_account
+from datagora.ledger.errors import NotFound, TermsChanged
 from datagora.market import Endpoints, Marketplace
 from datagora.sharing.errors import AccessRefused
 from datagora.testing.sharing import Network, wait_until
@@ -147,3 +148,31 @@ def test_private_records_and_mock_data(network: tuple[Network, LocalNodes], tmp_
     published = owner.publish(src, mocked, pricing=Pricing.NONE)
     anyone = Marketplace(net.ledger, Endpoints(nodes.urls), None)
     assert anyone.mock(published.dataset) == mock_csv
+
+
+def test_a_compute_only_dataset_and_the_terms_guard(
+    network: tuple[Network, LocalNodes], tmp_path: Path
+) -> None:
+    """The chain sells what the metadata offers: a compute-only dataset has no
+    download to sell. A buyer passes the validity it saw: a seller who shortens it
+    before the purchase is mined is paid nothing."""
+    net, nodes = network
+    src = tmp_path / "rows.csv"
+    src.write_bytes(b"radius,label\n1.5,1\n")
+    owner = market(net, nodes, net.owner)
+    compute_only = {**META, "services": [{"id": 1, "type": "compute", "price": "1"}]}
+    published = owner.publish(src, compute_only, pricing=Pricing.FIXED, price=1, order_timeout=600)
+    token = net.ledger.datatoken(published.dataset)
+    assert (token.service_timeout(0), token.service_timeout(1)) == (0, 600)
+
+    buyer_id = Identity.from_private_key(bytes(dev_account(8).key))
+    net.ledger.market_token.mint(dev_account(0), buyer_id.address, 10)
+    buyer = market(net, nodes, buyer_id)
+    with pytest.raises(NotFound):
+        buyer.buy_and_order(published.dataset, service_id=0)
+    seen = token.terms_floor(1)
+    token.set_service(net.owner.account, 1, 1)
+    with pytest.raises(TermsChanged):
+        buyer.buy_and_order(published.dataset, service_id=1, min_expires_at=seen)
+    assert net.ledger.market_token.balance_of(buyer_id.address) == 10
+    assert buyer.buy_and_order(published.dataset, service_id=1).service_id == 1

@@ -299,7 +299,7 @@ def test_market_order_is_reserved_for_market_contracts(ledger: Ledger) -> None:
     dt = ledger.datatoken(pub.dataset)
     with pytest.raises(NotAuthorized):
         ledger.chain.transact(
-            OTHER, dt.prepare("market_order", OTHER.address, pub.dataset, 0, b""), "x"
+            OTHER, dt.prepare("market_order", OTHER.address, pub.dataset, 0, b"", 0), "x"
         )
     assert not dt.has_valid_order(OTHER.address, 0)
 

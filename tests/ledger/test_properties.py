@@ -42,6 +42,7 @@ from datagora.ledger.errors import (
     NoDatatoken,
     NotController,
     NotFound,
+    TermsChanged,
 )
 from helpers import BUYER, DEPLOYER, MARKET, OTHER, OWNER, PRICE, h, publish
 
@@ -187,8 +188,12 @@ class Market:
             **self.datatoken,
         }
         self.protocol_fee_bps, self.protocol_recipient = ledger.exchange.protocol_fee()
-        self.timeout = self.datatoken["fixed"].service_timeout(0)
-        assert self.timeout == self.datatoken["free"].service_timeout(0) > 0
+        timeout = self.datatoken["fixed"].service_timeout(0)
+        assert timeout == self.datatoken["free"].service_timeout(0) > 0
+        # which -> service -> order validity; publish opens service 0 only.
+        self.timeouts: dict[str, dict[int, int]] = {"fixed": {0: timeout}, "free": {0: timeout}}
+        self.state = {"fixed": DatasetState.ACTIVE, "free": DatasetState.ACTIVE}
+        self.denied: dict[str, set[str]] = {"fixed": set(), "free": set()}
         self.holders = {a.address for a in ACTORS} | {self.protocol_recipient}
         self.balance: dict[str, Counter[str]] = {
             "MT": Counter({a: ledger.market_token.balance_of(a) for a in self.holders}),
@@ -198,7 +203,6 @@ class Market:
         self.supply = {name: token.total_supply() for name, token in self.tokens.items()}
         assert self.supply["fixed"] == self.supply["free"] == 0
         self.dispensed: Counter[str] = Counter()
-        self.offered = {0}  # publish opens service 0 only
         self.expiry: Counter[tuple[str, str, int]] = Counter()
         self._order_started = ledger.chain.w3.eth.contract(
             abi=abi("Datatoken")
@@ -258,6 +262,30 @@ class Market:
             moves.append((payer, self.protocol_recipient, protocol_fee))
         return moves
 
+    def _gate(self, which: str, account: str) -> Refusal:
+        """The refusal of a sale or order to `account` before any token moves, if any."""
+        if self.state[which] != DatasetState.ACTIVE:
+            return (InvalidState, "not active")
+        if account in self.denied[which]:
+            return (InvalidState, "deny-listed")
+        return None
+
+    def _terms(self, which: str, service: int, seen: int) -> Refusal:
+        """The refusal of the order itself: a closed service, or terms shorter than seen."""
+        timeout = self.timeouts[which].get(service, 0)
+        if timeout == 0:
+            return (NotFound, "unknown service")
+        if seen > timeout:
+            return (TermsChanged, "order terms changed")
+        return None
+
+    def _guard(self, which: str, service: int, stale: bool) -> tuple[int, int]:
+        """The buyer's `min_expires_at` and the validity it saw. A stale buyer saw a
+        longer validity than the service offers now (the seller shortened it since);
+        blocks are seconds apart, far less than the extra day it expects."""
+        seen = self.timeouts[which].get(service, 0) + (86_400 if stale else 0)
+        return self.ledger.chain.timestamp() + seen, seen
+
     def _run(
         self, account: Any, tx: dict[str, Any], what: str, refusal: Refusal
     ) -> TxReceipt | None:
@@ -300,7 +328,9 @@ class Market:
         total = self.price * amount
         send(self.ledger, buyer, mt.prepare("approve", ex.address, total), "approve")
         payment = self._payment(buyer.address, total)
-        refusal = None if self._feasible("MT", payment) else BALANCE
+        refusal = self._gate("fixed", buyer.address)
+        if refusal is None and not self._feasible("MT", payment):
+            refusal = BALANCE
         tx = ex.prepare("buy", self.dataset["fixed"], amount, total)
         if self._run(buyer, tx, "buy", refusal) is not None:
             self._apply("MT", payment)
@@ -308,26 +338,36 @@ class Market:
         self._check("MT", {buyer.address, OWNER.address, MARKET.address, self.protocol_recipient})
         self._check("fixed", {buyer.address})
 
-    def order(self, which: str, who: int, service: int, key: bytes) -> None:
-        self._order(which, ACTORS[who], ACTORS[who].address, service, key, via_order_for=False)
+    def order(self, which: str, who: int, service: int, key: bytes, stale: bool = False) -> None:
+        holder = ACTORS[who]
+        self._order(which, holder, holder.address, service, key, stale, via_order_for=False)
 
-    def order_for(self, which: str, who: int, consumer: int, service: int, key: bytes) -> None:
-        self._order(which, ACTORS[who], ACTORS[consumer].address, service, key, via_order_for=True)
+    def order_for(
+        self, which: str, who: int, consumer: int, service: int, key: bytes, stale: bool = False
+    ) -> None:
+        holder, to = ACTORS[who], ACTORS[consumer].address
+        self._order(which, holder, to, service, key, stale, via_order_for=True)
 
     def _order(
-        self, which: str, holder: Any, consumer: str, service: int, key: bytes, via_order_for: bool
+        self,
+        which: str,
+        holder: Any,
+        consumer: str,
+        service: int,
+        key: bytes,
+        stale: bool,
+        via_order_for: bool,
     ) -> None:
         dt = self.datatoken[which]
-        if self.balance[which][holder.address] == 0:
-            refusal: Refusal = (NoDatatoken, "no datatoken")
-        elif service not in self.offered:
-            refusal = (NotFound, "unknown service")
-        else:
-            refusal = None
+        guard, seen = self._guard(which, service, stale)
+        refusal = self._gate(which, consumer)
+        if refusal is None and self.balance[which][holder.address] == 0:
+            refusal = (NoDatatoken, "no datatoken")
+        refusal = refusal or self._terms(which, service, seen)
         if via_order_for:
-            tx = dt.prepare("order_for", consumer, service, key)
+            tx = dt.prepare("order_for", consumer, service, key, guard, 1)
         else:
-            tx = dt.prepare("order", service, key)
+            tx = dt.prepare("order", service, key, guard, 1)
         receipt = self._run(holder, tx, "order", refusal)
         if receipt is None:
             assert dt.order_expires_at(consumer, service) == self.expiry[which, consumer, service]
@@ -338,16 +378,15 @@ class Market:
             self._apply(which, [(holder.address, None, 1)])
         self._check(which, {holder.address, consumer})
 
-    def buy_and_order(self, who: int, service: int, key: bytes) -> None:
+    def buy_and_order(self, who: int, service: int, key: bytes, stale: bool = False) -> None:
         buyer = ACTORS[who]
         ex, mt = self.ledger.exchange, self.ledger.market_token
         payment = self._payment(buyer.address, self.price)
-        if not self._feasible("MT", payment):
-            refusal: Refusal = BALANCE
-        elif service not in self.offered:
-            refusal = (NotFound, "unknown service")
-        else:
-            refusal = None
+        guard, seen = self._guard("fixed", service, stale)
+        # The order comes first (to learn its price in datatokens), then the payment.
+        refusal = self._gate("fixed", buyer.address) or self._terms("fixed", service, seen)
+        if refusal is None and not self._feasible("MT", payment):
+            refusal = BALANCE
         permit = mt.sign_permit(
             buyer, ex.address, self.price, self.ledger.chain.timestamp() + 3_600
         )
@@ -357,6 +396,7 @@ class Market:
             service,
             key,
             self.price,
+            guard,
             permit.deadline,
             permit.v,
             permit.r,
@@ -372,7 +412,9 @@ class Market:
     def dispense(self, who: int, amount: int) -> None:
         taker = ACTORS[who]
         ok = self.dispensed[taker.address] + amount <= self.limit
-        refusal: Refusal = None if ok else (LimitExceeded, "limit reached")
+        refusal = self._gate("free", taker.address)
+        if refusal is None and not ok:
+            refusal = (LimitExceeded, "limit reached")
         tx = self.ledger.dispenser.prepare("dispense", self.dataset["free"], amount)
         receipt = self._run(taker, tx, "dispense", refusal)
         if receipt is not None:
@@ -383,15 +425,16 @@ class Market:
             self._apply("free", [(None, taker.address, amount)])
         self._check("free", {taker.address})
 
-    def dispense_and_order(self, who: int, service: int, key: bytes) -> None:
+    def dispense_and_order(self, who: int, service: int, key: bytes, stale: bool = False) -> None:
         taker = ACTORS[who]
-        if self.dispensed[taker.address] + 1 > self.limit:
-            refusal: Refusal = (LimitExceeded, "limit reached")
-        elif service not in self.offered:
-            refusal = (NotFound, "unknown service")
-        else:
-            refusal = None
-        tx = self.ledger.dispenser.prepare("dispense_and_order", self.dataset["free"], service, key)
+        guard, seen = self._guard("free", service, stale)
+        # The order comes first (to learn its price in datatokens), then the limit.
+        refusal = self._gate("free", taker.address) or self._terms("free", service, seen)
+        if refusal is None and self.dispensed[taker.address] + 1 > self.limit:
+            refusal = (LimitExceeded, "limit reached")
+        tx = self.ledger.dispenser.prepare(
+            "dispense_and_order", self.dataset["free"], service, key, guard
+        )
         receipt = self._run(taker, tx, "dispense_and_order", refusal)
         if receipt is not None:
             self._check_market_order(receipt, "free", taker.address, service, key)
@@ -422,6 +465,7 @@ class Market:
         assert started[0]["address"] == dt.address
         event = self._order_started.process_log(started[0])["args"]
         mined_at = int(self.ledger.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
+        expires_at = mined_at + self.timeouts[which][service]
         assert (
             event["dataset"],
             event["consumer"],
@@ -429,15 +473,60 @@ class Market:
             event["service_id"],
             bytes(event["consumer_key"]),
             event["expires_at"],
-        ) == (self.dataset[which], consumer, payer, service, key, mined_at + self.timeout)
-        assert dt.order_expires_at(consumer, service) == mined_at + self.timeout
-        self.expiry[which, consumer, service] = mined_at + self.timeout
+        ) == (self.dataset[which], consumer, payer, service, key, expires_at)
+        # An order keeps the longest expiry its consumer has paid for.
+        expected = max(expires_at, self.expiry[which, consumer, service])
+        assert dt.order_expires_at(consumer, service) == expected
+        self.expiry[which, consumer, service] = expected
+        # No payment without a deliverable order: what was just paid for serves now.
+        assert dt.has_valid_order(consumer, service)
+
+    # -- the seller's moves ------------------------------------------------------------
+    def set_timeout(self, which: str, service: int, seconds: int) -> None:
+        """The seller changes (or closes, with 0) a service's terms."""
+        dt = self.datatoken[which]
+        self._run(OWNER, dt.prepare("set_service", service, seconds), "set_service", None)
+        self.timeouts[which][service] = seconds
+
+    def set_state(self, which: str, state: DatasetState) -> None:
+        old = self.state[which]
+        if old == DatasetState.RETIRED:
+            refusal: Refusal = (InvalidState, "retired")
+        elif old == state:
+            refusal = (InvalidState, "unchanged")
+        else:
+            refusal = None
+        tx = self.ledger.data_nft.prepare("set_state", self.dataset[which], int(state))
+        if self._run(OWNER, tx, "set_state", refusal) is not None:
+            self.state[which] = state
+
+    def set_list(self, which: str, who: int, deny: bool) -> None:
+        account = ACTORS[who].address
+        kind = ListKind.DENY if deny else ListKind.NONE
+        tx = self.ledger.access.prepare("set_list", self.dataset[which], account, int(kind))
+        self._run(OWNER, tx, "set_list", None)
+        if deny:
+            self.denied[which].add(account)
+        else:
+            self.denied[which].discard(account)
+
+    def check_orders(self) -> None:
+        """Terms never change after payment: every order keeps the expiry it was paid
+        with, whatever the seller did since; it serves only while the dataset is active
+        and its consumer is not deny-listed."""
+        now = self.ledger.chain.timestamp()
+        for (which, consumer, service), expiry in self.expiry.items():
+            dt = self.datatoken[which]
+            assert dt.order_expires_at(consumer, service) == expiry
+            serves = self._gate(which, consumer) is None and expiry > now
+            assert dt.has_valid_order(consumer, service) == serves
 
 
 actor = st.integers(0, len(ACTORS) - 1)
 which = st.sampled_from(["fixed", "free"])
-service = st.sampled_from([0, 0, 0, 1])  # service 1 is not offered
+service = st.sampled_from([0, 0, 0, 1])  # service 1 is not offered unless opened
 key = st.binary(max_size=128)
+stale = st.sampled_from([False, False, True])  # the buyer saw longer terms than now
 OPERATIONS = {
     "mt_mint": st.tuples(actor, st.integers(0, 3), st.integers(0, 10**6)),
     "transfer": st.tuples(
@@ -448,16 +537,21 @@ OPERATIONS = {
     ),
     "dt_mint": st.tuples(which, actor, st.integers(1, 3)),
     "buy": st.tuples(actor, st.integers(1, 3)),
-    "buy_and_order": st.tuples(actor, service, key),
+    "buy_and_order": st.tuples(actor, service, key, stale),
     "dispense": st.tuples(actor, st.integers(1, 3)),
-    "dispense_and_order": st.tuples(actor, service, key),
-    "order": st.tuples(which, actor, service, key),
-    "order_for": st.tuples(which, actor, actor, service, key),
+    "dispense_and_order": st.tuples(actor, service, key, stale),
+    "order": st.tuples(which, actor, service, key, stale),
+    "order_for": st.tuples(which, actor, actor, service, key, stale),
+}
+SELLER = {
+    "set_timeout": st.tuples(which, st.sampled_from([0, 1]), st.sampled_from([0, 1, 3_600])),
+    "set_state": st.tuples(which, st.sampled_from(DatasetState)),
+    "set_list": st.tuples(which, actor, st.booleans()),
 }
 
 
 def operations(*names: str) -> st.SearchStrategy[list[tuple[str, tuple[Any, ...]]]]:
-    one = st.one_of([st.tuples(st.just(name), OPERATIONS[name]) for name in names])
+    one = st.one_of([st.tuples(st.just(name), {**OPERATIONS, **SELLER}[name]) for name in names])
     return st.lists(one, min_size=1, max_size=8)
 
 
@@ -467,7 +561,7 @@ def operations(*names: str) -> st.SearchStrategy[list[tuple[str, tuple[Any, ...]
     market_fee_bps=st.integers(0, 1_000),
     limit=st.integers(1, 3),
     funded=st.integers(0, 3),
-    steps=operations(*OPERATIONS),
+    steps=operations(*OPERATIONS, *SELLER),
 )
 def test_balances_always_sum_to_total_supply(
     embedded_ledger: Ledger,
@@ -484,6 +578,7 @@ def test_balances_always_sum_to_total_supply(
         for name, args in steps:
             getattr(market, name)(*args)
         market.check_all()
+        market.check_orders()
 
 
 @examples(12)
@@ -500,6 +595,9 @@ def test_balances_always_sum_to_total_supply(
         "dt_mint",
         "dispense",
         "transfer",
+        "set_timeout",
+        "set_state",
+        "set_list",
     ),
 )
 def test_every_order_spends_exactly_one_datatoken(
@@ -515,6 +613,39 @@ def test_every_order_spends_exactly_one_datatoken(
         market.mt_mint(3, 1, 0)
         for name, args in steps:
             getattr(market, name)(*args)
+        market.check_all()
+        market.check_orders()
+
+
+@examples(12)
+@given(
+    price=st.integers(1, 10**6),
+    steps=operations(
+        "buy_and_order",
+        "buy_and_order",
+        "dispense_and_order",
+        "order",
+        "dt_mint",
+        "set_timeout",
+        "set_timeout",
+        "set_state",
+        "set_list",
+    ),
+)
+def test_nobody_pays_for_an_order_that_does_not_serve(
+    embedded_ledger: Ledger, price: int, steps: list[tuple[str, tuple[Any, ...]]]
+) -> None:
+    """A seller who changes terms, disables the dataset or deny-lists a buyer never
+    takes money for nothing: every refusal happens before a token moves (the model's
+    balances), every paid order serves at once, and no paid order's expiry changes."""
+    ledger = embedded_ledger
+    with isolated(ledger):
+        market = Market(ledger, price, 100, 3)
+        for who in range(len(ACTORS)):
+            market.mt_mint(who, 3, 0)
+        for name, args in steps:
+            getattr(market, name)(*args)
+            market.check_orders()
         market.check_all()
 
 
@@ -941,6 +1072,7 @@ def faulty_publish(draw: st.DrawFn) -> tuple[str, tuple[Any, ...]]:
         "manifest_hash": draw(st.binary(min_size=32, max_size=32)),
         "merkle_root": draw(st.binary(min_size=32, max_size=32)),
         "order_timeout": 0 if fault == "zero order timeout" else draw(st.integers(1, 10**8)),
+        "service_id": draw(st.integers(0, 3)),
         "pricing": draw(st.sampled_from(Pricing)),
         "price": draw(st.integers(1, 10**24)),
         "market_fee_bps": draw(st.integers(0, 1_000)),

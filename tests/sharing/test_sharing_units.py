@@ -13,7 +13,7 @@ import pytest
 
 from datagora.crypto.keys import Identity
 from datagora.crypto.pre import dataset_scope, make_kfrags, verify_kfrag
-from datagora.ledger import Ledger, ListKind
+from datagora.ledger import DatasetState, Ledger, ListKind
 from datagora.ledger.errors import ChainError
 from datagora.ledger.views import CallCoalescer
 from datagora.sharing.accesslog import AccessLogFile, verify_log
@@ -86,6 +86,12 @@ def test_gate_on_the_embedded_chain(embedded_ledger: Ledger) -> None:
     ledger.access.set_list(OWNER, ds, BUYER.address, ListKind.DENY)
     assert gate.check(ds, BUYER.address).code == "deny_listed"
     ledger.access.set_list(OWNER, ds, BUYER.address, ListKind.NONE)
+    # A disabled dataset serves no order, and the refusal says why (not "expired").
+    ledger.data_nft.set_state(OWNER, ds, DatasetState.DISABLED)
+    refused = gate.check(ds, BUYER.address)
+    assert (refused.code, refused.detail) == ("dataset_inactive", f"dataset {ds} is disabled")
+    ledger.data_nft.set_state(OWNER, ds, DatasetState.ACTIVE)
+    assert gate.check(ds, BUYER.address).allowed
     ledger.chain.advance_time(86_400 + 1)
     assert gate.check(ds, BUYER.address).code == "order_expired"
 

@@ -69,6 +69,14 @@ class AccessRegistry(ContractWrapper):
             self._transact(account, "set_list", dataset, check_address(who, "account"), int(kind))
         )
 
+    def restrict_sales(self, account: LocalAccount, dataset: int, restricted: bool) -> Tx:
+        """Sell (exchange, dispenser, orders) only to allow-listed accounts, or to anyone
+        not deny-listed again (the dataset's controller only)."""
+        return Tx.of(self._transact(account, "restrict_sales", dataset, restricted))
+
+    def sales_restricted(self, dataset: int) -> bool:
+        return bool(self._view("sales_restricted", dataset))
+
     def list_of(self, dataset: int, who: str) -> ListKind:
         return ListKind(int(self._view("list_of", dataset, who)))
 

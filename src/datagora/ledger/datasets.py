@@ -49,8 +49,9 @@ class PublishParams:
 
     `price` is in MarketToken base units per datatoken (with ``Pricing.FIXED``);
     `market_fee_bps` goes to `market_fee_recipient`; `dispenser_max_per_address`
-    applies with ``Pricing.FREE``; orders of service 0 stay valid `order_timeout`
-    seconds.
+    applies with ``Pricing.FREE``; service `service_id` (0: download, 1: compute) is
+    the one service opened, with orders valid `order_timeout` seconds — publish with
+    ``service_id=1`` for a compute-only dataset that never sells a download.
     """
 
     metadata_hash: bytes
@@ -58,6 +59,7 @@ class PublishParams:
     manifest_hash: bytes = EMPTY32
     merkle_root: bytes = EMPTY32
     order_timeout: int = DAY
+    service_id: int = 0
     pricing: Pricing = Pricing.NONE
     price: int = 0
     market_fee_bps: int = 0
@@ -77,6 +79,8 @@ class PublishParams:
             )
         if self.order_timeout <= 0:
             raise InvalidArgument("zero order timeout", "order timeout must be positive")
+        if self.service_id < 0:
+            raise InvalidArgument("bad service id", "a service id is a non-negative integer")
         if self.pricing == Pricing.FIXED and self.price <= 0:
             raise InvalidArgument("zero price", "a fixed price must be positive")
         if self.pricing == Pricing.FREE and self.dispenser_max_per_address <= 0:
@@ -87,6 +91,7 @@ class PublishParams:
             self.manifest_hash,
             self.merkle_root,
             self.order_timeout,
+            self.service_id,
             int(self.pricing),
             self.price,
             self.market_fee_bps,
@@ -124,6 +129,14 @@ class DataNFT(ContractWrapper):
     def is_active(self, dataset: int) -> bool:
         return bool(self._view("is_active", dataset))
 
+    def may_use(self, dataset: int, consumer: str) -> bool:
+        """Whether `dataset` serves `consumer` now: active, and `consumer` not deny-listed."""
+        return bool(self._view("may_use", dataset, check_address(consumer, "consumer")))
+
+    def list_flags(self, dataset: int) -> int:
+        """1: the dataset has a deny-list; 2: its sales are restricted to its allow-list."""
+        return int(self._view("list_flags", dataset))
+
     def token_uri(self, dataset: int) -> str:
         return str(self._view("tokenURI", dataset))
 
@@ -150,7 +163,11 @@ class DataNFT(ContractWrapper):
         manifest_hash: bytes = EMPTY32,
         merkle_root: bytes = EMPTY32,
     ) -> Tx:
-        """Make a new version of `dataset` (its controller only)."""
+        """Make a new version of `dataset` (its controller only).
+
+        A zero `manifest_hash` or `merkle_root` (the default) keeps the current one:
+        a metadata-only update never erases the storage commitment.
+        """
         check_bytes32(metadata_hash, "metadata hash")
         check_bytes32(manifest_hash, "manifest hash")
         check_bytes32(merkle_root, "Merkle root")

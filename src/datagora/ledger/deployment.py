@@ -115,6 +115,14 @@ def deploy_contracts(
         {"to": c["DataNFT"], "data": nft.encode_abi("set_factory", args=[c["Factory"]])},
         "DataNFT.set_factory",
     )
+    chain.transact(
+        deployer,
+        {
+            "to": c["DataNFT"],
+            "data": nft.encode_abi("set_access_registry", args=[c["AccessRegistry"]]),
+        },
+        "DataNFT.set_access_registry",
+    )
     return Deployment(
         chain_id=chain.chain_id,
         start_block=start_block,

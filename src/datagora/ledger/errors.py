@@ -83,6 +83,11 @@ class PriceAboveMaximum(ContractRuleError):
     """The price moved above the buyer's maximum (slippage guard)."""
 
 
+class TermsChanged(ContractRuleError):
+    """The service's terms changed after the buyer looked: the order would expire
+    before the buyer's minimum (the terms guard, like the slippage guard)."""
+
+
 class InvalidArgument(ContractRuleError):
     """An argument was refused by the contract (zero address, bad size, bad value)."""
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
-from datagora.ledger.base import ContractWrapper, Tx
+from datagora.ledger.base import ContractWrapper, Tx, check_address
 from datagora.ledger.chain import Chain
 from datagora.ledger.tokens import Datatoken, MarketToken, Order, check_consumer_key
 
@@ -39,6 +39,8 @@ class FixedRateExchange(ContractWrapper):
         return bool(self._view("is_active", dataset))
 
     def quote(self, dataset: int, amount: int = 1) -> Quote:
+        """What `amount` datatokens cost now (an order of a service costs its
+        ``Datatoken.service_units`` datatokens)."""
         q = self._view("quote", dataset, amount)
         return Quote(int(q[0]), int(q[1]), int(q[2]), int(q[3]))
 
@@ -75,6 +77,17 @@ class FixedRateExchange(ContractWrapper):
     def set_active(self, account: LocalAccount, dataset: int, active: bool) -> Tx:
         return Tx.of(self._transact(account, "set_active", dataset, active))
 
+    def set_market_fee(
+        self, account: LocalAccount, dataset: int, fee_bps: int, recipient: str
+    ) -> Tx:
+        """Hand `dataset`'s market fee to `recipient` or lower it (its current recipient
+        only; never above the rate the seller agreed to)."""
+        return Tx.of(
+            self._transact(
+                account, "set_market_fee", dataset, fee_bps, check_address(recipient, "recipient")
+            )
+        )
+
     def set_protocol_fee(self, account: LocalAccount, fee_bps: int, recipient: str) -> Tx:
         return Tx.of(self._transact(account, "set_protocol_fee", fee_bps, recipient))
 
@@ -91,16 +104,22 @@ class FixedRateExchange(ContractWrapper):
         consumer_key: bytes = b"",
         max_price: int | None = None,
         permit_deadline: int | None = None,
+        min_expires_at: int | None = None,
     ) -> Order:
         """Buy one access and order it in one transaction, paying through a permit.
 
-        `max_price` defaults to the current price (any rise makes the transaction
-        revert with :class:`PriceAboveMaximum`). The permit is signed here, off
-        chain; no approve transaction is needed.
+        `max_price` defaults to the service's current price (any rise makes the transaction
+        revert with :class:`PriceAboveMaximum`); `min_expires_at` defaults to the
+        expiry the service's current terms give (:meth:`Datatoken.terms_floor`: a
+        shortened validity makes it revert with :class:`TermsChanged`). Either way
+        nothing is paid. The permit is signed here, off chain; no approve
+        transaction is needed.
         """
         key = check_consumer_key(consumer_key)
         if max_price is None:
-            max_price = self.quote(dataset).total
+            max_price = self.quote(dataset, datatoken.service_units(service_id)).total
+        if min_expires_at is None:
+            min_expires_at = datatoken.terms_floor(service_id)
         deadline = permit_deadline or self.chain.timestamp() + 3_600
         permit = self.market_token.sign_permit(account, self.address, max_price, deadline)
         receipt = self._transact(
@@ -110,6 +129,7 @@ class FixedRateExchange(ContractWrapper):
             service_id,
             key,
             max_price,
+            min_expires_at,
             permit.deadline,
             permit.v,
             permit.r,
@@ -140,6 +160,15 @@ class Dispenser(ContractWrapper):
     ) -> Tx:
         return Tx.of(self._transact(account, "configure", dataset, max_per_address, active))
 
+    def set_cap(self, account: LocalAccount, dataset: int, cap: int) -> Tx:
+        """Cap what everyone together may take (0: no cap; the controller only)."""
+        return Tx.of(self._transact(account, "set_cap", dataset, cap))
+
+    def cap(self, dataset: int) -> tuple[int, int]:
+        """The overall cap (0: none) and the datatokens taken in all since it existed."""
+        cap, taken = self._view("cap", dataset)
+        return int(cap), int(taken)
+
     def dispense(self, account: LocalAccount, dataset: int, amount: int = 1) -> Tx:
         return Tx.of(self._transact(account, "dispense", dataset, amount))
 
@@ -150,9 +179,14 @@ class Dispenser(ContractWrapper):
         datatoken: Datatoken,
         service_id: int = 0,
         consumer_key: bytes = b"",
+        min_expires_at: int | None = None,
     ) -> Order:
-        """Take one free datatoken and order with it, in one transaction."""
+        """Take one free datatoken and order with it, in one transaction (the terms guard
+        `min_expires_at` defaults to :meth:`Datatoken.terms_floor`)."""
+        key = check_consumer_key(consumer_key)
+        if min_expires_at is None:
+            min_expires_at = datatoken.terms_floor(service_id)
         receipt = self._transact(
-            account, "dispense_and_order", dataset, service_id, check_consumer_key(consumer_key)
+            account, "dispense_and_order", dataset, service_id, key, min_expires_at
         )
         return datatoken.order_from_receipt(receipt)

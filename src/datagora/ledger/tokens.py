@@ -165,10 +165,22 @@ class Datatoken(ERC20):
     def service_timeout(self, service_id: int) -> int:
         return int(self._view("service_timeout", service_id))
 
+    def service_units(self, service_id: int) -> int:
+        """Datatokens one order of `service_id` spends (its price in datatokens)."""
+        return int(self._view("service_units", service_id))
+
+    def terms_floor(self, service_id: int) -> int:
+        """The expiry an order of `service_id` gets under the terms seen now: the
+        ``min_expires_at`` guard a buyer passes. A later block only adds time, so the
+        guard fails only if the seller shortens the validity before the order is mined.
+        """
+        return self.chain.timestamp() + self.service_timeout(service_id)
+
     def order_expires_at(self, consumer: str, service_id: int) -> int:
         return int(self._view("order_expires_at", consumer, service_id))
 
     def has_valid_order(self, consumer: str, service_id: int) -> bool:
+        """An unexpired order, and the dataset serves now (active, consumer not deny-listed)."""
         return bool(self._view("has_valid_order", consumer, service_id))
 
     def require_valid_order(self, consumer: str, service_id: int) -> int:
@@ -190,8 +202,14 @@ class Datatoken(ERC20):
         return Tx.of(self._transact(account, "mint", check_address(to, "recipient"), amount))
 
     def set_service(self, account: LocalAccount, service_id: int, timeout: int) -> Tx:
-        """Offer `service_id` with orders valid `timeout` seconds (0 withdraws it)."""
+        """Offer `service_id` with orders valid `timeout` seconds (0 withdraws it).
+        Orders already paid keep their expiry."""
         return Tx.of(self._transact(account, "set_service", service_id, timeout))
+
+    def set_service_units(self, account: LocalAccount, service_id: int, units: int) -> Tx:
+        """Price `service_id` at `units` datatokens per order: with the exchange's price
+        per datatoken, the price per (dataset, service)."""
+        return Tx.of(self._transact(account, "set_service_units", service_id, units))
 
     def order(
         self,
@@ -199,15 +217,26 @@ class Datatoken(ERC20):
         service_id: int,
         consumer_key: bytes = b"",
         consumer: str | None = None,
+        min_expires_at: int | None = None,
+        max_units: int | None = None,
     ) -> Order:
-        """Spend one datatoken on an order, for `account` or for `consumer` (account pays)."""
+        """Spend the service's datatokens on an order, for `account` or for `consumer`
+        (account pays).
+
+        The guards default to the terms seen now: `min_expires_at` to
+        :meth:`terms_floor` and `max_units` to :meth:`service_units`. If the seller
+        shortens the validity or raises the service's price before the order is
+        mined, it reverts (:class:`TermsChanged`, :class:`PriceAboveMaximum`) and the
+        datatokens are kept.
+        """
         key = check_consumer_key(consumer_key)
+        floor = self.terms_floor(service_id) if min_expires_at is None else min_expires_at
+        units = self.service_units(service_id) if max_units is None else max_units
         if consumer is None:
-            receipt = self._transact(account, "order", service_id, key)
+            receipt = self._transact(account, "order", service_id, key, floor, units)
         else:
-            receipt = self._transact(
-                account, "order_for", check_address(consumer, "consumer"), service_id, key
-            )
+            who = check_address(consumer, "consumer")
+            receipt = self._transact(account, "order_for", who, service_id, key, floor, units)
         return self.order_from_receipt(receipt)
 
     def order_from_receipt(self, receipt: object) -> Order:

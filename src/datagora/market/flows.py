@@ -160,6 +160,9 @@ class Marketplace:
         `mock` (the bytes of a public synthetic sample, e.g. the CSV of
         :func:`datagora.compute.mock.make_mock`) is stored in the clear with the
         metadata, which names it (``mock``: its URI and SHA-256).
+        The chain opens the metadata's download service, or, for a dataset without
+        one (compute-only), its first service: what the metadata offers is what the
+        chain sells, and a compute-only dataset never sells a download.
         """
         if self.endpoints.on_publish is not None:
             self.endpoints.on_publish(self.identity)
@@ -182,6 +185,8 @@ class Marketplace:
             mock_entry = MockData(uri=datagora_uri(mock_hash), sha256=mock_hash.hex())
             meta = meta.model_copy(update={"mock": mock_entry})
         meta = build_metadata(meta.model_dump(mode="json", exclude_none=True))  # re-validate
+        downloads = [s for s in meta.services if s.type == "download"]
+        opened = (downloads or meta.services)[0].id  # metadata has at least one service
         raw_meta = meta.to_bytes()
         # The data key is wrapped to the delegating key of this dataset version; the
         # token id is only known once mined, so it is predicted (see below if wrong).
@@ -201,6 +206,7 @@ class Marketplace:
                 manifest_hash=upload.manifest_hash,
                 merkle_root=upload.root,
                 order_timeout=order_timeout,
+                service_id=opened,
                 pricing=pricing,
                 price=price if pricing == Pricing.FIXED else 0,
                 market_fee_bps=market_fee_bps,
@@ -340,26 +346,48 @@ class Marketplace:
             ) from None
 
     def buy_and_order(
-        self, dataset: int, service_id: int = 0, max_price: int | None = None
+        self,
+        dataset: int,
+        service_id: int = 0,
+        max_price: int | None = None,
+        min_expires_at: int | None = None,
     ) -> Order:
-        """Buy one access and order it in one transaction (EIP-2612 permit)."""
+        """Buy one access and order it in one transaction (EIP-2612 permit).
+
+        Two guards make the seller's terms the ones the buyer saw: `max_price`
+        (default: the price now) and `min_expires_at` (default: the expiry the
+        service's validity gives now). If the seller raises the price or shortens
+        the validity before the purchase is mined, it reverts and nothing is paid.
+        """
         me = self.identity
         self.dataset_info(dataset)  # no such dataset: say so, not "the zero address"
+        token = self.ledger.datatoken(dataset)
         return self.ledger.exchange.buy_and_order(
+            me.account,
+            dataset,
+            token,
+            service_id,
+            me.umbral_public_key,
+            max_price,
+            min_expires_at=token.terms_floor(service_id)
+            if min_expires_at is None
+            else min_expires_at,
+        )
+
+    def order_free(
+        self, dataset: int, service_id: int = 0, min_expires_at: int | None = None
+    ) -> Order:
+        """Take a free datatoken from the dispenser and order with it (the terms guard
+        as in :meth:`buy_and_order`)."""
+        me = self.identity
+        self.dataset_info(dataset)
+        return self.ledger.dispenser.dispense_and_order(
             me.account,
             dataset,
             self.ledger.datatoken(dataset),
             service_id,
             me.umbral_public_key,
-            max_price,
-        )
-
-    def order_free(self, dataset: int, service_id: int = 0) -> Order:
-        """Take a free datatoken from the dispenser and order with it."""
-        me = self.identity
-        self.dataset_info(dataset)
-        return self.ledger.dispenser.dispense_and_order(
-            me.account, dataset, self.ledger.datatoken(dataset), service_id, me.umbral_public_key
+            min_expires_at,
         )
 
     def request_access(self, dataset: int, purpose: str) -> int:

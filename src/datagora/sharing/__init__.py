@@ -7,6 +7,7 @@ from datagora.sharing.agent import Agent, Delegation, create_agent_app, delegate
 from datagora.sharing.consumer import FetchReport, fetch_data_key, fetch_data_key_report
 from datagora.sharing.errors import (
     AccessRefused,
+    DatasetInactive,
     DelegationFailed,
     DenyListed,
     ExpiredOrder,
@@ -28,6 +29,7 @@ from datagora.sharing.proxy import create_proxy_app
 __all__ = [
     "AccessRefused",
     "Agent",
+    "DatasetInactive",
     "Delegation",
     "DelegationFailed",
     "DenyListed",

@@ -47,6 +47,7 @@ DEFAULT_TIMEOUT: Final = 10.0
 _MAX_BATCHES: Final = 16
 # When too few fragments come back, the most telling refusal is raised first.
 _PRIORITY: Final = (
+    "dataset_inactive",
     "deny_listed",
     "grant_revoked",
     "request_denied",

@@ -16,6 +16,7 @@ from datagora.ledger.errors import NotController
 __all__ = [
     "REFUSALS",
     "AccessRefused",
+    "DatasetInactive",
     "DelegationFailed",
     "DenyListed",
     "ExpiredOrder",
@@ -67,6 +68,10 @@ class RequestPending(AccessRefused):
     """This account's access request waits for the owner's decision."""
 
 
+class DatasetInactive(AccessRefused):
+    """The dataset is disabled or retired: no order or grant serves it now."""
+
+
 class DenyListed(AccessRefused):
     """The owner deny-listed this account for this dataset."""
 
@@ -108,6 +113,7 @@ REFUSALS: Final[dict[str, type[DatagoraError]]] = {
     "request_denied": RequestDenied,
     "request_pending": RequestPending,
     "deny_listed": DenyListed,
+    "dataset_inactive": DatasetInactive,
     "bad_signature": SignatureRefused,
     "expired_signature": SignatureRefused,
     "replayed": SignatureRefused,

@@ -28,7 +28,7 @@ from typing import Any, Final
 from web3.exceptions import Web3Exception
 
 from datagora.errors import DatagoraError
-from datagora.ledger import Ledger, ListKind, RequestStatus
+from datagora.ledger import DatasetState, Ledger, ListKind, RequestStatus
 from datagora.ledger.base import ZERO_ADDRESS, ContractWrapper
 from datagora.ledger.errors import ChainError
 from datagora.ledger.tokens import Datatoken
@@ -166,6 +166,10 @@ class AccessGate:
         return self.ledger.chain.call_views([c.prepare(f, *args) for c, f, args in calls])
 
     def _explain(self, token: Datatoken, dataset: int, consumer: str) -> Decision:
+        state = self.ledger.data_nft.get_dataset(dataset).state
+        if state != DatasetState.ACTIVE:
+            # Orders and grants serve only while the dataset is active.
+            return Decision(False, "dataset_inactive", f"dataset {dataset} is {state.name.lower()}")
         request_id = self.ledger.access.latest_request(dataset, consumer)
         if request_id:
             req = self.ledger.access.get_request(request_id)

@@ -9,12 +9,17 @@
         its request's id. A consumer may hold up to eight live grants for a
         dataset; any one of them gives access. Per dataset, the controller keeps an allow-list
         (access without a request) and a deny-list (no access, no requests).
+        The controller may also restrict sales (exchange, dispenser, orders)
+        to the allow-list. The exchange, dispenser and datatokens learn through
+        flags in the DataNFT whether a dataset has a deny-list or restricted
+        sales, and only then read the lists: a refusal costs the buyer nothing.
         Every step is an event. A revoked grant stays revoked.
 """
 
 interface IDataNFT:
     def controller(dataset: uint256) -> address: view
     def is_active(dataset: uint256) -> bool: view
+    def set_list_flags(dataset: uint256, flags: uint256): nonpayable
 
 
 STATUS_NONE: constant(uint8) = 0
@@ -43,6 +48,10 @@ list_of: public(HashMap[uint256, HashMap[address, uint8]])
 # dataset -> consumer -> id of the consumer's latest request (0: none); lets a proxy
 # say why it refuses without scanning the chain's logs
 latest_request: public(HashMap[uint256, HashMap[address, uint256]])
+# dataset -> number of deny-listed accounts
+deny_count: public(HashMap[uint256, uint256])
+# dataset -> only allow-listed accounts may buy, take or order
+sales_restricted: public(HashMap[uint256, bool])
 
 
 struct RequestInfo:
@@ -84,6 +93,11 @@ event ListChanged:
     dataset: indexed(uint256)
     account: indexed(address)
     list_kind: uint8
+
+
+event SalesRestricted:
+    dataset: indexed(uint256)
+    restricted: bool
 
 
 @deploy
@@ -204,8 +218,42 @@ def set_list(dataset: uint256, account: address, list_kind: uint8):
     self._check_controller(dataset)
     assert account != empty(address), "datagora: zero address"
     assert list_kind <= LIST_DENY, "datagora: unknown list"
+    old: uint8 = self.list_of[dataset][account]
     self.list_of[dataset][account] = list_kind
+    if old != list_kind and (old == LIST_DENY or list_kind == LIST_DENY):
+        count: uint256 = self.deny_count[dataset]
+        if list_kind == LIST_DENY:
+            count += 1
+        else:
+            count -= 1
+        self.deny_count[dataset] = count
+        if count == 0 or (count == 1 and list_kind == LIST_DENY):
+            # 0 -> 1 or 1 -> 0 deny-listed accounts: the DataNFT's flag follows.
+            self._sync_flags(dataset)
     log ListChanged(dataset=dataset, account=account, list_kind=list_kind)
+
+
+@internal
+def _sync_flags(dataset: uint256):
+    flags: uint256 = 0
+    if self.deny_count[dataset] != 0:
+        flags |= 1
+    if self.sales_restricted[dataset]:
+        flags |= 2
+    extcall IDataNFT(DATA_NFT).set_list_flags(dataset, flags)
+
+
+@external
+def restrict_sales(dataset: uint256, restricted: bool):
+    """
+    @notice Let only allow-listed accounts buy, take from the dispenser or order
+            `dataset` (True), or anyone not deny-listed (False). Only the controller.
+    """
+    self._check_controller(dataset)
+    assert self.sales_restricted[dataset] != restricted, "datagora: restriction unchanged"
+    self.sales_restricted[dataset] = restricted
+    self._sync_flags(dataset)
+    log SalesRestricted(dataset=dataset, restricted=restricted)
 
 
 @external

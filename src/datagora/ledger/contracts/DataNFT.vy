@@ -38,18 +38,33 @@ exports: (
     erc721.DOMAIN_SEPARATOR,
 )
 
+interface IAccessRegistry:
+    def list_of(dataset: uint256, account: address) -> uint8: view
+
+
+LIST_ALLOW: constant(uint8) = 1
+LIST_DENY: constant(uint8) = 2
+
+# Access-list flags, kept by the AccessRegistry in the dataset's `_info` slot so
+# that a sale reads the registry only for datasets that have lists.
+FLAG_DENY_LIST: constant(uint256) = 1
+FLAG_ALLOW_ONLY: constant(uint256) = 2
+FLAGS_SHIFT: constant(uint256) = 200
+
 STATE_ACTIVE: constant(uint8) = 0
 STATE_DISABLED: constant(uint8) = 1
 STATE_RETIRED: constant(uint8) = 2
 
-# datatoken (160 bits) | version (32 bits) << 160 | state (8 bits) << 192:
-# one storage slot instead of three keeps publishing cheap.
+# datatoken (160 bits) | version (32 bits) << 160 | state (8 bits) << 192 |
+# access-list flags (8 bits) << 200: one storage slot instead of four keeps
+# publishing and buying cheap.
 _info: HashMap[uint256, uint256]
 metadata_hash: public(HashMap[uint256, bytes32])
 manifest_hash: public(HashMap[uint256, bytes32])
 merkle_root: public(HashMap[uint256, bytes32])
 
 factory: public(address)
+access_registry: public(address)
 
 
 struct DatasetInfo:
@@ -97,6 +112,10 @@ event FactorySet:
     factory: indexed(address)
 
 
+event AccessRegistrySet:
+    access_registry: indexed(address)
+
+
 @deploy
 def __init__():
     ownable.__init__()
@@ -115,6 +134,31 @@ def set_factory(factory_: address):
     assert factory_ != empty(address), "datagora: zero address"
     self.factory = factory_
     log FactorySet(factory=factory_)
+
+
+@external
+def set_access_registry(access_registry_: address):
+    """
+    @notice Wire the AccessRegistry, once. Only the collection owner (the deployer).
+    """
+    ownable._check_owner()
+    assert self.access_registry == empty(address), "datagora: access registry already set"
+    assert access_registry_ != empty(address), "datagora: zero address"
+    self.access_registry = access_registry_
+    log AccessRegistrySet(access_registry=access_registry_)
+
+
+@external
+def set_list_flags(dataset: uint256, flags: uint256):
+    """
+    @notice Record whether `dataset` has a deny-list (1) and whether its sales
+            are restricted to its allow-list (2). Only the AccessRegistry.
+    """
+    assert msg.sender == self.access_registry, "datagora: only the access registry"
+    assert flags <= FLAG_DENY_LIST | FLAG_ALLOW_ONLY, "datagora: unknown flags"
+    info: uint256 = self._info[dataset]
+    assert info != 0, "datagora: no such dataset"
+    self._info[dataset] = (info & ~(255 << FLAGS_SHIFT)) | (flags << FLAGS_SHIFT)
 
 
 @external
@@ -178,6 +222,8 @@ def update(
 ) -> uint32:
     """
     @notice Make a new version of `dataset`. Only its controller; not once retired.
+            A zero `manifest_hash_` or `merkle_root_` keeps the current one, so
+            a metadata-only update never erases the storage commitment.
     @return The new version number.
     """
     self._check_controller(dataset)
@@ -189,10 +235,17 @@ def update(
     old_metadata: bytes32 = self.metadata_hash[dataset]
     old_manifest: bytes32 = self.manifest_hash[dataset]
     old_root: bytes32 = self.merkle_root[dataset]
+    new_manifest: bytes32 = manifest_hash_
+    if new_manifest == empty(bytes32):
+        new_manifest = old_manifest
+    new_root: bytes32 = merkle_root_
+    if new_root == empty(bytes32):
+        new_root = old_root
     self.metadata_hash[dataset] = metadata_hash_
-    self.manifest_hash[dataset] = manifest_hash_
-    self.merkle_root[dataset] = merkle_root_
-    erc721._token_uris[dataset] = metadata_uri
+    self.manifest_hash[dataset] = new_manifest
+    self.merkle_root[dataset] = new_root
+    # Emits EIP-4906 MetadataUpdate(tokenId), which `supportsInterface` claims.
+    erc721._set_token_uri(dataset, metadata_uri)
     log DatasetUpdated(
         dataset=dataset,
         updater=msg.sender,
@@ -200,9 +253,9 @@ def update(
         old_metadata_hash=old_metadata,
         new_metadata_hash=metadata_hash_,
         old_manifest_hash=old_manifest,
-        new_manifest_hash=manifest_hash_,
+        new_manifest_hash=new_manifest,
         old_merkle_root=old_root,
-        new_merkle_root=merkle_root_,
+        new_merkle_root=new_root,
         metadata_uri=metadata_uri,
     )
     return version
@@ -257,18 +310,50 @@ def is_active(dataset: uint256) -> bool:
     return info != 0 and self._state(info) == STATE_ACTIVE
 
 
+@internal
+@view
+def _check_buyer(dataset: uint256, info: uint256, buyer: address, sale: bool):
+    assert info != 0 and self._state(info) == STATE_ACTIVE, "datagora: dataset not active"
+    flags: uint256 = (info >> FLAGS_SHIFT) & 255
+    if flags != 0:
+        kind: uint8 = staticcall IAccessRegistry(self.access_registry).list_of(dataset, buyer)
+        assert kind != LIST_DENY, "datagora: consumer is deny-listed"
+        if sale and flags & FLAG_ALLOW_ONLY != 0:
+            assert kind == LIST_ALLOW, "datagora: sales are restricted to the allow-list"
+
+
 @external
 @view
-def market_info(dataset: uint256) -> (address, address, bool):
+def market_info(dataset: uint256, buyer: address) -> (address, address):
     """
-    @notice Controller, datatoken and whether active, in one call (for the market contracts).
+    @notice Controller and datatoken, in one call (for the market contracts);
+            reverts unless `dataset` is active and `buyer` may buy it: not
+            deny-listed, and allow-listed if its sales are restricted. So every
+            refusal happens before any token moves.
     """
     info: uint256 = self._info[dataset]
-    return (
-        erc721._owner_of(dataset),
-        convert(info & convert(max_value(uint160), uint256), address),
-        info != 0 and self._state(info) == STATE_ACTIVE,
-    )
+    self._check_buyer(dataset, info, buyer, True)
+    return erc721._owner_of(dataset), convert(info & convert(max_value(uint160), uint256), address)
+
+
+@external
+@view
+def may_use(dataset: uint256, consumer: address) -> bool:
+    """
+    @notice True if `dataset` serves `consumer` now: active and `consumer` not deny-listed.
+    """
+    info: uint256 = self._info[dataset]
+    if info == 0 or self._state(info) != STATE_ACTIVE:
+        return False
+    if (info >> FLAGS_SHIFT) & 255 != 0:
+        return staticcall IAccessRegistry(self.access_registry).list_of(dataset, consumer) != LIST_DENY
+    return True
+
+
+@external
+@view
+def list_flags(dataset: uint256) -> uint256:
+    return (self._info[dataset] >> FLAGS_SHIFT) & 255
 
 
 @external

@@ -4,8 +4,9 @@
 @title Datatoken
 @notice The template of every dataset's ERC-20 (snekmate, with EIP-2612
         permit); each dataset gets an EIP-1167 clone. Holding one datatoken
-        (decimals 0) is the right to one order: `order` spends exactly one and
-        records an expiry per consumer and service. Name and symbol are derived
+        (decimals 0) pays for orders: an order of a service spends that
+        service's number of datatokens (its price in datatokens, 1 unless the
+        controller sets more) and records an expiry per consumer and service. Name and symbol are derived
         from the dataset id so that a clone needs a single storage slot.
 """
 
@@ -33,7 +34,8 @@ exports: (
 
 interface IDataNFT:
     def controller(dataset: uint256) -> address: view
-    def is_active(dataset: uint256) -> bool: view
+    def market_info(dataset: uint256, buyer: address) -> (address, address): view
+    def may_use(dataset: uint256, consumer: address) -> bool: view
     def factory() -> address: view
 
 
@@ -42,10 +44,15 @@ EXCHANGE: public(immutable(address))
 DISPENSER: public(immutable(address))
 
 MAX_CONSUMER_KEY: constant(uint256) = 128
+MAX_TIMEOUT: constant(uint256) = 2**64 - 1
+MAX_UNITS: constant(uint256) = 1_000_000
+# A market order returns its expiry | its units << UNITS_SHIFT: one word.
+UNITS_SHIFT: constant(uint256) = 128
 
 dataset: public(uint256)
-# Seconds an order of a service stays valid; 0 means the service does not exist.
-service_timeout: public(HashMap[uint256, uint256])
+# service id -> seconds an order stays valid (64 bits; 0: the service is closed)
+# | (datatokens an order spends - 1) << 64. One slot, read once per order.
+_service: HashMap[uint256, uint256]
 # consumer -> service id -> expiry (unix seconds) of that consumer's latest order.
 order_expires_at: public(HashMap[address, HashMap[uint256, uint256]])
 
@@ -63,6 +70,12 @@ event ServiceChanged:
     dataset: indexed(uint256)
     service_id: indexed(uint256)
     timeout: uint256
+
+
+event ServiceUnitsChanged:
+    dataset: indexed(uint256)
+    service_id: indexed(uint256)
+    units: uint256
 
 
 @deploy
@@ -86,7 +99,8 @@ def initialize(dataset_: uint256, service_id: uint256, timeout: uint256):
     assert dataset_ != 0, "datagora: no such dataset"
     self.dataset = dataset_
     if timeout != 0:
-        self.service_timeout[service_id] = timeout
+        assert timeout <= MAX_TIMEOUT, "datagora: timeout too far"
+        self._service[service_id] = timeout
         log ServiceChanged(dataset=dataset_, service_id=service_id, timeout=timeout)
 
 
@@ -126,16 +140,52 @@ def set_service(service_id: uint256, timeout: uint256):
             (0 withdraws it). Only the dataset's controller.
     """
     assert msg.sender == self._controller(), "datagora: not controller"
-    self.service_timeout[service_id] = timeout
+    assert timeout <= MAX_TIMEOUT, "datagora: timeout too far"
+    self._service[service_id] = (self._service[service_id] & ~MAX_TIMEOUT) | timeout
     log ServiceChanged(dataset=self.dataset, service_id=service_id, timeout=timeout)
 
 
+@external
+def set_service_units(service_id: uint256, units: uint256):
+    """
+    @notice Price service `service_id` at `units` datatokens per order (1 by
+            default): with the exchange's price per datatoken, this is the
+            price per (dataset, service). Only the dataset's controller.
+    """
+    assert msg.sender == self._controller(), "datagora: not controller"
+    assert units != 0, "datagora: zero amount"
+    assert units <= MAX_UNITS, "datagora: too many units"
+    self._service[service_id] = (self._service[service_id] & MAX_TIMEOUT) | ((units - 1) << 64)
+    log ServiceUnitsChanged(dataset=self.dataset, service_id=service_id, units=units)
+
+
+@external
+@view
+def service_timeout(service_id: uint256) -> uint256:
+    """
+    @notice Seconds an order of `service_id` stays valid; 0: the service is closed.
+    """
+    return self._service[service_id] & MAX_TIMEOUT
+
+
+@external
+@view
+def service_units(service_id: uint256) -> uint256:
+    """
+    @notice Datatokens one order of `service_id` spends.
+    """
+    return (self._service[service_id] >> 64) + 1
+
+
 @internal
-def _record_order(dataset_: uint256, consumer: address, payer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def _record_order(dataset_: uint256, consumer: address, payer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256, service: uint256) -> uint256:
     assert consumer != empty(address), "datagora: zero address"
-    timeout: uint256 = self.service_timeout[service_id]
+    timeout: uint256 = service & MAX_TIMEOUT
     assert timeout != 0, "datagora: unknown service"
     expires_at: uint256 = block.timestamp + timeout
+    # The terms guard, like the price guard: a timeout shortened after the buyer
+    # looked (a seller front-running the purchase) reverts the whole payment.
+    assert expires_at >= min_expires_at, "datagora: order terms changed"
     if expires_at > self.order_expires_at[consumer][service_id]:
         self.order_expires_at[consumer][service_id] = expires_at
     log OrderStarted(
@@ -150,51 +200,72 @@ def _record_order(dataset_: uint256, consumer: address, payer: address, service_
 
 
 @internal
-def _order(holder: address, consumer: address, payer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def _order(holder: address, consumer: address, payer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256, max_units: uint256) -> uint256:
     dataset_: uint256 = self.dataset
-    assert staticcall IDataNFT(DATA_NFT).is_active(dataset_), "datagora: dataset not active"
+    # Reverts unless the dataset is active and `consumer` may buy it (deny- and allow-lists).
+    controller: address = empty(address)
+    datatoken: address = empty(address)
+    controller, datatoken = staticcall IDataNFT(DATA_NFT).market_info(dataset_, consumer)
+    service: uint256 = self._service[service_id]
+    units: uint256 = (service >> 64) + 1
     assert erc20.balanceOf[holder] != 0, "datagora: no datatoken"
-    erc20._burn(holder, 1)
-    return self._record_order(dataset_, consumer, payer, service_id, consumer_key)
+    # The price guard of an order paid with datatokens already held.
+    assert units <= max_units, "datagora: price above maximum"
+    erc20._burn(holder, units)
+    return self._record_order(dataset_, consumer, payer, service_id, consumer_key, min_expires_at, service)
 
 
 @external
-def order(service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def order(service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256, max_units: uint256) -> uint256:
     """
-    @notice Spend one of your datatokens on service `service_id` for yourself.
-            `consumer_key` is your public re-encryption key.
+    @notice Spend the service's datatokens (`service_units`, at most
+            `max_units`) on service `service_id` for yourself. `consumer_key`
+            is your public re-encryption key. Reverts if the order would expire
+            before `min_expires_at` (the terms you saw).
     @return The order's expiry (unix seconds).
     """
-    return self._order(msg.sender, msg.sender, msg.sender, service_id, consumer_key)
+    return self._order(msg.sender, msg.sender, msg.sender, service_id, consumer_key, min_expires_at, max_units)
 
 
 @external
-def order_for(consumer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def order_for(consumer: address, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256, max_units: uint256) -> uint256:
     """
-    @notice Spend one of your datatokens on an order for `consumer` (you pay).
+    @notice Spend your datatokens on an order for `consumer` (you pay).
     """
-    return self._order(msg.sender, consumer, msg.sender, service_id, consumer_key)
+    return self._order(msg.sender, consumer, msg.sender, service_id, consumer_key, min_expires_at, max_units)
 
 
 @external
-def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY]) -> uint256:
+def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[MAX_CONSUMER_KEY], min_expires_at: uint256) -> uint256:
     """
-    @notice The exchange's and dispenser's one-transaction buy-and-order: one
-            datatoken is minted to `buyer` and spent at once on an order by and
-            for `buyer`. Both Transfer events are emitted, so any ERC-20 reader
-            sees the mint and the spend; balances and supply end where they
-            began, so no storage is written for them. The caller has already
-            checked that the dataset is active, taken the payment, and found
-            this datatoken as `dataset_`'s in the DataNFT (so `dataset_` is
-            this clone's dataset and need not be read from storage).
+    @notice The exchange's and dispenser's one-transaction buy-and-order: the
+            service's datatokens are minted to `buyer` and spent at once on an
+            order by and for `buyer`. Both Transfer events are emitted, so any
+            ERC-20 reader sees the mint and the spend; balances and supply end
+            where they began, so no storage is written for them. The caller has
+            checked that `buyer` may buy, found this datatoken as `dataset_`'s
+            in the DataNFT (so `dataset_` is this clone's dataset and need not
+            be read from storage), and takes the payment for the returned
+            units in the same transaction.
+    @return The order's expiry | the datatokens it spent << 128.
     """
     assert msg.sender == EXCHANGE or msg.sender == DISPENSER, "datagora: only the market contracts"
-    log IERC20.Transfer(sender=empty(address), receiver=buyer, value=1)
-    log IERC20.Transfer(sender=buyer, receiver=empty(address), value=1)
-    return self._record_order(dataset_, buyer, buyer, service_id, consumer_key)
+    service: uint256 = self._service[service_id]
+    units: uint256 = (service >> 64) + 1
+    log IERC20.Transfer(sender=empty(address), receiver=buyer, value=units)
+    log IERC20.Transfer(sender=buyer, receiver=empty(address), value=units)
+    expires_at: uint256 = self._record_order(dataset_, buyer, buyer, service_id, consumer_key, min_expires_at, service)
+    return expires_at | (units << UNITS_SHIFT)
 
 
 @external
 @view
 def has_valid_order(consumer: address, service_id: uint256) -> bool:
-    return self.order_expires_at[consumer][service_id] > block.timestamp
+    """
+    @notice True if `consumer` holds an unexpired order for `service_id` AND the
+            dataset serves now: active (not disabled, not retired) and
+            `consumer` not deny-listed. What proxies, compute and storage check.
+    """
+    if self.order_expires_at[consumer][service_id] <= block.timestamp:
+        return False
+    return staticcall IDataNFT(DATA_NFT).may_use(self.dataset, consumer)

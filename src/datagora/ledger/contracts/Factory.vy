@@ -4,7 +4,7 @@
 @title Factory
 @notice Publishes a dataset in ONE transaction: mints its data NFT, creates its
         datatoken (an EIP-1167 clone of the template), records the metadata
-        hash/URI and storage hashes, opens service 0 and sets its price (fixed
+        hash/URI and storage hashes, opens one service and sets its price (fixed
         rate, free dispenser, or none). All or nothing: any failure reverts all.
 """
 
@@ -35,6 +35,7 @@ struct PublishParams:
     manifest_hash: bytes32
     merkle_root: bytes32
     order_timeout: uint256
+    service_id: uint256
     pricing: uint8
     price: uint256
     market_fee_bps: uint256
@@ -59,8 +60,10 @@ def __init__(data_nft: address, datatoken_template: address, exchange: address, 
 @external
 def publish(params: PublishParams) -> (uint256, address):
     """
-    @notice Publish a dataset owned by the caller; service 0 (download) is
-            opened with orders valid for `params.order_timeout` seconds.
+    @notice Publish a dataset owned by the caller; service `params.service_id`
+            (0: download, 1: compute, ...) is opened with orders valid for
+            `params.order_timeout` seconds, and no other: a compute-only
+            dataset is published with service 1 and never sells a download.
     @return The dataset id and its datatoken's address.
     """
     assert params.pricing <= PRICING_FREE, "datagora: unknown pricing"
@@ -69,7 +72,7 @@ def publish(params: PublishParams) -> (uint256, address):
     dataset: uint256 = extcall IDataNFT(DATA_NFT).mint_dataset(
         msg.sender, datatoken, params.metadata_hash, params.metadata_uri, params.manifest_hash, params.merkle_root
     )
-    extcall IDatatoken(datatoken).initialize(dataset, 0, params.order_timeout)
+    extcall IDatatoken(datatoken).initialize(dataset, params.service_id, params.order_timeout)
     if params.pricing == PRICING_FIXED:
         extcall IExchange(EXCHANGE).create(dataset, params.price, params.market_fee_bps, params.market_fee_recipient)
     elif params.pricing == PRICING_FREE:

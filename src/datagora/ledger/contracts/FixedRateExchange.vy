@@ -23,15 +23,14 @@ exports: (ownable.owner, ownable.transfer_ownership)
 
 interface IDataNFT:
     def controller(dataset: uint256) -> address: view
-    def is_active(dataset: uint256) -> bool: view
     def factory() -> address: view
     def datatoken_of(dataset: uint256) -> address: view
-    def market_info(dataset: uint256) -> (address, address, bool): view
+    def market_info(dataset: uint256, buyer: address) -> (address, address): view
 
 
 interface IDatatoken:
     def mint(to: address, amount: uint256): nonpayable
-    def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[128]) -> uint256: nonpayable
+    def market_order(buyer: address, dataset_: uint256, service_id: uint256, consumer_key: Bytes[128], min_expires_at: uint256) -> uint256: nonpayable
 
 
 interface IPermit:
@@ -73,6 +72,12 @@ event PriceChanged:
     dataset: indexed(uint256)
     old_price: uint256
     new_price: uint256
+
+
+event MarketFeeChanged:
+    dataset: indexed(uint256)
+    market_fee_bps: uint256
+    market_fee_recipient: address
 
 
 event ExchangeActivated:
@@ -153,6 +158,22 @@ def set_active(dataset: uint256, active: bool):
 
 
 @external
+def set_market_fee(dataset: uint256, fee_bps: uint256, recipient: address):
+    """
+    @notice The marketplace that earns `dataset`'s market fee (its current
+            recipient) may hand it to another address or lower it, never
+            raise it: the seller agreed to the rate at publish time.
+    """
+    config: uint256 = self._config[dataset]
+    assert self.price[dataset] != 0, "datagora: no exchange"
+    assert msg.sender == convert(config & convert(max_value(uint160), uint256), address), "datagora: only the market fee recipient"
+    assert fee_bps <= (config >> 160) & 65535, "datagora: fee above bound"
+    assert fee_bps == 0 or recipient != empty(address), "datagora: zero address"
+    self._config[dataset] = (config & (1 << 176)) | convert(recipient, uint256) | (fee_bps << 160)
+    log MarketFeeChanged(dataset=dataset, market_fee_bps=fee_bps, market_fee_recipient=recipient)
+
+
+@external
 def set_protocol_fee(fee_bps: uint256, recipient: address):
     ownable._check_owner()
     assert fee_bps <= MAX_PROTOCOL_FEE_BPS, "datagora: fee above bound"
@@ -204,15 +225,21 @@ def is_active(dataset: uint256) -> bool:
 
 
 @internal
-def _pay(dataset: uint256, amount: uint256, max_total: uint256) -> address:
-    assert amount != 0 and amount <= MAX_BUY_AMOUNT, "datagora: bad amount"
+@view
+def _sale(dataset: uint256) -> (uint256, address, address):
     config: uint256 = self._config[dataset]
     assert (config >> 176) & 1 == 1, "datagora: exchange not active"
+    # Reverts, before any token moves, unless the dataset is active and the
+    # buyer may buy it (not deny-listed; allow-listed where sales are restricted).
     publisher: address = empty(address)
     datatoken: address = empty(address)
-    active: bool = False
-    publisher, datatoken, active = staticcall IDataNFT(DATA_NFT).market_info(dataset)
-    assert active, "datagora: dataset not active"
+    publisher, datatoken = staticcall IDataNFT(DATA_NFT).market_info(dataset, msg.sender)
+    return config, publisher, datatoken
+
+
+@internal
+def _pay(dataset: uint256, amount: uint256, max_total: uint256, config: uint256, publisher: address):
+    assert amount != 0 and amount <= MAX_BUY_AMOUNT, "datagora: bad amount"
     q: Quote = self._quote(dataset, amount)
     assert q.total <= max_total, "datagora: price above maximum"
     market_recipient: address = convert(config & convert(max_value(uint160), uint256), address)
@@ -231,7 +258,6 @@ def _pay(dataset: uint256, amount: uint256, max_total: uint256) -> address:
         market_fee=q.market_fee,
         protocol_fee=q.protocol_fee,
     )
-    return datatoken
 
 
 @external
@@ -240,7 +266,11 @@ def buy(dataset: uint256, amount: uint256, max_total: uint256):
     @notice Buy `amount` datatokens of `dataset`, paying at most `max_total`
             (needs a MarketToken allowance for this exchange).
     """
-    datatoken: address = self._pay(dataset, amount, max_total)
+    config: uint256 = 0
+    publisher: address = empty(address)
+    datatoken: address = empty(address)
+    config, publisher, datatoken = self._sale(dataset)
+    self._pay(dataset, amount, max_total, config, publisher)
     extcall IDatatoken(datatoken).mint(msg.sender, amount)
 
 
@@ -250,16 +280,21 @@ def buy_and_order(
     service_id: uint256,
     consumer_key: Bytes[128],
     max_price: uint256,
+    min_expires_at: uint256,
     deadline: uint256,
     v: uint8,
     r: bytes32,
     s: bytes32,
 ) -> uint256:
     """
-    @notice Buy one access to `dataset` and order service `service_id` with it,
-            in one transaction. With `deadline` != 0, (`v`, `r`, `s`) is the
-            buyer's EIP-2612 permit for this exchange over `max_price`, so no
-            separate approve is needed.
+    @notice Buy one order of service `service_id` of `dataset`, in one
+            transaction: the service's datatokens (`service_units`, usually 1)
+            at the dataset's price each, so the price is per (dataset,
+            service). With `deadline` != 0, (`v`, `r`, `s`) is the buyer's
+            EIP-2612 permit for this exchange over `max_price`, so no separate
+            approve is needed. Reverts (nothing paid) if the price is above
+            `max_price` or the order would expire before `min_expires_at` (the
+            service's terms changed after the buyer looked).
     @return The order's expiry.
     """
     if deadline != 0:
@@ -270,5 +305,12 @@ def buy_and_order(
             abi_encode(msg.sender, self, max_price, deadline, v, r, s, method_id=method_id("permit(address,address,uint256,uint256,uint8,bytes32,bytes32)")),
             revert_on_failure=False,
         )
-    datatoken: address = self._pay(dataset, 1, max_price)
-    return extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key)
+    config: uint256 = 0
+    publisher: address = empty(address)
+    datatoken: address = empty(address)
+    config, publisher, datatoken = self._sale(dataset)
+    # The order first, to learn how many datatokens the service costs; its
+    # payment follows in this transaction, so both happen or neither does.
+    order: uint256 = extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key, min_expires_at)
+    self._pay(dataset, order >> 128, max_price, config, publisher)
+    return order & convert(max_value(uint128), uint256)
