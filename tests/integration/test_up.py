@@ -147,6 +147,25 @@ def try_download(env: dict[str, str], dataset: int, target: Path, account: str) 
     return result.returncode == 0
 
 
+def pid_on_port(directory: Path, url: str) -> int:
+    """The child of `up` serving `url`."""
+    port = url.rsplit(":", 1)[1]
+    return next(
+        pid
+        for pid in processes_under(directory)
+        if f"--port\0{port}\0".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+
+
+def restarted(env: dict[str, str], part: str) -> bool:
+    """`status` says every part answers and `part` was restarted once."""
+    result = cli(env, "status", "--json", check=False)
+    if result.returncode != 0:
+        return False
+    parts = {p["part"]: p for p in json.loads(result.stdout)["parts"]}
+    return bool(parts[part]["restarts"] == 1 and "restarted 1 time" in parts[part]["detail"])
+
+
 def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
     directory = tmp_path / "net"
     data = b"radius,label\n" + b"".join(b"%d.5,%d\n" % (i, i % 2) for i in range(5000))
@@ -187,6 +206,18 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
         until(lambda: try_download(env, dataset, copy, "researcher"), "the download")
         assert copy.read_bytes() == data
         until(lambda: indexed(env, "Cohort up"), "the catalog to index the dataset")
+
+        # A storage node killed: the download still works, and `up` starts it again
+        # on its port while the rest keep serving.
+        victim = pid_on_port(directory, network["storage"][2])
+        os.kill(victim, signal.SIGKILL)
+        meanwhile = tmp_path / "meanwhile.csv"
+        until(lambda: try_download(env, dataset, meanwhile, "researcher"), "a degraded download")
+        assert meanwhile.read_bytes() == data
+        until(lambda: restarted(env, "storage3"), "storage3 to be restarted")
+        assert pid_on_port(directory, network["storage"][2]) != victim
+        assert "storage3 exited unexpectedly (code -9); restarting it" in up.output()
+        assert up.process.poll() is None
         before = chain_info(env, network, directory)
         assert before["datasets"] == 1
 
@@ -219,21 +250,23 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
     assert not processes_under(directory)
 
 
-def test_a_dying_part_stops_everything(tmp_path: Path, env: dict[str, str]) -> None:
+def test_a_dying_node_is_restarted_a_dying_chain_stops_everything(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     directory = tmp_path / "net"
     up = Up(directory, env, "--storage", "1", "--proxies", "1", "--threshold", "1")
     try:
         up.wait_healthy()
-        storage = json.loads((directory / "network.json").read_text())["storage"][0]
-        port = storage.rsplit(":", 1)[1]
-        victim = next(
-            pid
-            for pid in processes_under(directory)
-            if f"--port\0{port}\0".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-        )
-        os.kill(victim, signal.SIGKILL)
+        network = json.loads((directory / "network.json").read_text())
+        os.kill(pid_on_port(directory, network["proxies"][0]), signal.SIGKILL)
+        until(lambda: restarted(env, "proxy1"), "proxy1 to be restarted")
+        assert up.process.poll() is None
+        # The chain is not restarted (it would lose the transactions since its last
+        # save): `up` stops everything and says so.
+        supervisor = json.loads((directory / "supervisor.json").read_text())
+        os.kill(supervisor["parts"]["chain"]["pid"], signal.SIGKILL)
         assert up.process.wait(timeout=DEADLINE) == 1
-        assert "storage1 exited unexpectedly" in up.output()
+        assert "the chain exited unexpectedly" in up.output()
         until(lambda: not processes_under(directory), "every child to exit")
         # Down parts make `status` fail with one line.
         result = cli(env, "status", check=False)

@@ -18,7 +18,7 @@ from storage_helpers import ThreadNode
 
 from datagora.crypto.aead import DataKey
 from datagora.storage.client import StorageClient
-from datagora.storage.errors import DownloadError, NoNodesError
+from datagora.storage.errors import DownloadError, NoNodesError, StorageError
 from datagora.storage.packs import stored_names
 from datagora.storage.pipeline import EncodingParams, new_dataset_id
 
@@ -112,8 +112,14 @@ def test_no_plaintext_or_key_on_the_nodes(nodes: list[ThreadNode], tmp_path: Pat
 
 def test_too_few_nodes_is_a_clear_error(nodes: list[ThreadNode]) -> None:
     params = EncodingParams(new_dataset_id(), 1, k=3, n=6)
-    with pytest.raises(NoNodesError, match="need 6 distinct storage nodes; only 5"):
-        client_for(nodes).upload(io.BytesIO(b"x"), params, DataKey.generate(), OWNER.public_key())
+    with pytest.raises(NoNodesError, match=r"need 6 distinct storage nodes .*; only 5"):
+        StorageClient([n.url for n in nodes], happy=6).upload(
+            io.BytesIO(b"x"), params, DataKey.generate(), OWNER.public_key()
+        )
+    with pytest.raises(StorageError, match="between k"):
+        StorageClient([n.url for n in nodes], happy=2).upload(
+            io.BytesIO(b"x"), params, DataKey.generate(), OWNER.public_key()
+        )
     with pytest.raises(NoNodesError, match="no storage nodes"):
         StorageClient([])
     with pytest.raises(NoNodesError, match="base URL"):

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from datagora.crypto.aead import DataKey
 from datagora.storage.client import StorageClient
-from datagora.storage.errors import DownloadError, UploadError
+from datagora.storage.errors import DownloadError, NoNodesError, UploadError
 from datagora.storage.merkle import MerkleProof
 from datagora.storage.packs import share_location, stored_names
 from datagora.storage.pipeline import EncodingParams, new_dataset_id
@@ -181,8 +181,8 @@ def test_node_killed_mid_upload(cluster: LocalNodes, tmp_path: Path) -> None:
     client.download(result.manifest_hash, key, dst)
     assert dst.read_bytes() == data
 
-    # With exactly n nodes there is nowhere to move a share: a clean failure.
-    six = StorageClient(cluster.urls[:6], concurrency=8)
+    # With exactly n nodes and happy = n there is nowhere to move a share: a clean failure.
+    six = StorageClient(cluster.urls[:6], concurrency=8, happy=6)
     victim2 = cluster.nodes[4]
 
     def kill_second(done: int, total: int) -> None:
@@ -236,6 +236,56 @@ def test_repair_restores_full_redundancy(cluster: LocalNodes, tmp_path: Path) ->
     dst = tmp_path / "copy.bin"
     client.download(result.manifest_hash, key, dst)
     assert dst.read_bytes() == data
+
+
+def test_publish_with_nodes_down_meets_happiness_and_repair_tops_up(
+    cluster: LocalNodes, tmp_path: Path
+) -> None:
+    """Two of six nodes down: the upload places the six shares of each chunk on the
+    four that answer (happy = 4 for 4-of-6), the download is byte-identical, and once
+    the two are back repair restores one share per node on six distinct nodes."""
+    six = cluster.nodes[:6]
+    urls = [n.url for n in six]
+    down = [six[1], six[4]]
+    for node in down:
+        node.kill()
+    src, data = sample_file(tmp_path, chunks=6)
+    client = StorageClient(urls, timeout=5)
+    result, key = upload(client, src, k=4, n=6)
+    assert result.happy == 4 and result.needs_repair
+    live = {n.url for n in six if n.alive}
+    for chunk in result.manifest.chunks:
+        recorded = [result.placement.where(h) for h in chunk.shares]
+        holders = [w[0] for w in recorded if w] + [
+            result.extra_shares[h] for h in chunk.shares if h in result.extra_shares
+        ]
+        assert len(holders) == 6 and set(holders) == live  # all four, none down
+        assert len([w for w in recorded if w]) == 4  # one recorded share per node
+    dst = tmp_path / "copy.bin"
+    client.download(result.manifest_hash, key, dst)
+    assert dst.read_bytes() == data
+    # With a third node down too (below happiness) publishing refuses in one line.
+    six[0].kill()
+    with pytest.raises(NoNodesError, match=r"needs 4 storage nodes to answer .*only 3 of 6"):
+        upload(client, src, k=4, n=6)
+    for node in [*down, six[0]]:
+        node.start()
+        node.wait_ready(deadline=float("inf"))
+    repairer = Repairer(urls, timeout=5)
+    assert not repairer.check(result.manifest_hash).healthy
+    report = repairer.repair(result.manifest_hash)
+    assert report.healthy and report.rebuilt == 2 * len(result.manifest.chunks)
+    after = repairer.check(result.manifest_hash)
+    assert after.healthy and after.placement is not None
+    for chunk in result.manifest.chunks:
+        places = [after.placement.where(h) for h in chunk.shares]
+        assert all(len(p) == 1 for p in places) and {p[0] for p in places} == set(urls)
+    # Full placement: any two nodes may go again.
+    for node in down:
+        node.kill()
+    again = tmp_path / "again.bin"
+    client.download(result.manifest_hash, key, again)
+    assert again.read_bytes() == data
 
 
 def test_too_many_lost_nodes_fail_cleanly(cluster: LocalNodes, tmp_path: Path) -> None:

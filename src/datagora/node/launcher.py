@@ -13,9 +13,19 @@ One state directory holds everything that must survive a restart::
     DIR/nodes/<part>/      each node's data (shares, catalog database, agent and proxy state)
     DIR/logs/<part>.log    each child's stdout and stderr
     DIR/network.json       the network file the CLI and SDK read
+    DIR/supervisor.json    each part's restarts and state, for `datagora status`
 
 Every child runs in its own process group (and dies with its parent on Linux), so
 stopping `up` in any way leaves no process behind.
+
+Once the network is up, `up` supervises it: a node that exits is started again on
+the same port with the same data directory after a back-off (0.5 s, doubling to
+30 s, back to 0.5 s once it has stayed up for a minute), while the rest keep
+serving. A node that dies 5 times within 60 s is reported in one line and left
+down (the rest keep serving; `status` shows it). The chain is not restarted: a new
+anvil would load the state saved up to a few seconds earlier and silently drop
+the transactions since, which the nodes have already acted on; so a dead chain
+still stops everything (exit 1), and the next `up` resumes from the saved state.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +87,15 @@ FIRST_PROXY = 5
 """MarketTokens minted to the owner and the researcher when the contracts are deployed."""
 MIN_ETH = 10 * 10**18
 SECRET_FILES = ("password", "owner-token")
+RESTART_FIRST = 0.5
+"""Seconds before the first restart of a part that exited; doubled on each death."""
+RESTART_MAX = 30.0
+"""The longest back-off between restarts."""
+STABLE_AFTER = 60.0
+"""A part up this long before it dies restarts after RESTART_FIRST again."""
+GIVE_UP_DEATHS = 5
+GIVE_UP_WINDOW = 60.0
+"""A part that dies GIVE_UP_DEATHS times within GIVE_UP_WINDOW seconds is left down."""
 HAS_COMPUTE = "compute" in ROLES
 
 
@@ -90,6 +110,15 @@ class Part:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    """How many times the supervisor started the part again."""
+    started_at: float = 0.0
+    deaths: deque[float] = field(default_factory=deque)
+    backoff: float = 0.0
+    restart_at: float | None = None
+    """When a pending restart is due (monotonic), or None."""
+    given_up: bool = False
+    last_exit: str = ""
 
     @property
     def url(self) -> str:
@@ -245,6 +274,7 @@ class Launcher:
         self._chain_url: str | None = None
         self._saved_block: int | None = None
         self._next_save_at = 0.0
+        self._supervising = False
 
     # -- paths ------------------------------------------------------------------------
 
@@ -360,12 +390,93 @@ class Launcher:
                 f"another `datagora up` is running on {self.dir}: stop it first (Ctrl-C)"
             ) from None
 
+    @property
+    def supervisor_file(self) -> Path:
+        return self.dir / "supervisor.json"
+
     def watch(self) -> None:
-        """Block until a stop is requested (returns) or a part exits (:class:`NodeExited`)."""
+        """Block until a stop is requested (returns) or the chain exits
+        (:class:`NodeExited`), restarting any other part that exits."""
+        self._supervising = True
+        self._write_supervisor()
         while not self.stop_requested.wait(0.5):
-            self._check_alive()
+            self.supervise()
             if time.monotonic() >= self._next_save_at:
                 self._save_chain_state()
+
+    def supervise(self) -> None:
+        """One round: note parts that exited, restart those whose back-off is over.
+
+        Raises :class:`NodeExited` when the chain exited (see the module's doc)."""
+        now = time.monotonic()
+        changed = False
+        for part in self.parts:
+            if part.given_up or part.process is None:
+                continue
+            code = part.process.poll()
+            if part.restart_at is None and code is not None:
+                if part.role == "chain":
+                    raise NodeExited(
+                        f"the chain exited unexpectedly (code {code}); everything was stopped "
+                        f"(run `up` again: it resumes from the saved state); last lines of "
+                        f"{part.log}: {part.tail()}"
+                    )
+                self._died(part, code, now)
+                changed = True
+            elif part.restart_at is not None and now >= part.restart_at:
+                part.restart_at = None
+                part.restarts += 1
+                self._start_process(part)
+                changed = True
+        if changed:
+            self._write_supervisor()
+
+    def _died(self, part: Part, code: int, now: float) -> None:
+        assert part.process is not None
+        # Whatever is left of its process group goes too, freeing the port.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(part.process.pid, signal.SIGKILL)
+        part.last_exit = f"code {code}"
+        while part.deaths and now - part.deaths[0] > GIVE_UP_WINDOW:
+            part.deaths.popleft()
+        part.deaths.append(now)
+        if len(part.deaths) >= GIVE_UP_DEATHS:
+            part.given_up = True
+            self.say(
+                f"{part.name} died {len(part.deaths)} times within {GIVE_UP_WINDOW:.0f} s: "
+                f"left down (the rest keep serving); last lines of {part.log}: {part.tail()}"
+            )
+            return
+        if now - part.started_at >= STABLE_AFTER or part.backoff == 0.0:
+            part.backoff = RESTART_FIRST
+        else:
+            part.backoff = min(part.backoff * 2, RESTART_MAX)
+        part.restart_at = now + part.backoff
+        self.say(
+            f"{part.name} exited unexpectedly ({part.last_exit}); restarting it in "
+            f"{part.backoff:g} s on port {part.port}"
+        )
+
+    def _write_supervisor(self) -> None:
+        """Each part's restarts and state, for `datagora status` (atomically)."""
+        state = {
+            p.name: {
+                "restarts": p.restarts,
+                "state": "down" if p.given_up
+                else "restarting" if p.restart_at is not None
+                else "running",
+                "last_exit": p.last_exit or None,
+                "pid": p.process.pid if p.process is not None else None,
+            }
+            for p in self.parts
+        }  # fmt: skip
+        with contextlib.suppress(OSError):
+            write_atomically(
+                self.supervisor_file,
+                json.dumps({"up_pid": os.getpid(), "parts": state}, indent=2, sort_keys=True)
+                + "\n",
+                0o644,
+            )
 
     # anvil's own state file (--state) is rewritten in place at SIGTERM and anvil may
     # exit before the write is done: half a file it then refuses to load, or none.
@@ -452,9 +563,17 @@ class Launcher:
 
     def _spawn(self, part: Part) -> Part:
         self._check_stop()
+        self._start_process(part)
+        self.parts.append(part)
+        return part
+
+    def _start_process(self, part: Part) -> None:
+        """Start (or start again) the part's process, on its port, logging to its log."""
         env = {**os.environ, **part.env, "PYTHONUNBUFFERED": "1"}
+        what = f"restarting (restart {part.restarts})" if part.restarts else "starting"
+        part.started_at = time.monotonic()
         with open(part.log, "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {part.name}\n".encode())
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {what} {part.name}\n".encode())
             log.flush()
             part.process = subprocess.Popen(
                 part.command,
@@ -464,8 +583,6 @@ class Launcher:
                 env=env,
                 preexec_fn=_die_with_parent,  # setsid + prctl only
             )
-        self.parts.append(part)
-        return part
 
     def _check_stop(self) -> None:
         if self.stop_requested.is_set():
@@ -619,13 +736,18 @@ def run_up(
         try:
             network = launcher.start()
             ready(launcher, network)
-            say(f"ready: {len(launcher.parts)} parts answer; Ctrl-C stops them all")
+            say(
+                f"ready: {len(launcher.parts)} parts answer; a part that exits is restarted; "
+                "Ctrl-C stops them all"
+            )
             launcher.watch()
             say("stopping…")
         except _Stopped:
             say("stopping…")
         finally:
             launcher.stop()
+            if launcher._supervising:
+                launcher.supervisor_file.unlink(missing_ok=True)
             if launcher.parts:
                 say("stopped: no part of the network is running (its state is kept)")
 

@@ -2,13 +2,18 @@
 
 The chain must answer with the deployment's chain id and still hold its contracts;
 every node must answer ``GET /health``. Parts are named as `datagora up` names
-them: chain, storage1..n, proxy1..m, agent, compute, catalog.
+them: chain, storage1..n, proxy1..m, agent, compute, catalog. For a network a
+running `datagora up` supervises, each part also says how often it was restarted
+(and whether it was left down after dying too often).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +23,7 @@ from datagora.ledger.errors import ChainError
 from datagora.node.errors import NetworkDown
 from datagora.node.network import Network
 
-__all__ = ["NetworkDown", "PartStatus", "check_network", "network_parts"]
+__all__ = ["NetworkDown", "PartStatus", "check_network", "network_parts", "supervised"]
 
 TIMEOUT = 5.0
 
@@ -31,6 +36,8 @@ class PartStatus:
     url: str
     ok: bool
     detail: str
+    restarts: int | None = None
+    """Restarts by `datagora up`'s supervisor (None when no `up` supervises it)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +122,38 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def supervised(net: Network) -> dict[str, dict[str, Any]]:
+    """What a running `datagora up` reports of each part (DIR/supervisor.json), or {}."""
+    if not net.state_dir:
+        return {}
+    try:
+        data = json.loads((Path(net.state_dir) / "supervisor.json").read_text())
+        pid = data["up_pid"]
+        if not isinstance(pid, int) or pid <= 0:
+            return {}
+        os.kill(pid, 0)  # a file left by an `up` that was killed says nothing
+        parts = data["parts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return (
+        {k: v for k, v in parts.items() if isinstance(v, dict)} if isinstance(parts, dict) else {}
+    )
+
+
+def _with_restarts(status: PartStatus, info: dict[str, Any] | None) -> PartStatus:
+    if info is None or not isinstance(info.get("restarts"), int):
+        return status
+    restarts: int = info["restarts"]
+    detail = status.detail
+    if info.get("state") == "down":
+        detail += f"; left down by `up` after dying too often (last exit {info.get('last_exit')})"
+    elif info.get("state") == "restarting":
+        detail += f"; restarting (last exit {info.get('last_exit')})"
+    if restarts:
+        detail += f"; restarted {restarts} time{'s' if restarts != 1 else ''}"
+    return replace(status, detail=detail, restarts=restarts)
+
+
 def check_network(net: Network) -> list[PartStatus]:
     """The health of every part of `net`, in the network file's order (checked in parallel)."""
     parts = network_parts(net)
@@ -125,4 +164,6 @@ def check_network(net: Network) -> list[PartStatus]:
             else pool.submit(_check_node, name, url)
             for name, url in parts
         ]
-        return [f.result() for f in futures]
+        results = [f.result() for f in futures]
+    restarts = supervised(net)
+    return [_with_restarts(r, restarts.get(r.part)) for r in results]

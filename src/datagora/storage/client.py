@@ -41,6 +41,18 @@ __all__ = [
 DEFAULT_CONCURRENCY: Final = 16
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_METADATA_COPIES: Final = 3
+HAPPY_ENV: Final = "DATAGORA_SHARES_HAPPY"
+"""The environment variable that sets ``happy`` when the client is not given one."""
+
+
+def _happy_from_env() -> int | None:
+    raw = os.environ.get(HAPPY_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise StorageError(f"{HAPPY_ENV} must be a number of storage nodes, got {raw!r}") from None
 
 
 def normalise_node(url: str) -> str:
@@ -56,7 +68,9 @@ class AsyncStorageClient:
     ``concurrency`` bounds the HTTP requests in flight; ``timeout`` (seconds) is
     per request, after which a node counts as slow and is avoided;
     ``metadata_copies`` is the least number of nodes that must accept the manifest
-    and placement record for an upload to succeed.
+    and placement record for an upload to succeed; ``happy`` is the number of
+    distinct nodes each chunk's shares must reach (Tahoe's ``shares.happy``; default
+    ``$DATAGORA_SHARES_HAPPY``, else :func:`~datagora.storage.upload.default_happy`).
     """
 
     def __init__(
@@ -65,6 +79,7 @@ class AsyncStorageClient:
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float = DEFAULT_TIMEOUT,
         metadata_copies: int = DEFAULT_METADATA_COPIES,
+        happy: int | None = None,
     ) -> None:
         unique = list(dict.fromkeys(normalise_node(n) for n in nodes))
         if not unique:
@@ -75,6 +90,7 @@ class AsyncStorageClient:
         self.concurrency = concurrency
         self.timeout = timeout
         self.metadata_copies = metadata_copies
+        self.happy = happy if happy is not None else _happy_from_env()
 
     def session(self) -> contextlib.AbstractAsyncContextManager[Session]:
         """A :class:`~datagora.storage.transport.Session` for one operation on the nodes."""
@@ -96,7 +112,7 @@ class AsyncStorageClient:
         """See :func:`~datagora.storage.upload.upload_version`."""
         async with self.session() as session:
             return await upload_version(
-                session, src, params, key, owner, self.metadata_copies, progress
+                session, src, params, key, owner, self.metadata_copies, progress, self.happy
             )
 
     async def rewrap(
@@ -153,8 +169,9 @@ class StorageClient:
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float = DEFAULT_TIMEOUT,
         metadata_copies: int = DEFAULT_METADATA_COPIES,
+        happy: int | None = None,
     ) -> None:
-        self.aio = AsyncStorageClient(nodes, concurrency, timeout, metadata_copies)
+        self.aio = AsyncStorageClient(nodes, concurrency, timeout, metadata_copies, happy)
 
     @property
     def nodes(self) -> tuple[str, ...]:

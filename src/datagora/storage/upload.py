@@ -1,11 +1,20 @@
 """Uploading a dataset version to storage nodes, and storing its metadata there.
 
 Uploading streams the input chunk by chunk through the pipeline (encrypt, erasure
-code, hash) and sends the ``n`` shares of each chunk to ``n`` distinct nodes, the
-starting node rotating per chunk; a node that fails is avoided from then on and its
-share goes to another healthy node holding no share of that chunk, or the upload
-fails with :class:`UploadError` (never a silent partial). The manifest and a
-placement record (sequence 0) are then stored on every healthy node.
+code, hash) and sends the ``n`` shares of each chunk to the nodes that answer, the
+starting node rotating per chunk: one share per node while there are enough nodes.
+Like Tahoe-LAFS's ``shares.happy``, an upload needs only ``happy`` distinct nodes
+(:func:`default_happy`, configurable): with fewer than ``n`` answering nodes the
+remaining shares go to nodes already holding one of that chunk (the least loaded
+first), and such a node still counts once. A node that fails is avoided from then
+on and its share goes to the least loaded healthy node; when fewer than ``happy``
+distinct nodes hold a chunk's shares the upload fails with :class:`UploadError`
+(never a silent partial). The placement record (sequence 0) lists one share per
+node per chunk; the extra shares (``UploadResult.extra_shares``) are stored but
+left out of it, so `repair` sees them as without a location and tops the
+placement up onto distinct nodes once they answer, while downloads still find the
+extras by asking every node. The manifest and the placement record are then
+stored on every healthy node.
 :func:`rewrap_version` stores a manifest whose data key is wrapped anew, and
 :func:`store_blob` a small content-addressed document.
 """
@@ -27,13 +36,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from datagora.crypto import pre
 from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import WrappedKey, wrap_data_key
-from datagora.storage.errors import NodeFailure, NoNodesError, UploadError
+from datagora.storage.errors import NodeFailure, NoNodesError, StorageError, UploadError
 from datagora.storage.manifest import AnyWrappedKey, Manifest, VerifiedManifest, verify_manifest
 from datagora.storage.pipeline import EncodedChunk, EncodingParams, ManifestBuilder, encode_stream
 from datagora.storage.placement import PlacementRecord
 from datagora.storage.transport import Progress, Session, chunk_window, healthy_nodes, node_health
 
-__all__ = ["UploadResult", "rewrap_version", "store_blob", "upload_version"]
+__all__ = ["UploadResult", "default_happy", "rewrap_version", "store_blob", "upload_version"]
 
 _T = TypeVar("_T")
 
@@ -51,6 +60,39 @@ class UploadResult:
     placement_hash: bytes
     failed_nodes: dict[str, str]
     """Nodes that failed during the upload (and were avoided), with the reason."""
+    extra_shares: dict[bytes, str] = dataclasses.field(default_factory=dict)
+    """Shares stored on a node that already holds another share of their chunk (too
+    few nodes answered), by share hash: not in the placement record, so `repair`
+    places them on distinct nodes later."""
+    happy: int = 0
+    """The distinct nodes each chunk's shares had to reach (shares.happy)."""
+
+    @property
+    def needs_repair(self) -> bool:
+        """True if some share is not on a distinct node of its own: run `repair` once
+        the missing nodes answer again."""
+        return bool(self.extra_shares)
+
+
+def default_happy(k: int, n: int) -> int:
+    """The default ``happy`` for ``k``-of-``n`` shares: the fewest distinct nodes
+    (at least ``k``) over which the ``n`` shares, spread evenly, still leave ``k``
+    after losing any one node; ``n`` if none does. 4 for 4-of-6, 3 for 3-of-5."""
+    for happy in range(k, n + 1):
+        if n - -(-n // happy) >= k:
+            return happy
+    return n
+
+
+def check_happy(happy: int | None, k: int, n: int) -> int:
+    """``happy`` (or its default) after checking ``k <= happy <= n``."""
+    if happy is None:
+        return default_happy(k, n)
+    if type(happy) is not int or not k <= happy <= n:
+        raise StorageError(
+            f"shares.happy must be between k ({k}) and n ({n}) distinct nodes, got {happy!r}"
+        )
+    return happy
 
 
 def _open_source(src: str | os.PathLike[str] | BinaryIO) -> tuple[BinaryIO, bool, int]:
@@ -76,6 +118,7 @@ async def upload_version(
     owner: X25519PublicKey | AnyWrappedKey,
     metadata_copies: int,
     progress: Progress | None = None,
+    happy: int | None = None,
 ) -> UploadResult:
     """Encode ``src`` (a path or a binary file object) as dataset version
     ``params`` under ``key`` and store it on the session's nodes.
@@ -83,9 +126,11 @@ async def upload_version(
     ``owner`` is the public key the data key is wrapped for in the manifest, or
     an already wrapped key. ``key`` must be fresh for this dataset version.
     ``metadata_copies`` is the least number of nodes that must accept the manifest
-    and placement record. Raises :class:`NoNodesError` with fewer than ``n``
-    healthy nodes and :class:`UploadError` if shares cannot all be placed.
+    and placement record; ``happy`` the distinct nodes each chunk's shares must
+    reach (default :func:`default_happy`). Raises :class:`NoNodesError` when fewer
+    than ``happy`` nodes answer and :class:`UploadError` if shares cannot be placed.
     """
+    happy = check_happy(happy, params.k, params.n)
     if isinstance(owner, WrappedKey | pre.WrappedKey):
         wrapped = owner
     else:
@@ -93,7 +138,7 @@ async def upload_version(
     handle, owned, total = _open_source(src)
     try:
         return await _upload(
-            session, handle, params, key, wrapped, total, metadata_copies, progress
+            session, handle, params, key, wrapped, total, metadata_copies, progress, happy
         )
     finally:
         if owned:
@@ -109,11 +154,12 @@ async def _upload(
     total: int,
     metadata_copies: int,
     progress: Progress | None,
+    happy: int,
 ) -> UploadResult:
-    if len(session.nodes) < params.n:
+    if len(session.nodes) < happy:
         raise NoNodesError(
-            f"{params.n} shares per chunk need {params.n} distinct storage nodes; "
-            f"only {len(session.nodes)} are configured"
+            f"{params.k}-of-{params.n} shares need {happy} distinct storage nodes "
+            f"(shares.happy); only {len(session.nodes)} are configured"
         )
     health = await node_health(session)
     healthy = [node for node, answer in health.items() if isinstance(answer, dict)]
@@ -121,13 +167,15 @@ async def _upload(
         cap = health[node]
         if isinstance(cap, dict) and isinstance(cap.get("max_batch_bytes"), int):
             session.batch_caps[node] = cap["max_batch_bytes"]
-    if len(healthy) < params.n:
+    if len(healthy) < happy:
         down = ", ".join(n for n in session.nodes if n not in healthy)
         raise NoNodesError(
-            f"{params.n} shares per chunk need {params.n} healthy storage nodes; "
-            f"only {len(healthy)} answer (down: {down})"
+            f"publishing {params.k}-of-{params.n} shares needs {happy} storage nodes to "
+            f"answer (shares.happy); only {len(healthy)} of {len(session.nodes)} answer "
+            f"(down: {down}); nothing was published"
         )
     failed: dict[str, str] = {}
+    extras: dict[bytes, str] = {}
     builder = ManifestBuilder(params)
     locations: dict[bytes, list[str]] = {}
     # Chunks in flight: enough to fill a batch per node, few enough that memory
@@ -143,8 +191,13 @@ async def _upload(
         if not task.done():
             session.puts.flush()
         placed = await task
+        first: set[str] = set()
         for share, node in zip(chunk.shares, placed, strict=True):
-            locations[share.sha256] = [node]
+            if node in first:
+                extras[share.sha256] = node
+            else:
+                first.add(node)
+                locations[share.sha256] = [node]
         done += chunk.plaintext_size
         if progress is not None:
             progress(done, max(total, done))
@@ -156,7 +209,7 @@ async def _upload(
             if chunk is None:
                 break
             builder.add(chunk)
-            task = asyncio.create_task(_place_chunk(session, chunk, healthy, failed))
+            task = asyncio.create_task(_place_chunk(session, chunk, healthy, failed, happy))
             pending.append((task, chunk))
             while len(pending) >= window:
                 await settle_oldest()
@@ -180,20 +233,33 @@ async def _upload(
         placement=record,
         placement_hash=record.digest(),
         failed_nodes=failed,
+        extra_shares=extras,
+        happy=happy,
     )
 
 
 async def _place_chunk(
-    session: Session, chunk: EncodedChunk, healthy: list[str], failed: dict[str, str]
+    session: Session,
+    chunk: EncodedChunk,
+    healthy: list[str],
+    failed: dict[str, str],
+    happy: int,
 ) -> list[str]:
-    """Store the chunk's shares on distinct nodes; returns the node of each share."""
+    """Store the chunk's shares on at least ``happy`` distinct nodes, one per node
+    while there are enough; returns the node of each share."""
     live = [n for n in healthy if n not in failed]
     n = len(chunk.shares)
-    if len(live) < n:
-        raise UploadError(_too_few(chunk.index, live, failed, n))
+    if len(live) < happy:
+        raise UploadError(_too_few(chunk.index, live, failed, happy))
     start = chunk.index % len(live)
     order = live[start:] + live[:start]
-    used = set(order[:n])
+    load = {node: 0 for node in order}
+    for j in range(n):
+        load[order[j % len(order)]] += 1
+
+    def least_loaded() -> str | None:
+        left = [x for x in order if x not in failed]
+        return min(left, key=lambda x: load[x]) if left else None
 
     async def put_one(number: int, node: str) -> str:
         share = chunk.shares[number]
@@ -203,19 +269,18 @@ async def _place_chunk(
                 return node
             except NodeFailure as failure:
                 failed.setdefault(node, failure.reason)
-            # Another live node holding no share of this chunk, if any is left.
-            spare = [x for x in order if x not in used and x not in failed]
-            if not spare:
-                raise UploadError(
-                    f"chunk {chunk.index}: share {number} could not be stored: node "
-                    f"{node} failed ({failed[node]}) and every other healthy node "
-                    "already holds a share of this chunk; nothing was published — "
-                    "add or restart storage nodes and upload again"
-                )
-            node = spare[0]
-            used.add(node)
+            # The healthy node holding the fewest shares of this chunk (none first).
+            spare = least_loaded()
+            if spare is None:
+                raise UploadError(_too_few(chunk.index, [], failed, happy))
+            node = spare
+            load[node] += 1
 
-    return await _gather_or_cancel(put_one(j, order[j]) for j in range(n))
+    placed = await _gather_or_cancel(put_one(j, order[j % len(order)]) for j in range(n))
+    distinct = {node for node in placed if node not in failed}
+    if len(distinct) < happy:
+        raise UploadError(_too_few(chunk.index, sorted(distinct), failed, happy))
+    return placed
 
 
 async def rewrap_version(
@@ -296,12 +361,12 @@ async def _store_metadata(
         )
 
 
-def _too_few(index: int, live: list[str], failed: dict[str, str], n: int) -> str:
+def _too_few(index: int, live: list[str], failed: dict[str, str], happy: int) -> str:
     lost = ", ".join(f"{node} ({why})" for node, why in failed.items())
     return (
-        f"chunk {index}: {n} shares need {n} distinct healthy nodes, only {len(live)} left "
-        f"after failures of {lost}; nothing was published — add or restart storage nodes "
-        "and upload again"
+        f"chunk {index}: its shares need {happy} distinct healthy nodes (shares.happy), "
+        f"only {len(live)} left after failures of {lost}; nothing was published — add or "
+        "restart storage nodes and upload again"
     )
 
 
