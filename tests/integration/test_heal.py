@@ -133,13 +133,6 @@ def dropper() -> Iterator[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a chain dying after eth_chainId ends publish/buy/download in a raw "
-    "requests.exceptions.ConnectionError traceback (ledger/ledger.py Ledger.__init__ "
-    "get_code, and ledger/chain.py Chain.wait mid-publish): the ledger must map OSError "
-    "to ChainUnreachable, or the CLI's main() network errors to Unreachable",
-)
 def test_network_errors_end_in_one_line_never_a_traceback(tmp_path: Path, dropper: int) -> None:
     from datagora.ledger.deployment import CONTRACT_NAMES, DEPLOYMENT_FORMAT
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any
 
+import httpx
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from datagora.cli.benchmarks import bench_app
-from datagora.cli.common import err, what_to_do
+from datagora.cli.common import err, io_failure, what_to_do
 from datagora.cli.compute import commands as compute_commands
 from datagora.cli.compute import compute_app, jobs_app
 from datagora.cli.flows import account_app, kv_app
@@ -116,6 +117,12 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         err.print(f"[red]error:[/red] {what_to_do(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except (OSError, httpx.TransportError) as exc:
+        # A backstop: a layer should have raised an Unreachable for this; never a traceback.
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {io_failure(exc)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

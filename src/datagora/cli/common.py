@@ -4,10 +4,12 @@ market to act on. Every command module imports this one; none imports another.""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 
@@ -147,6 +149,19 @@ def marketplace(
 
     net = load_network()
     return marketplace_for(net, load_identity(account, keys) if need_account else None)
+
+
+def io_failure(exc: OSError | httpx.TransportError) -> str:
+    """One line for an input/output failure that no layer turned into a DatagoraError:
+    a file's name and the system's reason, or a connection's reason and where to look."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    reason = found.group(1).strip() if found else (str(exc)[:200] or type(exc).__name__)
+    return (
+        f"a network request failed: {reason}; is the network running? "
+        "(`datagora status` shows which part does not answer)"
+    )
 
 
 def what_to_do(exc: DatagoraError) -> str:

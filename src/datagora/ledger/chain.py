@@ -224,7 +224,7 @@ class Chain(ABC):
         except _REVERTS as exc:
             raise rule_error(what, _reason(exc)) from None
         except (OSError, Web3Exception) as exc:
-            raise ChainError(f"{what}: the chain refused the estimate: {exc}") from exc
+            raise self._failed(what, exc, "the chain refused the estimate") from exc
 
     def _gas_for(self, sender: str, tx: dict[str, Any], what: str) -> int:
         """The gas limit for `tx`; raises the broken rule if it would revert."""
@@ -267,7 +267,7 @@ class Chain(ABC):
                     raise
                 except (OSError, Web3Exception, ValueError) as exc:
                     self._nonces.forget(account.address)
-                    raise ChainError(f"{what}: the chain refused the transaction: {exc}") from exc
+                    raise self._failed(what, exc, "the chain refused the transaction") from exc
             return PendingTx(self, HexBytes(tx_hash), what)
         raise AssertionError("unreachable: the second attempt returns or raises")
 
@@ -291,6 +291,8 @@ class Chain(ABC):
             )
         except TimeExhausted as exc:
             raise ChainError(f"{what}: not mined within {timeout:.0f} s") from exc
+        except (OSError, Web3Exception) as exc:
+            raise self._failed(what, exc, "waiting for the receipt failed") from exc
         if receipt["status"] != 1:
             raise rule_error(what, self._replay_reason(tx_hash, receipt))
         return receipt
@@ -330,7 +332,27 @@ class Chain(ABC):
         except _REVERTS as exc:
             raise rule_error(what, _reason(exc)) from None
         except (OSError, Web3Exception) as exc:
-            raise ChainError(f"{what}: {exc}") from exc
+            raise self._failed(what, exc, "the call failed") from exc
+
+    def code_at(self, address: str) -> bytes:
+        """The contract code at `address` (empty if none)."""
+        try:
+            return bytes(self.w3.eth.get_code(address))  # type: ignore[arg-type]
+        except (OSError, Web3Exception) as exc:
+            raise self._failed(f"reading the code at {address}", exc, "the call failed") from exc
+
+    def _failed(self, what: str, exc: BaseException, refused: str) -> ChainError:
+        """The error for a request the chain did not answer: :class:`ChainUnreachable`
+        (one line, the OS's reason) when the connection failed (web3's HTTP provider
+        raises requests' connection errors, which are OSErrors), else a
+        :class:`ChainError` saying `refused`."""
+        if isinstance(exc, OSError):
+            url = getattr(self, "url", None)
+            where = f" at {url}" if url else ""
+            return ChainUnreachable(
+                f"{what}: cannot reach the chain{where}: {_os_reason(exc)}", url
+            )
+        return ChainError(f"{what}: {refused}: {exc}")
 
     # -- state --------------------------------------------------------------------------
     @property

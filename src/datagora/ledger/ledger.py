@@ -36,7 +36,7 @@ class Ledger:
         self.deployment = deployment
         a = deployment.address
         for name in ("Factory", "DataNFT", "MarketToken"):
-            if not chain.w3.eth.get_code(a(name)):  # type: ignore[arg-type]
+            if not chain.code_at(a(name)):
                 raise ConfigError(f"no {name} contract at {a(name)} on this chain: redeploy")
         self.market_token = MarketToken(chain, a("MarketToken"))
         self.data_nft = DataNFT(chain, a("DataNFT"))
