@@ -327,6 +327,7 @@ class Market(Marketplace):
         timeout: float = 300.0,
         on_job: Callable[[int, dict[str, Any]], None] | None = None,
         dp: dict[str, Any] | None = None,
+        classes: Sequence[Any] = (0, 1),
     ) -> FederatedModel:
         """Federated training over `datasets`: per round, one compute job per dataset on
         its owner's node; only weights leave the nodes; every job is recorded on chain.
@@ -337,8 +338,10 @@ class Market(Marketplace):
         feature, from domain knowledge, never from the data): ``fedavg-logistic-dp``, one
         round, each site trains an epsilon-DP model and spends `e` of your budget on its
         dataset; the models are averaged with equal weights and ``model.epsilon`` maps
-        each dataset to the epsilon spent. A training over budget on any site is refused
-        before anything runs (:class:`~datagora.compute.errors.BudgetExceeded`).
+        each dataset to the epsilon spent; `classes` are the target's two values
+        (negative, positive), declared rather than read from the data. A training over
+        budget on any site is refused before anything runs
+        (:class:`~datagora.compute.errors.BudgetExceeded`).
 
         Returns a :class:`~datagora.compute.federated.FederatedModel` (``predict``,
         ``score``, ``to_json``; ``jobs`` lists the job ids). `features` default to the
@@ -366,6 +369,7 @@ class Market(Marketplace):
             timeout=timeout,
             on_job=on_job,
             dp=dp,
+            classes=classes,
         )
 
 

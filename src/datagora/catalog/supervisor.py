@@ -83,11 +83,14 @@ class Supervisor:
             try:
                 step()
             except Exception as exc:  # any error: recorded and retried, never the end
-                loop.failures += 1
                 message = _describe(exc)
-                if message != loop.last_error:
-                    _log.warning("%s failed (will retry): %s", loop.name, message, exc_info=True)
+                repeated = message == loop.last_error
+                # The error before the count: /health, read from another thread, shows
+                # failures only with their error.
                 loop.last_error, loop.last_error_at = message, time.monotonic()
+                loop.failures += 1
+                if not repeated:
+                    _log.warning("%s failed (will retry): %s", loop.name, message, exc_info=True)
                 # The exponent is capped: 2**1024 would not fit a float after hours of
                 # failures, and raising here would end the loop this is here to keep.
                 delay = min(interval * 2 ** min(loop.failures, 32), self.max_backoff)
