@@ -4,6 +4,7 @@ repository's `benchmarks/` directory)."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +38,9 @@ bench_app = typer.Typer(
 
 
 def _bench_output(result: dict[str, Any], as_json: bool) -> None:
+    # The machine is shared and noisy: every benchmark says how loaded it was, as the
+    # 1-, 5- and 15-minute load averages when it ended (the 5-minute one covers the run).
+    result.setdefault("load_avg_at_end", [round(x, 2) for x in os.getloadavg()])
     if as_json:
         print_json(result)
         return
