@@ -3,7 +3,9 @@ with 429 before anything is recorded on chain, and the node serves again once jo
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -50,13 +52,34 @@ def test_burst_beyond_the_caps_is_refused_before_the_chain(
         node.client(other, ledger.chain.chain_id) as rival,
     ):
         count = ledger.compute.job_count()
-        jobs = [client.submit(dataset, order, code, {"i": i}) for i in range(2)]
-        # The consumer's burst: every submission beyond its cap is refused.
-        for i in range(2, 6):
-            with pytest.raises(JobRefused, match=r"job queue full: .* \(at most 2\)") as refused:
-                client.submit(dataset, order, code, {"i": i})
-            assert refused.value.status == 429
-            assert "\n" not in str(refused.value)
+        # The consumer's burst, 8 at once: exactly its cap is admitted, the rest refused.
+        outcomes: list[int | JobRefused] = []
+
+        def submit(i: int) -> None:
+            with node.client(buyer, ledger.chain.chain_id) as own:
+                try:
+                    outcomes.append(own.submit(dataset, order, code, {"i": i}))
+                except JobRefused as exc:
+                    outcomes.append(exc)
+
+        started = time.perf_counter()
+        burst = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join()
+        print(f"burst of 8 submissions, cap 2: {time.perf_counter() - started:.2f} s")
+        jobs = sorted(o for o in outcomes if isinstance(o, int))
+        refusals = [o for o in outcomes if isinstance(o, JobRefused)]
+        assert len(jobs) == 2 and len(refusals) == 6
+        for refused in refusals:
+            assert refused.status == 429 and "\n" not in str(refused)
+            assert re.fullmatch(r"job queue full: .* \(at most 2\); retry when one finishes",
+                                str(refused))  # fmt: skip
+        started = time.perf_counter()
+        with pytest.raises(JobRefused, match="job queue full"):
+            client.submit(dataset, order, code, {"i": 8})
+        print(f"one refused submission: {(time.perf_counter() - started) * 1000:.1f} ms")
         # Another consumer fills the dataset's cap, then meets it.
         jobs.append(rival.submit(dataset, other_order, code, {"i": 0}))
         with pytest.raises(JobRefused, match=f"dataset {dataset} already has 3 open jobs"):
@@ -67,7 +90,9 @@ def test_burst_beyond_the_caps_is_refused_before_the_chain(
         node.jobs.deny(jobs[0], "not this one")
         node.jobs.approve(jobs[1])
         assert client.wait(jobs[1])["state"] == "succeeded"
+        started = time.perf_counter()
         again = client.submit(dataset, order, code, {"i": 9})
+        print(f"one admitted submission: {(time.perf_counter() - started) * 1000:.1f} ms")
         assert client.status(again)["state"] == "pending"
         rival.submit(dataset, other_order, code, {"i": 2})
         with pytest.raises(JobRefused, match="job queue full"):
