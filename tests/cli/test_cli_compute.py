@@ -488,3 +488,28 @@ def test_train_under_dp(net: Net, tmp_path: Path) -> None:
     one_line(cli(net, *base, *dp_args, *who, check=False), "0.5 left of 3")
     events = [e for e in net.ledger.events() if e.name == "JobCompleted"]
     assert len(events) == len(completed)
+
+
+def test_owner_review_of_code_on_a_dp_dataset_says_it_is_not_dp(net: Net) -> None:
+    """After `test_train_under_dp` (0.5 epsilon is left): the owner's review of arbitrary
+    code on a DP dataset says, in the CLI, that the node does not enforce DP for it."""
+    dataset = net.dp_datasets[0]
+    dp = json.dumps({"epsilon": 0.1, "bounds": {"worst_radius": [0, 40]}})
+    args = ("--algorithm", str(net.algorithms["reviewed"]), "--param", "tag=dp")
+    submitted = cli(net, "compute", "submit", str(dataset), *args, "--param", f"dp={dp}",
+                    "--json", "--account", "researcher")  # fmt: skip
+    job = job_of(submitted)
+    shown = cli(net, "jobs", "review", str(job), "--account", "owner").stdout
+    assert "differential privacy required, NOT enforced: NOT differentially private" in shown
+    assert "Approve only code you have read" in shown
+    review = json.loads(cli(net, "jobs", "review", str(job), "--account", "owner", "--json").stdout)
+    assert review["differential_privacy"]["enforced"] is False
+    cli(net, "jobs", "deny", str(job), "--reason", "not DP", "--account", "owner")
+    # A job on a dataset without DP shows no such line.
+    plain = job_of(
+        cli(net, "compute", "submit", str(net.datasets[1]), *args, "--json", "--account",
+            "researcher")
+    )  # fmt: skip
+    shown = cli(net, "jobs", "review", str(plain), "--account", "owner").stdout
+    assert "differential privacy" not in shown
+    cli(net, "jobs", "deny", str(plain), "--reason", "done", "--account", "owner")

@@ -264,3 +264,39 @@ def test_people_read_tokens_lists_yes_no_and_short_hashes(net: Net, tmp_path: Pa
     repaired = human(net, "repair", dataset, "--check")
     assert re.search(r"healthy:\s+yes", repaired), repaired
     assert "True" not in repaired and "None" not in repaired, repaired
+
+
+def test_publish_with_a_mock_then_anyone_reads_it_back(net: Net, tmp_path: Path) -> None:
+    owner = ["--account", net.owner]
+    data = tmp_path / "cohort.csv"
+    data.write_text("radius,label\n1.5,0\n2.5,1\n3.5,0\n")
+    synthetic = tmp_path / "synthetic.csv"
+    synthetic.write_text("radius,label\n2.0,1\n3.0,0\n")
+
+    def refused(mock: Path) -> str:
+        args = ["publish", str(data), "--title", "M", "--free", "--mock", str(mock), *owner]
+        result = CliRunner().invoke(app, args, env=net.env)
+        assert result.exit_code != 0 and not isinstance(result.exception, AssertionError)
+        message = str(result.exception) if result.exception else result.output
+        assert "\n" not in message.strip()
+        return message
+
+    before = net.sharing.ledger.data_nft.dataset_count()
+    # The lie: the real rows published as "mock" data (public to all) are refused.
+    leaky = tmp_path / "leaky.csv"
+    leaky.write_text("radius,label\n9.0,1\n2.5,1\n")
+    assert "contains line 3" in refused(leaky) and "make_mock" in refused(leaky)
+    other_columns = tmp_path / "other.csv"
+    other_columns.write_text("label,radius\n1,2.0\n")
+    assert "keeps the data's columns" in refused(other_columns)
+    assert "is not a file" in refused(tmp_path / "missing.csv")
+    assert net.sharing.ledger.data_nft.dataset_count() == before  # nothing published
+
+    published = run(
+        net, "publish", str(data), "--title", "Mocked", "--free", "--mock", str(synthetic), *owner
+    )
+    assert published["mock"] is True
+    target = tmp_path / "got.csv"
+    got = run(net, "mock", str(published["dataset"]), "-o", str(target))
+    assert got["bytes"] == synthetic.stat().st_size
+    assert target.read_bytes() == synthetic.read_bytes()

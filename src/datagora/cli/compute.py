@@ -365,13 +365,20 @@ def jobs_review(
         print_json(review)
         return
     info = review["job"]
+    dp = review.get("differential_privacy")
+    privacy = ""
+    if isinstance(dp, dict):
+        enforced = "enforced by the node" if dp.get("enforced") else "NOT enforced"
+        privacy = f"differential privacy required, {enforced}: {dp.get('note', '')}\n"
     out.print(
         f"job {info['job']} on dataset {info['dataset']} by {info['consumer']} ({info['state']})\n"
         f"algorithm sha256 {info['algorithm']}\n"
         f"params {json.dumps(review['params'], sort_keys=True)}\n"
+        f"{privacy}"
         "---- code ----",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
     code = review["code"]
     sys.stdout.write(code if code.endswith("\n") else code + "\n")

@@ -233,6 +233,13 @@ def publish(
         bool, typer.Option(help="Not for sale: consumers request, you grant.")
     ] = False,
     chunk_mb: Annotated[int, typer.Option(help="Chunk size in MiB.")] = 1,
+    mock: Annotated[
+        Path | None,
+        typer.Option(
+            help="A CSV of synthetic rows (same columns, no real row), public with the "
+            "metadata; anyone reads it with `datagora mock DATASET`."
+        ),
+    ] = None,
     account: AccountOption = None,
     keys: KeysOption = None,
     as_json: JsonFlag = False,
@@ -240,6 +247,8 @@ def publish(
     """Encrypt, erasure-code and store a file, then publish it on chain in one transaction.
 
     Example: datagora publish cohort.csv --title Cohort --price 1.5 --tag medical
+
+    Example: datagora publish cohort.csv --title Cohort --free --mock mock.csv
     """
     from datagora.ledger import Pricing
 
@@ -247,6 +256,7 @@ def publish(
         raise ConfigError(f"{file} is not a file")
     if sum([price is not None, free, approval]) != 1:
         raise ConfigError("choose exactly one of --price, --free, --approval")
+    mock_data = _read_mock(mock, file) if mock is not None else None
     m = marketplace(account, keys)
     if metadata is not None:
         try:
@@ -283,6 +293,7 @@ def publish(
             price=tokens(price, "--price") if price else 0,
             chunk_size=chunk_mb << 20,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            mock=mock_data,
         )
     info = {
         "dataset": result.dataset,
@@ -292,6 +303,7 @@ def publish(
         "merkle_root": result.merkle_root.hex(),
         "metadata_hash": result.metadata_hash.hex(),
         "price": str(tokens(price) if price else 0),
+        "mock": mock_data is not None,
         **_tx(result.tx),
     }
     if as_json:
@@ -301,6 +313,49 @@ def publish(
         out.print(
             f"published dataset {result.dataset}{cost} ({result.tx.gas_used:,} gas, 1 transaction)"
         )
+
+
+def _read_mock(mock: Path, data: Path) -> bytes:
+    """The mock file's bytes, once it is a CSV with the data's columns (when the data is a
+    CSV) and none of its rows is a row of the data copied as it stands."""
+    import csv
+    import io
+
+    from datagora.market.flows import MAX_MOCK_BYTES
+
+    how = "make synthetic rows with datagora.compute.mock.make_mock"
+    if not mock.is_file():
+        raise ConfigError(f"--mock {mock} is not a file")
+    if mock.stat().st_size > MAX_MOCK_BYTES:
+        raise ConfigError(f"--mock {mock} is larger than {MAX_MOCK_BYTES >> 20} MiB; {how}")
+    raw = mock.read_bytes()
+    try:
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"--mock {mock} is not a UTF-8 CSV file ({exc})") from None
+    if len(rows) < 2:
+        raise ConfigError(f"--mock {mock} needs a header and at least one row; {how}")
+    if data.suffix.lower() != ".csv":
+        return raw
+    synthetic = {tuple(c.strip() for c in r) for r in rows[1:]}
+    try:
+        with data.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            if [c.strip() for c in header] != [c.strip() for c in rows[0]]:
+                raise ConfigError(
+                    f"--mock {mock} has columns {rows[0]}, {data} has {header}: "
+                    "a mock keeps the data's columns in order"
+                )
+            for line, row in enumerate(reader, 2):
+                if tuple(c.strip() for c in row) in synthetic:
+                    raise ConfigError(
+                        f"--mock {mock} contains line {line} of {data} as it stands: "
+                        f"mock data is public, it must not copy real rows; {how}"
+                    )
+    except (UnicodeDecodeError, csv.Error):
+        return raw  # not a text CSV after all: nothing to compare with
+    return raw
 
 
 # -- consuming ----------------------------------------------------------------------------

@@ -21,6 +21,12 @@
 
 The owner reviews pending jobs (:meth:`JobService.review` shows the code) and
 approves or denies them; the decision goes on chain (``decide``).
+
+Queues are bounded: a dataset holds at most ``max_jobs_per_dataset`` open jobs
+(pending review, queued or running) and a consumer at most
+``max_jobs_per_consumer`` on the node; the next submission is refused with 429
+before anything is recorded on chain, and is accepted again once a job finishes
+or is denied.
 """
 
 from __future__ import annotations
@@ -81,6 +87,9 @@ MAX_ALGORITHM_BYTES: Final = 1 << 20
 MAX_PARAMS_BYTES: Final = 1 << 20
 STATES: Final = ("pending", "queued", "running", "succeeded", "failed", "denied")
 _ZERO: Final = bytes(32)
+OPEN_STATES: Final = ("pending", "queued", "running")
+MAX_JOBS_PER_DATASET: Final = 32
+MAX_JOBS_PER_CONSUMER: Final = 8
 
 
 def canonical_params(params: Any) -> bytes:
@@ -244,6 +253,17 @@ class _Store:
             ).fetchall()
         return [int(r[0]) for r in rows]
 
+    def open_jobs(self, dataset: int, consumer: str) -> tuple[int, int]:
+        """Jobs pending, queued or running: (on `dataset`, by `consumer` on any dataset)."""
+        marks = ", ".join("?" * len(OPEN_STATES))
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT COALESCE(SUM(dataset = ?), 0), COALESCE(SUM(lower(consumer) = ?), 0)"
+                f" FROM jobs WHERE state IN ({marks})",
+                (dataset, consumer.lower(), *OPEN_STATES),
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
     def code(self, job: int) -> bytes:
         return (self.dir / str(job) / "algorithm.py").read_bytes()
 
@@ -281,7 +301,8 @@ class JobService:
     every other dataset the operator controls as its owner would read it: fetched
     from the storage nodes and decrypted per job (:mod:`~datagora.compute.stored`).
     ``chain_lock`` serialises this node's use of ``ledger`` (pass one lock to every
-    node sharing an in-process embedded chain).
+    node sharing an in-process embedded chain). ``max_jobs_per_dataset`` and
+    ``max_jobs_per_consumer`` bound the open jobs (pending, queued or running).
     """
 
     def __init__(
@@ -299,7 +320,13 @@ class JobService:
         chain_lock: AbstractContextManager[Any] | None = None,
         clock: Callable[[], float] = time.time,
         stored: StoredDatasets | None = None,
+        max_jobs_per_dataset: int = MAX_JOBS_PER_DATASET,
+        max_jobs_per_consumer: int = MAX_JOBS_PER_CONSUMER,
     ) -> None:
+        if max_jobs_per_dataset < 1 or max_jobs_per_consumer < 1:
+            raise ValueError("the job caps must be at least 1")
+        self.max_jobs_per_dataset = max_jobs_per_dataset
+        self.max_jobs_per_consumer = max_jobs_per_consumer
         self.ledger = ledger
         self.operator = operator
         self.stored = stored
@@ -371,6 +398,9 @@ class JobService:
         if dataset.differential_privacy:
             epsilon, _ = check_dp_params(params)
         with self._admit:
+            # Before the order is read or anything goes on chain: a burst costs the node
+            # one SQLite count per request, and the consumer nothing but a retry.
+            self._check_capacity(req.dataset, req.consumer)
             consumer_key = self._check_order(req, dataset)
             if dataset.differential_privacy:
                 self.budgets.check(req.dataset, req.consumer, epsilon, dataset.epsilon_budget, cap)
@@ -412,6 +442,21 @@ class JobService:
         if state == "queued":
             self._queue.put(job)
         return info
+
+    def _check_capacity(self, dataset: int, consumer: str) -> None:
+        on_dataset, by_consumer = self._store.open_jobs(dataset, consumer)
+        if by_consumer >= self.max_jobs_per_consumer:
+            raise JobRefused(
+                f"job queue full: {consumer} already has {by_consumer} open jobs on this node "
+                f"(at most {self.max_jobs_per_consumer}); retry when one finishes",
+                429,
+            )
+        if on_dataset >= self.max_jobs_per_dataset:
+            raise JobRefused(
+                f"job queue full: dataset {dataset} already has {on_dataset} open jobs "
+                f"(at most {self.max_jobs_per_dataset}); retry later",
+                429,
+            )
 
     def _dataset(self, dataset: int) -> ComputeDataset | StoredDataset:
         """The configured file, else the stored dataset's current version and policy."""

@@ -4,7 +4,8 @@ Consumer endpoints (each read needs a fresh signed ``JobRequest`` by the job's
 consumer, sent base64url-encoded in the ``X-Datagora-Request`` header):
 
 - ``POST /jobs`` — body ``{"request": <signed ComputeRequest JSON>, "algorithm":
-  <the file's text>, "params": <JSON>}`` → 201 and the job's status;
+  <the file's text>, "params": <JSON>}`` → 201 and the job's status; 429 with the
+  reason when the dataset or the consumer already has its cap of open jobs;
 - ``GET /jobs/{job}`` — status (action ``status``);
 - ``GET /jobs/{job}/logs`` — the logs sealed to the consumer (action ``logs``);
 - ``GET /jobs/{job}/result`` — the result archive sealed to the consumer
@@ -42,7 +43,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
 from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
-from datagora.compute.jobs import ComputeDataset, JobService
+from datagora.compute.jobs import (
+    MAX_JOBS_PER_CONSUMER,
+    MAX_JOBS_PER_DATASET,
+    ComputeDataset,
+    JobService,
+)
 from datagora.compute.owner import parse_owner_request
 from datagora.compute.policy import OutputPolicy
 from datagora.compute.sandbox import Limits, Sandbox
@@ -101,6 +107,8 @@ def create_compute_app(
     sandbox: Sandbox | None = None,
     chain_lock: Any = None,
     stored: StoredDatasets | None = None,
+    max_jobs_per_dataset: int = MAX_JOBS_PER_DATASET,
+    max_jobs_per_consumer: int = MAX_JOBS_PER_CONSUMER,
 ) -> FastAPI:
     """The compute role's app; ``app.state.jobs`` is its :class:`JobService`.
 
@@ -119,6 +127,8 @@ def create_compute_app(
         allow_weak_sandbox=allow_weak_sandbox,
         chain_lock=chain_lock,
         stored=stored,
+        max_jobs_per_dataset=max_jobs_per_dataset,
+        max_jobs_per_consumer=max_jobs_per_consumer,
     )
 
     @asynccontextmanager
