@@ -100,9 +100,13 @@ def compute_app(
     allow_weak_sandbox: bool = False,
     owner_token: str | None = None,
     chain_lock: Any = None,
+    max_jobs_per_dataset: int | None = None,
+    max_jobs_per_consumer: int | None = None,
 ) -> FastAPI:
     """`operator`'s compute node: the `datasets` files, and with `storage` nodes every
-    dataset the operator published (fetched and decrypted per job)."""
+    dataset the operator published (fetched and decrypted per job). The job caps
+    default to the compute node's (:mod:`datagora.compute.jobs`)."""
+    from datagora.compute.jobs import MAX_JOBS_PER_CONSUMER, MAX_JOBS_PER_DATASET
     from datagora.compute.node import create_compute_app
 
     load_request_types()
@@ -117,6 +121,8 @@ def compute_app(
         owner_token=owner_token,
         chain_lock=chain_lock,
         stored=stored,
+        max_jobs_per_dataset=max_jobs_per_dataset or MAX_JOBS_PER_DATASET,
+        max_jobs_per_consumer=max_jobs_per_consumer or MAX_JOBS_PER_CONSUMER,
     )
 
 
