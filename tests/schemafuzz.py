@@ -12,6 +12,7 @@ on the whole list and names them all at once.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import checks
 from schemathesis.generation import GenerationMode
 
+# Cases per operation and mode: a few in the suite; DATAGORA_FUZZ_EXAMPLES=100 for a longer hunt.
+EXAMPLES = int(os.environ.get("DATAGORA_FUZZ_EXAMPLES", "8"))
 TIMEOUT = 5.0  # seconds for any one request: more is a hang
 
 _CHECKS = [
@@ -57,7 +60,7 @@ class Report:
 
 def fuzz(
     base_url: str,
-    examples: int = 8,
+    examples: int = EXAMPLES,
     *,
     after_each: Callable[[Any, Any], None] | None = None,
 ) -> Report:

@@ -11,7 +11,7 @@ import httpx
 
 from datagora.node.inprocess import ThreadServer
 from datagora.storage.node import create_storage_app
-from schemafuzz import fuzz
+from schemafuzz import EXAMPLES, fuzz
 
 
 def test_the_storage_node_survives_fuzzing_from_its_schema(tmp_path: Path) -> None:
@@ -35,4 +35,4 @@ def test_the_storage_node_survives_fuzzing_from_its_schema(tmp_path: Path) -> No
     print(f"storage: {len(report.operations)} operations, {report.examples} examples")
     assert not report.failures, "\n\n".join(report.failures)
     assert len(report.operations) >= 9, report.operations
-    assert report.examples >= 8 * len(report.operations)
+    assert report.examples >= EXAMPLES * len(report.operations)

@@ -75,7 +75,10 @@ def create_catalog_app(
     @app.get(
         "/datasets",
         summary="Search datasets",
-        responses={**_INVALID, 400: _why("The query cannot be run (min_price above max_price).")},
+        responses={
+            **_INVALID,
+            400: _why("The query cannot be run (min_price above max_price)."),
+        },
     )
     def list_datasets(
         q: Annotated[str, Query(max_length=500)] = "",
@@ -83,7 +86,9 @@ def create_catalog_app(
         license: str | None = None,
         min_price: float | None = None,
         max_price: float | None = None,
-        owner: str | None = None,
+        owner: Annotated[
+            str | None, Query(pattern="^0x[0-9a-fA-F]{40}$", description="An account address.")
+        ] = None,
         service: Literal["download", "compute"] | None = None,
         has_mock: bool | None = None,
         pricing: Literal["none", "fixed", "free"] | None = None,
@@ -93,7 +98,13 @@ def create_catalog_app(
         ),
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+        *,
+        request: Request,
     ) -> dict[str, Any]:
+        for name in set(request.query_params) - {"tag"}:
+            if len(request.query_params.getlist(name)) > 1:
+                # Which one was meant? Taking the last would answer another question.
+                raise HTTPException(422, f"the query parameter {name!r} is given more than once")
         query = SearchQuery(
             q=q,
             tags=tuple(tag or ()),
