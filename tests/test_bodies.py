@@ -20,8 +20,9 @@ from fastapi import FastAPI
 from datagora.catalog.api import create_catalog_app
 from datagora.catalog.db import Database
 from datagora.catalog.indexer import Indexer
+from datagora.compute.node import MAX_DENY_BYTES, MAX_JOB_BYTES
 from datagora.ledger import Ledger
-from datagora.node.apps import agent_app, proxy_app
+from datagora.node.apps import agent_app, compute_app, proxy_app
 from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ThreadServer
 
@@ -148,3 +149,29 @@ def test_a_used_nonce_is_on_disk_before_the_answer(
     assert synced and synced[-1] == log.stat().st_size == 64  # and was synced first
     again = httpx.post(f"{served['proxy'].url}/reencrypt", content=json.dumps(body.to_json()))
     assert again.status_code == 401 and again.json()["error"] == "replayed"
+
+
+@pytest.fixture
+def compute(embedded_ledger: Ledger, tmp_path: Path) -> Iterator[str]:
+    server = ThreadServer(
+        lambda: compute_app(
+            embedded_ledger, dev_identity(2), tmp_path / "compute", allow_weak_sandbox=True
+        ),
+        "compute",
+    ).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "cap"), [("/jobs", MAX_JOB_BYTES), ("/owner/jobs/1/deny", MAX_DENY_BYTES)]
+)
+def test_compute_bodies_are_refused_before_they_are_read(compute: str, path: str, cap: int) -> None:
+    assert announce(compute, "POST", path, 100 << 20) == "HTTP/1.1 413 Request Entity Too Large"
+    assert stream(compute, "POST", path, cap + (64 << 10)) == (
+        "HTTP/1.1 413 Request Entity Too Large"
+    )
+    r = httpx.post(compute + path, content=b" " * (cap + 1))
+    assert r.status_code == 413 and "larger than" in r.json()["detail"], r.text

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +23,22 @@ from datagora.catalog.search import MAX_ID, SearchQuery, dataset_details, search
 from datagora.catalog.supervisor import Supervisor
 from datagora.storage.errors import MetadataError
 from datagora.storage.metadata import MAX_METADATA_BYTES
+
+
+class Refusal(BaseModel):
+    """Why a request was refused: a sentence, or FastAPI's list of invalid fields."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def _why(text: str) -> dict[str, Any]:
+    return {"description": text, "model": Refusal}
+
+
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: _why("A parameter or the body is invalid; `detail` says which and why.")
+}
+_SHA256 = "^[0-9a-f]{64}$"
 
 
 def create_catalog_app(
@@ -55,14 +72,23 @@ def create_catalog_app(
     )
     app.state.supervisor = supervisor
 
-    @app.get("/datasets", summary="Search datasets")
+    @app.get(
+        "/datasets",
+        summary="Search datasets",
+        responses={
+            **_INVALID,
+            400: _why("The query cannot be run (min_price above max_price)."),
+        },
+    )
     def list_datasets(
-        q: str = "",
+        q: Annotated[str, Query(max_length=500)] = "",
         tag: Annotated[list[str] | None, Query()] = None,
         license: str | None = None,
         min_price: float | None = None,
         max_price: float | None = None,
-        owner: str | None = None,
+        owner: Annotated[
+            str | None, Query(pattern="^0x[0-9a-fA-F]{40}$", description="An account address.")
+        ] = None,
         service: Literal["download", "compute"] | None = None,
         has_mock: bool | None = None,
         pricing: Literal["none", "fixed", "free"] | None = None,
@@ -72,7 +98,13 @@ def create_catalog_app(
         ),
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+        *,
+        request: Request,
     ) -> dict[str, Any]:
+        for name in set(request.query_params) - {"tag"}:
+            if len(request.query_params.getlist(name)) > 1:
+                # Which one was meant? Taking the last would answer another question.
+                raise HTTPException(422, f"the query parameter {name!r} is given more than once")
         query = SearchQuery(
             q=q,
             tags=tuple(tag or ()),
@@ -93,7 +125,11 @@ def create_catalog_app(
         except SearchError as exc:
             raise HTTPException(400, str(exc)) from None
 
-    @app.get("/datasets/{dataset}", summary="Everything indexed about one dataset")
+    @app.get(
+        "/datasets/{dataset}",
+        summary="Everything indexed about one dataset",
+        responses={**_INVALID, 404: _why("No dataset with that id is indexed (yet).")},
+    )
     def get_dataset(
         dataset: Annotated[int, PathParam(ge=0, le=MAX_ID, description="A dataset id.")],
     ) -> dict[str, Any]:
@@ -114,10 +150,13 @@ def create_catalog_app(
                 "hashing to the name.",
             }
         },
-        responses={413: {"description": "The body is too large (refused before it is read)."}},
+        responses={
+            **_INVALID,
+            413: _why("The body is too large (refused before it is read)."),
+        },
     )
     async def put_metadata(
-        sha256: Annotated[str, PathParam(pattern="^[0-9a-f]{64}$")], request: Request
+        sha256: Annotated[str, PathParam(pattern=_SHA256)], request: Request
     ) -> dict[str, str]:
         body = await read_capped(request, MAX_METADATA_BYTES)
         if body is None:
@@ -130,8 +169,17 @@ def create_catalog_app(
             raise HTTPException(422, str(exc)) from None
         return {"sha256": digest}
 
-    @app.get("/metadata/{sha256}", summary="A metadata document by its SHA-256")
-    def get_metadata(sha256: str) -> Response:
+    @app.get(
+        "/metadata/{sha256}",
+        summary="A metadata document by its SHA-256",
+        response_class=Response,
+        responses={
+            200: {"description": "The document", "content": {"application/json": {}}},
+            **_INVALID,
+            404: _why("No metadata document with this hash here."),
+        },
+    )
+    def get_metadata(sha256: Annotated[str, PathParam(pattern=_SHA256)]) -> Response:
         with database.engine.connect() as conn:
             data = conn.execute(
                 t.blobs.select().with_only_columns(t.blobs.c.data).where(t.blobs.c.sha256 == sha256)

@@ -36,16 +36,19 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import FastAPI, Header, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
+from datagora.bodies import read_capped
 from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
 from datagora.compute.jobs import (
+    MAX_ALGORITHM_BYTES,
     MAX_JOBS_PER_CONSUMER,
     MAX_JOBS_PER_DATASET,
+    MAX_PARAMS_BYTES,
     ComputeDataset,
     JobService,
 )
@@ -58,9 +61,16 @@ from datagora.crypto.errors import MalformedRequest
 from datagora.crypto.keys import Identity
 from datagora.ledger import Ledger
 
-__all__ = ["REQUEST_HEADER", "create_compute_app"]
+__all__ = ["MAX_DENY_BYTES", "MAX_JOB_BYTES", "REQUEST_HEADER", "create_compute_app"]
 
 REQUEST_HEADER = "X-Datagora-Request"
+
+# Bodies are refused past these sizes before they are read whole. A job body carries the
+# algorithm and params (each capped in jobs.py) JSON-encoded, where one byte can take up to
+# six characters (\u0001), plus the signed request: a body over this cap could never pass
+# the checks behind it. A denial carries a one-line reason.
+MAX_JOB_BYTES: Final = 6 * (MAX_ALGORITHM_BYTES + MAX_PARAMS_BYTES) + (64 << 10)
+MAX_DENY_BYTES: Final = 64 << 10
 
 # Ids are bounded where they are declared, so an out-of-range one is a 422 that says so
 # rather than an overflow in SQLite or a contract call (a 500).
@@ -185,8 +195,11 @@ def create_compute_app(
 
     @app.post("/jobs", status_code=201)
     async def submit(request: Request) -> dict[str, Any]:
+        raw = await read_capped(request, MAX_JOB_BYTES)
+        if raw is None:
+            raise JobRefused(f"the body is larger than {MAX_JOB_BYTES} bytes", 413)
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             raise JobRefused("the body must be JSON", 400) from None
         if not isinstance(body, dict) or set(body) != {"request", "algorithm", "params"}:
@@ -269,8 +282,11 @@ def create_compute_app(
         authorization: str | None = Header(None),
         x_datagora_request: str | None = Header(None),
     ) -> dict[str, Any]:
+        raw = await read_capped(request, MAX_DENY_BYTES)
+        if raw is None:
+            raise JobRefused(f"the body is larger than {MAX_DENY_BYTES} bytes", 413)
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             body = {}
         reason = str(body.get("reason", "")) if isinstance(body, dict) else ""

@@ -31,9 +31,10 @@ import shutil
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -73,13 +74,48 @@ _BATCH_BODY = {
     ),
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
 }
-_BATCH_RESPONSE = {
+_Responses = dict[int | str, dict[str, Any]]
+_BLOB_BODY = {
+    "required": True,
+    "description": "The blob's bytes; they must hash to the name.",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
+_BATCH_RESPONSE: Final[_Responses] = {
     200: {
         "description": "A datagora.batch.v1 frame of the requested shares this node "
         "holds, in request order; shares it lacks are left out.",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+
+
+def _why(text: str) -> dict[str, Any]:
+    return {"description": text, "model": _Reason}
+
+
+class _Reason(BaseModel):
+    """Why a request was refused: a sentence, or FastAPI's list of invalid fields."""
+
+    detail: str | list[dict[str, Any]]
+
+
+_BAD_NAME: Final[_Responses] = {400: _why("A name is not 64 lowercase hex digits (a SHA-256).")}
+_NOT_HELD: Final[_Responses] = {404: _why("This node does not hold that blob.")}
+_WRITE: Final[_Responses] = {
+    **_BAD_NAME,
+    409: _why("A blob vanished from the store while being written; try again."),
+    413: _why("The body is larger than this node's cap."),
+    422: _why("The body does not hash to its name (or is not a well-formed record)."),
+    500: _why("The node could not write to its disk."),
+    507: _why("The node's disk is full; try another node."),
+}
+# The pattern is documented but checked by `_check_name` (400 with a reason), so that
+# a bad name is refused the same way wherever it appears (path, query or body).
+_HEX64: Final = {"pattern": "^[0-9a-f]{64}$"}
+Name = Annotated[
+    str,
+    PathParam(description="SHA-256 of the blob, 64 lowercase hex digits", json_schema_extra=_HEX64),
+]
 
 
 class BatchGet(BaseModel):
@@ -326,6 +362,7 @@ def create_storage_app(
             "201 if some share was newly stored, 200 if all were already held."
         ),
         openapi_extra={"requestBody": _BATCH_BODY},
+        responses={**_WRITE, 400: _why("The body is not a well-formed datagora.batch.v1 frame.")},
     )
     async def put_shares(request: Request) -> JSONResponse:
         return await receive_batch(request)
@@ -334,7 +371,7 @@ def create_storage_app(
         "/shares/batch-get",
         summary="Fetch several shares in one frame",
         response_class=Response,
-        responses=_BATCH_RESPONSE,  # type: ignore[arg-type]
+        responses={**_BATCH_RESPONSE, **_BAD_NAME},
     )
     async def batch_get(wanted: BatchGet) -> Response:
         for name in wanted.names:
@@ -365,29 +402,53 @@ def create_storage_app(
             headers={"content-length": str(frame_size([size for _, size in held]))},
         )
 
-    @app.put("/shares/{name}", status_code=201, summary="Store a share under its SHA-256")
-    async def put_share(name: str, request: Request) -> JSONResponse:
+    @app.put(
+        "/shares/{name}",
+        status_code=201,
+        summary="Store a share under its SHA-256",
+        openapi_extra={"requestBody": _BLOB_BODY},
+        responses=_WRITE,
+    )
+    async def put_share(name: Name, request: Request) -> JSONResponse:
         return await receive(name, request, placement=False)
 
     @app.put(
         "/placements/{name}",
         status_code=201,
         summary="Store a placement record under its SHA-256 and index it by manifest",
+        openapi_extra={"requestBody": _BLOB_BODY},
+        responses=_WRITE,
     )
-    async def put_placement(name: str, request: Request) -> JSONResponse:
+    async def put_placement(name: Name, request: Request) -> JSONResponse:
         return await receive(name, request, placement=True)
 
-    @app.get("/placements", summary="The placement records this node holds for a manifest")
+    @app.get(
+        "/placements",
+        summary="The placement records this node holds for a manifest",
+        responses=_BAD_NAME,
+    )
     async def list_placements(
-        manifest: str = Query(description="the manifest's SHA-256, 64 hex digits"),
+        manifest: str = Query(
+            description="the manifest's SHA-256, 64 hex digits", json_schema_extra=_HEX64
+        ),
     ) -> dict[str, Any]:
         records = await asyncio.to_thread(store.placement_records, _check_name(manifest))
         return {"manifest": manifest, "records": records}
 
-    @app.get("/proofs/{name}", summary="A share with its Merkle audit path under a manifest")
+    @app.get(
+        "/proofs/{name}",
+        summary="A share with its Merkle audit path under a manifest",
+        responses={
+            **_BAD_NAME,
+            **_NOT_HELD,
+            422: _why("The manifest is not one, or does not list that share."),
+        },
+    )
     async def get_proof(
-        name: str,
-        manifest: str = Query(description="SHA-256 of a manifest this node holds"),
+        name: Name,
+        manifest: str = Query(
+            description="SHA-256 of a manifest this node holds", json_schema_extra=_HEX64
+        ),
     ) -> dict[str, Any]:
         _check_name(name)
         _check_name(manifest)
@@ -406,7 +467,7 @@ def create_storage_app(
             "manifest": manifest,
         }
 
-    async def get_share(name: str, request: Request) -> Response:
+    async def get_share(name: Name, request: Request) -> Response:
         raw = bytes.fromhex(_check_name(name))
         if request.method == "HEAD":
             size = store.packs.size(raw)
@@ -429,6 +490,14 @@ def create_storage_app(
             operation_id=f"{method.lower()}_share",
             summary="Fetch a share" if method == "GET" else "Check a share exists, and its size",
             response_model=None,
+            responses={
+                200: {
+                    "description": "The share's bytes" if method == "GET" else "Held",
+                    "content": {"application/octet-stream": {}},
+                },
+                **_BAD_NAME,
+                **_NOT_HELD,
+            },
         )
 
     @app.get("/health", summary="Liveness and storage statistics")
