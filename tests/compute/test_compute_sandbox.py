@@ -115,6 +115,7 @@ def test_escapes_fail_cleanly_and_the_node_keeps_serving(
         sandbox=sandbox,
         policy=OutputPolicy(max_output_bytes=8 << 20),
         chain_lock=threading.RLock(),
+        max_jobs_per_consumer=64,  # every escape queued at once by one consumer
     ) as node:
         health = httpx.get(f"{node.url}/health").json()
         assert health["sandbox"] == "bubblewrap" and health["isolation"] == "bubblewrap"

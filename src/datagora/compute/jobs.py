@@ -89,7 +89,7 @@ STATES: Final = ("pending", "queued", "running", "succeeded", "failed", "denied"
 _ZERO: Final = bytes(32)
 OPEN_STATES: Final = ("pending", "queued", "running")
 MAX_JOBS_PER_DATASET: Final = 32
-MAX_JOBS_PER_CONSUMER: Final = 8
+MAX_JOBS_PER_CONSUMER: Final = 16
 
 
 def canonical_params(params: Any) -> bytes:
