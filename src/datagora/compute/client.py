@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from datagora.bodies import refusal_text
 from datagora.compute.errors import BudgetExceeded, ComputeError, JobRefused
 from datagora.compute.jobs import algorithm_hash, job_bytes, params_hash
 from datagora.compute.node import REQUEST_HEADER
@@ -76,7 +77,7 @@ class ComputeClient:
         if response.status_code >= 400:
             try:
                 payload = response.json()
-                detail, kind = payload.get("detail", response.text), payload.get("error")
+                detail, kind = refusal_text(payload, response.text), payload.get("error")
             except (ValueError, AttributeError):
                 detail, kind = response.text, None
             if kind == "BudgetExceeded":
