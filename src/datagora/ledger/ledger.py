@@ -16,6 +16,7 @@ from datagora.ledger.deployment import Deployment, deploy_contracts
 from datagora.ledger.events import Event, EventReader
 from datagora.ledger.market import Dispenser, FixedRateExchange
 from datagora.ledger.records import CiphertextStore, KeyValueStore, MerkleVerifier, StorageLog
+from datagora.ledger.registry import NodeRegistry
 from datagora.ledger.tokens import Datatoken, MarketToken
 
 
@@ -50,6 +51,7 @@ class Ledger:
         self.access_log = AccessLog(chain, a("AccessLog"))
         self.compute = ComputeRegistry(chain, a("ComputeRegistry"))
         self.storage_log = StorageLog(chain, a("StorageLog"))
+        self.registry = NodeRegistry(chain, a("NodeRegistry"))
 
     @classmethod
     def deploy(cls, chain: Chain, deployer: LocalAccount, protocol_fee_bps: int = 10) -> Ledger:

@@ -13,6 +13,26 @@ _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
     ),
     ("caller is not the owner", errors.NotAuthorized, "only the contract's owner may do this"),
     (
+        "not a slasher",
+        errors.NotAuthorized,
+        "only contracts and accounts the registry's admin approved may slash",
+    ),
+    (
+        "stake below minimum",
+        errors.InsufficientFunds,
+        "stake at least the registry's minimum for these roles (see required_stake)",
+    ),
+    ("bad endpoint", errors.InvalidArgument, "give an http:// or https:// URL"),
+    ("bad umbral key", errors.InvalidArgument, "give a compressed Umbral public key"),
+    ("still unbonding", errors.InvalidState, "withdraw once the unbonding delay has passed"),
+    ("not leaving", errors.InvalidState, "leave first, then withdraw after the delay"),
+    (
+        "node not active",
+        errors.InvalidState,
+        "the account is not an active registered node (never registered, or leaving)",
+    ),
+    ("no such node", errors.NotFound, "the address is not a registered node"),
+    (
         "caller is not token owner or approved",
         errors.NotController,
         "only the token's holder or an approved operator may move it",

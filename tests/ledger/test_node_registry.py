@@ -1,0 +1,187 @@
+"""The node registry (issue 16): who serves datagora, with a stake that can be slashed.
+
+Each refusal is a node or a stranger trying its luck (registering twice, staking
+less than the minimum, withdrawing before the unbonding delay, slashing a rival
+without being an approved slasher, an endpoint that is not an http(s) URL) and
+asserts that nothing moved.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from datagora.ledger import Ledger, NodeState, Role, dev_account
+from datagora.ledger.errors import (
+    InsufficientFunds,
+    InvalidArgument,
+    InvalidState,
+    NotAuthorized,
+    NotFound,
+)
+from datagora.ledger.registry import DEFAULT_MIN_STAKE, DEFAULT_UNBONDING_DELAY
+from helpers import DEPLOYER, OTHER, fund
+
+NODE = dev_account(5)
+NODE2 = dev_account(6)
+SLASHER = dev_account(7)
+PK = b"\x02" + bytes(range(32))
+MIN = DEFAULT_MIN_STAKE
+
+
+def register(ledger: Ledger, node=NODE, roles=Role.STORAGE, stake=MIN, endpoint="http://n1:1"):
+    fund(ledger, node.address, 100 * MIN)
+    return ledger.registry.register(node, roles, endpoint, stake, PK)
+
+
+def test_register_update_and_list(ledger: Ledger) -> None:
+    reg = ledger.registry
+    mt = ledger.market_token
+    tx = register(ledger, roles=Role.STORAGE | Role.PROXY, stake=2 * MIN)
+    print(f"NodeRegistry.register gas: {tx.gas_used}")
+    info = reg.node(NODE.address)
+    assert info.roles == Role.STORAGE | Role.PROXY
+    assert (info.endpoint, info.umbral_pk, info.stake) == ("http://n1:1", PK, 2 * MIN)
+    assert info.state == NodeState.ACTIVE
+    assert mt.balance_of(reg.address) == 2 * MIN
+    assert reg.is_active(NODE.address, Role.STORAGE)
+    assert reg.is_active(NODE.address, Role.PROXY)
+    assert not reg.is_active(NODE.address, Role.COMPUTE)
+    assert reg.stake_of(NODE.address) == 2 * MIN
+    register(ledger, NODE2, Role.COMPUTE, endpoint="https://compute.example.org")
+    assert reg.endpoints(Role.STORAGE) == ["http://n1:1"]
+    assert reg.endpoints(Role.COMPUTE) == ["https://compute.example.org"]
+    assert [n.address for n in reg.nodes()] == [NODE.address, NODE2.address]
+
+    reg.update(NODE, "https://n1.example.org:8443")
+    assert reg.node(NODE.address).endpoint == "https://n1.example.org:8443"
+    assert reg.node(NODE.address).umbral_pk == PK  # kept
+    reg.update(NODE, "http://n1:2", b"")
+    assert reg.node(NODE.address).umbral_pk == b""
+    with pytest.raises(InvalidState, match="node not active"):
+        reg.update(OTHER, "http://other:1", b"")  # a stranger cannot update
+    with pytest.raises(NotFound):
+        reg.node(OTHER.address)
+
+
+def test_bad_registrations_are_refused_and_move_nothing(ledger: Ledger) -> None:
+    reg = ledger.registry
+    mt = ledger.market_token
+    fund(ledger, NODE.address, 100 * MIN)
+    before = mt.balance_of(NODE.address)
+    with pytest.raises(InsufficientFunds, match="stake below minimum"):
+        reg.register(NODE, Role.STORAGE, "http://n1:1", MIN - 1)
+    with pytest.raises(InsufficientFunds, match="stake below minimum"):
+        reg.register(NODE, Role.STORAGE | Role.COMPUTE, "http://n1:1", MIN)  # needs 2 MIN
+    for endpoint in ("ftp://n1", "n1:8080", "http://", "http://a b", "http://u:p@h", ""):
+        with pytest.raises(InvalidArgument, match="endpoint"):
+            reg.register(NODE, Role.STORAGE, endpoint, MIN)
+    with pytest.raises(InvalidArgument):
+        reg.register(NODE, Role.STORAGE, "http://" + "a" * 300, MIN)
+    with pytest.raises(InvalidArgument, match=r"(?i)umbral (public )?key"):
+        reg.register(NODE, Role.STORAGE, "http://n1:1", MIN, b"\x04" + bytes(32))
+    with pytest.raises(InvalidArgument, match="roles"):
+        reg.register(NODE, 8, "http://n1:1", MIN)
+    with pytest.raises(InvalidArgument, match="role"):
+        Role.parse("storage,miner")
+    assert Role.parse("storage, proxy") == Role.STORAGE | Role.PROXY
+    assert mt.balance_of(NODE.address) == before
+
+    # The contract checks on its own what a client that skips these checks sends.
+    with pytest.raises(InvalidArgument, match="bad endpoint"):
+        reg._transact(NODE, "register", 1, "ftp://n1.example", b"", MIN)
+    with pytest.raises(InvalidArgument, match="unknown roles"):
+        reg._transact(NODE, "register", 9, "http://n1", b"", MIN)
+    with pytest.raises(InvalidArgument, match=r"(?i)umbral (public )?key"):
+        reg._transact(NODE, "register", 1, "http://n1", b"\x02\x01", MIN)
+
+    reg.register(NODE, Role.STORAGE, "http://n1:1", MIN)
+    with pytest.raises(InvalidState, match="already registered"):
+        reg.register(NODE, Role.PROXY, "http://n1:2", MIN)
+    assert mt.balance_of(NODE.address) == before - MIN
+    assert reg.node(NODE.address).roles == Role.STORAGE
+
+
+def test_leave_unbonds_then_withdraws_the_stake_left(ledger: Ledger) -> None:
+    reg = ledger.registry
+    mt = ledger.market_token
+    register(ledger, stake=3 * MIN)
+    before = mt.balance_of(NODE.address)
+    with pytest.raises(InvalidState, match="not leaving"):
+        reg.withdraw(NODE)
+    unbond_at, _ = reg.leave(NODE)
+    assert unbond_at == ledger.chain.timestamp() + DEFAULT_UNBONDING_DELAY
+    info = reg.node(NODE.address)
+    assert (info.state, info.unbond_at) == (NodeState.LEAVING, unbond_at)
+    assert not reg.is_active(NODE.address, Role.STORAGE)
+    assert reg.endpoints(Role.STORAGE) == []  # a leaving node is not used
+    with pytest.raises(InvalidState, match="node not active"):
+        reg.leave(NODE)
+    with pytest.raises(InvalidState, match="node not active"):
+        reg.update(NODE, "http://n1:9")
+    ledger.chain.advance_time(DEFAULT_UNBONDING_DELAY - 60)
+    with pytest.raises(InvalidState, match="still unbonding"):
+        reg.withdraw(NODE)
+    assert mt.balance_of(NODE.address) == before
+    ledger.chain.advance_time(120)
+    amount, _ = reg.withdraw(NODE)
+    assert amount == 3 * MIN
+    assert mt.balance_of(NODE.address) == before + 3 * MIN
+    assert reg.node(NODE.address).state == NodeState.GONE
+    with pytest.raises(InvalidState):
+        reg.withdraw(NODE)  # only once
+    # A node that left may come back, with a fresh stake; it is listed once.
+    reg.register(NODE, Role.PROXY, "http://n1:3", MIN)
+    assert [n.address for n in reg.nodes(Role.PROXY)] == [NODE.address]
+    assert reg.stake_of(NODE.address) == MIN
+
+
+def test_only_approved_slashers_slash_even_while_unbonding(ledger: Ledger) -> None:
+    reg = ledger.registry
+    mt = ledger.market_token
+    register(ledger, stake=2 * MIN)
+    with pytest.raises(NotAuthorized, match="not a slasher"):
+        reg.slash(OTHER, NODE.address, MIN, OTHER.address)
+    with pytest.raises(NotAuthorized, match="owner"):
+        reg.set_slasher(OTHER, OTHER.address, True)  # nobody approves itself
+    assert reg.stake_of(NODE.address) == 2 * MIN
+
+    reg.set_slasher(DEPLOYER, SLASHER.address, True)
+    assert reg.is_slasher(SLASHER.address)
+    taken, _ = reg.slash(SLASHER, NODE.address, MIN + 1, OTHER.address)
+    assert taken == MIN + 1
+    assert reg.stake_of(NODE.address) == MIN - 1
+    # Below its minimum now: no longer used until it adds stake.
+    assert not reg.is_active(NODE.address, Role.STORAGE)
+    assert reg.endpoints(Role.STORAGE) == []
+    reg.add_stake(NODE, 1)
+    assert reg.endpoints(Role.STORAGE) == ["http://n1:1"]
+
+    reg.leave(NODE)  # leaving does not escape a slash
+    other_before = mt.balance_of(OTHER.address)
+    taken, _ = reg.slash(SLASHER, NODE.address, 10 * MIN, OTHER.address)
+    assert taken == MIN  # all that was left
+    assert mt.balance_of(OTHER.address) == other_before + MIN
+    with pytest.raises(NotFound):
+        reg.slash(SLASHER, NODE2.address, 1, OTHER.address)  # not a node
+    reg.set_slasher(DEPLOYER, SLASHER.address, False)
+    with pytest.raises(NotAuthorized):
+        reg.slash(SLASHER, NODE.address, 1, OTHER.address)
+    ledger.chain.advance_time(DEFAULT_UNBONDING_DELAY)
+    assert reg.withdraw(NODE)[0] == 0
+
+
+def test_admin_sets_minimums_and_delay(ledger: Ledger) -> None:
+    reg = ledger.registry
+    register(ledger)
+    with pytest.raises(NotAuthorized):
+        reg.set_min_stake(OTHER, Role.STORAGE, 0)
+    with pytest.raises(NotAuthorized):
+        reg.set_unbonding_delay(OTHER, 0)
+    reg.set_min_stake(DEPLOYER, Role.STORAGE, 2 * MIN)
+    assert reg.required_stake(Role.STORAGE | Role.PROXY) == 3 * MIN
+    assert reg.endpoints(Role.STORAGE) == []  # under-staked for the new minimum
+    with pytest.raises(InvalidArgument, match="too far"):
+        reg.set_unbonding_delay(DEPLOYER, 400 * 86_400)
+    reg.set_unbonding_delay(DEPLOYER, 0)
+    reg.leave(NODE)
+    assert reg.withdraw(NODE)[0] == MIN
