@@ -8,9 +8,18 @@ asserts that nothing moved.
 
 from __future__ import annotations
 
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
 import pytest
 
-from datagora.ledger import Ledger, NodeState, Role, dev_account
+from datagora.crypto.keys import import_account
+from datagora.ledger import Chain, Ledger, NodeState, Role, dev_account
+from datagora.ledger.anvil import Anvil
 from datagora.ledger.errors import (
     InsufficientFunds,
     InvalidArgument,
@@ -19,7 +28,11 @@ from datagora.ledger.errors import (
     NotFound,
 )
 from datagora.ledger.registry import DEFAULT_MIN_STAKE, DEFAULT_UNBONDING_DELAY
-from helpers import DEPLOYER, OTHER, fund
+from datagora.node.apps import storage_app
+from datagora.node.inprocess import ServerGroup
+from datagora.node.network import Network as NetworkFile
+from datagora.node.registration import STORAGE_ACCOUNT_BASE, DevNode, register_dev_nodes
+from helpers import DEPLOYER, OTHER, OWNER, fund
 
 NODE = dev_account(5)
 NODE2 = dev_account(6)
@@ -185,3 +198,130 @@ def test_admin_sets_minimums_and_delay(ledger: Ledger) -> None:
     reg.set_unbonding_delay(DEPLOYER, 0)
     reg.leave(NODE)
     assert reg.withdraw(NODE)[0] == MIN
+
+
+# -- discovery: clients find storage nodes in the registry ---------------------------------
+
+
+@dataclass
+class Discovery:
+    ledger: Ledger
+    deployment: Path
+    network: Path
+    keys: Path
+    active: list[tuple[str, Path]]  # (url, data dir) of registered, active storage nodes
+    unused: list[tuple[str, Path]]  # one that left, one never registered
+
+
+PASSWORD = "registry-test"
+
+
+def _files(root: Path) -> int:
+    """Bytes a storage node holds (it packs shares into few files)."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def discovery(anvil: Anvil, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Discovery]:
+    """Eight storage servers on anvil: six registered and active, one registered that
+    then left, one that serves but never registered; a network file naming none."""
+    base = tmp_path_factory.mktemp("discovery")
+    ledger = Ledger.deploy(Chain.rpc(anvil.url), DEPLOYER)
+    deployment = base / "deployment.json"
+    ledger.deployment.save(deployment)
+    with ServerGroup() as servers:
+        nodes = [
+            (
+                servers.start(partial(storage_app, base / f"s{i}", 64 << 20), f"s{i}").url,
+                base / f"s{i}",
+            )
+            for i in range(8)
+        ]
+        register_dev_nodes(
+            ledger,
+            [
+                DevNode(dev_account(STORAGE_ACCOUNT_BASE + 40 + i), Role.STORAGE, url)
+                for i, (url, _) in enumerate(nodes[:7])
+            ],
+        )
+        leaver = dev_account(STORAGE_ACCOUNT_BASE + 46)
+        ledger.registry.leave(leaver)
+        ledger.market_token.mint(DEPLOYER, OWNER.address, 100 * MIN)
+        keys = base / "keys"
+        import_account(keys, OWNER.key.hex(), PASSWORD, "owner", scrypt_n=2**4)
+        network = base / "network.json"
+        NetworkFile(anvil.url, ledger.deployment).save(network)  # no storage, no proxies
+        yield Discovery(ledger, deployment, network, keys, nodes[:6], nodes[6:])
+
+
+def _only_registered_nodes_hold_shares(d: Discovery, before: dict[Path, int]) -> None:
+    gained = {p: _files(p) - n for p, n in before.items()}
+    assert all(gained[p] > 0 for _, p in d.active), gained
+    assert all(gained[p] == 0 for _, p in d.unused), gained
+
+
+def test_a_cli_publish_stores_on_the_registered_nodes_only(discovery: Discovery) -> None:
+    from typer.testing import CliRunner
+
+    from datagora.cli.app import app
+
+    d = discovery
+    data = d.network.parent / "cohort.csv"
+    data.write_text("radius,label\n" + "".join(f"{i}.5,{i % 2}\n" for i in range(2000)))
+    env = {
+        "DATAGORA_NETWORK": str(d.network),
+        "DATAGORA_KEYS_DIR": str(d.keys),
+        "DATAGORA_PASSWORD": PASSWORD,
+        "DATAGORA_ACCOUNT": "",
+    }
+    before = {p: _files(p) for _, p in d.active + d.unused}
+    result = CliRunner().invoke(
+        app,
+        ["publish", str(data), "--title", "Cohort", "--price", "1", "--account", "owner", "--json"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dataset"] >= 1
+    _only_registered_nodes_hold_shares(d, before)
+
+    listed = CliRunner().invoke(app, ["node", "list", "--all", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    states = {n["endpoint"]: n["state"] for n in json.loads(listed.stdout)}
+    assert [states[u] for u, _ in d.active] == ["active"] * 6
+    assert states[d.unused[0][0]] == "leaving"
+    assert d.unused[1][0] not in states
+    assert all(n["stake"] == str(MIN) for n in json.loads(listed.stdout))
+
+
+def test_an_sdk_publish_stores_on_the_registered_nodes_only(discovery: Discovery) -> None:
+    import datagora as dg
+
+    d = discovery
+    market = dg.connect(
+        rpc=_rpc(d),
+        deployment=d.deployment,
+        account="owner",
+        keys=d.keys,
+        password=PASSWORD,
+    )
+    assert market.endpoints.storage == [u for u, _ in d.active]
+    before = {p: _files(p) for _, p in d.active + d.unused}
+    market.publish(
+        io.BytesIO(b"x,y\n" + b"1,2\n" * 5000),
+        {"title": "SDK", "license": "CC-BY-4.0", "creator": "me"},
+        price=10**18,
+    )
+    _only_registered_nodes_hold_shares(d, before)
+
+
+def test_nodes_that_call_storage_nodes_find_them_in_the_registry(discovery: Discovery) -> None:
+    from datagora.node import NodeConfig
+
+    d = discovery
+    config = NodeConfig(data_dir=d.network.parent, rpc=_rpc(d), deployment=d.deployment)
+    assert config.registered("storage") == [u for u, _ in d.active]
+    assert config.registered("proxy") == []
+
+
+def _rpc(d: Discovery) -> str:
+    return str(json.loads(d.network.read_text())["chain_url"])

@@ -180,7 +180,10 @@ def what_to_do(exc: DatagoraError) -> str:
         net = None
     if net is None or path is None:
         return f"{message}; check the URL"
-    urls = [net.chain_url, *net.storage, *net.proxies, net.agent, net.catalog, net.compute]
+    from datagora.node.connect import node_urls
+
+    storage, proxies, compute = node_urls(net)
+    urls = [net.chain_url, *storage, *proxies, net.agent, net.catalog, compute]
     ours = {u.rstrip("/") for u in urls if u}
     if exc.url is not None and exc.url.rstrip("/") not in ours:
         return f"{message}; check the URL"

@@ -109,6 +109,14 @@ def check_umbral_pk(key: bytes) -> bytes:
     return key
 
 
+def _well_formed(endpoint: str) -> bool:
+    try:
+        check_endpoint(endpoint)
+    except InvalidArgument:
+        return False  # the contract checks only the scheme and length
+    return True
+
+
 class NodeRegistry(ContractWrapper):
     contract_name = "NodeRegistry"
     _token: MarketToken | None = None
@@ -227,24 +235,22 @@ class NodeRegistry(ContractWrapper):
 
     def nodes(self, role: Role | int | None = None, active_only: bool = True) -> list[NodeInfo]:
         """Every registered node (in registration order) with `role`; by default only
-        those active and staked at least their minimum, with a well-formed endpoint."""
-        out: list[NodeInfo] = []
+        those active and staked at least their roles' minimum, with a well-formed
+        endpoint (what clients may use)."""
         count = int(self._view("node_count"))
-        for i in range(count):
-            info = self.node(str(self._view("node_at", i)))
-            if role is not None and not info.has(Role(int(role))):
-                continue
-            if active_only:
-                if info.state != NodeState.ACTIVE:
-                    continue
-                if not self.is_active(info.address, int(info.roles)):
-                    continue  # under-staked (slashed, or the minimum rose)
-                try:
-                    check_endpoint(info.endpoint)
-                except InvalidArgument:
-                    continue  # the contract checks only the scheme
-            out.append(info)
-        return out
+        infos = [self.node(str(self._view("node_at", i))) for i in range(count)]
+        if role is not None:
+            infos = [n for n in infos if n.has(Role(int(role)))]
+        if not active_only:
+            return infos
+        minimum = {r: self.min_stake(r) for r in Role}
+        return [
+            n
+            for n in infos
+            if n.state == NodeState.ACTIVE
+            and n.stake >= sum(m for r, m in minimum.items() if r in n.roles)
+            and _well_formed(n.endpoint)
+        ]
 
     def endpoints(self, role: Role | int) -> list[str]:
         """The endpoints of the active nodes with `role`: what clients connect to."""
