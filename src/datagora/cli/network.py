@@ -311,7 +311,7 @@ def node_register(
 
     A proxy registers its account's Umbral public key with it.
 
-    Example: datagora node register --roles storage,proxy --endpoint https://n1.org --stake 20
+    Example: datagora node register --roles storage --endpoint https://n1.org
     """
     from datagora.ledger import Role
 

@@ -32,31 +32,25 @@ ROLE_PROXY: constant(uint256) = 2
 ROLE_COMPUTE: constant(uint256) = 4
 ALL_ROLES: constant(uint256) = 7
 
-STATE_NONE: constant(uint8) = 0  # never registered
-STATE_ACTIVE: constant(uint8) = 1
-STATE_LEAVING: constant(uint8) = 2  # unbonding until unbond_at
-STATE_GONE: constant(uint8) = 3  # withdrew; may register again
+STATE_NONE: constant(uint256) = 0  # never registered
+STATE_ACTIVE: constant(uint256) = 1
+STATE_LEAVING: constant(uint256) = 2  # unbonding until unbond_at
+STATE_GONE: constant(uint256) = 3  # withdrew; may register again
 
 MAX_ENDPOINT: constant(uint256) = 256
 MAX_UNBONDING: constant(uint256) = 365 * 86400
+MAX_STAKE: constant(uint256) = 2**128 - 1
 
 TOKEN: public(immutable(address))
 
-
-struct Node:
-    roles: uint256
-    endpoint: String[256]
-    umbral_pk: Bytes[33]
-    stake: uint256
-    state: uint8
-    unbond_at: uint256
-
-
-nodes: public(HashMap[address, Node])
+# A node's numbers share one storage slot (one write registers them, one moves a
+# stake): stake (bits 0-127) | unbond_at (128-191) | roles (192-199) | state (200-207).
+_packed: HashMap[address, uint256]
+endpoint_of: public(HashMap[address, String[256]])
+umbral_pk_of: public(HashMap[address, Bytes[33]])
 # Every address that ever registered, in order (for listing).
 node_count: public(uint256)
 node_at: public(HashMap[uint256, address])
-_listed: HashMap[address, bool]
 
 # role bit (1, 2 or 4) -> minimum stake for that role
 min_stake: public(HashMap[uint256, uint256])
@@ -126,6 +120,36 @@ def __init__(token: address, unbonding_delay_: uint256):
 
 
 @internal
+@pure
+def _pack(stake: uint256, unbond_at: uint256, roles: uint256, state: uint256) -> uint256:
+    return stake | (unbond_at << 128) | (roles << 192) | (state << 200)
+
+
+@internal
+@pure
+def _stake(packed: uint256) -> uint256:
+    return packed & MAX_STAKE
+
+
+@internal
+@pure
+def _unbond_at(packed: uint256) -> uint256:
+    return (packed >> 128) & (2**64 - 1)
+
+
+@internal
+@pure
+def _roles(packed: uint256) -> uint256:
+    return (packed >> 192) & 255
+
+
+@internal
+@pure
+def _state(packed: uint256) -> uint256:
+    return (packed >> 200) & 255
+
+
+@internal
 @view
 def _required(roles: uint256) -> uint256:
     total: uint256 = 0
@@ -170,18 +194,17 @@ def register(roles: uint256, endpoint: String[256], umbral_pk: Bytes[33], stake:
     @notice Register the caller as a node with `roles` (bitmask: 1 storage,
             2 proxy, 4 compute), staking `stake` market tokens (approve first).
     """
-    state: uint8 = self.nodes[msg.sender].state
+    state: uint256 = self._state(self._packed[msg.sender])
     assert state == STATE_NONE or state == STATE_GONE, "datagora: node already registered"
     assert roles != 0 and roles & ALL_ROLES == roles, "datagora: unknown roles"
     self._check_endpoint(endpoint)
     self._check_key(umbral_pk)
+    assert stake <= MAX_STAKE, "datagora: bad amount"
     assert stake >= self._required(roles), "datagora: stake below minimum"
-    self.nodes[msg.sender] = Node(
-        roles=roles, endpoint=endpoint, umbral_pk=umbral_pk, stake=stake,
-        state=STATE_ACTIVE, unbond_at=0,
-    )
-    if not self._listed[msg.sender]:
-        self._listed[msg.sender] = True
+    self._packed[msg.sender] = self._pack(stake, 0, roles, STATE_ACTIVE)
+    self.endpoint_of[msg.sender] = endpoint
+    self.umbral_pk_of[msg.sender] = umbral_pk
+    if state == STATE_NONE:
         i: uint256 = self.node_count
         self.node_at[i] = msg.sender
         self.node_count = i + 1
@@ -194,11 +217,11 @@ def update(endpoint: String[256], umbral_pk: Bytes[33]):
     """
     @notice Change the caller's endpoint and Umbral key (an active node only).
     """
-    assert self.nodes[msg.sender].state == STATE_ACTIVE, "datagora: node not active"
+    assert self._state(self._packed[msg.sender]) == STATE_ACTIVE, "datagora: node not active"
     self._check_endpoint(endpoint)
     self._check_key(umbral_pk)
-    self.nodes[msg.sender].endpoint = endpoint
-    self.nodes[msg.sender].umbral_pk = umbral_pk
+    self.endpoint_of[msg.sender] = endpoint
+    self.umbral_pk_of[msg.sender] = umbral_pk
     log EndpointChanged(node=msg.sender, endpoint=endpoint, umbral_pk=umbral_pk)
 
 
@@ -208,10 +231,12 @@ def add_stake(amount: uint256):
     """
     @notice Add to the caller's stake (an active node only; approve first).
     """
-    assert self.nodes[msg.sender].state == STATE_ACTIVE, "datagora: node not active"
+    packed: uint256 = self._packed[msg.sender]
+    assert self._state(packed) == STATE_ACTIVE, "datagora: node not active"
     assert amount != 0, "datagora: zero amount"
-    stake: uint256 = self.nodes[msg.sender].stake + amount
-    self.nodes[msg.sender].stake = stake
+    stake: uint256 = self._stake(packed) + amount
+    assert stake <= MAX_STAKE, "datagora: bad amount"
+    self._packed[msg.sender] = packed - self._stake(packed) + stake
     self._pull(amount)
     log StakeAdded(node=msg.sender, amount=amount, stake=stake)
 
@@ -222,10 +247,10 @@ def leave():
     @notice Stop serving: the node is no longer active, and its stake unbonds
             for `unbonding_delay` seconds (still slashable meanwhile).
     """
-    assert self.nodes[msg.sender].state == STATE_ACTIVE, "datagora: node not active"
+    packed: uint256 = self._packed[msg.sender]
+    assert self._state(packed) == STATE_ACTIVE, "datagora: node not active"
     unbond_at: uint256 = block.timestamp + self.unbonding_delay
-    self.nodes[msg.sender].state = STATE_LEAVING
-    self.nodes[msg.sender].unbond_at = unbond_at
+    self._packed[msg.sender] = self._pack(self._stake(packed), unbond_at, self._roles(packed), STATE_LEAVING)
     log Leaving(node=msg.sender, unbond_at=unbond_at)
 
 
@@ -235,11 +260,11 @@ def withdraw():
     """
     @notice After the unbonding delay, take back what is left of the stake.
     """
-    assert self.nodes[msg.sender].state == STATE_LEAVING, "datagora: node not leaving"
-    assert block.timestamp >= self.nodes[msg.sender].unbond_at, "datagora: still unbonding"
-    amount: uint256 = self.nodes[msg.sender].stake
-    self.nodes[msg.sender].stake = 0
-    self.nodes[msg.sender].state = STATE_GONE
+    packed: uint256 = self._packed[msg.sender]
+    assert self._state(packed) == STATE_LEAVING, "datagora: node not leaving"
+    assert block.timestamp >= self._unbond_at(packed), "datagora: still unbonding"
+    amount: uint256 = self._stake(packed)
+    self._packed[msg.sender] = self._pack(0, self._unbond_at(packed), self._roles(packed), STATE_GONE)
     if amount != 0:
         assert extcall IERC20(TOKEN).transfer(msg.sender, amount, default_return_value=True), "datagora: payment failed"
     log Withdrawn(node=msg.sender, amount=amount)
@@ -257,11 +282,12 @@ def slash(node: address, amount: uint256, to: address) -> uint256:
     assert self.slasher[msg.sender], "datagora: not a slasher"
     assert to != empty(address), "datagora: zero address"
     assert amount != 0, "datagora: zero amount"
-    state: uint8 = self.nodes[node].state
+    packed: uint256 = self._packed[node]
+    state: uint256 = self._state(packed)
     assert state == STATE_ACTIVE or state == STATE_LEAVING, "datagora: no such node"
-    stake: uint256 = self.nodes[node].stake
+    stake: uint256 = self._stake(packed)
     taken: uint256 = min(amount, stake)
-    self.nodes[node].stake = stake - taken
+    self._packed[node] = packed - taken
     if taken != 0:
         assert extcall IERC20(TOKEN).transfer(to, taken, default_return_value=True), "datagora: payment failed"
     log Slashed(node=node, slasher=msg.sender, to=to, amount=taken, stake_left=stake - taken)
@@ -275,18 +301,33 @@ def is_active(node: address, role: uint256) -> bool:
     @notice Whether `node` is active with every role in `role` and staked at
             least their minimum.
     """
-    if self.nodes[node].state != STATE_ACTIVE or role == 0:
+    packed: uint256 = self._packed[node]
+    if self._state(packed) != STATE_ACTIVE or role == 0:
         return False
-    roles: uint256 = self.nodes[node].roles
+    roles: uint256 = self._roles(packed)
     if roles & role != role:
         return False
-    return self.nodes[node].stake >= self._required(roles)
+    return self._stake(packed) >= self._required(roles)
 
 
 @external
 @view
 def stake_of(node: address) -> uint256:
-    return self.nodes[node].stake
+    return self._stake(self._packed[node])
+
+
+@external
+@view
+def nodes(node: address) -> (uint256, String[256], Bytes[33], uint256, uint8, uint256):
+    """
+    @notice A node's record: roles, endpoint, umbral_pk, stake, state (0 none,
+            1 active, 2 leaving, 3 gone) and unbond_at.
+    """
+    packed: uint256 = self._packed[node]
+    return (
+        self._roles(packed), self.endpoint_of[node], self.umbral_pk_of[node],
+        self._stake(packed), convert(self._state(packed), uint8), self._unbond_at(packed),
+    )
 
 
 @external
