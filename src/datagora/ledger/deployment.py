@@ -113,8 +113,8 @@ def deploy_contracts(
     c["MerkleVerifier"] = deploy("MerkleVerifier", c["DataNFT"])
     c["AccessLog"] = deploy("AccessLog")
     c["ComputeRegistry"] = deploy("ComputeRegistry", c["DataNFT"])
-    c["StorageLog"] = deploy("StorageLog", c["DataNFT"])
     c["NodeRegistry"] = deploy("NodeRegistry", c["MarketToken"], unbonding_delay)
+    c["StorageLog"] = deploy("StorageLog", c["DataNFT"], c["NodeRegistry"])
     # Optional (records made before it existed lack it): proxies batch their views.
     c["ViewBatch"] = deploy("ViewBatch")
     nft = chain.w3.eth.contract(address=c["DataNFT"], abi=compile_contract("DataNFT").abi)  # type: ignore[call-overload]

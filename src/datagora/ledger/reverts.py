@@ -7,6 +7,11 @@ from datagora.ledger import errors
 # (fragment of the revert reason, exception class, what the user can do next)
 _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
     (
+        "not the controller or a registered storage node",
+        errors.NotAuthorized,
+        "record a repair as the dataset's controller or as an active registered storage node",
+    ),
+    (
         "not controller",
         errors.NotController,
         "only the holder of the dataset's data NFT may do this",
