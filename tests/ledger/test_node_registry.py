@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -329,3 +333,56 @@ def test_nodes_that_call_storage_nodes_find_them_in_the_registry(discovery: Disc
 
 def _rpc(d: Discovery) -> str:
     return str(json.loads(d.network.read_text())["chain_url"])
+
+
+def test_a_node_registers_updates_and_leaves_with_the_cli(discovery: Discovery) -> None:
+    from typer.testing import CliRunner
+
+    from datagora.cli.app import app
+
+    d = discovery
+    node = dev_account(STORAGE_ACCOUNT_BASE + 50)
+    d.ledger.chain.fund(node.address, 10**18)
+    d.ledger.market_token.mint(DEPLOYER, node.address, 50 * MIN)
+    if not (d.keys / "node").exists():
+        import_account(d.keys, node.key.hex(), PASSWORD, "node", scrypt_n=2**4)
+    env = {
+        "DATAGORA_NETWORK": str(d.network),
+        "DATAGORA_KEYS_DIR": str(d.keys),
+        "DATAGORA_PASSWORD": PASSWORD,
+        "DATAGORA_ACCOUNT": "node",
+    }
+
+    def cli(*args: str, ok: bool = True) -> Any:
+        result = CliRunner().invoke(app, ["node", *args, "--json"], env=env)
+        assert result.exit_code == (0 if ok else 1), result.output
+        return json.loads(result.stdout) if ok else None
+
+    # Bad input: one line saying what is wrong, and nothing happens.
+    refused = subprocess.run(
+        [sys.executable, "-m", "datagora", "node", "register", "--roles", "storage",
+         "--endpoint", "ftp://n9"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1, refused.stderr
+    assert lines[0].startswith("error:") and "not an http(s) URL" in lines[0]
+    cli("register", "--roles", "miner", "--endpoint", "http://n9", ok=False)
+    cli("register", "--roles", "storage", "--endpoint", "http://n9", "--stake", "1", ok=False)
+    assert d.ledger.registry.stake_of(node.address) == 0
+
+    made = cli("register", "--roles", "storage,proxy", "--endpoint", "http://n9:1", "--stake", "25")
+    assert made["roles"] == ["storage", "proxy"] and made["stake"] == str(25 * 10**18)
+    assert len(bytes.fromhex(made["umbral_pk"])) == 33  # a proxy's key, from its account
+    assert made["gas"] < 250_000
+    assert cli("update", "--endpoint", "https://n9.example.org")["endpoint"] == (
+        "https://n9.example.org"
+    )
+    assert "https://n9.example.org" in [n["endpoint"] for n in cli("list", "--role", "proxy")]
+    left = cli("leave")
+    assert left["unbond_at"] > 0
+    listed = {n["address"]: n for n in cli("list", "--all")}
+    assert listed[node.address]["state"] == "leaving"
+    assert node.address not in {n["address"] for n in cli("list")}
+    cli("withdraw", ok=False)  # still unbonding
+    assert d.ledger.registry.stake_of(node.address) == 25 * 10**18
