@@ -462,7 +462,10 @@ def node_list(
         return
     from rich.table import Table
 
-    table = Table("address", "roles", "endpoint", "stake", "state")
+    table = Table("address", "roles")
+    table.add_column("endpoint", overflow="fold")  # whole: it is what one copies
+    table.add_column("stake", no_wrap=True)
+    table.add_column("state", overflow="fold")
     for n in shown:
         when = f" until {format_time(n.unbond_at)}" if n.state.name == "LEAVING" else ""
         table.add_row(
