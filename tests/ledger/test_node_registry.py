@@ -386,3 +386,25 @@ def test_a_node_registers_updates_and_leaves_with_the_cli(discovery: Discovery) 
     assert node.address not in {n["address"] for n in cli("list")}
     cli("withdraw", ok=False)  # still unbonding
     assert d.ledger.registry.stake_of(node.address) == 25 * 10**18
+
+
+def test_a_development_network_registers_its_nodes_idempotently(embedded_ledger: Ledger) -> None:
+    """`up` registers its nodes at every start: a new port updates the record, a node
+    still unbonding is left alone, one that unbonded comes back with a fresh stake."""
+    from datagora.node.registration import ensure_registered
+
+    ledger = embedded_ledger
+    reg = ledger.registry
+    node = dev_account(STORAGE_ACCOUNT_BASE + 60)
+    (info,) = register_dev_nodes(ledger, [DevNode(node, Role.STORAGE, "http://127.0.0.1:1")])
+    assert (info.endpoint, info.stake, info.state) == ("http://127.0.0.1:1", MIN, NodeState.ACTIVE)
+    (again,) = register_dev_nodes(ledger, [DevNode(node, Role.STORAGE, "http://127.0.0.1:2/")])
+    assert (again.endpoint, again.stake) == ("http://127.0.0.1:2", MIN)
+    reg.leave(node)
+    assert ensure_registered(ledger, node, Role.STORAGE, "http://127.0.0.1:3") is None
+    assert reg.node(node.address).state == NodeState.LEAVING
+    ledger.chain.advance_time(DEFAULT_UNBONDING_DELAY)
+    back = ensure_registered(ledger, node, Role.STORAGE, "http://127.0.0.1:3")
+    assert back is not None and back.state == NodeState.ACTIVE and back.stake == MIN
+    assert reg.endpoints(Role.STORAGE)[-1] == "http://127.0.0.1:3"
+    assert [n.address for n in reg.nodes(active_only=False)].count(node.address) == 1
