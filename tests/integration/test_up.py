@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from datagora.node.launcher import HAS_COMPUTE
+
 pytestmark = pytest.mark.slow
 
 DEADLINE = 300.0  # liveness deadlines only: this machine is small and shared
@@ -181,7 +183,13 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
         assert {f"storage{i}" for i in range(1, 7)} <= parts
         assert {f"proxy{i}" for i in range(1, 4)} <= parts
         network = json.loads((directory / "network.json").read_text())
-        assert network["threshold"] == 2 and len(network["storage"]) == 6
+        # The network file lists no nodes: `up` registered them, clients discover them.
+        assert network["threshold"] == 2 and network["storage"] == network["proxies"] == []
+        nodes = json.loads(cli(env, "node", "list", "--json").stdout)
+        storage = [n["endpoint"] for n in nodes if n["roles"] == ["storage"]]
+        assert len(storage) == 6 and all(n["state"] == "active" for n in nodes)
+        assert len({n["address"] for n in nodes}) == len(nodes) == 6 + 3 + (1 if HAS_COMPUTE else 0)
+        network["storage"] = storage
         assert (directory / "password").stat().st_mode & 0o777 == 0o600
         twice = cli(env, "up", "--dir", str(directory), check=False)
         assert twice.returncode == 1 and "another `datagora up`" in twice.stderr
@@ -235,7 +243,9 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
         assert chain_info(env, again, directory)["datasets"] == 1
         assert json.loads((directory / "ports.json").read_text()) == ports
         assert indexed(env, "Cohort up")
-        assert httpx.get(f"{again['storage'][0]}/shares/{name}", timeout=30).content == blob
+        again_nodes = json.loads(cli(env, "node", "list", "--role", "storage", "--json").stdout)
+        assert [n["endpoint"] for n in again_nodes] == storage  # same ports, same records
+        assert httpx.get(f"{storage[0]}/shares/{name}", timeout=30).content == blob
         second = tmp_path / "second.csv"
         until(lambda: try_download(env, dataset, second, "owner"), "the owner's download")
         assert second.read_bytes() == data

@@ -525,9 +525,11 @@ def _node_loss(world: _World) -> dict[str, Any]:
             report = repairer.repair(pub.manifest_hash)
             rebuilt += report.rebuilt
             if report.rebuilt and report.placement_hash is not None:
-                # On the record (by the repairer, anyone), so it shows in the audit.
+                # On the record (by the dataset's controller: a repair is recorded
+                # by its controller or a registered storage node), so it shows in
+                # the audit.
                 world.ledger.storage_log.record_repair(
-                    dev_identity(7).account,
+                    world.owners[pub.dataset].account,
                     pub.dataset,
                     pub.manifest_hash,
                     report.placement_hash,

@@ -577,7 +577,8 @@ def repair(
     as_json: JsonFlag = False,
 ) -> None:
     """Check every share of a dataset and rebuild missing or corrupt ones (no key needed);
-    a repair is recorded on chain, so it shows in the dataset's audit.
+    run by its controller or a registered storage node, the repair is recorded on
+    chain, so it shows in the dataset's audit.
 
     Example: datagora repair 3 --account owner
     """
@@ -607,11 +608,22 @@ def repair(
         "recorded_tx": None,
     }
     if not check_only and record and report.rebuilt and report.placement_hash is not None:
+        from datagora.ledger.errors import NotAuthorized
+
         who = load_identity(account, keys)
-        tx = m.ledger.storage_log.record_repair(
-            who.account, dataset, info.manifest_hash, report.placement_hash, report.rebuilt
-        )
-        summary["recorded_tx"] = tx.tx_hash
+        try:
+            tx = m.ledger.storage_log.record_repair(
+                who.account, dataset, info.manifest_hash, report.placement_hash, report.rebuilt
+            )
+            summary["recorded_tx"] = tx.tx_hash
+        except NotAuthorized:
+            # The shares are rebuilt either way; only the record is refused.
+            err.print(
+                "note: the repair is done but not recorded: only the dataset's controller "
+                "or a registered storage node records repairs",
+                highlight=False,
+                soft_wrap=True,
+            )
     if as_json:
         print_json(summary)
     else:

@@ -2,8 +2,10 @@
 
 An embedded EVM (py-evm) with the contracts deployed, six storage nodes, three
 proxies (2-of-3) and a catalog, each a real HTTP server on a loopback port in a
-thread. Every account that publishes gets its own agent (automatic delegation
-after an order), started on its first publish, and its own compute node
+thread; the storage nodes and proxies are registered (and staked) in the chain's
+NodeRegistry, each with its own development account. Every account that publishes
+gets its own agent (automatic delegation after an order), started on its first
+publish, and its own compute node
 (compute-to-data on what it published), started only when compute is first used
 on one of its datasets: publishing and buying work wherever Python runs, and a
 machine that cannot sandbox jobs says so when compute is asked for. Nothing is
@@ -39,12 +41,13 @@ from typing import Final
 
 from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError
-from datagora.ledger import Ledger, dev_account
+from datagora.ledger import Ledger, Role, dev_account
 from datagora.market import Endpoints
 from datagora.node.apps import agent_app, catalog_app, compute_app, proxy_app, storage_app
 from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ServerGroup, ThreadServer
 from datagora.node.network import STARTING_TOKENS, STORAGE_NODES, THRESHOLD
+from datagora.node.registration import STORAGE_ACCOUNT_BASE, DevNode, register_dev_nodes
 
 __all__ = ["EmbeddedNetwork"]
 
@@ -86,6 +89,19 @@ class EmbeddedNetwork:
                 ).url
                 for i, a in enumerate(_PROXY_ACCOUNTS)
             ]
+            # Each node registers with its own development account and stake, so
+            # `datagora node list` and registry discovery see this network's nodes.
+            register_dev_nodes(
+                self.ledger,
+                [
+                    DevNode(dev_account(STORAGE_ACCOUNT_BASE + i), Role.STORAGE, url)
+                    for i, url in enumerate(self.storage)
+                ]
+                + [
+                    DevNode(dev_account(a), Role.PROXY, url, dev_identity(a).umbral_public_key)
+                    for a, url in zip(_PROXY_ACCOUNTS, self.proxies, strict=True)
+                ],
+            )
             self.catalog = self.servers.start(
                 partial(
                     catalog_app,

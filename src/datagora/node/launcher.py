@@ -12,7 +12,9 @@ One state directory holds everything that must survive a restart::
                            proxy1..m): public keys, so a local development network only
     DIR/nodes/<part>/      each node's data (shares, catalog database, agent and proxy state)
     DIR/logs/<part>.log    each child's stdout and stderr
-    DIR/network.json       the network file the CLI and SDK read
+    DIR/network.json       the network file the CLI and SDK read (chain, contracts, agent and
+                           catalog; the storage nodes, proxies and compute node are found in
+                           the NodeRegistry, where `up` registers them at start)
     DIR/supervisor.json    each part's restarts and state, for `datagora status`
 
 Every child runs in its own process group (and dies with its parent on Linux), so
@@ -49,12 +51,13 @@ import httpx
 
 from datagora.atomic import write_atomically
 from datagora.errors import ConfigError
-from datagora.ledger import Chain, Deployment, Ledger, dev_account
+from datagora.ledger import Chain, Deployment, Ledger, Role, dev_account
 from datagora.ledger.anvil import dump_state, find_anvil
 from datagora.ledger.errors import ChainError
 from datagora.ledger.jsonrpc import call as rpc
 from datagora.node.errors import LaunchError, NodeExited
 from datagora.node.network import PROXIES, STARTING_TOKENS, STORAGE_NODES, THRESHOLD, Network
+from datagora.node.registration import STORAGE_ACCOUNT_BASE, DevNode, register_dev_nodes
 from datagora.node.server import PRIVATE_METADATA_ENV, ROLES
 from datagora.ports import free_port
 
@@ -86,6 +89,11 @@ OWNER, RESEARCHER = 1, 2
 FIRST_PROXY = 5
 """MarketTokens minted to the owner and the researcher when the contracts are deployed."""
 MIN_ETH = 10 * 10**18
+DEV_UNBONDING_DELAY = 300
+"""Seconds a node leaving a development network's registry unbonds (7 days elsewhere)."""
+MAX_DEV_NODES = 16
+"""Storage nodes (or proxies) an earlier `up` may have registered, looked for when a
+smaller network starts."""
 SECRET_FILES = ("password", "owner-token")
 RESTART_FIRST = 0.5
 """Seconds before the first restart of a part that exited; doubled on each death."""
@@ -355,14 +363,17 @@ class Launcher:
             {PRIVATE_METADATA_ENV: "1"},  # the development network lives on loopback
         )  # fmt: skip
 
+        # Every storage node, proxy and the compute node registers (funded and staked,
+        # each with its own development account) before it starts: clients find them
+        # in the NodeRegistry, so the network file lists none of them.
+        self._register(chain_url, deployment, storage, proxies, compute)
         self.network = Network(
             chain_url=chain_url,
             deployment=deployment,
-            storage=[p.url for p in storage],
-            proxies=[p.url for p in proxies],
+            storage=[],
+            proxies=[],
             threshold=self.plan.threshold,
             agent=agent.url,
-            compute=compute.url if compute else None,
             catalog=catalog.url,
             state_dir=str(self.dir),
         )
@@ -680,12 +691,50 @@ class Launcher:
                 self.say(f"redeploying: {exc}")
                 self._set_aside_stale_state()
         self._check_stop()
-        ledger = Ledger.deploy(chain, dev_account(0))
+        ledger = Ledger.deploy(chain, dev_account(0), unbonding_delay=DEV_UNBONDING_DELAY)
         ledger.deployment.save(self.deployment_file)
         self.redeployed = True
         for name in ("owner", "researcher"):
             ledger.market_token.mint(dev_account(0), accounts[name], STARTING_TOKENS)
         return ledger.deployment
+
+    def _register(
+        self,
+        chain_url: str,
+        deployment: Deployment,
+        storage: list[Part],
+        proxies: list[Part],
+        compute: Part | None,
+    ) -> None:
+        """Register (or update) the network's nodes in the NodeRegistry: storage node i
+        as development account STORAGE_ACCOUNT_BASE + i, each proxy as its own account
+        (with its Umbral key), the compute node as the owner it computes for."""
+        from datagora.crypto.keys import Identity
+
+        self._check_stop()
+        ledger = Ledger(Chain.rpc(chain_url), deployment)
+        nodes = [
+            DevNode(dev_account(STORAGE_ACCOUNT_BASE + i), Role.STORAGE, part.url)
+            for i, part in enumerate(storage)
+        ]
+        for i, part in enumerate(proxies):
+            account = dev_account(FIRST_PROXY + i)
+            umbral_pk = Identity(account).umbral_public_key
+            nodes.append(DevNode(account, Role.PROXY, part.url, umbral_pk))
+        if compute is not None:
+            nodes.append(DevNode(dev_account(OWNER), Role.COMPUTE, compute.url))
+        register_dev_nodes(ledger, nodes)
+        # Nodes an earlier `up` with more storage nodes or proxies registered would be
+        # found by clients at a port nothing serves: they leave.
+        ours = {n.account.address for n in nodes}
+        stale = [n.address for n in ledger.registry.nodes() if n.address not in ours]
+        if stale:
+            former = [dev_account(STORAGE_ACCOUNT_BASE + i) for i in range(MAX_DEV_NODES)]
+            former += [dev_account(FIRST_PROXY + i) for i in range(MAX_DEV_NODES)]
+            for account in former:
+                if account.address in stale:
+                    ledger.registry.leave(account)
+                    self.say(f"{account.address}: no longer in this network, left the registry")
 
     def _fund(self, chain_url: str, accounts: dict[str, str]) -> None:
         """Accounts past anvil's ten funded ones (many proxies) get ether for their anchors."""

@@ -68,6 +68,13 @@ class NodeConfig:
             raise ConfigError("this role needs --rpc and --deployment")
         return Ledger.connect(self.rpc, self.deployment)
 
+    def registered(self, role: str) -> list[str]:
+        """The endpoints of the active nodes with `role` in the NodeRegistry, read once
+        at start: what a node uses when no ``--storage-node``/``--proxy`` is given."""
+        from datagora.ledger import Role
+
+        return self.ledger().registry.endpoints(Role.parse(role))
+
     def identity(self) -> Identity:
         from datagora.crypto.keys import load_account
 
@@ -99,21 +106,25 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             config.ledger(),
             config.identity(),
             config.data_dir / "compute",
-            storage=config.storage_nodes,
+            storage=config.storage_nodes or config.registered("storage"),
             datasets=config.compute_datasets,
             epsilon_budget=config.epsilon_budget,
             allow_weak_sandbox=config.allow_weak_sandbox,
             owner_token=token,
         )
     if role == "agent":
-        if not config.proxies:
-            raise ConfigError("the agent role needs at least one --proxy URL")
-        if not 1 <= config.threshold <= len(config.proxies):
+        proxies = config.proxies or config.registered("proxy")
+        if not proxies:
+            raise ConfigError(
+                "the agent role needs proxies: pass --proxy URL, or register some "
+                "(`datagora node register --roles proxy`)"
+            )
+        if not 1 <= config.threshold <= len(proxies):
             raise ConfigError("--threshold must be between 1 and the number of proxies")
         return agent_app(
             config.ledger(),
             config.identity(),
-            config.proxies,
+            proxies,
             config.threshold,
             config.data_dir / "agent",
             config.poll_interval,
@@ -121,7 +132,7 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
     return catalog_app(
         config.ledger(),
         config.data_dir,
-        config.storage_nodes,
+        config.storage_nodes or config.registered("storage"),
         config.poll_interval,
         database=config.database,
         confirmations=config.confirmations,
