@@ -27,6 +27,7 @@ from datagora.crypto.pre import (
     verify_kfrag,
     wrap_key,
 )
+from datagora.errors import DatagoraError
 from datagora.ledger import DatasetState, Ledger, ListKind
 from datagora.ledger.errors import ChainError
 from datagora.ledger.views import CallCoalescer
@@ -267,3 +268,23 @@ def test_a_network_refuses_worker_counts_that_do_not_match_its_proxies(tmp_path:
     with pytest.raises(ValueError, match="2 worker counts for 3 proxies"):
         Network(tmp_path, proxies=3, proxy_workers=[2, 1])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_owner_authorises_and_revokes_agent_keys(embedded_ledger: Ledger) -> None:
+    access = embedded_ledger.access
+    agent = Identity.generate().address
+    assert not access.is_delegate(OWNER.address, agent)
+    access.set_delegate(OWNER, agent, True)
+    assert access.is_delegate(OWNER.address, agent)
+    assert not access.is_delegate(BUYER.address, agent)  # one owner's agent, not another's
+    events = [e for e in embedded_ledger.events() if e.name == "DelegateSet"]
+    assert (events[-1]["owner"], events[-1]["delegate"], events[-1]["allowed"]) == (
+        OWNER.address,
+        agent,
+        True,
+    )
+    access.set_delegate(OWNER, agent, False)
+    assert not access.is_delegate(OWNER.address, agent)
+    for bad in ("0x" + "00" * 20, OWNER.address):
+        with pytest.raises(DatagoraError):
+            access.set_delegate(OWNER, bad, True)
