@@ -273,8 +273,8 @@ def _shortfall(
                 return error(f"{codes[code].detail} (said {count} of {total} proxies)")
     if bad:
         return ForgedFragment(
-            f"only {good} distinct valid capsule fragment(s), {threshold} needed: "
-            + "; ".join(f"proxy {p} {why}" for p, why in sorted(bad.items()))
+            f"only {good} distinct valid capsule fragment(s), {threshold} needed; "
+            "misbehaving proxies: " + "; ".join(f"{p}: {why}" for p, why in sorted(bad.items()))
         )
     reasons = "; ".join(f"{o.proxy}: {o.code} {o.detail}".strip() for o in outcomes)
     return NotEnoughProxies(
