@@ -51,6 +51,7 @@ OWNER = Identity.generate()
 CHAIN = 31337
 NOW = 1_800_000_000
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+OTHER_PROXY = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
 def fragment(consumer: Identity = CONSUMER, expires: int = NOW + 60, **kw: Any) -> FragmentRequest:
@@ -58,6 +59,7 @@ def fragment(consumer: Identity = CONSUMER, expires: int = NOW + 60, **kw: Any) 
         "consumer": consumer.address,
         "dataset": 7,
         "version": 1,
+        "service": 0,
         "capsule": keccak(b"capsule"),
         "nonce": new_nonce(),
         "expires": expires,
@@ -72,7 +74,8 @@ def every_request_type() -> list[tuple[Identity, Request]]:
         (
             OWNER,
             DelegationRequest(
-                owner=OWNER.address,
+                delegator=OWNER.address,
+                proxy=OTHER_PROXY,
                 consumer=CONSUMER.address,
                 consumer_key=CONSUMER.umbral_public_key,
                 dataset=2**200,
@@ -169,17 +172,18 @@ def test_digest_matches_an_independent_eip712_encoding() -> None:
         )
     )
     type_string = (
-        b"FragmentRequest(address consumer,uint256 dataset,uint32 version,bytes32 capsule,"
-        b"bytes32 nonce,uint64 expires)"
+        b"FragmentRequest(address consumer,uint256 dataset,uint32 version,uint32 service,"
+        b"bytes32 capsule,bytes32 nonce,uint64 expires)"
     )
     struct = keccak(
         abi_encode(
-            ["bytes32", "address", "uint256", "uint32", "bytes32", "bytes32", "uint64"],
+            ["bytes32", "address", "uint256", "uint32", "uint32", "bytes32", "bytes32", "uint64"],
             [
                 keccak(type_string),
                 request.consumer,
                 request.dataset,
                 request.version,
+                request.service,
                 request.capsule,
                 request.nonce,
                 request.expires,
@@ -358,11 +362,12 @@ def test_verified_request_cannot_be_built_by_hand() -> None:
         lambda: fragment(capsule=b"\x00" * 31),
         lambda: fragment(nonce="00" * 32),
         lambda: fragment(expires=True),
-        lambda: FragmentRequest("0x1234", 1, 1, b"\x00" * 32, b"\x00" * 32, NOW),
+        lambda: FragmentRequest("0x1234", 1, 1, 0, b"\x00" * 32, b"\x00" * 32, NOW),
         lambda: JobRequest(CONSUMER.address, b"\x00" * 32, "delete", new_nonce(), NOW),
         lambda: OwnerJobRequest(OWNER.address, 1, "erase", b"\x00" * 32, new_nonce(), NOW),
         lambda: DelegationRequest(
             OWNER.address,
+            OTHER_PROXY,
             CONSUMER.address,
             b"\x02" * 10,
             1,
@@ -376,6 +381,7 @@ def test_verified_request_cannot_be_built_by_hand() -> None:
         ),
         lambda: DelegationRequest(
             OWNER.address,
+            OTHER_PROXY,
             CONSUMER.address,
             b"\x02" * 33,
             1,
@@ -383,6 +389,21 @@ def test_verified_request_cannot_be_built_by_hand() -> None:
             0,
             3,
             2,
+            new_nonce(),
+            new_nonce(),
+            NOW,
+        ),
+        # threshold 1 of 3 proxies: any one proxy could open the key alone
+        lambda: DelegationRequest(
+            OWNER.address,
+            OTHER_PROXY,
+            CONSUMER.address,
+            b"\x02" * 33,
+            1,
+            1,
+            0,
+            1,
+            3,
             new_nonce(),
             new_nonce(),
             NOW,

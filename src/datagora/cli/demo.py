@@ -349,7 +349,7 @@ def _buy_and_download(world: _World) -> dict[str, Any]:
         target.dataset,
         target.version,
         researcher.address,
-        researcher.umbral_public_key,
+        market.consumer_key(),
         world.proxies,
         THRESHOLD,
     )

@@ -184,7 +184,20 @@ def node(
         float, typer.Option(help="proxy: seconds between access-log anchors on chain.")
     ] = 60.0,
     proxy: Annotated[list[str] | None, typer.Option(help="agent: a proxy URL (repeat).")] = None,
-    threshold: Annotated[int, typer.Option(help="agent: fragments a consumer needs.")] = 1,
+    threshold: Annotated[
+        int,
+        typer.Option(
+            help="agent: fragments a consumer needs (0: 2 with several proxies, else 1; "
+            "1 with several proxies is refused)."
+        ),
+    ] = 0,
+    delegation: Annotated[
+        Path | None,
+        typer.Option(
+            help="agent: the owner's delegation keys sealed to --account, an agent key the "
+            "owner authorised (datagora account authorize-agent)."
+        ),
+    ] = None,
     poll_interval: Annotated[
         float, typer.Option(help="catalog, agent: seconds between polls of the chain.")
     ] = 0.1,
@@ -254,6 +267,7 @@ def node(
         anchor_every=anchor_every,
         proxies=list(proxy or []),
         threshold=threshold,
+        delegation=delegation,
         compute_datasets=_compute_datasets(dataset or []),
         allow_weak_sandbox=allow_weak_sandbox,
         require_onchain_record=require_onchain_record,

@@ -134,7 +134,9 @@ class ComputeClient:
 
     def logs(self, job: int) -> str:
         sealed = self._get(job, "logs", f"/jobs/{job}/logs").content
-        return open_result(self.consumer, sealed, job, "logs").decode("utf-8", "replace")
+        return open_result(self.consumer, sealed, job, "logs", self.chain_id).decode(
+            "utf-8", "replace"
+        )
 
     def sealed_result(self, job: int) -> bytes:
         """The encrypted result as served (its SHA-256 is the on-chain result hash)."""
@@ -142,7 +144,7 @@ class ComputeClient:
 
     def result(self, job: int) -> bytes:
         """The decrypted result archive (tar)."""
-        return open_result(self.consumer, self.sealed_result(job), job, "result")
+        return open_result(self.consumer, self.sealed_result(job), job, "result", self.chain_id)
 
     def dataset(self, dataset: int) -> dict[str, Any]:
         """Whether the node computes on `dataset` (``GET /datasets/{id}``): its version,

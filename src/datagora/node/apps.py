@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from datagora.compute.jobs import ComputeDataset
     from datagora.compute.stored import StoredDatasets
-    from datagora.crypto.keys import Identity
+    from datagora.crypto.keys import DelegationKeys, Identity
     from datagora.ledger import Ledger
     from datagora.storage.retention import Retention
 
@@ -68,13 +68,17 @@ def agent_app(
     threshold: int,
     data_dir: Path,
     poll_interval: float,
+    *,
+    keys: DelegationKeys | None = None,
 ) -> FastAPI:
-    """`owner`'s agent: delegates to `threshold`-of-`proxies` after each order."""
+    """An owner's agent: delegates to `threshold`-of-`proxies` after each order. `owner`
+    is the account it signs with: an authorised agent key with `keys` (the owner's
+    delegation keys), else the owner itself."""
     from datagora.sharing.agent import create_agent_app
 
     load_request_types()
 
-    return create_agent_app(ledger, owner, proxies, threshold, data_dir, poll_interval)
+    return create_agent_app(ledger, owner, proxies, threshold, data_dir, poll_interval, keys=keys)
 
 
 def stored_datasets(

@@ -138,10 +138,16 @@ class EmbeddedNetwork:
             agent = self._agents.get(owner.address)
             if agent is None:
                 tag = owner.address[2:10].lower()
+                # The agent signs with a key of its own, authorised on chain to delegate
+                # fragments for the owner and nothing else; it holds the owner's
+                # delegation keys, never the owner's Ethereum key.
+                agent_key = Identity.generate()
+                self.ledger.access.set_delegate(owner.account, agent_key.address, True)
                 agent = self._agents[owner.address] = self.servers.start(
                     partial(
-                        agent_app, self.ledger, owner, self.proxies, THRESHOLD,
+                        agent_app, self.ledger, agent_key, self.proxies, THRESHOLD,
                         self.base / f"agent-{tag}", self.poll_interval,
+                        keys=owner.delegation_keys(),
                     ),
                     f"agent-{tag}",
                 )  # fmt: skip

@@ -322,6 +322,7 @@ class Launcher:
         accounts = self._accounts(password)
         deployment = self._deployment(chain_url, accounts)
         self._fund(chain_url, accounts)
+        delegation = self._agent_key(chain_url, password)
         self._save_chain_state(force=True)  # funding adds no block
 
         common = ["--rpc", chain_url, "--deployment", str(self.deployment_file)]
@@ -351,8 +352,8 @@ class Launcher:
         agent = self._node(
             "agent", "agent", ports["agent"],
             [
-                *common, "--keys", str(self.keys_dir), "--account", "owner",
-                "--threshold", str(self.plan.threshold),
+                *common, "--keys", str(self.keys_dir), "--account", "agent",
+                "--delegation", str(delegation), "--threshold", str(self.plan.threshold),
                 *[a for p in proxies for a in ("--proxy", p.url)],
             ],
             env,
@@ -680,6 +681,30 @@ class Launcher:
                 )
             addresses[name] = account.address
         return addresses
+
+    def _agent_key(self, chain_url: str, password: str) -> Path:
+        """The owner's agent key: a keystore of its own ("agent", random, made once),
+        authorised on chain by the owner to delegate key fragments (and nothing
+        else), and the owner's delegation keys sealed to it in DIR/agent-delegation.json.
+        The agent never holds the owner's Ethereum key."""
+        from datagora.crypto.keys import Identity, list_accounts, load_account, new_account
+
+        have = {a.name for a in list_accounts(self.keys_dir)}
+        if "agent" in have:
+            agent = load_account(self.keys_dir, "agent", password)
+        else:
+            agent = new_account(self.keys_dir, password, "agent", scrypt_n=KEYSTORE_SCRYPT_N)
+        owner = Identity.from_private_key(bytes(dev_account(OWNER).key))
+        ledger = Ledger(Chain.rpc(chain_url), Deployment.load(self.deployment_file))
+        if not ledger.access.is_delegate(owner.address, agent.address):
+            ledger.access.set_delegate(owner.account, agent.address, True)
+        path = self.dir / "agent-delegation.json"
+        write_atomically(
+            path,
+            json.dumps(owner.delegation_keys().seal(agent.umbral_public_key), indent=2) + "\n",
+            0o600,
+        )
+        return path
 
     def _deployment(self, chain_url: str, accounts: dict[str, str]) -> Deployment:
         """The deployment in DIR if the chain still has it; else deploy (and fund) anew."""

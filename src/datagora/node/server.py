@@ -51,7 +51,11 @@ class NodeConfig:
     password_env: str = "DATAGORA_PASSWORD"
     anchor_every: float = 60.0
     proxies: list[str] = field(default_factory=list)
-    threshold: int = 1
+    # agent: 0 = the default (2 with more than one proxy, else 1)
+    threshold: int = 0
+    # agent: the owner's delegation keys sealed to `account` (an authorised agent key);
+    # without it the agent acts as `account` itself, which must then be the owner
+    delegation: Path | None = None
     # compute: dataset id -> the plaintext file the owner's node computes on
     compute_datasets: dict[int, Path] = field(default_factory=dict)
     allow_weak_sandbox: bool = False
@@ -113,21 +117,27 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             owner_token=token,
         )
     if role == "agent":
+        from datagora.sharing.requests import check_threshold
+        from datagora.sharing.serve import default_threshold, load_delegation_keys
+
         proxies = config.proxies or config.registered("proxy")
         if not proxies:
             raise ConfigError(
                 "the agent role needs proxies: pass --proxy URL, or register some "
                 "(`datagora node register --roles proxy`)"
             )
-        if not 1 <= config.threshold <= len(proxies):
-            raise ConfigError("--threshold must be between 1 and the number of proxies")
+        threshold = config.threshold or default_threshold(len(proxies))
+        check_threshold(threshold, len(proxies), ConfigError)
+        identity = config.identity()
+        keys = load_delegation_keys(config.delegation, identity) if config.delegation else None
         return agent_app(
             config.ledger(),
-            config.identity(),
+            identity,
             proxies,
-            config.threshold,
+            threshold,
             config.data_dir / "agent",
             config.poll_interval,
+            keys=keys,
         )
     return catalog_app(
         config.ledger(),
