@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from storage_helpers import WRITER, grant
 
 from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import wrap_data_key
@@ -172,11 +173,12 @@ def test_a_node_sweeps_by_itself_and_reports_it(embedded_ledger: Ledger, tmp_pat
 
     def node(i: int) -> Any:
         policy = Retention(OnChainReferences.of(embedded_ledger), grace=5.0, every=0.2)
+        grant(tmp_path / f"node{i}")
         return create_storage_app(tmp_path / f"node{i}", 1 << 20, retention=policy)
 
     with ServerGroup() as group:
         urls = [group.start(partial(node, i), f"storage-{i}").url for i in range(3)]
-        client = StorageClient(urls)
+        client = StorageClient(urls, signer=WRITER)
         owner = X25519PrivateKey.generate().public_key()
         uploads = []
         for payload in (os.urandom(30_000), os.urandom(30_000)):
