@@ -10,8 +10,7 @@ holder approved for all its tokens (``DataNFT.may_control``).
 from __future__ import annotations
 
 import threading
-import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from datagora.storage.retention import OnChainReferences
 
@@ -20,26 +19,25 @@ if TYPE_CHECKING:
 
 __all__ = ["LedgerControllers"]
 
-_REFRESH_EVERY: Final = 1.0
-
 
 class LedgerControllers:
     """:class:`~datagora.storage.auth.Controllers` read from ``ledger``."""
 
-    def __init__(self, ledger: Ledger, refresh_every: float = _REFRESH_EVERY) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.references = OnChainReferences.of(ledger)
-        self.refresh_every = refresh_every
         self._lock = threading.Lock()
-        self._refreshed = float("-inf")
 
     def dataset_of(self, manifest_hash: bytes) -> int | None:
-        """The dataset whose version ``manifest_hash`` is, or None if none is recorded."""
+        """The dataset whose version ``manifest_hash`` is, or None if none is recorded.
+
+        A manifest not known yet makes it read the blocks since the last read (one
+        call when there are none): a version published a moment ago is never
+        mistaken for an unpublished one."""
         with self._lock:
             found = self.references.datasets.get(manifest_hash)
-            if found is None and time.monotonic() - self._refreshed >= self.refresh_every:
+            if found is None:
                 self.references.refresh()
-                self._refreshed = time.monotonic()
                 found = self.references.datasets.get(manifest_hash)
             return found
 

@@ -312,7 +312,7 @@ def create_storage_app(
     async def refused(_: Request, exc: _Refused) -> JSONResponse:
         return JSONResponse({"detail": exc.reason}, status_code=exc.status)
 
-    def authorize(request: Request, path: str) -> StorageWrite:
+    def authorize(request: Request, path: str, held: bool = False) -> StorageWrite:
         """The request's checked signed write, with its body size declared as signed
         and its bytes reserved from the writer's quota (see :func:`settle`)."""
         try:
@@ -327,7 +327,8 @@ def create_storage_app(
                 401, f"the body is {declared} bytes, the write was signed for {write.size}"
             )
         try:
-            writes.quotas.reserve(write.writer, write.size)
+            # A blob the node holds already costs nothing (but needs a quota).
+            writes.quotas.reserve(write.writer, 0 if held else write.size)
         except WriteRefused as exc:
             raise _Refused(exc.status, exc.reason) from None
         return write
@@ -392,7 +393,9 @@ def create_storage_app(
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > store.max_blob_bytes:
             raise _Refused(413, f"blob is larger than this node's cap of {store.max_blob_bytes}")
-        write = authorize(request, f"/{'placements' if placement else 'shares'}/{name}")
+        held = store.packs.size(raw) is not None
+        write = authorize(request, f"/{'placements' if placement else 'shares'}/{name}", held)
+        reserved = 0 if held else write.size
         stored = 0
         try:
             if write.content != raw:
@@ -403,7 +406,7 @@ def create_storage_app(
             else:
                 response, stored = await store_one(raw, request, False, write)
         finally:
-            writes.quotas.settle(write.writer, write.size, stored)
+            writes.quotas.settle(write.writer, reserved, stored)
         return response
 
     def check_size(size: int, write: StorageWrite, done: bool) -> None:
