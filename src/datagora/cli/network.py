@@ -307,7 +307,7 @@ def quota_grant(
 ) -> None:
     """Let an account store up to SIZE bytes on this storage node (replaces its grant).
 
-    Example: datagora node quota grant 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 10GiB --data n1
+    Example: datagora node quota grant $ACCOUNT 10GiB --data ./node1
     """
     from datagora.storage.auth import check_account
 

@@ -58,14 +58,20 @@ def max_dataset_bytes(chunk_size: int, n: int) -> int:
     return max_chunks(chunk_size, n) * chunk_size
 
 
-def too_large(plaintext_size: int, chunk_size: int, k: int, n: int) -> str:
+def too_large(
+    plaintext_size: int,
+    chunk_size: int,
+    k: int,
+    n: int,
+    outcome: str = "Nothing was uploaded",
+) -> str:
     """The error message for a dataset over the limit."""
     most = max_dataset_bytes(chunk_size, n)
     return (
         f"a dataset of {plaintext_size} bytes is too large for one manifest at chunk size "
         f"{chunk_size} ({k}-of-{n}): a manifest is limited to {MAX_MANIFEST_BYTES} bytes, so a "
         f"dataset can be at most {most} bytes (~{most / 2**30:.1f} GiB) at this chunk size; "
-        "use a larger chunk size (e.g. 4x as large holds 4x as much). Nothing was uploaded"
+        f"use a larger chunk size (e.g. 4x as large holds 4x as much). {outcome}"
     )
 
 

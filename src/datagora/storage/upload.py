@@ -215,8 +215,12 @@ async def _upload(
                 break
             if chunk.index >= most:
                 raise DatasetTooLarge(
-                    too_large(done + chunk.plaintext_size, params.chunk_size, params.k, params.n)
-                )
+                    too_large(
+                        chunk.index * params.chunk_size + chunk.plaintext_size,
+                        params.chunk_size, params.k, params.n,
+                        "The shares stored so far were not published",
+                    )
+                )  # fmt: skip
             builder.add(chunk)
             task = asyncio.create_task(_place_chunk(session, chunk, healthy, failed, happy))
             pending.append((task, chunk))
