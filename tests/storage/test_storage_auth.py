@@ -171,6 +171,30 @@ def test_no_quota_is_403_beyond_quota_is_413_and_nothing_is_stored(tmp_path: Pat
     assert used[ATTACKER.address] == (10_000, 8_008)
 
 
+def test_a_quota_source_grants_what_the_operator_did_not(tmp_path: Path) -> None:
+    """The hook for paid storage deals: a source's grant adds to the operator's."""
+
+    class Deals:
+        def granted(self, account: str) -> int:
+            return 5_000 if account == STRANGER.address else 0
+
+    data = tmp_path / "node"
+    node = ThreadNode(
+        data, cap=1 << 20, policy=WritePolicy(QuotaBook.in_dir(data, [Deals()]), MemoryNonceStore())
+    )
+    node.start()
+    try:
+        answers = []
+        for seed in (b"paid", b"more"):
+            blob = share_bytes(seed, 4000)
+            path = f"/shares/{name_of(blob)}"
+            headers = signed(STRANGER, node.url, path, bytes.fromhex(name_of(blob)), len(blob))
+            answers.append(httpx.put(f"{node.url}{path}", content=blob, headers=headers))
+        assert [a.status_code for a in answers] == [201, 413]
+    finally:
+        node.stop()
+
+
 def test_an_upload_beyond_the_quota_fails_and_leaves_at_most_the_quota(tmp_path: Path) -> None:
     """'Anyone can upload without limit': an account uploads 300 kB with a 40 kB quota."""
     nodes = [ThreadNode(tmp_path / f"n{i}", cap=1 << 20) for i in range(3)]

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from datagora.compute.stored import StoredDatasets
     from datagora.crypto.keys import Identity
     from datagora.ledger import Ledger
+    from datagora.storage.auth import QuotaSource
     from datagora.storage.retention import Retention
 
 __all__ = [
@@ -54,6 +55,7 @@ def storage_app(
     public_urls: Sequence[str] = (),
     known_nodes: Sequence[str] = (),
     grants: Mapping[str, int] | None = None,
+    quota_sources: Sequence[QuotaSource] = (),
 ) -> FastAPI:
     """A storage node keeping its shares under `data_dir`.
 
@@ -61,12 +63,13 @@ def storage_app(
     development network's accounts). With a `ledger` the node signs for its chain
     and checks placement records against the datasets' controllers; `public_urls`
     are the URLs writes must name (default: the one each request was sent to);
-    `known_nodes`, if any, the storage nodes a placement record may name."""
+    `known_nodes`, if any, the storage nodes a placement record may name;
+    `quota_sources` grant quota beyond the operator's (e.g. paid storage deals)."""
     from datagora.crypto.nonces import FileNonceStore
     from datagora.storage.auth import DEFAULT_CHAIN_ID, QuotaBook, WritePolicy
     from datagora.storage.node import create_storage_app
 
-    quotas = QuotaBook.in_dir(data_dir)
+    quotas = QuotaBook.in_dir(data_dir, quota_sources)
     for account, amount in (grants or {}).items():
         quotas.grant(account, amount)
     controllers = None
