@@ -48,7 +48,7 @@ from datagora.crypto.eip712 import (
 )
 from datagora.crypto.errors import MalformedRequest, RequestRefused
 from datagora.crypto.nonces import NonceStore
-from datagora.storage.errors import StorageError
+from datagora.storage.errors import StorageError, WriteRefused
 
 __all__ = [
     "AUTH_HEADER",
@@ -141,15 +141,6 @@ class WriteSigner:
         signed = SignedRequest(request, chain_id, None, signature)
         raw = json.dumps(signed.to_json(), separators=(",", ":")).encode()
         return {AUTH_HEADER: base64.b64encode(raw).decode("ascii")}
-
-
-class WriteRefused(StorageError):
-    """A write a node refuses: ``status`` is the HTTP status, the message the reason."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class QuotaSource(Protocol):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from datagora.storage.errors import UploadError
+from datagora.storage.errors import DatasetTooLarge
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, chunk_count
 
 __all__ = [
@@ -31,10 +31,6 @@ __all__ = [
 _FIXED_BYTES: Final = 8 * 1024
 # A chunk's ciphertext is its plaintext plus at most this (AES-GCM tag, framing).
 _CIPHERTEXT_SLACK: Final = 64
-
-
-class DatasetTooLarge(UploadError):
-    """A dataset whose manifest would exceed the manifest size limit."""
 
 
 def _per_chunk(chunk_size: int, n: int) -> int:
