@@ -13,7 +13,10 @@ publishing transaction always follows the upload. So the node sweeps instead:
   kept.
 - A **metadata document** is recorded when its SHA-256 is a dataset's metadata
   hash; the mock data its ``mock.sha256`` names is kept with it.
-- A **placement record** is kept when the manifest it places is recorded.
+- A **placement record** is kept when the manifest it places is recorded and
+  the node indexed it as a placement record (``PUT /placements``, which checks
+  it against the manifest, the sequence and the controller); the same bytes
+  stored as a plain blob pin nothing.
 
 Anything else older than the grace period is deleted: the shares of a publish
 whose transaction never came, blobs nobody refers to. Old versions stay
@@ -90,6 +93,10 @@ class RetentionStore(Protocol):
     def read(self, name: bytes) -> bytes | None: ...
 
     def delete(self, names: Iterable[bytes], stored_before: int | None = None) -> int: ...
+
+    def placements(self, manifest: bytes) -> list[tuple[bytes, int]]:
+        """(record name, sequence) of the placement records indexed for ``manifest``."""
+        ...
 
 
 class OnChainReferences:
@@ -263,7 +270,11 @@ class Retention:
                 record = parse_placement(raw)
             except PlacementError:
                 continue
-            if record.manifest_hash in refs.manifests:
+            # Only a record the node indexed (a checked PUT /placements) counts: a
+            # look-alike stored as a plain blob pins nothing.
+            if record.manifest_hash in refs.manifests and entry.name in {
+                name for name, _ in store.placements(record.manifest_hash)
+            }:
                 kept.add(entry.name)
         return kept
 
