@@ -124,10 +124,7 @@ def chain_info(
     )
 
 
-node_app = typer.Typer(
-    invoke_without_command=True,
-    help="Run a node serving the given roles until interrupted (or manage a node: quota).",
-)
+node_app = typer.Typer(invoke_without_command=True)
 quota_app = typer.Typer(
     help="Byte quotas of the accounts that may write to a storage node.", no_args_is_help=True
 )

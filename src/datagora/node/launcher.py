@@ -329,7 +329,13 @@ class Launcher:
         known = [
             a for n in storage_names for a in ("--storage-node", f"http://127.0.0.1:{ports[n]}")
         ]
-        storage = [self._node(n, "storage", ports[n], [*common, *known]) for n in storage_names]
+        storage = [
+            self._node(
+                n, "storage", ports[n],
+                [*common, *known, "--public-url", f"http://127.0.0.1:{ports[n]}"],
+            )
+            for n in storage_names
+        ]  # fmt: skip
         self._grant_dev_quotas(storage_names)
         proxies = [
             self._node(
