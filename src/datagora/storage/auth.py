@@ -200,6 +200,9 @@ class QuotaBook:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL with NORMAL sync: a power cut may lose the last usage updates (a
+        # process crash loses nothing), not worth a disk sync per write request.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._reserved: dict[str, int] = {}

@@ -394,7 +394,10 @@ def create_storage_app(
         if declared is not None and declared.isdigit() and int(declared) > store.max_blob_bytes:
             raise _Refused(413, f"blob is larger than this node's cap of {store.max_blob_bytes}")
         held = store.packs.size(raw) is not None
-        write = authorize(request, f"/{'placements' if placement else 'shares'}/{name}", held)
+        # In a worker thread: the nonce store syncs each used nonce to disk.
+        write = await asyncio.to_thread(
+            authorize, request, f"/{'placements' if placement else 'shares'}/{name}", held
+        )
         reserved = 0 if held else write.size
         stored = 0
         try:
@@ -472,7 +475,7 @@ def create_storage_app(
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise _Refused(413, f"batch is larger than this node's cap of {cap} bytes")
-        write = authorize(request, "/shares")
+        write = await asyncio.to_thread(authorize, request, "/shares")
         stored = 0
         try:
             response, stored = await store_batch(request, write)
