@@ -388,7 +388,8 @@ def _final_check(owner: Any, researcher: Any, published: dict[int, bytes]) -> in
 def _repair(owner: Any, dataset: int) -> None:
     from datagora.storage.repair import Repairer
 
-    Repairer(owner.endpoints.storage).repair(owner.dataset_info(dataset).manifest_hash)
+    repairer = Repairer(owner.endpoints.storage, signer=owner.identity.account)
+    repairer.repair(owner.dataset_info(dataset).manifest_hash)
 
 
 def _catalog_missing(owner: Any, published: dict[int, bytes]) -> int:

@@ -45,6 +45,7 @@ from datagora.crypto.errors import (
 from datagora.crypto.keys import Identity
 from datagora.crypto.nonces import FileNonceStore, MemoryNonceStore, NonceStore, SqliteNonceStore
 from datagora.sharing.requests import DelegationRequest, FragmentRequest
+from datagora.storage.auth import StorageWrite
 
 CONSUMER = Identity.generate()
 OWNER = Identity.generate()
@@ -119,6 +120,19 @@ def every_request_type() -> list[tuple[Identity, Request]]:
                 reason=keccak(b"not this algorithm"),
                 nonce=new_nonce(),
                 expires=NOW + 60,
+            ),
+        ),
+        (
+            OWNER,
+            StorageWrite(
+                writer=OWNER.address,
+                node="http://127.0.0.1:7001",
+                method="PUT",
+                path="/shares",
+                content=keccak(b"frame index"),
+                size=2**40,
+                nonce=new_nonce(),
+                expires=NOW + 120,
             ),
         ),
     ]
@@ -488,6 +502,7 @@ def test_each_layer_registers_its_request_types_once() -> None:
         "ComputeRequest": ComputeRequest,
         "JobRequest": JobRequest,
         "OwnerJobRequest": OwnerJobRequest,
+        "StorageWrite": StorageWrite,
     } == REQUEST_TYPES
     assert register_request(FragmentRequest) is FragmentRequest  # again: no change
 

@@ -19,7 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from datagora.ledger import dev_account
 from datagora.node.launcher import HAS_COMPUTE
+from datagora.storage.auth import WriteSigner
 
 pytestmark = pytest.mark.slow
 
@@ -194,12 +196,19 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
         twice = cli(env, "up", "--dir", str(directory), check=False)
         assert twice.returncode == 1 and "another `datagora up`" in twice.stderr
 
-        # Plain HTTP: the catalog lists, a storage node round-trips a blob.
+        # Plain HTTP: the catalog lists, a storage node round-trips a blob written
+        # by a development account (each has a quota), never an anonymous one.
         assert httpx.get(f"{network['catalog']}/datasets", timeout=30).status_code == 200
         blob = b"a blob for the storage node " + os.urandom(16)
         name = hashlib.sha256(blob).hexdigest()
         node = network["storage"][0]
-        assert httpx.put(f"{node}/shares/{name}", content=blob, timeout=30).is_success
+        anonymous = httpx.put(f"{node}/shares/{name}", content=blob, timeout=30)
+        assert anonymous.status_code == 401
+        chain_id = httpx.get(f"{node}/health", timeout=30).json()["writes"]["chain_id"]
+        signed = WriteSigner(dev_account(1)).header(
+            node, "PUT", f"/shares/{name}", bytes.fromhex(name), len(blob), chain_id
+        )
+        assert httpx.put(f"{node}/shares/{name}", content=blob, headers=signed).is_success
         assert httpx.get(f"{node}/shares/{name}", timeout=30).content == blob
 
         # The CLI: publish as the owner, buy and download as the researcher.

@@ -47,6 +47,20 @@ def test_only_the_controller_or_a_registered_storage_node_records_a_repair(
     assert len(repairs) == 1 and node.address in repairs[0].text
 
 
+def test_an_operator_the_holder_approved_records_a_repair(ledger: Ledger) -> None:
+    """A stranger claiming a repair that never happened is refused by the contract;
+    an operator the holder approved (like the holder) may record one."""
+    dataset = publish(ledger, Pricing.NONE).dataset
+    with pytest.raises(NotAuthorized):
+        ledger.storage_log.record_repair(OTHER, dataset, h("manifest"), h("placement 1"), 3)
+    assert not [e for e in timeline(ledger, dataset) if e.kind == Kind.REPAIR]
+    assert not ledger.data_nft.may_control(dataset, OTHER.address)
+    ledger.data_nft.set_operator(OWNER, OTHER.address, True)
+    assert ledger.data_nft.may_control(dataset, OTHER.address)
+    ledger.storage_log.record_repair(OTHER, dataset, h("manifest"), h("placement 1"), 3)
+    assert len([e for e in timeline(ledger, dataset) if e.kind == Kind.REPAIR]) == 1
+
+
 def test_access_log_anchors_are_in_every_timeline(ledger: Ledger) -> None:
     ledger.access_log.anchor(OTHER, h("before"), 1)  # before the dataset: not its history
     dataset = publish(ledger, Pricing.NONE).dataset

@@ -636,16 +636,26 @@ def repair(
     as_json: JsonFlag = False,
 ) -> None:
     """Check every share of a dataset and rebuild missing or corrupt ones (no key needed);
-    run by its controller or a registered storage node, the repair is recorded on
-    chain, so it shows in the dataset's audit.
+    a repair is recorded on chain, so it shows in the dataset's audit. Repairing
+    writes a new placement record, so it is done by the dataset's controller (its
+    holder or an approved operator), with a quota on the storage nodes (on chain, a
+    registered storage node may also record a repair).
 
     Example: datagora repair 3 --account owner
     """
+    from datagora.ledger.errors import NotController
     from datagora.storage.repair import Repairer
 
-    m = marketplace(account, keys, need_account=False)
+    m = marketplace(account, keys, need_account=not check_only)
     info = m.dataset_info(dataset)
-    repairer = Repairer(m.endpoints.storage)
+    who = None if check_only else load_identity(account, keys)
+    if who is not None and not m.ledger.data_nft.may_control(dataset, who.address):
+        raise NotController(
+            "not controller",
+            f"{who.address} does not control dataset {dataset}: only its holder or an "
+            "operator it approved repairs it (use --check to only check)",
+        )
+    repairer = Repairer(m.endpoints.storage, signer=who.account if who is not None else None)
     counter = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         console=err, transient=True,
@@ -666,23 +676,11 @@ def repair(
         "dead_nodes": sorted(report.dead_nodes),
         "recorded_tx": None,
     }
-    if not check_only and record and report.rebuilt and report.placement_hash is not None:
-        from datagora.ledger.errors import NotAuthorized
-
-        who = load_identity(account, keys)
-        try:
-            tx = m.ledger.storage_log.record_repair(
-                who.account, dataset, info.manifest_hash, report.placement_hash, report.rebuilt
-            )
-            summary["recorded_tx"] = tx.tx_hash
-        except NotAuthorized:
-            # The shares are rebuilt either way; only the record is refused.
-            err.print(
-                "note: the repair is done but not recorded: only the dataset's controller "
-                "or a registered storage node records repairs",
-                highlight=False,
-                soft_wrap=True,
-            )
+    if who is not None and record and report.rebuilt and report.placement_hash is not None:
+        tx = m.ledger.storage_log.record_repair(
+            who.account, dataset, info.manifest_hash, report.placement_hash, report.rebuilt
+        )
+        summary["recorded_tx"] = tx.tx_hash
     if as_json:
         print_json(summary)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +24,9 @@ from datagora.cli.common import (
     tokens,
 )
 from datagora.errors import ConfigError, DatagoraError
+
+if TYPE_CHECKING:
+    from datagora.storage.auth import QuotaBook
 
 # Two groups so `datagora --help` keeps its order: demo, search, show, node, up, status.
 demo_commands = typer.Typer()
@@ -139,6 +142,12 @@ def chain_info(
     )
 
 
+quota_app = typer.Typer(
+    help="Byte quotas of the accounts that may write to a storage node.", no_args_is_help=True
+)
+node_app.add_typer(quota_app, name="quota")
+
+
 @node_app.callback(invoke_without_command=True)
 def node(
     ctx: typer.Context,
@@ -223,9 +232,24 @@ def node(
         int,
         typer.Option(help="proxy (alone): processes serving the port, e.g. one per core."),
     ] = 1,
+    public_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="storage: a URL clients reach this node by; signed writes must name one "
+            "(repeat; default: the URL each request was sent to)."
+        ),
+    ] = None,
+    chain_id: Annotated[
+        int | None,
+        typer.Option(help="storage without --rpc: the chain id writes are signed for."),
+    ] = None,
 ) -> None:
     """Run a node serving the given roles until interrupted; or, with a command, manage
     this node's record in the on-chain NodeRegistry (register, update, leave, list).
+
+    A storage node accepts writes only signed by accounts with a quota on it
+    (`datagora node quota grant`); with --rpc and --deployment it also checks that
+    placement records come from the dataset's controller.
 
     Example: datagora node --roles storage --port 7001 --data ./node1
     """
@@ -241,7 +265,7 @@ def node(
     if roles is None or port is None or data is None:
         raise ConfigError(
             "to run a node give --roles, --port and --data; or use a command: "
-            "register, update, add-stake, leave, withdraw, list (see --help)"
+            "register, update, add-stake, leave, withdraw, list, quota (see --help)"
         )
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}")
@@ -272,6 +296,8 @@ def node(
         allow_weak_sandbox=allow_weak_sandbox,
         require_onchain_record=require_onchain_record,
         retention_grace=retention_grace,
+        public_urls=list(public_url or []),
+        chain_id=chain_id,
     )
     serve(role_list, host, port, config, workers)
 
@@ -490,6 +516,87 @@ def node_list(
             state(n) + when,
         )
     out.print(table)
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}  # fmt: skip
+
+
+def parse_bytes(text: str) -> int:
+    """``"10GiB"``, ``"500MB"`` or ``"1048576"`` as a number of bytes."""
+    raw = text.strip().lower().replace(" ", "")
+    number = raw.rstrip("kmgtib")
+    unit = raw[len(number) :]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or value < 0 or value != value:
+        raise ConfigError(f"not a size in bytes: {text!r} (e.g. 1048576, 500MB, 10GiB)")
+    return int(value * _UNITS[unit])
+
+
+_QuotaData = Annotated[
+    Path, typer.Option("--data", help="The storage node's data directory (its --data).")
+]
+
+
+def _quota_book(data: Path) -> QuotaBook:
+    from datagora.storage.auth import QuotaBook
+
+    storage = data / "storage"
+    if not storage.is_dir():
+        raise ConfigError(f"{data} holds no storage node's data (no {storage})")
+    return QuotaBook.in_dir(storage)
+
+
+@quota_app.command("grant")
+def quota_grant(
+    account: Annotated[str, typer.Argument(help="The account (0x address) that may write.")],
+    size: Annotated[str, typer.Argument(help="Bytes it may store, e.g. 10GiB (0 revokes).")],
+    data: _QuotaData,
+    as_json: JsonFlag = False,
+) -> None:
+    """Let an account store up to SIZE bytes on this storage node (replaces its grant).
+
+    Example: datagora node quota grant $ACCOUNT 10GiB --data ./node1
+    """
+    from datagora.storage.auth import check_account
+
+    amount = parse_bytes(size)
+    book = _quota_book(data)
+    try:
+        book.grant(account, amount)
+        entry = {"account": check_account(account), "granted": amount,
+                 "used": book.used(check_account(account))}  # fmt: skip
+    finally:
+        book.close()
+    if as_json:
+        print_json(entry)
+    else:
+        print_fields(entry)
+
+
+@quota_app.command("list")
+def quota_list(data: _QuotaData, as_json: JsonFlag = False) -> None:
+    """The accounts with a quota on this storage node: granted and used bytes.
+
+    Example: datagora node quota list --data ./node1 --json
+    """
+    book = _quota_book(data)
+    try:
+        entries = [
+            {"account": e.account, "granted": e.granted, "used": e.used} for e in book.entries()
+        ]
+    finally:
+        book.close()
+    if as_json:
+        print_json({"quotas": entries})
+        return
+    if not entries:
+        out.print("no account has a quota on this node")
+    for e in entries:
+        out.print(f"{e['account']}  granted {e['granted']:>16}  used {e['used']:>16}")
 
 
 @commands.command()

@@ -142,7 +142,10 @@ class Marketplace:
     def storage(self) -> StorageClient:
         if not self.endpoints.storage:
             raise ConfigError("no storage nodes are configured for this network")
-        return StorageClient(self.endpoints.storage)
+        # Writes are signed by this account (it needs a quota on the nodes); without
+        # an account the client only reads.
+        signer = self._identity.account if self._identity is not None else None
+        return StorageClient(self.endpoints.storage, signer=signer)
 
     # -- publishing --------------------------------------------------------------------
     def publish(
@@ -542,7 +545,11 @@ class Marketplace:
         """This account's private key/value records (Datum's model): values encrypted
         to a key derived from the account's secret, key → hash on chain."""
         me = self.identity
-        client = StorageClient(self.endpoints.storage) if self.endpoints.storage else None
+        client = (
+            StorageClient(self.endpoints.storage, signer=me.account)
+            if self.endpoints.storage
+            else None
+        )
         return KVStore(self.ledger, me.account, client, record_key(me))
 
     def mock(self, dataset: int) -> bytes:

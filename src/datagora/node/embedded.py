@@ -46,7 +46,7 @@ from datagora.market import Endpoints
 from datagora.node.apps import agent_app, catalog_app, compute_app, proxy_app, storage_app
 from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ServerGroup, ThreadServer
-from datagora.node.network import STARTING_TOKENS, STORAGE_NODES, THRESHOLD
+from datagora.node.network import STARTING_TOKENS, STORAGE_NODES, THRESHOLD, dev_grants
 from datagora.node.registration import STORAGE_ACCOUNT_BASE, DevNode, register_dev_nodes
 
 __all__ = ["EmbeddedNetwork"]
@@ -78,7 +78,14 @@ class EmbeddedNetwork:
             # Each server builds its app afresh at every start (see ThreadServer).
             self.storage = [
                 self.servers.start(
-                    partial(storage_app, self.base / f"storage{i}", _MAX_SHARE), f"storage-{i}"
+                    partial(
+                        storage_app,
+                        self.base / f"storage{i}",
+                        _MAX_SHARE,
+                        ledger=self.ledger,
+                        grants=dev_grants(),  # every development account may write
+                    ),
+                    f"storage-{i}",
                 ).url
                 for i in range(STORAGE_NODES)
             ]

@@ -56,7 +56,14 @@ from datagora.ledger.anvil import dump_state, find_anvil
 from datagora.ledger.errors import ChainError
 from datagora.ledger.jsonrpc import call as rpc
 from datagora.node.errors import LaunchError, NodeExited
-from datagora.node.network import PROXIES, STARTING_TOKENS, STORAGE_NODES, THRESHOLD, Network
+from datagora.node.network import (
+    PROXIES,
+    STARTING_TOKENS,
+    STORAGE_NODES,
+    THRESHOLD,
+    Network,
+    dev_grants,
+)
 from datagora.node.registration import STORAGE_ACCOUNT_BASE, DevNode, register_dev_nodes
 from datagora.node.server import PRIVATE_METADATA_ENV, ROLES
 from datagora.ports import free_port
@@ -327,7 +334,18 @@ class Launcher:
 
         common = ["--rpc", chain_url, "--deployment", str(self.deployment_file)]
         env = {"DATAGORA_PASSWORD": password}
-        storage = [self._node(n, "storage", ports[n], []) for n in names if n.startswith("storage")]
+        storage_names = [n for n in names if n.startswith("storage")]
+        known = [
+            a for n in storage_names for a in ("--storage-node", f"http://127.0.0.1:{ports[n]}")
+        ]
+        storage = [
+            self._node(
+                n, "storage", ports[n],
+                [*common, *known, "--public-url", f"http://127.0.0.1:{ports[n]}"],
+            )
+            for n in storage_names
+        ]  # fmt: skip
+        self._grant_dev_quotas(storage_names)
         proxies = [
             self._node(
                 n, "proxy", ports[n],
@@ -658,6 +676,19 @@ class Launcher:
                 part.process.wait(timeout=10)
 
     # -- chain set-up -------------------------------------------------------------------
+
+    def _grant_dev_quotas(self, names: list[str]) -> None:
+        """Every development account may write to every storage node (its quota book,
+        as `datagora node quota grant` would set it)."""
+        from datagora.storage.auth import QuotaBook
+
+        for name in names:
+            book = QuotaBook.in_dir(self.dir / "nodes" / name / "storage")
+            try:
+                for account, amount in dev_grants().items():
+                    book.grant(account, amount)
+            finally:
+                book.close()
 
     def _accounts(self, password: str) -> dict[str, str]:
         """Keystores for the owner, the researcher and each proxy (created once)."""

@@ -64,6 +64,10 @@ class NodeConfig:
     # storage: keep only what the ledger records, deleting the rest after the grace
     require_onchain_record: bool = False
     retention_grace: float = 3600.0
+    # storage: the URLs signed writes must name (default: the URL of each request),
+    # and the chain id writes are signed for when the node reads no ledger
+    public_urls: list[str] = field(default_factory=list)
+    chain_id: int | None = None
 
     def ledger(self) -> Ledger:
         from datagora.ledger import Ledger
@@ -93,11 +97,21 @@ class NodeConfig:
 def _role_app(role: str, config: NodeConfig) -> FastAPI:
     if role == "storage":
         retention = None
+        # With a chain, placement records are checked against the datasets' controllers.
+        ledger = config.ledger() if config.rpc is not None and config.deployment else None
         if config.require_onchain_record:
             from datagora.storage.retention import OnChainReferences, Retention
 
             retention = Retention(OnChainReferences.of(config.ledger()), config.retention_grace)
-        return storage_app(config.data_dir / "storage", config.max_share_bytes, retention=retention)
+        return storage_app(
+            config.data_dir / "storage",
+            config.max_share_bytes,
+            retention=retention,
+            ledger=ledger,
+            chain_id=config.chain_id,
+            public_urls=config.public_urls,
+            known_nodes=config.storage_nodes,
+        )
     if role == "proxy":
         return proxy_app(
             config.ledger(), config.identity(), config.data_dir / "proxy", config.anchor_every

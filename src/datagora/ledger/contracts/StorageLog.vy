@@ -5,14 +5,16 @@
 @notice Repairs of a dataset's storage, on the record: the manifest, the new
         placement record's hash and how many shares were rebuilt. Rebuilding
         needs no key, but only parties who answer for it record it: the
-        dataset's controller, or an active storage node of the NodeRegistry
-        (staked, so a false claim can cost it). Anyone can check the claim: the
-        placement record is content-addressed on the nodes.
+        dataset's controller (the holder of its data NFT, or an operator it
+        approved for all its tokens), or an active storage node of the
+        NodeRegistry (staked, so a false claim can cost it). Anyone can check
+        the claim: the placement record is content-addressed on the nodes.
 """
 
 interface IDataNFT:
     def manifest_hash(dataset: uint256) -> bytes32: view
     def controller(dataset: uint256) -> address: view
+    def isApprovedForAll(owner: address, operator: address) -> bool: view
 
 
 interface INodeRegistry:
@@ -46,7 +48,8 @@ def record_repair(dataset: uint256, manifest_hash: bytes32, placement_hash: byte
     @notice Record a repair of the dataset's current version (its controller or
             an active registered storage node only).
     """
-    assert msg.sender == staticcall IDataNFT(DATA_NFT).controller(dataset) or staticcall INodeRegistry(NODE_REGISTRY).is_active(msg.sender, ROLE_STORAGE), "datagora: not the controller or a registered storage node"
+    holder: address = staticcall IDataNFT(DATA_NFT).controller(dataset)
+    assert msg.sender == holder or staticcall IDataNFT(DATA_NFT).isApprovedForAll(holder, msg.sender) or staticcall INodeRegistry(NODE_REGISTRY).is_active(msg.sender, ROLE_STORAGE), "datagora: not the controller or a registered storage node"
     assert manifest_hash != empty(bytes32), "datagora: empty manifest hash"
     assert staticcall IDataNFT(DATA_NFT).manifest_hash(dataset) == manifest_hash, "datagora: not the dataset's current manifest"
     assert placement_hash != empty(bytes32), "datagora: empty placement hash"
