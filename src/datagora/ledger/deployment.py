@@ -14,6 +14,8 @@ from datagora.errors import ConfigError
 from datagora.ledger.chain import Chain
 from datagora.ledger.compiler import CONTRACT_NAMES, compile_contract
 
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
 DEPLOYMENT_FORMAT = 1
 
 
@@ -109,6 +111,11 @@ def deploy_contracts(
     c["StorageLog"] = deploy("StorageLog", c["DataNFT"])
     # Optional (records made before it existed lack it): proxies batch their views.
     c["ViewBatch"] = deploy("ViewBatch")
+    # Slashes a node registry's stake too when one is deployed before it (the
+    # registry must then approve it as a slasher).
+    c["StorageDeals"] = deploy(
+        "StorageDeals", c["MarketToken"], c["DataNFT"], c.get("NodeRegistry", ZERO_ADDRESS)
+    )
     nft = chain.w3.eth.contract(address=c["DataNFT"], abi=compile_contract("DataNFT").abi)  # type: ignore[call-overload]
     chain.transact(
         deployer,

@@ -45,14 +45,14 @@ def _blocks(data: bytes | memoryview) -> list[memoryview]:
 
 def block_root(data: bytes | memoryview) -> bytes:
     """The RFC 6962 tree head over ``data``'s blocks."""
-    return MerkleTree(_blocks(data)).root  # type: ignore[arg-type]
+    return MerkleTree(_blocks(data)).root
 
 
-def block_proof(data: bytes | memoryview, index: int) -> tuple[bytes, MerkleProof]:
-    """Block ``index`` of ``data`` and its audit path to :func:`block_root`."""
+def block_proof(data: bytes | memoryview, index: int) -> tuple[bytes, MerkleProof, bytes]:
+    """Block ``index`` of ``data``, its audit path, and the :func:`block_root` it leads to."""
     blocks = _blocks(data)
-    tree = MerkleTree(blocks)  # type: ignore[arg-type]
-    return bytes(blocks[index]), tree.proof(index)
+    tree = MerkleTree(blocks)
+    return bytes(blocks[index]), tree.proof(index), tree.root
 
 
 def content_address(data: bytes | memoryview) -> bytes:
@@ -88,7 +88,7 @@ class AddressHasher:
             whole = len(buf) - len(buf) % BLOCK_SIZE
             self._leaves.extend(
                 leaf_hash(buf[i : i + BLOCK_SIZE]) for i in range(0, whole, BLOCK_SIZE)
-            )  # type: ignore[arg-type]
+            )
             self._pending = bytes(buf[whole:])
 
     def digest(self) -> bytes:

@@ -32,7 +32,7 @@ HASH_SIZE: Final = 32
 _EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
 
 
-def leaf_hash(leaf: bytes) -> bytes:
+def leaf_hash(leaf: bytes | memoryview) -> bytes:
     """``SHA-256(0x00 || leaf)``."""
     return hashlib.sha256(b"\x00" + leaf).digest()
 
@@ -86,7 +86,7 @@ class MerkleTree:
 
     __slots__ = ("_levels",)
 
-    def __init__(self, leaves: Sequence[bytes]) -> None:
+    def __init__(self, leaves: Sequence[bytes] | Sequence[memoryview]) -> None:
         level = [leaf_hash(leaf) for leaf in leaves]
         self._levels = [level]
         while len(level) > 1:
