@@ -131,8 +131,10 @@ ShareReader = Callable[[bytes], bytes | None]
 class DealProver:
     """Answers one node's challenges from the shares it holds.
 
-    ``read_share(address)`` returns a held share's bytes (or None); ``manifest``
-    gives the verified manifest a deal's dataset root belongs to.
+    ``read_share(address)`` returns a held share's bytes (or None); ``holds(address)``
+    says cheaply whether it is held (an index lookup: listing what a node holds
+    reads no share); ``manifest`` gives the verified manifest a deal's dataset root
+    belongs to.
     """
 
     def __init__(
@@ -141,10 +143,12 @@ class DealProver:
         account: LocalAccount,
         read_share: ShareReader,
         manifest: Callable[[DealInfo], VerifiedManifest],
+        holds: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.deals = deals
         self.account = account
         self.read_share = read_share
+        self.holds = holds or (lambda address: read_share(address) is not None)
         self.manifest = manifest
         self.last_answer_ms = 0.0
 
@@ -155,7 +159,7 @@ class DealProver:
             c * m.n + j
             for c, chunk in enumerate(m.chunks)
             for j, share in enumerate(chunk.shares)
-            if self.read_share(share) is not None
+            if self.holds(share)
         ]
         return ShareList(tuple(leaves))
 
