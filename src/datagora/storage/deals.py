@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
@@ -32,6 +33,7 @@ __all__ = [
     "challenge_indexes",
     "deal_layout",
     "detection_probability",
+    "disk_reader",
     "periods_to_detect",
     "share_lists",
 ]
@@ -126,6 +128,27 @@ def challenge_indexes(
 
 
 ShareReader = Callable[[bytes], bytes | None]
+
+
+def disk_reader(data_dir: Path) -> tuple[ShareReader, Callable[[bytes], bool]]:
+    """(read, holds) over a storage node's data directory, read-only, so a prover
+    can run beside the node: ``holds`` asks the index, ``read`` reads one blob."""
+    from datagora.storage.packs import share_location
+
+    def holds(address: bytes) -> bool:
+        return share_location(data_dir, address.hex()) is not None
+
+    def read(address: bytes) -> bytes | None:
+        where = share_location(data_dir, address.hex())
+        if where is None:
+            return None
+        path, offset, length = where
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(length)
+        return data if len(data) == length else None
+
+    return read, holds
 
 
 class DealProver:
