@@ -32,8 +32,10 @@ deal_app = typer.Typer(help="Open or end a storage deal; show its detection odds
 storage_app.add_typer(deal_app, name="deal")
 
 
-def _wei(amount: int) -> str:
-    return f"{amount / 10**18:,.6f}".rstrip("0").rstrip(".") + " DGM"
+def _wei(amount: int | str) -> str:
+    from datagora.display import format_amount
+
+    return format_amount(int(amount))
 
 
 @storage_app.command("deals")
@@ -82,9 +84,13 @@ def earnings(
 
     m = marketplace(None, keys, need_account=False)
     rows = node_earnings(m, address_of(node, keys))
-    total = {"earned": sum(r["earned"] for r in rows), "slashed": sum(r["slashed"] for r in rows)}
+    total = {
+        "earned": sum(int(r["earned"]) for r in rows),
+        "slashed": sum(int(r["slashed"]) for r in rows),
+    }
     if as_json:
-        print_json({"node": address_of(node, keys), "deals": rows, **total})
+        totals = {k: str(v) for k, v in total.items()}
+        print_json({"node": address_of(node, keys), "deals": rows, **totals})
         return
     for r in rows:
         out.print(
@@ -113,7 +119,7 @@ def deal_open(
 ) -> None:
     """Open a deal paying nodes per proven period for the shares they hold.
 
-    Example: datagora storage deal open 3 --node http://127.0.0.1:7001=0xAbc… --price 0.01
+    Example: datagora storage deal open 3 --node http://host:7001=n1 --price 1
     """
     from datagora.ledger.deals import DealTerms
     from datagora.market.deals import open_deal
@@ -154,7 +160,10 @@ def deal_end(
     keys: KeysOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """End a deal you opened: periods not yet started are refunded now."""
+    """End a deal you opened: periods not yet started are refunded now.
+
+    Example: datagora storage deal end 1 --account owner
+    """
     from datagora.market.deals import end_deal
 
     tx = end_deal(marketplace(account, keys), deal)
@@ -172,7 +181,10 @@ def deal_odds(
     as_json: JsonFlag = False,
 ) -> None:
     """The probability that a node which lost a fraction of its blocks is caught:
-    1 - (1 - lost)^(challenges · periods)."""
+    1 - (1 - lost)^(challenges · periods).
+
+    Example: datagora storage deal odds --lost 0.01 --challenges 5 --periods 30
+    """
     from datagora.storage.deals import detection_probability, periods_to_detect
 
     if not 0.0 < lost < 1.0:
@@ -209,7 +221,7 @@ def prove(
     """Answer this node's challenges in its deals, from the shares on its disk.
 
     Run it next to `datagora node --roles storage` with the node's account.
-    Example: datagora storage prove --data ./node1 --deal 1 --account storage1 --loop
+    Example: datagora storage prove --data ./node1 --deal 1 --account n1 --loop
     """
     from datagora.market.deals import node_prover
 

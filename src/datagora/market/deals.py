@@ -73,20 +73,21 @@ class DealSummary:
         return t.price * (self.info.end_period * self.info.node_count - done)
 
     def to_json(self) -> dict[str, Any]:
+        """Amounts in base units as decimal strings (``docs/cli.md``)."""
         i, t = self.info, self.info.terms
         return {
             "deal": i.deal,
             "dataset": i.dataset,
             "version": i.version,
             "owner": i.owner,
-            "price_per_period": t.price,
+            "price_per_period": str(t.price),
             "periods": t.periods,
             "end_period": i.end_period,
             "period_blocks": t.period_blocks,
             "challenges": t.challenges,
-            "escrowed": self.escrowed,
-            "paid": self.paid,
-            "owed": self.owed,
+            "escrowed": str(self.escrowed),
+            "paid": str(self.paid),
+            "owed": str(self.owed),
             "detect_p_1pct": round(detection_probability(0.01, t.challenges, t.periods), 4),
             "nodes": [
                 {
@@ -94,8 +95,8 @@ class DealSummary:
                     "joined": s.joined,
                     "proven": s.proven,
                     "missed": s.missed,
-                    "earned": s.earned,
-                    "collateral": s.collateral,
+                    "earned": str(s.earned),
+                    "collateral": str(s.collateral),
                     "shares": s.share_count,
                 }
                 for s in self.slots
@@ -146,7 +147,8 @@ def deal_summaries(m: Marketplace, owner: str | None = None) -> list[DealSummary
 
 
 def node_earnings(m: Marketplace, node: str) -> list[dict[str, Any]]:
-    """What ``node`` earned, proved and lost in each deal it is part of."""
+    """What ``node`` earned, proved and lost in each deal it is part of (amounts in
+    base units, as decimal strings like every amount in ``--json``)."""
     out = []
     for summary in deal_summaries(m):
         for slot in summary.slots:
@@ -159,9 +161,9 @@ def node_earnings(m: Marketplace, node: str) -> list[dict[str, Any]]:
                         "joined": slot.joined,
                         "proven": slot.proven,
                         "missed": slot.missed,
-                        "earned": slot.earned,
-                        "slashed": slot.missed * t.slash if slot.joined else 0,
-                        "collateral_held": slot.collateral,
+                        "earned": str(slot.earned),
+                        "slashed": str(slot.missed * t.slash if slot.joined else 0),
+                        "collateral_held": str(slot.collateral),
                         "periods_left": max(0, summary.info.end_period - slot.proven - slot.missed),
                     }
                 )
