@@ -38,9 +38,7 @@ BLOCK_SIZE: constant(uint256) = 1024
 MAX_NODES: constant(uint256) = 16
 MAX_CHALLENGES: constant(uint256) = 32
 MAX_PERIODS: constant(uint256) = 100000
-MAX_LIST_DEPTH: constant(uint256) = 32
-MAX_BLOCK_DEPTH: constant(uint256) = 24
-MAX_SHARE_DEPTH: constant(uint256) = 48
+MAX_DEPTH: constant(uint256) = 40  # any of the three trees: up to 2^40 leaves
 
 PROVEN: constant(uint8) = 1
 MISSED: constant(uint8) = 2
@@ -94,10 +92,10 @@ struct Slot:
 struct Answer:
     entry: uint256  # index in the node's share list, as challenged
     leaf: uint256  # the share's leaf index in the dataset tree
-    list_path: DynArray[bytes32, MAX_LIST_DEPTH]
+    list_path: DynArray[bytes32, MAX_DEPTH]
     data: Bytes[BLOCK_SIZE]
-    block_path: DynArray[bytes32, MAX_BLOCK_DEPTH]
-    share_path: DynArray[bytes32, MAX_SHARE_DEPTH]
+    block_path: DynArray[bytes32, MAX_DEPTH]
+    share_path: DynArray[bytes32, MAX_DEPTH]
 
 
 deal_count: public(uint256)
@@ -175,7 +173,7 @@ def __init__(token: address, data_nft: address, registry: address):
 
 @internal
 @pure
-def _climb(leaf_hash: bytes32, index: uint256, size: uint256, path: DynArray[bytes32, MAX_SHARE_DEPTH]) -> bytes32:
+def _climb(leaf_hash: bytes32, index: uint256, size: uint256, path: DynArray[bytes32, MAX_DEPTH]) -> bytes32:
     """The root `path` leads to from leaf `index` of a tree of `size`, or empty."""
     if index >= size:
         return empty(bytes32)
@@ -199,24 +197,6 @@ def _climb(leaf_hash: bytes32, index: uint256, size: uint256, path: DynArray[byt
     if sn != 0:
         return empty(bytes32)
     return r
-
-
-@internal
-@pure
-def _widen_list(path: DynArray[bytes32, MAX_LIST_DEPTH]) -> DynArray[bytes32, MAX_SHARE_DEPTH]:
-    out: DynArray[bytes32, MAX_SHARE_DEPTH] = []
-    for p: bytes32 in path:
-        out.append(p)
-    return out
-
-
-@internal
-@pure
-def _widen_block(path: DynArray[bytes32, MAX_BLOCK_DEPTH]) -> DynArray[bytes32, MAX_SHARE_DEPTH]:
-    out: DynArray[bytes32, MAX_SHARE_DEPTH] = []
-    for p: bytes32 in path:
-        out.append(p)
-    return out
 
 
 # -- periods and challenges ----------------------------------------------------------
@@ -426,20 +406,21 @@ def prove(deal: uint256, period: uint256, answers: DynArray[Answer, MAX_CHALLENG
     for c: uint256 in range(MAX_CHALLENGES):
         if c == len(answers):
             break
-        a: Answer = answers[c]
         r: uint256 = self._challenge(seed, deal, msg.sender, period, c)
-        assert a.entry == r % slot.share_count, "datagora: answer for another entry"
+        entry: uint256 = answers[c].entry
+        leaf: uint256 = answers[c].leaf
+        assert entry == r % slot.share_count, "datagora: answer for another entry"
         # The entry's leaf index, under the node's share list.
-        listed: bytes32 = self._climb(sha256(concat(b"\x00", convert(a.leaf, bytes32))), a.entry, slot.share_count, self._widen_list(a.list_path))
+        listed: bytes32 = self._climb(sha256(concat(b"\x00", convert(leaf, bytes32))), entry, slot.share_count, answers[c].list_path)
         assert listed == slot.shares_root and listed != empty(bytes32), "datagora: leaf not in the node's share list"
-        assert a.leaf < d.layout.leaf_count, "datagora: leaf outside the dataset"
+        assert leaf < d.layout.leaf_count, "datagora: leaf outside the dataset"
         blocks: uint256 = d.layout.full_blocks
-        if a.leaf >= d.layout.last_from:
+        if leaf >= d.layout.last_from:
             blocks = d.layout.last_blocks
         index: uint256 = (r >> 128) % blocks
-        share_root: bytes32 = self._climb(sha256(concat(b"\x00", a.data)), index, blocks, self._widen_block(a.block_path))
+        share_root: bytes32 = self._climb(sha256(concat(b"\x00", answers[c].data)), index, blocks, answers[c].block_path)
         assert share_root != empty(bytes32), "datagora: bad block path"
-        top: bytes32 = self._climb(sha256(concat(b"\x00", share_root)), a.leaf, d.layout.leaf_count, a.share_path)
+        top: bytes32 = self._climb(sha256(concat(b"\x00", share_root)), leaf, d.layout.leaf_count, answers[c].share_path)
         assert top == d.root, "datagora: block not proven under the dataset root"
     self.period_state[deal][i][period] = PROVEN
     self.slots[deal][i].proven = slot.proven + 1
