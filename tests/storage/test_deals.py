@@ -216,3 +216,55 @@ def test_a_deal_on_shares_uploaded_to_real_nodes_is_proven_from_their_stores(
         assert ledger.deals.state_of(deal, accounts[node.url].address, 0) is PeriodState.PROVEN
         assert prover.due([deal]) == []
         store.close()
+
+
+def test_an_owner_and_nodes_use_deals_through_the_sdk(
+    nodes: list[ThreadNode], tmp_path: Path, embedded_ledger: Ledger
+) -> None:
+    from datagora.market import Endpoints
+    from datagora.market.deals import node_prover
+    from datagora.market.errors import DealError
+    from datagora.node.connect import dev_identity
+    from datagora.sdk import Market
+
+    ledger = embedded_ledger
+    urls = [n.url for n in nodes]
+    src = tmp_path / "in.bin"
+    src.write_bytes(os.urandom(30_000))
+    params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=4)
+    result = StorageClient(urls).upload(src, params, DataKey.generate(), WRAP_OWNER.public_key())
+    dataset = publish(
+        ledger,
+        Pricing.NONE,
+        manifest_hash=result.manifest_hash,
+        merkle_root=result.root,
+        metadata_hash=h("sdk"),
+    ).dataset
+    owner = Market(ledger, Endpoints(storage=urls), dev_identity(1))
+    accounts = {url: dev_account(5 + i) for i, url in enumerate(urls)}
+    for account in accounts.values():
+        fund(ledger, account.address)
+    fund(ledger, OWNER.address)
+    price = 10**15
+    terms = DealTerms(price, 10**16, 10**15, 3, 40, 20, 8)
+    with pytest.raises(DealError, match="holds no share"):
+        owner.open_storage_deal(dataset, {"http://127.0.0.1:1": accounts[urls[0]].address}, terms)
+    deal = owner.open_storage_deal(dataset, {url: a.address for url, a in accounts.items()}, terms)
+    for node in nodes:
+        node.stop()
+    provers = [node_prover(owner, n.data_dir, accounts[n.url]) for n in nodes]
+    for prover in provers:
+        prover.join(deal)
+    info = ledger.deals.deal(deal)  # type: ignore[union-attr]
+    while ledger.chain.block_number <= info.seed_block(0):
+        ledger.chain.advance_time(1)
+    for prover in provers[:3]:  # the fourth node sleeps through period 0
+        assert [(d, p) for d, p, _ in prover.run_once([deal])] == [(deal, 0)]
+    (summary,) = owner.storage_deals(owner=OWNER.address)
+    assert summary["deal"] == deal and summary["paid"] == str(3 * price)
+    assert summary["escrowed"] == str(3 * 4 * price) and summary["owed"] == str(9 * price)
+    earned = owner.node_earnings(accounts[urls[0]].address)
+    assert [(e["deal"], e["proven"], e["earned"]) for e in earned] == [(deal, 1, str(price))]
+    owner.end_storage_deal(deal)  # during period 0: periods 1 and 2 refunded
+    (summary,) = owner.storage_deals()
+    assert summary["end_period"] == 1 and summary["owed"] == str(price)
