@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from datagora.ledger import Ledger
-from datagora.ledger.deals import Answer, PeriodState
+from datagora.ledger.deals import Answer, PeriodState, StorageDeals
 from datagora.ledger.errors import ContractRuleError as LedgerError
 from datagora.storage.blocks import block_count, block_proof
 from datagora.storage.deals import challenge_indexes
@@ -241,3 +241,88 @@ def test_a_node_refuses_a_deal_that_names_shares_it_does_not_hold(ledger: Ledger
     with pytest.raises(StorageError, match="refusing to post collateral"):
         s.provers[0].join(deal)
     assert not s.deals.slot_of(deal, NODES[0].address).joined
+
+
+# A node registry stand-in with exactly the interface of docs (shared interfaces):
+# is_active(node, role), stake_of(node), slash(node, amount, to) by an approved slasher.
+STUB_REGISTRY = """
+# pragma version ~=0.4.3
+active: public(HashMap[address, bool])
+stake_of: public(HashMap[address, uint256])
+received: public(HashMap[address, uint256])
+slasher: public(address)
+
+@external
+def set_node(node: address, active: bool, stake: uint256):
+    self.active[node] = active
+    self.stake_of[node] = stake
+
+@external
+def set_slasher(slasher: address):
+    self.slasher = slasher
+
+@external
+@view
+def is_active(node: address, role: uint256) -> bool:
+    return self.active[node] and role & 1 == 1
+
+@external
+def slash(node: address, amount: uint256, to: address):
+    assert msg.sender == self.slasher, "not a slasher"
+    self.stake_of[node] -= amount
+    self.received[to] += amount
+"""
+
+
+def test_a_wired_registry_gates_joining_and_backs_slashes(ledger: Ledger) -> None:
+    import vyper
+
+    from datagora.ledger.compiler import compile_contract
+    from datagora.storage.deals import DealProver
+    from helpers import DEPLOYER
+
+    out = vyper.compile_code(STUB_REGISTRY, output_formats=["abi", "bytecode"])
+    chain = ledger.chain
+    stub = chain.deploy(DEPLOYER, out["abi"], bytes.fromhex(out["bytecode"][2:]))
+    compiled = compile_contract("StorageDeals")
+    address = chain.deploy(
+        DEPLOYER,
+        compiled.abi,
+        compiled.bytecode,
+        ledger.market_token.address,
+        ledger.data_nft.address,
+        stub,
+    )
+    registry = chain.w3.eth.contract(address=stub, abi=out["abi"])  # type: ignore[call-overload]
+
+    def call(fn: str, *args: object) -> None:
+        data = registry.encode_abi(fn, args=list(args))
+        chain.transact(DEPLOYER, {"to": stub, "data": data}, fn)
+
+    s = setup(ledger)
+    deals = StorageDeals(chain, address)
+    s = dataclasses.replace(s, deals=deals)
+    provers = [
+        DealProver(deals, node, s.held[j].read, lambda _i: s.verified)
+        for j, node in enumerate(NODES)
+    ]
+    call("set_slasher", address)
+    call("set_node", NODES[0].address, True, 5 * SLASH)
+    call("set_node", NODES[1].address, True, 0)
+    deal = open_deal(s, terms(periods=1, slash=SLASH, collateral=SLASH // 2))
+    with pytest.raises(LedgerError, match="not an active storage node"):
+        provers[2].join(deal)  # not in the registry
+    provers[0].join(deal)
+    provers[1].join(deal)
+    info = deals.deal(deal)
+    mine_to(ledger, info.window_end(0))
+    token = ledger.market_token
+    before = token.balance_of(OWNER.address)
+    # Node 0 missed: half the slash from its deal collateral, half from its stake.
+    deals.slash_missed(OTHER, deal, NODES[0].address, 0)
+    assert token.balance_of(OWNER.address) == before + PRICE + SLASH // 2
+    assert registry.functions.stake_of(NODES[0].address).call() == 5 * SLASH - SLASH // 2
+    assert registry.functions.received(OWNER.address).call() == SLASH // 2
+    # Node 1 has no stake left to take: only its collateral goes.
+    deals.slash_missed(OTHER, deal, NODES[1].address, 0)
+    assert registry.functions.received(OWNER.address).call() == SLASH // 2

@@ -302,7 +302,8 @@ def open_deal(
     assert terms.period_blocks != 0, "datagora: zero period length"
     assert terms.grace_blocks != 0, "datagora: zero grace window"
     assert terms.challenges != 0 and terms.challenges <= MAX_CHALLENGES, "datagora: bad challenge count"
-    assert terms.slash <= terms.collateral, "datagora: slash above collateral"
+    # Without a registry stake behind it, a slash can take only deal collateral.
+    assert terms.slash <= terms.collateral or REGISTRY != empty(address), "datagora: slash above collateral"
     deal: uint256 = self.deal_count + 1
     self.deal_count = deal
     for i: uint256 in range(MAX_NODES):
