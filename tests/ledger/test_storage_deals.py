@@ -132,6 +132,19 @@ def test_a_node_that_drops_blocks_is_slashed(ledger: Ledger) -> None:
         s.deals.slash_missed(OTHER, deal, NODES[2].address, 0)
     with pytest.raises(LedgerError, match="already settled"):
         s.deals.slash_missed(OTHER, deal, NODES[0].address, 0)  # proven: not slashable
+    # The dataset's audit timeline shows the deal, the proof and the miss.
+    from datagora.audit import Kind, timeline
+
+    kinds = [(e.kind, e.text) for e in timeline(ledger, s.dataset)]
+    assert [k for k, _ in kinds if k in (Kind.DEAL, Kind.PROOF, Kind.MISSED)] == [
+        Kind.DEAL,
+        Kind.DEAL,
+        Kind.DEAL,
+        Kind.DEAL,
+        Kind.PROOF,
+        Kind.MISSED,
+    ]
+    assert any(f"{NODES[2].address} missed period 0" in t for _, t in kinds)
 
 
 def test_wrong_block_or_wrong_path_is_refused(ledger: Ledger) -> None:

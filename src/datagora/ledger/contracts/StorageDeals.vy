@@ -125,12 +125,14 @@ event DealOpened:
 
 event NodeJoined:
     deal: indexed(uint256)
+    dataset: indexed(uint256)
     node: indexed(address)
     collateral: uint256
 
 
 event ProofAccepted:
     deal: indexed(uint256)
+    dataset: indexed(uint256)
     node: indexed(address)
     period: uint256
     paid: uint256
@@ -138,6 +140,7 @@ event ProofAccepted:
 
 event PeriodMissed:
     deal: indexed(uint256)
+    dataset: indexed(uint256)
     node: indexed(address)
     period: uint256
     refunded: uint256
@@ -147,6 +150,7 @@ event PeriodMissed:
 
 event NodeSettled:
     deal: indexed(uint256)
+    dataset: indexed(uint256)
     node: indexed(address)
     missed: uint256
     refunded: uint256
@@ -156,6 +160,7 @@ event NodeSettled:
 
 event DealEnded:
     deal: indexed(uint256)
+    dataset: indexed(uint256)
     owner: indexed(address)
     end_period: uint256
     refunded: uint256
@@ -378,7 +383,7 @@ def join(deal: uint256):
     self.slots[deal][i].collateral = d.terms.collateral
     if d.terms.collateral != 0:
         assert extcall IERC20(TOKEN).transferFrom(msg.sender, self, d.terms.collateral, default_return_value=True), "datagora: collateral transfer failed"
-    log NodeJoined(deal=deal, node=msg.sender, collateral=d.terms.collateral)
+    log NodeJoined(deal=deal, dataset=d.dataset, node=msg.sender, collateral=d.terms.collateral)
 
 
 @internal
@@ -428,7 +433,7 @@ def prove(deal: uint256, period: uint256, answers: DynArray[Answer, MAX_CHALLENG
     self.slots[deal][i].earned = slot.earned + d.terms.price
     if d.terms.price != 0:
         assert extcall IERC20(TOKEN).transfer(msg.sender, d.terms.price, default_return_value=True), "datagora: payment failed"
-    log ProofAccepted(deal=deal, node=msg.sender, period=period, paid=d.terms.price)
+    log ProofAccepted(deal=deal, dataset=d.dataset, node=msg.sender, period=period, paid=d.terms.price)
 
 
 @internal
@@ -465,7 +470,7 @@ def slash_missed(deal: uint256, node: address, period: uint256):
     if d.terms.price != 0:
         assert extcall IERC20(TOKEN).transfer(d.owner, d.terms.price, default_return_value=True), "datagora: refund failed"
     slashed: uint256 = self._take(d, deal, i, node, d.terms.slash)
-    log PeriodMissed(deal=deal, node=node, period=period, refunded=d.terms.price, slashed=slashed, reporter=msg.sender)
+    log PeriodMissed(deal=deal, dataset=d.dataset, node=node, period=period, refunded=d.terms.price, slashed=slashed, reporter=msg.sender)
 
 
 @external
@@ -493,7 +498,7 @@ def settle(deal: uint256, node: address):
     self.slots[deal][i].collateral = 0
     if returned != 0:
         assert extcall IERC20(TOKEN).transfer(node, returned, default_return_value=True), "datagora: return failed"
-    log NodeSettled(deal=deal, node=node, missed=unsettled, refunded=refund, slashed=slashed, returned=returned)
+    log NodeSettled(deal=deal, dataset=d.dataset, node=node, missed=unsettled, refunded=refund, slashed=slashed, returned=returned)
 
 
 @external
@@ -513,7 +518,7 @@ def end_deal(deal: uint256):
     self.deals[deal].end_period = new_end
     if refund != 0:
         assert extcall IERC20(TOKEN).transfer(msg.sender, refund, default_return_value=True), "datagora: refund failed"
-    log DealEnded(deal=deal, owner=msg.sender, end_period=new_end, refunded=refund)
+    log DealEnded(deal=deal, dataset=d.dataset, owner=msg.sender, end_period=new_end, refunded=refund)
 
 
 # -- views ---------------------------------------------------------------------------
