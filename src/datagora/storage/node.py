@@ -285,7 +285,7 @@ def create_storage_app(
                     if placement:
                         parts.append(piece)
                 if not writer.finish():
-                    raise _Refused(422, "body does not hash to the share name (SHA-256 mismatch)")
+                    raise _Refused(422, "body does not hash to the share name (its address)")
                 placements = []
                 if placement:
                     try:
@@ -324,7 +324,7 @@ def create_storage_app(
                             raise _Refused(
                                 422,
                                 f"share {event.index} ({received[-1][0]}) does not hash to its "
-                                "name (SHA-256 mismatch); nothing from this batch was stored",
+                                "name (address mismatch); nothing from this batch was stored",
                             )
                 count = reader.finish()
                 results = await asyncio.to_thread(writer.commit)
