@@ -322,6 +322,7 @@ def test_a_wired_registry_gates_joining_and_backs_slashes(ledger: Ledger) -> Non
     call("set_slasher", address)
     call("set_node", NODES[0].address, True, 5 * SLASH)
     call("set_node", NODES[1].address, True, 0)
+    call("set_node", NODES[2].address, False, 5 * SLASH)  # staked, but not active
     deal = open_deal(s, terms(periods=1, slash=SLASH, collateral=SLASH // 2))
     with pytest.raises(LedgerError, match="not an active storage node"):
         provers[2].join(deal)  # not in the registry
@@ -338,4 +339,8 @@ def test_a_wired_registry_gates_joining_and_backs_slashes(ledger: Ledger) -> Non
     assert registry.functions.received(OWNER.address).call() == SLASH // 2
     # Node 1 has no stake left to take: only its collateral goes.
     deals.slash_missed(OTHER, deal, NODES[1].address, 0)
+    assert registry.functions.received(OWNER.address).call() == SLASH // 2
+    # Node 2 never joined: listing it gives the owner no claim on its stake.
+    deals.slash_missed(OTHER, deal, NODES[2].address, 0)
+    assert registry.functions.stake_of(NODES[2].address).call() == 5 * SLASH
     assert registry.functions.received(OWNER.address).call() == SLASH // 2

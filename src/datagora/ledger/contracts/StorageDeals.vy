@@ -469,7 +469,10 @@ def slash_missed(deal: uint256, node: address, period: uint256):
     self.slots[deal][i].missed += 1
     if d.terms.price != 0:
         assert extcall IERC20(TOKEN).transfer(d.owner, d.terms.price, default_return_value=True), "datagora: refund failed"
-    slashed: uint256 = self._take(d, deal, i, node, d.terms.slash)
+    # A node that never joined never agreed to the deal: nothing of its is taken.
+    slashed: uint256 = 0
+    if self.slots[deal][i].joined:
+        slashed = self._take(d, deal, i, node, d.terms.slash)
     log PeriodMissed(deal=deal, dataset=d.dataset, node=node, period=period, refunded=d.terms.price, slashed=slashed, reporter=msg.sender)
 
 
