@@ -162,7 +162,7 @@ from datagora.storage.packs import PackStore
 store = PackStore(Path(sys.argv[1]))
 with store.writer() as writer:
     for data in (b"committed one", b"committed two"):
-        writer.start(content_address(data)); writer.write(data); writer.finish()
+        writer.start(hashlib.sha256(data).digest()); writer.write(data); writer.finish()
     writer.commit()
 writer = store.writer()
 writer.start(hashlib.sha256(b"never committed").digest())
