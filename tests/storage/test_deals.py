@@ -268,3 +268,19 @@ def test_an_owner_and_nodes_use_deals_through_the_sdk(
     owner.end_storage_deal(deal)  # during period 0: periods 1 and 2 refunded
     (summary,) = owner.storage_deals()
     assert summary["end_period"] == 1 and summary["owed"] == str(price)
+
+
+def test_the_cli_prints_the_detection_odds() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from datagora.cli.app import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["storage", "deal", "odds", "--challenges", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    odds = json.loads(result.stdout)
+    assert round(odds["probability"], 3) == 0.779 and odds["periods_for_99pct"] == 92
+    bad = runner.invoke(app, ["storage", "deal", "odds", "--lost", "2"])
+    assert bad.exit_code == 1 and "strictly between 0 and 1" in str(bad.exception)
