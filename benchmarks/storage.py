@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.storage_pipeline import measure_raw_pipeline
+from benchmarks.storage_proofs import measure_proofs
 from datagora.testing.storage import LocalNodes
 
 _MB = 1 << 20
@@ -109,7 +110,10 @@ def run(
 
     Returns a dict with ``raw_pipeline_mb_s``, ``publish_mb_s``,
     ``retrieve_mb_s``, ``publish_ratio``, ``retrieve_ratio``, ``peak_rss_mb``, ``k``,
-    ``n``, ``chunk_size``, ``size_mb`` and ``nodes``; also the CPU seconds per MB
+    ``n``, ``chunk_size``, ``size_mb`` and ``nodes``; ``proof_gas`` and ``proof_ms``
+    (one period's proof of data possession for one node, and the node's time to
+    answer it), ``challenge_blocks`` and ``detect_p_1pct_30_periods``
+    (:mod:`benchmarks.storage_proofs`); also the CPU seconds per MB
     that publishing and retrieving cost (client and node processes together,
     against the raw pipeline's), and the 1-minute load average before the run:
     on a shared machine wall-clock ratios move with other work, CPU per MB much
@@ -160,6 +164,8 @@ def run(
         "shares_fetched": client["shares_fetched"],
         "bad_nodes": len(client["bad_nodes"]),
     }
+    # Proofs of data possession: one period's proof for one node (storage deals).
+    result.update(measure_proofs(size_mb, chunk_size, k, n))
     return result
 
 

@@ -35,6 +35,7 @@ from datagora.node.network import load_network
 if TYPE_CHECKING:
     from datagora.compute.client import ComputeClient
     from datagora.compute.federated import FederatedModel
+    from datagora.ledger.deals import DealTerms
     from datagora.market.compute import Job as MarketJob
     from datagora.market.compute import OwnerClient
     from datagora.node.embedded import EmbeddedNetwork
@@ -298,6 +299,33 @@ class Market(Marketplace):
         """As the owner: deny a pending job with a reason (recorded on chain)."""
         with self._job_owner(job, node) as owner:
             return owner.deny(job, reason)
+
+    # -- storage deals (as `datagora storage …`) ----------------------------------------
+
+    def open_storage_deal(self, dataset: int, nodes: dict[str, str], terms: DealTerms) -> int:
+        """Pay storage nodes (URL -> their account address) per proven period for the
+        shares of `dataset` its placement puts on them; returns the deal id."""
+        from datagora.market.deals import open_deal
+
+        return open_deal(self, dataset, nodes, terms)[0]
+
+    def end_storage_deal(self, deal: int) -> None:
+        """End a deal this account opened: periods not yet started are refunded."""
+        from datagora.market.deals import end_deal
+
+        end_deal(self, deal)
+
+    def storage_deals(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """What an owner pays: every deal (of `owner`), as `datagora storage deals --json`."""
+        from datagora.market.deals import deal_summaries
+
+        return [s.to_json() for s in deal_summaries(self, owner)]
+
+    def node_earnings(self, node: str) -> list[dict[str, Any]]:
+        """What a storage node earned, proved and lost, per deal."""
+        from datagora.market.deals import node_earnings
+
+        return node_earnings(self, node)
 
     # -- market tokens (as `datagora fund` and `datagora transfer`) --------------------
 

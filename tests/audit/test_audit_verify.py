@@ -24,6 +24,7 @@ from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import wrap_data_key
 from datagora.ledger import Ledger, PublishParams
 from datagora.ports import free_port
+from datagora.storage.blocks import content_address
 from datagora.storage.manifest import Manifest
 from datagora.storage.pipeline import EncodingParams, ManifestBuilder, encode_stream
 from helpers import OWNER, h
@@ -35,7 +36,7 @@ class Node:
     data: Path
 
     def put(self, blob: bytes) -> str:
-        name = hashlib.sha256(blob).hexdigest()
+        name = content_address(blob).hex()
         r = httpx.put(f"{self.url}/shares/{name}", content=blob, timeout=10)
         assert r.status_code in (200, 201), r.text
         return name

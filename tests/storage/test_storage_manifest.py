@@ -34,7 +34,7 @@ def test_canonical_form(sample: Encoded) -> None:
     assert b" " not in raw and b"\n" not in raw
     obj = json.loads(raw)
     assert list(obj) == sorted(obj)
-    assert obj["format"] == "datagora.manifest" and obj["format_version"] == 2
+    assert obj["format"] == "datagora.manifest" and obj["format_version"] == 3
 
 
 def test_key_never_in_the_clear(sample: Encoded) -> None:
@@ -75,10 +75,17 @@ def _delete(key: str) -> Any:
     return lambda obj: obj.pop(key)
 
 
+def _delete_in(where: str, key: str) -> Any:
+    return lambda obj: obj[where].pop(key)
+
+
 BAD = [
     (_set("format", "other"), "format must be"),
     (_set("format_version", 1), "format_version 1 is not supported"),
-    (_set("format_version", 3), "format_version 3 is not supported"),
+    (_set("format_version", 4), "format_version 4 is not supported"),
+    (_set("format_version", 2), "erasure.share_format must be"),
+    (_delete_in("merkle", "block_size"), "merkle is missing block_size"),
+    (_set("merkle.block_size", 4096), "merkle.block_size must be 1024"),
     (_set("format_version", True), "format_version True is not supported"),
     (_set("dataset_id", "ab"), "dataset_id must be 32 bytes"),
     (_set("dataset_id", "AB" * 32), "lowercase hex"),

@@ -8,7 +8,6 @@ and have shares corrupted on disk while the client works.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from storage_helpers import WRITER
 
 from datagora.crypto.aead import DataKey
+from datagora.storage.blocks import content_address
 from datagora.storage.client import StorageClient
 from datagora.storage.errors import DownloadError, NoNodesError, UploadError
 from datagora.storage.merkle import MerkleProof
@@ -178,7 +178,7 @@ def test_node_killed_mid_upload(cluster: LocalNodes, tmp_path: Path) -> None:
         path, offset, length = share_location(victim.storage_dir, name) or (Path(), 0, 0)
         with path.open("rb") as handle:
             handle.seek(offset)
-            assert hashlib.sha256(handle.read(length)).hexdigest() == name
+            assert content_address(handle.read(length)).hex() == name
     assert not (victim.storage_dir / "tmp").exists()
     dst = tmp_path / "copy.bin"
     client.download(result.manifest_hash, key, dst)

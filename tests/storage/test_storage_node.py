@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 from storage_helpers import Encoded, ThreadNode
 
+from datagora.storage.blocks import content_address
 from datagora.storage.merkle import MerkleProof
 from datagora.storage.packs import share_location, stored_names
 from datagora.storage.placement import PlacementRecord
@@ -26,7 +26,7 @@ def node(tmp_path: Path) -> Iterator[httpx.Client]:
 
 
 def name_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return content_address(data).hex()
 
 
 def stored_files(data_dir: Path) -> set[str]:
@@ -160,7 +160,13 @@ def put(node: httpx.Client, data: bytes, kind: str = "shares") -> httpx.Response
     return node.put(f"/{kind}/{name_of(data)}", content=data)
 
 
-def test_proofs_from_a_manifest_the_node_holds(node: httpx.Client, sample: Encoded) -> None:
+def test_proofs_from_a_manifest_the_node_holds(tmp_path: Path, sample: Encoded) -> None:
+    # The manifest (about 4.1 KB with block_size) must fit the node's cap.
+    with ThreadNode(tmp_path, 2 * CAP) as node:
+        _proofs(node, sample)
+
+
+def _proofs(node: httpx.Client, sample: Encoded) -> None:
     m = sample.manifest
     manifest_name = m.digest().hex()
     share_hash = m.chunks[2].shares[1]

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from datagora.storage.blocks import content_address
 from datagora.storage.errors import VanishedError
 from datagora.storage.packs import Holding, PackStore, share_location
 from datagora.storage.shares import ShareHeader
 
 
 def named(data: bytes) -> tuple[bytes, bytes]:
-    return hashlib.sha256(data).digest(), data
+    return content_address(data), data
 
 
 def share(dataset: bytes, version: int, payload: bytes) -> bytes:
@@ -27,7 +28,7 @@ def share(dataset: bytes, version: int, payload: bytes) -> bytes:
 def put(store: PackStore, blobs: list[bytes]) -> list[tuple[bool, bool]]:
     with store.writer() as writer:
         for data in blobs:
-            name = hashlib.sha256(data).digest()
+            name = content_address(data)
             writer.start(name, store.holding(name))
             writer.write(data[:7])
             writer.write(data[7:])
@@ -44,7 +45,7 @@ def test_a_batch_is_appended_indexed_and_read_back(tmp_path: Path) -> None:
     blobs = [bytes([i]) * (50 + i) for i in range(16)]
     assert put(store, blobs) == [(True, True)] * 16
     for data in blobs:
-        name = hashlib.sha256(data).digest()
+        name = content_address(data)
         assert store.read(name) == data and store.size(name) == len(data)
         assert store.holding(name) is Holding.INTACT
     assert (store.count, store.bytes) == (16, sum(map(len, blobs)))
@@ -101,7 +102,7 @@ def test_a_rotten_copy_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
     store = PackStore(tmp_path)
     data = b"bytes that will rot" * 4
     put(store, [data])
-    where = share_location(tmp_path, hashlib.sha256(data).hexdigest())
+    where = share_location(tmp_path, content_address(data).hex())
     assert where is not None
     path, offset, length = where
     assert length == len(data) and path.read_bytes()[offset : offset + length] == data
@@ -189,7 +190,7 @@ def test_a_node_killed_mid_batch_serves_only_committed_shares(tmp_path: Path) ->
 def test_the_old_file_per_share_layout_is_imported(tmp_path: Path) -> None:
     blobs = [b"legacy share %d" % i for i in range(5)]
     for data in blobs:
-        name = hashlib.sha256(data).hexdigest()
+        name = content_address(data).hex()
         (tmp_path / "shares" / name[:2]).mkdir(parents=True, exist_ok=True)
         (tmp_path / "shares" / name[:2] / name).write_bytes(data)
     rotten = hashlib.sha256(b"original").hexdigest()

@@ -208,7 +208,7 @@ def test_share_header_layout(sample: Encoded) -> None:
     raw = sample.share(3, 2)
     header = ShareHeader.unpack(raw)
     assert header == ShareHeader(sample.params.dataset_id, 1, 3, 2, 3, 5, 116)
-    assert raw[:4] == b"DGS1" and SHARE_HEADER_SIZE == 58
+    assert raw[:4] == b"DGS2" and SHARE_HEADER_SIZE == 58
     assert len(raw) == SHARE_HEADER_SIZE + -(-116 // 3)
     with pytest.raises(IntegrityError, match="magic"):
         ShareHeader.unpack(b"XXXX" + raw[4:])

@@ -53,6 +53,9 @@ class Kind(enum.StrEnum):
     JOB_DECISION = "job-decision"
     JOB_RESULT = "job-result"
     REPAIR = "repair"
+    DEAL = "deal"
+    PROOF = "proof"
+    MISSED = "missed"
     ANCHOR = "anchor"
     KEY_VALUE = "key-value"
     OTHER = "other"
@@ -281,6 +284,34 @@ _DESCRIBE: dict[tuple[str, str], _Describe] = {
         Kind.REPAIR,
         f"storage repaired by {a['repairer']}: {a['shares_rebuilt']} share(s) rebuilt, "
         f"placement {_hx(a['placement_hash'])}",
+    ),
+    ("StorageDeals", "DealOpened"): lambda a: (
+        Kind.DEAL,
+        f"storage deal {a['deal']} opened by {a['owner']} for version {a['version']}: "
+        f"{len(a['nodes'])} node(s), {a['periods']} period(s) of {a['period_blocks']} blocks, "
+        f"{a['challenges']} challenge(s) a period",
+    ),
+    ("StorageDeals", "NodeJoined"): lambda a: (
+        Kind.DEAL,
+        f"storage node {a['node']} joined deal {a['deal']}",
+    ),
+    ("StorageDeals", "ProofAccepted"): lambda a: (
+        Kind.PROOF,
+        f"storage node {a['node']} proved period {a['period']} of deal {a['deal']}",
+    ),
+    ("StorageDeals", "PeriodMissed"): lambda a: (
+        Kind.MISSED,
+        f"storage node {a['node']} missed period {a['period']} of deal {a['deal']} "
+        f"(reported by {a['reporter']}): slashed",
+    ),
+    ("StorageDeals", "NodeSettled"): lambda a: (
+        Kind.DEAL if a["missed"] == 0 else Kind.MISSED,
+        f"storage node {a['node']} settled in deal {a['deal']}"
+        + (f": {a['missed']} period(s) unproven, slashed" if a["missed"] else ""),
+    ),
+    ("StorageDeals", "DealEnded"): lambda a: (
+        Kind.DEAL,
+        f"storage deal {a['deal']} ended by {a['owner']} after period {a['end_period']}",
     ),
     ("ComputeRegistry", "TrustedAlgorithmChanged"): lambda a: (
         Kind.ALGORITHM,

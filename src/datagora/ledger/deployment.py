@@ -15,6 +15,8 @@ from datagora.ledger.chain import Chain
 from datagora.ledger.compiler import CONTRACT_NAMES, compile_contract
 from datagora.ledger.registry import DEFAULT_MIN_STAKE, DEFAULT_UNBONDING_DELAY
 
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
 DEPLOYMENT_FORMAT = 1
 
 
@@ -117,6 +119,8 @@ def deploy_contracts(
     c["StorageLog"] = deploy("StorageLog", c["DataNFT"], c["NodeRegistry"])
     # Optional (records made before it existed lack it): proxies batch their views.
     c["ViewBatch"] = deploy("ViewBatch")
+    # Slashes a node's registry stake too (the registry approves it as a slasher below).
+    c["StorageDeals"] = deploy("StorageDeals", c["MarketToken"], c["DataNFT"], c["NodeRegistry"])
     nft = chain.w3.eth.contract(address=c["DataNFT"], abi=compile_contract("DataNFT").abi)  # type: ignore[call-overload]
     chain.transact(
         deployer,
@@ -133,6 +137,15 @@ def deploy_contracts(
     )
     registry = chain.w3.eth.contract(  # type: ignore[call-overload]
         address=c["NodeRegistry"], abi=compile_contract("NodeRegistry").abi
+    )
+    # Storage deals slash a node's registry stake beyond its deal collateral.
+    chain.transact(
+        deployer,
+        {
+            "to": c["NodeRegistry"],
+            "data": registry.encode_abi("set_slasher", args=[c["StorageDeals"], True]),
+        },
+        "NodeRegistry.set_slasher",
     )
     if min_stake:
         for role in (1, 2, 4):

@@ -12,6 +12,7 @@ from datagora.ledger.access import AccessLog, AccessRegistry
 from datagora.ledger.chain import Chain, dev_account
 from datagora.ledger.compute import ComputeRegistry
 from datagora.ledger.datasets import DataNFT, Factory
+from datagora.ledger.deals import StorageDeals
 from datagora.ledger.deployment import Deployment, deploy_contracts
 from datagora.ledger.events import Event, EventReader
 from datagora.ledger.market import Dispenser, FixedRateExchange
@@ -52,6 +53,9 @@ class Ledger:
         self.compute = ComputeRegistry(chain, a("ComputeRegistry"))
         self.storage_log = StorageLog(chain, a("StorageLog"))
         self.registry = NodeRegistry(chain, a("NodeRegistry"))
+        # Optional: deployment records made before storage deals lack it.
+        deals = deployment.contracts.get("StorageDeals")
+        self.deals = None if deals is None else StorageDeals(chain, deals)
 
     @classmethod
     def deploy(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datagora.errors import DatagoraError, NotFoundError
 
 __all__ = [
+    "DealError",
     "NoSuchDataset",
     "PublishError",
 ]
@@ -16,3 +17,7 @@ class PublishError(DatagoraError):
 
 class NoSuchDataset(NotFoundError):
     """No dataset has this id on the network's ledger (look ids up with a search)."""
+
+
+class DealError(DatagoraError):
+    """A storage deal cannot be opened as asked (e.g. a node holds none of the shares)."""

@@ -1,4 +1,8 @@
-"""The dataset-version manifest (``datagora.manifest``, format version 2).
+"""The dataset-version manifest (``datagora.manifest``, format version 3; 2 still read).
+
+Version 3 lists ``datagora.share.v2`` shares, addressed by the Merkle root over
+their 1 KiB blocks (so the dataset root commits to every block, and a block can be
+proven on chain); version 2 lists ``datagora.share.v1`` shares addressed by SHA-256.
 
 A manifest describes one encoded dataset version: sizes, chunking, cipher, erasure
 code, the share hashes of every chunk, their Merkle root, and the data key wrapped
@@ -26,6 +30,7 @@ from datagora.crypto import pre
 from datagora.crypto.aead import DATASET_ID_SIZE, MAX_VERSION, TAG_SIZE
 from datagora.crypto.sealed import WRAP_SCHEME, WrappedKey
 from datagora.errors import DatagoraError
+from datagora.storage.blocks import BLOCK_SIZE
 from datagora.storage.canonical import (
     canonical_json,
     check_fields,
@@ -67,11 +72,13 @@ UMBRAL_WRAP_SCHEME: Final = "umbral-pre-v1"
 AnyWrappedKey = WrappedKey | pre.WrappedKey
 
 FORMAT: Final = "datagora.manifest"
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
+READ_VERSIONS: Final = (2, 3)
 CIPHER: Final = "AES-256-GCM"
 CHUNK_FORMAT: Final = "datagora.chunk.v1"
 CODEC: Final = "zfec"
-SHARE_FORMAT: Final = "datagora.share.v1"
+SHARE_FORMAT: Final = "datagora.share.v2"
+SHARE_FORMATS: Final = {2: "datagora.share.v1", 3: "datagora.share.v2"}
 MERKLE_SCHEME: Final = "rfc6962-sha256"
 MAX_CHUNK_SIZE: Final = 256 * 1024 * 1024
 MAX_MANIFEST_BYTES: Final = 64 * 1024 * 1024
@@ -105,6 +112,7 @@ class Manifest:
     chunks: tuple[ChunkRecord, ...]
     merkle_root: bytes
     wrapped_key: AnyWrappedKey
+    format_version: int = FORMAT_VERSION
     _index: dict[bytes, tuple[int, int]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
@@ -127,8 +135,9 @@ class Manifest:
         n: int,
         chunks: Sequence[ChunkRecord],
         wrapped_key: AnyWrappedKey,
+        format_version: int = FORMAT_VERSION,
     ) -> Manifest:
-        """Make a manifest, computing the Merkle root over the share hashes."""
+        """Make a manifest, computing the Merkle root over the share addresses."""
         root = MerkleTree([h for c in chunks for h in c.shares]).root
         return cls(
             dataset_id=dataset_id,
@@ -140,9 +149,17 @@ class Manifest:
             chunks=tuple(chunks),
             merkle_root=root,
             wrapped_key=wrapped_key,
+            format_version=format_version,
         )
 
+    @property
+    def share_format(self) -> int:
+        """The share format this manifest lists: 2 (block roots) or 1 (SHA-256)."""
+        return 1 if self.format_version == 2 else 2
+
     def _validate(self) -> None:
+        if self.format_version not in READ_VERSIONS:
+            raise ManifestError(f"manifest format_version {self.format_version} is not supported")
         if not isinstance(self.dataset_id, bytes) or len(self.dataset_id) != DATASET_ID_SIZE:
             raise ManifestError(f"dataset_id must be {DATASET_ID_SIZE} bytes")
         check_int("version", self.version, 0, MAX_VERSION)
@@ -178,16 +195,24 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as a JSON-ready dict (the schema of ``docs/formats.md``)."""
+        merkle: dict[str, Any] = {"scheme": MERKLE_SCHEME, "root": self.merkle_root.hex()}
+        if self.format_version >= 3:
+            merkle["block_size"] = BLOCK_SIZE
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "dataset_id": self.dataset_id.hex(),
             "version": self.version,
             "plaintext_size": self.plaintext_size,
             "chunk_size": self.chunk_size,
             "cipher": {"algorithm": CIPHER, "chunk_format": CHUNK_FORMAT},
-            "erasure": {"codec": CODEC, "k": self.k, "n": self.n, "share_format": SHARE_FORMAT},
-            "merkle": {"scheme": MERKLE_SCHEME, "root": self.merkle_root.hex()},
+            "erasure": {
+                "codec": CODEC,
+                "k": self.k,
+                "n": self.n,
+                "share_format": SHARE_FORMATS[self.format_version],
+            },
+            "merkle": merkle,
             "chunks": [
                 {"ciphertext_size": c.ciphertext_size, "shares": [h.hex() for h in c.shares]}
                 for c in self.chunks
@@ -240,6 +265,7 @@ class VerifiedManifest:
             m.k,
             m.n,
             m.chunks[chunk_index].ciphertext_size,
+            m.share_format,
         )
 
     def verify_share(self, chunk_index: int, share_index: int, data: bytes) -> VerifiedShare:
@@ -306,18 +332,23 @@ def parse_manifest(data: bytes) -> Manifest:
         },
     )  # fmt: skip
     _const(top, "format", "manifest", FORMAT)
-    if top["format_version"] != FORMAT_VERSION or type(top["format_version"]) is not int:
+    version = top["format_version"]
+    if version not in READ_VERSIONS or type(version) is not int:
         raise ManifestError(
-            f"manifest format_version {top['format_version']!r} is not supported "
-            f"(this datagora reads version {FORMAT_VERSION})"
+            f"manifest format_version {version!r} is not supported "
+            f"(this datagora reads versions {', '.join(map(str, READ_VERSIONS))})"
         )
     cipher = check_fields(top["cipher"], "cipher", {"algorithm", "chunk_format"})
     _const(cipher, "algorithm", "cipher", CIPHER)
     _const(cipher, "chunk_format", "cipher", CHUNK_FORMAT)
     erasure = check_fields(top["erasure"], "erasure", {"codec", "k", "n", "share_format"})
     _const(erasure, "codec", "erasure", CODEC)
-    _const(erasure, "share_format", "erasure", SHARE_FORMAT)
-    merkle = check_fields(top["merkle"], "merkle", {"scheme", "root"})
+    _const(erasure, "share_format", "erasure", SHARE_FORMATS[version])
+    if version >= 3:
+        merkle = check_fields(top["merkle"], "merkle", {"scheme", "root", "block_size"})
+        _const(merkle, "block_size", "merkle", BLOCK_SIZE)
+    else:
+        merkle = check_fields(top["merkle"], "merkle", {"scheme", "root"})
     _const(merkle, "scheme", "merkle", MERKLE_SCHEME)
     wrap_obj = top["key_wrap"]
     umbral = isinstance(wrap_obj, dict) and wrap_obj.get("scheme") == UMBRAL_WRAP_SCHEME
@@ -370,6 +401,7 @@ def parse_manifest(data: bytes) -> Manifest:
         chunks=tuple(chunks),
         merkle_root=check_hex(merkle["root"], "merkle.root", 32),
         wrapped_key=wrapped,
+        format_version=version,
     )
     if manifest.to_bytes() != data:
         # One manifest, one hash: refuse any other spelling of the same content.

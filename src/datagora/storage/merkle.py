@@ -24,6 +24,7 @@ __all__ = [
     "leaf_hash",
     "merkle_root",
     "node_hash",
+    "root_of_hashes",
     "verify_inclusion",
 ]
 
@@ -31,7 +32,7 @@ HASH_SIZE: Final = 32
 _EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
 
 
-def leaf_hash(leaf: bytes) -> bytes:
+def leaf_hash(leaf: bytes | memoryview) -> bytes:
     """``SHA-256(0x00 || leaf)``."""
     return hashlib.sha256(b"\x00" + leaf).digest()
 
@@ -85,7 +86,7 @@ class MerkleTree:
 
     __slots__ = ("_levels",)
 
-    def __init__(self, leaves: Sequence[bytes]) -> None:
+    def __init__(self, leaves: Sequence[bytes] | Sequence[memoryview]) -> None:
         level = [leaf_hash(leaf) for leaf in leaves]
         self._levels = [level]
         while len(level) > 1:
@@ -117,6 +118,18 @@ class MerkleTree:
                 path.append(level[sibling])
             index >>= 1
         return MerkleProof(leaf_index, self.size, tuple(path))
+
+
+def root_of_hashes(level: list[bytes]) -> bytes:
+    """The RFC 6962 tree head over leaves already hashed with :func:`leaf_hash`."""
+    if not level:
+        return _EMPTY_ROOT
+    while len(level) > 1:
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:

@@ -448,7 +448,7 @@ def create_storage_app(
                         parts.append(piece)
                 check_size(size, write, done=True)
                 if not pack.finish():
-                    raise _Refused(422, "body does not hash to the share name (SHA-256 mismatch)")
+                    raise _Refused(422, "body does not hash to the share name (its address)")
                 placements = []
                 if placement:
                     try:
@@ -502,7 +502,7 @@ def create_storage_app(
                             raise _Refused(
                                 422,
                                 f"share {event.index} ({received[-1][0].hex()}) does not hash "
-                                "to its name (SHA-256 mismatch); nothing from this batch was "
+                                "to its name (address mismatch); nothing from this batch was "
                                 "stored",
                             )
                 count = reader.finish()

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import os
 import sqlite3
 import threading
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from datagora.storage.blocks import AddressHasher, content_address
 from datagora.storage.errors import IntegrityError, StorageError, VanishedError
 from datagora.storage.shares import SHARE_HEADER_SIZE, ShareHeader
 
@@ -261,7 +261,7 @@ class _Pending:
     name: bytes
     holding: Holding
     offset: int
-    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    digest: AddressHasher = field(default_factory=AddressHasher)
     length: int = 0
     head: bytes = b""
 
@@ -478,7 +478,7 @@ class PackStore:
                 except ValueError:
                     continue
                 data = path.read_bytes()
-                if len(name) != 32 or hashlib.sha256(data).digest() != name:
+                if len(name) != 32 or content_address(data) != name:
                     continue  # not a blob, or rotted: the network's repair restores it
                 writer.start(name, self.holding(name))
                 writer.write(data)
@@ -598,7 +598,7 @@ class PackStore:
         data = self.read(name)
         if data is None:
             return Holding.NOTHING
-        return Holding.INTACT if hashlib.sha256(data).digest() == name else Holding.ROTTEN
+        return Holding.INTACT if content_address(data) == name else Holding.ROTTEN
 
     def placements(self, manifest: bytes) -> list[tuple[bytes, int]]:
         """(record name, sequence) of each placement record held for ``manifest``."""
@@ -682,7 +682,7 @@ class PackStore:
             target = writer._live()
             for name, offset, length in rows:
                 data = _pread_exact(source.fileno(), length, offset)
-                if hashlib.sha256(data).digest() != name:
+                if content_address(data) != name:
                     rotten.append((name, offset))
                     continue
                 moves.append((target.number, target.size, name, number, offset))

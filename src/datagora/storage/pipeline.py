@@ -64,8 +64,13 @@ class EncodingParams:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     k: int = DEFAULT_K
     n: int = DEFAULT_N
+    # 2: shares addressed by their block root (manifest format 3); 1 only to
+    # reproduce datasets written before (manifest format 2).
+    share_format: int = 2
 
     def __post_init__(self) -> None:
+        if self.share_format not in (1, 2):
+            raise StorageError("share format must be 1 or 2")
         if not isinstance(self.dataset_id, bytes) or len(self.dataset_id) != DATASET_ID_SIZE:
             raise StorageError(f"dataset id must be {DATASET_ID_SIZE} bytes")
         if type(self.version) is not int or not 0 <= self.version <= MAX_VERSION:
@@ -107,6 +112,7 @@ def encode_chunk(
                 params.k,
                 params.n,
                 len(ciphertext),
+                params.share_format,
             ),
             block,
         )
@@ -187,6 +193,7 @@ class ManifestBuilder:
             n=p.n,
             chunks=self._records,
             wrapped_key=wrapped_key,
+            format_version=3 if p.share_format == 2 else 2,
         )
 
 

@@ -42,7 +42,7 @@ from datagora.ledger.errors import ChainError
 from datagora.storage.errors import ManifestError, PlacementError
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, verify_manifest
 from datagora.storage.placement import MAX_PLACEMENT_BYTES, parse_placement
-from datagora.storage.shares import SHARE_MAGIC
+from datagora.storage.shares import SHARE_MAGICS
 
 if TYPE_CHECKING:
     from datagora.ledger import Chain, Deployment, Ledger
@@ -264,7 +264,7 @@ class Retention:
             if self.clock() - entry.stored_at < self.grace:
                 continue
             raw = store.read(entry.name)
-            if raw is None or raw.startswith(SHARE_MAGIC):
+            if raw is None or raw.startswith(SHARE_MAGICS):
                 continue
             try:
                 record = parse_placement(raw)

@@ -1,7 +1,10 @@
-"""Share layout (``datagora.share.v1``), share addressing and verification.
+"""Share layout (``datagora.share.v2``, and v1), share addressing and verification.
 
 A share is a 58-byte header followed by one erasure-coded block of an encrypted
-chunk. Its address (name) is the SHA-256 of the whole share. The header makes each
+chunk. Its address (name) commits to the whole share: for a v2 share (magic
+``DGS2``) the Merkle root over its 1 KiB blocks (:mod:`datagora.storage.blocks`,
+so one block can be proven on chain), for a v1 share (``DGS1``, older manifests)
+its SHA-256. The header makes each
 share self-describing (a repairer or node can tell what it holds without the
 manifest) and globally unique, so equal blocks in two chunks or datasets never
 collide on one address.
@@ -13,17 +16,18 @@ accepts nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from typing import Final
 
+from datagora.storage.blocks import SHARE_MAGIC_V2, content_address
 from datagora.storage.errors import IntegrityError
 from datagora.storage.merkle import MerkleProof, verify_inclusion
 
 __all__ = [
     "SHARE_HEADER_SIZE",
     "SHARE_MAGIC",
+    "SHARE_MAGICS",
     "Share",
     "ShareHeader",
     "VerifiedShare",
@@ -32,14 +36,17 @@ __all__ = [
     "verify_share",
 ]
 
-SHARE_MAGIC: Final = b"DGS1"
+SHARE_MAGIC_V1: Final = b"DGS1"
+SHARE_MAGIC: Final = SHARE_MAGIC_V2  # what new shares carry
+SHARE_MAGICS: Final = (SHARE_MAGIC_V1, SHARE_MAGIC_V2)
 _HEADER: Final = struct.Struct(">4s32sIQHHHI")
 SHARE_HEADER_SIZE: Final = _HEADER.size  # 58
 
 
 @dataclass(frozen=True, slots=True)
 class ShareHeader:
-    """Where a share belongs: dataset, version, chunk, block number, code, chunk size."""
+    """Where a share belongs: dataset, version, chunk, block number, code, chunk size;
+    ``share_format`` 2 (``DGS2``, block-root address) or 1 (``DGS1``, SHA-256)."""
 
     dataset_id: bytes
     version: int
@@ -48,11 +55,12 @@ class ShareHeader:
     k: int
     n: int
     ciphertext_size: int
+    share_format: int = 2
 
     def pack(self) -> bytes:
         """The 58-byte big-endian header (see ``docs/formats.md``)."""
         return _HEADER.pack(
-            SHARE_MAGIC,
+            SHARE_MAGICS[self.share_format - 1],
             self.dataset_id,
             self.version,
             self.chunk_index,
@@ -68,16 +76,16 @@ class ShareHeader:
         if len(data) < SHARE_HEADER_SIZE:
             raise IntegrityError("share is shorter than its header")
         magic, dataset_id, version, chunk, share, k, n, size = _HEADER.unpack_from(data)
-        if magic != SHARE_MAGIC:
-            raise IntegrityError("share does not start with the datagora share magic 'DGS1'")
+        if magic not in SHARE_MAGICS:
+            raise IntegrityError("share does not start with a datagora share magic (DGS1, DGS2)")
         if not 1 <= k <= n or share >= n:
             raise IntegrityError("share header has impossible erasure parameters")
-        return cls(dataset_id, version, chunk, share, k, n, size)
+        return cls(dataset_id, version, chunk, share, k, n, size, SHARE_MAGICS.index(magic) + 1)
 
 
 def share_name(data: bytes) -> str:
-    """The address of a share: lowercase hex SHA-256 of its bytes."""
-    return hashlib.sha256(data).hexdigest()
+    """The address of a share as 64 lowercase hex digits (see :func:`content_address`)."""
+    return content_address(data).hex()
 
 
 def parse_share_name(name: str) -> bytes:
@@ -92,7 +100,8 @@ def parse_share_name(name: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Share:
-    """An encoded share as produced by the encoder: its bytes and their SHA-256."""
+    """An encoded share as produced by the encoder: its bytes and their address
+    (``sha256`` keeps its historical name; for a v2 share it is the block root)."""
 
     sha256: bytes
     data: bytes
@@ -101,7 +110,7 @@ class Share:
     def build(cls, header: ShareHeader, block: bytes | memoryview) -> Share:
         """Assemble header and block and hash the result."""
         data = header.pack() + block
-        return cls(hashlib.sha256(data).digest(), data)
+        return cls(content_address(data), data)
 
     @property
     def name(self) -> str:
@@ -146,9 +155,9 @@ class VerifiedShare:
 
 
 def check_share_bytes(data: bytes, expected_sha256: bytes) -> ShareHeader:
-    """Check ``data`` hashes to ``expected_sha256`` and parse its header."""
-    if hashlib.sha256(data).digest() != expected_sha256:
-        raise IntegrityError(f"share {expected_sha256.hex()} does not match its SHA-256")
+    """Check ``data``'s address is ``expected_sha256`` and parse its header."""
+    if content_address(data) != expected_sha256:
+        raise IntegrityError(f"share {expected_sha256.hex()} does not match its address")
     return ShareHeader.unpack(data)
 
 
