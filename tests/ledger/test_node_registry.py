@@ -35,6 +35,7 @@ from datagora.ledger.registry import DEFAULT_MIN_STAKE, DEFAULT_UNBONDING_DELAY
 from datagora.node.apps import storage_app
 from datagora.node.inprocess import ServerGroup
 from datagora.node.network import Network as NetworkFile
+from datagora.node.network import dev_grants
 from datagora.node.registration import STORAGE_ACCOUNT_BASE, DevNode, register_dev_nodes
 from helpers import DEPLOYER, OTHER, OWNER, fund
 
@@ -240,7 +241,16 @@ def discovery(anvil: Anvil, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with ServerGroup() as servers:
         nodes = [
             (
-                servers.start(partial(storage_app, base / f"s{i}", 64 << 20), f"s{i}").url,
+                servers.start(
+                    partial(
+                        storage_app,
+                        base / f"s{i}",
+                        64 << 20,
+                        chain_id=ledger.chain.chain_id,
+                        grants=dev_grants(),
+                    ),
+                    f"s{i}",
+                ).url,
                 base / f"s{i}",
             )
             for i in range(8)
