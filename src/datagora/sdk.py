@@ -22,7 +22,7 @@ import httpx
 
 from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError, Unreachable
-from datagora.ledger import Ledger
+from datagora.ledger import EscrowRecord, Ledger
 from datagora.market import Endpoints, Marketplace
 from datagora.node.connect import (
     dev_identity,
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Dataset", "Job", "Market", "connect"]
 
-_FINISHED = ("succeeded", "failed", "denied")
+_FINISHED = ("succeeded", "failed", "denied", "cancelled")
 
 
 class Job:
@@ -86,6 +86,28 @@ class Job:
     def logs(self) -> str:
         """The job's stdout and stderr (capped; withheld if they reproduce input rows)."""
         return self._handle.logs()
+
+    def cancel(self) -> dict[str, Any]:
+        """Withdraw the job while it waits for review or in the queue (not once it runs);
+        a job paid through the escrow is refunded on chain. Its new status."""
+        return self._handle.cancel()
+
+    def escrow(self) -> EscrowRecord | None:
+        """The escrow that pays for the job (None: paid by an order): its ``state`` (locked,
+        paid, refunded), ``amount`` and ``deadline``."""
+        ledger = self._handle.market.ledger
+        escrow = ledger.compute.job_escrow(self.job)
+        return ledger.compute.escrow(escrow) if escrow else None
+
+    def reclaim(self) -> EscrowRecord | None:
+        """After the escrow's deadline, with the job still unsettled: take the money back
+        (the job is cancelled on chain). Its escrow, refunded."""
+        ledger = self._handle.market.ledger
+        escrow = ledger.compute.job_escrow(self.job)
+        if not escrow:
+            return None
+        ledger.compute.reclaim(self._handle.market.identity.account, escrow)
+        return ledger.compute.escrow(escrow)
 
     def result(self, dest: str | Path | None = None) -> bytes:
         """The decrypted result archive (tar); unpacked into `dest` if given. The sealed
@@ -298,6 +320,20 @@ class Market(Marketplace):
         """As the owner: deny a pending job with a reason (recorded on chain)."""
         with self._job_owner(job, node) as owner:
             return owner.deny(job, reason)
+
+    def cancel_job(self, job: int, node: str | None = None) -> dict[str, Any]:
+        """As the owner: cancel a pending or queued job (recorded on chain; a job paid
+        through the escrow is refunded to its consumer)."""
+        with self._job_owner(job, node) as owner:
+            return owner.cancel(job)
+
+    def price_jobs(self, dataset: int, price: int, timeout: int = 3600) -> tuple[int, int]:
+        """As the owner: sell jobs on `dataset` one by one at `price` base units of the
+        market currency, paid through the escrow (0: jobs are paid by orders only); an
+        escrow waits `timeout` seconds (at most 30 days) for its job's result, then its
+        consumer may take the money back. Applies to later jobs. The new terms."""
+        self.ledger.compute.set_job_terms(self.identity.account, dataset, price, timeout)
+        return self.ledger.compute.job_terms(dataset)
 
     # -- market tokens (as `datagora fund` and `datagora transfer`) --------------------
 

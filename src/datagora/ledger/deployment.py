@@ -105,7 +105,7 @@ def deploy_contracts(
     c["CiphertextStore"] = deploy("CiphertextStore", c["DataNFT"])
     c["MerkleVerifier"] = deploy("MerkleVerifier", c["DataNFT"])
     c["AccessLog"] = deploy("AccessLog")
-    c["ComputeRegistry"] = deploy("ComputeRegistry", c["DataNFT"])
+    c["ComputeRegistry"] = deploy("ComputeRegistry", c["DataNFT"], c["MarketToken"])
     c["StorageLog"] = deploy("StorageLog", c["DataNFT"])
     # Optional (records made before it existed lack it): proxies batch their views.
     c["ViewBatch"] = deploy("ViewBatch")
