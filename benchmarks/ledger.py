@@ -58,6 +58,21 @@ def _escrow_gas(
     return lock.tx.gas_used, claim.gas_used
 
 
+def _transfer_and_rekey_gas(
+    ledger: Ledger, holder: LocalAccount, heir: LocalAccount, dataset: int
+) -> int:
+    """Giving a dataset away, all three transactions: the holder leaves the data key
+    wrapped to the heir (a CiphertextStore record of a wrapped key's size), transfers
+    the NFT, and the heir's re-key (a new version with a new manifest and root)."""
+    wrapped = bytes(525)  # the JSON of a WrappedKey (capsule, ciphertext, key, in hex)
+    record = ledger.ciphertexts.store(holder, wrapped, dataset, _h("handover"))
+    transfer = ledger.data_nft.transfer(holder, dataset, heir.address)
+    rekey = ledger.data_nft.update(
+        heir, dataset, _h("metadata v2"), "https://catalog.example/v2.json", _h("m2"), _h("r2")
+    )
+    return record.tx.gas_used + transfer.gas_used + rekey.gas_used
+
+
 def measure_gas(ledger: Ledger) -> dict[str, Any]:
     """Run each operation once as a user would and read its gas from the receipt."""
     chain = ledger.chain
@@ -98,6 +113,7 @@ def measure_gas(ledger: Ledger) -> dict[str, Any]:
     _, kv_tx = ledger.kv.set(owner, _h("key"), _h("value v1"))
     record = ledger.ciphertexts.store(owner, bytes(range(256)) * 4, published.dataset, _h("k"))
     lock_gas, claim_gas = _escrow_gas(ledger, owner, buyers[2], published.dataset, key)
+    rekey_gas = _transfer_and_rekey_gas(ledger, owner, market, published.dataset)
     return {
         "gas": {
             "publish": published.tx.gas_used,
@@ -112,6 +128,7 @@ def measure_gas(ledger: Ledger) -> dict[str, Any]:
             "onchain_record_1kib": record.tx.gas_used,
             "compute_escrow_lock": lock_gas,
             "compute_escrow_claim": claim_gas,
+            "transfer_and_rekey": rekey_gas,
         },
         "publish_txs": publish_txs,
         "consume_txs": consume_txs,

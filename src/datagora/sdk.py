@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from datagora.crypto.keys import Identity
+from datagora.crypto.keys import Identity, PublicIdentity
 from datagora.errors import ConfigError, Unreachable
 from datagora.ledger import EscrowRecord, Ledger
 from datagora.market import Endpoints, Marketplace
@@ -466,6 +466,31 @@ class Dataset:
     ) -> Job:
         """Run `algorithm` next to this dataset (see :meth:`Market.compute`)."""
         return self.market.compute(self.id, algorithm, params, **kwargs)
+
+    def transfer(self, to: Market | PublicIdentity | dict[str, Any]) -> Any:
+        """As its holder: give this dataset (its data NFT) to `to` — another
+        :class:`Market` (an account you also run: the whole lifecycle happens here,
+        re-key included) or the recipient's public record (``datagora account
+        export-public``: they then run :meth:`rekey`). The data key is left on chain
+        wrapped to the recipient; until the re-key, the dataset neither sells nor
+        serves. Returns the handover (and, for a Market, the re-key's transaction as
+        ``rekey_tx``)."""
+        if isinstance(to, Market):
+            me = to.identity
+            public = PublicIdentity(me.address, me.umbral_public_key, me.verifying_key)
+        elif isinstance(to, dict):
+            public = PublicIdentity.from_json(to)
+        else:
+            public = to
+        handover = self.market.transfer_dataset(self.id, public)
+        if not isinstance(to, Market):
+            return handover
+        return {"handover": handover, "rekey_tx": to.rekey(self.id)}
+
+    def rekey(self) -> Any:
+        """As the new holder of this transferred dataset: re-key it (see
+        :meth:`Market.rekey`); it then sells and serves again."""
+        return self.market.rekey(self.id)
 
 
 def connect(

@@ -83,7 +83,7 @@ def test_only_the_controller_updates_and_transfer_moves_control(ledger: Ledger) 
         ledger.data_nft.update(OTHER, pub.dataset, h("x"), "")
     ledger.data_nft.transfer(OWNER, pub.dataset, OTHER.address)
     assert ledger.data_nft.controller(pub.dataset) == OTHER.address
-    ledger.data_nft.update(OTHER, pub.dataset, h("x"), "")
+    ledger.data_nft.update(OTHER, pub.dataset, h("x"), "", h("manifest 2"), h("root 2"))
     with pytest.raises(NotController):
         ledger.data_nft.update(OWNER, pub.dataset, h("y"), "")
     assert ledger.data_nft.get_dataset(pub.dataset).metadata_hash == h("x")
@@ -93,6 +93,7 @@ def test_new_controller_is_paid(ledger: Ledger) -> None:
     pub = publish(ledger, market_fee_bps=0)
     ledger.exchange.set_protocol_fee(DEPLOYER, 0, DEPLOYER.address)
     ledger.data_nft.transfer(OWNER, pub.dataset, OTHER.address)
+    ledger.data_nft.update(OTHER, pub.dataset, h("v2"), "", h("manifest 2"), h("root 2"))
     fund(ledger, BUYER.address)
     before = ledger.market_token.balance_of(OTHER.address)
     ledger.exchange.buy_and_order(BUYER, pub.dataset, ledger.datatoken(pub.dataset))

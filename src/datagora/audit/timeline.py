@@ -109,7 +109,7 @@ def _hx(value: bytes) -> str:
     return "none" if value == EMPTY32 else "0x" + value.hex()
 
 
-_STATES = {0: "active", 1: "disabled", 2: "retired"}
+_STATES = {0: "active", 1: "disabled", 2: "retired", 3: "awaiting re-key"}
 _LISTS = {0: "no list", 1: "allow list", 2: "deny list"}
 
 

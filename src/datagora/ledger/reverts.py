@@ -34,6 +34,12 @@ _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
         errors.InvalidState,
         "a job's escrow is refunded by cancel, failure or denial, or after its deadline",
     ),
+    (
+        "re-key needs a new version",
+        errors.InvalidState,
+        "the dataset was transferred: its new holder re-keys it (datagora rekey) before it "
+        "sells or serves again",
+    ),
     ("escrow not locked", errors.InvalidState, "the escrow was already paid or refunded"),
     ("escrow expired", errors.InvalidState, "its deadline passed: reclaim it and lock again"),
     ("escrow already used", errors.InvalidState, "an escrow pays for one job only"),

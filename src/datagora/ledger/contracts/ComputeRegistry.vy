@@ -28,6 +28,7 @@ from ethereum.ercs import IERC20
 
 interface IDataNFT:
     def controller(dataset: uint256) -> address: view
+    def controller_epoch(dataset: uint256) -> (address, uint256): view
     def datatoken_of(dataset: uint256) -> address: view
     def market_info(dataset: uint256, buyer: address) -> (address, address): view
     def may_use(dataset: uint256, consumer: address) -> bool: view
@@ -65,10 +66,12 @@ CURRENCY: public(immutable(address))
 
 # algorithm hash -> who published it (zero: not published)
 algorithm_publisher: public(HashMap[bytes32, address])
-# dataset -> algorithm hash -> trusted
-trusted: public(HashMap[uint256, HashMap[bytes32, bool]])
-# dataset -> account -> may record and settle jobs for the dataset
-operator: public(HashMap[uint256, HashMap[address, bool]])
+# dataset -> algorithm hash -> 1 + the dataset's transfer epoch in which the
+# controller trusted it (0: not trusted). A transfer of the dataset ends it.
+_trusted: HashMap[uint256, HashMap[bytes32, uint256]]
+# dataset -> account -> 1 + the epoch in which it was made an operator (may record
+# and settle jobs for the dataset); a transfer of the dataset ends it.
+_operator: HashMap[uint256, HashMap[address, uint256]]
 
 job_count: public(uint256)
 
@@ -193,8 +196,53 @@ def __init__(data_nft: address, currency: address):
 
 @internal
 @view
-def _check_operator(dataset: uint256):
-    assert msg.sender == staticcall IDataNFT(DATA_NFT).controller(dataset) or self.operator[dataset][msg.sender], "datagora: not controller"
+def _check_operator(dataset: uint256) -> uint256:
+    """Reverts unless msg.sender is the controller or a current operator; the epoch + 1."""
+    controller: address = empty(address)
+    epoch: uint256 = 0
+    controller, epoch = staticcall IDataNFT(DATA_NFT).controller_epoch(dataset)
+    assert msg.sender == controller or self._operator[dataset][msg.sender] == epoch + 1, "datagora: not controller"
+    return epoch + 1
+
+
+@internal
+@view
+def _check_controller(dataset: uint256) -> uint256:
+    controller: address = empty(address)
+    epoch: uint256 = 0
+    controller, epoch = staticcall IDataNFT(DATA_NFT).controller_epoch(dataset)
+    assert msg.sender == controller, "datagora: not controller"
+    return epoch + 1
+
+
+@external
+@view
+def trusted(dataset: uint256, algorithm: bytes32) -> bool:
+    """
+    @notice True if the dataset's current holder trusts `algorithm` (runs without review).
+    """
+    tag: uint256 = self._trusted[dataset][algorithm]
+    if tag == 0:
+        return False
+    controller: address = empty(address)
+    epoch: uint256 = 0
+    controller, epoch = staticcall IDataNFT(DATA_NFT).controller_epoch(dataset)
+    return tag == epoch + 1
+
+
+@external
+@view
+def operator(dataset: uint256, account: address) -> bool:
+    """
+    @notice True if `account` is an operator the dataset's current holder named.
+    """
+    tag: uint256 = self._operator[dataset][account]
+    if tag == 0:
+        return False
+    controller: address = empty(address)
+    epoch: uint256 = 0
+    controller, epoch = staticcall IDataNFT(DATA_NFT).controller_epoch(dataset)
+    return tag == epoch + 1
 
 
 @external
@@ -213,9 +261,9 @@ def set_trusted(dataset: uint256, algorithm: bytes32, trusted_: bool):
     """
     @notice Allow (or stop allowing) `algorithm` on `dataset` without review. Controller only.
     """
-    assert msg.sender == staticcall IDataNFT(DATA_NFT).controller(dataset), "datagora: not controller"
+    tag: uint256 = self._check_controller(dataset)
     assert algorithm != empty(bytes32), "datagora: empty algorithm hash"
-    self.trusted[dataset][algorithm] = trusted_
+    self._trusted[dataset][algorithm] = tag if trusted_ else 0
     log TrustedAlgorithmChanged(dataset=dataset, algorithm=algorithm, trusted=trusted_)
 
 
@@ -224,9 +272,9 @@ def set_operator(dataset: uint256, operator_: address, allowed: bool):
     """
     @notice Let `operator_` (the owner's compute node) record and settle jobs. Controller only.
     """
-    assert msg.sender == staticcall IDataNFT(DATA_NFT).controller(dataset), "datagora: not controller"
+    tag: uint256 = self._check_controller(dataset)
     assert operator_ != empty(address), "datagora: zero address"
-    self.operator[dataset][operator_] = allowed
+    self._operator[dataset][operator_] = tag if allowed else 0
     log OperatorChanged(dataset=dataset, operator=operator_, allowed=allowed)
 
 
@@ -240,7 +288,7 @@ def record_job(dataset: uint256, version: uint256, service_id: uint256, consumer
             dataset, algorithm and parameters, which the job now binds.
     @return The job id.
     """
-    self._check_operator(dataset)
+    tag: uint256 = self._check_operator(dataset)
     assert algorithm != empty(bytes32), "datagora: empty algorithm hash"
     job: uint256 = self.job_count + 1
     if escrow == 0:
@@ -259,7 +307,7 @@ def record_job(dataset: uint256, version: uint256, service_id: uint256, consumer
         self._escrow_b[escrow] = b | (job << 192)
         self.job_escrow[job] = escrow
     status: uint8 = STATUS_PENDING
-    if self.trusted[dataset][algorithm]:
+    if self._trusted[dataset][algorithm] == tag:
         status = STATUS_APPROVED
     self.job_count = job
     self.jobs[job] = Job(
@@ -349,7 +397,7 @@ def set_job_terms(dataset: uint256, price: uint256, timeout: uint256):
             its consumer may reclaim the money. Applies to later locks only.
             Controller only.
     """
-    assert msg.sender == staticcall IDataNFT(DATA_NFT).controller(dataset), "datagora: not controller"
+    self._check_controller(dataset)
     assert price <= U128, "datagora: bad amount"
     if price != 0:
         assert timeout != 0, "datagora: zero timeout"
