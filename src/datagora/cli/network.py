@@ -56,11 +56,19 @@ def chain_deploy(
     protocol_fee_bps: Annotated[
         int, typer.Option(help="Protocol fee in basis points (max 500).")
     ] = 10,
+    currency: Annotated[
+        str | None,
+        typer.Option(
+            help="An existing ERC-20 to use as the market currency (default: deploy "
+            "datagora's own MarketToken). Without EIP-2612 permit, buyers approve first."
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Deploy every contract to the chain at --rpc and write the deployment record.
 
     Example: DATAGORA_PRIVATE_KEY=0x… datagora chain deploy --rpc http://host:8545
+    --currency 0xA0b8…eB48
     """
     from eth_account import Account
 
@@ -73,7 +81,7 @@ def chain_deploy(
         deployer = Account.from_key(key)
     except ValueError:
         raise ConfigError(f"{key_env} does not hold a valid private key") from None
-    ledger = Ledger.deploy(Chain.rpc(rpc), deployer, protocol_fee_bps)
+    ledger = Ledger.deploy(Chain.rpc(rpc), deployer, protocol_fee_bps, currency=currency)
     ledger.deployment.save(out_file)
     if as_json:
         print_json(
@@ -81,10 +89,15 @@ def chain_deploy(
                 "chain_id": ledger.chain.chain_id,
                 "deployment": str(out_file),
                 "contracts": ledger.deployment.contracts,
+                "currency": ledger.deployment.currency or None,
             }
         )
         return
-    out.print(f"deployed to chain {ledger.chain.chain_id}; record written to {out_file}")
+    money = f"; currency {ledger.deployment.currency}" if ledger.deployment.currency else ""
+    out.print(
+        f"deployed to chain {ledger.chain.chain_id}{money}; record written to {out_file}",
+        highlight=False,
+    )
 
 
 @chain_app.command("info")

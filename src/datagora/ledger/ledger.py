@@ -52,9 +52,16 @@ class Ledger:
         self.storage_log = StorageLog(chain, a("StorageLog"))
 
     @classmethod
-    def deploy(cls, chain: Chain, deployer: LocalAccount, protocol_fee_bps: int = 10) -> Ledger:
-        """Deploy a fresh set of contracts on `chain`."""
-        return cls(chain, deploy_contracts(chain, deployer, protocol_fee_bps))
+    def deploy(
+        cls,
+        chain: Chain,
+        deployer: LocalAccount,
+        protocol_fee_bps: int = 10,
+        currency: str | None = None,
+    ) -> Ledger:
+        """Deploy a fresh set of contracts on `chain` (with the existing ERC-20 at
+        `currency` as the market currency, if given)."""
+        return cls(chain, deploy_contracts(chain, deployer, protocol_fee_bps, currency=currency))
 
     @classmethod
     def embedded(cls) -> Ledger:

@@ -8,7 +8,7 @@ from eth_account.signers.local import LocalAccount
 
 from datagora.ledger.base import ContractWrapper, Tx, check_address
 from datagora.ledger.chain import Chain
-from datagora.ledger.tokens import Datatoken, MarketToken, Order, check_consumer_key
+from datagora.ledger.tokens import Datatoken, MarketToken, Order, Permit, check_consumer_key
 
 BPS = 10_000
 
@@ -113,15 +113,22 @@ class FixedRateExchange(ContractWrapper):
         expiry the service's current terms give (:meth:`Datatoken.terms_floor`: a
         shortened validity makes it revert with :class:`TermsChanged`). Either way
         nothing is paid. The permit is signed here, off chain; no approve
-        transaction is needed.
+        transaction is needed. A market currency without EIP-2612 permit is paid
+        through an allowance: if the buyer's allowance to the exchange is below
+        `max_price`, an ``approve`` of `max_price` is sent first.
         """
         key = check_consumer_key(consumer_key)
         if max_price is None:
             max_price = self.quote(dataset, datatoken.service_units(service_id)).total
         if min_expires_at is None:
             min_expires_at = datatoken.terms_floor(service_id)
-        deadline = permit_deadline or self.chain.timestamp() + 3_600
-        permit = self.market_token.sign_permit(account, self.address, max_price, deadline)
+        if self.market_token.supports_permit():
+            deadline = permit_deadline or self.chain.timestamp() + 3_600
+            permit = self.market_token.sign_permit(account, self.address, max_price, deadline)
+        else:
+            if self.market_token.allowance(account.address, self.address) < max_price:
+                self.market_token.approve(account, self.address, max_price)
+            permit = Permit(account.address, self.address, max_price, 0, 0, bytes(32), bytes(32))
         receipt = self._transact(
             account,
             "buy_and_order",

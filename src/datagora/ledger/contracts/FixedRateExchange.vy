@@ -244,11 +244,11 @@ def _pay(dataset: uint256, amount: uint256, max_total: uint256, config: uint256,
     assert q.total <= max_total, "datagora: price above maximum"
     market_recipient: address = convert(config & convert(max_value(uint160), uint256), address)
     protocol_recipient: address = convert(self._protocol_fee & convert(max_value(uint160), uint256), address)
-    assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, publisher, q.publisher_amount), "datagora: payment failed"
+    assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, publisher, q.publisher_amount, default_return_value=True), "datagora: payment failed"
     if q.market_fee != 0:
-        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, market_recipient, q.market_fee), "datagora: payment failed"
+        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, market_recipient, q.market_fee, default_return_value=True), "datagora: payment failed"
     if q.protocol_fee != 0:
-        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, protocol_recipient, q.protocol_fee), "datagora: payment failed"
+        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, protocol_recipient, q.protocol_fee, default_return_value=True), "datagora: payment failed"
     log Bought(
         dataset=dataset,
         buyer=msg.sender,
