@@ -995,8 +995,10 @@ def test_fees_stay_within_bounds_and_match_payments(
     if one_transaction:
         amount = 1  # buy_and_order buys exactly one access
     with isolated(ledger):
-        fee = ex.prepare("set_protocol_fee", protocol_fee_bps, PROTOCOL.address)
-        send(ledger, DEPLOYER, fee, "set_protocol_fee")
+        fee = ex.prepare("propose_protocol_fee", protocol_fee_bps, PROTOCOL.address)
+        send(ledger, DEPLOYER, fee, "propose_protocol_fee")
+        ledger.chain.advance_time(ex.protocol_fee_delay())
+        send(ledger, DEPLOYER, ex.prepare("apply_protocol_fee"), "apply_protocol_fee")
         assert ex.protocol_fee() == (protocol_fee_bps, PROTOCOL.address)
         dataset = launch(ledger, price=price, market_fee_bps=market_fee_bps)
         q = ex.quote(dataset, amount)
@@ -1042,9 +1044,9 @@ def test_fees_above_their_bounds_are_refused(
     ex = ledger.exchange
     with isolated(ledger):
         fee_before = ex.protocol_fee()
-        tx = ex.prepare("set_protocol_fee", protocol_fee_bps, PROTOCOL.address)
+        tx = ex.prepare("propose_protocol_fee", protocol_fee_bps, PROTOCOL.address)
         with pytest.raises(LimitExceeded):
-            send(ledger, DEPLOYER, tx, "set_protocol_fee")
+            send(ledger, DEPLOYER, tx, "propose_protocol_fee")
         assert ex.protocol_fee() == fee_before
 
         dataset = launch(ledger, Pricing.NONE)

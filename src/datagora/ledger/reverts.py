@@ -40,6 +40,11 @@ _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
         "the dataset was transferred: its new holder re-keys it (datagora rekey) before it "
         "sells or serves again",
     ),
+    (
+        "fee delay not over",
+        errors.InvalidState,
+        "a proposed protocol fee applies only after its delay (pending_protocol_fee)",
+    ),
     ("escrow not locked", errors.InvalidState, "the escrow was already paid or refunded"),
     ("escrow expired", errors.InvalidState, "its deadline passed: reclaim it and lock again"),
     ("escrow already used", errors.InvalidState, "an escrow pays for one job only"),
