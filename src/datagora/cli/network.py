@@ -100,6 +100,46 @@ def chain_deploy(
     )
 
 
+@chain_app.command("base-uri")
+def chain_base_uri(
+    rpc: Annotated[str, typer.Option(help="JSON-RPC URL of the chain.")],
+    url: Annotated[
+        str, typer.Option(help='The catalog\'s /nft/ URL, e.g. "https://catalog.example/nft/".')
+    ],
+    deployment: Annotated[Path, typer.Option(help="The deployment record.")] = Path(
+        "deployment.json"
+    ),
+    key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the deployer's private key (hex).")
+    ] = "DATAGORA_PRIVATE_KEY",
+    as_json: JsonFlag = False,
+) -> None:
+    """Point DataNFT.tokenURI at a catalog, so that wallets fetch ERC-721 metadata JSON.
+
+    Example: DATAGORA_PRIVATE_KEY=0x… datagora chain base-uri --rpc http://host:8545
+    --url https://catalog.example/nft/
+    """
+    from eth_account import Account
+
+    from datagora.ledger import Ledger
+
+    key = os.environ.get(key_env)
+    if not key:
+        raise ConfigError(f"set {key_env} to the deployer's private key (it is never printed)")
+    try:
+        deployer = Account.from_key(key)
+    except ValueError:
+        raise ConfigError(f"{key_env} does not hold a valid private key") from None
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError("the base URI must be an http(s) URL a wallet can fetch")
+    ledger = Ledger.connect(rpc, deployment)
+    tx = ledger.data_nft.set_base_uri(deployer, url)
+    if as_json:
+        print_json({"base_uri": url, "tx": tx.tx_hash, "gas": tx.gas_used})
+        return
+    out.print(f"tokenURI(id) is now {url}<id>", highlight=False)
+
+
 @chain_app.command("info")
 def chain_info(
     rpc: Annotated[str, typer.Option(help="JSON-RPC URL of the chain.")],

@@ -12,6 +12,7 @@
 
 from snekmate.auth import ownable
 from snekmate.tokens import erc721
+from snekmate.tokens.interfaces import IERC4906
 
 initializes: ownable
 initializes: erc721[ownable := ownable]
@@ -24,7 +25,6 @@ exports: (
     erc721.getApproved,
     erc721.setApprovalForAll,
     erc721.isApprovedForAll,
-    erc721.tokenURI,
     erc721.totalSupply,
     erc721.tokenByIndex,
     erc721.tokenOfOwnerByIndex,
@@ -70,6 +70,9 @@ merkle_root: public(HashMap[uint256, bytes32])
 
 factory: public(address)
 access_registry: public(address)
+# Where wallets fetch each token's ERC-721 metadata JSON (the catalog's `/nft/`):
+# tokenURI(id) = base_uri ‖ id. Empty: the metadata URI recorded at publish.
+base_uri: public(String[256])
 
 
 struct DatasetInfo:
@@ -120,6 +123,10 @@ event DatasetTransferred:
     epoch: uint256
 
 
+event BaseURIChanged:
+    base_uri: String[256]
+
+
 event FactorySet:
     factory: indexed(address)
 
@@ -158,6 +165,34 @@ def set_access_registry(access_registry_: address):
     assert access_registry_ != empty(address), "datagora: zero address"
     self.access_registry = access_registry_
     log AccessRegistrySet(access_registry=access_registry_)
+
+
+@external
+def set_base_uri(base_uri_: String[256]):
+    """
+    @notice Point `tokenURI` at a catalog serving ERC-721 metadata JSON at
+            `base_uri_` ‖ token id (e.g. "https://catalog.example/nft/"); empty
+            returns to the recorded metadata URIs. Only the collection owner.
+    """
+    ownable._check_owner()
+    self.base_uri = base_uri_
+    # EIP-4906: every token's metadata moved.
+    log IERC4906.BatchMetadataUpdate(_fromTokenId=1, _toTokenId=max(erc721._counter - 1, 1))
+    log BaseURIChanged(base_uri=base_uri_)
+
+
+@external
+@view
+def tokenURI(token_id: uint256) -> String[512]:
+    """
+    @notice ERC-721 metadata URI: the base URI ‖ the token id when one is set (a URL
+            a wallet can fetch), else the metadata URI recorded for the dataset.
+    """
+    erc721._require_minted(token_id)
+    base: String[256] = self.base_uri
+    if len(base) != 0:
+        return concat(base, uint2str(token_id))
+    return erc721._token_uris[token_id]
 
 
 @external
