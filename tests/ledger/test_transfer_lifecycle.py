@@ -126,3 +126,28 @@ def test_safe_transfer_and_an_approved_operator_start_the_same_lifecycle(ledger:
     assert (info.controller, info.state) == (NEW_OWNER.address, DatasetState.AWAITING_REKEY)
     # The retiring way out stays open to the new holder.
     nft.set_state(NEW_OWNER, d, DatasetState.RETIRED)
+
+
+def test_one_consumers_orders_and_a_datasets_transfers_are_found_by_topic(
+    ledger: Ledger,
+) -> None:
+    """The re-key and the compute client find their events through indexed topics: the
+    node returns only the consumer's orders of this dataset, never every event."""
+    pub = publish(ledger)
+    other = publish(ledger)
+    dt = ledger.datatoken(pub.dataset)
+    fund(ledger, BUYER.address)
+    fund(ledger, OTHER.address)
+    mine = ledger.exchange.buy_and_order(BUYER, pub.dataset, dt, 0, KEY)
+    ledger.exchange.buy_and_order(OTHER, pub.dataset, dt, 0, KEY)
+    ledger.exchange.buy_and_order(BUYER, other.dataset, ledger.datatoken(other.dataset), 0, KEY)
+    start = ledger.deployment.start_block
+    found = dt.find_events("OrderStarted", pub.dataset, BUYER.address, start=start)
+    assert [e.tx_hash for e in found] == [mine.tx.tx_hash]
+    assert found[0]["consumer"] == BUYER.address and found[0]["expires_at"] == mine.expires_at
+    ledger.data_nft.transfer(OWNER, pub.dataset, NEW_OWNER.address)
+    moves = ledger.data_nft.find_events("DatasetTransferred", pub.dataset, start=start)
+    assert [(e["previous"], e["holder"], e["epoch"]) for e in moves] == [
+        (OWNER.address, NEW_OWNER.address, 1)
+    ]
+    assert ledger.data_nft.find_events("DatasetTransferred", other.dataset, start=start) == []

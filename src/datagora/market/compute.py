@@ -195,12 +195,12 @@ def _valid_order(market: Marketplace, dataset: int, service_id: int) -> str | No
     if not token.has_valid_order(me.address, service_id):
         return None
     latest = None
-    for event in market.ledger.events():
+    # Only this consumer's orders of this dataset, filtered by the node (indexed topics).
+    for event in token.find_events(
+        "OrderStarted", dataset, me.address, start=market.ledger.deployment.start_block
+    ):
         if (
-            event.name == "OrderStarted"
-            and int(event["dataset"]) == dataset
-            and event["consumer"] == me.address
-            and int(event["service_id"]) == service_id
+            int(event["service_id"]) == service_id
             and bytes(event["consumer_key"]) == me.umbral_public_key
         ):
             latest = event.tx_hash

@@ -377,16 +377,15 @@ class Marketplace:
             )
         if info.manifest_hash == bytes(32):
             raise ConfigError(f"dataset {dataset} stores no data: publish a version to re-key it")
-        previous, found = None, None
+        start = self.ledger.deployment.start_block
+        moves = self.ledger.data_nft.find_events("DatasetTransferred", dataset, start=start)
+        previous = moves[-1]["previous"] if moves else None
         wanted = handover_key(dataset, me.address)
-        for event in self.ledger.events():
-            if event.name == "DatasetTransferred" and int(event["dataset"]) == dataset:
-                previous = event["previous"]
-            elif (
-                event.name == "RecordStored"
-                and int(event["dataset"]) == dataset
-                and bytes(event["key"]) == wanted
-            ):
+        found = None
+        for event in self.ledger.ciphertexts.find_events(
+            "RecordStored", None, None, dataset, start=start
+        ):
+            if bytes(event["key"]) == wanted:
                 found = (event["writer"], bytes(event["ciphertext"]))
         if found is None or found[0] != previous:
             raise ConfigError(
