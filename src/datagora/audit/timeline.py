@@ -196,6 +196,11 @@ _DESCRIBE: dict[tuple[str, str], _Describe] = {
         f"state {_state(a['old_state'])} -> {_state(a['new_state'])} by {a['updater']}",
     ),
     ("DataNFT", "Transfer"): _nft_transfer,
+    ("DataNFT", "DatasetTransferred"): lambda a: (
+        Kind.STATE,
+        f"transfer {a['epoch']} to {a['holder']}: compute operators and trusted algorithms "
+        f"of {a['previous']} ended; nothing sells or is served until the re-key",
+    ),
     ("DataNFT", "Approval"): lambda a: (
         Kind.APPROVAL,
         f"{a['owner']} approved {a['approved']} to move the data NFT",
