@@ -68,7 +68,6 @@ def chain_deploy(
     """Deploy every contract to the chain at --rpc and write the deployment record.
 
     Example: DATAGORA_PRIVATE_KEY=0x… datagora chain deploy --rpc http://host:8545
-    --currency 0xA0b8…eB48
     """
     from eth_account import Account
 
@@ -114,10 +113,10 @@ def chain_base_uri(
     ] = "DATAGORA_PRIVATE_KEY",
     as_json: JsonFlag = False,
 ) -> None:
-    """Point DataNFT.tokenURI at a catalog, so that wallets fetch ERC-721 metadata JSON.
+    """Point DataNFT.tokenURI at a catalog, so that wallets fetch ERC-721 metadata JSON
+    (signed by the deployer, whose key is in DATAGORA_PRIVATE_KEY).
 
-    Example: DATAGORA_PRIVATE_KEY=0x… datagora chain base-uri --rpc http://host:8545
-    --url https://catalog.example/nft/
+    Example: datagora chain base-uri --rpc URL --url https://catalog.example/nft/
     """
     from eth_account import Account
 
