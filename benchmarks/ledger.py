@@ -37,6 +37,42 @@ def _nonce(chain: Chain, account: LocalAccount) -> int:
     return int(chain.w3.eth.get_transaction_count(account.address))
 
 
+def _escrow_gas(
+    ledger: Ledger, owner: LocalAccount, consumer: LocalAccount, dataset: int, key: bytes
+) -> tuple[int, int]:
+    """A job paid through the escrow: the consumer's lock, and the owner's node recording
+    the result (`complete`, which pays the owner: the claim). The lock is measured once
+    the registry already holds an escrow (the very first one also pays for the
+    registry's first MarketToken balance)."""
+    compute = ledger.compute
+    algorithm, params = _h("train.py"), _h("{}")
+    compute.set_job_terms(owner, dataset, 10**18, 3600)
+    compute.set_trusted(owner, dataset, algorithm, True)
+    ledger.market_token.approve(consumer, compute.address, 10 * 10**18)
+    compute.lock(consumer, dataset, algorithm, params, key)  # the registry's first escrow
+    lock = compute.lock(consumer, dataset, algorithm, params, key)
+    job, _ = compute.record_job(
+        owner, dataset, 1, 1, consumer.address, algorithm, params, lock.escrow
+    )
+    claim = compute.complete(owner, job, True, _h("sealed result"), 0, "ok")
+    return lock.tx.gas_used, claim.gas_used
+
+
+def _transfer_and_rekey_gas(
+    ledger: Ledger, holder: LocalAccount, heir: LocalAccount, dataset: int
+) -> int:
+    """Giving a dataset away, all three transactions: the holder leaves the data key
+    wrapped to the heir (a CiphertextStore record of a wrapped key's size), transfers
+    the NFT, and the heir's re-key (a new version with a new manifest and root)."""
+    wrapped = bytes(525)  # the JSON of a WrappedKey (capsule, ciphertext, key, in hex)
+    record = ledger.ciphertexts.store(holder, wrapped, dataset, _h("handover"))
+    transfer = ledger.data_nft.transfer(holder, dataset, heir.address)
+    rekey = ledger.data_nft.update(
+        heir, dataset, _h("metadata v2"), "https://catalog.example/v2.json", _h("m2"), _h("r2")
+    )
+    return record.tx.gas_used + transfer.gas_used + rekey.gas_used
+
+
 def measure_gas(ledger: Ledger) -> dict[str, Any]:
     """Run each operation once as a user would and read its gas from the receipt."""
     chain = ledger.chain
@@ -76,6 +112,8 @@ def measure_gas(ledger: Ledger) -> dict[str, Any]:
     revoke_tx = ledger.access.revoke(owner, request_id)
     _, kv_tx = ledger.kv.set(owner, _h("key"), _h("value v1"))
     record = ledger.ciphertexts.store(owner, bytes(range(256)) * 4, published.dataset, _h("k"))
+    lock_gas, claim_gas = _escrow_gas(ledger, owner, buyers[2], published.dataset, key)
+    rekey_gas = _transfer_and_rekey_gas(ledger, owner, market, published.dataset)
     return {
         "gas": {
             "publish": published.tx.gas_used,
@@ -88,6 +126,9 @@ def measure_gas(ledger: Ledger) -> dict[str, Any]:
             "revoke": revoke_tx.gas_used,
             "kv_set": kv_tx.gas_used,
             "onchain_record_1kib": record.tx.gas_used,
+            "compute_escrow_lock": lock_gas,
+            "compute_escrow_claim": claim_gas,
+            "transfer_and_rekey": rekey_gas,
         },
         "publish_txs": publish_txs,
         "consume_txs": consume_txs,

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from datagora.crypto.keys import Identity
+from datagora.crypto.keys import Identity, PublicIdentity
 from datagora.errors import ConfigError, Unreachable
-from datagora.ledger import Ledger
+from datagora.ledger import EscrowRecord, Ledger
 from datagora.market import Endpoints, Marketplace, discover
 from datagora.node.connect import (
     dev_identity,
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Dataset", "Job", "Market", "connect"]
 
-_FINISHED = ("succeeded", "failed", "denied")
+_FINISHED = ("succeeded", "failed", "denied", "cancelled")
 
 
 class Job:
@@ -87,6 +87,28 @@ class Job:
     def logs(self) -> str:
         """The job's stdout and stderr (capped; withheld if they reproduce input rows)."""
         return self._handle.logs()
+
+    def cancel(self) -> dict[str, Any]:
+        """Withdraw the job while it waits for review or in the queue (not once it runs);
+        a job paid through the escrow is refunded on chain. Its new status."""
+        return self._handle.cancel()
+
+    def escrow(self) -> EscrowRecord | None:
+        """The escrow that pays for the job (None: paid by an order): its ``state`` (locked,
+        paid, refunded), ``amount`` and ``deadline``."""
+        ledger = self._handle.market.ledger
+        escrow = ledger.compute.job_escrow(self.job)
+        return ledger.compute.escrow(escrow) if escrow else None
+
+    def reclaim(self) -> EscrowRecord | None:
+        """After the escrow's deadline, with the job still unsettled: take the money back
+        (the job is cancelled on chain). Its escrow, refunded."""
+        ledger = self._handle.market.ledger
+        escrow = ledger.compute.job_escrow(self.job)
+        if not escrow:
+            return None
+        ledger.compute.reclaim(self._handle.market.identity.account, escrow)
+        return ledger.compute.escrow(escrow)
 
     def result(self, dest: str | Path | None = None) -> bytes:
         """The decrypted result archive (tar); unpacked into `dest` if given. The sealed
@@ -300,6 +322,20 @@ class Market(Marketplace):
         with self._job_owner(job, node) as owner:
             return owner.deny(job, reason)
 
+    def cancel_job(self, job: int, node: str | None = None) -> dict[str, Any]:
+        """As the owner: cancel a pending or queued job (recorded on chain; a job paid
+        through the escrow is refunded to its consumer)."""
+        with self._job_owner(job, node) as owner:
+            return owner.cancel(job)
+
+    def price_jobs(self, dataset: int, price: int, timeout: int = 3600) -> tuple[int, int]:
+        """As the owner: sell jobs on `dataset` one by one at `price` base units of the
+        market currency, paid through the escrow (0: jobs are paid by orders only); an
+        escrow waits `timeout` seconds (at most 30 days) for its job's result, then its
+        consumer may take the money back. Applies to later jobs. The new terms."""
+        self.ledger.compute.set_job_terms(self.identity.account, dataset, price, timeout)
+        return self.ledger.compute.job_terms(dataset)
+
     # -- storage deals (as `datagora storage …`) ----------------------------------------
 
     def open_storage_deal(self, dataset: int, nodes: dict[str, str], terms: DealTerms) -> int:
@@ -458,6 +494,31 @@ class Dataset:
     ) -> Job:
         """Run `algorithm` next to this dataset (see :meth:`Market.compute`)."""
         return self.market.compute(self.id, algorithm, params, **kwargs)
+
+    def transfer(self, to: Market | PublicIdentity | dict[str, Any]) -> Any:
+        """As its holder: give this dataset (its data NFT) to `to` — another
+        :class:`Market` (an account you also run: the whole lifecycle happens here,
+        re-key included) or the recipient's public record (``datagora account
+        export-public``: they then run :meth:`rekey`). The data key is left on chain
+        wrapped to the recipient; until the re-key, the dataset neither sells nor
+        serves. Returns the handover (and, for a Market, the re-key's transaction as
+        ``rekey_tx``)."""
+        if isinstance(to, Market):
+            me = to.identity
+            public = PublicIdentity(me.address, me.umbral_public_key, me.verifying_key)
+        elif isinstance(to, dict):
+            public = PublicIdentity.from_json(to)
+        else:
+            public = to
+        handover = self.market.transfer_dataset(self.id, public)
+        if not isinstance(to, Market):
+            return handover
+        return {"handover": handover, "rekey_tx": to.rekey(self.id)}
+
+    def rekey(self) -> Any:
+        """As the new holder of this transferred dataset: re-key it (see
+        :meth:`Market.rekey`); it then sells and serves again."""
+        return self.market.rekey(self.id)
 
 
 def connect(

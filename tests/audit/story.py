@@ -43,6 +43,8 @@ def tell(ledger: Ledger) -> Story:
     record = ledger.ciphertexts.store(OWNER, b"sealed key material", p.dataset, h("slot"))
     ledger.data_nft.update(OWNER, p.dataset, h("metadata v2"), "https://x/v2", h("m2"), h("r2"))
     ledger.data_nft.transfer(OWNER, p.dataset, OTHER.address)
+    # The new holder re-keys (a new version wrapped to it) before it may change the state.
+    ledger.data_nft.update(OTHER, p.dataset, h("metadata v3"), "https://x/v3", h("m3"), h("r3"))
     ledger.data_nft.set_state(OTHER, p.dataset, DatasetState.DISABLED)
     ledger.data_nft.update(OTHER, other.dataset, h("other v2"), "https://x/o2")
     return Story(p.dataset, free.dataset, other.dataset, record.record_id)

@@ -50,8 +50,12 @@ def test_story_timeline_has_every_kind_in_chain_order(ledger: Ledger) -> None:
         Kind.LIST,
         Kind.CIPHERTEXT,
         Kind.VERSION,
-        Kind.HOLDER,
-        Kind.STATE,
+        Kind.HOLDER,  # the transfer: the NFT moves,
+        Kind.STATE,  # the dataset awaits its re-key,
+        Kind.STATE,  # and a new transfer epoch begins
+        Kind.STATE,  # the new holder's re-key: active again,
+        Kind.VERSION,  # with a version wrapped to it
+        Kind.STATE,  # then disabled
     ]
     assert kinds == expected_order
     assert Kind.OTHER not in kinds
@@ -62,7 +66,7 @@ def test_story_timeline_has_every_kind_in_chain_order(ledger: Ledger) -> None:
     assert by_kind[Kind.CIPHERTEXT].args["record_id"] == story.record_id
     assert "no resale" in by_kind[Kind.DENIAL].text
     assert "disabled" in by_kind[Kind.STATE].text
-    assert h("metadata v2").hex() in by_kind[Kind.VERSION].text
+    assert h("metadata v3").hex() in by_kind[Kind.VERSION].text  # the last version
     timestamps = [e.timestamp for e in entries]
     assert timestamps == sorted(timestamps) and timestamps[0] > 1_600_000_000
     assert all(e.tx_hash.startswith("0x") and len(e.tx_hash) == 66 for e in entries)
@@ -70,13 +74,15 @@ def test_story_timeline_has_every_kind_in_chain_order(ledger: Ledger) -> None:
     # Holders over time: the owner, then OTHER from the transfer on.
     held = holders(entries)
     assert [x.holder for x in held] == [OWNER.address, OTHER.address]
-    assert held[0].until_block == held[1].since_block == by_kind[Kind.STATE].block_number - 1
+    moved = [e for e in entries if e.kind == Kind.HOLDER][-1]
+    assert held[0].until_block == held[1].since_block == moved.block_number
     assert held[1].until is None
 
     vs = versions(entries)
     assert [(v.version, v.metadata_hash, v.author) for v in vs] == [
         (1, h("metadata"), OWNER.address),
         (2, h("metadata v2"), OWNER.address),
+        (3, h("metadata v3"), OTHER.address),
     ]
     assert (vs[1].manifest_hash, vs[1].merkle_root, vs[1].metadata_uri) == (
         h("m2"),

@@ -137,6 +137,12 @@ def test_updates_state_and_holders(embedded_ledger: Ledger, database: Database) 
     )
     assert details["price"] == str(5 * 10**18) and details["merkle_root"] == h("r").hex()
     assert [v["version"] for v in details["versions"]] == [1, 2]
+    # Transferred: it awaits the new holder's re-key, so the catalog lists it as inactive.
+    assert details["state"] == DatasetState.AWAITING_REKEY
+    assert search(database, SearchQuery()).total == 0
+    embedded_ledger.data_nft.update(OTHER, d, hashlib.sha256(raw2).digest(), "", h("m3"), h("r3"))
+    ix.sync()
+    assert search(database, SearchQuery()).total == 1
     embedded_ledger.data_nft.set_state(OTHER, d, DatasetState.DISABLED)
     ix.sync()
     assert search(database, SearchQuery()).total == 0

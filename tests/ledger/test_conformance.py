@@ -228,8 +228,9 @@ def test_a_standard_transfer_from_moves_control(ledger: Ledger) -> None:
     assert nft.functions.ownerOf(dataset).call() == OTHER.address
     assert nft.functions.balanceOf(OWNER.address).call() == owner_held - 1
     assert nft.functions.balanceOf(OTHER.address).call() == other_held + 1
-    # Control went with the token: the new holder updates, the old one cannot.
-    ledger.data_nft.update(OTHER, dataset, h("v2"), "ipfs://v2")
+    # Control went with the token: the new holder updates (its re-key: a new version
+    # with a new manifest, see test_transfer_lifecycle), the old one cannot.
+    ledger.data_nft.update(OTHER, dataset, h("v2"), "ipfs://v2", h("manifest 2"), h("root 2"))
     with pytest.raises(NotController):
         ledger.data_nft.update(OWNER, dataset, h("v3"), "ipfs://v3")
     info = ledger.data_nft.get_dataset(dataset)

@@ -83,7 +83,7 @@ def test_only_the_controller_updates_and_transfer_moves_control(ledger: Ledger) 
         ledger.data_nft.update(OTHER, pub.dataset, h("x"), "")
     ledger.data_nft.transfer(OWNER, pub.dataset, OTHER.address)
     assert ledger.data_nft.controller(pub.dataset) == OTHER.address
-    ledger.data_nft.update(OTHER, pub.dataset, h("x"), "")
+    ledger.data_nft.update(OTHER, pub.dataset, h("x"), "", h("manifest 2"), h("root 2"))
     with pytest.raises(NotController):
         ledger.data_nft.update(OWNER, pub.dataset, h("y"), "")
     assert ledger.data_nft.get_dataset(pub.dataset).metadata_hash == h("x")
@@ -91,8 +91,11 @@ def test_only_the_controller_updates_and_transfer_moves_control(ledger: Ledger) 
 
 def test_new_controller_is_paid(ledger: Ledger) -> None:
     pub = publish(ledger, market_fee_bps=0)
-    ledger.exchange.set_protocol_fee(DEPLOYER, 0, DEPLOYER.address)
+    ledger.exchange.propose_protocol_fee(DEPLOYER, 0, DEPLOYER.address)
+    ledger.chain.advance_time(ledger.exchange.protocol_fee_delay())
+    ledger.exchange.apply_protocol_fee(DEPLOYER)
     ledger.data_nft.transfer(OWNER, pub.dataset, OTHER.address)
+    ledger.data_nft.update(OTHER, pub.dataset, h("v2"), "", h("manifest 2"), h("root 2"))
     fund(ledger, BUYER.address)
     before = ledger.market_token.balance_of(OTHER.address)
     ledger.exchange.buy_and_order(BUYER, pub.dataset, ledger.datatoken(pub.dataset))
@@ -306,14 +309,16 @@ def test_market_order_is_reserved_for_market_contracts(ledger: Ledger) -> None:
 
 def test_fee_bounds(ledger: Ledger) -> None:
     with pytest.raises(LimitExceeded):
-        ledger.exchange.set_protocol_fee(
+        ledger.exchange.propose_protocol_fee(
             DEPLOYER, ledger.exchange.max_protocol_fee_bps() + 1, OTHER.address
         )
     with pytest.raises(NotAuthorized):
-        ledger.exchange.set_protocol_fee(OTHER, 1, OTHER.address)
-    ledger.exchange.set_protocol_fee(
+        ledger.exchange.propose_protocol_fee(OTHER, 1, OTHER.address)
+    ledger.exchange.propose_protocol_fee(
         DEPLOYER, ledger.exchange.max_protocol_fee_bps(), OTHER.address
     )
+    ledger.chain.advance_time(ledger.exchange.protocol_fee_delay())
+    ledger.exchange.apply_protocol_fee(OTHER)
     assert ledger.exchange.protocol_fee() == (ledger.exchange.max_protocol_fee_bps(), OTHER.address)
 
 

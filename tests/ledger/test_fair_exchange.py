@@ -260,12 +260,13 @@ def test_a_metadata_only_update_keeps_the_storage_commitment(ledger: Ledger) -> 
 # -- 6. the datatoken's EIP-712 domain, as a wallet reads it ------------------------------
 
 
-def test_a_permit_signed_over_the_domain_read_from_the_chain_is_accepted(
+def test_a_permit_signed_over_the_domain_built_from_name_is_accepted(
     ledger: Ledger,
 ) -> None:
-    """EIP-5267's `eip712Domain()` is the documented source of the datatoken's domain
-    (its `name()` names the dataset; the domain name is the template's): a wallet that
-    reads it, as viem and ethers' EIP-5267 helpers do, signs a permit that works."""
+    """A wallet builds a permit's domain from `name()` (ethers, viem without EIP-5267):
+    the datatoken's EIP-712 domain name is its own `name()` ("datagora dataset #N"),
+    which `eip712Domain()` returns too. Before, it was the template's "datagora
+    datatoken" and such a permit was refused ("invalid signature")."""
     pub = publish(ledger, Pricing.NONE)
     dt = ledger.datatoken(pub.dataset)
     dt.mint(OWNER, BUYER.address, 1)
@@ -302,12 +303,18 @@ def test_a_permit_signed_over_the_domain_read_from_the_chain_is_accepted(
         r, s = signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
         return Permit(BUYER.address, OTHER.address, 1, deadline, signed.v, r, s)
 
-    # The caveat the docs state: a domain built from name() is not the token's domain.
-    assert name != dt.name()
-    with pytest.raises(SignatureError):
-        dt.permit(OTHER, wallet_permit(dt.name()))
-    dt.permit(OTHER, wallet_permit(name))
+    assert name == dt.name() == f"datagora dataset #{pub.dataset}"
+    with pytest.raises(SignatureError):  # the template's old name is not this domain
+        dt.permit(OTHER, wallet_permit("datagora datatoken"))
+    signed = wallet_permit(dt.name())
+    dt.permit(OTHER, signed)
     assert dt.allowance(BUYER.address, OTHER.address) == 1
+    with pytest.raises(SignatureError):  # a permit is used once (its nonce moved on)
+        dt.permit(OTHER, signed)
+    # The Python signer reads the same domain.
+    permit = dt.sign_permit(BUYER, MARKET.address, 1, deadline)
+    dt.permit(OTHER, permit)
+    assert dt.allowance(BUYER.address, MARKET.address) == 1
 
 
 # -- 7. fees changeable by the marketplace, a dispenser that cannot be farmed ------------

@@ -492,6 +492,8 @@ class Market:
         old = self.state[which]
         if old == DatasetState.RETIRED:
             refusal: Refusal = (InvalidState, "retired")
+        elif state == DatasetState.AWAITING_REKEY:  # only a transfer puts it there
+            refusal = (InvalidArgument, "unknown state")
         elif old == state:
             refusal = (InvalidState, "unchanged")
         else:
@@ -781,6 +783,12 @@ def test_only_the_controller_changes_a_dataset(
         )
         send(ledger, OWNER, handover, "transferFrom")
         assert ledger.data_nft.controller(world.dataset) == heir.address
+        # The heir re-keys first (a new version with a new manifest): until then the
+        # dataset awaits it and most changes are refused (test_transfer_lifecycle).
+        rekey = ledger.data_nft.prepare(
+            "update", world.dataset, h("rekeyed"), "", h("rekeyed manifest"), h("rekeyed root")
+        )
+        send(ledger, heir, rekey, "update")
         before = fingerprint()
         assert before["dataset"].controller == heir.address
         with pytest.raises(NotController):
@@ -987,8 +995,10 @@ def test_fees_stay_within_bounds_and_match_payments(
     if one_transaction:
         amount = 1  # buy_and_order buys exactly one access
     with isolated(ledger):
-        fee = ex.prepare("set_protocol_fee", protocol_fee_bps, PROTOCOL.address)
-        send(ledger, DEPLOYER, fee, "set_protocol_fee")
+        fee = ex.prepare("propose_protocol_fee", protocol_fee_bps, PROTOCOL.address)
+        send(ledger, DEPLOYER, fee, "propose_protocol_fee")
+        ledger.chain.advance_time(ex.protocol_fee_delay())
+        send(ledger, DEPLOYER, ex.prepare("apply_protocol_fee"), "apply_protocol_fee")
         assert ex.protocol_fee() == (protocol_fee_bps, PROTOCOL.address)
         dataset = launch(ledger, price=price, market_fee_bps=market_fee_bps)
         q = ex.quote(dataset, amount)
@@ -1034,9 +1044,9 @@ def test_fees_above_their_bounds_are_refused(
     ex = ledger.exchange
     with isolated(ledger):
         fee_before = ex.protocol_fee()
-        tx = ex.prepare("set_protocol_fee", protocol_fee_bps, PROTOCOL.address)
+        tx = ex.prepare("propose_protocol_fee", protocol_fee_bps, PROTOCOL.address)
         with pytest.raises(LimitExceeded):
-            send(ledger, DEPLOYER, tx, "set_protocol_fee")
+            send(ledger, DEPLOYER, tx, "propose_protocol_fee")
         assert ex.protocol_fee() == fee_before
 
         dataset = launch(ledger, Pricing.NONE)

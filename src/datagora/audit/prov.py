@@ -193,7 +193,8 @@ class _Builder:
             self.use_current(act, e)
         elif e.kind is Kind.STATE:
             act = self.activity(e, "state")
-            self.doc.wasAssociatedWith(act, self.agent(a["updater"]))
+            # A transfer's new epoch (DatasetTransferred) is the previous holder's act.
+            self.doc.wasAssociatedWith(act, self.agent(a.get("updater", a.get("previous"))))
             self.use_current(act, e)
         elif e.kind is Kind.JOB:
             self.job(e)

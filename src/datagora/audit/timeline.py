@@ -112,7 +112,7 @@ def _hx(value: bytes) -> str:
     return "none" if value == EMPTY32 else "0x" + value.hex()
 
 
-_STATES = {0: "active", 1: "disabled", 2: "retired"}
+_STATES = {0: "active", 1: "disabled", 2: "retired", 3: "awaiting re-key"}
 _LISTS = {0: "no list", 1: "allow list", 2: "deny list"}
 
 
@@ -199,6 +199,11 @@ _DESCRIBE: dict[tuple[str, str], _Describe] = {
         f"state {_state(a['old_state'])} -> {_state(a['new_state'])} by {a['updater']}",
     ),
     ("DataNFT", "Transfer"): _nft_transfer,
+    ("DataNFT", "DatasetTransferred"): lambda a: (
+        Kind.STATE,
+        f"transfer {a['epoch']} to {a['holder']}: compute operators and trusted algorithms "
+        f"of {a['previous']} ended; nothing sells or is served until the re-key",
+    ),
     ("DataNFT", "Approval"): lambda a: (
         Kind.APPROVAL,
         f"{a['owner']} approved {a['approved']} to move the data NFT",

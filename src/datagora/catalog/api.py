@@ -41,6 +41,42 @@ _INVALID: dict[int | str, dict[str, Any]] = {
 _SHA256 = "^[0-9a-f]{64}$"
 
 
+def erc721_metadata(details: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The ERC-721 metadata JSON schema (name, description, external_url, attributes)
+    of one dataset, from the catalog's details; hashes and addresses as properties."""
+    meta = details.get("metadata") or {}
+    dataset = int(details["id"])
+    title = str(meta.get("title") or details.get("title") or f"datagora dataset #{dataset}")
+    attributes = [
+        {"trait_type": name, "value": value}
+        for name, value in (
+            ("license", meta.get("license") or details.get("license")),
+            ("pricing", details.get("pricing")),
+            ("version", details.get("version")),
+            ("orders", details.get("orders")),
+        )
+        if value is not None
+    ]
+    attributes += [{"trait_type": "tag", "value": tag} for tag in meta.get("tags") or []]
+    return {
+        "name": title,
+        "description": str(meta.get("description") or ""),
+        "external_url": f"{base_url}/datasets/{dataset}",
+        "attributes": attributes,
+        "properties": {
+            key: details.get(key)
+            for key in (
+                "owner",
+                "datatoken",
+                "metadata_hash",
+                "metadata_uri",
+                "manifest_hash",
+                "merkle_root",
+            )
+        },
+    }
+
+
 def create_catalog_app(
     indexer: Indexer,
     poll_interval: float = 0.1,
@@ -137,6 +173,20 @@ def create_catalog_app(
         if details is None:
             raise HTTPException(404, f"no dataset {dataset} indexed (yet)")
         return details
+
+    @app.get(
+        "/nft/{dataset}",
+        summary="ERC-721 metadata JSON of a dataset's token (what DataNFT.tokenURI names)",
+        responses={**_INVALID, 404: _why("No dataset with that id is indexed (yet).")},
+    )
+    def nft_metadata(
+        request: Request,
+        dataset: Annotated[int, PathParam(ge=0, le=MAX_ID, description="A dataset id.")],
+    ) -> dict[str, Any]:
+        details = dataset_details(database, dataset)
+        if details is None:
+            raise HTTPException(404, f"no dataset {dataset} indexed (yet)")
+        return erc721_metadata(details, str(request.base_url).rstrip("/"))
 
     @app.put(
         "/metadata/{sha256}",

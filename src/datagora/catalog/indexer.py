@@ -397,6 +397,10 @@ class Indexer:
                     block_number=block,
                 )
             )
+        elif name == "JobCancelled":  # withdrawn, or its escrow reclaimed after the deadline
+            conn.execute(
+                update(jobs).where(jobs.c.job == job).values(status="cancelled", block_number=block)
+            )
 
     def _load_metadata(self, conn: Connection, dataset: int, fetched: bytes | None = None) -> None:
         """Index the dataset's metadata from a document held here (or `fetched`, already

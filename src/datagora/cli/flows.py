@@ -840,6 +840,72 @@ def rotate(
         out.print(f"dataset {dataset} rotated to a new data key")
 
 
+@commands.command("transfer-dataset")
+def transfer_dataset(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    to: Annotated[
+        Path,
+        typer.Option(
+            help="The recipient's public record (JSON, from `datagora account export-public`)."
+        ),
+    ],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Give a dataset you hold (its data NFT: control and future sales) to another account.
+
+    The data key is left on chain wrapped to the recipient; the dataset neither sells nor
+    serves until the recipient runs `datagora rekey`. Compute operators and trusted
+    algorithms end with the transfer (`datagora transfer` sends MarketTokens instead).
+
+    Example: datagora transfer-dataset 3 --to bob.json
+    """
+    from datagora.crypto.errors import KeystoreError
+    from datagora.crypto.keys import PublicIdentity
+
+    try:
+        record = PublicIdentity.from_json(json.loads(to.read_text()))
+    except (OSError, ValueError, KeystoreError) as exc:
+        raise ConfigError(f"cannot read the recipient's public record {to}: {exc}") from None
+    done = marketplace(account, keys).transfer_dataset(dataset, record)
+    if as_json:
+        print_json(
+            {
+                "dataset": dataset,
+                "to": done.recipient,
+                "key_record": done.key_record,
+                "state": "awaiting_rekey",
+                **_tx(done.tx),
+            }
+        )
+        return
+    out.print(
+        f"dataset {dataset} now belongs to {done.recipient}; it sells again once they run "
+        f"`datagora rekey {dataset}`",
+        highlight=False,
+    )
+
+
+@commands.command()
+def rekey(
+    dataset: Annotated[int, typer.Argument(help="Dataset id.")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """As the new holder of a transferred dataset: wrap its data key to your key as a new
+    version, so that it sells and serves again (then `datagora rotate` for a fresh key).
+
+    Example: datagora rekey 3
+    """
+    tx = marketplace(account, keys).rekey(dataset)
+    if as_json:
+        print_json({"dataset": dataset, "state": "active", **_tx(tx)})
+        return
+    out.print(f"dataset {dataset} re-keyed to you: it sells and serves again")
+
+
 kv_app = typer.Typer(
     help="Your private key/value records: values encrypted, key → hash on chain.",
     no_args_is_help=True,

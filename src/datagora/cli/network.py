@@ -77,6 +77,13 @@ def chain_deploy(
     protocol_fee_bps: Annotated[
         int, typer.Option(help="Protocol fee in basis points (max 500).")
     ] = 10,
+    currency: Annotated[
+        str | None,
+        typer.Option(
+            help="An existing ERC-20 to use as the market currency (default: deploy "
+            "datagora's own MarketToken). Without EIP-2612 permit, buyers approve first."
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Deploy every contract to the chain at --rpc and write the deployment record.
@@ -94,7 +101,7 @@ def chain_deploy(
         deployer = Account.from_key(key)
     except ValueError:
         raise ConfigError(f"{key_env} does not hold a valid private key") from None
-    ledger = Ledger.deploy(Chain.rpc(rpc), deployer, protocol_fee_bps)
+    ledger = Ledger.deploy(Chain.rpc(rpc), deployer, protocol_fee_bps, currency=currency)
     ledger.deployment.save(out_file)
     if as_json:
         print_json(
@@ -102,10 +109,55 @@ def chain_deploy(
                 "chain_id": ledger.chain.chain_id,
                 "deployment": str(out_file),
                 "contracts": ledger.deployment.contracts,
+                "currency": ledger.deployment.currency or None,
             }
         )
         return
-    out.print(f"deployed to chain {ledger.chain.chain_id}; record written to {out_file}")
+    money = f"; currency {ledger.deployment.currency}" if ledger.deployment.currency else ""
+    out.print(
+        f"deployed to chain {ledger.chain.chain_id}{money}; record written to {out_file}",
+        highlight=False,
+    )
+
+
+@chain_app.command("base-uri")
+def chain_base_uri(
+    rpc: Annotated[str, typer.Option(help="JSON-RPC URL of the chain.")],
+    url: Annotated[
+        str, typer.Option(help='The catalog\'s /nft/ URL, e.g. "https://catalog.example/nft/".')
+    ],
+    deployment: Annotated[Path, typer.Option(help="The deployment record.")] = Path(
+        "deployment.json"
+    ),
+    key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the deployer's private key (hex).")
+    ] = "DATAGORA_PRIVATE_KEY",
+    as_json: JsonFlag = False,
+) -> None:
+    """Point DataNFT.tokenURI at a catalog, so that wallets fetch ERC-721 metadata JSON
+    (signed by the deployer, whose key is in DATAGORA_PRIVATE_KEY).
+
+    Example: datagora chain base-uri --rpc URL --url https://catalog.example/nft/
+    """
+    from eth_account import Account
+
+    from datagora.ledger import Ledger
+
+    key = os.environ.get(key_env)
+    if not key:
+        raise ConfigError(f"set {key_env} to the deployer's private key (it is never printed)")
+    try:
+        deployer = Account.from_key(key)
+    except ValueError:
+        raise ConfigError(f"{key_env} does not hold a valid private key") from None
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError("the base URI must be an http(s) URL a wallet can fetch")
+    ledger = Ledger.connect(rpc, deployment)
+    tx = ledger.data_nft.set_base_uri(deployer, url)
+    if as_json:
+        print_json({"base_uri": url, "tx": tx.tx_hash, "gas": tx.gas_used})
+        return
+    out.print(f"tokenURI(id) is now {url}<id>", highlight=False)
 
 
 @chain_app.command("info")

@@ -24,7 +24,7 @@ from datagora.crypto.keys import Identity
 
 __all__ = ["ComputeClient", "extract_archive"]
 
-_DONE = ("succeeded", "failed", "denied")
+_DONE = ("succeeded", "failed", "denied", "cancelled")
 
 
 def _order_bytes(order: str | bytes) -> bytes:
@@ -100,6 +100,29 @@ class ComputeClient:
         body = {"request": signed.to_json(), "algorithm": algorithm, "params": params}
         response = self._check(self._http.post(f"{self.url}/jobs", json=body))
         return int(response.json()["job"])
+
+    def _signed_header(self, job: int, action: str) -> dict[str, str]:
+        request = JobRequest(
+            consumer=self.consumer.address,
+            job=job_bytes(job),
+            action=action,
+            nonce=new_nonce(),
+            expires=int(time.time()) + self.lifetime,
+        )
+        signed = sign_request(self.consumer, request, self.chain_id)
+        return {
+            REQUEST_HEADER: base64.urlsafe_b64encode(json.dumps(signed.to_json()).encode()).decode()
+        }
+
+    def cancel(self, job: int) -> dict[str, Any]:
+        """Withdraw a job that waits for review or in the queue; its escrow is refunded."""
+        response = self._check(
+            self._http.post(
+                f"{self.url}/jobs/{job}/cancel", headers=self._signed_header(job, "cancel")
+            )
+        )
+        out: dict[str, Any] = response.json()
+        return out
 
     def _get(self, job: int, action: str, path: str) -> httpx.Response:
         request = JobRequest(

@@ -67,8 +67,8 @@ from datagora.crypto.errors import RequestRefused
 from datagora.crypto.keys import Identity
 from datagora.crypto.nonces import SqliteNonceStore
 from datagora.errors import DatagoraError
-from datagora.ledger import JobStatus, Ledger
-from datagora.ledger.errors import ChainError
+from datagora.ledger import EscrowLocked, EscrowRecord, EscrowState, JobStatus, Ledger
+from datagora.ledger.errors import ChainError, ContractRuleError
 
 __all__ = [
     "ComputeDataset",
@@ -85,11 +85,23 @@ log = logging.getLogger("datagora.compute")
 
 MAX_ALGORITHM_BYTES: Final = 1 << 20
 MAX_PARAMS_BYTES: Final = 1 << 20
-STATES: Final = ("pending", "queued", "running", "succeeded", "failed", "denied")
+STATES: Final = ("pending", "queued", "running", "succeeded", "failed", "denied", "cancelled")
 _ZERO: Final = bytes(32)
 OPEN_STATES: Final = ("pending", "queued", "running")
 MAX_JOBS_PER_DATASET: Final = 32
 MAX_JOBS_PER_CONSUMER: Final = 16
+
+
+def _umbral_key(key: bytes) -> bytes:
+    try:
+        umbral_pre.PublicKey.from_compressed_bytes(key)
+    except (ValueError, TypeError):
+        raise JobRefused(
+            "the order (or escrow) carries no Umbral public key to encrypt results to: order "
+            "or lock with consumer_key=identity.umbral_public_key",
+            403,
+        ) from None
+    return key
 
 
 def canonical_params(params: Any) -> bytes:
@@ -401,7 +413,7 @@ class JobService:
             # Before the order is read or anything goes on chain: a burst costs the node
             # one SQLite count per request, and the consumer nothing but a retry.
             self._check_capacity(req.dataset, req.consumer)
-            consumer_key = self._check_order(req, dataset)
+            consumer_key, escrow = self._check_order(req, dataset)
             if dataset.differential_privacy:
                 self.budgets.check(req.dataset, req.consumer, epsilon, dataset.epsilon_budget, cap)
             with self._chain:
@@ -418,6 +430,7 @@ class JobService:
                     req.consumer,
                     req.algorithm,
                     req.params,
+                    escrow,
                 )
                 status = self.ledger.compute.job(job).status
             if dataset.differential_privacy:
@@ -468,19 +481,36 @@ class JobService:
         with self._chain:
             return self.stored.describe(dataset)
 
-    def _check_order(self, req: ComputeRequest, dataset: ComputeDataset | StoredDataset) -> bytes:
-        """The consumer's Umbral key from its valid compute order, or :class:`JobRefused`."""
+    def _check_order(
+        self, req: ComputeRequest, dataset: ComputeDataset | StoredDataset
+    ) -> tuple[bytes, int]:
+        """The consumer's Umbral key and the escrow paying for the job (0: paid by its
+        valid compute order), or :class:`JobRefused`.
+
+        ``req.order`` names the transaction that pays: an order of the compute service
+        (a window of any number of jobs) or a ``ComputeRegistry.lock`` of the per-job
+        price for exactly this algorithm and these parameters."""
         with self._chain:
             try:
                 receipt = self.ledger.chain.transaction_receipt(req.order)
             except ChainError:
                 raise JobRefused("the order transaction was not found on chain", 403) from None
+            try:
+                lock = self.ledger.compute.lock_from_receipt(receipt)
+            except ValueError:
+                lock = None
+            if lock is not None:
+                escrow = self.ledger.compute.escrow(lock.escrow)
+                key = self._check_lock(req, lock, escrow)
+                return key, lock.escrow
             token = self.ledger.datatoken(req.dataset)
             try:
                 order = token.order_from_receipt(receipt)
             except ValueError:
                 raise JobRefused(
-                    f"the transaction is not an order of dataset {req.dataset}'s datatoken", 403
+                    f"the transaction is not an order of dataset {req.dataset}'s datatoken "
+                    "(nor an escrow locked for the job)",
+                    403,
                 ) from None
             valid = token.has_valid_order(req.consumer, dataset.service_id)
         if order.consumer != req.consumer:
@@ -493,15 +523,26 @@ class JobService:
             )
         if not valid:
             raise JobRefused("the consumer has no valid compute order now: order again", 403)
-        try:
-            umbral_pre.PublicKey.from_compressed_bytes(order.consumer_key)
-        except (ValueError, TypeError):
+        return _umbral_key(order.consumer_key), 0
+
+    def _check_lock(self, req: ComputeRequest, lock: EscrowLocked, escrow: EscrowRecord) -> bytes:
+        if lock.consumer != req.consumer:
+            raise JobRefused("the escrow was locked by another consumer", 403)
+        if lock.dataset != req.dataset:
+            raise JobRefused(f"the escrow pays for dataset {lock.dataset}, not this one", 403)
+        if (lock.algorithm, lock.params) != (req.algorithm, req.params):
+            raise JobRefused("the escrow pays for another algorithm or other parameters", 403)
+        if escrow.state != EscrowState.LOCKED or escrow.job != 0:
             raise JobRefused(
-                "the order carries no Umbral public key to encrypt results to: order with "
-                "consumer_key=identity.umbral_public_key",
+                f"escrow {lock.escrow} was already used or settled: lock the price again", 403
+            )
+        if escrow.deadline <= self.ledger.chain.timestamp() + 60:
+            raise JobRefused(
+                f"escrow {lock.escrow} reaches its deadline within a minute: reclaim it and "
+                "lock again",
                 403,
-            ) from None
-        return order.consumer_key
+            )
+        return _umbral_key(lock.consumer_key)
 
     # ------------------------------------------------------------ consumer reads
 
@@ -617,6 +658,24 @@ class JobService:
             dp_review_note(bytes.fromhex(info.algorithm)) if required else None,
         )
 
+    def cancel(self, job: int, by: str = "the owner") -> JobInfo:
+        """Cancel a job that waits for review or in the queue: on chain (the escrow, if
+        any, goes back to the consumer), then here. A running job cannot be cancelled."""
+        with self._admit:
+            info = self.status(job)
+            if info.state not in ("pending", "queued"):
+                raise JobRefused(
+                    f"job {job} is {info.state}: only a pending or queued job can be cancelled", 409
+                )
+            with self._chain:
+                self.ledger.compute.cancel(self.operator.account, job)
+            self._store.set(
+                job, state="cancelled", reason=f"cancelled by {by}", finished=self._clock()
+            )
+        self.budgets.release(job)
+        log.info("job %d cancelled by %s", job, by)
+        return self.status(job)
+
     def approve(self, job: int) -> JobInfo:
         return self._decide(job, True, "")
 
@@ -668,11 +727,24 @@ class JobService:
         return cached[1]
 
     def _execute(self, job: int) -> None:
-        info, _ = self._store.get(job)
-        if info.state != "queued":
-            return
+        with self._admit:  # a cancel and the start of the run never cross
+            info, _ = self._store.get(job)
+            if info.state != "queued":
+                return
+            with self._chain:
+                # The consumer may have reclaimed a timed-out escrow (the job is cancelled).
+                on_chain = self.ledger.compute.job(job).status
+            if on_chain != JobStatus.APPROVED:
+                self.budgets.release(job)
+                self._store.set(
+                    job,
+                    state="cancelled",
+                    reason="cancelled on chain before it ran (escrow reclaimed after its deadline)",
+                    finished=self._clock(),
+                )
+                return
+            self._store.set(job, state="running")
         pin = self._store.pin(job)
-        self._store.set(job, state="running")
         if pin is None:
             path = self.datasets[info.dataset].path
             self._run(job, path, self._index(path), self.datasets[info.dataset])
@@ -728,14 +800,27 @@ class JobService:
 
     def _finish(self, job: int, ok: bool, result_hash: bytes, reason: str, epsilon: float) -> None:
         with self._chain:
-            self.ledger.compute.complete(
-                self.operator.account,
-                job,
-                ok,
-                result_hash,
-                math.ceil(round(epsilon * 1000, 6)),  # milli-epsilon, never rounded down
-                ("ok" if ok else reason)[:256],
-            )
+            try:
+                self.ledger.compute.complete(
+                    self.operator.account,
+                    job,
+                    ok,
+                    result_hash,
+                    math.ceil(round(epsilon * 1000, 6)),  # milli-epsilon, never rounded down
+                    ("ok" if ok else reason)[:256],
+                )
+            except ContractRuleError:
+                if self.ledger.compute.job(job).status != JobStatus.CANCELLED:
+                    raise
+                # Its escrow was reclaimed after the deadline while it ran: nothing to claim.
+                self._store.set(
+                    job,
+                    state="cancelled",
+                    reason="its escrow was reclaimed after the deadline while it ran",
+                    finished=self._clock(),
+                )
+                log.info("job %d finished after its escrow was reclaimed", job)
+                return
         self._store.set(
             job,
             state="succeeded" if ok else "failed",

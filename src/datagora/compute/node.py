@@ -10,6 +10,9 @@ consumer, sent base64url-encoded in the ``X-Datagora-Request`` header):
 - ``GET /jobs/{job}/logs`` — the logs sealed to the consumer (action ``logs``);
 - ``GET /jobs/{job}/result`` — the result archive sealed to the consumer
   (action ``result``); its SHA-256 is the on-chain result hash;
+- ``POST /jobs/{job}/cancel`` — the consumer withdraws a job that waits for review or
+  in the queue (action ``cancel``); the node cancels it on chain, which refunds its
+  escrow; 409 once it runs;
 - ``GET /budget/{dataset}/{consumer}`` — epsilon budget, spent, reserved, left
   (public: the epsilon of every job is on chain anyway);
 - ``GET /datasets/{dataset}`` — whether the node computes on the dataset (404 with
@@ -18,7 +21,8 @@ consumer, sent base64url-encoded in the ``X-Datagora-Request`` header):
 
 Owner endpoints: ``GET /owner/jobs`` (pending review), ``GET
 /owner/jobs/{job}/review`` (the code), ``POST /owner/jobs/{job}/approve``, ``POST
-/owner/jobs/{job}/deny`` (``{"reason": ...}``). Each takes either a fresh
+/owner/jobs/{job}/deny`` (``{"reason": ...}``), ``POST /owner/jobs/{job}/cancel`` (a
+pending or queued job; its escrow is refunded). Each takes either a fresh
 :class:`~datagora.compute.owner.OwnerJobRequest` signed by the on-chain controller
 of the job's dataset, in the ``X-Datagora-Request`` header (``list`` then shows
 only the signer's datasets' jobs), or the node operator's ``Authorization: Bearer
@@ -236,6 +240,13 @@ def create_compute_app(
             headers={"X-Datagora-Result-Hash": info.result_hash},
         )
 
+    @app.post("/jobs/{job}/cancel")
+    def consumer_cancel(
+        job: JobId, x_datagora_request: str | None = Header(None)
+    ) -> dict[str, Any]:
+        service.authorize(_signed(x_datagora_request), job, "cancel")
+        return service.cancel(job, "the consumer").to_json()
+
     @app.get("/datasets/{dataset}")
     def describe(dataset: DatasetId) -> dict[str, Any]:
         return service.describe(dataset)
@@ -274,6 +285,15 @@ def create_compute_app(
     ) -> dict[str, Any]:
         owner(authorization, x_datagora_request, "approve", job)
         return service.approve(job).to_json()
+
+    @app.post("/owner/jobs/{job}/cancel")
+    def owner_cancel(
+        job: JobId,
+        authorization: str | None = Header(None),
+        x_datagora_request: str | None = Header(None),
+    ) -> dict[str, Any]:
+        owner(authorization, x_datagora_request, "cancel", job)
+        return service.cancel(job, "the owner").to_json()
 
     @app.post("/owner/jobs/{job}/deny")
     async def owner_deny(

@@ -49,7 +49,7 @@ class ComputeRequest(Request):
     expires: int
 
 
-JOB_ACTIONS: Final = ("status", "logs", "result")
+JOB_ACTIONS: Final = ("status", "logs", "result", "cancel")
 
 
 @register_request
@@ -79,7 +79,7 @@ class JobRequest(Request):
             raise MalformedRequest(f"action must be one of {', '.join(JOB_ACTIONS)}")
 
 
-OWNER_ACTIONS: Final = ("list", "review", "approve", "deny")
+OWNER_ACTIONS: Final = ("list", "review", "approve", "deny", "cancel")
 
 
 @register_request

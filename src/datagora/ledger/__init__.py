@@ -18,7 +18,16 @@ from datagora.ledger.chain import (
     RpcChain,
     dev_account,
 )
-from datagora.ledger.compute import ComputeRegistry, JobRecord, JobStatus
+from datagora.ledger.compute import (
+    ComputeRegistry,
+    EscrowLocked,
+    EscrowRecord,
+    EscrowState,
+    JobRecord,
+    JobStatus,
+    Lock,
+    RefundReason,
+)
 from datagora.ledger.datasets import (
     DAY_SECONDS,
     DataNFT,
@@ -59,6 +68,9 @@ __all__ = [
     "Deployment",
     "Dispenser",
     "EmbeddedChain",
+    "EscrowLocked",
+    "EscrowRecord",
+    "EscrowState",
     "Event",
     "EventReader",
     "Factory",
@@ -69,6 +81,7 @@ __all__ = [
     "KeyValueStore",
     "Ledger",
     "ListKind",
+    "Lock",
     "Log",
     "LogAnchor",
     "MarketToken",
@@ -83,6 +96,7 @@ __all__ = [
     "PublishParams",
     "Published",
     "Quote",
+    "RefundReason",
     "RequestStatus",
     "Role",
     "RpcChain",

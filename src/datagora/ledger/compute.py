@@ -19,6 +19,59 @@ class JobStatus(enum.IntEnum):
     DENIED = 3
     SUCCEEDED = 4
     FAILED = 5
+    CANCELLED = 6
+
+
+class EscrowState(enum.IntEnum):
+    LOCKED = 1
+    PAID = 2
+    REFUNDED = 3
+
+
+class RefundReason(enum.IntEnum):
+    FAILED = 1
+    DENIED = 2
+    CANCELLED = 3
+    TIMED_OUT = 4
+    UNUSED = 5
+
+
+@dataclass(frozen=True)
+class EscrowRecord:
+    """One job's payment held by the ComputeRegistry (amounts in the market currency)."""
+
+    escrow: int
+    consumer: str
+    dataset: int
+    amount: int
+    deadline: int
+    job: int
+    """The job it paid for (0: not used by a job yet)."""
+    state: EscrowState
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A locked escrow: its id, the transaction (give its hash to the compute node)."""
+
+    escrow: int
+    amount: int
+    deadline: int
+    tx: Tx
+
+
+@dataclass(frozen=True)
+class EscrowLocked:
+    """What a lock transaction says (the compute node reads it like an order)."""
+
+    escrow: int
+    dataset: int
+    consumer: str
+    amount: int
+    deadline: int
+    algorithm: bytes
+    params: bytes
+    consumer_key: bytes
 
 
 @dataclass(frozen=True)
@@ -80,8 +133,12 @@ class ComputeRegistry(ContractWrapper):
         consumer: str,
         algorithm: bytes,
         params: bytes,
+        escrow: int = 0,
     ) -> tuple[int, Tx]:
-        """Record a consumer's job; return its id (approved at once for a trusted algorithm)."""
+        """Record a consumer's job; return its id (approved at once for a trusted algorithm).
+
+        ``escrow`` 0: paid by the consumer's valid order of ``service_id``; otherwise the
+        consumer's locked escrow for this dataset, algorithm and parameters."""
         check_bytes32(algorithm, "algorithm hash")
         check_bytes32(params, "params hash")
         receipt = self._transact(
@@ -93,6 +150,7 @@ class ComputeRegistry(ContractWrapper):
             check_address(consumer, "consumer"),
             algorithm,
             params,
+            escrow,
         )
         (ev,) = self._decode(receipt, "JobRecorded")
         return int(ev["job"]), Tx.of(receipt)
@@ -136,3 +194,99 @@ class ComputeRegistry(ContractWrapper):
 
     def job_count(self) -> int:
         return int(self._view("job_count"))
+
+    # ------------------------------------------------------------ pay per job (escrow)
+
+    def set_job_terms(self, account: LocalAccount, dataset: int, price: int, timeout: int) -> Tx:
+        """Sell jobs one by one at ``price`` (market currency base units; 0: orders only);
+        an escrow waits ``timeout`` seconds (at most 30 days) for its job to be settled."""
+        if not 0 <= price < 2**128 or not 0 <= timeout <= 30 * 86400:
+            raise InvalidArgument("bad amount", "price < 2**128, timeout at most 30 days")
+        return Tx.of(self._transact(account, "set_job_terms", dataset, price, timeout))
+
+    def job_terms(self, dataset: int) -> tuple[int, int]:
+        """(price per job, escrow timeout in seconds); price 0: no per-job sale."""
+        price, timeout = self._view("job_terms", dataset)
+        return int(price), int(timeout)
+
+    def lock(
+        self,
+        account: LocalAccount,
+        dataset: int,
+        algorithm: bytes,
+        params: bytes,
+        consumer_key: bytes = b"",
+        max_price: int | None = None,
+    ) -> Lock:
+        """Pay one job in advance (approve the registry for the price first).
+
+        ``max_price`` defaults to the price read now: a price raised before the lock
+        is mined reverts it and nothing moves."""
+        check_bytes32(algorithm, "algorithm hash")
+        check_bytes32(params, "params hash")
+        if len(consumer_key) > 128:
+            raise InvalidArgument("consumer key too long", "a consumer key is at most 128 bytes")
+        if max_price is None:
+            max_price = self.job_terms(dataset)[0]
+        receipt = self._transact(
+            account, "lock", dataset, algorithm, params, max_price, bytes(consumer_key)
+        )
+        (ev,) = self._decode(receipt, "EscrowLocked")
+        return Lock(int(ev["escrow"]), int(ev["amount"]), int(ev["deadline"]), Tx.of(receipt))
+
+    def lock_from_receipt(self, receipt: object) -> EscrowLocked:
+        """The escrow a lock transaction made, or ValueError if it made none."""
+        events = self._decode(receipt, "EscrowLocked")  # type: ignore[arg-type]
+        if len(events) != 1:
+            raise ValueError("the transaction locked no escrow")
+        ev = events[0]
+        return EscrowLocked(
+            int(ev["escrow"]),
+            int(ev["dataset"]),
+            str(ev["consumer"]),
+            int(ev["amount"]),
+            int(ev["deadline"]),
+            bytes(ev["algorithm"]),
+            bytes(ev["params"]),
+            bytes(ev["consumer_key"]),
+        )
+
+    def escrow(self, escrow: int) -> EscrowRecord:
+        consumer, dataset, amount, deadline, job, state = self._view("escrow", escrow)
+        if int(state) == 0:
+            from datagora.ledger.errors import NotFound
+
+            raise NotFound("no such escrow", f"there is no escrow {escrow}")
+        return EscrowRecord(
+            escrow,
+            str(consumer),
+            int(dataset),
+            int(amount),
+            int(deadline),
+            int(job),
+            EscrowState(int(state)),
+        )
+
+    def job_escrow(self, job: int) -> int:
+        """The escrow that pays for `job` (0: paid by an order)."""
+        return int(self._view("job_escrow", job))
+
+    def escrow_count(self) -> int:
+        return int(self._view("escrow_count"))
+
+    def cancel(self, account: LocalAccount, job: int) -> Tx:
+        """Cancel an unsettled job and refund its escrow: its consumer while it waits for
+        review, the controller or an operator until it is settled."""
+        return Tx.of(self._transact(account, "cancel", job))
+
+    def reclaim(self, account: LocalAccount, escrow: int) -> Tx:
+        """Refund an escrow: its consumer's, while no job used it; anyone's past its deadline."""
+        return Tx.of(self._transact(account, "reclaim", escrow))
+
+    def settlement(self, receipt: object) -> dict[str, object] | None:
+        """The EscrowPaid or EscrowRefunded event in `receipt` (None if it settled none)."""
+        for name in ("EscrowPaid", "EscrowRefunded"):
+            events = self._decode(receipt, name)  # type: ignore[arg-type]
+            if events:
+                return {"event": name, **events[0]}
+        return None

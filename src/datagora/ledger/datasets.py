@@ -20,6 +20,8 @@ class DatasetState(enum.IntEnum):
     ACTIVE = 0
     DISABLED = 1
     RETIRED = 2
+    AWAITING_REKEY = 3
+    """Transferred: nothing sells or is served until the new holder re-keys."""
 
 
 class Pricing(enum.IntEnum):
@@ -184,8 +186,26 @@ class DataNFT(ContractWrapper):
     def set_state(self, account: LocalAccount, dataset: int, state: DatasetState) -> Tx:
         return Tx.of(self._transact(account, "set_state", dataset, int(state)))
 
+    def set_base_uri(self, account: LocalAccount, base_uri: str) -> Tx:
+        """Point ``tokenURI`` at ``base_uri`` ‖ token id (the catalog's ``/nft/``: ERC-721
+        metadata JSON a wallet can fetch); "" returns to the recorded URIs. The
+        collection owner (the deployer) only."""
+        if len(base_uri.encode()) > 256:
+            raise InvalidArgument("base URI too long", "the base URI is limited to 256 bytes")
+        return Tx.of(self._transact(account, "set_base_uri", base_uri))
+
+    def base_uri(self) -> str:
+        return str(self._view("base_uri"))
+
+    def transfer_epoch(self, dataset: int) -> int:
+        """How many times the dataset's token was transferred (roles of an earlier epoch
+        — compute operators, trusted algorithms — ended with the transfer)."""
+        return int(self._view("controller_epoch", dataset)[1])
+
     def transfer(self, account: LocalAccount, dataset: int, to: str) -> Tx:
-        """Hand the dataset (and control of it) to `to`."""
+        """Hand the dataset (and control of it) to `to`. The dataset then awaits its
+        re-key (:attr:`DatasetState.AWAITING_REKEY`): it neither sells nor serves until
+        the new holder makes a new version wrapped to its own key."""
         return Tx.of(
             self._transact(
                 account, "transferFrom", account.address, check_address(to, "recipient"), dataset

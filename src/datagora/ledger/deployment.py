@@ -30,6 +30,9 @@ class Deployment:
     contracts: dict[str, str]
     format: int = DEPLOYMENT_FORMAT
     compiler: str = field(default="")
+    currency: str = field(default="")
+    """An existing ERC-20 used as the market currency (its address is also
+    ``contracts["MarketToken"]``); empty: datagora's own MarketToken."""
 
     def address(self, name: str) -> str:
         try:
@@ -63,6 +66,7 @@ class Deployment:
                 deployer=str(data["deployer"]),
                 contracts=contracts,
                 compiler=str(data.get("compiler", "")),
+                currency=str(data.get("currency", "")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{source}: malformed ({exc})") from None
@@ -83,12 +87,15 @@ def deploy_contracts(
     protocol_fee_recipient: str | None = None,
     unbonding_delay: int = DEFAULT_UNBONDING_DELAY,
     min_stake: int = DEFAULT_MIN_STAKE,
+    currency: str | None = None,
 ) -> Deployment:
     """Deploy every contract, wire them together and return the deployment record.
 
-    The NodeRegistry stakes in the MarketToken: each role's minimum stake is
+    The NodeRegistry stakes in the market currency: each role's minimum stake is
     `min_stake`, and a leaving node unbonds for `unbonding_delay` seconds.
-    """
+    `currency`: an existing ERC-20 (a stablecoin, an OCEAN-like token) to use as the
+    market currency instead of deploying datagora's own MarketToken; with or without
+    EIP-2612 permit (without, buying falls back to an allowance)."""
     import vyper
 
     start_block = chain.block_number + 1
@@ -99,7 +106,10 @@ def deploy_contracts(
 
     fee_recipient = protocol_fee_recipient or deployer.address
     c: dict[str, str] = {}
-    c["MarketToken"] = deploy("MarketToken", "datagora Market Token", "DGM")
+    if currency:
+        c["MarketToken"] = _check_currency(chain, currency)
+    else:
+        c["MarketToken"] = deploy("MarketToken", "datagora Market Token", "DGM")
     c["DataNFT"] = deploy("DataNFT")
     c["FixedRateExchange"] = deploy(
         "FixedRateExchange", c["MarketToken"], c["DataNFT"], protocol_fee_bps, fee_recipient
@@ -114,7 +124,7 @@ def deploy_contracts(
     c["CiphertextStore"] = deploy("CiphertextStore", c["DataNFT"])
     c["MerkleVerifier"] = deploy("MerkleVerifier", c["DataNFT"])
     c["AccessLog"] = deploy("AccessLog")
-    c["ComputeRegistry"] = deploy("ComputeRegistry", c["DataNFT"])
+    c["ComputeRegistry"] = deploy("ComputeRegistry", c["DataNFT"], c["MarketToken"])
     c["NodeRegistry"] = deploy("NodeRegistry", c["MarketToken"], unbonding_delay)
     c["StorageLog"] = deploy("StorageLog", c["DataNFT"], c["NodeRegistry"])
     # Optional (records made before it existed lack it): proxies batch their views.
@@ -163,4 +173,27 @@ def deploy_contracts(
         deployer=deployer.address,
         contracts=c,
         compiler=f"vyper {vyper.__version__}",
+        currency=c["MarketToken"] if currency else "",
     )
+
+
+def _check_currency(chain: Chain, address: str) -> str:
+    """`address` if it holds an ERC-20 (code, and its decimals, totalSupply and balanceOf
+    answer); else ConfigError, before anything is deployed."""
+    from web3 import Web3
+
+    from datagora.errors import DatagoraError
+
+    if not Web3.is_address(address):
+        raise ConfigError(f"--currency {address!r} is not an address")
+    token = Web3.to_checksum_address(address)
+    if not chain.code_at(token):
+        raise ConfigError(f"there is no contract at {token} on chain {chain.chain_id}")
+    erc20 = chain.w3.eth.contract(address=token, abi=compile_contract("PlainToken").abi)  # type: ignore[call-overload]
+    try:
+        chain.call(erc20.functions.decimals(), "currency.decimals")
+        chain.call(erc20.functions.totalSupply(), "currency.totalSupply")
+        chain.call(erc20.functions.balanceOf(token), "currency.balanceOf")
+    except DatagoraError:
+        raise ConfigError(f"the contract at {token} does not answer as an ERC-20") from None
+    return str(token)

@@ -64,12 +64,20 @@ class Ledger:
         deployer: LocalAccount,
         protocol_fee_bps: int = 10,
         unbonding_delay: int = DEFAULT_UNBONDING_DELAY,
+        currency: str | None = None,
     ) -> Ledger:
         """Deploy a fresh set of contracts on `chain` (a leaving node of its NodeRegistry
-        unbonds for `unbonding_delay` seconds)."""
+        unbonds for `unbonding_delay` seconds; the existing ERC-20 at `currency` is the
+        market currency, if given)."""
         return cls(
             chain,
-            deploy_contracts(chain, deployer, protocol_fee_bps, unbonding_delay=unbonding_delay),
+            deploy_contracts(
+                chain,
+                deployer,
+                protocol_fee_bps,
+                unbonding_delay=unbonding_delay,
+                currency=currency,
+            ),
         )
 
     @classmethod

@@ -8,7 +8,7 @@ from eth_account.signers.local import LocalAccount
 
 from datagora.ledger.base import ContractWrapper, Tx, check_address
 from datagora.ledger.chain import Chain
-from datagora.ledger.tokens import Datatoken, MarketToken, Order, check_consumer_key
+from datagora.ledger.tokens import Datatoken, MarketToken, Order, Permit, check_consumer_key
 
 BPS = 10_000
 
@@ -88,8 +88,27 @@ class FixedRateExchange(ContractWrapper):
             )
         )
 
-    def set_protocol_fee(self, account: LocalAccount, fee_bps: int, recipient: str) -> Tx:
-        return Tx.of(self._transact(account, "set_protocol_fee", fee_bps, recipient))
+    def propose_protocol_fee(self, account: LocalAccount, fee_bps: int, recipient: str) -> int:
+        """Propose a protocol fee (the exchange owner; at most ``max_protocol_fee_bps``);
+        it may be applied after ``protocol_fee_delay`` seconds. Returns when."""
+        receipt = self._transact(account, "propose_protocol_fee", fee_bps, recipient)
+        (ev,) = self._decode(receipt, "ProtocolFeeProposed")
+        return int(ev["effective_at"])
+
+    def apply_protocol_fee(self, account: LocalAccount) -> Tx:
+        """Apply the proposed protocol fee once its delay is over (anyone may)."""
+        return Tx.of(self._transact(account, "apply_protocol_fee"))
+
+    def pending_protocol_fee(self) -> tuple[int, str, int]:
+        """(bps, recipient, effective_at) of the proposed protocol fee; all 0: none."""
+        bps, recipient, at = self._view("pending_protocol_fee")
+        return int(bps), str(recipient), int(at)
+
+    def protocol_fee_delay(self) -> int:
+        return int(self._view("PROTOCOL_FEE_DELAY"))
+
+    def max_consume_fee_bps(self) -> int:
+        return int(self._view("MAX_CONSUME_FEE_BPS"))
 
     def buy(self, account: LocalAccount, dataset: int, amount: int, max_total: int) -> Tx:
         """Buy datatokens (needs a MarketToken allowance for the exchange)."""
@@ -105,6 +124,8 @@ class FixedRateExchange(ContractWrapper):
         max_price: int | None = None,
         permit_deadline: int | None = None,
         min_expires_at: int | None = None,
+        consume_fee_recipient: str | None = None,
+        consume_fee_bps: int = 0,
     ) -> Order:
         """Buy one access and order it in one transaction, paying through a permit.
 
@@ -113,18 +134,32 @@ class FixedRateExchange(ContractWrapper):
         expiry the service's current terms give (:meth:`Datatoken.terms_floor`: a
         shortened validity makes it revert with :class:`TermsChanged`). Either way
         nothing is paid. The permit is signed here, off chain; no approve
-        transaction is needed.
+        transaction is needed. A market currency without EIP-2612 permit is paid
+        through an allowance: if the buyer's allowance to the exchange is below
+        `max_price`, an ``approve`` of `max_price` is sent first.
+
+        With `consume_fee_recipient` and `consume_fee_bps` (at most
+        ``max_consume_fee_bps``), the marketplace the buyer used earns a consume fee
+        paid on top of the price (``buy_and_order_via``); `max_price` then bounds the
+        price and the fee together.
         """
         key = check_consumer_key(consumer_key)
+        via = consume_fee_recipient is not None
+        if via:
+            check_address(str(consume_fee_recipient), "consume fee recipient")
         if max_price is None:
             max_price = self.quote(dataset, datatoken.service_units(service_id)).total
+            max_price += max_price * consume_fee_bps // 10_000
         if min_expires_at is None:
             min_expires_at = datatoken.terms_floor(service_id)
-        deadline = permit_deadline or self.chain.timestamp() + 3_600
-        permit = self.market_token.sign_permit(account, self.address, max_price, deadline)
-        receipt = self._transact(
-            account,
-            "buy_and_order",
+        if self.market_token.supports_permit():
+            deadline = permit_deadline or self.chain.timestamp() + 3_600
+            permit = self.market_token.sign_permit(account, self.address, max_price, deadline)
+        else:
+            if self.market_token.allowance(account.address, self.address) < max_price:
+                self.market_token.approve(account, self.address, max_price)
+            permit = Permit(account.address, self.address, max_price, 0, 0, bytes(32), bytes(32))
+        args: tuple[object, ...] = (
             dataset,
             service_id,
             key,
@@ -135,6 +170,9 @@ class FixedRateExchange(ContractWrapper):
             permit.r,
             permit.s,
         )
+        if via:
+            args = (*args, consume_fee_recipient, consume_fee_bps)
+        receipt = self._transact(account, "buy_and_order_via" if via else "buy_and_order", *args)
         return datatoken.order_from_receipt(receipt)
 
 

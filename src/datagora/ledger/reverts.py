@@ -48,6 +48,37 @@ _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
         errors.NotAuthorized,
         "only the marketplace that earns the fee may change it",
     ),
+    (
+        "only the consumer before the deadline",
+        errors.NotAuthorized,
+        "an escrow no job used is its consumer's to take back; anyone may refund it after "
+        "its deadline",
+    ),
+    (
+        "escrow deadline not reached",
+        errors.InvalidState,
+        "a job's escrow is refunded by cancel, failure or denial, or after its deadline",
+    ),
+    (
+        "re-key needs a new version",
+        errors.InvalidState,
+        "the dataset was transferred: its new holder re-keys it (datagora rekey) before it "
+        "sells or serves again",
+    ),
+    (
+        "fee delay not over",
+        errors.InvalidState,
+        "a proposed protocol fee applies only after its delay (pending_protocol_fee)",
+    ),
+    ("escrow not locked", errors.InvalidState, "the escrow was already paid or refunded"),
+    ("escrow expired", errors.InvalidState, "its deadline passed: reclaim it and lock again"),
+    ("escrow already used", errors.InvalidState, "an escrow pays for one job only"),
+    (
+        "escrow is for another job",
+        errors.InvalidArgument,
+        "an escrow pays only for the consumer, dataset, algorithm and parameters it was locked for",
+    ),
+    ("no per-job price", errors.NotFound, "the dataset's jobs are paid by orders, not one by one"),
     ("only the", errors.NotAuthorized, "this entry point is reserved for datagora's contracts"),
     ("no datatoken", errors.NoDatatoken, "buy a datatoken (or get one from the dispenser) first"),
     ("no valid order", errors.NoDatatoken, "the consumer must first order the compute service"),

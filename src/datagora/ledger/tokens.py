@@ -57,6 +57,22 @@ class ERC20(ContractWrapper):
     def approve(self, account: LocalAccount, spender: str, amount: int) -> Tx:
         return Tx.of(self._transact(account, "approve", check_address(spender, "spender"), amount))
 
+    def supports_permit(self) -> bool:
+        """Whether the token has EIP-2612 permit (``DOMAIN_SEPARATOR`` and ``nonces``
+        answer); a plain ERC-20 is paid through an allowance instead."""
+        cached = getattr(self, "_permit", None)
+        if cached is None:
+            from datagora.errors import DatagoraError
+
+            try:
+                self._view("DOMAIN_SEPARATOR")
+                self._view("nonces", self.address)
+                cached = True
+            except DatagoraError:
+                cached = False
+            self._permit = cached
+        return cached
+
     def sign_permit(
         self, account: LocalAccount, spender: str, amount: int, deadline: int
     ) -> Permit:

@@ -9,7 +9,12 @@ Before ordering, the node is asked whether it computes on the dataset at all
 (:func:`served`), so that nobody pays for a job it would refuse. :func:`train` runs
 federated training over several datasets the same way (under DP with ``dp=...``).
 
-Owner side: :class:`OwnerClient` lists, reviews, approves and denies jobs with
+A dataset whose jobs are sold one by one (``ComputeRegistry.set_job_terms``) is paid
+per job through the escrow instead: the price is locked for the job's algorithm and
+parameters, the lock's transaction goes to the node, and an escrow the node refuses
+is taken back at once.
+
+Owner side: :class:`OwnerClient` lists, reviews, approves, denies and cancels jobs with
 requests signed by the dataset's controller (:mod:`datagora.compute.owner`).
 
 Compute node side: :class:`OwnerDatasets` is the :class:`~datagora.compute.stored.DatasetSource`
@@ -190,13 +195,13 @@ def _valid_order(market: Marketplace, dataset: int, service_id: int) -> str | No
     if not token.has_valid_order(me.address, service_id):
         return None
     latest = None
-    for event in market.ledger.events():
-        if (
-            event.name == "OrderStarted"
-            and int(event["dataset"]) == dataset
-            and event["consumer"] == me.address
-            and int(event["service_id"]) == service_id
-            and bytes(event["consumer_key"]) in (market.consumer_key(), me.umbral_public_key)
+    # Only this consumer's orders of this dataset, filtered by the node (indexed topics).
+    for event in token.find_events(
+        "OrderStarted", dataset, me.address, start=market.ledger.deployment.start_block
+    ):
+        if int(event["service_id"]) == service_id and bytes(event["consumer_key"]) in (
+            market.consumer_key(),
+            me.umbral_public_key,
         ):
             latest = event.tx_hash
     return latest
@@ -240,8 +245,13 @@ class Job:
         return self.client.status(self.job)
 
     def wait(self, timeout: float = 300.0) -> dict[str, Any]:
-        """Wait until the job succeeded, failed or was denied; its final status."""
+        """Wait until the job succeeded, failed, was denied or cancelled; its final status."""
         return self.client.wait(self.job, timeout)
+
+    def cancel(self) -> dict[str, Any]:
+        """Withdraw the job while it waits for review or in the queue; a job paid through
+        the escrow is refunded on chain. Refused (409) once it runs."""
+        return self.client.cancel(self.job)
 
     def logs(self) -> str:
         """The job's stdout and stderr (capped; withheld if they reproduce input rows)."""
@@ -319,9 +329,13 @@ def submit(
     and submit a job; its handle."""
     code = load_algorithm(algorithm)
     client = node_client(market, node, dataset)
+    params = {} if params is None else params
     try:
-        order, _ = order_for(market, client, dataset, max_price)
-        job = client.submit(dataset, order, code, {} if params is None else params)
+        if market.ledger.compute.job_terms(dataset)[0]:
+            job = _submit_paid(market, client, dataset, code, params, max_price)
+        else:
+            order, _ = order_for(market, client, dataset, max_price)
+            job = client.submit(dataset, order, code, params)
     except httpx.HTTPError as exc:
         client.close()
         raise Unreachable(
@@ -331,6 +345,39 @@ def submit(
         client.close()
         raise
     return Job(job, dataset, client, market)
+
+
+def _submit_paid(
+    market: Marketplace,
+    client: ComputeClient,
+    dataset: int,
+    code: str,
+    params: Any,
+    max_price: int | None,
+) -> int:
+    """Pay one job through the escrow (approve, lock) and submit it with the lock; if the
+    node refuses the job, take the unused escrow back at once."""
+    from datagora.compute.jobs import algorithm_hash, params_hash
+
+    served(client, dataset)
+    ledger, me = market.ledger, market.identity
+    price, _ = ledger.compute.job_terms(dataset)
+    limit = price if max_price is None else max_price
+    if ledger.market_token.allowance(me.address, ledger.compute.address) < price:
+        ledger.market_token.approve(me.account, ledger.compute.address, price)
+    lock = ledger.compute.lock(
+        me.account,
+        dataset,
+        algorithm_hash(code.encode()),
+        params_hash(params),
+        me.umbral_public_key,
+        max_price=limit,
+    )
+    try:
+        return client.submit(dataset, lock.tx.tx_hash, code, params)
+    except (JobRefused, httpx.HTTPError):
+        ledger.compute.reclaim(me.account, lock.escrow)  # nobody pays for a refused job
+        raise
 
 
 def job_handle(market: Marketplace, job: int, node: str | None = None) -> Job:
@@ -487,6 +534,11 @@ class OwnerClient:
     def deny(self, job: int, reason: str) -> dict[str, Any]:
         """Deny with a reason (recorded on chain)."""
         result: dict[str, Any] = self._call("POST", f"/owner/jobs/{job}/deny", "deny", job, reason)
+        return result
+
+    def cancel(self, job: int) -> dict[str, Any]:
+        """Cancel a pending or queued job (on chain; its escrow goes back to the consumer)."""
+        result: dict[str, Any] = self._call("POST", f"/owner/jobs/{job}/cancel", "cancel", job)
         return result
 
 

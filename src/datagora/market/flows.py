@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from datagora.catalog.resolver import MetadataResolver, datagora_uri
 from datagora.crypto import pre
 from datagora.crypto.aead import DataKey
+from datagora.crypto.errors import PreError
 from datagora.crypto.keys import Identity, PublicIdentity
 from datagora.errors import ConfigError, NotFoundError
 from datagora.ledger import (
@@ -57,6 +58,30 @@ from datagora.storage.upload import UploadResult
 Progress = Callable[[int, int], None]
 MAX_MOCK_BYTES = 16 << 20
 """What storage nodes keep of a public document (``retention``'s limit)."""
+
+
+HANDOVER_PREFIX = b"datagora.handover.v1"
+
+
+def handover_key(dataset: int, recipient: str) -> bytes:
+    """The CiphertextStore key under which a dataset's holder leaves its data key, wrapped
+    to `recipient`'s account Umbral key, before transferring the dataset to it."""
+    return hashlib.sha256(
+        HANDOVER_PREFIX + dataset.to_bytes(32, "big") + bytes.fromhex(recipient[2:])
+    ).digest()
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A dataset given to another account: the data key left for it, the NFT transfer."""
+
+    dataset: int
+    recipient: str
+    key_record: int
+    """The CiphertextStore record holding the data key wrapped to the recipient (0: the
+    dataset stores no data)."""
+    tx: Tx
+    """The NFT transfer; the dataset now awaits the recipient's re-key."""
 
 
 def record_key(identity: Identity) -> X25519PrivateKey:
@@ -312,6 +337,99 @@ class Marketplace:
             info.metadata_uri,
             upload.manifest_hash,
             upload.root,
+        )
+
+    # -- giving a dataset to another account ---------------------------------------------
+
+    def transfer_dataset(self, dataset: int, to: PublicIdentity) -> Handover:
+        """As the holder: give `dataset` (its data NFT: control and future revenue) to
+        `to`, whose public record (``datagora account export-public``) names the Umbral
+        key the current data key is left for, on chain, wrapped (a CiphertextStore
+        record only `to` can open). The dataset then awaits its re-key: it neither
+        sells nor serves until `to` runs :meth:`rekey`. Compute operators and trusted
+        algorithms end with the transfer; see ``docs/ledger.md`` for what carries over."""
+        me = self.identity
+        info = self.dataset_info(dataset)
+        if info.controller != me.address:
+            raise ConfigError(f"you do not hold dataset {dataset}: {info.controller} does")
+        if to.address == me.address:
+            raise ConfigError("you already hold this dataset")
+        record = 0
+        if info.manifest_hash != bytes(32):
+            import json
+
+            key, _ = self.data_key(dataset)
+            wrapped = pre.wrap_key(key.raw(), to.umbral_public_key, scope=b"")
+            stored = self.ledger.ciphertexts.store(
+                me.account,
+                json.dumps(wrapped.to_json(), sort_keys=True).encode(),
+                dataset,
+                handover_key(dataset, to.address),
+            )
+            record = stored.record_id
+        tx = self.ledger.data_nft.transfer(me.account, dataset, to.address)
+        return Handover(dataset, to.address, record, tx)
+
+    def rekey(self, dataset: int) -> Tx:
+        """As the new holder of a transferred dataset: open the data key its previous
+        holder left for you, wrap it to your own key as a new version (new manifest,
+        metadata naming your keys) and so end the wait: the dataset sells and serves
+        again, delegated by your agent. Rotate afterwards (:meth:`rotate`) for a fresh
+        data key the previous holder never knew."""
+        import json
+
+        from datagora.ledger import DatasetState
+
+        me = self.identity
+        info = self.dataset_info(dataset)
+        if info.controller != me.address:
+            raise ConfigError(f"you do not hold dataset {dataset}: {info.controller} does")
+        if info.state != DatasetState.AWAITING_REKEY:
+            raise ConfigError(
+                f"dataset {dataset} is {info.state.name.lower()}, not awaiting re-key"
+            )
+        if info.manifest_hash == bytes(32):
+            raise ConfigError(f"dataset {dataset} stores no data: publish a version to re-key it")
+        start = self.ledger.deployment.start_block
+        moves = self.ledger.data_nft.find_events("DatasetTransferred", dataset, start=start)
+        previous = moves[-1]["previous"] if moves else None
+        wanted = handover_key(dataset, me.address)
+        found = None
+        for event in self.ledger.ciphertexts.find_events(
+            "RecordStored", None, None, dataset, start=start
+        ):
+            if bytes(event["key"]) == wanted:
+                found = (event["writer"], bytes(event["ciphertext"]))
+        if found is None or found[0] != previous:
+            raise ConfigError(
+                f"the previous holder of dataset {dataset} left no data key for you: ask them "
+                "to hand it over (datagora transfer-dataset), or publish the data again"
+            )
+        try:
+            wrapped = pre.WrappedKey.from_json(json.loads(found[1]))
+            key = DataKey(pre.unwrap_own(me, wrapped))
+        except (ValueError, PreError) as exc:
+            raise ConfigError(f"the data key left for you cannot be opened: {exc}") from None
+        if self.endpoints.on_publish is not None:
+            self.endpoints.on_publish(me)  # your agent delegates from now on
+        meta = build_metadata(
+            self.metadata(dataset)
+            .model_copy(update={"publisher_keys": self._keys()})
+            .model_dump(mode="json", exclude_none=True)
+        )
+        raw = meta.to_bytes()
+        storage = self.storage()
+        meta_hash = storage.put_blob(raw, "metadata")
+        self._push_metadata(raw)
+        verified = storage.fetch_manifest(info.manifest_hash)
+        rewrapped = self._rewrap_verified(storage, verified, key, dataset, info.version + 1)
+        return self.ledger.data_nft.update(
+            me.account,
+            dataset,
+            meta_hash,
+            datagora_uri(meta_hash),
+            rewrapped.manifest_hash,
+            rewrapped.root,
         )
 
     def _keys(self) -> PublisherKeys:

@@ -12,6 +12,7 @@
 
 from snekmate.auth import ownable
 from snekmate.tokens import erc721
+from snekmate.tokens.interfaces import IERC4906
 
 initializes: ownable
 initializes: erc721[ownable := ownable]
@@ -24,9 +25,6 @@ exports: (
     erc721.getApproved,
     erc721.setApprovalForAll,
     erc721.isApprovedForAll,
-    erc721.transferFrom,
-    erc721.safeTransferFrom,
-    erc721.tokenURI,
     erc721.totalSupply,
     erc721.tokenByIndex,
     erc721.tokenOfOwnerByIndex,
@@ -54,10 +52,17 @@ FLAGS_SHIFT: constant(uint256) = 200
 STATE_ACTIVE: constant(uint8) = 0
 STATE_DISABLED: constant(uint8) = 1
 STATE_RETIRED: constant(uint8) = 2
+# Transferred: the data key is still wrapped to the previous holder. Nothing sells
+# or is served until the new holder re-keys (an `update` with a new manifest).
+STATE_REKEY: constant(uint8) = 3
+
+# Transfers of a dataset's token so far (32 bits at EPOCH_SHIFT of `_info`): the
+# ComputeRegistry ties operators and trusted algorithms to it, so they end with a transfer.
+EPOCH_SHIFT: constant(uint256) = 208
 
 # datatoken (160 bits) | version (32 bits) << 160 | state (8 bits) << 192 |
-# access-list flags (8 bits) << 200: one storage slot instead of four keeps
-# publishing and buying cheap.
+# access-list flags (8 bits) << 200 | transfers (32 bits) << 208: one storage
+# slot instead of five keeps publishing and buying cheap.
 _info: HashMap[uint256, uint256]
 metadata_hash: public(HashMap[uint256, bytes32])
 manifest_hash: public(HashMap[uint256, bytes32])
@@ -65,6 +70,9 @@ merkle_root: public(HashMap[uint256, bytes32])
 
 factory: public(address)
 access_registry: public(address)
+# Where wallets fetch each token's ERC-721 metadata JSON (the catalog's `/nft/`):
+# tokenURI(id) = base_uri ‖ id. Empty: the metadata URI recorded at publish.
+base_uri: public(String[256])
 
 
 struct DatasetInfo:
@@ -108,6 +116,17 @@ event DatasetStateChanged:
     new_state: uint8
 
 
+event DatasetTransferred:
+    dataset: indexed(uint256)
+    previous: indexed(address)
+    holder: indexed(address)
+    epoch: uint256
+
+
+event BaseURIChanged:
+    base_uri: String[256]
+
+
 event FactorySet:
     factory: indexed(address)
 
@@ -146,6 +165,34 @@ def set_access_registry(access_registry_: address):
     assert access_registry_ != empty(address), "datagora: zero address"
     self.access_registry = access_registry_
     log AccessRegistrySet(access_registry=access_registry_)
+
+
+@external
+def set_base_uri(base_uri_: String[256]):
+    """
+    @notice Point `tokenURI` at a catalog serving ERC-721 metadata JSON at
+            `base_uri_` ‖ token id (e.g. "https://catalog.example/nft/"); empty
+            returns to the recorded metadata URIs. Only the collection owner.
+    """
+    ownable._check_owner()
+    self.base_uri = base_uri_
+    # EIP-4906: every token's metadata moved.
+    log IERC4906.BatchMetadataUpdate(_fromTokenId=1, _toTokenId=max(erc721._counter - 1, 1))
+    log BaseURIChanged(base_uri=base_uri_)
+
+
+@external
+@view
+def tokenURI(token_id: uint256) -> String[512]:
+    """
+    @notice ERC-721 metadata URI: the base URI ‖ the token id when one is set (a URL
+            a wallet can fetch), else the metadata URI recorded for the dataset.
+    """
+    erc721._require_minted(token_id)
+    base: String[256] = self.base_uri
+    if len(base) != 0:
+        return concat(base, uint2str(token_id))
+    return erc721._token_uris[token_id]
 
 
 @external
@@ -201,6 +248,50 @@ def mint_dataset(
 
 
 @internal
+def _on_transfer(dataset: uint256, previous: address, holder: address):
+    """A new holder: the dataset waits for its re-key (unless retired), and the roles
+    tied to the old holder's epoch end."""
+    if previous == holder:
+        return
+    info: uint256 = self._info[dataset]
+    epoch: uint256 = ((info >> EPOCH_SHIFT) & 4294967295) + 1
+    info = (info & ~(4294967295 << EPOCH_SHIFT)) | (epoch << EPOCH_SHIFT)
+    old: uint8 = self._state(info)
+    if old != STATE_RETIRED and old != STATE_REKEY:
+        info = (info & ~(255 << 192)) | (convert(STATE_REKEY, uint256) << 192)
+        log DatasetStateChanged(dataset=dataset, updater=previous, old_state=old, new_state=STATE_REKEY)
+    self._info[dataset] = info
+    log DatasetTransferred(dataset=dataset, previous=previous, holder=holder, epoch=epoch)
+
+
+@external
+@payable
+def transferFrom(owner_: address, to: address, token_id: uint256):
+    """
+    @notice ERC-721 transfer. Moving a dataset's token moves control and future
+            revenue, and puts the dataset in state 3 (awaiting re-key): it
+            neither sells nor serves until the new holder makes a new version
+            wrapped to its own key (`update` with a new manifest). Compute
+            operators and trusted algorithms end with the transfer.
+    """
+    assert erc721._is_approved_or_owner(msg.sender, token_id), "erc721: caller is not token owner or approved"
+    erc721._transfer(owner_, to, token_id)
+    self._on_transfer(token_id, owner_, to)
+
+
+@external
+@payable
+def safeTransferFrom(owner_: address, to: address, token_id: uint256, data: Bytes[1_024] = b""):
+    """
+    @notice ERC-721 safe transfer; as `transferFrom`.
+    """
+    assert erc721._is_approved_or_owner(msg.sender, token_id), "erc721: caller is not token owner or approved"
+    # Effects before the receiver's hook (checks-effects-interactions).
+    self._on_transfer(token_id, owner_, to)
+    erc721._safe_transfer(owner_, to, token_id, data)
+
+
+@internal
 @view
 def _check_controller(dataset: uint256):
     assert erc721._owner_of(dataset) == msg.sender, "datagora: not controller"
@@ -229,12 +320,21 @@ def update(
     self._check_controller(dataset)
     assert metadata_hash_ != empty(bytes32), "datagora: empty metadata hash"
     info: uint256 = self._info[dataset]
-    assert self._state(info) != STATE_RETIRED, "datagora: dataset retired"
+    state: uint8 = self._state(info)
+    assert state != STATE_RETIRED, "datagora: dataset retired"
     version: uint32 = convert((info >> 160) & 4294967295, uint32) + 1
-    self._info[dataset] = (info & ~(4294967295 << 160)) | (convert(version, uint256) << 160)
+    info = (info & ~(4294967295 << 160)) | (convert(version, uint256) << 160)
     old_metadata: bytes32 = self.metadata_hash[dataset]
     old_manifest: bytes32 = self.manifest_hash[dataset]
     old_root: bytes32 = self.merkle_root[dataset]
+    if state == STATE_REKEY:
+        # The re-key: a new version whose key is wrapped to the new holder has a new
+        # manifest (and root). A metadata-only update cannot end the wait.
+        assert manifest_hash_ != empty(bytes32) and manifest_hash_ != old_manifest, "datagora: re-key needs a new version wrapped to the new holder"
+        assert merkle_root_ != empty(bytes32), "datagora: re-key needs a new version wrapped to the new holder"
+        info = info & ~(255 << 192)
+        log DatasetStateChanged(dataset=dataset, updater=msg.sender, old_state=STATE_REKEY, new_state=STATE_ACTIVE)
+    self._info[dataset] = info
     new_manifest: bytes32 = manifest_hash_
     if new_manifest == empty(bytes32):
         new_manifest = old_manifest
@@ -272,6 +372,8 @@ def set_state(dataset: uint256, state: uint8):
     old: uint8 = self._state(info)
     assert old != STATE_RETIRED, "datagora: dataset retired"
     assert old != state, "datagora: state unchanged"
+    # Awaiting re-key: only retiring; activating takes the re-key (`update`).
+    assert old != STATE_REKEY or state == STATE_RETIRED, "datagora: re-key needs a new version wrapped to the new holder"
     self._info[dataset] = (info & ~(255 << 192)) | (convert(state, uint256) << 192)
     log DatasetStateChanged(dataset=dataset, updater=msg.sender, old_state=old, new_state=state)
 
@@ -283,6 +385,16 @@ def controller(dataset: uint256) -> address:
     @notice The account that controls `dataset` (holder of its token).
     """
     return erc721._owner_of(dataset)
+
+
+@external
+@view
+def controller_epoch(dataset: uint256) -> (address, uint256):
+    """
+    @notice The controller and how many times the dataset's token was transferred
+            (roles granted in an earlier epoch end with the transfer).
+    """
+    return erc721._owner_of(dataset), (self._info[dataset] >> EPOCH_SHIFT) & 4294967295
 
 
 @external

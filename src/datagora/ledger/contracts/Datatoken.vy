@@ -13,6 +13,7 @@
 from ethereum.ercs import IERC20
 from snekmate.auth import ownable
 from snekmate.tokens import erc20
+from snekmate.utils import ecdsa
 
 initializes: ownable
 initializes: erc20[ownable := ownable]
@@ -21,9 +22,6 @@ exports: (
     erc20.transfer,
     erc20.approve,
     erc20.transferFrom,
-    erc20.permit,
-    erc20.DOMAIN_SEPARATOR,
-    erc20.eip712Domain,
     erc20.balanceOf,
     erc20.allowance,
     erc20.totalSupply,
@@ -38,6 +36,12 @@ interface IDataNFT:
     def may_use(dataset: uint256, consumer: address) -> bool: view
     def factory() -> address: view
 
+
+# EIP-712: a clone's domain name is its own `name()` ("datagora dataset #7"), as
+# wallets build it, so the domain is computed per call rather than fixed in the template.
+_DOMAIN_TYPE_HASH: constant(bytes32) = keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+_PERMIT_TYPE_HASH: constant(bytes32) = keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)")
+_VERSION: constant(String[1]) = "1"
 
 DATA_NFT: public(immutable(address))
 EXCHANGE: public(immutable(address))
@@ -104,10 +108,52 @@ def initialize(dataset_: uint256, service_id: uint256, timeout: uint256):
         log ServiceChanged(dataset=dataset_, service_id=service_id, timeout=timeout)
 
 
+@internal
+@view
+def _name() -> String[96]:
+    return concat("datagora dataset #", uint2str(self.dataset))
+
+
 @external
 @view
 def name() -> String[96]:
-    return concat("datagora dataset #", uint2str(self.dataset))
+    return self._name()
+
+
+@internal
+@view
+def _domain_separator() -> bytes32:
+    return keccak256(abi_encode(_DOMAIN_TYPE_HASH, keccak256(self._name()), keccak256(_VERSION), chain.id, self))
+
+
+@external
+@view
+def DOMAIN_SEPARATOR() -> bytes32:
+    return self._domain_separator()
+
+
+@external
+@view
+def eip712Domain() -> (bytes1, String[96], String[1], uint256, address, bytes32, DynArray[uint256, 1]):
+    """
+    @notice EIP-5267: the domain permits are signed over; its name is `name()`.
+    """
+    return (0x0f, self._name(), _VERSION, chain.id, self, empty(bytes32), empty(DynArray[uint256, 1]))
+
+
+@external
+def permit(owner: address, spender: address, amount: uint256, deadline: uint256, v: uint8, r: bytes32, s: bytes32):
+    """
+    @notice EIP-2612 permit over the domain named by `name()` (see `eip712Domain`).
+    """
+    assert block.timestamp <= deadline, "erc20: expired deadline"
+    nonce: uint256 = erc20.nonces[owner]
+    erc20.nonces[owner] = unsafe_add(nonce, 1)
+    struct_hash: bytes32 = keccak256(abi_encode(_PERMIT_TYPE_HASH, owner, spender, amount, nonce, deadline))
+    digest: bytes32 = keccak256(concat(b"\x19\x01", self._domain_separator(), struct_hash))
+    signer: address = ecdsa._recover_vrs(digest, convert(v, uint256), convert(r, uint256), convert(s, uint256))
+    assert signer == owner, "erc20: invalid signature"
+    erc20._approve(owner, spender, amount)
 
 
 @external

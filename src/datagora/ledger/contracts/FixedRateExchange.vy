@@ -10,7 +10,11 @@
         controller at the time of sale. Payments move directly from buyer to
         recipients, so every payment is an ERC-20 Transfer event.
         `buy_and_order` buys one access and orders it in one transaction,
-        paying through an EIP-2612 permit.
+        paying through an EIP-2612 permit. `buy_and_order_via` does the same
+        for a buyer who came through a marketplace that charges a consume fee
+        (as Ocean's consume market fee): the buyer pays it on top, at most
+        MAX_CONSUME_FEE_BPS of the price, to the marketplace's recipient.
+        Protocol fee changes wait PROTOCOL_FEE_DELAY after they are proposed.
 """
 
 from ethereum.ercs import IERC20
@@ -40,6 +44,8 @@ interface IPermit:
 BPS: constant(uint256) = 10_000
 MAX_MARKET_FEE_BPS: public(constant(uint256)) = 1_000
 MAX_PROTOCOL_FEE_BPS: public(constant(uint256)) = 500
+MAX_CONSUME_FEE_BPS: public(constant(uint256)) = 1_000
+PROTOCOL_FEE_DELAY: public(constant(uint256)) = 2 * 86_400
 MAX_BUY_AMOUNT: constant(uint256) = 1_000_000
 
 MARKET_TOKEN: public(immutable(address))
@@ -47,6 +53,8 @@ DATA_NFT: public(immutable(address))
 
 # protocol fee recipient (160 bits) | fee bps << 160: read on every sale, so one slot.
 _protocol_fee: uint256
+# a proposed protocol fee: recipient | fee bps << 160 | effective time << 176 (0: none)
+_pending_protocol_fee: uint256
 
 # dataset -> price of one datatoken, in MarketToken base units (0: not for sale here).
 price: public(HashMap[uint256, uint256])
@@ -88,6 +96,19 @@ event ExchangeActivated:
 event ProtocolFeeChanged:
     fee_bps: uint256
     recipient: address
+
+
+event ProtocolFeeProposed:
+    fee_bps: uint256
+    recipient: address
+    effective_at: uint256
+
+
+event ConsumeFeePaid:
+    dataset: indexed(uint256)
+    buyer: indexed(address)
+    recipient: indexed(address)
+    amount: uint256
 
 
 # Who received the fees is in the MarketToken Transfer events of the same
@@ -174,12 +195,42 @@ def set_market_fee(dataset: uint256, fee_bps: uint256, recipient: address):
 
 
 @external
-def set_protocol_fee(fee_bps: uint256, recipient: address):
+def propose_protocol_fee(fee_bps: uint256, recipient: address):
+    """
+    @notice Propose a new protocol fee (at most MAX_PROTOCOL_FEE_BPS); it can be
+            applied PROTOCOL_FEE_DELAY later, so sellers and buyers see it coming.
+            A new proposal replaces a pending one. Only the exchange owner.
+    """
     ownable._check_owner()
     assert fee_bps <= MAX_PROTOCOL_FEE_BPS, "datagora: fee above bound"
     assert fee_bps == 0 or recipient != empty(address), "datagora: zero address"
-    self._protocol_fee = convert(recipient, uint256) | (fee_bps << 160)
-    log ProtocolFeeChanged(fee_bps=fee_bps, recipient=recipient)
+    effective_at: uint256 = block.timestamp + PROTOCOL_FEE_DELAY
+    self._pending_protocol_fee = convert(recipient, uint256) | (fee_bps << 160) | (effective_at << 176)
+    log ProtocolFeeProposed(fee_bps=fee_bps, recipient=recipient, effective_at=effective_at)
+
+
+@external
+def apply_protocol_fee():
+    """
+    @notice Apply the proposed protocol fee once its delay is over. Anyone.
+    """
+    pending: uint256 = self._pending_protocol_fee
+    assert pending != 0, "datagora: no such proposal"
+    assert block.timestamp >= pending >> 176, "datagora: fee delay not over"
+    fee: uint256 = pending & ((1 << 176) - 1)
+    self._protocol_fee = fee
+    self._pending_protocol_fee = 0
+    log ProtocolFeeChanged(fee_bps=fee >> 160, recipient=convert(fee & convert(max_value(uint160), uint256), address))
+
+
+@external
+@view
+def pending_protocol_fee() -> (uint256, address, uint256):
+    """
+    @notice The proposed protocol fee: (bps, recipient, when it may be applied); all 0: none.
+    """
+    pending: uint256 = self._pending_protocol_fee
+    return (pending >> 160) & 65535, convert(pending & convert(max_value(uint160), uint256), address), pending >> 176
 
 
 @internal
@@ -244,11 +295,11 @@ def _pay(dataset: uint256, amount: uint256, max_total: uint256, config: uint256,
     assert q.total <= max_total, "datagora: price above maximum"
     market_recipient: address = convert(config & convert(max_value(uint160), uint256), address)
     protocol_recipient: address = convert(self._protocol_fee & convert(max_value(uint160), uint256), address)
-    assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, publisher, q.publisher_amount), "datagora: payment failed"
+    assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, publisher, q.publisher_amount, default_return_value=True), "datagora: payment failed"
     if q.market_fee != 0:
-        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, market_recipient, q.market_fee), "datagora: payment failed"
+        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, market_recipient, q.market_fee, default_return_value=True), "datagora: payment failed"
     if q.protocol_fee != 0:
-        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, protocol_recipient, q.protocol_fee), "datagora: payment failed"
+        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, protocol_recipient, q.protocol_fee, default_return_value=True), "datagora: payment failed"
     log Bought(
         dataset=dataset,
         buyer=msg.sender,
@@ -313,4 +364,50 @@ def buy_and_order(
     # payment follows in this transaction, so both happen or neither does.
     order: uint256 = extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key, min_expires_at)
     self._pay(dataset, order >> 128, max_price, config, publisher)
+    return order & convert(max_value(uint128), uint256)
+
+
+@external
+def buy_and_order_via(
+    dataset: uint256,
+    service_id: uint256,
+    consumer_key: Bytes[128],
+    max_price: uint256,
+    min_expires_at: uint256,
+    deadline: uint256,
+    v: uint8,
+    r: bytes32,
+    s: bytes32,
+    consume_fee_recipient: address,
+    consume_fee_bps: uint256,
+) -> uint256:
+    """
+    @notice `buy_and_order` through a marketplace that charges a consume fee: the
+            buyer pays the order's price and, on top, `consume_fee_bps` of it (at
+            most MAX_CONSUME_FEE_BPS) to `consume_fee_recipient`, the marketplace
+            the buyer used. `max_price` bounds the whole (price and consume fee),
+            and the permit covers it.
+    @return The order's expiry.
+    """
+    assert consume_fee_bps <= MAX_CONSUME_FEE_BPS, "datagora: fee above bound"
+    assert consume_fee_bps == 0 or consume_fee_recipient != empty(address), "datagora: zero address"
+    if deadline != 0:
+        permitted: bool = raw_call(
+            MARKET_TOKEN,
+            abi_encode(msg.sender, self, max_price, deadline, v, r, s, method_id=method_id("permit(address,address,uint256,uint256,uint8,bytes32,bytes32)")),
+            revert_on_failure=False,
+        )
+    config: uint256 = 0
+    publisher: address = empty(address)
+    datatoken: address = empty(address)
+    config, publisher, datatoken = self._sale(dataset)
+    order: uint256 = extcall IDatatoken(datatoken).market_order(msg.sender, dataset, service_id, consumer_key, min_expires_at)
+    units: uint256 = order >> 128
+    assert units != 0 and units <= MAX_BUY_AMOUNT, "datagora: bad amount"
+    fee: uint256 = self._quote(dataset, units).total * consume_fee_bps // BPS
+    assert fee <= max_price, "datagora: price above maximum"
+    self._pay(dataset, units, max_price - fee, config, publisher)
+    if fee != 0:
+        assert extcall IERC20(MARKET_TOKEN).transferFrom(msg.sender, consume_fee_recipient, fee, default_return_value=True), "datagora: payment failed"
+        log ConsumeFeePaid(dataset=dataset, buyer=msg.sender, recipient=consume_fee_recipient, amount=fee)
     return order & convert(max_value(uint128), uint256)
