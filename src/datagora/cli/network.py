@@ -124,7 +124,8 @@ def chain_info(
 @commands.command()
 def node(
     roles: Annotated[
-        str, typer.Option(help="Comma-separated roles: storage, catalog, proxy, agent, compute.")
+        str,
+        typer.Option(help="Comma-separated roles: storage, catalog, proxy, agent, compute, web."),
     ],
     port: Annotated[int, typer.Option(help="TCP port to listen on.")],
     data: Annotated[Path, typer.Option(help="Directory for this node's data.")],
@@ -163,7 +164,15 @@ def node(
     anchor_every: Annotated[
         float, typer.Option(help="proxy: seconds between access-log anchors on chain.")
     ] = 60.0,
-    proxy: Annotated[list[str] | None, typer.Option(help="agent: a proxy URL (repeat).")] = None,
+    proxy: Annotated[
+        list[str] | None, typer.Option(help="agent, web: a proxy URL (repeat).")
+    ] = None,
+    catalog: Annotated[
+        str | None, typer.Option(help="web: the catalog node's URL the pages read.")
+    ] = None,
+    compute: Annotated[
+        str | None, typer.Option(help="web: the compute node the page's requests go to.")
+    ] = None,
     threshold: Annotated[int, typer.Option(help="agent: fragments a consumer needs.")] = 1,
     poll_interval: Annotated[
         float, typer.Option(help="catalog, agent: seconds between polls of the chain.")
@@ -221,6 +230,8 @@ def node(
         anchor_every=anchor_every,
         proxies=list(proxy or []),
         threshold=threshold,
+        catalog=catalog,
+        compute=compute,
         compute_datasets=_compute_datasets(dataset or []),
         allow_weak_sandbox=allow_weak_sandbox,
         require_onchain_record=require_onchain_record,

@@ -48,7 +48,7 @@ def network_parts(net: Network) -> list[tuple[str, str]]:
     parts = [("chain", net.chain_url)]
     parts += [(f"storage{i + 1}", url) for i, url in enumerate(net.storage)]
     parts += [(f"proxy{i + 1}", url) for i, url in enumerate(net.proxies)]
-    for name in ("agent", "compute", "catalog"):
+    for name in ("agent", "compute", "catalog", "web"):
         url = getattr(net, name)
         if url:
             parts.append((name, url))
