@@ -1,0 +1,241 @@
+"""The marketplace's pages in headless Chromium against `datagora up`'s network:
+search, a dataset's timeline, a buyer's wallet purchase, an owner's grant.
+
+The wallet is anvil's: the page's window.ethereum forwards to the chain, whose
+unlocked development accounts send the transactions and sign the EIP-712 messages
+(the permit, the consumer key), as a browser wallet would after the user clicks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from browsing import browser_missing, wallet_page
+
+pytestmark = [pytest.mark.slow, pytest.mark.anvil]
+DEADLINE = 300.0
+
+
+class Net:
+    def __init__(self, directory: Path, env: dict[str, str]) -> None:
+        self.dir = directory
+        self.env = env
+        self.info: dict[str, Any] = {}
+
+    def cli(self, *args: str) -> Any:
+        r = subprocess.run(
+            [sys.executable, "-m", "datagora", *args, "--json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+        )
+        assert r.returncode == 0, f"datagora {' '.join(args)}: {r.stderr[-1500:]}"
+        return json.loads(r.stdout)
+
+    @property
+    def web(self) -> str:
+        return str(self.info["web"])
+
+    @property
+    def rpc(self) -> str:
+        return str(self.info["chain_url"])
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    if browser_missing() and os.environ.get("CI") != "true":
+        pytest.skip(browser_missing() or "")
+    base = tmp_path_factory.mktemp("webnet")
+    directory = base / "net"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATAGORA_KEYS_DIR", "DATAGORA_PASSWORD", "DATAGORA_ACCOUNT")
+    }
+    env["DATAGORA_NETWORK"] = str(directory / "network.json")
+    log = open(base / "up.log", "ab")  # noqa: SIM115 - closed in finally
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datagora", "up", "--dir", str(directory),
+         "--proxies", "2", "--threshold", "1", "--allow-weak-sandbox"],
+        env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            assert process.poll() is None, (base / "up.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the network did not start"
+            if (directory / "network.json").exists() and "ready:" in (base / "up.log").read_text():
+                break
+            time.sleep(1)
+        info = json.loads((directory / "network.json").read_text())
+        env.update(
+            DATAGORA_KEYS_DIR=str(directory / "keys"),
+            DATAGORA_PASSWORD=(directory / "password").read_text().strip(),
+        )
+        n = Net(directory, env)
+        n.info = info
+        (base / "cohort.csv").write_text("age,bp\n51,120\n63,135\n47,118\n")
+        (base / "mock.csv").write_text("age,bp\n40,110\n70,150\n")
+        n.cli("publish", str(base / "cohort.csv"), "--title", "Heart cohort", "--tag", "medical",
+              "--price", "1.5", "--mock", str(base / "mock.csv"), "--account", "owner")  # fmt: skip
+        (base / "secret.bin").write_bytes(os.urandom(50_000))
+        n.cli("publish", str(base / "secret.bin"), "--title", "Approval only data",
+              "--approval", "--account", "owner")  # fmt: skip
+        # The catalog indexes in the background: wait until both are searchable.
+        while httpx.get(f"{info['catalog']}/datasets").json()["total"] < 2:
+            assert time.monotonic() < deadline, "the catalog did not index the datasets"
+            time.sleep(0.5)
+        yield n
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def _account(name: str, net: Net) -> str:
+    from datagora.ledger import dev_account
+    from datagora.node.launcher import OWNER, RESEARCHER
+
+    return str(dev_account({"owner": OWNER, "researcher": RESEARCHER}[name]).address)
+
+
+def _ledger(net: Net) -> Any:
+    from datagora.ledger import Ledger
+
+    return Ledger.connect(net.rpc, net.dir / "deployment.json")
+
+
+def test_search_finds_a_published_dataset(browser: Any, net: Net, artifacts: Path) -> None:
+    page = browser.new_page()
+    page.goto(f"{net.web}/")
+    page.get_by_label("Search", exact=True).fill("heart")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url("**q=heart**")
+    results = page.get_by_role("list", name="Search results")
+    assert results.get_by_role("link", name="Heart cohort").is_visible()
+    assert "Approval only data" not in results.inner_text()
+    assert "1 dataset found" in page.locator("#result-count").inner_text()
+    page.screenshot(path=str(artifacts / "search.png"), full_page=True)
+    # Filters: free datasets only finds neither (one is paid, one is not for sale).
+    page.goto(f"{net.web}/?cost=free")
+    assert "0 datasets found" in page.locator("#result-count").inner_text()
+    page.goto(f"{net.web}/?min_price=abc")
+    assert "is not a number" in page.inner_text("main")
+    page.close()
+
+
+def test_dataset_page_shows_its_timeline(browser: Any, net: Net, artifacts: Path) -> None:
+    page = browser.new_page()
+    page.goto(f"{net.web}/datasets/1")
+    assert page.get_by_role("heading", name="Heart cohort", level=1).is_visible()
+    timeline = page.locator("#timeline li")
+    assert timeline.count() >= 2
+    created = page.locator("#timeline li.kind-created")
+    assert created.count() == 1
+    tx = created.locator("code").inner_text()
+    versions = _ledger(net)
+    assert tx.startswith("0x") and len(tx) == 66
+    assert versions.chain.transaction_receipt(tx)["status"] == 1
+    assert page.locator(".prov svg g.prov-activity").count() >= 1
+    assert "40,110" in page.locator("pre.mock").inner_text()  # the mock preview
+    assert "datagora download 1" in page.inner_text("main")
+    page.screenshot(path=str(artifacts / "dataset.png"), full_page=True)
+    page.close()
+
+
+def test_a_buyer_buys_with_a_wallet(browser: Any, net: Net, artifacts: Path) -> None:
+    buyer = _account("researcher", net)
+    ledger = _ledger(net)
+    token = ledger.datatoken(1)
+    assert not token.has_valid_order(buyer, 0)
+    paid_before = ledger.market_token.balance_of(buyer)
+    page = wallet_page(browser, net.rpc, buyer)
+    page.goto(f"{net.web}/datasets/1")
+    button = page.get_by_role("button", name="Buy and order service 0")
+    button.wait_for(state="visible", timeout=30_000)
+    button.click()
+    page.wait_for_function("document.body.dataset.ordered", timeout=60_000)
+    assert "Ordered: transaction" in page.locator("#notice").inner_text()
+    assert token.has_valid_order(buyer, 0)
+    assert ledger.market_token.balance_of(buyer) < paid_before
+    # The order carries the consumer key derived in the page from the wallet's signature.
+    key = page.evaluate(
+        "async () => Array.from((await window.datagora.consumerKey()).publicKey)"
+        ".map(b => b.toString(16).padStart(2, '0')).join('')"
+    )
+    assert len(key) == 66 and key[:2] in ("02", "03")
+    page.goto(f"{net.web}/account?address={buyer}")
+    assert page.locator("#h-orders + table tbody tr").first.inner_text().startswith("1")
+    page.screenshot(path=str(artifacts / "buyer-account.png"), full_page=True)
+    assert not page.errors, page.errors
+    page.context.close()
+
+
+def test_an_owner_grants_a_request_from_the_page(browser: Any, net: Net, artifacts: Path) -> None:
+    from datagora.ledger.access import RequestStatus
+
+    owner = _account("owner", net)
+    filed = net.cli("request", "2", "--purpose", "a tumour classifier", "--account", "researcher")
+    request_id = int(filed["request"])
+    ledger = _ledger(net)
+    page = wallet_page(browser, net.rpc, owner)
+    page.goto(f"{net.web}/account?address={owner}")
+    row = page.locator(f"#request-{request_id}")
+    assert "a tumour classifier" in row.inner_text()
+    grant = row.get_by_role("button", name="Grant")
+    grant.wait_for(state="visible", timeout=30_000)
+    page.screenshot(path=str(artifacts / "owner-requests.png"), full_page=True)
+    grant.click()
+    page.wait_for_function(
+        f"document.querySelector('#request-{request_id} .status').textContent === 'granted'",
+        timeout=60_000,
+    )
+    assert ledger.access.get_request(request_id).status is RequestStatus.GRANTED
+    page.reload()
+    assert "granted" in page.locator(f"#request-{request_id} .status").inner_text()
+    assert "1.4" in page.locator("#earned").inner_text()  # the sale above, less its fees
+    page.screenshot(path=str(artifacts / "owner-granted.png"), full_page=True)
+    assert not page.errors, page.errors
+    page.context.close()
+
+
+def test_umbral_wasm_loads_in_chromium_from_the_node(browser: Any, net: Net) -> None:
+    page = browser.new_page()
+    page.goto(f"{net.web}/")
+    hex_key = page.evaluate(
+        """async () => {
+          const u = await window.datagora.loadUmbral();
+          const seed = new Uint8Array(32).fill(7);
+          const sk = u.SecretKeyFactory.fromSecureRandomness(seed)
+            .makeKey(new TextEncoder().encode("datagora-consumer-v1"));
+          return Array.from(sk.publicKey().toCompressedBytes())
+            .map(b => b.toString(16).padStart(2, '0')).join('');
+        }"""
+    )
+    from umbral_pre import SecretKeyFactory
+
+    expected = (
+        SecretKeyFactory.from_secure_randomness(bytes([7] * 32))
+        .make_key(b"datagora-consumer-v1")
+        .public_key()
+    )
+    assert hex_key == expected.to_compressed_bytes().hex()
+    page.close()
