@@ -94,8 +94,15 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         (base / "secret.bin").write_bytes(os.urandom(50_000))
         n.cli("publish", str(base / "secret.bin"), "--title", "Approval only data",
               "--approval", "--account", "owner")  # fmt: skip
-        # The catalog indexes in the background: wait until both are searchable.
-        while httpx.get(f"{info['catalog']}/datasets").json()["total"] < 2:
+        compute_meta = {
+            "title": "Cohort for compute", "license": "CC-BY-4.0", "creator": "owner",
+            "services": [{"id": 0, "type": "compute", "price": "0", "policy": "approval"}],
+        }  # fmt: skip
+        (base / "compute.json").write_text(json.dumps(compute_meta))
+        n.cli("publish", str(base / "cohort.csv"), "--metadata", str(base / "compute.json"),
+              "--free", "--account", "owner")  # fmt: skip
+        # The catalog indexes in the background: wait until all are searchable.
+        while httpx.get(f"{info['catalog']}/datasets").json()["total"] < 3:
             assert time.monotonic() < deadline, "the catalog did not index the datasets"
             time.sleep(0.5)
         yield n
@@ -134,9 +141,13 @@ def test_search_finds_a_published_dataset(browser: Any, net: Net, artifacts: Pat
     assert "Approval only data" not in results.inner_text()
     assert "1 dataset found" in page.locator("#result-count").inner_text()
     page.screenshot(path=str(artifacts / "search.png"), full_page=True)
-    # Filters: free datasets only finds neither (one is paid, one is not for sale).
+    # Filters: free finds only the free one (the others are paid, or not for sale).
     page.goto(f"{net.web}/?cost=free")
-    assert "0 datasets found" in page.locator("#result-count").inner_text()
+    assert "1 dataset found" in page.locator("#result-count").inner_text()
+    assert "Cohort for compute" in page.inner_text("main")
+    page.goto(f"{net.web}/?cost=paid&service=download&sort=price_desc")
+    assert "Heart cohort" in page.inner_text("main")
+    assert "Cohort for compute" not in page.inner_text("main")
     page.goto(f"{net.web}/?min_price=abc")
     assert "is not a number" in page.inner_text("main")
     page.close()
@@ -189,13 +200,72 @@ def test_a_buyer_buys_with_a_wallet(browser: Any, net: Net, artifacts: Path) -> 
     page.context.close()
 
 
-def test_an_owner_grants_a_request_from_the_page(browser: Any, net: Net, artifacts: Path) -> None:
+def test_the_buyer_downloads_in_the_page_byte_for_byte(
+    browser: Any, net: Net, artifacts: Path, tmp_path: Path
+) -> None:
+    """After the purchase above: key from the proxies, shares verified, AES-GCM in the
+    page; the saved file equals the published one."""
+    buyer = _account("researcher", net)
+    page = wallet_page(browser, net.rpc, buyer)
+    page.goto(f"{net.web}/datasets/1")
+    button = page.get_by_role("button", name="Download and decrypt in this page")
+    button.wait_for(state="visible", timeout=30_000)
+    with page.expect_download(timeout=120_000) as info:
+        button.click()
+    saved = tmp_path / "saved.csv"
+    info.value.save_as(saved)
+    assert saved.read_bytes() == (net.dir.parent / "cohort.csv").read_bytes()
+    page.wait_for_function(
+        "document.getElementById('download-status').textContent.startsWith('Saved')"
+    )
+    page.screenshot(path=str(artifacts / "download.png"), full_page=True)
+    assert not page.errors, page.errors
+    page.context.close()
+
+
+def test_a_download_without_access_is_refused_with_a_clear_message(
+    browser: Any, net: Net, artifacts: Path
+) -> None:
+    from datagora.ledger import dev_account
+
+    stranger = str(dev_account(3).address)  # never ordered, never granted
+    page = wallet_page(browser, net.rpc, stranger)
+    page.goto(f"{net.web}/datasets/1")
+    button = page.get_by_role("button", name="Download and decrypt in this page")
+    button.wait_for(state="visible", timeout=30_000)
+    button.click()
+    page.wait_for_function(
+        "document.getElementById('download-status').textContent.includes('refuse')",
+        timeout=120_000,
+    )
+    assert "The proxies refuse the key" in page.locator("#download-status").inner_text()
+    page.screenshot(path=str(artifacts / "download-refused.png"), full_page=True)
+    page.context.close()
+
+
+def test_an_owner_grants_a_request_from_the_page_then_revokes_it(
+    browser: Any, net: Net, artifacts: Path, tmp_path: Path
+) -> None:
+    """The researcher asks from the page (with the wallet-derived key), the owner grants
+    from the page, the researcher downloads in the page; the owner revokes, and the
+    researcher's next download is refused with a clear message."""
     from datagora.ledger.access import RequestStatus
 
-    owner = _account("owner", net)
-    filed = net.cli("request", "2", "--purpose", "a tumour classifier", "--account", "researcher")
-    request_id = int(filed["request"])
+    owner, researcher = _account("owner", net), _account("researcher", net)
     ledger = _ledger(net)
+    asker = wallet_page(browser, net.rpc, researcher)
+    asker.goto(f"{net.web}/datasets/2")
+    purpose = asker.get_by_label("Or ask the owner for access — your purpose")
+    purpose.wait_for(state="visible", timeout=30_000)
+    purpose.fill("a tumour classifier")
+    asker.get_by_role("button", name="Request access").click()
+    asker.wait_for_function(
+        "document.getElementById('notice').textContent.startsWith('Access requested')",
+        timeout=60_000,
+    )
+    request_id = ledger.access.latest_request(2, researcher)
+    assert ledger.access.get_request(request_id).status is RequestStatus.PENDING
+
     page = wallet_page(browser, net.rpc, owner)
     page.goto(f"{net.web}/account?address={owner}")
     row = page.locator(f"#request-{request_id}")
@@ -213,6 +283,78 @@ def test_an_owner_grants_a_request_from_the_page(browser: Any, net: Net, artifac
     assert "granted" in page.locator(f"#request-{request_id} .status").inner_text()
     assert "1.4" in page.locator("#earned").inner_text()  # the sale above, less its fees
     page.screenshot(path=str(artifacts / "owner-granted.png"), full_page=True)
+
+    asker.goto(f"{net.web}/datasets/2")
+    button = asker.get_by_role("button", name="Download and decrypt in this page")
+    button.wait_for(state="visible", timeout=30_000)
+    with asker.expect_download(timeout=120_000) as info:
+        button.click()
+    saved = tmp_path / "granted.bin"
+    info.value.save_as(saved)
+    assert saved.read_bytes() == (net.dir.parent / "secret.bin").read_bytes()
+
+    revoke = page.locator(f"#request-{request_id}").get_by_role("button", name="Revoke")
+    revoke.wait_for(state="visible", timeout=30_000)
+    revoke.click()
+    page.wait_for_function(
+        f"document.querySelector('#request-{request_id} .status').textContent === 'revoked'",
+        timeout=60_000,
+    )
+    assert ledger.access.get_request(request_id).status is RequestStatus.REVOKED
+    asker.goto(f"{net.web}/datasets/2")
+    button = asker.get_by_role("button", name="Download and decrypt in this page")
+    button.wait_for(state="visible", timeout=30_000)
+    button.click()
+    asker.wait_for_function(
+        "document.getElementById('download-status').textContent.includes('refuse')",
+        timeout=120_000,
+    )
+    refused = asker.locator("#download-status").inner_text()
+    assert "The proxies refuse the key" in refused and "revoked" in refused, refused
+    asker.screenshot(path=str(artifacts / "download-revoked.png"), full_page=True)
+    assert not page.errors, page.errors
+    page.context.close()
+    asker.context.close()
+
+
+ALGORITHM = """
+import json
+
+
+def run(inputs, params, output_dir):
+    (item,) = inputs.values()
+    (output_dir / "rows.json").write_text(json.dumps({"rows": len(item.frame)}))
+"""
+
+
+def test_an_owner_reviews_and_approves_a_job_from_the_page(
+    browser: Any, net: Net, artifacts: Path, tmp_path: Path
+) -> None:
+    owner = _account("owner", net)
+    algorithm = tmp_path / "rows.py"
+    algorithm.write_text(ALGORITHM)
+    net.cli("compute", "submit", "3", "--algorithm", str(algorithm), "--account", "researcher")
+    ledger = _ledger(net)
+    job = ledger.compute.job_count()
+    assert ledger.compute.job(job).status == 1  # pending: the owner reviews it
+    page = wallet_page(browser, net.rpc, owner)
+    page.goto(f"{net.web}/account?address={owner}")
+    row = page.locator(f"#job-{job}")
+    assert "pending" in row.locator(".status").inner_text()
+    review = row.get_by_role("button", name="Review the code")
+    review.wait_for(state="visible", timeout=30_000)
+    review.click()
+    code = page.locator(f"#code-{job}")
+    code.wait_for(state="visible", timeout=30_000)
+    assert "def run(inputs, params, output_dir)" in code.inner_text()  # the code shown
+    page.screenshot(path=str(artifacts / "owner-job-review.png"), full_page=True)
+    row.get_by_role("button", name="Approve").click()
+    page.wait_for_function(
+        f"document.querySelector('#job-{job} .status').textContent === 'approved'",
+        timeout=60_000,
+    )
+    assert ledger.compute.job(job).status in (2, 4, 5)  # approved (then run)
+    page.screenshot(path=str(artifacts / "owner-job-approved.png"), full_page=True)
     assert not page.errors, page.errors
     page.context.close()
 

@@ -11,6 +11,7 @@ packages the project installs (nothing from a CDN).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -27,6 +28,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from datagora.display import format_amount, format_time, short_hex
+from datagora.errors import DatagoraError
 
 if TYPE_CHECKING:
     from datagora.ledger import Ledger
@@ -37,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 20
 GRANT_DAYS = 30
 MAX_FORWARD_BYTES = 64 << 10
+_HEX64 = re.compile("[0-9a-f]{64}")
 _SORTS = {
     "relevance": "relevance",
     "newest": "newest",
@@ -203,14 +206,10 @@ def create_web_app(config: WebConfig) -> FastAPI:
         service = qp.get("service", "")
         if service in ("download", "compute"):
             params.append(("service", service))
-        elif service == "dp":
-            params.append(("service", "compute"))
         elif service:
-            raise HTTPException(422, "service is download, compute or dp")
+            raise HTTPException(422, "service is download or compute")
         result = catalog_get("/datasets", params) or {"total": 0, "items": []}
         items = result["items"]
-        if service == "dp":
-            items = [i for i in items if "dp" in i.get("tags", []) or "compute" in i["services"]]
         base = [(k, v) for k, v in qp.multi_items() if k != "page"]
         pages = max(1, -(-int(result["total"]) // PAGE_SIZE))
         return render(
@@ -257,7 +256,7 @@ def create_web_app(config: WebConfig) -> FastAPI:
             try:
                 token = ledger.datatoken(dataset)
                 now = ledger.chain.timestamp()
-            except Exception:
+            except DatagoraError:  # the page still shows the metadata
                 token = None
         for s in meta.get("services", []):
             entry = dict(s)
@@ -273,7 +272,7 @@ def create_web_app(config: WebConfig) -> FastAPI:
                     if details.get("pricing") == "fixed":
                         entry["max_price"] = str(ledger.exchange.quote(dataset, units).total)
                         entry["price_text"] = format_amount(int(entry["max_price"]))
-                except Exception:
+                except DatagoraError:  # a closed or odd service: shown, not offered
                     entry["open"] = False
             services.append(entry)
         return services
@@ -302,6 +301,12 @@ def create_web_app(config: WebConfig) -> FastAPI:
         if details is None:
             raise HTTPException(404, f"no dataset {dataset} in the catalog (yet)")
         entries, svg, timeline_error = _timeline(dataset)
+        on_chain = None
+        if config.ledger is not None:
+            try:
+                on_chain = config.ledger.data_nft.get_dataset(dataset)
+            except DatagoraError:  # the page still shows the catalog's view
+                on_chain = None
         return render(
             "dataset.html",
             request,
@@ -313,6 +318,13 @@ def create_web_app(config: WebConfig) -> FastAPI:
             prov_svg=svg,
             timeline_error=timeline_error,
             grant_expires=int(time.time()) + GRANT_DAYS * 86_400,
+            chain={
+                "version": on_chain.version,
+                "manifest": on_chain.manifest_hash.hex(),
+                "root": on_chain.merkle_root.hex(),
+            }
+            if on_chain is not None
+            else None,
         )
 
     @app.get("/datasets/{dataset}/prov.svg")
@@ -476,5 +488,48 @@ def create_web_app(config: WebConfig) -> FastAPI:
     @app.get("/api/compute/jobs/{job}/result")
     async def fwd_result(job: str, request: Request) -> Response:
         return await _forward(request, "GET", f"/jobs/{job}/result")
+
+    async def _relay(kind: str, index: int, method: str, path: str, request: Request) -> Response:
+        nodes = config.proxies if kind == "proxy" else config.storage
+        if not 0 <= index < len(nodes):
+            raise HTTPException(404, f"this network has no {kind} {index}")
+        body = await request.body()
+        if len(body) > MAX_FORWARD_BYTES:
+            raise HTTPException(413, "the body is too large")
+        try:
+            r = await run_in_threadpool(
+                client.request,
+                method,
+                f"{nodes[index].rstrip('/')}{path}",
+                content=body or None,
+                params=dict(request.query_params),
+                headers={"content-type": "application/json"} if body else None,
+            )
+        except httpx.HTTPError as exc:
+            raise _offline(f"{kind} {index}", exc) from None
+        return Response(
+            r.content,
+            status_code=r.status_code,
+            media_type=r.headers.get("content-type", "application/octet-stream"),
+        )
+
+    # The page's in-page download reaches the proxies and storage nodes through here (same
+    # origin: those nodes send no CORS headers). What passes is what the network would
+    # see anyway: signed fragment requests, capsule fragments re-encrypted to the
+    # visitor's key, ciphertext shares, manifests. The page verifies every fragment and
+    # share; the data key and the plaintext exist only in the page.
+    @app.post("/api/relay/proxy/{index}/reencrypt")
+    async def relay_reencrypt(index: int, request: Request) -> Response:
+        return await _relay("proxy", index, "POST", "/reencrypt", request)
+
+    @app.get("/api/relay/storage/{index}/shares/{name}")
+    async def relay_share(index: int, name: str, request: Request) -> Response:
+        if not _HEX64.fullmatch(name):
+            raise HTTPException(422, "a share name is 64 lowercase hex digits")
+        return await _relay("storage", index, "GET", f"/shares/{name}", request)
+
+    @app.get("/api/relay/storage/{index}/placements")
+    async def relay_placements(index: int, request: Request) -> Response:
+        return await _relay("storage", index, "GET", "/placements", request)
 
     return app

@@ -267,6 +267,7 @@ function wire() {
     t.closest("tr"), () => contract("AccessRegistry", "access").deny(BigInt(t.dataset.request), t.reason.value), "denied"))));
   document.querySelectorAll("button.revoke").forEach((b) => b.addEventListener("click", guard((t) => ownerTx(
     t.closest("tr"), () => contract("AccessRegistry", "access").revoke(BigInt(t.dataset.request)), "revoked"))));
+  document.getElementById("download")?.addEventListener("click", guard(download));
   document.querySelectorAll("button.review").forEach((b) => b.addEventListener("click", guard(review)));
   document.querySelectorAll("button.approve").forEach((b) => b.addEventListener("click", guard((t) => decideJob(t.closest("tr"), t.dataset.job, true))));
   document.querySelectorAll("form.deny-job").forEach((f) => f.addEventListener("submit", guard((t) => decideJob(t.closest("tr"), t.dataset.job, false, t.reason.value))));
@@ -277,3 +278,216 @@ function wire() {
 window.datagora = { consumerKey, loadUmbral, state };
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", wire);
 else wire();
+
+// ---- download in the page: key from the proxies, shares verified, AES-GCM in WebCrypto ----
+// Formats: docs/formats.md (manifest v2, datagora.share.v1, rfc6962-sha256, datagora.chunk.v1)
+// and docs/sharing.md (datagora.reencrypt-request.v1). The data key and the plaintext
+// exist only in this page; the web node relays ciphertext, capsule fragments and requests.
+
+const enc = new TextEncoder();
+const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+const unhex = (h) => window.ethers.getBytes("0x" + h);
+const sha256 = async (b) => new Uint8Array(await crypto.subtle.digest("SHA-256", b));
+const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+const concat = (parts) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+};
+const be = (value, size) => {
+  const out = new Uint8Array(size);
+  let v = BigInt(value);
+  for (let i = size - 1; i >= 0; i--) { out[i] = Number(v & 0xffn); v >>= 8n; }
+  return out;
+};
+
+class DownloadRefused extends Error {}
+
+async function merkleRoot(leaves) {
+  // RFC 6962 tree hash over the share hashes (raw 32 bytes each).
+  if (leaves.length === 0) return sha256(new Uint8Array());
+  let level = await Promise.all(leaves.map((d) => sha256(concat([new Uint8Array([0]), d]))));
+  const mth = async (nodes) => {
+    if (nodes.length === 1) return nodes[0];
+    let m = 1;
+    while (m * 2 < nodes.length) m *= 2;
+    return sha256(concat([new Uint8Array([1]), await mth(nodes.slice(0, m)), await mth(nodes.slice(m))]));
+  };
+  return mth(level);
+}
+
+async function fetchBlob(name, nodes) {
+  // The blob named `name` (its SHA-256) from the first of `nodes` that serves it intact.
+  for (const index of nodes) {
+    const r = await fetch(`/api/relay/storage/${index}/shares/${name}`);
+    if (!r.ok) continue;
+    const bytes = new Uint8Array(await r.arrayBuffer());
+    if (hex(await sha256(bytes)) === name) return bytes;
+  }
+  return null;
+}
+
+async function signedFragmentRequest(dataset, version, capsule) {
+  const cfg = await config();
+  const message = {
+    consumer: state.account, dataset: String(dataset), version: Number(version),
+    capsule: "0x" + hex(await sha256(capsule)), nonce: randomHex32(),
+    expires: Math.floor(Date.now() / 1000) + 120,
+  };
+  const domain = { name: "datagora", version: "1", chainId: cfg.chainId };
+  const types = { FragmentRequest: [
+    { name: "consumer", type: "address" }, { name: "dataset", type: "uint256" },
+    { name: "version", type: "uint32" }, { name: "capsule", type: "bytes32" },
+    { name: "nonce", type: "bytes32" }, { name: "expires", type: "uint64" },
+  ] };
+  const signature = (await state.signer.signTypedData(domain, types, message)).toLowerCase();
+  return { format: "datagora.signed-request.v1", type: "FragmentRequest", domain, message, signature };
+}
+
+async function dataKey(art, wrap, say) {
+  const cfg = await config();
+  const umbral = await loadUmbral();
+  const me = await consumerKey();
+  const capsuleBytes = unhex(wrap.capsule);
+  const capsule = umbral.Capsule.fromBytes(capsuleBytes);
+  const delegating = umbral.PublicKey.fromCompressedBytes(unhex(wrap.delegating_key));
+  const verifying = umbral.PublicKey.fromCompressedBytes(unhex(art.verifyingKey));
+  const receiving = me.secret.publicKey();
+  const deadline = Date.now() + 60_000;
+  let refusals = [];
+  for (;;) {
+    const body = { format: "datagora.reencrypt-request.v1", capsule: hex(capsuleBytes),
+      request: await signedFragmentRequest(art.dataset, art.version, capsuleBytes) };
+    const batches = new Map();
+    refusals = [];
+    await Promise.all(cfg.proxies.map(async (_, i) => {
+      const r = await fetch(`/api/relay/proxy/${i}/reencrypt`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      const answer = await r.json().catch(() => ({}));
+      if (!r.ok) { refusals.push(answer); return; }
+      for (const { batch, cfrag } of answer.cfrags || []) {
+        try {
+          const verified = umbral.CapsuleFrag.fromBytes(unhex(cfrag)).verify(capsule, verifying, delegating, receiving);
+          if (!batches.has(batch)) batches.set(batch, []);
+          batches.get(batch).push(verified);
+        } catch (err) {
+          refusals.push({ error: "bad_fragment", detail: `proxy ${i} sent a fragment that does not verify` });
+        }
+      }
+    }));
+    const enough = [...batches.values()].find((b) => b.length >= cfg.threshold);
+    if (enough) {
+      return umbral.decryptReencrypted(me.secret, delegating, capsule, enough.slice(0, cfg.threshold), unhex(wrap.ciphertext));
+    }
+    const final = refusals.find((r) => r.error && !["no_kfrag", "request_pending"].includes(r.error));
+    if (final || Date.now() > deadline) {
+      const why = (final || refusals[0] || {}).detail || "too few proxies answered";
+      throw new DownloadRefused(`The proxies refuse the key: ${why}`);
+    }
+    say("Waiting for the owner's agent to hand the proxies your key fragments…");
+    await new Promise((done) => setTimeout(done, 1000));
+  }
+}
+
+function expectedHeader(m, i, b, k, n, size) {
+  return concat([enc.encode("DGS1"), unhex(m.dataset_id), be(m.version, 4), be(i, 8), be(b, 2),
+    be(k, 2), be(n, 2), be(size, 4)]);
+}
+
+export async function downloadInPage(onStatus = () => {}) {
+  const art = document.getElementById("dataset").dataset;
+  const cfg = await config();
+  const say = (t) => { onStatus(t); const el = document.getElementById("download-status"); if (el) el.textContent = t; };
+  const allNodes = cfg.storage.map((_, i) => i);
+  say("Fetching the manifest…");
+  const manifestBytes = await fetchBlob(art.manifest, allNodes);
+  if (!manifestBytes) throw new DownloadRefused("No storage node serves this version's manifest.");
+  const m = JSON.parse(new TextDecoder().decode(manifestBytes));
+  if (m.format !== "datagora.manifest" || m.format_version !== 2 || m.key_wrap.scheme !== "umbral-pre-v1") {
+    throw new DownloadRefused("This version's manifest is not one the page can read (its key is not shared through proxies).");
+  }
+  const { k, n } = m.erasure;
+  const leaves = m.chunks.flatMap((c) => c.shares.map(unhex));
+  const root = hex(await merkleRoot(leaves));
+  if (root !== m.merkle.root || root !== art.root) {
+    throw new DownloadRefused("The share hashes do not make the Merkle root recorded on chain: refused.");
+  }
+  // Where each share is: the placement record with the highest sequence (a hint only).
+  const where = new Map();
+  for (const index of allNodes) {
+    const r = await fetch(`/api/relay/storage/${index}/placements?manifest=${art.manifest}`);
+    if (!r.ok) continue;
+    const records = ((await r.json()).records || []).sort((a, b) => b.sequence - a.sequence);
+    if (!records.length) continue;
+    const raw = await fetchBlob(records[0].hash, allNodes);
+    if (!raw) continue;
+    const placement = JSON.parse(new TextDecoder().decode(raw));
+    if (placement.manifest_hash !== art.manifest) continue;
+    for (const [share, urls] of Object.entries(placement.placement)) {
+      where.set(share, urls.map((u) => cfg.storage.indexOf(u)).filter((x) => x >= 0));
+    }
+    break;
+  }
+  say("Asking the proxies for your key…");
+  const raw = await dataKey(art, m.key_wrap, say);
+  const key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
+  raw.fill(0);
+  const parts = [];
+  const started = performance.now();
+  for (let i = 0; i < m.chunks.length; i++) {
+    const chunk = m.chunks[i];
+    const size = chunk.ciphertext_size;
+    const blockSize = Math.max(1, Math.ceil(size / k));
+    const blocks = await Promise.all([...Array(k).keys()].map(async (b) => {
+      const name = chunk.shares[b];
+      const order = [...(where.get(name) || []), ...allNodes.filter((x) => !(where.get(name) || []).includes(x))];
+      const share = await fetchBlob(name, order);
+      if (!share) {
+        throw new DownloadRefused(`Share ${b} of chunk ${i} is on no node that answers: rebuilding it from parity shares is not done in the page; use the command line: datagora download ${art.dataset} -o FILE`);
+      }
+      const header = expectedHeader(m, i, b, k, n, size);
+      if (share.length !== 58 + blockSize || !equal(share.subarray(0, 58), header)) {
+        throw new DownloadRefused(`Share ${b} of chunk ${i} is not the one the manifest names.`);
+      }
+      return share.subarray(58);
+    }));
+    const padded = concat(blocks);
+    if (padded.subarray(size).some((x) => x !== 0)) throw new DownloadRefused(`Chunk ${i} has non-zero padding.`);
+    const final = i === m.chunks.length - 1 ? 1 : 0;
+    const nonce = concat([new Uint8Array([0, 0, 0, final]), be(i, 8)]);
+    const ad = concat([enc.encode("datagora.chunk.v1"), unhex(m.dataset_id), be(m.version, 4), be(i, 8), new Uint8Array([final])]);
+    try {
+      parts.push(new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv: nonce, additionalData: ad, tagLength: 128 }, key, padded.subarray(0, size))));
+    } catch (err) {
+      throw new DownloadRefused(`Chunk ${i} fails authentication: refused.`);
+    }
+    say(`Decrypted chunk ${i + 1} of ${m.chunks.length}…`);
+  }
+  const total = parts.reduce((s, p) => s + p.length, 0);
+  if (total !== m.plaintext_size) throw new DownloadRefused("The decrypted size is not the manifest's: refused.");
+  const seconds = (performance.now() - started) / 1000;
+  return { parts, total, seconds };
+}
+
+async function download(button) {
+  const art = document.getElementById("dataset").dataset;
+  try {
+    const { parts, total, seconds } = await downloadInPage();
+    const url = URL.createObjectURL(new Blob(parts, { type: "application/octet-stream" }));
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = `dataset-${art.dataset}-v${art.version}.bin`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    document.getElementById("download-status").textContent =
+      `Saved ${total} bytes, every share and chunk verified (${seconds.toFixed(2)} s).`;
+  } catch (err) {
+    document.getElementById("download-status").textContent = reason(err);
+    throw err;
+  }
+}
+
+window.datagora.downloadInPage = downloadInPage;
