@@ -11,7 +11,12 @@ measured yet (the page does not download: see docs/web.md).
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +33,19 @@ from datagora.node.inprocess import ThreadServer
 from datagora.web.app import WebConfig, create_web_app
 
 TARGET_MS = 100.0
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+SHIM = """(() => { const RPC = %(rpc)r, ACCOUNT = %(account)r; let id = 0;
+  window.ethereum = { async request({ method, params }) {
+    if (method === "eth_requestAccounts" || method === "eth_accounts") return [ACCOUNT];
+    if (method === "wallet_switchEthereumChain") return null;
+    const r = await fetch(RPC, { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: ++id, method, params: params || [] }) });
+    const a = await r.json(); if (a.error) throw new Error(a.error.message); return a.result;
+  }, on() {}, removeListener() {} }; })();"""
 
 
 def _fill(ix: Indexer, db: Database, datasets: int, rnd: random.Random) -> None:
@@ -52,7 +70,109 @@ def _fill(ix: Indexer, db: Database, datasets: int, rnd: random.Random) -> None:
                 )  # fmt: skip
 
 
-def run(datasets: int = 10_000, queries: int = 200) -> dict[str, Any]:
+def _cli(env: dict[str, str], *args: str) -> Any:
+    r = subprocess.run(
+        [sys.executable, "-m", "datagora", *args, "--json"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if r.returncode != 0:
+        raise RuntimeError(f"datagora {args[0]}: {r.stderr.strip()[-500:]}")
+    return json.loads(r.stdout)
+
+
+def download_speeds(size_mb: int = 16) -> dict[str, Any]:
+    """MB/s of the CLI's download and of the page's, on one network, same file."""
+    if not Path(CHROMIUM).exists():
+        return {"download_in_page_note": f"no {CHROMIUM}: run `make browser`"}
+    from playwright.sync_api import sync_playwright
+
+    import datagora.sdk as dg
+    from datagora.ledger import dev_account
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        directory = base / "net"
+        env = {**os.environ, "DATAGORA_NETWORK": str(directory / "network.json")}
+        env.pop("DATAGORA_ACCOUNT", None)
+        log = open(base / "up.log", "ab")  # noqa: SIM115 - closed in finally
+        up = subprocess.Popen(
+            [sys.executable, "-m", "datagora", "up", "--dir", str(directory)],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while "ready:" not in (base / "up.log").read_text(errors="replace"):
+                if up.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("datagora up did not start: see its log")
+                time.sleep(1)
+            info = json.loads((directory / "network.json").read_text())
+            password = (directory / "password").read_text().strip()
+            env.update(DATAGORA_KEYS_DIR=str(directory / "keys"), DATAGORA_PASSWORD=password)
+            data = os.urandom(size_mb << 20)
+            (base / "data.bin").write_bytes(data)
+            published = _cli(env, "publish", str(base / "data.bin"), "--title", "bench",
+                             "--free", "--account", "owner")  # fmt: skip
+            dataset = int(published["dataset"])
+            market = dg.connect(
+                directory / "network.json", "researcher", directory / "keys", password
+            )
+            ds = market.dataset(dataset)
+            ds.order_free()
+            t0 = time.perf_counter()
+            ds.download(base / "cli.bin")
+            cli_s = time.perf_counter() - t0
+            assert (base / "cli.bin").read_bytes() == data, "the CLI's copy differs"
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    context = browser.new_context()
+                    who = str(dev_account(3).address)
+                    context.add_init_script(SHIM % {"rpc": info["chain_url"], "account": who})
+                    page = context.new_page()
+                    page.goto(f"{info['web']}/datasets/{dataset}")
+                    page.get_by_role("button", name="Get service 0").click()
+                    page.wait_for_function("document.body.dataset.ordered", timeout=120_000)
+                    page.evaluate("async () => { await window.datagora.consumerKey(); }")
+                    t0 = time.perf_counter()
+                    digest = page.evaluate(
+                        """async () => {
+                          const r = await window.datagora.downloadInPage();
+                          const all = new Uint8Array(r.total); let at = 0;
+                          for (const p of r.parts) { all.set(p, at); at += p.length; }
+                          const d = new Uint8Array(await crypto.subtle.digest('SHA-256', all));
+                          return Array.from(d, x => x.toString(16).padStart(2, '0')).join('');
+                        }"""
+                    )
+                    page_s = time.perf_counter() - t0
+                finally:
+                    browser.close()
+            assert digest == hashlib.sha256(data).hexdigest(), "the page's copy differs"
+        finally:
+            os.killpg(up.pid, signal.SIGINT)
+            try:
+                up.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+                up.wait()
+            log.close()
+    mb = len(data) / 1e6
+    return {
+        "download_mb": round(mb, 1),
+        "download_cli_mb_s": round(mb / cli_s, 2),
+        "download_in_page_mb_s": round(mb / page_s, 2),
+        "download_in_page_vs_cli": round(cli_s / page_s, 2),
+        "download_in_page_target_vs_cli": 0.3,
+    }
+
+
+def run(datasets: int = 10_000, queries: int = 200, download_mb: int = 16) -> dict[str, Any]:
+    result = search_page(datasets, queries)
+    result.update(download_speeds(download_mb))
+    return result
+
+
+def search_page(datasets: int = 10_000, queries: int = 200) -> dict[str, Any]:
     rnd = random.Random(3)
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger.embedded()
@@ -100,6 +220,4 @@ def run(datasets: int = 10_000, queries: int = 200) -> dict[str, Any]:
         "catalog_api_ms_p50": round(_percentile(api, 0.5), 2),
         "search_page_within_target": p50 < TARGET_MS,
         "mean_results_shown": round(hits / queries, 1),
-        "download_in_page_mb_s": None,
-        "download_in_page_note": "not built yet: the page buys and orders, the CLI downloads",
     }
