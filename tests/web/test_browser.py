@@ -366,16 +366,35 @@ def run(inputs, params, output_dir):
 """
 
 
-def test_an_owner_reviews_and_approves_a_job_from_the_page(
+def test_a_job_submitted_approved_and_fetched_in_pages(
     browser: Any, net: Net, artifacts: Path, tmp_path: Path
 ) -> None:
-    owner = _account("owner", net)
+    """The researcher orders the compute service and submits a job from the page; the
+    owner reviews the code and approves it from the page; the researcher follows it and
+    fetches its result, opened in the page with the wallet-derived key."""
+    import io
+    import tarfile
+
+    owner, researcher = _account("owner", net), _account("researcher", net)
+    ledger = _ledger(net)
     algorithm = tmp_path / "rows.py"
     algorithm.write_text(ALGORITHM)
-    net.cli("compute", "submit", "3", "--algorithm", str(algorithm), "--account", "researcher")
-    ledger = _ledger(net)
-    job = ledger.compute.job_count()
+    consumer = wallet_page(browser, net.rpc, researcher)
+    consumer.goto(f"{net.web}/datasets/3")
+    get = consumer.get_by_role("button", name="Get service 0")
+    get.wait_for(state="visible", timeout=30_000)
+    get.click()
+    consumer.wait_for_function("document.body.dataset.ordered", timeout=60_000)
+    consumer.get_by_label(
+        "Algorithm file (Python, defines run(inputs, params, output_dir))"
+    ).set_input_files(str(algorithm))
+    consumer.get_by_label("Parameters (a JSON object)").fill('{"label": "rows"}')
+    consumer.get_by_role("button", name="Submit the job").click()
+    consumer.wait_for_function("document.body.dataset.job", timeout=60_000)
+    job = int(consumer.evaluate("document.body.dataset.job"))
+    assert "pending" in consumer.locator("#job-status").inner_text()
     assert ledger.compute.job(job).status == 1  # pending: the owner reviews it
+
     page = wallet_page(browser, net.rpc, owner)
     page.goto(f"{net.web}/account?address={owner}")
     row = page.locator(f"#job-{job}")
@@ -386,6 +405,7 @@ def test_an_owner_reviews_and_approves_a_job_from_the_page(
     code = page.locator(f"#code-{job}")
     code.wait_for(state="visible", timeout=30_000)
     assert "def run(inputs, params, output_dir)" in code.inner_text()  # the code shown
+    assert '"label": "rows"' in code.inner_text()  # and its parameters
     page.screenshot(path=str(artifacts / "owner-job-review.png"), full_page=True)
     row.get_by_role("button", name="Approve").click()
     page.wait_for_function(
@@ -396,6 +416,29 @@ def test_an_owner_reviews_and_approves_a_job_from_the_page(
     page.screenshot(path=str(artifacts / "owner-job-approved.png"), full_page=True)
     assert not page.errors, page.errors
     page.context.close()
+
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        consumer.get_by_role("button", name="Check the job's status").click()
+        consumer.wait_for_function("document.body.dataset.jobState", timeout=60_000)
+        state = consumer.evaluate("document.body.dataset.jobState")
+        if state in ("succeeded", "failed", "denied"):
+            break
+        assert time.monotonic() < deadline, f"job {job} still {state}"
+        consumer.evaluate("delete document.body.dataset.jobState")
+        time.sleep(2)
+    assert state == "succeeded", consumer.locator("#job-status").inner_text()
+    with consumer.expect_download(timeout=60_000) as info:
+        consumer.get_by_role("button", name="Fetch the result").click()
+    saved = tmp_path / "result.tar"
+    info.value.save_as(saved)
+    with tarfile.open(fileobj=io.BytesIO(saved.read_bytes())) as tar:
+        member = tar.extractfile("rows.json")
+        assert member is not None
+        assert json.loads(member.read()) == {"rows": 3}
+    consumer.screenshot(path=str(artifacts / "compute-result.png"), full_page=True)
+    assert not consumer.errors, consumer.errors
+    consumer.context.close()
 
 
 def test_umbral_wasm_loads_in_chromium_from_the_node(browser: Any, net: Net) -> None:

@@ -437,6 +437,31 @@ def create_web_app(config: WebConfig) -> FastAPI:
             "compute": bool(config.compute),
         }
 
+    @app.get("/api/orders/latest")
+    def latest_order(dataset: int, account: str, service: int = 0) -> dict[str, Any]:
+        """The transaction of `account`'s latest order of `service` on `dataset` (what a
+        compute request names), read from the chain's events."""
+        from eth_utils.address import is_hex_address
+
+        ledger = config.ledger
+        if ledger is None:
+            raise HTTPException(503, "this web node has no chain")
+        if not is_hex_address(account):
+            raise HTTPException(422, "account must be a 20-byte hex address")
+        found = None
+        for e in ledger.events():
+            a = e.args
+            if (
+                e.name == "OrderStarted"
+                and int(a["dataset"]) == dataset
+                and int(a["service_id"]) == service
+                and str(a["consumer"]).lower() == account.lower()
+            ):
+                found = {"tx": e.tx_hash, "expires_at": int(a["expires_at"])}
+        if found is None:
+            raise HTTPException(404, f"no order of service {service} of dataset {dataset} yet")
+        return found
+
     async def _forward(request: Request, method: str, path: str) -> Response:
         if not config.compute:
             raise HTTPException(503, "this web node knows no compute node")

@@ -268,6 +268,9 @@ function wire() {
   document.querySelectorAll("button.revoke").forEach((b) => b.addEventListener("click", guard((t) => ownerTx(
     t.closest("tr"), () => contract("AccessRegistry", "access").revoke(BigInt(t.dataset.request)), "revoked"))));
   document.getElementById("download")?.addEventListener("click", guard(download));
+  document.querySelectorAll("form.compute-submit").forEach((f) => f.addEventListener("submit", guard(submitJob)));
+  document.getElementById("job-refresh")?.addEventListener("click", guard(jobStatus));
+  document.getElementById("job-result")?.addEventListener("click", guard(jobResult));
   document.querySelectorAll("button.review").forEach((b) => b.addEventListener("click", guard(review)));
   document.querySelectorAll("button.approve").forEach((b) => b.addEventListener("click", guard((t) => decideJob(t.closest("tr"), t.dataset.job, true))));
   document.querySelectorAll("form.deny-job").forEach((f) => f.addEventListener("submit", guard((t) => decideJob(t.closest("tr"), t.dataset.job, false, t.reason.value))));
@@ -491,3 +494,127 @@ async function download(button) {
 }
 
 window.datagora.downloadInPage = downloadInPage;
+
+// ---- compute: submit a job, follow it, fetch its result (sealed to the consumer key) ----
+
+function canonical(value) {
+  // As the node's canonical_params: sorted keys, no spaces (JSON of what it parses).
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+async function signedRequest(type, fields, message) {
+  const cfg = await config();
+  const domain = { name: "datagora", version: "1", chainId: cfg.chainId };
+  const signature = (await state.signer.signTypedData(domain, { [type]: fields }, message)).toLowerCase();
+  return { format: "datagora.signed-request.v1", type, domain, message, signature };
+}
+
+const JOB_FIELDS = [
+  { name: "consumer", type: "address" }, { name: "job", type: "bytes32" },
+  { name: "action", type: "string" }, { name: "nonce", type: "bytes32" },
+  { name: "expires", type: "uint64" },
+];
+
+async function jobHeader(job, action) {
+  const signed = await signedRequest("JobRequest", JOB_FIELDS, {
+    consumer: state.account, job: "0x" + hex(be(job, 32)), action, nonce: randomHex32(),
+    expires: Math.floor(Date.now() / 1000) + 120,
+  });
+  const raw = enc.encode(JSON.stringify(signed));
+  let text = "";
+  raw.forEach((b) => { text += String.fromCharCode(b); });
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+async function submitJob(form) {
+  const art = document.getElementById("dataset").dataset;
+  const file = form.algorithm.files[0];
+  if (!file) throw new Error("choose the algorithm file");
+  const code = await file.text();
+  let params;
+  try {
+    params = JSON.parse(form.params.value || "{}");
+  } catch (err) {
+    throw new Error("the parameters are not JSON");
+  }
+  if (!params || typeof params !== "object" || Array.isArray(params)) throw new Error("the parameters are a JSON object");
+  const service = form.dataset.service;
+  const r = await fetch(`/api/orders/latest?dataset=${art.dataset}&account=${state.account}&service=${service}`);
+  const order = await r.json();
+  if (!r.ok) throw new Error(`${order.detail}: order the compute service first`);
+  const message = {
+    consumer: state.account, dataset: String(art.dataset), order: order.tx.toLowerCase(),
+    algorithm: "0x" + hex(await sha256(enc.encode(code))),
+    params: "0x" + hex(await sha256(enc.encode(canonical(params)))),
+    nonce: randomHex32(), expires: Math.floor(Date.now() / 1000) + 120,
+  };
+  const request = await signedRequest("ComputeRequest", [
+    { name: "consumer", type: "address" }, { name: "dataset", type: "uint256" },
+    { name: "order", type: "bytes32" }, { name: "algorithm", type: "bytes32" },
+    { name: "params", type: "bytes32" }, { name: "nonce", type: "bytes32" },
+    { name: "expires", type: "uint64" },
+  ], message);
+  const response = await fetch("/api/compute/jobs", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ request, algorithm: code, params }),
+  });
+  const info = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(info.detail || info.error || `the compute node answered ${response.status}`);
+  state.job = Number(info.job);
+  document.body.dataset.job = String(state.job);
+  document.getElementById("job-status").textContent = `Job ${info.job}: ${info.state}.`;
+}
+
+async function jobStatus() {
+  if (!state.job) throw new Error("submit a job first");
+  const r = await fetch(`/api/compute/jobs/${state.job}`, { headers: { "X-Datagora-Request": await jobHeader(state.job, "status") } });
+  const info = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(info.detail || info.error || `the compute node answered ${r.status}`);
+  document.getElementById("job-status").textContent =
+    `Job ${info.job}: ${info.state}${info.reason ? ` (${info.reason})` : ""}.`;
+  document.body.dataset.jobState = info.state;
+  return info;
+}
+
+async function jobResult() {
+  if (!state.job) throw new Error("submit a job first");
+  const r = await fetch(`/api/compute/jobs/${state.job}/result`, { headers: { "X-Datagora-Request": await jobHeader(state.job, "result") } });
+  if (!r.ok) {
+    const info = await r.json().catch(() => ({}));
+    throw new Error(info.detail || info.error || `the compute node answered ${r.status}`);
+  }
+  const sealed = new Uint8Array(await r.arrayBuffer());
+  // DGCR1 || uint32_be(len(header)) || header (datagora.umbral-wrap.v1 JSON) || nonce || ct+tag
+  if (new TextDecoder().decode(sealed.subarray(0, 5)) !== "DGCR1") throw new Error("not a datagora compute result");
+  const size = new DataView(sealed.buffer, sealed.byteOffset + 5, 4).getUint32(0);
+  const wrap = JSON.parse(new TextDecoder().decode(sealed.subarray(9, 9 + size)));
+  const umbral = await loadUmbral();
+  const me = await consumerKey();
+  if (wrap.delegating_key !== hex(me.publicKey)) throw new Error("this result is sealed to another key than this wallet's");
+  const raw = umbral.decryptOriginal(me.secret, umbral.Capsule.fromBytes(unhex(wrap.capsule)), unhex(wrap.ciphertext));
+  const key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
+  raw.fill(0);
+  const rest = sealed.subarray(9 + size);
+  const ad = concat([enc.encode("datagora.compute-result.v1"), be(state.job, 32), enc.encode("result")]);
+  let plain;
+  try {
+    plain = new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv: rest.subarray(0, 12), additionalData: ad }, key, rest.subarray(12)));
+  } catch (err) {
+    throw new Error("the result fails authentication: altered, or for another job");
+  }
+  const url = URL.createObjectURL(new Blob([plain], { type: "application/octet-stream" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `job-${state.job}-result.tar`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  document.getElementById("job-status").textContent = `Job ${state.job}: result saved (${plain.length} bytes, authenticated).`;
+}
+
+window.datagora.jobStatus = jobStatus;
