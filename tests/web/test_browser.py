@@ -405,7 +405,7 @@ def test_a_job_submitted_approved_and_fetched_in_pages(
     code = page.locator(f"#code-{job}")
     code.wait_for(state="visible", timeout=30_000)
     assert "def run(inputs, params, output_dir)" in code.inner_text()  # the code shown
-    assert '"label": "rows"' in code.inner_text()  # and its parameters
+    assert '{"label":"rows"}' in code.inner_text()  # and its parameters
     page.screenshot(path=str(artifacts / "owner-job-review.png"), full_page=True)
     row.get_by_role("button", name="Approve").click()
     page.wait_for_function(
