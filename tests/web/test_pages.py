@@ -152,3 +152,12 @@ def test_the_prov_picture_escapes_labels_and_lays_out_in_layers() -> None:
         ident = part.split("<title>")[1].split("</title>")[0]
         xs[ident] = int(part.split('x="')[1].split('"')[0])
     assert xs["datagora:dataset/1/v1"] < xs["datagora:tx/0xabc/0"] < xs["datagora:dataset/1/v2"]
+
+
+def test_a_dataset_not_for_sale_offers_a_request_not_a_purchase(web: str) -> None:
+    page = httpx.get(f"{web}/datasets/3").text
+    assert "not for sale: ask the owner" in page
+    assert "Buy and order" not in page
+    assert 'datagora request 3 --purpose "what for"' in page.replace("&#34;", '"')
+    page = httpx.get(f"{web}/datasets/1").text
+    assert "datagora buy 1" in page and "dataset.buy_and_order()" in page
