@@ -173,6 +173,10 @@ def test_search_finds_a_published_dataset(browser: Any, net: Net, artifacts: Pat
     page = browser.new_page()
     page.goto(f"{net.web}/")
     page.get_by_label("Search", exact=True).fill("heart")
+    # htmx updates the results as one types (the button works without JavaScript).
+    page.wait_for_function(
+        "document.getElementById('result-count').textContent.startsWith('1 dataset')"
+    )
     page.get_by_role("button", name="Search").click()
     page.wait_for_url("**q=heart**")
     results = page.get_by_role("list", name="Search results")
