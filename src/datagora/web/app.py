@@ -428,8 +428,18 @@ def create_web_app(config: WebConfig) -> FastAPI:
         ledger = config.ledger
         if ledger is None:
             raise HTTPException(503, "this web node has no chain")
+        from datagora.sharing import wire
+        from datagora.sharing.requests import FragmentRequest
+
+        # The page signs the fragment request the proxies of this build parse: its fields
+        # and, where sharing binds requests to the deployment, the verifying contract.
+        bound = hasattr(wire, "Domain")
         return {
             "chainId": ledger.chain.chain_id,
+            "fragmentRequest": {
+                "fields": FragmentRequest.eip712_type(),
+                "verifyingContract": ledger.access.address if bound else None,
+            },
             "contracts": ledger.deployment.contracts,
             "proxies": config.proxies,
             "threshold": config.threshold,

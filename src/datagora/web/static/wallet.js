@@ -332,19 +332,18 @@ async function fetchBlob(name, nodes) {
 }
 
 async function signedFragmentRequest(dataset, version, capsule) {
+  // The fields and domain this network's proxies parse (docs/sharing.md), from /api/config.
   const cfg = await config();
-  const message = {
-    consumer: state.account, dataset: String(dataset), version: Number(version),
+  const spec = cfg.fragmentRequest;
+  const values = {
+    consumer: state.account, dataset: String(dataset), version: Number(version), service: 0,
     capsule: "0x" + hex(await sha256(capsule)), nonce: randomHex32(),
     expires: Math.floor(Date.now() / 1000) + 120,
   };
+  const message = Object.fromEntries(spec.fields.map((f) => [f.name, values[f.name]]));
   const domain = { name: "datagora", version: "1", chainId: cfg.chainId };
-  const types = { FragmentRequest: [
-    { name: "consumer", type: "address" }, { name: "dataset", type: "uint256" },
-    { name: "version", type: "uint32" }, { name: "capsule", type: "bytes32" },
-    { name: "nonce", type: "bytes32" }, { name: "expires", type: "uint64" },
-  ] };
-  const signature = (await state.signer.signTypedData(domain, types, message)).toLowerCase();
+  if (spec.verifyingContract) domain.verifyingContract = spec.verifyingContract;
+  const signature = (await state.signer.signTypedData(domain, { FragmentRequest: spec.fields }, message)).toLowerCase();
   return { format: "datagora.signed-request.v1", type: "FragmentRequest", domain, message, signature };
 }
 
@@ -372,16 +371,17 @@ async function dataKey(art, wrap, say) {
       for (const { batch, cfrag } of answer.cfrags || []) {
         try {
           const verified = umbral.CapsuleFrag.fromBytes(unhex(cfrag)).verify(capsule, verifying, delegating, receiving);
-          if (!batches.has(batch)) batches.set(batch, []);
-          batches.get(batch).push(verified);
+          if (!batches.has(batch)) batches.set(batch, new Map());
+          batches.get(batch).set(cfrag, verified);  // the same fragment twice counts once
         } catch (err) {
           refusals.push({ error: "bad_fragment", detail: `proxy ${i} sent a fragment that does not verify` });
         }
       }
     }));
-    const enough = [...batches.values()].find((b) => b.length >= cfg.threshold);
+    const enough = [...batches.values()].find((b) => b.size >= cfg.threshold);
     if (enough) {
-      return umbral.decryptReencrypted(me.secret, delegating, capsule, enough.slice(0, cfg.threshold), unhex(wrap.ciphertext));
+      const chosen = [...enough.values()].slice(0, cfg.threshold);
+      return umbral.decryptReencrypted(me.secret, delegating, capsule, chosen, unhex(wrap.ciphertext));
     }
     const final = refusals.find((r) => r.error && !["no_kfrag", "request_pending"].includes(r.error));
     if (final || Date.now() > deadline) {
