@@ -189,7 +189,15 @@ def search_page(datasets: int = 10_000, queries: int = 200) -> dict[str, Any]:
             api: list[float] = []
             hits = 0
             with httpx.Client(timeout=30) as client:
-                client.get(f"{web.url}/").raise_for_status()  # warm up
+                first = client.get(f"{web.url}/")  # warm up; and the page's weight
+                first.raise_for_status()
+                assets = [
+                    "/static/style.css", "/static/wallet.js",
+                    "/vendor/htmx/htmx.min.js", "/vendor/ethers/ethers.umd.min.js",
+                ]  # fmt: skip
+                weight = {a: len(client.get(f"{web.url}{a}").content) for a in assets}
+                wasm = "/vendor/umbral/umbral_pre_wasm_bg.wasm"  # loaded when a key is needed
+                wasm_size = len(client.get(f"{web.url}{wasm}").content)
                 for _ in range(queries):
                     params: dict[str, Any] = {
                         "q": " ".join(w[: rnd.randint(3, len(w))] for w in _words(rnd, 1)),
@@ -220,4 +228,7 @@ def search_page(datasets: int = 10_000, queries: int = 200) -> dict[str, Any]:
         "catalog_api_ms_p50": round(_percentile(api, 0.5), 2),
         "search_page_within_target": p50 < TARGET_MS,
         "mean_results_shown": round(hits / queries, 1),
+        "search_page_html_kb": round(len(first.content) / 1024, 1),
+        "search_page_assets_kb": round(sum(weight.values()) / 1024, 1),
+        "wallet_wasm_kb_on_first_use": round(wasm_size / 1024, 1),
     }

@@ -517,11 +517,11 @@ def create_web_app(config: WebConfig) -> FastAPI:
         return await _forward(request, "POST", "/jobs")
 
     @app.get("/api/compute/jobs/{job}")
-    async def fwd_status(job: str, request: Request) -> Response:
+    async def fwd_status(job: int, request: Request) -> Response:
         return await _forward(request, "GET", f"/jobs/{job}")
 
     @app.get("/api/compute/jobs/{job}/result")
-    async def fwd_result(job: str, request: Request) -> Response:
+    async def fwd_result(job: int, request: Request) -> Response:
         return await _forward(request, "GET", f"/jobs/{job}/result")
 
     async def _relay(kind: str, index: int, method: str, path: str, request: Request) -> Response:
