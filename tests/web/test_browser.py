@@ -445,6 +445,13 @@ def test_a_job_submitted_approved_and_fetched_in_pages(
     consumer.context.close()
 
 
+def test_the_network_page_shows_every_node(net: Net) -> None:
+    page = httpx.get(f"{net.web}/network", timeout=60).text
+    for part in ("chain", "storage1", "storage6", "proxy1", "proxy2", "compute", "catalog"):
+        assert f"<td>{part}</td>" in page
+    assert page.count('class="ok"') >= 11 and 'class="error"' not in page
+
+
 def test_umbral_wasm_loads_in_chromium_from_the_node(browser: Any, net: Net) -> None:
     page = browser.new_page()
     page.goto(f"{net.web}/")

@@ -423,6 +423,27 @@ def create_web_app(config: WebConfig) -> FastAPI:
             grant_expires=int(time.time()) + GRANT_DAYS * 86_400,
         )
 
+    @app.get("/network", response_class=HTMLResponse)
+    def network_page(request: Request) -> HTMLResponse:
+        """Node health: every part this web node knows, checked as `datagora status` does."""
+        ledger = config.ledger
+        if ledger is None or config.rpc is None:
+            raise HTTPException(503, "this web node has no chain (--rpc, --deployment)")
+        from datagora.node.network import Network
+        from datagora.node.status import check_network
+
+        net = Network(
+            chain_url=config.rpc,
+            deployment=ledger.deployment,
+            storage=config.storage,
+            proxies=config.proxies,
+            threshold=config.threshold,
+            compute=config.compute,
+            catalog=config.catalog,
+        )
+        parts = check_network(net)
+        return render("network.html", request, parts=parts, threshold=config.threshold)
+
     @app.get("/api/config")
     def api_config() -> dict[str, Any]:
         ledger = config.ledger
