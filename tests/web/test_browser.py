@@ -360,6 +360,32 @@ def test_an_owner_grants_a_request_from_the_page_then_revokes_it(
     asker.context.close()
 
 
+def test_an_owner_denies_a_request_with_a_reason(browser: Any, net: Net, artifacts: Path) -> None:
+    from datagora.ledger.access import RequestStatus
+
+    owner = _account("owner", net)
+    filed = net.cli("request", "2", "--purpose", "resale", "--account", "researcher")
+    request_id = int(filed["request"])
+    ledger = _ledger(net)
+    page = wallet_page(browser, net.rpc, owner)
+    page.goto(f"{net.web}/account?address={owner}")
+    row = page.locator(f"#request-{request_id}")
+    field = row.get_by_label("Reason")
+    field.wait_for(state="visible", timeout=30_000)
+    field.fill("resale is not allowed")
+    row.get_by_role("button", name="Deny").click()
+    page.wait_for_function(
+        f"document.querySelector('#request-{request_id} .status').textContent === 'denied'",
+        timeout=60_000,
+    )
+    assert ledger.access.get_request(request_id).status is RequestStatus.DENIED
+    page.reload()
+    assert "denied: resale is not allowed" in row.inner_text()  # the reason, from the chain
+    page.screenshot(path=str(artifacts / "owner-denied.png"), full_page=True)
+    assert not page.errors, page.errors
+    page.context.close()
+
+
 ALGORITHM = """
 import json
 
