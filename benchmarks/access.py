@@ -9,9 +9,9 @@
   ``order_to_key_ms_p50`` is the part up to holding the key.
 * ``reencryptions_per_s``: one proxy (``proxy_workers`` processes on its port, one
   per core: umbral-pre holds the GIL), concurrent clients over HTTP, each request
-  a fresh signed FragmentRequest (signature, replay check, on-chain order check,
-  re-encryption, access-log entry). ``proxy_cpu_ms_per_reencryption`` is the CPU
-  the proxy's processes spent per request.
+  a fresh signed FragmentRequest (signature, on-chain order check, re-encryption,
+  access-log entry; fragment requests are idempotent, so there is no replay check).
+  ``proxy_cpu_ms_per_reencryption`` is the CPU the proxy's processes spent per request.
 * ``umbral_reencrypt_limit_per_s``: bare ``umbral_pre.reencrypt`` in this process,
   the same run, on one core. Two ratios compare them:
 
@@ -46,7 +46,7 @@ from datagora.crypto.keys import Identity
 from datagora.crypto.pre import dataset_scope, make_kfrags, verify_kfrag, wrap_key
 from datagora.ledger import Pricing, PublishParams, dev_account
 from datagora.market import Endpoints, Marketplace
-from datagora.sharing.wire import ReencryptBody
+from datagora.sharing.wire import Domain, ReencryptBody
 from datagora.testing.sharing import Network, wait_until
 from datagora.testing.storage import LocalNodes
 
@@ -200,10 +200,13 @@ def _proxy_rates(
     wrapped = wrap_key(os.urandom(32), owner.delegating_public_key(scope), scope=scope)
     who = _consumer(net)
     ledger.exchange.buy_and_order(
-        who.account, dataset, ledger.datatoken(dataset), consumer_key=who.umbral_public_key
+        who.account,
+        dataset,
+        ledger.datatoken(dataset),
+        consumer_key=who.consumer_key(ledger.chain.chain_id).public_key,
     )
     wait_until(lambda: net.delegated(dataset, who.address), "the delegation")
-    chain_id = ledger.chain.chain_id
+    domain = Domain.of(ledger)
     rates = []
     # The owner's agent takes no part in re-encryption; stopped, its chain polling
     # (every 20 ms here, for the order-to-plaintext samples) leaves the cores alone.
@@ -212,7 +215,7 @@ def _proxy_rates(
         for index in proxies:
             bodies = [
                 json.dumps(
-                    ReencryptBody.build(who, chain_id, dataset, version, wrapped.capsule).to_json()
+                    ReencryptBody.build(who, domain, dataset, version, wrapped.capsule).to_json()
                 ).encode()
                 for _ in range(requests + concurrency)
             ]

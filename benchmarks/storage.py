@@ -29,12 +29,14 @@ _CLIENT = textwrap.dedent(
     import hashlib, json, os, resource, sys, time
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from datagora.crypto.aead import DataKey
+    from datagora.ledger import dev_account
     from datagora.storage.client import StorageClient
     from datagora.storage.pipeline import EncodingParams, new_dataset_id
 
     src, dst, chunk_size, k, n, concurrency, pids = sys.argv[1:8]
     nodes = sys.argv[8:]
-    client = StorageClient(nodes, concurrency=int(concurrency))
+    # Writes are signed (the nodes give the development accounts a quota).
+    client = StorageClient(nodes, concurrency=int(concurrency), signer=dev_account(1))
     owner = X25519PrivateKey.generate()
     params = EncodingParams(new_dataset_id(), 1, chunk_size=int(chunk_size), k=int(k), n=int(n))
     key = DataKey.generate()

@@ -12,10 +12,11 @@ import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 
 from datagora.catalog.api import create_catalog_app
 from datagora.catalog.db import Database
@@ -175,3 +176,27 @@ def test_compute_bodies_are_refused_before_they_are_read(compute: str, path: str
     )
     r = httpx.post(compute + path, content=b" " * (cap + 1))
     assert r.status_code == 413 and "larger than" in r.json()["detail"], r.text
+
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+def test_a_validation_refusal_reads_as_one_line_not_a_repr() -> None:
+    from fastapi.testclient import TestClient
+
+    from datagora.bodies import refusal_text
+
+    app = FastAPI()
+
+    @app.get("/items")
+    def items(limit: Limit = 20) -> dict[str, int]:
+        return {"limit": limit}
+
+    answer = TestClient(app).get("/items", params={"limit": 1000})
+    assert answer.status_code == 422
+    text = refusal_text(answer.json(), answer.text)
+    assert text == "query.limit: Input should be less than or equal to 100", text
+    assert refusal_text({"detail": "no such dataset"}, "x") == "no such dataset"
+    assert refusal_text(["not", "a", "dict"], "fallback") == "fallback"
+    many = {"detail": [{"loc": ["query", f"p{i}"], "msg": "bad"} for i in range(7)]}
+    assert refusal_text(many, "").endswith("query.p4: bad (and 2 more)")

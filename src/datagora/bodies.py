@@ -29,3 +29,26 @@ async def read_capped(request: Request, cap: int) -> bytes | None:
         if len(body) > cap:
             return None
     return bytes(body)
+
+
+def refusal_text(payload: object, fallback: str) -> str:
+    """One line from a 4xx JSON body: its ``detail`` as a sentence.
+
+    FastAPI's validation errors carry ``detail`` as a list of ``{"loc", "msg"}``
+    objects; those become ``"query.limit: Input should be ... ; ..."`` rather than a
+    Python repr. Anything else unexpected gives `fallback` (e.g. the body's text)."""
+    detail = payload.get("detail") if isinstance(payload, dict) else None
+    if isinstance(detail, str) and detail:
+        return detail
+    if isinstance(detail, list) and detail:
+        parts = []
+        for item in detail[:5]:
+            if not isinstance(item, dict):
+                parts.append(str(item))
+                continue
+            loc = ".".join(str(x) for x in item.get("loc", ()) if x != "body")
+            msg = str(item.get("msg", "invalid"))
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        more = f" (and {len(detail) - 5} more)" if len(detail) > 5 else ""
+        return "; ".join(parts) + more
+    return fallback

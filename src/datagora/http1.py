@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -77,6 +77,7 @@ class Http1Pool:
         body: Sequence[bytes] = (),
         content_type: str = "application/octet-stream",
         limit: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Http1Response:
         """Send ``body`` (pieces written in order, never joined) and read the whole
         answer; a body longer than ``limit`` bytes is refused. Raises
@@ -90,7 +91,9 @@ class Http1Pool:
         head = (
             f"{method} {target} HTTP/1.1\r\nhost: {parts.netloc}\r\n"
             f"content-type: {content_type}\r\ncontent-length: {length}\r\n"
-            "accept: */*\r\n\r\n"
+            "accept: */*\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+            + "\r\n"
         ).encode("latin-1")
         try:
             async with asyncio.timeout(self.timeout):

@@ -23,7 +23,7 @@ import httpx
 from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError, Unreachable
 from datagora.ledger import Ledger
-from datagora.market import Endpoints, Marketplace
+from datagora.market import Endpoints, Marketplace, discover
 from datagora.node.connect import (
     dev_identity,
     has_account,
@@ -452,6 +452,10 @@ def connect(
     * ``rpc=URL, deployment=FILE``: any Ethereum JSON-RPC node where the contracts
       were deployed (``datagora chain deploy``), with the nodes in `endpoints`.
 
+    Storage nodes, proxies and compute nodes not named (by the network file or
+    `endpoints`) are discovered from the on-chain NodeRegistry: its active, staked
+    nodes of each role.
+
     Without an account (none in the keystore directory) the market is read-only.
     """
     if embedded:
@@ -480,7 +484,9 @@ def connect(
             if account or os.environ.get("DATAGORA_ACCOUNT")
             else None
         )
-        return Market(ledger, endpoints or Endpoints([]), identity)
+        # Nodes not given (all, by default) are discovered from the NodeRegistry.
+        found = discover(ledger, endpoints or Endpoints([]), identity.address if identity else None)
+        return Market(ledger, found, identity)
     net = load_network(network)
     identity = (
         open_identity(net, account, keys, password) if has_account(net, account, keys) else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from sqlalchemy import func, select
 
 from datagora.catalog import db as t
@@ -176,4 +179,86 @@ def test_reorg_on_anvil_reindexes_from_the_fork(anvil: Anvil, database: Database
     assert count(database, t.orders) == 0 and count(database, t.kv) == 0
     details = dataset_details(database, kept)
     assert details is not None and details["orders"] == 0
+    assert count(database, t.events) == len(list(ledger.events()))
+
+
+def _titles(database: Database) -> set[str]:
+    return {i.title for i in search(database, SearchQuery(include_inactive=True)).items}
+
+
+@pytest.mark.parametrize("page", [3, 2_000], ids=["across-page-ends", "one-page"])
+def test_reorg_with_new_events_in_a_gap_of_empty_blocks(
+    anvil: Anvil, database: Database, page: int
+) -> None:
+    """Only blocks with events and page ends are stored; a new branch's events in
+    blocks that were empty on the old branch must not be skipped (the old code
+    restarted from the first stored block that changed)."""
+    ledger = Ledger.deploy(Chain.rpc(anvil.url), dev_account(0))
+    ix = Indexer(ledger, database, page=page)
+    publish_with(ledger, ix, meta("kept"))
+    snapshot = ledger.chain.snapshot()
+    for _ in range(8):  # empty blocks on the old branch
+        ledger.chain.advance_time(1)
+    ix.sync()
+    assert _titles(database) == {"kept"}
+    ledger.chain.revert(snapshot)
+    publish_with(ledger, ix, meta("in the gap"))  # where the old branch had an empty block
+    for _ in range(9):
+        ledger.chain.advance_time(1)
+    ix.sync()
+    assert _titles(database) == {"kept", "in the gap"}
+    assert count(database, t.events) == len(list(ledger.events()))
+
+
+def test_deep_reorg_past_every_stored_block_starts_from_the_deployment(
+    anvil: Anvil, database: Database
+) -> None:
+    chain = Chain.rpc(anvil.url)
+    before_deploy = chain.snapshot()
+    ledger = Ledger.deploy(chain, dev_account(0))
+    ix = Indexer(ledger, database, page=2)
+    publish_with(ledger, ix, meta("first"))
+    after_deploy = chain.snapshot()
+    publish_with(ledger, ix, meta("second"))
+    ix.sync()
+    assert _titles(database) == {"first", "second"}
+    chain.revert(after_deploy)
+    # A shallow reorg of one publish...
+    publish_with(ledger, ix, meta("replacement"))
+    ix.sync()
+    assert _titles(database) == {"first", "replacement"}
+    # ...and one that removes everything indexed since the deployment.
+    chain.revert(before_deploy)
+    other = Ledger.deploy(chain, dev_account(0))
+    assert other.deployment.contracts == ledger.deployment.contracts  # same addresses
+    for _ in range(3):
+        chain.advance_time(1)
+    ix.sync()
+    assert _titles(database) == set()
+    assert count(database, t.events) == len(list(ledger.events()))
+
+
+def test_a_reorg_between_reading_logs_and_headers_stores_nothing_of_that_page(
+    anvil: Anvil, database: Database
+) -> None:
+    ledger = Ledger.deploy(Chain.rpc(anvil.url), dev_account(0))
+    ix = Indexer(ledger, database)
+    ix.sync()
+    snapshot = ledger.chain.snapshot()
+    publish_with(ledger, ix, meta("old branch"))
+    read = ix.reader.read
+
+    def read_then_reorg(*args: Any, **kw: Any) -> Any:
+        events = list(read(*args, **kw))
+        ix.reader.read = read  # type: ignore[method-assign]
+        ledger.chain.revert(snapshot)  # the logs just read are from a branch now gone
+        publish_with(ledger, ix, meta("new branch"))
+        ledger.chain.advance_time(1)
+        return iter(events)
+
+    ix.reader.read = read_then_reorg  # type: ignore[method-assign]
+    ix.sync()
+    assert "old branch" not in _titles(database)
+    ix.sync()
+    assert _titles(database) == {"new branch"}
     assert count(database, t.events) == len(list(ledger.events()))

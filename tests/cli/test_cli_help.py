@@ -127,7 +127,6 @@ def test_help_reads_well_at_80_columns(path: list[str]) -> None:
 
 # Leaf commands without --json, and why: each prints nothing to parse, or only JSON.
 NO_JSON = {
-    "node": "serves until stopped; prints only log lines",
     "account export-public": "prints its JSON record always",
 }
 

@@ -45,12 +45,14 @@ from datagora.crypto.errors import (
 from datagora.crypto.keys import Identity
 from datagora.crypto.nonces import FileNonceStore, MemoryNonceStore, NonceStore, SqliteNonceStore
 from datagora.sharing.requests import DelegationRequest, FragmentRequest
+from datagora.storage.auth import StorageWrite
 
 CONSUMER = Identity.generate()
 OWNER = Identity.generate()
 CHAIN = 31337
 NOW = 1_800_000_000
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+OTHER_PROXY = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
 def fragment(consumer: Identity = CONSUMER, expires: int = NOW + 60, **kw: Any) -> FragmentRequest:
@@ -58,6 +60,7 @@ def fragment(consumer: Identity = CONSUMER, expires: int = NOW + 60, **kw: Any) 
         "consumer": consumer.address,
         "dataset": 7,
         "version": 1,
+        "service": 0,
         "capsule": keccak(b"capsule"),
         "nonce": new_nonce(),
         "expires": expires,
@@ -72,7 +75,8 @@ def every_request_type() -> list[tuple[Identity, Request]]:
         (
             OWNER,
             DelegationRequest(
-                owner=OWNER.address,
+                delegator=OWNER.address,
+                proxy=OTHER_PROXY,
                 consumer=CONSUMER.address,
                 consumer_key=CONSUMER.umbral_public_key,
                 dataset=2**200,
@@ -116,6 +120,19 @@ def every_request_type() -> list[tuple[Identity, Request]]:
                 reason=keccak(b"not this algorithm"),
                 nonce=new_nonce(),
                 expires=NOW + 60,
+            ),
+        ),
+        (
+            OWNER,
+            StorageWrite(
+                writer=OWNER.address,
+                node="http://127.0.0.1:7001",
+                method="PUT",
+                path="/shares",
+                content=keccak(b"frame index"),
+                size=2**40,
+                nonce=new_nonce(),
+                expires=NOW + 120,
             ),
         ),
     ]
@@ -169,17 +186,18 @@ def test_digest_matches_an_independent_eip712_encoding() -> None:
         )
     )
     type_string = (
-        b"FragmentRequest(address consumer,uint256 dataset,uint32 version,bytes32 capsule,"
-        b"bytes32 nonce,uint64 expires)"
+        b"FragmentRequest(address consumer,uint256 dataset,uint32 version,uint32 service,"
+        b"bytes32 capsule,bytes32 nonce,uint64 expires)"
     )
     struct = keccak(
         abi_encode(
-            ["bytes32", "address", "uint256", "uint32", "bytes32", "bytes32", "uint64"],
+            ["bytes32", "address", "uint256", "uint32", "uint32", "bytes32", "bytes32", "uint64"],
             [
                 keccak(type_string),
                 request.consumer,
                 request.dataset,
                 request.version,
+                request.service,
                 request.capsule,
                 request.nonce,
                 request.expires,
@@ -358,11 +376,12 @@ def test_verified_request_cannot_be_built_by_hand() -> None:
         lambda: fragment(capsule=b"\x00" * 31),
         lambda: fragment(nonce="00" * 32),
         lambda: fragment(expires=True),
-        lambda: FragmentRequest("0x1234", 1, 1, b"\x00" * 32, b"\x00" * 32, NOW),
+        lambda: FragmentRequest("0x1234", 1, 1, 0, b"\x00" * 32, b"\x00" * 32, NOW),
         lambda: JobRequest(CONSUMER.address, b"\x00" * 32, "delete", new_nonce(), NOW),
         lambda: OwnerJobRequest(OWNER.address, 1, "erase", b"\x00" * 32, new_nonce(), NOW),
         lambda: DelegationRequest(
             OWNER.address,
+            OTHER_PROXY,
             CONSUMER.address,
             b"\x02" * 10,
             1,
@@ -376,6 +395,7 @@ def test_verified_request_cannot_be_built_by_hand() -> None:
         ),
         lambda: DelegationRequest(
             OWNER.address,
+            OTHER_PROXY,
             CONSUMER.address,
             b"\x02" * 33,
             1,
@@ -383,6 +403,21 @@ def test_verified_request_cannot_be_built_by_hand() -> None:
             0,
             3,
             2,
+            new_nonce(),
+            new_nonce(),
+            NOW,
+        ),
+        # threshold 1 of 3 proxies: any one proxy could open the key alone
+        lambda: DelegationRequest(
+            OWNER.address,
+            OTHER_PROXY,
+            CONSUMER.address,
+            b"\x02" * 33,
+            1,
+            1,
+            0,
+            1,
+            3,
             new_nonce(),
             new_nonce(),
             NOW,
@@ -467,6 +502,7 @@ def test_each_layer_registers_its_request_types_once() -> None:
         "ComputeRequest": ComputeRequest,
         "JobRequest": JobRequest,
         "OwnerJobRequest": OwnerJobRequest,
+        "StorageWrite": StorageWrite,
     } == REQUEST_TYPES
     assert register_request(FragmentRequest) is FragmentRequest  # again: no change
 

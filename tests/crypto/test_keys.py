@@ -269,3 +269,52 @@ def test_no_secret_or_password_outside_the_encrypted_keystore(tmp_path: Path) ->
 
 def test_missing_directory_lists_nothing(tmp_path: Path) -> None:
     assert list_accounts(tmp_path / "absent") == []
+
+
+# ---------------------------------------------------------------- wallet-derived consumer key
+
+DEV_KEY = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+CONSUMER_KEY_31337 = "02448b1902f3b55a8a464c4f0fd6cc428b50ff96c1f546c6e45b8652238a94b64a"
+CONSUMER_SIGNATURE_31337 = (
+    "42c2db3774c15bb381c2bb9227b1c7558c193c61887b6d8391346c100ab4af5f"
+    "53da12138155c0fd133d7825e652d34289ed4f022c25f42b130da4e28b12d64d1c"
+)
+
+
+def test_the_consumer_key_test_vector() -> None:
+    """docs/sharing.md's vector: the web page's JS must derive the same public key."""
+    from datagora.crypto.keys import ConsumerKey, consumer_key_typed_data
+
+    identity = Identity.from_private_key(DEV_KEY)
+    typed = consumer_key_typed_data(identity.address, 31337)
+    assert typed["message"] == {
+        "purpose": "datagora consumer key v1: sign only on a datagora page or tool",
+        "account": "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23",
+    }
+    # What a wallet's eth_signTypedData_v4 returns, made here by another eth-account path.
+    signature = bytes(Account.sign_typed_data(bytes.fromhex(DEV_KEY), full_message=typed).signature)
+    assert signature.hex() == CONSUMER_SIGNATURE_31337
+    assert ConsumerKey.from_signature(signature).public_key.hex() == CONSUMER_KEY_31337
+    assert identity.consumer_key(31337).public_key.hex() == CONSUMER_KEY_31337
+    # Another chain, another key; never the account's own Umbral key.
+    assert identity.consumer_key(1).public_key.hex() != CONSUMER_KEY_31337
+    assert identity.consumer_key(31337).public_key != identity.umbral_public_key
+    assert "secret" not in repr(identity.consumer_key(31337)).lower()
+
+
+def test_delegation_keys_are_the_owners_and_open_only_for_their_agent() -> None:
+    from datagora.crypto.keys import DelegationKeys
+
+    owner, agent, other = Identity.generate(), Identity.generate(), Identity.generate()
+    keys = owner.delegation_keys()
+    scope = dataset_scope(7, 1)
+    assert keys.delegating_public_key(scope) == owner.delegating_public_key(scope)
+    assert keys.verifying_key == owner.verifying_key and keys.owner == owner.address
+    sealed = keys.seal(agent.umbral_public_key)
+    assert bytes(owner.account.key).hex() not in str(sealed)
+    opened = DelegationKeys.open(sealed, agent)
+    assert opened.delegating_public_key(scope) == owner.delegating_public_key(scope)
+    with pytest.raises(KeystoreError):
+        DelegationKeys.open(sealed, other)
+    with pytest.raises(KeystoreError):
+        keys.delegating_secret_key(b"")  # the account key itself is not the agent's

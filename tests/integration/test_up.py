@@ -19,6 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
+from datagora.ledger import dev_account
+from datagora.node.launcher import HAS_COMPUTE
+from datagora.storage.auth import WriteSigner
+
 pytestmark = pytest.mark.slow
 
 DEADLINE = 300.0  # liveness deadlines only: this machine is small and shared
@@ -181,17 +185,30 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
         assert {f"storage{i}" for i in range(1, 7)} <= parts
         assert {f"proxy{i}" for i in range(1, 4)} <= parts
         network = json.loads((directory / "network.json").read_text())
-        assert network["threshold"] == 2 and len(network["storage"]) == 6
+        # The network file lists no nodes: `up` registered them, clients discover them.
+        assert network["threshold"] == 2 and network["storage"] == network["proxies"] == []
+        nodes = json.loads(cli(env, "node", "list", "--json").stdout)
+        storage = [n["endpoint"] for n in nodes if n["roles"] == ["storage"]]
+        assert len(storage) == 6 and all(n["state"] == "active" for n in nodes)
+        assert len({n["address"] for n in nodes}) == len(nodes) == 6 + 3 + (1 if HAS_COMPUTE else 0)
+        network["storage"] = storage
         assert (directory / "password").stat().st_mode & 0o777 == 0o600
         twice = cli(env, "up", "--dir", str(directory), check=False)
         assert twice.returncode == 1 and "another `datagora up`" in twice.stderr
 
-        # Plain HTTP: the catalog lists, a storage node round-trips a blob.
+        # Plain HTTP: the catalog lists, a storage node round-trips a blob written
+        # by a development account (each has a quota), never an anonymous one.
         assert httpx.get(f"{network['catalog']}/datasets", timeout=30).status_code == 200
         blob = b"a blob for the storage node " + os.urandom(16)
         name = hashlib.sha256(blob).hexdigest()
         node = network["storage"][0]
-        assert httpx.put(f"{node}/shares/{name}", content=blob, timeout=30).is_success
+        anonymous = httpx.put(f"{node}/shares/{name}", content=blob, timeout=30)
+        assert anonymous.status_code == 401
+        chain_id = httpx.get(f"{node}/health", timeout=30).json()["writes"]["chain_id"]
+        signed = WriteSigner(dev_account(1)).header(
+            node, "PUT", f"/shares/{name}", bytes.fromhex(name), len(blob), chain_id
+        )
+        assert httpx.put(f"{node}/shares/{name}", content=blob, headers=signed).is_success
         assert httpx.get(f"{node}/shares/{name}", timeout=30).content == blob
 
         # The CLI: publish as the owner, buy and download as the researcher.
@@ -235,7 +252,9 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
         assert chain_info(env, again, directory)["datasets"] == 1
         assert json.loads((directory / "ports.json").read_text()) == ports
         assert indexed(env, "Cohort up")
-        assert httpx.get(f"{again['storage'][0]}/shares/{name}", timeout=30).content == blob
+        again_nodes = json.loads(cli(env, "node", "list", "--role", "storage", "--json").stdout)
+        assert [n["endpoint"] for n in again_nodes] == storage  # same ports, same records
+        assert httpx.get(f"{storage[0]}/shares/{name}", timeout=30).content == blob
         second = tmp_path / "second.csv"
         until(lambda: try_download(env, dataset, second, "owner"), "the owner's download")
         assert second.read_bytes() == data
@@ -257,8 +276,9 @@ def test_a_dying_node_is_restarted_a_dying_chain_stops_everything(
     up = Up(directory, env, "--storage", "1", "--proxies", "1", "--threshold", "1")
     try:
         up.wait_healthy()
-        network = json.loads((directory / "network.json").read_text())
-        os.kill(pid_on_port(directory, network["proxies"][0]), signal.SIGKILL)
+        # The network file lists no proxy (clients find them in the registry).
+        parts = json.loads((directory / "supervisor.json").read_text())["parts"]
+        os.kill(parts["proxy1"]["pid"], signal.SIGKILL)
         until(lambda: restarted(env, "proxy1"), "proxy1 to be restarted")
         assert up.process.poll() is None
         # The chain is not restarted (it would lose the transactions since its last

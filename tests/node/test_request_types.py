@@ -23,5 +23,12 @@ def test_the_node_layer_loads_both_layers_request_types() -> None:
     ).stdout.splitlines()
     assert out[0] == str(["DelegationRequest", "FragmentRequest"])
     assert out[1] == str(
-        ["ComputeRequest", "DelegationRequest", "FragmentRequest", "JobRequest", "OwnerJobRequest"]
+        [
+            "ComputeRequest",
+            "DelegationRequest",
+            "FragmentRequest",
+            "JobRequest",
+            "OwnerJobRequest",
+            "StorageWrite",
+        ]
     )

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from sharing_helpers import Network, wait_until
 
 from datagora.crypto.keys import Identity, PublicIdentity, export_public
-from datagora.crypto.pre import WrappedKey, dataset_scope, make_kfrags, wrap_key
+from datagora.crypto.pre import WrappedKey, dataset_scope, make_kfrags, seal_kfrag, wrap_key
 from datagora.ledger import ListKind
 from datagora.ledger.errors import NotController
 from datagora.ports import free_port
@@ -44,7 +44,7 @@ from datagora.sharing import (
     write_policies,
 )
 from datagora.sharing.accesslog import verify_log
-from datagora.sharing.wire import KfragDelivery, ReencryptBody
+from datagora.sharing.wire import Domain, KfragDelivery, ReencryptBody
 from helpers import OWNER, fund, publish
 
 pytestmark = pytest.mark.anvil
@@ -109,11 +109,50 @@ def consumer(world: World) -> Identity:
     return ident
 
 
+def ckey(world: World, who: Identity) -> bytes:
+    """The consumer's wallet-derived key on this chain: what orders and requests carry."""
+    return who.consumer_key(world.net.ledger.chain.chain_id).public_key
+
+
 def order(world: World, who: Identity, ds: Dataset) -> None:
     ledger = world.net.ledger
     ledger.exchange.buy_and_order(
-        who.account, ds.id, ledger.datatoken(ds.id), consumer_key=who.umbral_public_key
+        who.account, ds.id, ledger.datatoken(ds.id), consumer_key=ckey(world, who)
     )
+
+
+def deliver(
+    world: World,
+    signer: Identity,
+    who: Identity,
+    ds: Dataset,
+    kfrag: bytes,
+    proxy: int = 0,
+    *,
+    batch: bytes | None = None,
+    delegating_key: bytes | None = None,
+    verifying_key: bytes | None = None,
+) -> KfragDelivery:
+    """A delivery of `kfrag` sealed to and addressed at proxy number `proxy`."""
+    ident = world.net.proxy_ids[proxy]
+    return KfragDelivery.build(
+        signer, Domain.of(world.net.ledger), proxy=ident.address,
+        proxy_key=ident.umbral_public_key, verifying_key=verifying_key or signer.verifying_key,
+        dataset=ds.id, version=ds.version, consumer=who.address, consumer_key=ckey(world, who),
+        grant=0, threshold=2, shares=3, batch=batch or os.urandom(32), kfrag=kfrag,
+        delegating_key=delegating_key or ds.wrapped.delegating_key,
+    )  # fmt: skip
+
+
+def put_kfrags(url: str, delivery: KfragDelivery | dict[str, Any]) -> httpx.Response:
+    body = delivery.to_json() if isinstance(delivery, KfragDelivery) else delivery
+    return httpx.put(f"{url}/kfrags", json=body, timeout=10, trust_env=False)
+
+
+def fragment_body(world: World, who: Identity, ds: Dataset, **kw: Any) -> dict[str, Any]:
+    return ReencryptBody.build(
+        who, Domain.of(world.net.ledger), ds.id, ds.version, ds.wrapped.capsule, **kw
+    ).to_json()
 
 
 def fetch(
@@ -175,7 +214,7 @@ def test_allow_list_and_direct_delegate(world: World) -> None:
         fetch(world, who, world.other)  # allowed, but nothing delegated yet
     result = delegate(
         ledger, world.owner, world.other.id, world.other.version, who.address,
-        who.umbral_public_key, world.net.proxy_urls, world.net.threshold,
+        ckey(world, who), world.net.proxy_urls, world.net.threshold,
     )  # fmt: skip
     assert result.accepted == world.net.proxy_urls and not result.failed
     assert fetch(world, who, world.other) == world.other.data_key
@@ -187,19 +226,10 @@ def test_two_racing_delegations_still_open_the_key(world: World) -> None:
     # Batch 2 reaches only the first proxy; the third proxy is down. Mixing proxy 0's
     # newest fragment with proxy 1's would not open the key: batches keep them apart.
     url0 = world.net.proxy_urls[0]
-    kfrag = make_kfrags(world.owner, who.umbral_public_key, 2, 3, scope=world.auto.wrapped.scope)
-    delivery = KfragDelivery.build(
-        world.owner, world.net.ledger.chain.chain_id, dataset=world.auto.id,
-        version=world.auto.version, consumer=who.address, consumer_key=who.umbral_public_key,
-        grant=0, threshold=2, shares=3, batch=os.urandom(32), kfrag=kfrag[0],
-        delegating_key=world.auto.wrapped.delegating_key,
-    )  # fmt: skip
-    answer = httpx.put(f"{url0}/kfrags", json=delivery.to_json(), timeout=10, trust_env=False)
+    kfrag = make_kfrags(world.owner, ckey(world, who), 2, 3, scope=world.auto.wrapped.scope)
+    answer = put_kfrags(url0, deliver(world, world.owner, who, world.auto, kfrag[0]))
     assert answer.status_code == 200, answer.text
-    body = ReencryptBody.build(
-        who, world.net.ledger.chain.chain_id, world.auto.id, world.auto.version,
-        world.auto.wrapped.capsule,
-    ).to_json()  # fmt: skip
+    body = fragment_body(world, who, world.auto)
     assert len(post_reencrypt(url0, body).json()["cfrags"]) == 2
     assert fetch(world, who, world.auto, world.net.proxy_urls[:2]) == world.auto.data_key
 
@@ -210,46 +240,35 @@ def test_only_the_controller_can_delegate(world: World) -> None:
     with pytest.raises(NotController):
         delegate(
             world.net.ledger, stranger, world.auto.id, world.auto.version, who.address,
-            who.umbral_public_key, world.net.proxy_urls, world.net.threshold,
+            ckey(world, who), world.net.proxy_urls, world.net.threshold,
         )  # fmt: skip
     # A proxy refuses the same delivery sent around the client-side check.
-    kfrag = make_kfrags(stranger, who.umbral_public_key, 2, 3, scope=world.auto.wrapped.scope)[0]
-    delivery = KfragDelivery.build(
-        stranger, world.net.ledger.chain.chain_id, dataset=world.auto.id,
-        version=world.auto.version, consumer=who.address, consumer_key=who.umbral_public_key,
-        grant=0, threshold=2, shares=3, batch=bytes(32), kfrag=kfrag,
-        delegating_key=stranger.delegating_public_key(world.auto.wrapped.scope),
+    scope = world.auto.wrapped.scope
+    kfrag = make_kfrags(stranger, ckey(world, who), 2, 3, scope=scope)[0]
+    delivery = deliver(
+        world, stranger, who, world.auto, kfrag,
+        delegating_key=stranger.delegating_public_key(scope),
     )  # fmt: skip
-    url = world.net.proxy_urls[0]
-    answer = httpx.put(f"{url}/kfrags", json=delivery.to_json(), timeout=10, trust_env=False)
+    answer = put_kfrags(world.net.proxy_urls[0], delivery)
     assert answer.status_code == 403 and answer.json()["error"] == "not_controller"
 
 
 def test_a_swapped_or_foreign_kfrag_is_refused(world: World) -> None:
     who = consumer(world)
     scope = world.auto.wrapped.scope
-    chain_id = world.net.ledger.chain.chain_id
     url = world.net.proxy_urls[0]
-    kfrag = make_kfrags(world.owner, who.umbral_public_key, 2, 3, scope=scope)[0]
-    delivery = KfragDelivery.build(
-        world.owner, chain_id, dataset=world.auto.id, version=world.auto.version,
-        consumer=who.address, consumer_key=who.umbral_public_key, grant=0, threshold=2,
-        shares=3, batch=bytes(32), kfrag=kfrag, delegating_key=world.auto.wrapped.delegating_key,
-    )  # fmt: skip
-    swapped = delivery.to_json()
-    other = make_kfrags(world.owner, who.umbral_public_key, 2, 3, scope=scope)[0]
-    swapped["kfrag"] = other.hex()
-    answer = httpx.put(f"{url}/kfrags", json=swapped, timeout=10, trust_env=False)
+    kfrag = make_kfrags(world.owner, ckey(world, who), 2, 3, scope=scope)[0]
+    delivery = deliver(world, world.owner, who, world.auto, kfrag)
+    other = make_kfrags(world.owner, ckey(world, who), 2, 3, scope=scope)[0]
+    capsule, ciphertext = seal_kfrag(other, world.net.proxy_ids[0].umbral_public_key)
+    swapped = {
+        **delivery.to_json(), "kfrag_capsule": capsule.hex(), "kfrag_ciphertext": ciphertext.hex()
+    }  # fmt: skip
+    answer = put_kfrags(url, swapped)
     assert answer.status_code == 401 and answer.json()["error"] == "bad_signature"
     # A fragment made for someone else's key than the one signed for.
     foreign = make_kfrags(world.owner, Identity.generate().umbral_public_key, 2, 3, scope=scope)
-    bad = KfragDelivery.build(
-        world.owner, chain_id, dataset=world.auto.id, version=world.auto.version,
-        consumer=who.address, consumer_key=who.umbral_public_key, grant=0, threshold=2,
-        shares=3, batch=bytes(32), kfrag=foreign[0],
-        delegating_key=world.auto.wrapped.delegating_key,
-    )  # fmt: skip
-    answer = httpx.put(f"{url}/kfrags", json=bad.to_json(), timeout=10, trust_env=False)
+    answer = put_kfrags(url, deliver(world, world.owner, who, world.auto, foreign[0]))
     assert answer.status_code == 422 and answer.json()["error"] == "bad_kfrag"
 
 
@@ -275,7 +294,7 @@ def test_revoked_grant(world: World) -> None:
     ledger = world.net.ledger
     ds = world.approval
     request_id, _ = ledger.access.request(
-        who.account, ds.id, "research", consumer_key=who.umbral_public_key
+        who.account, ds.id, "research", consumer_key=ckey(world, who)
     )
     ledger.access.grant(OWNER, request_id, ledger.chain.timestamp() + 86_400)
     wait_until(lambda: world.net.delegated(ds.id, who.address), "the agent's delegation")
@@ -289,7 +308,7 @@ def test_denied_request(world: World) -> None:
     who = consumer(world)
     ledger = world.net.ledger
     request_id, _ = ledger.access.request(
-        who.account, world.approval.id, "research", consumer_key=who.umbral_public_key
+        who.account, world.approval.id, "research", consumer_key=ckey(world, who)
     )
     ledger.access.deny(OWNER, request_id, "not for this purpose")
     with pytest.raises(RequestDenied, match=f"denied request {request_id}"):
@@ -318,10 +337,7 @@ def test_deny_listed_despite_an_order(world: World) -> None:
 def test_another_accounts_signature(world: World) -> None:
     victim = ordered_and_delegated(world, world.auto)
     thief = consumer(world)
-    body = ReencryptBody.build(
-        thief, world.net.ledger.chain.chain_id, world.auto.id, world.auto.version,
-        world.auto.wrapped.capsule,
-    ).to_json()  # fmt: skip
+    body = fragment_body(world, thief, world.auto)
     body["request"]["message"]["consumer"] = victim.address  # claim to be the victim
     for url in world.net.proxy_urls:
         answer = post_reencrypt(url, body)
@@ -329,20 +345,22 @@ def test_another_accounts_signature(world: World) -> None:
         assert answer.json()["error"] == "bad_signature" and "cfrags" not in answer.json()
 
 
-def test_replayed_signature(world: World) -> None:
-    who = ordered_and_delegated(world, world.auto)
-    body = ReencryptBody.build(
-        who, world.net.ledger.chain.chain_id, world.auto.id, world.auto.version,
-        world.auto.wrapped.capsule,
-    ).to_json()  # fmt: skip
+def test_a_repeated_request_is_answered_again_and_checked_again(world: World) -> None:
+    """Fragment requests are idempotent: a proxy (or anyone) that sends a consumer's
+    request to the others first starves nobody, and each answer is a fresh ledger check."""
+    who = ordered_and_delegated(world, world.other)
+    body = fragment_body(world, who, world.other)
     url = world.net.proxy_urls[1]
     first = post_reencrypt(url, body)
     assert first.status_code == 200 and len(first.json()["cfrags"]) == 1
     again = post_reencrypt(url, body)
-    assert again.status_code == 401 and again.json() == {
-        "error": "replayed",
-        "detail": "this signed request was already used: sign a fresh one",
-    }
+    assert again.status_code == 200 and len(again.json()["cfrags"]) == 1
+    world.net.ledger.access.set_list(OWNER, world.other.id, who.address, ListKind.DENY)
+    try:
+        third = post_reencrypt(url, body)
+        assert third.status_code == 403 and third.json()["error"] == "deny_listed"
+    finally:
+        world.net.ledger.access.set_list(OWNER, world.other.id, who.address, ListKind.NONE)
 
 
 def test_malformed_bodies(world: World) -> None:

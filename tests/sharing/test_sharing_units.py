@@ -11,8 +11,23 @@ from pathlib import Path
 
 import pytest
 
+from datagora.crypto.errors import BadFragment, NotEnoughFragments
 from datagora.crypto.keys import Identity
-from datagora.crypto.pre import dataset_scope, make_kfrags, verify_kfrag
+from datagora.crypto.pre import (
+    VerifiedCapsuleFrag,
+    VerifiedKeyFrag,
+    cfrag_kfrag_id,
+    dataset_scope,
+    make_kfrags,
+    open_kfrag,
+    reencrypt,
+    seal_kfrag,
+    unwrap_reencrypted,
+    verify_cfrag,
+    verify_kfrag,
+    wrap_key,
+)
+from datagora.errors import DatagoraError
 from datagora.ledger import DatasetState, Ledger, ListKind
 from datagora.ledger.errors import ChainError
 from datagora.ledger.views import CallCoalescer
@@ -20,7 +35,7 @@ from datagora.sharing.accesslog import AccessLogFile, verify_log
 from datagora.sharing.errors import LogCorrupt
 from datagora.sharing.gate import AccessGate
 from datagora.sharing.kfrags import KfragRecord, KfragStore
-from datagora.sharing.wire import KfragDelivery
+from datagora.sharing.wire import Domain, KfragDelivery
 from datagora.testing.sharing import Network
 from helpers import BUYER, OWNER, fund, publish
 
@@ -59,19 +74,81 @@ def test_access_log_chains_survives_reopen_and_detects_tampering(tmp_path: Path)
         AccessLogFile(path)
 
 
-def test_a_delivery_commits_to_its_fragment() -> None:
+def test_a_delivery_is_sealed_to_its_proxy_and_commits_to_it() -> None:
     owner, consumer = Identity.generate(), Identity.generate()
+    proxy, other_proxy = Identity.generate(), Identity.generate()
     scope = dataset_scope(1, 1)
-    kfrags = make_kfrags(owner, consumer.umbral_public_key, 1, 2, scope=scope)
+    kfrags = make_kfrags(owner, consumer.umbral_public_key, 2, 2, scope=scope)
+    domain = Domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
     delivery = KfragDelivery.build(
-        owner, 31337, dataset=1, version=1, consumer=consumer.address,
-        consumer_key=consumer.umbral_public_key, grant=0, threshold=1, shares=2, batch=bytes(32),
-        kfrag=kfrags[0], delegating_key=owner.delegating_public_key(scope),
+        owner, domain, proxy=proxy.address, proxy_key=proxy.umbral_public_key,
+        verifying_key=owner.verifying_key, dataset=1, version=1, consumer=consumer.address,
+        consumer_key=consumer.umbral_public_key, grant=0, threshold=2, shares=2,
+        batch=bytes(32), kfrag=kfrags[0], delegating_key=owner.delegating_public_key(scope),
     )  # fmt: skip
-    parsed = KfragDelivery.from_json(json.loads(json.dumps(delivery.to_json())))
-    assert parsed.commitment_holds()
-    swapped = {**delivery.to_json(), "kfrag": kfrags[1].hex()}
+    wire = json.dumps(delivery.to_json())
+    assert kfrags[0].hex() not in wire  # the fragment never travels in the clear
+    parsed = KfragDelivery.from_json(json.loads(wire))
+    assert parsed.commitment_holds() and parsed.signed.request.proxy == proxy.address
+    assert open_kfrag(proxy.umbral_secret_key(), parsed.capsule, parsed.ciphertext) == kfrags[0]
+    with pytest.raises(BadFragment):  # replayed to another proxy: it cannot open it
+        open_kfrag(other_proxy.umbral_secret_key(), parsed.capsule, parsed.ciphertext)
+    resealed = seal_kfrag(kfrags[1], proxy.umbral_public_key)
+    swapped = {
+        **delivery.to_json(),
+        "kfrag_capsule": resealed[0].hex(),
+        "kfrag_ciphertext": resealed[1].hex(),
+    }
     assert not KfragDelivery.from_json(swapped).commitment_holds()
+
+
+def test_the_first_delivery_of_a_batch_stays(tmp_path: Path) -> None:
+    owner, consumer = Identity.generate(), Identity.generate()
+    scope = dataset_scope(3, 1)
+    first, second = make_kfrags(owner, consumer.umbral_public_key, 2, 2, scope=scope)
+    store = KfragStore(tmp_path / "kfrags.sqlite")
+
+    def record(kfrag: bytes, batch: bytes) -> KfragRecord:
+        return KfragRecord(
+            3, 1, consumer.address, consumer.umbral_public_key, kfrag, owner.verifying_key,
+            owner.delegating_public_key(scope), owner.address, 0, 2, 2, batch, 0,
+        )  # fmt: skip
+
+    def verified(kfrag: bytes) -> VerifiedKeyFrag:
+        return verify_kfrag(
+            kfrag, owner.verifying_key, owner.delegating_public_key(scope),
+            consumer.umbral_public_key,
+        )  # fmt: skip
+
+    batch = b"\x01" * 32
+    assert store.put(record(first, batch), verified(first))
+    assert store.put(record(first, batch), verified(first))  # a retry: same fragment, fine
+    assert not store.put(record(second, batch), verified(second))  # another: refused
+    assert [r.kfrag for r in store.get(3, 1, consumer.address)] == [first]
+    assert store.put(record(second, b"\x02" * 32), verified(second))  # a new batch is kept
+    assert len(store.get(3, 1, consumer.address)) == 2
+    store.close()
+
+
+def test_capsule_fragments_of_one_key_fragment_share_its_id() -> None:
+    owner, consumer = Identity.generate(), Identity.generate()
+    scope = dataset_scope(5, 1)
+    wrapped = wrap_key(b"k" * 32, owner.delegating_public_key(scope), scope=scope)
+    receiving = consumer.consumer_key(31337)
+    kfrags = make_kfrags(owner, receiving.public_key, 2, 3, scope=scope)
+    dk = owner.delegating_public_key(scope)
+    verified = [verify_kfrag(k, owner.verifying_key, dk, receiving.public_key) for k in kfrags]
+
+    def cfrag(i: int) -> VerifiedCapsuleFrag:
+        raw = reencrypt(verified[i], wrapped.capsule)
+        return verify_cfrag(raw, wrapped.capsule, owner.verifying_key, dk, receiving.public_key)
+
+    a, a_again, b = cfrag(0), cfrag(0), cfrag(1)
+    assert bytes(a) != bytes(a_again)  # re-encryption is randomised...
+    assert cfrag_kfrag_id(a) == cfrag_kfrag_id(a_again) != cfrag_kfrag_id(b)  # ...the id is not
+    with pytest.raises(NotEnoughFragments):
+        unwrap_reencrypted(receiving, dk, wrapped, [a, a_again], threshold=2)
+    assert unwrap_reencrypted(receiving, dk, wrapped, [a, b], threshold=2) == b"k" * 32
 
 
 def test_gate_on_the_embedded_chain(embedded_ledger: Ledger) -> None:
@@ -191,3 +268,23 @@ def test_a_network_refuses_worker_counts_that_do_not_match_its_proxies(tmp_path:
     with pytest.raises(ValueError, match="2 worker counts for 3 proxies"):
         Network(tmp_path, proxies=3, proxy_workers=[2, 1])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_owner_authorises_and_revokes_agent_keys(embedded_ledger: Ledger) -> None:
+    access = embedded_ledger.access
+    agent = Identity.generate().address
+    assert not access.is_delegate(OWNER.address, agent)
+    access.set_delegate(OWNER, agent, True)
+    assert access.is_delegate(OWNER.address, agent)
+    assert not access.is_delegate(BUYER.address, agent)  # one owner's agent, not another's
+    events = [e for e in embedded_ledger.events() if e.name == "DelegateSet"]
+    assert (events[-1]["owner"], events[-1]["delegate"], events[-1]["allowed"]) == (
+        OWNER.address,
+        agent,
+        True,
+    )
+    access.set_delegate(OWNER, agent, False)
+    assert not access.is_delegate(OWNER.address, agent)
+    for bad in ("0x" + "00" * 20, OWNER.address):
+        with pytest.raises(DatagoraError):
+            access.set_delegate(OWNER, bad, True)

@@ -3,18 +3,29 @@ run storage nodes in threads."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account.signers.local import LocalAccount
 
 from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import wrap_data_key
+from datagora.ledger import dev_account
+from datagora.storage.auth import (
+    DEFAULT_CHAIN_ID,
+    QuotaBook,
+    WritePolicy,
+    WriteSigner,
+    frame_index_digest,
+)
 from datagora.storage.manifest import Manifest, VerifiedManifest, verify_manifest
 from datagora.storage.node import create_storage_app
 from datagora.storage.pipeline import EncodingParams, ManifestBuilder, encode_stream
@@ -58,13 +69,76 @@ def encode_bytes(
     )
 
 
-class ThreadNode:
-    """A storage node app under a real uvicorn server on a loopback port, in a thread."""
+WRITER = dev_account(1)
+"""The account the storage tests write as: it has a quota on every test node."""
+QUOTA = 1 << 40
 
-    def __init__(self, data_dir: Path, cap: int = 64 << 20) -> None:
+
+class SigningAuth(httpx.Auth):
+    """Signs every PUT as ``account`` (a ``StorageWrite`` in ``x-datagora-write``), so a
+    raw httpx client writes to a node as the storage client does."""
+
+    requires_request_body = True
+
+    def __init__(self, account: LocalAccount = WRITER, chain_id: int = DEFAULT_CHAIN_ID) -> None:
+        self.signer = WriteSigner(account)
+        self.chain_id = chain_id
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        if request.method == "PUT":
+            body = request.content
+            path = request.url.path
+            if path.endswith("/shares"):
+                content = frame_index_digest(frame_index(body))
+            else:  # the name, as the storage client signs it (the node checks the body)
+                last = path.rsplit("/", 1)[-1]
+                try:
+                    content = bytes.fromhex(last) if len(last) == 64 else b""
+                except ValueError:
+                    content = b""
+                if len(content) != 32:
+                    content = hashlib.sha256(body).digest()
+            node = f"{request.url.scheme}://{request.url.netloc.decode()}"
+            request.headers.update(
+                self.signer.header(node, "PUT", path, content, len(body), self.chain_id)
+            )
+        yield request
+
+
+def frame_index(body: bytes) -> list[tuple[bytes, int]]:
+    """The (name, length) entries of a batch frame, as far as it parses."""
+    entries: list[tuple[bytes, int]] = []
+    at = 8
+    while at + 36 <= len(body):
+        name, length = body[at : at + 32], int.from_bytes(body[at + 32 : at + 36], "big")
+        entries.append((name, length))
+        at += 36 + length
+    return entries
+
+
+def grant(data_dir: Path, account: str = WRITER.address, amount: int = QUOTA) -> None:
+    """Give ``account`` a quota on the node keeping its data in ``data_dir``."""
+    book = QuotaBook.in_dir(data_dir)
+    try:
+        book.grant(account, amount)
+    finally:
+        book.close()
+
+
+class ThreadNode:
+    """A storage node app under a real uvicorn server on a loopback port, in a thread;
+    :data:`WRITER` has a quota on it, and its ``with`` client signs as :data:`WRITER`."""
+
+    def __init__(
+        self, data_dir: Path, cap: int = 64 << 20, policy: WritePolicy | None = None
+    ) -> None:
         self.data_dir = data_dir
+        grant(data_dir)
         config = uvicorn.Config(
-            create_storage_app(data_dir, cap), host="127.0.0.1", port=0, log_level="warning"
+            create_storage_app(data_dir, cap, policy=policy),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -86,7 +160,7 @@ class ThreadNode:
         self.thread.join(timeout=10)
 
     def __enter__(self) -> httpx.Client:
-        self.client = httpx.Client(base_url=self.start(), timeout=10)
+        self.client = httpx.Client(base_url=self.start(), timeout=10, auth=SigningAuth())
         return self.client
 
     def __exit__(self, *exc: object) -> None:

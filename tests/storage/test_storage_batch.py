@@ -15,8 +15,9 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from storage_helpers import ThreadNode
+from storage_helpers import SigningAuth, ThreadNode, frame_index
 
+from datagora.storage.auth import DEFAULT_CHAIN_ID, frame_index_digest
 from datagora.storage.batch import (
     BATCH_MAGIC,
     MAX_BATCH_SHARES,
@@ -205,9 +206,14 @@ def test_a_batch_cut_off_mid_body_stores_nothing(node: httpx.Client, tmp_path: P
         while not done() and time.monotonic() < deadline:
             time.sleep(0.02)
 
+    signed = SigningAuth().signer.header(
+        "http://node", "PUT", "/shares", frame_index_digest(frame_index(body)), len(body),
+        DEFAULT_CHAIN_ID,
+    )  # fmt: skip
     with socket.create_connection(("127.0.0.1", port)) as conn:
         conn.sendall(
             b"PUT /shares HTTP/1.1\r\nHost: node\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in signed.items()).encode()
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body[: len(body) - 500]
         )

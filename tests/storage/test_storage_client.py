@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from storage_helpers import ThreadNode
+from storage_helpers import WRITER, ThreadNode
 
 from datagora.crypto.aead import DataKey
 from datagora.storage.client import StorageClient
@@ -36,7 +36,7 @@ def nodes(tmp_path: Path) -> Iterator[list[ThreadNode]]:
 
 
 def client_for(nodes: list[ThreadNode], **options: float) -> StorageClient:
-    return StorageClient([n.url for n in nodes], **options)  # type: ignore[arg-type]
+    return StorageClient([n.url for n in nodes], signer=WRITER, **options)  # type: ignore[arg-type]
 
 
 def shares_on(node: ThreadNode) -> set[str]:
@@ -113,11 +113,11 @@ def test_no_plaintext_or_key_on_the_nodes(nodes: list[ThreadNode], tmp_path: Pat
 def test_too_few_nodes_is_a_clear_error(nodes: list[ThreadNode]) -> None:
     params = EncodingParams(new_dataset_id(), 1, k=3, n=6)
     with pytest.raises(NoNodesError, match=r"need 6 distinct storage nodes .*; only 5"):
-        StorageClient([n.url for n in nodes], happy=6).upload(
+        StorageClient([n.url for n in nodes], happy=6, signer=WRITER).upload(
             io.BytesIO(b"x"), params, DataKey.generate(), OWNER.public_key()
         )
     with pytest.raises(StorageError, match="between k"):
-        StorageClient([n.url for n in nodes], happy=2).upload(
+        StorageClient([n.url for n in nodes], happy=2, signer=WRITER).upload(
             io.BytesIO(b"x"), params, DataKey.generate(), OWNER.public_key()
         )
     with pytest.raises(NoNodesError, match="no storage nodes"):

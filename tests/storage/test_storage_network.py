@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from storage_helpers import WRITER
 
 from datagora.crypto.aead import DataKey
 from datagora.storage.client import StorageClient
@@ -77,7 +78,7 @@ def test_publish_leaves_no_plaintext_or_key_on_any_node(shared: LocalNodes, tmp_
     src, data = sample_file(tmp_path)
     assert data.count(MARKER) == 24
     before = sum(len(stored(n)) for n in shared.nodes)
-    result, key = upload(StorageClient(shared.urls), src)
+    result, key = upload(StorageClient(shared.urls, signer=WRITER), src)
     scanned = 0
     for node in shared.nodes:
         # Everything the node wrote: shares, indexes, temporary files, its log.
@@ -94,7 +95,7 @@ def test_publish_leaves_no_plaintext_or_key_on_any_node(shared: LocalNodes, tmp_
 
 def test_download_survives_losing_n_minus_k_nodes(cluster: LocalNodes, tmp_path: Path) -> None:
     src, data = sample_file(tmp_path)
-    client = StorageClient(cluster.urls, concurrency=4)
+    client = StorageClient(cluster.urls, signer=WRITER, concurrency=4)
     result, key = upload(client, src, k=4, n=6)
     # The nodes holding primary shares of chunk 0: one dies before, one during.
     first = [result.placement.where(h)[0] for h in result.manifest.chunks[0].shares]
@@ -117,7 +118,7 @@ def test_download_survives_losing_n_minus_k_nodes(cluster: LocalNodes, tmp_path:
 
 def test_corrupt_share_on_disk_is_detected_and_reported(shared: LocalNodes, tmp_path: Path) -> None:
     src, data = sample_file(tmp_path)
-    client = StorageClient(shared.urls)
+    client = StorageClient(shared.urls, signer=WRITER)
     result, key = upload(client, src)
     share = result.manifest.chunks[5].shares[0]
     victim = node_at(shared, result.placement.where(share)[0])
@@ -138,12 +139,14 @@ def test_corrupt_share_on_disk_is_detected_and_reported(shared: LocalNodes, tmp_
 
 def test_slow_node_times_out_and_other_shares_are_used(shared: LocalNodes, tmp_path: Path) -> None:
     src, data = sample_file(tmp_path, chunks=6)
-    result, key = upload(StorageClient(shared.urls), src)
+    result, key = upload(StorageClient(shared.urls, signer=WRITER), src)
     slow = node_at(shared, result.placement.where(result.manifest.chunks[0].shares[0])[0])
     slow.pause()
     try:
         dst = tmp_path / "copy.bin"
-        report = StorageClient(shared.urls, timeout=1.5).download(result.manifest_hash, key, dst)
+        report = StorageClient(shared.urls, signer=WRITER, timeout=1.5).download(
+            result.manifest_hash, key, dst
+        )
     finally:
         slow.resume()
     assert dst.read_bytes() == data
@@ -159,7 +162,7 @@ def test_node_killed_mid_upload(cluster: LocalNodes, tmp_path: Path) -> None:
             victim.kill()
 
     # Seven nodes for six shares: the victim's shares go to the spare node.
-    client = StorageClient(cluster.urls, concurrency=8)
+    client = StorageClient(cluster.urls, signer=WRITER, concurrency=8)
     result, key = upload(client, src, progress=kill_after_first_chunks)
     assert not victim.alive and victim.url in result.failed_nodes
     for chunk in result.manifest.chunks:
@@ -182,7 +185,7 @@ def test_node_killed_mid_upload(cluster: LocalNodes, tmp_path: Path) -> None:
     assert dst.read_bytes() == data
 
     # With exactly n nodes and happy = n there is nowhere to move a share: a clean failure.
-    six = StorageClient(cluster.urls[:6], concurrency=8, happy=6)
+    six = StorageClient(cluster.urls[:6], signer=WRITER, concurrency=8, happy=6)
     victim2 = cluster.nodes[4]
 
     def kill_second(done: int, total: int) -> None:
@@ -195,9 +198,9 @@ def test_node_killed_mid_upload(cluster: LocalNodes, tmp_path: Path) -> None:
 
 def test_repair_restores_full_redundancy(cluster: LocalNodes, tmp_path: Path) -> None:
     src, data = sample_file(tmp_path)
-    client = StorageClient(cluster.urls)
+    client = StorageClient(cluster.urls, signer=WRITER)
     result, key = upload(client, src, k=3, n=5)
-    repairer = Repairer(cluster.urls, timeout=5)
+    repairer = Repairer(cluster.urls, timeout=5, signer=WRITER)
     assert repairer.check(result.manifest_hash).healthy
     # Lose two nodes and corrupt one share on a third.
     lost = [node_at(cluster, u) for u in (cluster.urls[0], cluster.urls[3])]
@@ -223,7 +226,7 @@ def test_repair_restores_full_redundancy(cluster: LocalNodes, tmp_path: Path) ->
     assert steps == [(i, chunks) for i in range(1, chunks + 1)]  # one step per chunk
     assert report.rebuilt == len({(p.chunk_index, p.share_index) for p in before.problems})
     assert report.placement is not None and report.placement.sequence == 1
-    after = Repairer(cluster.urls, timeout=5).check(result.manifest_hash)
+    after = Repairer(cluster.urls, timeout=5, signer=WRITER).check(result.manifest_hash)
     assert after.healthy and after.placement_hash == report.placement_hash
     live = {n.url for n in cluster.nodes if n.alive}
     for chunk in result.manifest.chunks:
@@ -250,7 +253,7 @@ def test_publish_with_nodes_down_meets_happiness_and_repair_tops_up(
     for node in down:
         node.kill()
     src, data = sample_file(tmp_path, chunks=6)
-    client = StorageClient(urls, timeout=5)
+    client = StorageClient(urls, signer=WRITER, timeout=5)
     result, key = upload(client, src, k=4, n=6)
     assert result.happy == 4 and result.needs_repair
     live = {n.url for n in six if n.alive}
@@ -271,7 +274,7 @@ def test_publish_with_nodes_down_meets_happiness_and_repair_tops_up(
     for node in [*down, six[0]]:
         node.start()
         node.wait_ready(deadline=float("inf"))
-    repairer = Repairer(urls, timeout=5)
+    repairer = Repairer(urls, timeout=5, signer=WRITER)
     assert not repairer.check(result.manifest_hash).healthy
     report = repairer.repair(result.manifest_hash)
     assert report.healthy and report.rebuilt == 2 * len(result.manifest.chunks)
@@ -290,7 +293,7 @@ def test_publish_with_nodes_down_meets_happiness_and_repair_tops_up(
 
 def test_too_many_lost_nodes_fail_cleanly(cluster: LocalNodes, tmp_path: Path) -> None:
     src, _ = sample_file(tmp_path, chunks=4)
-    client = StorageClient(cluster.urls[:6])
+    client = StorageClient(cluster.urls[:6], signer=WRITER)
     result, key = upload(client, src, k=3, n=6)
     for node in cluster.nodes[:4]:
         node.kill()
@@ -305,7 +308,7 @@ def test_proofs_from_a_node_process_verify_against_the_root(
     shared: LocalNodes, tmp_path: Path
 ) -> None:
     src, _ = sample_file(tmp_path, chunks=3)
-    result, _ = upload(StorageClient(shared.urls), src)
+    result, _ = upload(StorageClient(shared.urls, signer=WRITER), src)
     m = result.manifest
     for chunk in m.chunks:
         for share in chunk.shares:

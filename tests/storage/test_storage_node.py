@@ -14,7 +14,7 @@ from storage_helpers import Encoded, ThreadNode
 from datagora.storage.merkle import MerkleProof
 from datagora.storage.packs import share_location, stored_names
 from datagora.storage.placement import PlacementRecord
-from datagora.storage.shares import verify_share
+from datagora.storage.shares import SHARE_MAGIC, verify_share
 
 CAP = 4096
 
@@ -76,20 +76,29 @@ def test_bad_names_are_refused(node: httpx.Client, bad: str) -> None:
 
 
 def test_size_cap_with_and_without_content_length(node: httpx.Client, tmp_path: Path) -> None:
-    big = b"x" * (CAP + 1)
+    big = SHARE_MAGIC + b"x" * (CAP + 1 - len(SHARE_MAGIC))
     declared = node.put(f"/shares/{name_of(big)}", content=big)
     assert declared.status_code == 413 and "cap of 4096" in declared.json()["detail"]
 
     def chunked() -> Iterator[bytes]:
         # A generator body is sent chunked, with no Content-Length to check up front.
+        yield SHARE_MAGIC
         for _ in range(CAP // 512 + 1):
             yield b"y" * 512
 
-    streamed = node.put(f"/shares/{name_of(b'y' * (CAP + 512))}", content=chunked())
+    body = SHARE_MAGIC + b"y" * (CAP + 512)
+    streamed = node.put(f"/shares/{name_of(body)}", content=chunked())
     assert streamed.status_code == 413
     assert stored_files(tmp_path) == set() and packed_bytes(tmp_path) == 0
-    exact = b"z" * CAP
+    exact = SHARE_MAGIC + b"z" * (CAP - len(SHARE_MAGIC))
     assert node.put(f"/shares/{name_of(exact)}", content=exact).status_code == 201
+
+
+def test_documents_up_to_the_manifest_limit_pass_the_share_cap(node: httpx.Client) -> None:
+    """A manifest is stored as a blob: the share cap does not apply to it, the one
+    manifest limit (storage/limits.py) does."""
+    document = b"{" + b" " * (CAP * 2) + b"}"
+    assert node.put(f"/shares/{name_of(document)}", content=document).status_code == 201
 
 
 def test_missing_share_is_404(node: httpx.Client) -> None:
@@ -184,17 +193,23 @@ def test_placement_records_are_parsed_and_indexed(
         PlacementRecord.create(
             sample.verified, {sample.manifest.chunks[0].shares[0]: [f"http://node-{seq}"]}, seq
         )
-        for seq in (0, 4, 1)
+        for seq in (0, 1, 2, 4)
     ]
     assert node.get(f"/placements?manifest={manifest_name}").json()["records"] == []
-    for record in records:
+    # A node indexes a placement only for a manifest it holds and checks it against.
+    early = put(node, records[0].to_bytes(), "placements")
+    assert early.status_code == 422 and "store it before" in early.json()["detail"]
+    assert put(node, sample.manifest.to_bytes()).status_code == 201
+    for record in records[:3]:
         assert put(node, record.to_bytes(), "placements").status_code == 201
+    skipped = put(node, records[3].to_bytes(), "placements")
+    assert skipped.status_code == 409 and "next is 3" in skipped.json()["detail"]
     listed = node.get(f"/placements?manifest={manifest_name}").json()["records"]
     assert listed == [
-        {"hash": records[i].digest().hex(), "sequence": records[i].sequence} for i in (1, 2, 0)
+        {"hash": records[i].digest().hex(), "sequence": records[i].sequence} for i in (2, 1, 0)
     ]
     # Stored like a share, so it is fetched by its hash.
-    assert node.get(f"/shares/{listed[0]['hash']}").content == records[1].to_bytes()
+    assert node.get(f"/shares/{listed[0]['hash']}").content == records[2].to_bytes()
     # Something that is not a placement record is refused and leaves nothing behind.
     before, packed = stored_files(tmp_path), packed_bytes(tmp_path)
     refused = put(node, b'{"not":"a placement"}', "placements")

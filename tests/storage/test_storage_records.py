@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from storage_helpers import ThreadNode
+from storage_helpers import WRITER, ThreadNode
 
 from datagora.crypto.errors import DecryptionError
 from datagora.ledger import Ledger, dev_account
@@ -83,7 +83,7 @@ def test_small_values_live_on_chain_with_history(embedded_ledger: Ledger) -> Non
 def test_large_values_go_through_the_storage_nodes(
     embedded_ledger: Ledger, nodes: list[str]
 ) -> None:
-    client = StorageClient(nodes)
+    client = StorageClient(nodes, signer=WRITER)
     store = KVStore(embedded_ledger, dev_account(7), client, OWNER_KEY, k=2, n=3)
     small = os.urandom(100)
     large = os.urandom(MAX_ON_CHAIN + 1)

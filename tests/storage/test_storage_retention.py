@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from storage_helpers import WRITER, grant
 
 from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import wrap_data_key
@@ -48,12 +49,16 @@ class Version:
     placement: bytes
 
 
-def _put(store: PackStore, name: bytes, data: bytes) -> None:
+def _put(
+    store: PackStore, name: bytes, data: bytes, placement: PlacementRecord | None = None
+) -> None:
     with store.writer() as batch:
         batch.start(name, store.holding(name))
         batch.write(data)
         assert batch.finish()
-        batch.commit()
+        batch.commit(
+            [] if placement is None else [(placement.manifest_hash, name, placement.sequence)]
+        )
 
 
 def _store_version(store: PackStore, payload: bytes) -> Version:
@@ -74,7 +79,7 @@ def _store_version(store: PackStore, payload: bytes) -> Version:
     _put(store, manifest.digest(), raw)
     where = {s: [f"http://127.0.0.1:{1 + i % 3}"] for i, s in enumerate(shares)}
     record = PlacementRecord.create(verified, where)
-    _put(store, record.digest(), record.to_bytes())
+    _put(store, record.digest(), record.to_bytes(), record)  # as PUT /placements does
     return Version(manifest.digest(), manifest.merkle_root, shares, record.digest())
 
 
@@ -103,6 +108,12 @@ def test_unrecorded_data_goes_after_the_grace_period_recorded_data_stays(
     mock = _put_blob(store, b"a,b\n1,2\n")
     metadata = _put_blob(store, json.dumps({"mock": {"uri": "x", "sha256": mock.hex()}}).encode())
     junk = _put_blob(store, b"anyone's free storage")
+    # A placement record of the published version stored as a plain blob (not through
+    # the checks of PUT /placements): it must not pin itself.
+    raw_manifest = store.read(published.manifest)
+    assert raw_manifest is not None
+    verified = verify_manifest(raw_manifest, published.manifest)
+    lookalike = _put_blob(store, PlacementRecord.create(verified, {}, 7).to_bytes())
     publish(
         embedded_ledger,
         manifest_hash=published.manifest,
@@ -116,12 +127,12 @@ def test_unrecorded_data_goes_after_the_grace_period_recorded_data_stays(
     assert early.error is None and early.deleted == 0
     # The orphan's shares, manifest and placement, the junk, and the published
     # version's placement record (placement records are only read once past grace).
-    assert early.pending == len(orphan.shares) + 4
+    assert early.pending == len(orphan.shares) + 5
     everything = _held(store)
 
     now[0] += GRACE + 1
     report = retention.sweep(store)
-    unrecorded = {*orphan.shares, orphan.manifest, orphan.placement, junk}
+    unrecorded = {*orphan.shares, orphan.manifest, orphan.placement, junk, lookalike}
     assert report.deleted == len(unrecorded)
     assert _held(store) == everything - unrecorded
     for name in unrecorded:
@@ -172,11 +183,12 @@ def test_a_node_sweeps_by_itself_and_reports_it(embedded_ledger: Ledger, tmp_pat
 
     def node(i: int) -> Any:
         policy = Retention(OnChainReferences.of(embedded_ledger), grace=5.0, every=0.2)
+        grant(tmp_path / f"node{i}")
         return create_storage_app(tmp_path / f"node{i}", 1 << 20, retention=policy)
 
     with ServerGroup() as group:
         urls = [group.start(partial(node, i), f"storage-{i}").url for i in range(3)]
-        client = StorageClient(urls)
+        client = StorageClient(urls, signer=WRITER)
         owner = X25519PrivateKey.generate().public_key()
         uploads = []
         for payload in (os.urandom(30_000), os.urandom(30_000)):

@@ -68,7 +68,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     log = open(base / "up.log", "ab")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen(
         [sys.executable, "-m", "datagora", "up", "--dir", str(directory),
-         "--proxies", "2", "--threshold", "1", "--allow-weak-sandbox"],
+         "--proxies", "2", "--threshold", "2", "--allow-weak-sandbox"],
         env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip

@@ -99,16 +99,21 @@ class Indexer:
             return int(conn.execute(select(t.cursor.c.last_block)).scalar_one())
 
     def _find_fork(self) -> int | None:
-        """The first block to re-index if the chain no longer has what we indexed, else None."""
+        """The first block to re-index if the chain no longer has what we indexed, else None.
+
+        Only some blocks' hashes are stored (those with events, and page ends), so the
+        branches may part anywhere after the newest stored block the chain still has:
+        everything after it is read again, empty blocks in the gap included (a new
+        branch may hold events there)."""
         with self.db.engine.connect() as conn:
             rows = conn.execute(select(t.blocks).order_by(t.blocks.c.number.desc())).all()
-        fork: int | None = None
+        changed = False
         for number, stored in rows:
             if self._chain_hash(int(number)) == stored:
-                return fork
-            fork = int(number)
+                return int(number) + 1 if changed else None
+            changed = True
         # No stored block survives: start again from the deployment.
-        return None if fork is None else self.ledger.deployment.start_block
+        return self.ledger.deployment.start_block if changed else None
 
     def _chain_hash(self, number: int) -> str | None:
         return self.ledger.chain.block_hash(number)
@@ -129,6 +134,12 @@ class Indexer:
                 end = min(start + self.page - 1, head)
                 batch = list(self.reader.read(start, end, self.page))
                 headers = self.ledger.chain.block_headers({e.block_number for e in batch} | {end})
+                if any(
+                    e.block_hash and e.block_hash != headers[e.block_number].hash for e in batch
+                ):
+                    # The chain reorganised between reading the logs and the headers:
+                    # store nothing of this page; the next round finds the fork.
+                    break
                 with self._write, self.db.engine.begin() as conn:
                     self._store(conn, batch, end, headers)
                 added += len(batch)

@@ -131,3 +131,20 @@ def bench_web(
     Example: datagora bench web --json
     """
     _bench_output(load_benchmark("web").run(datasets), as_json)
+
+
+@bench_app.command("chaos")
+def bench_chaos(
+    as_json: JsonFlag = False,
+    faults: Annotated[int, typer.Option(help="Faults to inject before the final check.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the random faults and operations.")] = 1,
+    gap: Annotated[float, typer.Option(help="Mean seconds between faults.")] = 1.0,
+) -> None:
+    """Kill, stall and corrupt the parts of a local network while it publishes, sells and
+    serves; then check nothing was lost or charged twice.
+
+    Example: datagora bench chaos --json --faults 200
+    """
+    if faults < 1 or gap <= 0:
+        raise ConfigError("need faults >= 1 and gap > 0")
+    _bench_output(load_benchmark("chaos").run(faults=faults, seed=seed, gap=gap), as_json)

@@ -182,6 +182,12 @@ def what_to_do(exc: DatagoraError) -> str:
         return f"{message}; check the URL"
     urls = [net.chain_url, *net.storage, *net.proxies, net.agent, net.catalog, net.compute]
     ours = {u.rstrip("/") for u in urls if u}
+    if exc.url is not None and exc.url.rstrip("/") not in ours and exc.url != net.chain_url:
+        # Not a part the file lists: maybe a node found in the registry.
+        from datagora.node.connect import node_urls
+
+        storage, proxies, compute = node_urls(net)
+        ours |= {u.rstrip("/") for u in [*storage, *proxies, compute] if u}
     if exc.url is not None and exc.url.rstrip("/") not in ours:
         return f"{message}; check the URL"
     if net.state_dir:

@@ -60,7 +60,7 @@ from datagora.market.flows import Endpoints, Marketplace, PublishedDataset
 from datagora.node.apps import compute_app, proxy_app, storage_app
 from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ServerGroup, ThreadServer
-from datagora.node.network import PROXIES, THRESHOLD
+from datagora.node.network import PROXIES, THRESHOLD, dev_grants
 from datagora.sharing.agent import delegate
 from datagora.sharing.errors import AccessRefused
 from datagora.storage.client import StorageClient
@@ -199,10 +199,11 @@ def _metadata(
     price: int,
     *,
     compute: bool,
+    writer: Identity,
     approval: bool = False,
 ) -> dict[str, Any]:
     mock = _csv(make_mock(frame, seed=len(world.published)))
-    mock_hash = StorageClient(world.live_storage).put_blob(mock, "mock data")
+    mock_hash = StorageClient(world.live_storage, signer=writer.account).put_blob(mock, "mock data")
     services: list[dict[str, Any]] = [
         {
             "id": 0,
@@ -263,7 +264,9 @@ def _publish(world: _World) -> dict[str, Any]:
         path = world.base / f"owner-{who.address[2:10]}" / f"cohort-{len(world.published)}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        meta = _metadata(world, title, name, frame, price, compute=compute, approval=approval)
+        meta = _metadata(
+            world, title, name, frame, price, compute=compute, writer=who, approval=approval
+        )
         with say.bar(f"{name[:22]:<22} upload", len(data)) as progress:
             pub = world.market(who).publish(
                 path,
@@ -349,7 +352,7 @@ def _buy_and_download(world: _World) -> dict[str, Any]:
         target.dataset,
         target.version,
         researcher.address,
-        researcher.umbral_public_key,
+        market.consumer_key(),
         world.proxies,
         THRESHOLD,
     )
@@ -517,17 +520,21 @@ def _node_loss(world: _World) -> dict[str, Any]:
         f"  the researcher downloads #{target.dataset} again: "
         f"sha256 matches: {format_bool(survived)}"
     )
-    repairer = Repairer(world.storage_urls)  # all of them: repair finds out which are down
     rebuilt = degraded = 0
     with say.counter("repair", len(world.published)) as advance:
         for pub in world.published:
+            # Each dataset's controller repairs it: the nodes take a new placement
+            # record, and the chain a repair record, only from the controller.
+            owner = world.owners[pub.dataset]
+            # All the nodes: repair finds out which are down.
+            repairer = Repairer(world.storage_urls, signer=owner.account)
             degraded += not repairer.check(pub.manifest_hash).healthy
             report = repairer.repair(pub.manifest_hash)
             rebuilt += report.rebuilt
             if report.rebuilt and report.placement_hash is not None:
-                # On the record (by the repairer, anyone), so it shows in the audit.
+                # On the record, so it shows in the audit.
                 world.ledger.storage_log.record_repair(
-                    dev_identity(7).account,
+                    owner.account,
                     pub.dataset,
                     pub.manifest_hash,
                     report.placement_hash,
@@ -579,7 +586,9 @@ def _start_network(
 ) -> tuple[list[ThreadServer], list[str]]:
     storage = []
     for i in range(STORAGE_NODES):
-        app = partial(storage_app, base / f"storage{i}", 16 << 20)
+        app = partial(
+            storage_app, base / f"storage{i}", 16 << 20, ledger=ledger, grants=dev_grants()
+        )
         storage.append(servers.start(app, f"storage-{i}"))
     proxies = []
     for i in range(PROXIES):

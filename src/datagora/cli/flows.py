@@ -42,7 +42,8 @@ from datagora.errors import ConfigError
 
 commands = typer.Typer()
 account_app = typer.Typer(
-    help="Accounts (encrypted keystores): new, import, list, export-public.",
+    help="Accounts (encrypted keystores): new, import, list, export-public, "
+    "authorize-agent, revoke-agent.",
     no_args_is_help=True,
 )
 
@@ -137,6 +138,64 @@ def account_export_public(account: AccountOption = None, keys: KeysOption = None
     from datagora.crypto.keys import export_public
 
     print_json(export_public(load_identity(account, keys)))
+
+
+@account_app.command("authorize-agent")
+def account_authorize_agent(
+    agent_public: Annotated[
+        Path, typer.Argument(help="The agent account's public record (export-public JSON).")
+    ],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Where to write the sealed delegation keys.")
+    ],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Authorise an agent key on chain to delegate key fragments for your datasets (and
+    nothing else), and write your delegation keys sealed to it for its --delegation.
+
+    Example: datagora account authorize-agent agent.json --out delegation.json --account alice
+    """
+    from datagora.atomic import write_atomically
+    from datagora.crypto.errors import KeystoreError
+    from datagora.crypto.keys import PublicIdentity
+
+    try:
+        agent = PublicIdentity.from_json(json.loads(agent_public.read_text()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {agent_public}: {exc}") from None
+    except KeystoreError as exc:
+        raise ConfigError(f"{agent_public}: {exc}") from None
+    market = marketplace(account, keys)
+    owner = market.identity
+    tx = market.ledger.access.set_delegate(owner.account, agent.address, True)
+    sealed = owner.delegation_keys().seal(agent.umbral_public_key)
+    write_atomically(out_file, json.dumps(sealed, indent=2) + "\n", 0o600)
+    if as_json:
+        print_json({"owner": owner.address, "agent": agent.address, "file": str(out_file),
+                    **_tx(tx)})  # fmt: skip
+    else:
+        out.print(f"{agent.address} may now delegate for {owner.address}; keys in {out_file}")
+
+
+@account_app.command("revoke-agent")
+def account_revoke_agent(
+    agent: Annotated[str, typer.Argument(help="The agent account's address.")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Revoke an agent key: proxies refuse its deliveries from the next one on.
+
+    Example: datagora account revoke-agent 0x... --account alice
+    """
+    market = marketplace(account, keys)
+    tx = market.ledger.access.set_delegate(market.identity.account, agent, False)
+    if as_json:
+        print_json({"agent": agent, **_tx(tx)})
+    else:
+        out.print(f"revoked agent {agent}")
 
 
 # -- market tokens ------------------------------------------------------------------------
@@ -577,15 +636,26 @@ def repair(
     as_json: JsonFlag = False,
 ) -> None:
     """Check every share of a dataset and rebuild missing or corrupt ones (no key needed);
-    a repair is recorded on chain, so it shows in the dataset's audit.
+    a repair is recorded on chain, so it shows in the dataset's audit. Repairing
+    writes a new placement record, so it is done by the dataset's controller (its
+    holder or an approved operator), with a quota on the storage nodes (on chain, a
+    registered storage node may also record a repair).
 
     Example: datagora repair 3 --account owner
     """
+    from datagora.ledger.errors import NotController
     from datagora.storage.repair import Repairer
 
-    m = marketplace(account, keys, need_account=False)
+    m = marketplace(account, keys, need_account=not check_only)
     info = m.dataset_info(dataset)
-    repairer = Repairer(m.endpoints.storage)
+    who = None if check_only else load_identity(account, keys)
+    if who is not None and not m.ledger.data_nft.may_control(dataset, who.address):
+        raise NotController(
+            "not controller",
+            f"{who.address} does not control dataset {dataset}: only its holder or an "
+            "operator it approved repairs it (use --check to only check)",
+        )
+    repairer = Repairer(m.endpoints.storage, signer=who.account if who is not None else None)
     counter = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         console=err, transient=True,
@@ -606,8 +676,7 @@ def repair(
         "dead_nodes": sorted(report.dead_nodes),
         "recorded_tx": None,
     }
-    if not check_only and record and report.rebuilt and report.placement_hash is not None:
-        who = load_identity(account, keys)
+    if who is not None and record and report.rebuilt and report.placement_hash is not None:
         tx = m.ledger.storage_log.record_repair(
             who.account, dataset, info.manifest_hash, report.placement_hash, report.rebuilt
         )

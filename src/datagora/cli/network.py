@@ -5,16 +5,37 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from datagora.cli.common import JsonFlag, err, out, print_fields, print_json
+from datagora.cli.common import (
+    AccountOption,
+    JsonFlag,
+    KeysOption,
+    err,
+    format_amount,
+    format_time,
+    load_identity,
+    out,
+    print_fields,
+    print_json,
+    short_hex,
+    tokens,
+)
 from datagora.errors import ConfigError, DatagoraError
+
+if TYPE_CHECKING:
+    from datagora.storage.auth import QuotaBook
 
 # Two groups so `datagora --help` keeps its order: demo, search, show, node, up, status.
 demo_commands = typer.Typer()
 commands = typer.Typer()
+node_app = typer.Typer(
+    help="Run a node, or manage its record in the on-chain NodeRegistry.",
+    no_args_is_help=False,
+)
+commands.add_typer(node_app, name="node")
 chain_app = typer.Typer(
     help="Deploy and inspect datagora's contracts on a chain.", no_args_is_help=True
 )
@@ -121,14 +142,21 @@ def chain_info(
     )
 
 
-@commands.command()
+quota_app = typer.Typer(
+    help="Byte quotas of the accounts that may write to a storage node.", no_args_is_help=True
+)
+node_app.add_typer(quota_app, name="quota")
+
+
+@node_app.callback(invoke_without_command=True)
 def node(
+    ctx: typer.Context,
     roles: Annotated[
-        str,
+        str | None,
         typer.Option(help="Comma-separated roles: storage, catalog, proxy, agent, compute, web."),
-    ],
-    port: Annotated[int, typer.Option(help="TCP port to listen on.")],
-    data: Annotated[Path, typer.Option(help="Directory for this node's data.")],
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port to listen on.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Directory for this node's data.")] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     max_share_mb: Annotated[
         int, typer.Option(help="storage: largest share accepted, in MiB.")
@@ -173,7 +201,20 @@ def node(
     compute: Annotated[
         str | None, typer.Option(help="web: the compute node the page's requests go to.")
     ] = None,
-    threshold: Annotated[int, typer.Option(help="agent: fragments a consumer needs.")] = 1,
+    threshold: Annotated[
+        int,
+        typer.Option(
+            help="agent: fragments a consumer needs (0: 2 with several proxies, else 1; "
+            "1 with several proxies is refused)."
+        ),
+    ] = 0,
+    delegation: Annotated[
+        Path | None,
+        typer.Option(
+            help="agent: the owner's delegation keys sealed to --account, an agent key the "
+            "owner authorised (datagora account authorize-agent)."
+        ),
+    ] = None,
     poll_interval: Annotated[
         float, typer.Option(help="catalog, agent: seconds between polls of the chain.")
     ] = 0.1,
@@ -199,13 +240,41 @@ def node(
         int,
         typer.Option(help="proxy (alone): processes serving the port, e.g. one per core."),
     ] = 1,
+    public_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="storage: a URL clients reach this node by; signed writes must name one "
+            "(repeat; default: the URL each request was sent to)."
+        ),
+    ] = None,
+    chain_id: Annotated[
+        int | None,
+        typer.Option(help="storage without --rpc: the chain id writes are signed for."),
+    ] = None,
 ) -> None:
-    """Run a node serving the given roles until interrupted.
+    """Run a node serving the given roles until interrupted; or, with a command, manage
+    this node's record in the on-chain NodeRegistry (register, update, leave, list).
+
+    A storage node accepts writes only signed by accounts with a quota on it
+    (`datagora node quota grant`); with --rpc and --deployment it also checks that
+    placement records come from the dataset's controller.
 
     Example: datagora node --roles storage --port 7001 --data ./node1
     """
     from datagora.node import NodeConfig, serve
 
+    if ctx.invoked_subcommand is not None:
+        if roles is not None or port is not None or data is not None:
+            raise ConfigError(
+                f"`datagora node {ctx.invoked_subcommand}` takes its own options: "
+                "give --roles, --port and --data only to run a node"
+            )
+        return
+    if roles is None or port is None or data is None:
+        raise ConfigError(
+            "to run a node give --roles, --port and --data; or use a command: "
+            "register, update, add-stake, leave, withdraw, list, quota (see --help)"
+        )
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}")
     if max_share_mb <= 0:
@@ -232,12 +301,312 @@ def node(
         threshold=threshold,
         catalog=catalog,
         compute=compute,
+        delegation=delegation,
         compute_datasets=_compute_datasets(dataset or []),
         allow_weak_sandbox=allow_weak_sandbox,
         require_onchain_record=require_onchain_record,
         retention_grace=retention_grace,
+        public_urls=list(public_url or []),
+        chain_id=chain_id,
     )
     serve(role_list, host, port, config, workers)
+
+
+def _registry_ledger() -> Any:
+    """The ledger of the default network (for the registry commands)."""
+    from datagora.ledger import Ledger
+    from datagora.node.network import load_network
+
+    net = load_network()
+    return Ledger.connect(net.chain_url, net.deployment)
+
+
+def _node_json(info: Any) -> dict[str, Any]:
+    return {
+        "address": info.address,
+        "roles": info.roles.names(),
+        "endpoint": info.endpoint,
+        "umbral_pk": info.umbral_pk.hex(),
+        "stake": str(info.stake),
+        "state": info.state.name.lower(),
+        "unbond_at": info.unbond_at,
+    }
+
+
+def _tx_json(tx: Any) -> dict[str, Any]:
+    return {"tx": tx.tx_hash, "block": tx.block_number, "gas": tx.gas_used}
+
+
+EndpointOption = Annotated[
+    str,
+    typer.Option("--endpoint", help="The node's public http(s) URL, e.g. https://n1.example.org."),
+]
+
+
+@node_app.command("register")
+def node_register(
+    roles: Annotated[
+        str, typer.Option("--roles", help="Comma-separated: storage, proxy, compute.")
+    ],
+    endpoint: EndpointOption,
+    stake: Annotated[
+        str | None,
+        typer.Option("--stake", help="Tokens to stake (default: the minimum for the roles)."),
+    ] = None,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register this account as a node in the NodeRegistry, staking market tokens.
+
+    A proxy registers its account's Umbral public key with it.
+
+    Example: datagora node register --roles storage --endpoint https://n1.org
+    """
+    from datagora.ledger import Role
+
+    parsed = Role.parse(roles)
+    ledger = _registry_ledger()
+    identity = load_identity(account, keys)
+    registry = ledger.registry
+    amount = registry.required_stake(parsed) if stake is None else tokens(stake, "--stake")
+    umbral_pk = identity.umbral_public_key if Role.PROXY in parsed else b""
+    tx = registry.register(identity.account, parsed, endpoint, amount, umbral_pk)
+    info = registry.node(identity.address)
+    if as_json:
+        print_json({**_node_json(info), **_tx_json(tx)})
+        return
+    out.print(
+        f"registered {info.address} as {', '.join(info.roles.names())} at {info.endpoint}, "
+        f"staking {format_amount(info.stake)} (gas {tx.gas_used})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@node_app.command("update")
+def node_update(
+    endpoint: EndpointOption,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change this node's endpoint in the NodeRegistry (a proxy's Umbral key is renewed).
+
+    Example: datagora node update --endpoint https://n1.example.org:8443
+    """
+    from datagora.ledger import Role
+
+    ledger = _registry_ledger()
+    identity = load_identity(account, keys)
+    registry = ledger.registry
+    current = registry.node(identity.address)
+    umbral_pk = identity.umbral_public_key if Role.PROXY in current.roles else current.umbral_pk
+    tx = registry.update(identity.account, endpoint, umbral_pk)
+    info = registry.node(identity.address)
+    if as_json:
+        print_json({**_node_json(info), **_tx_json(tx)})
+        return
+    out.print(f"{info.address} now serves at {info.endpoint}", highlight=False, soft_wrap=True)
+
+
+@node_app.command("add-stake")
+def node_add_stake(
+    amount: Annotated[str, typer.Argument(help="Tokens to add, e.g. 5 or 2.5.")],
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add market tokens to this node's stake (e.g. after a slash left it under the minimum).
+
+    Example: datagora node add-stake 5
+    """
+    ledger = _registry_ledger()
+    identity = load_identity(account, keys)
+    tx = ledger.registry.add_stake(identity.account, tokens(amount, "AMOUNT"))
+    info = ledger.registry.node(identity.address)
+    if as_json:
+        print_json({**_node_json(info), **_tx_json(tx)})
+        return
+    out.print(f"{info.address} stakes {format_amount(info.stake)}", highlight=False)
+
+
+@node_app.command("leave")
+def node_leave(
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Stop serving: clients stop using the node at once; its stake unbonds (and can
+    still be slashed) until the registry's delay has passed, then `withdraw` returns it.
+
+    Example: datagora node leave
+    """
+    ledger = _registry_ledger()
+    identity = load_identity(account, keys)
+    unbond_at, tx = ledger.registry.leave(identity.account)
+    if as_json:
+        print_json({"address": identity.address, "unbond_at": unbond_at, **_tx_json(tx)})
+        return
+    out.print(
+        f"{identity.address} is leaving; withdraw its stake from {format_time(unbond_at)} "
+        "with `datagora node withdraw`",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@node_app.command("withdraw")
+def node_withdraw(
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """After `leave` and the unbonding delay, take back what is left of the stake.
+
+    Example: datagora node withdraw
+    """
+    ledger = _registry_ledger()
+    identity = load_identity(account, keys)
+    amount, tx = ledger.registry.withdraw(identity.account)
+    if as_json:
+        print_json({"address": identity.address, "amount": str(amount), **_tx_json(tx)})
+        return
+    out.print(f"withdrew {format_amount(amount)} to {identity.address}", highlight=False)
+
+
+@node_app.command("list")
+def node_list(
+    role: Annotated[
+        str | None,
+        typer.Option("--role", help="Only nodes with this role: storage, proxy, compute."),
+    ] = None,
+    all_nodes: Annotated[
+        bool, typer.Option("--all", help="Also nodes that left, are leaving or are under-staked.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The nodes in the NodeRegistry: roles, endpoint, stake and state (by default only
+    those clients use: active and staked at least their roles' minimum).
+
+    Example: datagora node list --role storage
+    """
+    from datagora.ledger import Role
+
+    registry = _registry_ledger().registry
+    wanted = Role.parse(role) if role else None
+    usable = {n.address for n in registry.nodes(wanted)}
+    shown = registry.nodes(wanted, active_only=False) if all_nodes else registry.nodes(wanted)
+
+    def state(info: Any) -> str:
+        name = str(info.state.name.lower())
+        if name == "active" and info.address not in usable:
+            return "under-staked"
+        return name
+
+    if as_json:
+        print_json([{**_node_json(n), "state": state(n)} for n in shown])
+        return
+    if not shown:
+        out.print("no nodes registered" + (f" with role {role}" if role else ""))
+        return
+    from rich.table import Table
+
+    table = Table("address", "roles")
+    table.add_column("endpoint", overflow="fold")  # whole: it is what one copies
+    table.add_column("stake", no_wrap=True)
+    table.add_column("state", overflow="fold")
+    for n in shown:
+        when = f" until {format_time(n.unbond_at)}" if n.state.name == "LEAVING" else ""
+        table.add_row(
+            short_hex(n.address),
+            ", ".join(n.roles.names()),
+            n.endpoint,
+            format_amount(n.stake),
+            state(n) + when,
+        )
+    out.print(table)
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}  # fmt: skip
+
+
+def parse_bytes(text: str) -> int:
+    """``"10GiB"``, ``"500MB"`` or ``"1048576"`` as a number of bytes."""
+    raw = text.strip().lower().replace(" ", "")
+    number = raw.rstrip("kmgtib")
+    unit = raw[len(number) :]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or value < 0 or value != value:
+        raise ConfigError(f"not a size in bytes: {text!r} (e.g. 1048576, 500MB, 10GiB)")
+    return int(value * _UNITS[unit])
+
+
+_QuotaData = Annotated[
+    Path, typer.Option("--data", help="The storage node's data directory (its --data).")
+]
+
+
+def _quota_book(data: Path) -> QuotaBook:
+    from datagora.storage.auth import QuotaBook
+
+    storage = data / "storage"
+    if not storage.is_dir():
+        raise ConfigError(f"{data} holds no storage node's data (no {storage})")
+    return QuotaBook.in_dir(storage)
+
+
+@quota_app.command("grant")
+def quota_grant(
+    account: Annotated[str, typer.Argument(help="The account (0x address) that may write.")],
+    size: Annotated[str, typer.Argument(help="Bytes it may store, e.g. 10GiB (0 revokes).")],
+    data: _QuotaData,
+    as_json: JsonFlag = False,
+) -> None:
+    """Let an account store up to SIZE bytes on this storage node (replaces its grant).
+
+    Example: datagora node quota grant $ACCOUNT 10GiB --data ./node1
+    """
+    from datagora.storage.auth import check_account
+
+    amount = parse_bytes(size)
+    book = _quota_book(data)
+    try:
+        book.grant(account, amount)
+        entry = {"account": check_account(account), "granted": amount,
+                 "used": book.used(check_account(account))}  # fmt: skip
+    finally:
+        book.close()
+    if as_json:
+        print_json(entry)
+    else:
+        print_fields(entry)
+
+
+@quota_app.command("list")
+def quota_list(data: _QuotaData, as_json: JsonFlag = False) -> None:
+    """The accounts with a quota on this storage node: granted and used bytes.
+
+    Example: datagora node quota list --data ./node1 --json
+    """
+    book = _quota_book(data)
+    try:
+        entries = [
+            {"account": e.account, "granted": e.granted, "used": e.used} for e in book.entries()
+        ]
+    finally:
+        book.close()
+    if as_json:
+        print_json({"quotas": entries})
+        return
+    if not entries:
+        out.print("no account has a quota on this node")
+    for e in entries:
+        out.print(f"{e['account']}  granted {e['granted']:>16}  used {e['used']:>16}")
 
 
 @commands.command()

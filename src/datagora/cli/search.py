@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from datagora.bodies import refusal_text
 from datagora.cli.common import (
     JsonFlag,
     format_amount,
@@ -43,7 +44,7 @@ def _catalog_get(url: str, path: str, params: dict[str, Any] | None = None) -> A
         raise NotFoundError(r.json().get("detail", "not found"))
     if r.status_code >= 400:
         detail = (
-            r.json().get("detail", r.text)
+            refusal_text(r.json(), r.text)
             if r.headers.get("content-type", "").startswith("application/json")
             else r.text
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from datagora.bodies import refusal_text
 from datagora.compute.errors import BudgetExceeded, ComputeError, JobRefused
 from datagora.compute.jobs import algorithm_hash, job_bytes, params_hash
 from datagora.compute.node import REQUEST_HEADER
@@ -76,7 +77,7 @@ class ComputeClient:
         if response.status_code >= 400:
             try:
                 payload = response.json()
-                detail, kind = payload.get("detail", response.text), payload.get("error")
+                detail, kind = refusal_text(payload, response.text), payload.get("error")
             except (ValueError, AttributeError):
                 detail, kind = response.text, None
             if kind == "BudgetExceeded":
@@ -133,7 +134,9 @@ class ComputeClient:
 
     def logs(self, job: int) -> str:
         sealed = self._get(job, "logs", f"/jobs/{job}/logs").content
-        return open_result(self.consumer, sealed, job, "logs").decode("utf-8", "replace")
+        return open_result(self.consumer, sealed, job, "logs", self.chain_id).decode(
+            "utf-8", "replace"
+        )
 
     def sealed_result(self, job: int) -> bytes:
         """The encrypted result as served (its SHA-256 is the on-chain result hash)."""
@@ -141,7 +144,7 @@ class ComputeClient:
 
     def result(self, job: int) -> bytes:
         """The decrypted result archive (tar)."""
-        return open_result(self.consumer, self.sealed_result(job), job, "result")
+        return open_result(self.consumer, self.sealed_result(job), job, "result", self.chain_id)
 
     def dataset(self, dataset: int) -> dict[str, Any]:
         """Whether the node computes on `dataset` (``GET /datasets/{id}``): its version,

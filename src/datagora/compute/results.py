@@ -20,6 +20,7 @@ import os
 import struct
 from typing import Final
 
+import umbral_pre
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -49,8 +50,29 @@ def seal_result(consumer_key: bytes, plaintext: bytes, job: int, kind: str) -> b
     return _MAGIC + struct.pack(">I", len(header)) + header + nonce + body
 
 
-def open_result(consumer: Identity, sealed: bytes, job: int, kind: str) -> bytes:
-    """Decrypt a sealed result or logs; raises :class:`DecryptionError` if not ours or altered."""
+def _open_key(consumer: Identity, wrapped: WrappedKey, chain_id: int | None) -> bytes:
+    if chain_id is not None:
+        receiving = consumer.consumer_key(chain_id)
+        if receiving.public_key == wrapped.delegating_key:
+            try:
+                return bytes(
+                    umbral_pre.decrypt_original(
+                        receiving.umbral_secret_key(), wrapped.umbral_capsule(), wrapped.ciphertext
+                    )
+                )
+            except ValueError:
+                raise DecryptionError("the result's key failed authentication") from None
+    return unwrap_own(consumer, wrapped)
+
+
+def open_result(
+    consumer: Identity, sealed: bytes, job: int, kind: str, chain_id: int | None = None
+) -> bytes:
+    """Decrypt a sealed result or logs; raises :class:`DecryptionError` if not ours or altered.
+
+    Results are sealed to the key the order carried: the consumer's wallet-derived
+    key on ``chain_id`` (what the SDK orders with), or its account key.
+    """
     if not sealed.startswith(_MAGIC) or len(sealed) < len(_MAGIC) + 4:
         raise DecryptionError("not a datagora compute result")
     (size,) = struct.unpack(">I", sealed[len(_MAGIC) : len(_MAGIC) + 4])
@@ -59,7 +81,7 @@ def open_result(consumer: Identity, sealed: bytes, job: int, kind: str) -> bytes
         wrapped = WrappedKey.from_json(json.loads(sealed[start : start + size]))
     except (ValueError, MalformedWrappedKey) as exc:
         raise DecryptionError(f"the result's key header is malformed: {exc}") from None
-    key = unwrap_own(consumer, wrapped)
+    key = _open_key(consumer, wrapped, chain_id)
     rest = sealed[start + size :]
     try:
         return AESGCM(key).decrypt(rest[:12], rest[12:], _ad(job, kind))

@@ -431,7 +431,7 @@ def verify_request(
     signed: SignedRequest[Any],
     chain_id: int,
     now: int,
-    nonce_store: NonceStore,
+    nonce_store: NonceStore | None,
     *,
     expect: type[R],
     verifying_contract: str | None = None,
@@ -444,7 +444,7 @@ def verify_request(
     signed: SignedRequest[R],
     chain_id: int,
     now: int,
-    nonce_store: NonceStore,
+    nonce_store: NonceStore | None,
     *,
     expect: None = None,
     verifying_contract: str | None = None,
@@ -456,7 +456,7 @@ def verify_request(
     signed: SignedRequest[Any],
     chain_id: int,
     now: int,
-    nonce_store: NonceStore,
+    nonce_store: NonceStore | None,
     *,
     expect: type[Request] | None = None,
     verifying_contract: str | None = None,
@@ -469,7 +469,9 @@ def verify_request(
     Refusals, in the order checked: :class:`UnexpectedRequestType`,
     :class:`WrongChain`, :class:`SignatureInvalid`, :class:`WrongSigner`,
     :class:`SignatureExpired`, :class:`ExpiryTooFar`, :class:`ReplayedRequest`. Only
-    a request that passes every other check uses up its nonce.
+    a request that passes every other check uses up its nonce. ``nonce_store=None``
+    is for idempotent requests (a proxy's fragment request: answering it twice gives
+    nothing new), which are checked in every other way and may be presented again.
     """
     request = signed.request
     if expect is not None and not isinstance(request, expect):
@@ -504,7 +506,9 @@ def verify_request(
         raise ExpiryTooFar(
             f"the request expires in {expires - now} s; services accept at most {max_lifetime} s"
         )
-    if not nonce_store.remember(request.signer_address, request.request_nonce, expires, now):
+    if nonce_store is not None and not nonce_store.remember(
+        request.signer_address, request.request_nonce, expires, now
+    ):
         raise ReplayedRequest(
             f"{request.signer_address} already used nonce 0x{request.request_nonce.hex()} "
             "(a replayed request)"

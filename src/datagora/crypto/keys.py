@@ -30,6 +30,7 @@ import umbral_pre
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_account import Account
+from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import is_hex_address, to_checksum_address
 
@@ -43,16 +44,23 @@ from datagora.crypto.errors import (
 )
 
 __all__ = [
+    "CONSUMER_KEY_HKDF_INFO",
+    "CONSUMER_KEY_LABEL",
+    "CONSUMER_KEY_PURPOSE",
     "DEFAULT_KEYS_DIR",
     "DEFAULT_SCRYPT_N",
     "DELEGATION_FACTORY_LABEL",
+    "DELEGATION_KEYS_FORMAT",
     "KEYSTORE_SUFFIX",
     "SIGNING_KEY_LABEL",
     "UMBRAL_HKDF_INFO",
     "UMBRAL_KEY_LABEL",
     "AccountInfo",
+    "ConsumerKey",
+    "DelegationKeys",
     "Identity",
     "PublicIdentity",
+    "consumer_key_typed_data",
     "default_keys_dir",
     "export_public",
     "import_account",
@@ -72,6 +80,15 @@ SIGNING_KEY_LABEL: Final = b"datagora/umbral/signing-key/v1"
 
 DELEGATION_FACTORY_LABEL: Final = b"datagora/umbral/delegation/v1"
 """Factory label of the sub-factory that derives one delegating key per scope."""
+
+CONSUMER_KEY_PURPOSE: Final = "datagora consumer key v1: sign only on a datagora page or tool"
+"""The ``purpose`` of the EIP-712 ``ConsumerKey`` message a wallet signs (``docs/sharing.md``)."""
+
+CONSUMER_KEY_HKDF_INFO: Final = b"umbral consumer key v1"
+"""HKDF ``info`` turning the ``ConsumerKey`` signature's r ‖ s into a factory seed."""
+
+CONSUMER_KEY_LABEL: Final = b"datagora-consumer-v1"
+"""Factory label of the consumer's Umbral key pair derived from a wallet signature."""
 
 DEFAULT_SCRYPT_N: Final = 2**18
 """scrypt cost of new keystores: eth-account's and geth's default (~0.7 s, 256 MiB here)."""
@@ -95,6 +112,78 @@ def _hkdf_seed(secret: bytes) -> bytes:
     ).derive(secret)
 
 
+def consumer_key_typed_data(account: str, chain_id: int) -> dict[str, Any]:
+    """The EIP-712 typed data a wallet signs to derive its consumer key on ``chain_id``.
+
+    The same object goes to ``eth_signTypedData_v4`` in a browser wallet; the domain
+    has no ``verifyingContract``, so one key serves every deployment on the chain.
+    """
+    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0:
+        raise KeystoreError("a chain id is a positive integer")
+    if not is_hex_address(account):
+        raise KeystoreError("the account is not a 20-byte hex address")
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+            ],
+            "ConsumerKey": [
+                {"name": "purpose", "type": "string"},
+                {"name": "account", "type": "address"},
+            ],
+        },
+        "primaryType": "ConsumerKey",
+        "domain": {"name": "datagora", "version": "1", "chainId": chain_id},
+        "message": {"purpose": CONSUMER_KEY_PURPOSE, "account": to_checksum_address(account)},
+    }
+
+
+class ConsumerKey:
+    """A consumer's Umbral key pair derived from a wallet's ``ConsumerKey`` signature.
+
+    Orders and access requests carry its public key; proxies re-encrypt data keys to
+    it. A browser wallet signs the same typed data (:func:`consumer_key_typed_data`)
+    deterministically (RFC 6979), so the page and the CLI derive the same key without
+    the wallet ever revealing its Ethereum secret.
+    """
+
+    __slots__ = ("_sk",)
+
+    def __init__(self, secret: umbral_pre.SecretKey) -> None:
+        self._sk = secret
+
+    @classmethod
+    def from_signature(cls, signature: bytes) -> ConsumerKey:
+        """The key of a 65-byte ``r ‖ s ‖ v`` signature of the ``ConsumerKey`` message."""
+        if not isinstance(signature, bytes | bytearray) or len(signature) != 65:
+            raise KeystoreError("a ConsumerKey signature is 65 bytes (r ‖ s ‖ v)")
+        seed = HKDF(
+            algorithm=hashes.SHA256(),
+            length=umbral_pre.SecretKeyFactory.seed_size(),
+            salt=b"datagora",
+            info=CONSUMER_KEY_HKDF_INFO,
+        ).derive(bytes(signature[:64]))
+        factory = umbral_pre.SecretKeyFactory.from_secure_randomness(seed)
+        return cls(factory.make_key(CONSUMER_KEY_LABEL))
+
+    @property
+    def public_key(self) -> bytes:
+        """The compressed Umbral public key (33 bytes) that orders carry."""
+        return bytes(self._sk.public_key().to_compressed_bytes())
+
+    def umbral_secret_key(self) -> umbral_pre.SecretKey:
+        """The Umbral secret key (receives re-encryptions; keep it in memory only)."""
+        return self._sk
+
+    def __repr__(self) -> str:
+        return f"ConsumerKey(public_key={self.public_key.hex()})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("a ConsumerKey holds a secret and cannot be pickled")
+
+
 class Identity:
     """An account with its secrets: the Ethereum key, its Umbral key pair and signing key.
 
@@ -102,7 +191,7 @@ class Identity:
     ``repr`` and ``str`` show only the address.
     """
 
-    __slots__ = ("_account", "_delegation", "_signing_sk", "_umbral_sk")
+    __slots__ = ("_account", "_consumer", "_delegation", "_signing_sk", "_umbral_sk")
 
     def __init__(self, account: LocalAccount) -> None:
         secret = bytes(account.key)
@@ -111,6 +200,26 @@ class Identity:
         self._umbral_sk = factory.make_key(UMBRAL_KEY_LABEL)
         self._signing_sk = factory.make_key(SIGNING_KEY_LABEL)
         self._delegation = factory.make_factory(DELEGATION_FACTORY_LABEL)
+        self._consumer: dict[int, ConsumerKey] = {}
+
+    def consumer_key(self, chain_id: int) -> ConsumerKey:
+        """The account's consumer key on ``chain_id``: derived from its signature of the
+        ``ConsumerKey`` message exactly as a browser wallet's (``docs/sharing.md``)."""
+        key = self._consumer.get(chain_id)
+        if key is None:
+            typed = consumer_key_typed_data(self.address, chain_id)
+            signed = self._account.sign_message(encode_typed_data(full_message=typed))
+            key = ConsumerKey.from_signature(bytes(signed.signature))
+            self._consumer[chain_id] = key
+        return key
+
+    def delegation_keys(self) -> DelegationKeys:
+        """The account's Umbral delegation secrets without its Ethereum key (for an agent)."""
+        return DelegationKeys(
+            self.address,
+            _hkdf_factory_seed(_hkdf_seed(bytes(self._account.key)), DELEGATION_FACTORY_LABEL),
+            bytes(self._signing_sk.to_be_bytes()),
+        )
 
     @classmethod
     def from_private_key(cls, private_key: str | bytes) -> Identity:
@@ -182,6 +291,108 @@ class Identity:
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickling would copy the secret into whatever stores the pickle.
         raise TypeError("an Identity holds secrets and cannot be pickled; save a keystore")
+
+
+def _hkdf_factory_seed(seed: bytes, label: bytes) -> bytes:
+    # umbral-pre's SecretKeyFactory.make_factory(label), computed so the seed can be
+    # handed on (tests check the two agree).
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=umbral_pre.SecretKeyFactory.seed_size(),
+        salt=None,
+        info=b"FACTORY_DERIVATION/" + label,
+    ).derive(seed)
+
+
+DELEGATION_KEYS_FORMAT: Final = "datagora.delegation-keys.v1"
+
+
+class DelegationKeys:
+    """An owner's Umbral delegation secrets, without its Ethereum key: what its agent holds.
+
+    The delegation factory seed derives the owner's delegating key of every dataset
+    version (so whoever holds it can make key fragments and open those versions' data
+    keys); the signing key signs the fragments. Neither moves the owner's NFTs or
+    funds, and proxies accept fragments only from the owner or an agent key the owner
+    authorised on chain (``AccessRegistry.set_delegate``). The owner hands them to its
+    agent sealed to the agent account's Umbral key (:meth:`seal`, :meth:`open`).
+    """
+
+    __slots__ = ("_factory", "_seed", "_signing_sk", "owner")
+
+    def __init__(self, owner: str, factory_seed: bytes, signing_key: bytes) -> None:
+        if len(factory_seed) != 32 or len(signing_key) != 32:
+            raise KeystoreError("delegation keys are a 32-byte seed and a 32-byte signing key")
+        self.owner = to_checksum_address(owner)
+        self._seed = bytes(factory_seed)
+        self._factory = umbral_pre.SecretKeyFactory.from_secure_randomness(self._seed)
+        try:
+            self._signing_sk = umbral_pre.SecretKey.from_be_bytes(bytes(signing_key))
+        except ValueError:
+            raise KeystoreError("the delegation signing key is not a valid scalar") from None
+
+    @property
+    def address(self) -> str:
+        """The owner's address (whose datasets these keys delegate)."""
+        return self.owner
+
+    @property
+    def verifying_key(self) -> bytes:
+        return bytes(self._signing_sk.public_key().to_compressed_bytes())
+
+    def umbral_signer(self) -> umbral_pre.Signer:
+        return umbral_pre.Signer(self._signing_sk)
+
+    def delegating_secret_key(self, scope: bytes) -> umbral_pre.SecretKey:
+        if not scope:
+            raise KeystoreError("an agent delegates dataset versions, never the account key")
+        return self._factory.make_key(scope)
+
+    def delegating_public_key(self, scope: bytes) -> bytes:
+        return bytes(self.delegating_secret_key(scope).public_key().to_compressed_bytes())
+
+    def seal(self, agent_umbral_key: bytes) -> dict[str, str]:
+        """The keys encrypted to the agent account's Umbral public key (a JSON record
+        that holds nothing readable without the agent's keystore)."""
+        capsule, ciphertext = umbral_pre.encrypt(
+            umbral_pre.PublicKey.from_compressed_bytes(agent_umbral_key),
+            self._seed + bytes(self._signing_sk.to_be_bytes()),
+        )
+        return {
+            "format": DELEGATION_KEYS_FORMAT,
+            "owner": self.owner,
+            "agent_key": agent_umbral_key.hex(),
+            "verifying_key": self.verifying_key.hex(),
+            "capsule": bytes(capsule).hex(),
+            "ciphertext": bytes(ciphertext).hex(),
+        }
+
+    @classmethod
+    def open(cls, record: Mapping[str, Any], agent: Identity) -> DelegationKeys:
+        """Open a record made by :meth:`seal` with the agent's identity."""
+        try:
+            if record["format"] != DELEGATION_KEYS_FORMAT:
+                raise KeystoreError(f"not a {DELEGATION_KEYS_FORMAT} record")
+            if bytes.fromhex(record["agent_key"]) != agent.umbral_public_key:
+                raise KeystoreError(
+                    f"these delegation keys are sealed to another agent, not {agent.address}"
+                )
+            capsule = umbral_pre.Capsule.from_bytes(bytes.fromhex(record["capsule"]))
+            plain = umbral_pre.decrypt_original(
+                agent.umbral_secret_key(), capsule, bytes.fromhex(record["ciphertext"])
+            )
+            keys = cls(record["owner"], bytes(plain[:32]), bytes(plain[32:]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeystoreError(f"invalid delegation keys record ({type(exc).__name__})") from None
+        if keys.verifying_key.hex() != record["verifying_key"]:
+            raise KeystoreError("the delegation keys do not match their verifying key")
+        return keys
+
+    def __repr__(self) -> str:
+        return f"DelegationKeys(owner={self.owner})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("DelegationKeys hold secrets and cannot be pickled; seal them")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from datagora.crypto.errors import (
 )
 
 if TYPE_CHECKING:  # annotations only: storage nodes parse wrapped keys without eth-account
-    from datagora.crypto.keys import Identity
+    from datagora.crypto.keys import ConsumerKey, DelegationKeys, Identity
 
 __all__ = [
     "DATA_KEY_SIZE",
@@ -51,9 +51,12 @@ __all__ = [
     "VerifiedCapsuleFrag",
     "VerifiedKeyFrag",
     "WrappedKey",
+    "cfrag_kfrag_id",
     "dataset_scope",
     "make_kfrags",
+    "open_kfrag",
     "reencrypt",
+    "seal_kfrag",
     "unwrap_own",
     "unwrap_reencrypted",
     "verify_cfrag",
@@ -229,7 +232,7 @@ def unwrap_own(identity: Identity, wrapped: WrappedKey) -> bytes:
 
 
 def make_kfrags(
-    owner_identity: Identity,
+    owner_identity: Identity | DelegationKeys,
     consumer_pk_bytes: PublicKeyLike,
     threshold: int,
     shares: int,
@@ -315,7 +318,7 @@ def verify_cfrag(
 
 
 def unwrap_reencrypted(
-    consumer_identity: Identity,
+    consumer_identity: Identity | ConsumerKey,
     owner_pk: PublicKeyLike,
     wrapped: WrappedKey,
     verified_cfrags: Sequence[VerifiedCapsuleFrag],
@@ -324,14 +327,16 @@ def unwrap_reencrypted(
 ) -> bytes:
     """The consumer opens a data key from ``threshold`` verified capsule fragments.
 
-    ``owner_pk`` must be the wrapped key's delegating key. Duplicate fragments count
-    once. Raises :class:`NotEnoughFragments` if too few distinct fragments are given
-    (checked up front when ``threshold`` is known), :class:`WrongKey` on a key
+    ``consumer_identity`` is the receiving key: a :class:`ConsumerKey` (what orders
+    carry), or an :class:`Identity` for its account key. ``owner_pk`` must be the
+    wrapped key's delegating key. Fragments of the same key fragment count once.
+    Raises :class:`NotEnoughFragments` if too few distinct fragments are given (checked
+    up front when ``threshold`` is known), :class:`WrongKey` on a key
     mismatch and :class:`UnwrapFailed` if the ciphertext was altered.
     """
     if _key_bytes(owner_pk) != wrapped.delegating_key:
         raise WrongKey("owner_pk is not the delegating key this data key was wrapped to")
-    distinct = list({bytes(cf): cf for cf in verified_cfrags}.values())
+    distinct = list({cfrag_kfrag_id(cf): cf for cf in verified_cfrags}.values())
     if threshold is not None and len(distinct) < threshold:
         raise NotEnoughFragments(
             f"{len(distinct)} distinct capsule fragment(s) given; {threshold} are needed"
@@ -358,3 +363,35 @@ def unwrap_reencrypted(
     if plaintext is None:
         raise NotEnoughFragments("the capsule fragments do not open the key")
     return bytes(plaintext)
+
+
+_KFRAG_ID: Final = slice(66, 98)
+# A capsule fragment's simple serialization (umbral-pre 0.11): e1 (33) ‖ v1 (33) ‖
+# kfrag id (32) ‖ precursor (33) ‖ proof. Re-encryption is randomised (the proof), so
+# two fragments of one key fragment differ in bytes but share the id.
+
+
+def cfrag_kfrag_id(cfrag: VerifiedCapsuleFrag) -> bytes:
+    """The id of the key fragment a capsule fragment was made with: two capsule
+    fragments with the same id are *repeated* and count once (umbral refuses them)."""
+    return bytes(cfrag.to_bytes_simple()[_KFRAG_ID])
+
+
+def seal_kfrag(kfrag: bytes, proxy_pk: PublicKeyLike) -> tuple[bytes, bytes]:
+    """Encrypt a key fragment to a proxy's Umbral public key: ``(capsule, ciphertext)``.
+
+    Only that proxy opens it (:func:`open_kfrag`); nobody on the way, and no other
+    proxy it might be replayed to, learns the fragment.
+    """
+    capsule, ciphertext = umbral_pre.encrypt(_public_key(proxy_pk, "proxy_pk"), bytes(kfrag))
+    return bytes(capsule), bytes(ciphertext)
+
+
+def open_kfrag(proxy_sk: umbral_pre.SecretKey, capsule: bytes, ciphertext: bytes) -> bytes:
+    """A proxy opens a key fragment sealed to it; raises :class:`BadFragment` otherwise."""
+    try:
+        return bytes(umbral_pre.decrypt_original(proxy_sk, Capsule.from_bytes(capsule), ciphertext))
+    except ValueError:
+        raise BadFragment(
+            "the key fragment is not sealed to this proxy's key (or was altered)"
+        ) from None

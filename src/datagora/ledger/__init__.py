@@ -40,6 +40,7 @@ from datagora.ledger.records import (
     MerkleVerifier,
     StorageLog,
 )
+from datagora.ledger.registry import NodeInfo, NodeRegistry, NodeState, Role
 from datagora.ledger.tokens import Datatoken, MarketToken, Order, Permit
 
 __all__ = [
@@ -72,6 +73,9 @@ __all__ = [
     "LogAnchor",
     "MarketToken",
     "MerkleVerifier",
+    "NodeInfo",
+    "NodeRegistry",
+    "NodeState",
     "Order",
     "PendingTx",
     "Permit",
@@ -80,6 +84,7 @@ __all__ = [
     "Published",
     "Quote",
     "RequestStatus",
+    "Role",
     "RpcChain",
     "StorageLog",
     "Tx",

@@ -74,6 +74,17 @@ class AccessRegistry(ContractWrapper):
         not deny-listed again (the dataset's controller only)."""
         return Tx.of(self._transact(account, "restrict_sales", dataset, restricted))
 
+    def set_delegate(self, account: LocalAccount, delegate: str, allowed: bool) -> Tx:
+        """Authorise (or revoke) `delegate` as `account`'s agent key: it may sign key
+        fragment deliveries for `account`'s datasets, and nothing else."""
+        return Tx.of(
+            self._transact(account, "set_delegate", check_address(delegate, "delegate"), allowed)
+        )
+
+    def is_delegate(self, owner: str, delegate: str) -> bool:
+        """True if `owner` authorises `delegate` to delegate fragments for it now."""
+        return bool(self._view("is_delegate", owner, delegate))
+
     def sales_restricted(self, dataset: int) -> bool:
         return bool(self._view("sales_restricted", dataset))
 

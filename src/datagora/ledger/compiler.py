@@ -44,6 +44,7 @@ CONTRACT_NAMES = (
     "AccessLog",
     "ComputeRegistry",
     "StorageLog",
+    "NodeRegistry",
 )
 
 

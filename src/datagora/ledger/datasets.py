@@ -192,6 +192,31 @@ class DataNFT(ContractWrapper):
             )
         )
 
+    def set_operator(self, account: LocalAccount, operator: str, approved: bool) -> Tx:
+        """Let `operator` act for `account` on all its datasets (ERC-721 approval for all)."""
+        return Tx.of(
+            self._transact(
+                account, "setApprovalForAll", check_address(operator, "operator"), approved
+            )
+        )
+
+    def is_operator(self, holder: str, operator: str) -> bool:
+        """Whether `operator` may act for `holder` on all its datasets."""
+        return bool(
+            self._view(
+                "isApprovedForAll",
+                check_address(holder, "holder"),
+                check_address(operator, "operator"),
+            )
+        )
+
+    def may_control(self, dataset: int, account: str) -> bool:
+        """Whether `account` controls `dataset`: its holder, or an operator it approved."""
+        holder = self.controller(dataset)
+        if int(holder, 16) == 0:
+            return False
+        return holder == check_address(account, "account") or self.is_operator(holder, account)
+
 
 class Factory(ContractWrapper):
     """Publishes a dataset in one transaction."""

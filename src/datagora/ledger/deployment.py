@@ -13,6 +13,7 @@ from datagora.atomic import write_atomically
 from datagora.errors import ConfigError
 from datagora.ledger.chain import Chain
 from datagora.ledger.compiler import CONTRACT_NAMES, compile_contract
+from datagora.ledger.registry import DEFAULT_MIN_STAKE, DEFAULT_UNBONDING_DELAY
 
 DEPLOYMENT_FORMAT = 1
 
@@ -78,8 +79,14 @@ def deploy_contracts(
     deployer: LocalAccount,
     protocol_fee_bps: int = 10,
     protocol_fee_recipient: str | None = None,
+    unbonding_delay: int = DEFAULT_UNBONDING_DELAY,
+    min_stake: int = DEFAULT_MIN_STAKE,
 ) -> Deployment:
-    """Deploy every contract, wire them together and return the deployment record."""
+    """Deploy every contract, wire them together and return the deployment record.
+
+    The NodeRegistry stakes in the MarketToken: each role's minimum stake is
+    `min_stake`, and a leaving node unbonds for `unbonding_delay` seconds.
+    """
     import vyper
 
     start_block = chain.block_number + 1
@@ -106,7 +113,8 @@ def deploy_contracts(
     c["MerkleVerifier"] = deploy("MerkleVerifier", c["DataNFT"])
     c["AccessLog"] = deploy("AccessLog")
     c["ComputeRegistry"] = deploy("ComputeRegistry", c["DataNFT"])
-    c["StorageLog"] = deploy("StorageLog", c["DataNFT"])
+    c["NodeRegistry"] = deploy("NodeRegistry", c["MarketToken"], unbonding_delay)
+    c["StorageLog"] = deploy("StorageLog", c["DataNFT"], c["NodeRegistry"])
     # Optional (records made before it existed lack it): proxies batch their views.
     c["ViewBatch"] = deploy("ViewBatch")
     nft = chain.w3.eth.contract(address=c["DataNFT"], abi=compile_contract("DataNFT").abi)  # type: ignore[call-overload]
@@ -123,6 +131,19 @@ def deploy_contracts(
         },
         "DataNFT.set_access_registry",
     )
+    registry = chain.w3.eth.contract(  # type: ignore[call-overload]
+        address=c["NodeRegistry"], abi=compile_contract("NodeRegistry").abi
+    )
+    if min_stake:
+        for role in (1, 2, 4):
+            chain.transact(
+                deployer,
+                {
+                    "to": c["NodeRegistry"],
+                    "data": registry.encode_abi("set_min_stake", args=[role, min_stake]),
+                },
+                "NodeRegistry.set_min_stake",
+            )
     return Deployment(
         chain_id=chain.chain_id,
         start_block=start_block,

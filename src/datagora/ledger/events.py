@@ -25,6 +25,9 @@ class Event:
     tx_hash: str
     log_index: int
     args: Mapping[str, Any]
+    block_hash: str = ""
+    """The hash (``0x``-hex) of the block the log was read from: a reader compares it
+    with the block's header to notice a reorganisation between the two reads."""
 
     def __getitem__(self, key: str) -> Any:
         return self.args[key]
@@ -55,6 +58,7 @@ def decode_log(handler: Any, log: Log, contract: str) -> Event:
         tx_hash="0x" + log.tx_hash.hex(),
         log_index=log.log_index,
         args=dict(decoded["args"]),
+        block_hash="0x" + log.block_hash.hex(),
     )
 
 

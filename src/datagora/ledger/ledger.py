@@ -16,6 +16,7 @@ from datagora.ledger.deployment import Deployment, deploy_contracts
 from datagora.ledger.events import Event, EventReader
 from datagora.ledger.market import Dispenser, FixedRateExchange
 from datagora.ledger.records import CiphertextStore, KeyValueStore, MerkleVerifier, StorageLog
+from datagora.ledger.registry import DEFAULT_UNBONDING_DELAY, NodeRegistry
 from datagora.ledger.tokens import Datatoken, MarketToken
 
 
@@ -50,11 +51,22 @@ class Ledger:
         self.access_log = AccessLog(chain, a("AccessLog"))
         self.compute = ComputeRegistry(chain, a("ComputeRegistry"))
         self.storage_log = StorageLog(chain, a("StorageLog"))
+        self.registry = NodeRegistry(chain, a("NodeRegistry"))
 
     @classmethod
-    def deploy(cls, chain: Chain, deployer: LocalAccount, protocol_fee_bps: int = 10) -> Ledger:
-        """Deploy a fresh set of contracts on `chain`."""
-        return cls(chain, deploy_contracts(chain, deployer, protocol_fee_bps))
+    def deploy(
+        cls,
+        chain: Chain,
+        deployer: LocalAccount,
+        protocol_fee_bps: int = 10,
+        unbonding_delay: int = DEFAULT_UNBONDING_DELAY,
+    ) -> Ledger:
+        """Deploy a fresh set of contracts on `chain` (a leaving node of its NodeRegistry
+        unbonds for `unbonding_delay` seconds)."""
+        return cls(
+            chain,
+            deploy_contracts(chain, deployer, protocol_fee_bps, unbonding_delay=unbonding_delay),
+        )
 
     @classmethod
     def embedded(cls) -> Ledger:

@@ -141,6 +141,9 @@ class StorageLog(ContractWrapper):
         placement_hash: bytes,
         shares_rebuilt: int,
     ) -> Tx:
+        """Record a repair of `dataset`'s current version. Only its controller (the
+        data NFT's holder or an operator it approved) may: anyone else is refused
+        with :class:`~datagora.ledger.errors.NotController`, by the contract too."""
         check_bytes32(manifest_hash, "manifest hash")
         check_bytes32(placement_hash, "placement hash")
         return Tx.of(

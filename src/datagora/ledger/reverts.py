@@ -7,11 +7,36 @@ from datagora.ledger import errors
 # (fragment of the revert reason, exception class, what the user can do next)
 _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
     (
+        "not the controller or a registered storage node",
+        errors.NotAuthorized,
+        "record a repair as the dataset's controller or as an active registered storage node",
+    ),
+    (
         "not controller",
         errors.NotController,
         "only the holder of the dataset's data NFT may do this",
     ),
     ("caller is not the owner", errors.NotAuthorized, "only the contract's owner may do this"),
+    (
+        "not a slasher",
+        errors.NotAuthorized,
+        "only contracts and accounts the registry's admin approved may slash",
+    ),
+    (
+        "stake below minimum",
+        errors.InsufficientFunds,
+        "stake at least the registry's minimum for these roles (see required_stake)",
+    ),
+    ("bad endpoint", errors.InvalidArgument, "give an http:// or https:// URL"),
+    ("bad umbral key", errors.InvalidArgument, "give a compressed Umbral public key"),
+    ("still unbonding", errors.InvalidState, "withdraw once the unbonding delay has passed"),
+    ("not leaving", errors.InvalidState, "leave first, then withdraw after the delay"),
+    (
+        "node not active",
+        errors.InvalidState,
+        "the account is not an active registered node (never registered, or leaving)",
+    ),
+    ("no such node", errors.NotFound, "the address is not a registered node"),
     (
         "caller is not token owner or approved",
         errors.NotController,

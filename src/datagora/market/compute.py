@@ -196,7 +196,7 @@ def _valid_order(market: Marketplace, dataset: int, service_id: int) -> str | No
             and int(event["dataset"]) == dataset
             and event["consumer"] == me.address
             and int(event["service_id"]) == service_id
-            and bytes(event["consumer_key"]) == me.umbral_public_key
+            and bytes(event["consumer_key"]) in (market.consumer_key(), me.umbral_public_key)
         ):
             latest = event.tx_hash
     return latest
@@ -216,7 +216,7 @@ def ensure_order(
     elif ledger.dispenser.is_active(dataset):
         order = market.order_free(dataset, service_id)
     elif ledger.datatoken(dataset).balance_of(me.address) > 0:
-        order = ledger.datatoken(dataset).order(me.account, service_id, me.umbral_public_key)
+        order = ledger.datatoken(dataset).order(me.account, service_id, market.consumer_key())
     else:
         raise ConfigError(
             f"dataset {dataset} is not for sale and you hold none of its datatokens: "
@@ -263,7 +263,9 @@ class Job:
             raise ComputeError(
                 f"job {self.job}'s result does not match the hash recorded on chain: refused"
             )
-        archive = open_result(self.client.consumer, sealed, self.job, "result")
+        archive = open_result(
+            self.client.consumer, sealed, self.job, "result", self.client.chain_id
+        )
         if dest is not None:
             extract_archive(archive, Path(dest))
         return archive

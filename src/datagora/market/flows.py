@@ -74,13 +74,23 @@ class Endpoints:
 
     storage: list[str]
     proxies: list[str] = field(default_factory=list)
-    threshold: int = 1
+    # 0: the default, 2 with more than one proxy (1 would let any one proxy open
+    # the key alone), else 1. A threshold of 1 with several proxies is refused.
+    threshold: int = 0
     catalog: str | None = None
     compute: str | None = None
     # Where a network runs a compute node per owner (the embedded one): the node that
     # computes on a dataset, and a hook run as an account publishes (starts its nodes).
     compute_router: Callable[[int], str] | None = field(default=None, compare=False)
     on_publish: Callable[[Identity], object] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        from datagora.sharing.requests import check_threshold
+
+        if self.threshold == 0:
+            object.__setattr__(self, "threshold", 2 if len(self.proxies) > 1 else 1)
+        if self.proxies:
+            check_threshold(self.threshold, len(self.proxies), ConfigError)
 
     def compute_node(self, dataset: int) -> str | None:
         """The compute node that computes on `dataset`: the router's, else `compute`."""
@@ -132,7 +142,10 @@ class Marketplace:
     def storage(self) -> StorageClient:
         if not self.endpoints.storage:
             raise ConfigError("no storage nodes are configured for this network")
-        return StorageClient(self.endpoints.storage)
+        # Writes are signed by this account (it needs a quota on the nodes); without
+        # an account the client only reads.
+        signer = self._identity.account if self._identity is not None else None
+        return StorageClient(self.endpoints.storage, signer=signer)
 
     # -- publishing --------------------------------------------------------------------
     def publish(
@@ -367,7 +380,7 @@ class Marketplace:
             dataset,
             token,
             service_id,
-            me.umbral_public_key,
+            self.consumer_key(),
             max_price,
             min_expires_at=token.terms_floor(service_id)
             if min_expires_at is None
@@ -386,7 +399,7 @@ class Marketplace:
             dataset,
             self.ledger.datatoken(dataset),
             service_id,
-            me.umbral_public_key,
+            self.consumer_key(),
             min_expires_at,
         )
 
@@ -395,9 +408,14 @@ class Marketplace:
         me = self.identity
         self.dataset_info(dataset)
         request_id, _ = self.ledger.access.request(
-            me.account, dataset, purpose, me.umbral_public_key
+            me.account, dataset, purpose, self.consumer_key()
         )
         return request_id
+
+    def consumer_key(self) -> bytes:
+        """The public key orders and requests carry: the account's wallet-derived
+        consumer key on this chain (``docs/sharing.md``), which proxies re-encrypt to."""
+        return self.identity.consumer_key(self.ledger.chain.chain_id).public_key
 
     def grant(self, request_id: int, expires_in: int = 30 * DAY_SECONDS) -> Tx:
         """Grant a request on chain and hand the consumer's key fragments to the proxies."""
@@ -527,7 +545,11 @@ class Marketplace:
         """This account's private key/value records (Datum's model): values encrypted
         to a key derived from the account's secret, key → hash on chain."""
         me = self.identity
-        client = StorageClient(self.endpoints.storage) if self.endpoints.storage else None
+        client = (
+            StorageClient(self.endpoints.storage, signer=me.account)
+            if self.endpoints.storage
+            else None
+        )
         return KVStore(self.ledger, me.account, client, record_key(me))
 
     def mock(self, dataset: int) -> bytes:

@@ -8,7 +8,7 @@ role where it is called, so a storage node does not pay for web3 at start.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
     from datagora.compute.jobs import ComputeDataset
     from datagora.compute.stored import StoredDatasets
-    from datagora.crypto.keys import Identity
+    from datagora.crypto.keys import DelegationKeys, Identity
     from datagora.ledger import Ledger
+    from datagora.storage.auth import QuotaSource
     from datagora.storage.retention import Retention
 
 __all__ = [
@@ -40,14 +41,53 @@ def load_request_types() -> None:
     when one module defined them all), not as malformed.
     """
     import datagora.compute.requests
-    import datagora.sharing.requests  # noqa: F401
+    import datagora.sharing.requests
+    import datagora.storage.auth  # noqa: F401
 
 
-def storage_app(data_dir: Path, max_share: int, retention: Retention | None = None) -> FastAPI:
-    """A storage node keeping its shares under `data_dir`."""
+def storage_app(
+    data_dir: Path,
+    max_share: int,
+    retention: Retention | None = None,
+    *,
+    ledger: Ledger | None = None,
+    chain_id: int | None = None,
+    public_urls: Sequence[str] = (),
+    known_nodes: Sequence[str] = (),
+    grants: Mapping[str, int] | None = None,
+    quota_sources: Sequence[QuotaSource] = (),
+) -> FastAPI:
+    """A storage node keeping its shares under `data_dir`.
+
+    Writes are signed by accounts with a quota (`grants` are set at start: a
+    development network's accounts). With a `ledger` the node signs for its chain
+    and checks placement records against the datasets' controllers; `public_urls`
+    are the URLs writes must name (default: the one each request was sent to);
+    `known_nodes`, if any, the storage nodes a placement record may name;
+    `quota_sources` grant quota beyond the operator's (e.g. paid storage deals)."""
+    from datagora.crypto.nonces import FileNonceStore
+    from datagora.storage.auth import DEFAULT_CHAIN_ID, QuotaBook, WritePolicy
     from datagora.storage.node import create_storage_app
 
-    return create_storage_app(data_dir, max_share, retention=retention)
+    quotas = QuotaBook.in_dir(data_dir, quota_sources)
+    for account, amount in (grants or {}).items():
+        quotas.grant(account, amount)
+    controllers = None
+    if ledger is not None:
+        from datagora.storage.controllers import LedgerControllers
+
+        controllers = LedgerControllers(ledger)
+        chain_id = ledger.chain.chain_id
+    known = [n.rstrip("/") for n in known_nodes]
+    policy = WritePolicy(
+        quotas,
+        FileNonceStore(data_dir / "nonces.dat"),
+        chain_id or DEFAULT_CHAIN_ID,
+        public_urls=list(public_urls) or None,
+        known_nodes=(lambda: known) if known else None,
+        controllers=controllers,
+    )
+    return create_storage_app(data_dir, max_share, retention=retention, policy=policy)
 
 
 def proxy_app(
@@ -68,13 +108,17 @@ def agent_app(
     threshold: int,
     data_dir: Path,
     poll_interval: float,
+    *,
+    keys: DelegationKeys | None = None,
 ) -> FastAPI:
-    """`owner`'s agent: delegates to `threshold`-of-`proxies` after each order."""
+    """An owner's agent: delegates to `threshold`-of-`proxies` after each order. `owner`
+    is the account it signs with: an authorised agent key with `keys` (the owner's
+    delegation keys), else the owner itself."""
     from datagora.sharing.agent import create_agent_app
 
     load_request_types()
 
-    return create_agent_app(ledger, owner, proxies, threshold, data_dir, poll_interval)
+    return create_agent_app(ledger, owner, proxies, threshold, data_dir, poll_interval, keys=keys)
 
 
 def stored_datasets(

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TypeVar, overload
 
 from datagora.crypto.keys import Identity, default_keys_dir, list_accounts, load_account
-from datagora.errors import ConfigError
+from datagora.errors import ConfigError, DatagoraError
 from datagora.ledger import Ledger, dev_account
-from datagora.market import Endpoints, Marketplace
+from datagora.market import Endpoints, Marketplace, discover
 from datagora.node.network import Network
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "has_account",
     "keys_dir_for",
     "marketplace_for",
+    "node_urls",
     "open_identity",
     "password_for",
 ]
@@ -86,10 +87,25 @@ def dev_identity(index: int) -> Identity:
 
 
 def endpoints_for(net: Network) -> Endpoints:
-    """The nodes of `net` as a market reaches them (storage, proxies, catalog, compute)."""
+    """The nodes `net` names (storage, proxies, catalog, compute); a network without a
+    list of one role finds those nodes in the registry (:func:`marketplace_for`)."""
     return Endpoints(
         net.storage, net.proxies, max(net.threshold, 1), net.catalog, compute=net.compute
     )
+
+
+def node_urls(net: Network) -> tuple[list[str], list[str], str | None]:
+    """The storage nodes, proxies and compute node of `net`: those its file lists, else
+    those active in the NodeRegistry (nothing from the registry when the chain does not
+    answer: this is for status lines and hints, never for acting)."""
+    storage, proxies, compute = list(net.storage), list(net.proxies), net.compute
+    if storage and proxies and compute:
+        return storage, proxies, compute
+    try:
+        found = discover(Ledger.connect(net.chain_url, net.deployment), endpoints_for(net))
+    except DatagoraError:
+        return storage, proxies, compute
+    return found.storage, found.proxies, found.compute
 
 
 M = TypeVar("M", bound=Marketplace)
@@ -103,5 +119,8 @@ def marketplace_for(
     net: Network, identity: Identity | None, kind: type[Marketplace] = Marketplace
 ) -> Marketplace:
     """A :class:`Marketplace` (or the subclass `kind`) on `net`'s chain and nodes, acting
-    as `identity` (None: read-only)."""
-    return kind(Ledger.connect(net.chain_url, net.deployment), endpoints_for(net), identity)
+    as `identity` (None: read-only). Storage nodes, proxies and the compute node the
+    network file does not list are discovered from the on-chain NodeRegistry."""
+    ledger = Ledger.connect(net.chain_url, net.deployment)
+    account = identity.address if identity is not None else None
+    return kind(ledger, discover(ledger, endpoints_for(net), account), identity)

@@ -2,8 +2,10 @@
 
 An embedded EVM (py-evm) with the contracts deployed, six storage nodes, three
 proxies (2-of-3) and a catalog, each a real HTTP server on a loopback port in a
-thread. Every account that publishes gets its own agent (automatic delegation
-after an order), started on its first publish, and its own compute node
+thread; the storage nodes and proxies are registered (and staked) in the chain's
+NodeRegistry, each with its own development account. Every account that publishes
+gets its own agent (automatic delegation after an order), started on its first
+publish, and its own compute node
 (compute-to-data on what it published), started only when compute is first used
 on one of its datasets: publishing and buying work wherever Python runs, and a
 machine that cannot sandbox jobs says so when compute is asked for. Nothing is
@@ -39,12 +41,13 @@ from typing import Final
 
 from datagora.crypto.keys import Identity
 from datagora.errors import ConfigError
-from datagora.ledger import Ledger, dev_account
+from datagora.ledger import Ledger, Role, dev_account
 from datagora.market import Endpoints
 from datagora.node.apps import agent_app, catalog_app, compute_app, proxy_app, storage_app
 from datagora.node.connect import dev_identity
 from datagora.node.inprocess import ServerGroup, ThreadServer
-from datagora.node.network import STARTING_TOKENS, STORAGE_NODES, THRESHOLD
+from datagora.node.network import STARTING_TOKENS, STORAGE_NODES, THRESHOLD, dev_grants
+from datagora.node.registration import STORAGE_ACCOUNT_BASE, DevNode, register_dev_nodes
 
 __all__ = ["EmbeddedNetwork"]
 
@@ -75,7 +78,14 @@ class EmbeddedNetwork:
             # Each server builds its app afresh at every start (see ThreadServer).
             self.storage = [
                 self.servers.start(
-                    partial(storage_app, self.base / f"storage{i}", _MAX_SHARE), f"storage-{i}"
+                    partial(
+                        storage_app,
+                        self.base / f"storage{i}",
+                        _MAX_SHARE,
+                        ledger=self.ledger,
+                        grants=dev_grants(),  # every development account may write
+                    ),
+                    f"storage-{i}",
                 ).url
                 for i in range(STORAGE_NODES)
             ]
@@ -86,6 +96,19 @@ class EmbeddedNetwork:
                 ).url
                 for i, a in enumerate(_PROXY_ACCOUNTS)
             ]
+            # Each node registers with its own development account and stake, so
+            # `datagora node list` and registry discovery see this network's nodes.
+            register_dev_nodes(
+                self.ledger,
+                [
+                    DevNode(dev_account(STORAGE_ACCOUNT_BASE + i), Role.STORAGE, url)
+                    for i, url in enumerate(self.storage)
+                ]
+                + [
+                    DevNode(dev_account(a), Role.PROXY, url, dev_identity(a).umbral_public_key)
+                    for a, url in zip(_PROXY_ACCOUNTS, self.proxies, strict=True)
+                ],
+            )
             self.catalog = self.servers.start(
                 partial(
                     catalog_app,
@@ -122,10 +145,16 @@ class EmbeddedNetwork:
             agent = self._agents.get(owner.address)
             if agent is None:
                 tag = owner.address[2:10].lower()
+                # The agent signs with a key of its own, authorised on chain to delegate
+                # fragments for the owner and nothing else; it holds the owner's
+                # delegation keys, never the owner's Ethereum key.
+                agent_key = Identity.generate()
+                self.ledger.access.set_delegate(owner.account, agent_key.address, True)
                 agent = self._agents[owner.address] = self.servers.start(
                     partial(
-                        agent_app, self.ledger, owner, self.proxies, THRESHOLD,
+                        agent_app, self.ledger, agent_key, self.proxies, THRESHOLD,
                         self.base / f"agent-{tag}", self.poll_interval,
+                        keys=owner.delegation_keys(),
                     ),
                     f"agent-{tag}",
                 )  # fmt: skip

@@ -12,7 +12,9 @@ One state directory holds everything that must survive a restart::
                            proxy1..m): public keys, so a local development network only
     DIR/nodes/<part>/      each node's data (shares, catalog database, agent and proxy state)
     DIR/logs/<part>.log    each child's stdout and stderr
-    DIR/network.json       the network file the CLI and SDK read
+    DIR/network.json       the network file the CLI and SDK read (chain, contracts, agent and
+                           catalog; the storage nodes, proxies and compute node are found in
+                           the NodeRegistry, where `up` registers them at start)
     DIR/supervisor.json    each part's restarts and state, for `datagora status`
 
 Every child runs in its own process group (and dies with its parent on Linux), so
@@ -49,12 +51,20 @@ import httpx
 
 from datagora.atomic import write_atomically
 from datagora.errors import ConfigError
-from datagora.ledger import Chain, Deployment, Ledger, dev_account
+from datagora.ledger import Chain, Deployment, Ledger, Role, dev_account
 from datagora.ledger.anvil import dump_state, find_anvil
 from datagora.ledger.errors import ChainError
 from datagora.ledger.jsonrpc import call as rpc
 from datagora.node.errors import LaunchError, NodeExited
-from datagora.node.network import PROXIES, STARTING_TOKENS, STORAGE_NODES, THRESHOLD, Network
+from datagora.node.network import (
+    PROXIES,
+    STARTING_TOKENS,
+    STORAGE_NODES,
+    THRESHOLD,
+    Network,
+    dev_grants,
+)
+from datagora.node.registration import STORAGE_ACCOUNT_BASE, DevNode, register_dev_nodes
 from datagora.node.server import PRIVATE_METADATA_ENV, ROLES
 from datagora.ports import free_port
 
@@ -86,6 +96,11 @@ OWNER, RESEARCHER = 1, 2
 FIRST_PROXY = 5
 """MarketTokens minted to the owner and the researcher when the contracts are deployed."""
 MIN_ETH = 10 * 10**18
+DEV_UNBONDING_DELAY = 300
+"""Seconds a node leaving a development network's registry unbonds (7 days elsewhere)."""
+MAX_DEV_NODES = 16
+"""Storage nodes (or proxies) an earlier `up` may have registered, looked for when a
+smaller network starts."""
 SECRET_FILES = ("password", "owner-token")
 RESTART_FIRST = 0.5
 """Seconds before the first restart of a part that exited; doubled on each death."""
@@ -314,11 +329,23 @@ class Launcher:
         accounts = self._accounts(password)
         deployment = self._deployment(chain_url, accounts)
         self._fund(chain_url, accounts)
+        delegation = self._agent_key(chain_url, password)
         self._save_chain_state(force=True)  # funding adds no block
 
         common = ["--rpc", chain_url, "--deployment", str(self.deployment_file)]
         env = {"DATAGORA_PASSWORD": password}
-        storage = [self._node(n, "storage", ports[n], []) for n in names if n.startswith("storage")]
+        storage_names = [n for n in names if n.startswith("storage")]
+        known = [
+            a for n in storage_names for a in ("--storage-node", f"http://127.0.0.1:{ports[n]}")
+        ]
+        storage = [
+            self._node(
+                n, "storage", ports[n],
+                [*common, *known, "--public-url", f"http://127.0.0.1:{ports[n]}"],
+            )
+            for n in storage_names
+        ]  # fmt: skip
+        self._grant_dev_quotas(storage_names)
         proxies = [
             self._node(
                 n, "proxy", ports[n],
@@ -343,8 +370,8 @@ class Launcher:
         agent = self._node(
             "agent", "agent", ports["agent"],
             [
-                *common, "--keys", str(self.keys_dir), "--account", "owner",
-                "--threshold", str(self.plan.threshold),
+                *common, "--keys", str(self.keys_dir), "--account", "agent",
+                "--delegation", str(delegation), "--threshold", str(self.plan.threshold),
                 *[a for p in proxies for a in ("--proxy", p.url)],
             ],
             env,
@@ -355,6 +382,10 @@ class Launcher:
             {PRIVATE_METADATA_ENV: "1"},  # the development network lives on loopback
         )  # fmt: skip
 
+        # Every storage node, proxy and the compute node registers (funded and staked,
+        # each with its own development account) before it starts: clients find them
+        # in the NodeRegistry, so the network file lists none of them.
+        self._register(chain_url, deployment, storage, proxies, compute)
         web_args = [*common, "--catalog", catalog.url, "--threshold", str(self.plan.threshold)]
         web_args += [a for p in proxies for a in ("--proxy", p.url)]
         web_args += [a for s in storage for a in ("--storage-node", s.url)]
@@ -365,11 +396,10 @@ class Launcher:
         self.network = Network(
             chain_url=chain_url,
             deployment=deployment,
-            storage=[p.url for p in storage],
-            proxies=[p.url for p in proxies],
+            storage=[],
+            proxies=[],
             threshold=self.plan.threshold,
             agent=agent.url,
-            compute=compute.url if compute else None,
             catalog=catalog.url,
             web=web.url,
             state_dir=str(self.dir),
@@ -657,6 +687,19 @@ class Launcher:
 
     # -- chain set-up -------------------------------------------------------------------
 
+    def _grant_dev_quotas(self, names: list[str]) -> None:
+        """Every development account may write to every storage node (its quota book,
+        as `datagora node quota grant` would set it)."""
+        from datagora.storage.auth import QuotaBook
+
+        for name in names:
+            book = QuotaBook.in_dir(self.dir / "nodes" / name / "storage")
+            try:
+                for account, amount in dev_grants().items():
+                    book.grant(account, amount)
+            finally:
+                book.close()
+
     def _accounts(self, password: str) -> dict[str, str]:
         """Keystores for the owner, the researcher and each proxy (created once)."""
         from datagora.crypto.keys import import_account, list_accounts
@@ -680,6 +723,30 @@ class Launcher:
             addresses[name] = account.address
         return addresses
 
+    def _agent_key(self, chain_url: str, password: str) -> Path:
+        """The owner's agent key: a keystore of its own ("agent", random, made once),
+        authorised on chain by the owner to delegate key fragments (and nothing
+        else), and the owner's delegation keys sealed to it in DIR/agent-delegation.json.
+        The agent never holds the owner's Ethereum key."""
+        from datagora.crypto.keys import Identity, list_accounts, load_account, new_account
+
+        have = {a.name for a in list_accounts(self.keys_dir)}
+        if "agent" in have:
+            agent = load_account(self.keys_dir, "agent", password)
+        else:
+            agent = new_account(self.keys_dir, password, "agent", scrypt_n=KEYSTORE_SCRYPT_N)
+        owner = Identity.from_private_key(bytes(dev_account(OWNER).key))
+        ledger = Ledger(Chain.rpc(chain_url), Deployment.load(self.deployment_file))
+        if not ledger.access.is_delegate(owner.address, agent.address):
+            ledger.access.set_delegate(owner.account, agent.address, True)
+        path = self.dir / "agent-delegation.json"
+        write_atomically(
+            path,
+            json.dumps(owner.delegation_keys().seal(agent.umbral_public_key), indent=2) + "\n",
+            0o600,
+        )
+        return path
+
     def _deployment(self, chain_url: str, accounts: dict[str, str]) -> Deployment:
         """The deployment in DIR if the chain still has it; else deploy (and fund) anew."""
         chain = Chain.rpc(chain_url)
@@ -690,12 +757,50 @@ class Launcher:
                 self.say(f"redeploying: {exc}")
                 self._set_aside_stale_state()
         self._check_stop()
-        ledger = Ledger.deploy(chain, dev_account(0))
+        ledger = Ledger.deploy(chain, dev_account(0), unbonding_delay=DEV_UNBONDING_DELAY)
         ledger.deployment.save(self.deployment_file)
         self.redeployed = True
         for name in ("owner", "researcher"):
             ledger.market_token.mint(dev_account(0), accounts[name], STARTING_TOKENS)
         return ledger.deployment
+
+    def _register(
+        self,
+        chain_url: str,
+        deployment: Deployment,
+        storage: list[Part],
+        proxies: list[Part],
+        compute: Part | None,
+    ) -> None:
+        """Register (or update) the network's nodes in the NodeRegistry: storage node i
+        as development account STORAGE_ACCOUNT_BASE + i, each proxy as its own account
+        (with its Umbral key), the compute node as the owner it computes for."""
+        from datagora.crypto.keys import Identity
+
+        self._check_stop()
+        ledger = Ledger(Chain.rpc(chain_url), deployment)
+        nodes = [
+            DevNode(dev_account(STORAGE_ACCOUNT_BASE + i), Role.STORAGE, part.url)
+            for i, part in enumerate(storage)
+        ]
+        for i, part in enumerate(proxies):
+            account = dev_account(FIRST_PROXY + i)
+            umbral_pk = Identity(account).umbral_public_key
+            nodes.append(DevNode(account, Role.PROXY, part.url, umbral_pk))
+        if compute is not None:
+            nodes.append(DevNode(dev_account(OWNER), Role.COMPUTE, compute.url))
+        register_dev_nodes(ledger, nodes)
+        # Nodes an earlier `up` with more storage nodes or proxies registered would be
+        # found by clients at a port nothing serves: they leave.
+        ours = {n.account.address for n in nodes}
+        stale = [n.address for n in ledger.registry.nodes() if n.address not in ours]
+        if stale:
+            former = [dev_account(STORAGE_ACCOUNT_BASE + i) for i in range(MAX_DEV_NODES)]
+            former += [dev_account(FIRST_PROXY + i) for i in range(MAX_DEV_NODES)]
+            for account in former:
+                if account.address in stale:
+                    ledger.registry.leave(account)
+                    self.say(f"{account.address}: no longer in this network, left the registry")
 
     def _fund(self, chain_url: str, accounts: dict[str, str]) -> None:
         """Accounts past anvil's ten funded ones (many proxies) get ether for their anchors."""

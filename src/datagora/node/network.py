@@ -29,6 +29,17 @@ THRESHOLD: Final = 2
 """Of the proxies, how many re-encrypt a data key for a consumer."""
 STARTING_TOKENS: Final = 1_000 * 10**18
 """Market tokens a development user account starts with."""
+DEV_QUOTA_BYTES: Final = 1 << 40
+"""The storage quota each development account gets on each storage node (1 TiB)."""
+DEV_WRITERS: Final = range(10)
+"""The development accounts (anvil's well-known keys) with a quota on the storage nodes."""
+
+
+def dev_grants() -> dict[str, int]:
+    """The storage quotas of a development network: every development account."""
+    from datagora.ledger import dev_account
+
+    return {dev_account(i).address: DEV_QUOTA_BYTES for i in DEV_WRITERS}
 
 
 @dataclass

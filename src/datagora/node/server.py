@@ -55,7 +55,11 @@ class NodeConfig:
     password_env: str = "DATAGORA_PASSWORD"
     anchor_every: float = 60.0
     proxies: list[str] = field(default_factory=list)
-    threshold: int = 1
+    # agent: 0 = the default (2 with more than one proxy, else 1)
+    threshold: int = 0
+    # agent: the owner's delegation keys sealed to `account` (an authorised agent key);
+    # without it the agent acts as `account` itself, which must then be the owner
+    delegation: Path | None = None
     # compute: dataset id -> the plaintext file the owner's node computes on
     compute_datasets: dict[int, Path] = field(default_factory=dict)
     allow_weak_sandbox: bool = False
@@ -67,6 +71,10 @@ class NodeConfig:
     # storage: keep only what the ledger records, deleting the rest after the grace
     require_onchain_record: bool = False
     retention_grace: float = 3600.0
+    # storage: the URLs signed writes must name (default: the URL of each request),
+    # and the chain id writes are signed for when the node reads no ledger
+    public_urls: list[str] = field(default_factory=list)
+    chain_id: int | None = None
 
     def ledger(self) -> Ledger:
         from datagora.ledger import Ledger
@@ -74,6 +82,13 @@ class NodeConfig:
         if self.rpc is None or self.deployment is None:
             raise ConfigError("this role needs --rpc and --deployment")
         return Ledger.connect(self.rpc, self.deployment)
+
+    def registered(self, role: str) -> list[str]:
+        """The endpoints of the active nodes with `role` in the NodeRegistry, read once
+        at start: what a node uses when no ``--storage-node``/``--proxy`` is given."""
+        from datagora.ledger import Role
+
+        return self.ledger().registry.endpoints(Role.parse(role))
 
     def identity(self) -> Identity:
         from datagora.crypto.keys import load_account
@@ -89,11 +104,21 @@ class NodeConfig:
 def _role_app(role: str, config: NodeConfig) -> FastAPI:
     if role == "storage":
         retention = None
+        # With a chain, placement records are checked against the datasets' controllers.
+        ledger = config.ledger() if config.rpc is not None and config.deployment else None
         if config.require_onchain_record:
             from datagora.storage.retention import OnChainReferences, Retention
 
             retention = Retention(OnChainReferences.of(config.ledger()), config.retention_grace)
-        return storage_app(config.data_dir / "storage", config.max_share_bytes, retention=retention)
+        return storage_app(
+            config.data_dir / "storage",
+            config.max_share_bytes,
+            retention=retention,
+            ledger=ledger,
+            chain_id=config.chain_id,
+            public_urls=config.public_urls,
+            known_nodes=config.storage_nodes,
+        )
     if role == "proxy":
         return proxy_app(
             config.ledger(), config.identity(), config.data_dir / "proxy", config.anchor_every
@@ -106,7 +131,7 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             config.ledger(),
             config.identity(),
             config.data_dir / "compute",
-            storage=config.storage_nodes,
+            storage=config.storage_nodes or config.registered("storage"),
             datasets=config.compute_datasets,
             epsilon_budget=config.epsilon_budget,
             allow_weak_sandbox=config.allow_weak_sandbox,
@@ -115,22 +140,32 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
     if role == "web":
         return _web_app(config)
     if role == "agent":
-        if not config.proxies:
-            raise ConfigError("the agent role needs at least one --proxy URL")
-        if not 1 <= config.threshold <= len(config.proxies):
-            raise ConfigError("--threshold must be between 1 and the number of proxies")
+        from datagora.sharing.requests import check_threshold
+        from datagora.sharing.serve import default_threshold, load_delegation_keys
+
+        proxies = config.proxies or config.registered("proxy")
+        if not proxies:
+            raise ConfigError(
+                "the agent role needs proxies: pass --proxy URL, or register some "
+                "(`datagora node register --roles proxy`)"
+            )
+        threshold = config.threshold or default_threshold(len(proxies))
+        check_threshold(threshold, len(proxies), ConfigError)
+        identity = config.identity()
+        keys = load_delegation_keys(config.delegation, identity) if config.delegation else None
         return agent_app(
             config.ledger(),
-            config.identity(),
-            config.proxies,
-            config.threshold,
+            identity,
+            proxies,
+            threshold,
             config.data_dir / "agent",
             config.poll_interval,
+            keys=keys,
         )
     return catalog_app(
         config.ledger(),
         config.data_dir,
-        config.storage_nodes,
+        config.storage_nodes or config.registered("storage"),
         config.poll_interval,
         database=config.database,
         confirmations=config.confirmations,

@@ -20,6 +20,7 @@ import httpx
 
 from datagora.ledger import jsonrpc
 from datagora.ledger.errors import ChainError
+from datagora.node.connect import node_urls
 from datagora.node.errors import NetworkDown
 from datagora.node.network import Network
 
@@ -44,12 +45,15 @@ class PartStatus:
 
 
 def network_parts(net: Network) -> list[tuple[str, str]]:
-    """(name, URL) of every part the network file lists, chain first."""
+    """(name, URL) of every part, chain first: the network file's, and the storage
+    nodes, proxies and compute node it does not list from the NodeRegistry."""
+    storage, proxies, compute = node_urls(net)
     parts = [("chain", net.chain_url)]
-    parts += [(f"storage{i + 1}", url) for i, url in enumerate(net.storage)]
-    parts += [(f"proxy{i + 1}", url) for i, url in enumerate(net.proxies)]
-    for name in ("agent", "compute", "catalog", "web"):
-        url = getattr(net, name)
+    parts += [(f"storage{i + 1}", url) for i, url in enumerate(storage)]
+    parts += [(f"proxy{i + 1}", url) for i, url in enumerate(proxies)]
+    for name, url in (
+        ("agent", net.agent), ("compute", compute), ("catalog", net.catalog), ("web", net.web),
+    ):  # fmt: skip
         if url:
             parts.append((name, url))
     return parts

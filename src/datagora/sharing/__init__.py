@@ -8,6 +8,7 @@ from datagora.sharing.consumer import FetchReport, fetch_data_key, fetch_data_ke
 from datagora.sharing.errors import (
     AccessRefused,
     DatasetInactive,
+    DelegateRevoked,
     DelegationFailed,
     DenyListed,
     ExpiredOrder,
@@ -30,6 +31,7 @@ __all__ = [
     "AccessRefused",
     "Agent",
     "DatasetInactive",
+    "DelegateRevoked",
     "Delegation",
     "DelegationFailed",
     "DenyListed",

@@ -45,17 +45,18 @@ from starlette.concurrency import run_in_threadpool
 from datagora.bodies import read_capped
 from datagora.crypto.eip712 import SignedRequest, verify_request
 from datagora.crypto.errors import MalformedRequest, PreError, RequestRefused
-from datagora.crypto.keys import Identity
+from datagora.crypto.keys import DelegationKeys, Identity
 from datagora.crypto.nonces import SqliteNonceStore
 from datagora.crypto.pre import dataset_scope, make_kfrags
 from datagora.errors import ConfigError, DatagoraError
 from datagora.ledger import Ledger
 from datagora.ledger.errors import NotController
 from datagora.ledger.events import Event, EventReader
-from datagora.sharing.errors import DelegationFailed, SharingError
+from datagora.sharing.directory import HttpProxyDirectory, ProxyDirectory
+from datagora.sharing.errors import DelegateRevoked, DelegationFailed, SharingError
 from datagora.sharing.gate import DEFAULT_SERVICE_ID
-from datagora.sharing.requests import DelegationRequest
-from datagora.sharing.wire import KfragDelivery, service_lifespan
+from datagora.sharing.requests import ZERO_ADDRESS, DelegationRequest, check_threshold
+from datagora.sharing.wire import Domain, KfragDelivery, service_lifespan
 
 __all__ = [
     "POLICIES_FORMAT",
@@ -75,7 +76,9 @@ _TIMEOUT: Final = 10.0
 MAX_REQUEST_BYTES: Final = 64 * 1024
 """The largest ``POST /delegations`` body (a signed request is well under 2 KiB)."""
 # Refusals after which retrying the same fragment cannot succeed.
-_FINAL: Final = frozenset({"not_controller", "bad_kfrag", "malformed"})
+_FINAL: Final = frozenset(
+    {"not_controller", "bad_kfrag", "malformed", "wrong_proxy", "batch_exists"}
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def _put(client: httpx.Client, proxy: str, delivery: KfragDelivery) -> tuple[boo
 
 def _deliver(
     ledger: Ledger,
-    owner: Identity,
+    signer: Identity,
+    keys: DelegationKeys,
     dataset: int,
     version: int,
     consumer: str,
@@ -117,16 +121,24 @@ def _deliver(
     kfrags: dict[str, bytes],
     shares: int,
     batch: bytes,
+    directory: ProxyDirectory,
     timeout: float = _TIMEOUT,
 ) -> dict[str, tuple[bool, str, str]]:
-    """Send each proxy its fragment, concurrently; the outcome per proxy."""
-    delegating_key = owner.delegating_public_key(dataset_scope(dataset, version))
-    chain_id = ledger.chain.chain_id
+    """Seal each proxy its fragment and send it, concurrently; the outcome per proxy."""
+    delegating_key = keys.delegating_public_key(dataset_scope(dataset, version))
+    domain = Domain.of(ledger)
 
     def one(client: httpx.Client, proxy: str, kfrag: bytes) -> tuple[bool, str, str]:
+        try:
+            info = directory.lookup(proxy)
+        except SharingError as exc:
+            return False, "unreachable", str(exc)[:300]
         delivery = KfragDelivery.build(
-            owner,
-            chain_id,
+            signer,
+            domain,
+            proxy=info.address,
+            proxy_key=info.umbral_public_key,
+            verifying_key=keys.verifying_key,
             dataset=dataset,
             version=version,
             consumer=consumer,
@@ -150,10 +162,16 @@ def _deliver(
         return {p: f.result() for p, f in futures.items()}
 
 
-def _check_controller(ledger: Ledger, owner: Identity, dataset: int) -> None:
+def _check_authority(ledger: Ledger, signer: Identity, owner: str, dataset: int) -> None:
+    """The owner controls ``dataset`` and ``signer`` is the owner or its current delegate."""
     controller = ledger.data_nft.controller(dataset)
-    if controller != owner.address:
-        raise NotController(f"{owner.address} does not control dataset {dataset}")
+    if controller != owner:
+        raise NotController(f"{owner} does not control dataset {dataset}")
+    if signer.address != owner and not ledger.access.is_delegate(owner, signer.address):
+        raise DelegateRevoked(
+            f"{signer.address} is not (or no longer) an agent key of {owner}: the owner "
+            "authorises one with `datagora account authorize-agent`"
+        )
 
 
 def delegate(
@@ -168,22 +186,31 @@ def delegate(
     *,
     grant: int = 0,
     timeout: float = _TIMEOUT,
+    keys: DelegationKeys | None = None,
+    directory: ProxyDirectory | None = None,
 ) -> Delegation:
     """Make ``threshold``-of-``len(proxies)`` fragments for ``consumer_key`` and give one to
-    each proxy, as signed delegations of dataset ``version``.
+    each proxy, sealed to it, as signed deliveries of dataset ``version``.
 
-    ``grant`` is the AccessRegistry grant behind it (0: an order). Raises
-    :class:`NotController` if ``owner`` does not control the dataset and
-    :class:`DelegationFailed` if fewer than ``threshold`` proxies took theirs (the
-    returned :class:`Delegation` otherwise says which did not).
+    ``owner`` signs the deliveries: the owner itself, or (with ``keys``, the owner's
+    :class:`DelegationKeys`) an agent key the owner authorised on chain. ``grant`` is
+    the AccessRegistry grant behind it (0: an order). Raises :class:`NotController`
+    if the owner does not control the dataset, :class:`DelegateRevoked` if the signer
+    is not its delegate, :class:`SharingError` for a threshold of 1 with several
+    proxies, and :class:`DelegationFailed` if fewer than ``threshold`` proxies took
+    theirs (the returned :class:`Delegation` otherwise says which did not).
     """
-    _check_controller(ledger, owner, dataset)
+    check_threshold(threshold, len(proxies), SharingError)
+    keys = keys or owner.delegation_keys()
+    _check_authority(ledger, owner, keys.owner, dataset)
     kfrags = make_kfrags(
-        owner, consumer_key, threshold, len(proxies), scope=dataset_scope(dataset, version)
+        keys, consumer_key, threshold, len(proxies), scope=dataset_scope(dataset, version)
     )
+    directory = directory or HttpProxyDirectory(ledger.chain.chain_id, timeout)
     outcomes = _deliver(
-        ledger, owner, dataset, version, consumer, consumer_key, grant, threshold,
-        dict(zip(proxies, kfrags, strict=True)), len(proxies), os.urandom(32), timeout,
+        ledger, owner, keys, dataset, version, consumer, consumer_key, grant, threshold,
+        dict(zip(proxies, kfrags, strict=True)), len(proxies), os.urandom(32), directory,
+        timeout,
     )  # fmt: skip
     accepted = [p for p in proxies if outcomes[p][0]]
     failed = {p: f"{o[1]}: {o[2]}" for p, o in outcomes.items() if not o[0]}
@@ -263,12 +290,21 @@ class Agent:
         poll_interval: float = 1.0,
         *,
         service_id: int = DEFAULT_SERVICE_ID,
+        keys: DelegationKeys | None = None,
+        directory: ProxyDirectory | None = None,
     ) -> None:
-        if not proxies or not 1 <= threshold <= len(proxies):
-            raise ConfigError(f"need 1 ≤ threshold ≤ proxies, got {threshold} of {len(proxies)}")
+        """``owner`` is the account the agent signs with: the agent's own key (an
+        authorised delegate) with ``keys``, the owner's :class:`DelegationKeys`; or,
+        without ``keys``, the owner itself."""
+        if not proxies:
+            raise ConfigError("an agent needs at least one proxy")
+        check_threshold(threshold, len(proxies), ConfigError)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = ledger
-        self.owner = owner
+        self.signer = owner
+        self.keys = keys or owner.delegation_keys()
+        self.owner_address = self.keys.owner
+        self.directory = directory or HttpProxyDirectory(ledger.chain.chain_id)
         self.proxies = list(proxies)
         self.threshold = threshold
         self.poll_interval = poll_interval
@@ -367,9 +403,9 @@ class Agent:
             ).fetchone()
             if row is not None:
                 return Delegation(dataset, version, consumer, json.loads(row[0]))
-            _check_controller(self.ledger, self.owner, dataset)
+            _check_authority(self.ledger, self.signer, self.owner_address, dataset)
             kfrags = make_kfrags(
-                self.owner,
+                self.keys,
                 consumer_key,
                 threshold,
                 len(self.proxies),
@@ -378,8 +414,8 @@ class Agent:
             by_proxy = dict(zip(self.proxies, kfrags, strict=True))
             batch = os.urandom(32)
             outcomes = _deliver(
-                self.ledger, self.owner, dataset, version, consumer, consumer_key, grant,
-                threshold, by_proxy, len(self.proxies), batch,
+                self.ledger, self.signer, self.keys, dataset, version, consumer, consumer_key,
+                grant, threshold, by_proxy, len(self.proxies), batch, self.directory,
             )  # fmt: skip
             accepted = [p for p in self.proxies if outcomes[p][0]]
             failed = {p: f"{o[1]}: {o[2]}" for p, o in outcomes.items() if not o[0]}
@@ -420,8 +456,9 @@ class Agent:
             for row in rows:
                 dataset, version, consumer, key, proxy, kfrag, grant, threshold, acc, batch = row
                 outcome = _deliver(
-                    self.ledger, self.owner, int(dataset), version, consumer, key, int(grant),
-                    threshold, {proxy: kfrag}, len(self.proxies), bytes(batch) or bytes(32),
+                    self.ledger, self.signer, self.keys, int(dataset), version, consumer, key,
+                    int(grant), threshold, {proxy: kfrag}, len(self.proxies),
+                    bytes(batch) or bytes(32), self.directory,
                 )[proxy]  # fmt: skip
                 ok, code, _ = outcome
                 if not ok and code not in _FINAL:
@@ -443,7 +480,7 @@ class Agent:
     # ------------------------------------------------------------ following the ledger
 
     def _controls(self, dataset: int) -> bool:
-        return self.ledger.data_nft.controller(dataset) == self.owner.address
+        return self.ledger.data_nft.controller(dataset) == self.owner_address
 
     def _handle(self, event: Event) -> None:
         name = event.name
@@ -511,6 +548,8 @@ class Agent:
             _log.warning(
                 "dataset %s: %s gave no valid Umbral key; not delegated", dataset, consumer
             )
+        except DelegateRevoked as exc:
+            _log.warning("dataset %s: not delegated to %s: %s", dataset, consumer, exc)
 
     def poll_once(self) -> int:
         """Handle the events since the cursor, retry undelivered fragments; returns events seen."""
@@ -560,12 +599,14 @@ class Agent:
         """``POST /delegations``: a DelegationRequest signed by the owner."""
         try:
             signed = SignedRequest.from_json(json.loads(raw))
+            domain = Domain.of(self.ledger)
             checked = verify_request(
                 signed,
-                self.ledger.chain.chain_id,
+                domain.chain_id,
                 int(time.time()),
                 self.nonces,
                 expect=DelegationRequest,
+                verifying_contract=domain.verifying_contract,
             )
         except ValueError:
             return 422, {"error": "malformed", "detail": "the body is not JSON"}
@@ -574,10 +615,15 @@ class Agent:
         except RequestRefused as exc:
             return 401, {"error": "bad_signature", "detail": str(exc)}
         req = checked.request
-        if checked.signer != self.owner.address:
+        if checked.signer != self.owner_address:
             return 403, {
                 "error": "not_owner",
-                "detail": f"this agent acts for {self.owner.address}",
+                "detail": f"this agent acts for {self.owner_address}",
+            }
+        if req.proxy != ZERO_ADDRESS:
+            return 422, {
+                "error": "malformed",
+                "detail": "a request to the agent names no proxy (the zero address)",
             }
         if req.shares != len(self.proxies):
             return 422, {
@@ -591,6 +637,8 @@ class Agent:
             )  # fmt: skip
         except NotController as exc:
             return 403, {"error": "not_controller", "detail": str(exc)}
+        except DelegateRevoked as exc:
+            return 403, {"error": "not_delegate", "detail": str(exc)}
         except (PreError, SharingError) as exc:
             return 422, {"error": "malformed", "detail": str(exc)}
         return 200, {"accepted": result.accepted, "failed": result.failed}
@@ -605,13 +653,19 @@ def create_agent_app(
     poll_interval: float = 1.0,
     *,
     service_id: int = DEFAULT_SERVICE_ID,
+    keys: DelegationKeys | None = None,
+    directory: ProxyDirectory | None = None,
 ) -> FastAPI:
     """The agent's HTTP app; its lifespan runs the ledger follower in a thread.
 
-    ``GET /health``, ``GET /delegations`` (what was delegated, no key material),
-    ``POST /delegations`` (a DelegationRequest signed by the owner).
+    ``owner`` is the account it signs with (see :class:`Agent`). ``GET /health``,
+    ``GET /delegations`` (what was delegated, no key material), ``POST /delegations``
+    (a DelegationRequest signed by the owner).
     """
-    agent = Agent(ledger, owner, proxies, threshold, data_dir, poll_interval, service_id=service_id)
+    agent = Agent(
+        ledger, owner, proxies, threshold, data_dir, poll_interval, service_id=service_id,
+        keys=keys, directory=directory,
+    )  # fmt: skip
 
     app = FastAPI(title="datagora agent", lifespan=service_lifespan(agent))
     app.state.agent = agent
@@ -620,7 +674,8 @@ def create_agent_app(
     def health() -> dict[str, Any]:
         return {
             "role": "agent",
-            "owner": owner.address,
+            "owner": agent.owner_address,
+            "signer": agent.signer.address,
             "proxies": agent.proxies,
             "threshold": agent.threshold,
             "cursor": agent.cursor,

@@ -1,16 +1,25 @@
 """The consumer's side: ask the proxies for capsule fragments, verify them, open the data key.
 
-One signed ``FragmentRequest`` goes to every proxy at once (each proxy accepts its
-nonce once); each capsule fragment is verified against the owner's verifying key,
-the wrapped key's delegating key and the consumer's own key before it is used,
-and a proxy that returns a bad one is reported. A proxy answers with one capsule
-fragment per *batch* of key fragments it holds for the consumer (an owner may have
-delegated more than once; fragments of different batches do not combine), and
-``threshold`` valid fragments of one batch are enough: the rest are not waited for.
+One signed ``FragmentRequest`` goes to every proxy at once (proxies answer it
+idempotently); each capsule fragment is verified against the owner's verifying key,
+the wrapped key's delegating key and the consumer's key before it is used, and a
+proxy that returns a bad one is reported. A proxy answers with one capsule fragment
+per *batch* of key fragments it holds for the consumer (an owner may have delegated
+more than once; fragments of different batches do not combine). Within a batch,
+fragments are counted by the key fragment they come from: a proxy that returns a
+fragment of a key fragment another proxy already answered with (it relayed the
+other's answer, or holds a replayed delivery) adds nothing and is reported. Once
+``threshold`` distinct fragments of one batch are in, they are combined; if a
+combination does not open the key, the others are tried, then more proxies are
+awaited, until the key opens or every proxy has answered.
+
+The receiving key is the consumer's wallet-derived :class:`ConsumerKey`
+(``docs/sharing.md``): the one its orders and requests carry.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -19,11 +28,12 @@ from typing import Any, Final
 
 import httpx
 
-from datagora.crypto.errors import BadFragment
-from datagora.crypto.keys import Identity, PublicIdentity
+from datagora.crypto.errors import BadFragment, NotEnoughFragments, UnwrapFailed
+from datagora.crypto.keys import ConsumerKey, Identity, PublicIdentity
 from datagora.crypto.pre import (
     VerifiedCapsuleFrag,
     WrappedKey,
+    cfrag_kfrag_id,
     dataset_scope,
     unwrap_reencrypted,
     verify_cfrag,
@@ -38,13 +48,17 @@ from datagora.sharing.errors import (
     SharingError,
     SignatureRefused,
 )
-from datagora.sharing.wire import ReencryptBody
+from datagora.sharing.gate import DEFAULT_SERVICE_ID
+from datagora.sharing.requests import check_threshold
+from datagora.sharing.wire import Domain, ReencryptBody
 
 __all__ = ["FetchReport", "fetch_data_key", "fetch_data_key_report"]
 
 _log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT: Final = 10.0
 _MAX_BATCHES: Final = 16
+_MAX_COMBINATIONS: Final = 64
+"""Combinations of one batch's fragments tried before giving up on it."""
 # When too few fragments come back, the most telling refusal is raised first.
 _PRIORITY: Final = (
     "dataset_inactive",
@@ -73,13 +87,22 @@ class _Outcome:
 
 @dataclass(frozen=True)
 class FetchReport:
-    """What a key fetch found: the key, and which proxies helped, refused, lied or were down."""
+    """What a key fetch found: the key, and which proxies helped, refused, lied or were down.
+
+    ``bad`` names every proxy that misbehaved: a fragment that does not verify, or one
+    repeating a key fragment another proxy answered with first.
+    """
 
     data_key: bytes = field(repr=False)
     good: list[str]
     bad: dict[str, str]
     refused: dict[str, str]
     unreachable: dict[str, str]
+
+    @property
+    def misbehaved(self) -> list[str]:
+        """The proxies that returned bad or repeated fragments."""
+        return sorted(self.bad)
 
 
 def _ask(
@@ -136,72 +159,106 @@ def fetch_data_key_report(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     wait_all: bool = False,
+    receiving: ConsumerKey | None = None,
+    service: int = DEFAULT_SERVICE_ID,
 ) -> FetchReport:
     """As :func:`fetch_data_key`, returning a :class:`FetchReport` (key and per-proxy outcome).
 
     With ``wait_all`` every proxy's answer is awaited (to audit them all), not only
-    the first ``threshold`` valid ones.
+    until the key opens. ``receiving`` is the key the fragments were made for
+    (default: the consumer's wallet-derived key on this chain).
     """
-    if not 1 <= threshold <= len(proxies):
-        raise SharingError(f"need 1 ≤ threshold ≤ proxies, got {threshold} of {len(proxies)}")
+    check_threshold(threshold, len(proxies), SharingError)
     if wrapped.scope != dataset_scope(dataset, version):
         raise SharingError(
             f"this wrapped key is not the one of dataset {dataset} version {version}"
         )
+    domain = Domain.of(ledger)
+    receiving = receiving or consumer.consumer_key(domain.chain_id)
     body = ReencryptBody.build(
-        consumer, ledger.chain.chain_id, dataset, version, wrapped.capsule
+        consumer, domain, dataset, version, wrapped.capsule, service=service
     ).to_json()
     outcomes: list[_Outcome] = []
-    by_batch: dict[bytes, dict[str, VerifiedCapsuleFrag]] = {}
+    # batch -> key fragment id -> (first proxy that answered with it, its fragment)
+    by_batch: dict[bytes, dict[bytes, tuple[str, VerifiedCapsuleFrag]]] = {}
+    repeated: dict[str, str] = {}
+    tried: set[tuple[bytes, tuple[bytes, ...]]] = set()
+    opened: tuple[bytes, list[str]] | None = None
 
-    def enough() -> dict[str, VerifiedCapsuleFrag] | None:
-        return next((b for b in by_batch.values() if len(b) >= threshold), None)
+    def attempt() -> tuple[bytes, list[str]] | None:
+        for batch, frags in by_batch.items():
+            if len(frags) < threshold:
+                continue
+            combos = itertools.combinations(sorted(frags), threshold)
+            for combo in itertools.islice(combos, _MAX_COMBINATIONS):
+                if (batch, combo) in tried:
+                    continue
+                tried.add((batch, combo))
+                chosen = [frags[i] for i in combo]
+                try:
+                    key = unwrap_reencrypted(
+                        receiving, wrapped.delegating_key, wrapped, [c for _, c in chosen],
+                        threshold=threshold,
+                    )  # fmt: skip
+                except (NotEnoughFragments, UnwrapFailed):
+                    continue
+                return key, [p for p, _ in chosen]
+        return None
 
     pool = ThreadPoolExecutor(max_workers=len(proxies), thread_name_prefix="fetch")
     client = httpx.Client(timeout=timeout)
     try:
         pending: set[Future[_Outcome]] = {
             pool.submit(
-                _ask, client, p, body, wrapped, owner_public.verifying_key,
-                consumer.umbral_public_key,
+                _ask, client, p, body, wrapped, owner_public.verifying_key, receiving.public_key
             )
             for p in proxies
-        }  # fmt: skip
-        while pending and (wait_all or enough() is None):
+        }
+        while pending and (wait_all or opened is None):
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 outcome = future.result()
                 outcomes.append(outcome)
                 for batch, cfrag in outcome.cfrags.items():
-                    by_batch.setdefault(batch, {})[outcome.proxy] = cfrag
+                    frags = by_batch.setdefault(batch, {})
+                    kfrag_id = cfrag_kfrag_id(cfrag)
+                    first = frags.get(kfrag_id)
+                    if first is None:
+                        frags[kfrag_id] = (outcome.proxy, cfrag)
+                    elif first[0] != outcome.proxy:
+                        repeated[outcome.proxy] = (
+                            f"repeated the key fragment {first[0]} answered with (a relayed "
+                            "answer or a replayed delivery)"
+                        )
                 if outcome.bad:
                     _log.warning(
                         "proxy %s returned a bad capsule fragment: %s", outcome.proxy, outcome.bad
                     )
+            if opened is None:
+                opened = attempt()
     finally:
-        # Enough fragments: do not wait for slow proxies.
+        # The key opened: do not wait for slow proxies.
         pool.shutdown(wait=False, cancel_futures=True)
         if not pending:
             client.close()
-    bad = {o.proxy: o.bad for o in outcomes if o.bad}
+    for proxy, why in repeated.items():
+        _log.warning("proxy %s %s", proxy, why)
+    bad = {o.proxy: o.bad for o in outcomes if o.bad} | repeated
     refused = {
         o.proxy: f"{o.code}: {o.detail}" for o in outcomes if o.code and o.code != "unreachable"
     }
     unreachable = {o.proxy: o.detail for o in outcomes if o.code == "unreachable"}
+    if opened is not None:
+        return FetchReport(opened[0], opened[1], bad, refused, unreachable)
+    distinct = max((len(f) for f in by_batch.values()), default=0)
     answered = sum(1 for o in outcomes if o.cfrags)
-    chosen = enough()
-    if chosen is None and answered >= threshold:
+    if answered >= threshold and not bad and distinct < threshold:
         raise NoKeyFragment(
             f"{answered} proxies answered, but with fragments of different delegations "
             f"(no batch reaches {threshold}): the owner's agent is still delivering, or "
             "must delegate again"
         )
-    if chosen is None:
-        raise _shortfall(outcomes, answered, threshold, len(proxies), bad)
-    key = unwrap_reencrypted(
-        consumer, wrapped.delegating_key, wrapped, list(chosen.values()), threshold=threshold
-    )
-    return FetchReport(key, list(chosen), bad, refused, unreachable)
+    raise _shortfall(outcomes, distinct, threshold, len(proxies), bad)
 
 
 def _shortfall(
@@ -216,9 +273,8 @@ def _shortfall(
                 return error(f"{codes[code].detail} (said {count} of {total} proxies)")
     if bad:
         return ForgedFragment(
-            f"only {good} valid capsule fragment(s), {threshold} needed: proxies "
-            + ", ".join(sorted(bad))
-            + " returned forged or altered fragments"
+            f"only {good} distinct valid capsule fragment(s), {threshold} needed; "
+            "misbehaving proxies: " + "; ".join(f"{p}: {why}" for p, why in sorted(bad.items()))
         )
     reasons = "; ".join(f"{o.proxy}: {o.code} {o.detail}".strip() for o in outcomes)
     return NotEnoughProxies(
@@ -238,6 +294,7 @@ def fetch_data_key(
     threshold: int,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    receiving: ConsumerKey | None = None,
 ) -> bytes:
     """The data key of ``dataset`` ``version``, opened from ``threshold`` proxies' fragments.
 
@@ -252,5 +309,5 @@ def fetch_data_key(
     """
     return fetch_data_key_report(
         ledger, consumer, owner_public, wrapped, dataset, version, proxies, threshold,
-        timeout=timeout,
+        timeout=timeout, receiving=receiving,
     ).data_key  # fmt: skip

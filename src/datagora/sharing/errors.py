@@ -17,6 +17,7 @@ __all__ = [
     "REFUSALS",
     "AccessRefused",
     "DatasetInactive",
+    "DelegateRevoked",
     "DelegationFailed",
     "DenyListed",
     "ExpiredOrder",
@@ -105,6 +106,10 @@ class DelegationFailed(SharingError):
     """Fewer than ``threshold`` proxies accepted their key fragment."""
 
 
+class DelegateRevoked(SharingError):
+    """The agent key is not (or no longer) authorised on chain by the dataset's owner."""
+
+
 REFUSALS: Final[dict[str, type[DatagoraError]]] = {
     "no_order": NoOrder,
     "order_expired": ExpiredOrder,
@@ -119,6 +124,10 @@ REFUSALS: Final[dict[str, type[DatagoraError]]] = {
     "replayed": SignatureRefused,
     "no_kfrag": NoKeyFragment,
     "not_controller": NotController,
+    "not_delegate": DelegateRevoked,
+    "wrong_proxy": KfragRefused,
+    "batch_exists": KfragRefused,
+    "wrong_service": SharingError,
     "bad_kfrag": KfragRefused,
     "malformed": SharingError,
     "chain_unavailable": ProxyUnavailable,

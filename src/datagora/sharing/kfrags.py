@@ -8,6 +8,12 @@ not combine. So the store keeps the :data:`KEEP_BATCHES` newest batches of each
 dataset version and consumer side by side, and the proxy answers with a capsule
 fragment from each; the consumer combines fragments of one batch.
 
+A batch is kept as first delivered: a later delivery of the same batch with another
+fragment is refused (:meth:`KfragStore.put` returns False), never written over it, so
+nothing replayed or raced can mix fragments of different deliveries under one batch.
+The same delivery again (an agent retrying a lost answer) is accepted and changes
+nothing.
+
 Rows are written in one transaction each with ``synchronous=FULL``, so a fragment
 the proxy acknowledged survives a crash. Fragments are verified when stored and
 again the first time a process uses them; the verified form is kept in memory only.
@@ -98,8 +104,10 @@ class KfragStore:
         except sqlite3.Error as exc:
             raise SharingError(f"cannot open the kfrag store {path}: {exc}") from None
 
-    def put(self, record: KfragRecord, verified: VerifiedKeyFrag) -> None:
-        """Store (or replace) ``record``'s fragment; keep the newest batches only."""
+    def put(self, record: KfragRecord, verified: VerifiedKeyFrag) -> bool:
+        """Store ``record``'s fragment unless its batch is held already; keep the newest
+        batches only. False if the batch is held with *another* fragment (the first
+        one stays); True if stored now or held already with this very fragment."""
         consumer = record.consumer.lower()
         key = (record.dataset, record.version, consumer, record.batch)
         where = "dataset = ? AND version = ? AND consumer = ?"
@@ -107,11 +115,18 @@ class KfragStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                held = self._db.execute(
+                    f"SELECT kfrag FROM kfrags WHERE {where} AND batch = ?",
+                    (*args, record.batch),
+                ).fetchone()
+                if held is not None:
+                    self._db.execute("ROLLBACK")
+                    return bytes(held[0]) == record.kfrag
                 seq = self._db.execute(
                     f"SELECT COALESCE(MAX(seq), 0) + 1 FROM kfrags WHERE {where}", args
                 ).fetchone()[0]
                 self._db.execute(
-                    "INSERT OR REPLACE INTO kfrags VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO kfrags VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         *args,
                         record.consumer_key,
@@ -137,6 +152,7 @@ class KfragStore:
             finally:
                 self._rows.pop((record.dataset, record.version, consumer), None)
             self._verified[key] = (record.kfrag, verified)
+        return True
 
     def get(self, dataset: int, version: int, consumer: str) -> list[KfragRecord]:
         """The fragments held for ``consumer`` on ``dataset`` ``version``, newest batch first."""

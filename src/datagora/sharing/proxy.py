@@ -1,13 +1,19 @@
 """The proxy role: stores key fragments and re-encrypts capsules for consumers the ledger allows.
 
-``PUT /kfrags``      a ``datagora.kfrag-delivery.v1`` body (see :mod:`datagora.sharing.wire`):
-                     a DelegationRequest signed by the dataset's controller, carrying one
-                     key fragment; stored durably.
+``PUT /kfrags``      a ``datagora.kfrag-delivery.v2`` body (see :mod:`datagora.sharing.wire`):
+                     a DelegationRequest addressed to this proxy, signed by the dataset's
+                     controller or an agent key it authorised on chain, carrying one key
+                     fragment sealed to this proxy's Umbral key; stored durably, the
+                     first delivery of a batch kept.
 ``POST /reencrypt``  a ``datagora.reencrypt-request.v1`` body: a FragmentRequest signed by
                      the consumer and the capsule; before every re-encryption the ledger
                      is read (:class:`~datagora.sharing.gate.AccessGate`); answers
                      ``{"cfrags": [{"batch": hex, "cfrag": hex}, …]}``, one capsule
                      fragment per fragment batch held for the consumer, newest first.
+                     Idempotent: the same signed request is answered every time it comes
+                     (and checked against the ledger every time).
+``GET /identity``    the proxy's address and Umbral public key (what agents seal
+                     fragments to, until the node registry lists it).
 ``GET /log``         the access log (JSON lines, hash-chained; see
                      :mod:`datagora.sharing.accesslog`), a page at a time:
                      ``?offset=N&limit=M`` (at most :data:`MAX_LOG_PAGE` entries).
@@ -23,7 +29,6 @@ without ``threshold`` of them *and* the consumer's secret key.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import json
 import logging
@@ -51,20 +56,22 @@ from datagora.crypto.errors import (
 )
 from datagora.crypto.keys import Identity
 from datagora.crypto.nonces import FileNonceStore
-from datagora.crypto.pre import reencrypt, verify_kfrag
+from datagora.crypto.pre import open_kfrag, reencrypt, verify_kfrag
 from datagora.errors import DatagoraError
 from datagora.ledger import Ledger
+from datagora.ledger.base import ZERO_ADDRESS
 from datagora.ledger.errors import ChainError
 from datagora.sharing.accesslog import AccessLogFile
 from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate, Decision
 from datagora.sharing.kfrags import KfragRecord, KfragStore
 from datagora.sharing.requests import DelegationRequest, FragmentRequest
-from datagora.sharing.wire import KfragDelivery, ReencryptBody, service_lifespan
+from datagora.sharing.wire import Domain, KfragDelivery, ReencryptBody, service_lifespan
 
-__all__ = ["ProxyService", "create_proxy_app", "outermost"]
+__all__ = ["PROXY_IDENTITY_FORMAT", "ProxyService", "create_proxy_app", "outermost"]
 
 _log = logging.getLogger(__name__)
 _MAX_BODY: Final = 64 * 1024
+PROXY_IDENTITY_FORMAT: Final = "datagora.proxy-identity.v1"
 MAX_LOG_PAGE: Final = 10_000
 """The most access-log entries one ``GET /log`` returns (page with ``offset``)."""
 Answer = tuple[int, dict[str, Any]]
@@ -123,12 +130,13 @@ class ProxyService:
         self.ledger = ledger
         self.identity = identity
         self.chain_id = ledger.chain.chain_id
+        self.domain = Domain.of(ledger)
+        self.service_id = service_id
         self.anchor_every = anchor_every
         self.gate = AccessGate(ledger, service_id)
         self.kfrags = KfragStore(data_dir / "kfrags.sqlite")
-        # Durable, synced by the request paths below: on the event loop a sync per
-        # request would serialise the worker on the disk; in a thread, concurrent
-        # requests share one (and it overlaps the ledger check).
+        # The nonces of deliveries (fragment requests are idempotent and use none),
+        # synced before a delivery is acted on.
         self.nonces = FileNonceStore(
             data_dir / "nonces.log", defer_sync=True, legacy_sqlite=data_dir / "nonces.sqlite"
         )
@@ -149,16 +157,25 @@ class ProxyService:
             delivery = KfragDelivery.from_json(_parse(raw))
         except MalformedRequest as exc:
             return _refusal(422, "malformed", str(exc))
-        # Check the commitment before the signature, so an altered body burns no nonce.
+        # Check the commitment and the address before the signature, so an altered or
+        # misdirected body burns no nonce.
         if not delivery.commitment_holds():
             return _refusal(401, "bad_signature", "the key fragment is not the one that was signed")
+        if delivery.signed.request.proxy != self.identity.address:
+            return _refusal(
+                403,
+                "wrong_proxy",
+                f"this delivery is addressed to {delivery.signed.request.proxy}, not to this "
+                f"proxy ({self.identity.address})",
+            )
         try:
             checked = verify_request(
                 delivery.signed,
-                self.chain_id,
+                self.domain.chain_id,
                 int(time.time()),
                 self.nonces,
                 expect=DelegationRequest,
+                verifying_contract=self.domain.verifying_contract,
             )
         except RequestRefused as exc:
             return _signature_refusal(exc)
@@ -174,18 +191,26 @@ class ProxyService:
         }
         try:
             controller = self.ledger.data_nft.controller(req.dataset)
+            allowed = controller == checked.signer or (
+                controller != ZERO_ADDRESS
+                and self.ledger.access.is_delegate(controller, checked.signer)
+            )
         except DatagoraError:
-            controller = ""
-        if controller != checked.signer:
+            controller, allowed = "", False
+        if not allowed:
             self.log.append(**entry, outcome="refused", reason="not_controller")
             return _refusal(
                 403,
                 "not_controller",
-                f"{checked.signer} does not control dataset {req.dataset}",
+                f"{checked.signer} neither controls dataset {req.dataset} nor is an agent "
+                "its controller authorised",
             )
         try:
+            kfrag = open_kfrag(
+                self.identity.umbral_secret_key(), delivery.capsule, delivery.ciphertext
+            )
             verified = verify_kfrag(
-                delivery.kfrag, delivery.verifying_key, delivery.delegating_key, req.consumer_key
+                kfrag, delivery.verifying_key, delivery.delegating_key, req.consumer_key
             )
         except PreError as exc:
             self.log.append(**entry, outcome="refused", reason="bad_kfrag")
@@ -195,7 +220,7 @@ class ProxyService:
             version=req.version,
             consumer=req.consumer,
             consumer_key=req.consumer_key,
-            kfrag=delivery.kfrag,
+            kfrag=kfrag,
             verifying_key=delivery.verifying_key,
             delegating_key=delivery.delegating_key,
             owner=checked.signer,
@@ -205,7 +230,14 @@ class ProxyService:
             batch=req.batch,
             stored_at=int(time.time()),
         )
-        self.kfrags.put(record, verified)
+        if not self.kfrags.put(record, verified):
+            self.log.append(**entry, outcome="refused", reason="batch_exists")
+            return _refusal(
+                409,
+                "batch_exists",
+                "this proxy already holds another fragment of this batch: the first "
+                "delivery stays (delegate again with a new batch)",
+            )
         self.log.append(**entry, outcome="accepted", reason="")
         return 200, {"stored": True}
 
@@ -213,7 +245,6 @@ class ProxyService:
         admitted = self._admit(raw)
         if not isinstance(admitted, _Admitted):
             return admitted
-        self.nonces.sync()
         try:
             decision = self.gate.check(admitted.request.dataset, admitted.signer)
         except ChainError:
@@ -222,29 +253,37 @@ class ProxyService:
 
     async def reencrypt_async(self, raw: bytes) -> Answer:
         """:meth:`reencrypt` on the event loop: the ledger read of concurrent requests
-        share a JSON-RPC batch; the rest is short CPU work done inline. The nonce is
-        synced in a thread while the ledger is read, and before any answer leaves."""
+        share a JSON-RPC batch; the rest is short CPU work done inline."""
         admitted = self._admit(raw)
         if not isinstance(admitted, _Admitted):
             return admitted
-        synced = asyncio.ensure_future(run_in_threadpool(self.nonces.sync, self.nonces.appended))
         try:
             decision = await self.gate.check_async(admitted.request.dataset, admitted.signer)
         except ChainError:
-            await synced
             return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
-        await synced
         return self._serve(admitted, decision)
 
     def _admit(self, raw: bytes) -> _Admitted | Answer:
         try:
             body = ReencryptBody.from_json(_parse(raw))
+            # No nonce: a fragment request is idempotent (see FragmentRequest).
             checked = verify_request(
-                body.signed, self.chain_id, int(time.time()), self.nonces, expect=FragmentRequest
+                body.signed,
+                self.domain.chain_id,
+                int(time.time()),
+                None,
+                expect=FragmentRequest,
+                verifying_contract=self.domain.verifying_contract,
             )
         except RequestRefused as exc:
             return _signature_refusal(exc)
         req = checked.request
+        if req.service != self.service_id:
+            return _refusal(
+                403,
+                "wrong_service",
+                f"this proxy serves datatoken service {self.service_id}, not {req.service}",
+            )
         entry = {
             "event": "reencrypt",
             "account": checked.signer,
@@ -291,11 +330,23 @@ class ProxyService:
         except DatagoraError:
             return self._anchored
 
+    def public_identity(self) -> dict[str, Any]:
+        """What an agent needs to address and seal fragments to this proxy."""
+        return {
+            "format": PROXY_IDENTITY_FORMAT,
+            "address": self.identity.address,
+            "umbral_public_key": self.identity.umbral_public_key.hex(),
+            "chain_id": self.domain.chain_id,
+            "verifying_contract": self.domain.verifying_contract,
+            "service": self.service_id,
+        }
+
     def health(self) -> dict[str, Any]:
         entries, digest = self.log.head
         return {
             "role": "proxy",
             "address": self.identity.address,
+            "umbral_public_key": self.identity.umbral_public_key.hex(),
             "chain_id": self.chain_id,
             "kfrags": self.kfrags.count(),
             "log_entries": entries,
@@ -483,5 +534,10 @@ def create_proxy_app(
     @app.get("/health")
     def get_health() -> dict[str, Any]:
         return service.health()
+
+    @app.get("/identity")
+    def get_identity() -> dict[str, Any]:
+        """The proxy's address and Umbral public key (fragments are sealed to it)."""
+        return service.public_identity()
 
     return app

@@ -27,6 +27,7 @@ The account's keystore password is read from the environment variable named by
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -40,12 +41,19 @@ from typing import Any, Final
 
 from fastapi import FastAPI
 
-from datagora.crypto.keys import load_account
+from datagora.crypto.keys import DelegationKeys, Identity, load_account
 from datagora.errors import DatagoraError
 from datagora.ledger import Ledger
 from datagora.sharing.proxy import create_proxy_app, outermost
 
-__all__ = ["build", "main", "restart_delay", "supervise"]
+__all__ = [
+    "build",
+    "default_threshold",
+    "load_delegation_keys",
+    "main",
+    "restart_delay",
+    "supervise",
+]
 
 STARTUP_FAILURE: Final = 2
 """A worker's exit status when it could not start (bad keystore, port, app startup):
@@ -77,9 +85,25 @@ def build(args: argparse.Namespace) -> FastAPI:
 
     if not args.proxy:
         raise DatagoraError("an agent needs at least one --proxy URL")
+    keys = load_delegation_keys(Path(args.delegation), identity) if args.delegation else None
+    threshold = default_threshold(len(args.proxy)) if args.threshold is None else args.threshold
     return create_agent_app(
-        ledger, identity, args.proxy, args.threshold, Path(args.data), args.poll_interval
+        ledger, identity, args.proxy, threshold, Path(args.data), args.poll_interval, keys=keys
     )
+
+
+def default_threshold(proxies: int) -> int:
+    """2 with more than one proxy (1 would let any one proxy serve alone), else 1."""
+    return 2 if proxies > 1 else 1
+
+
+def load_delegation_keys(path: Path, agent: Identity) -> DelegationKeys:
+    """The owner's delegation keys sealed to ``agent`` (``datagora account authorize-agent``)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatagoraError(f"cannot read the delegation keys {path}: {exc}") from None
+    return DelegationKeys.open(record, agent)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +119,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--password-env", default="DATAGORA_PASSWORD")
     parser.add_argument("--anchor-every", type=float, default=60.0, help="proxy: seconds")
     parser.add_argument("--proxy", action="append", default=[], help="agent: proxy URL (repeat)")
-    parser.add_argument("--threshold", type=int, default=1, help="agent: fragments needed")
+    parser.add_argument(
+        "--threshold", type=int, default=None, help="agent: fragments needed (default 2 of >1)"
+    )
+    parser.add_argument(
+        "--delegation",
+        default=None,
+        help="agent: the owner's delegation keys sealed to --account (an authorised agent key)",
+    )
     parser.add_argument("--poll-interval", type=float, default=1.0, help="agent: seconds")
     parser.add_argument(
         "--workers",

@@ -1,16 +1,22 @@
 """The JSON bodies exchanged with proxies (formats written down in ``docs/sharing.md``).
 
-``datagora.kfrag-delivery.v1`` — owner (agent) → proxy, ``PUT /kfrags``: a signed
-:class:`~datagora.sharing.requests.DelegationRequest` plus one key fragment and the
-owner's public verifying and delegating keys. The delegation request has no field
-for the fragment, so its ``nonce`` *commits* to it: ``nonce = SHA-256(label ‖ salt ‖
-kfrag ‖ verifying_key ‖ delegating_key)`` with a fresh random 32-byte ``salt`` sent
-alongside. The nonce stays unique per request (the salt is random) and the owner's
-signature covers the fragment, so nobody on the way can swap it.
+``datagora.kfrag-delivery.v2`` — owner or its agent → one proxy, ``PUT /kfrags``: a
+signed :class:`~datagora.sharing.requests.DelegationRequest` addressed to that proxy,
+plus one key fragment *sealed to the proxy's Umbral key* (an Umbral capsule and
+ciphertext) and the owner's public verifying and delegating keys. The delegation
+request has no field for the fragment, so its ``nonce`` *commits* to it: ``nonce =
+SHA-256(label ‖ salt ‖ capsule ‖ ciphertext ‖ verifying_key ‖ delegating_key)`` with a
+fresh random 32-byte ``salt`` sent alongside. The nonce stays unique per request (the
+salt is random) and the signature covers the sealed fragment, so nobody on the way can
+swap it, and no other proxy can use it.
 
 ``datagora.reencrypt-request.v1`` — consumer → proxy, ``POST /reencrypt``: a
 signed :class:`~datagora.sharing.requests.FragmentRequest` plus the capsule bytes, whose
 SHA-256 must be the request's ``capsule`` field.
+
+Every request here is signed under the domain ``{name: "datagora", version: "1",
+chainId, verifyingContract: the deployment's AccessRegistry}`` (:class:`Domain`), so it
+is valid on one deployment only.
 """
 
 from __future__ import annotations
@@ -28,29 +34,56 @@ from starlette.concurrency import run_in_threadpool
 from datagora.crypto.eip712 import SignedRequest, new_nonce, sign_request
 from datagora.crypto.errors import MalformedRequest
 from datagora.crypto.keys import Identity
+from datagora.crypto.pre import seal_kfrag
+from datagora.ledger import Ledger
 from datagora.sharing.requests import DelegationRequest, FragmentRequest
 
 __all__ = [
     "DELIVERY_FORMAT",
     "REENCRYPT_FORMAT",
     "REQUEST_LIFETIME_S",
+    "Domain",
     "KfragDelivery",
     "ReencryptBody",
     "delivery_nonce",
 ]
 
-DELIVERY_FORMAT: Final = "datagora.kfrag-delivery.v1"
+DELIVERY_FORMAT: Final = "datagora.kfrag-delivery.v2"
 REENCRYPT_FORMAT: Final = "datagora.reencrypt-request.v1"
 REQUEST_LIFETIME_S: Final = 120
 """How long the requests made here stay valid (services accept at most 600 s)."""
-_DELIVERY_LABEL: Final = b"datagora/kfrag-delivery/v1"
+_DELIVERY_LABEL: Final = b"datagora/kfrag-delivery/v2"
 _MAX_KFRAG: Final = 1024
 _MAX_CAPSULE: Final = 1024
 
 
-def delivery_nonce(salt: bytes, kfrag: bytes, verifying_key: bytes, delegating_key: bytes) -> bytes:
-    """The nonce of a delegation request that commits to the fragment it delivers."""
-    return hashlib.sha256(_DELIVERY_LABEL + salt + kfrag + verifying_key + delegating_key).digest()
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """The EIP-712 domain of a deployment's sharing requests: its chain and contract."""
+
+    chain_id: int
+    verifying_contract: str
+
+    @classmethod
+    def of(cls, ledger: Ledger) -> Domain:
+        """The domain of ``ledger``'s deployment (its AccessRegistry is the contract)."""
+        return cls(ledger.chain.chain_id, ledger.access.address)
+
+
+def delivery_nonce(
+    salt: bytes, capsule: bytes, ciphertext: bytes, verifying_key: bytes, delegating_key: bytes
+) -> bytes:
+    """The nonce of a delegation request that commits to the sealed fragment it delivers."""
+    return hashlib.sha256(
+        _DELIVERY_LABEL
+        + salt
+        + len(capsule).to_bytes(2, "big")
+        + capsule
+        + len(ciphertext).to_bytes(2, "big")
+        + ciphertext
+        + verifying_key
+        + delegating_key
+    ).digest()
 
 
 def _hex(data: Mapping[str, Any], name: str, *, size: int | None = None, limit: int = 0) -> bytes:
@@ -77,10 +110,11 @@ def _signed(data: Any, expect: type[Any]) -> SignedRequest[Any]:
 
 @dataclass(frozen=True, slots=True)
 class KfragDelivery:
-    """One key fragment for one proxy, with the owner's signed delegation request."""
+    """One key fragment sealed to one proxy, with the signed delegation addressed to it."""
 
     signed: SignedRequest[DelegationRequest]
-    kfrag: bytes
+    capsule: bytes
+    ciphertext: bytes
     verifying_key: bytes
     delegating_key: bytes
     salt: bytes
@@ -88,9 +122,12 @@ class KfragDelivery:
     @classmethod
     def build(
         cls,
-        owner: Identity,
-        chain_id: int,
+        signer: Identity,
+        domain: Domain,
         *,
+        proxy: str,
+        proxy_key: bytes,
+        verifying_key: bytes,
         dataset: int,
         version: int,
         consumer: str,
@@ -102,11 +139,14 @@ class KfragDelivery:
         kfrag: bytes,
         delegating_key: bytes,
     ) -> KfragDelivery:
-        """Sign a delivery of ``kfrag`` (valid :data:`REQUEST_LIFETIME_S` seconds)."""
+        """Seal ``kfrag`` to ``proxy_key`` and sign its delivery to ``proxy`` (valid
+        :data:`REQUEST_LIFETIME_S` seconds); ``verifying_key`` is the owner's."""
         salt = os.urandom(32)
-        nonce = delivery_nonce(salt, kfrag, owner.verifying_key, delegating_key)
+        capsule, ciphertext = seal_kfrag(kfrag, proxy_key)
+        nonce = delivery_nonce(salt, capsule, ciphertext, verifying_key, delegating_key)
         request = DelegationRequest(
-            owner=owner.address,
+            delegator=signer.address,
+            proxy=proxy,
             consumer=consumer,
             consumer_key=consumer_key,
             dataset=dataset,
@@ -118,19 +158,24 @@ class KfragDelivery:
             nonce=nonce,
             expires=int(time.time()) + REQUEST_LIFETIME_S,
         )
-        signed = sign_request(owner, request, chain_id)
-        return cls(signed, kfrag, owner.verifying_key, delegating_key, salt)
+        signed = sign_request(
+            signer, request, domain.chain_id, verifying_contract=domain.verifying_contract
+        )
+        return cls(signed, capsule, ciphertext, verifying_key, delegating_key, salt)
 
     def commitment_holds(self) -> bool:
-        """True if the signed nonce commits to this fragment and these keys."""
-        expected = delivery_nonce(self.salt, self.kfrag, self.verifying_key, self.delegating_key)
+        """True if the signed nonce commits to this sealed fragment and these keys."""
+        expected = delivery_nonce(
+            self.salt, self.capsule, self.ciphertext, self.verifying_key, self.delegating_key
+        )
         return expected == self.signed.request.nonce
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": DELIVERY_FORMAT,
             "request": self.signed.to_json(),
-            "kfrag": self.kfrag.hex(),
+            "kfrag_capsule": self.capsule.hex(),
+            "kfrag_ciphertext": self.ciphertext.hex(),
             "verifying_key": self.verifying_key.hex(),
             "delegating_key": self.delegating_key.hex(),
             "salt": self.salt.hex(),
@@ -139,14 +184,18 @@ class KfragDelivery:
     @classmethod
     def from_json(cls, data: Any) -> KfragDelivery:
         """Parse a delivery; raises :class:`MalformedRequest`."""
-        fields = {"format", "request", "kfrag", "verifying_key", "delegating_key", "salt"}
+        fields = {
+            "format", "request", "kfrag_capsule", "kfrag_ciphertext", "verifying_key",
+            "delegating_key", "salt",
+        }  # fmt: skip
         if not isinstance(data, Mapping) or data.get("format") != DELIVERY_FORMAT:
             raise MalformedRequest(f"not a {DELIVERY_FORMAT} object")
         if set(data) != fields:
             raise MalformedRequest("a kfrag delivery has exactly: " + " ".join(sorted(fields)))
         return cls(
             _signed(data["request"], DelegationRequest),
-            _hex(data, "kfrag", limit=_MAX_KFRAG),
+            _hex(data, "kfrag_capsule", limit=_MAX_CAPSULE),
+            _hex(data, "kfrag_ciphertext", limit=_MAX_KFRAG),
             _hex(data, "verifying_key", size=33),
             _hex(data, "delegating_key", size=33),
             _hex(data, "salt", size=32),
@@ -162,18 +211,29 @@ class ReencryptBody:
 
     @classmethod
     def build(
-        cls, consumer: Identity, chain_id: int, dataset: int, version: int, capsule: bytes
+        cls,
+        consumer: Identity,
+        domain: Domain,
+        dataset: int,
+        version: int,
+        capsule: bytes,
+        *,
+        service: int = 0,
     ) -> ReencryptBody:
         """Sign a request for ``capsule`` (valid :data:`REQUEST_LIFETIME_S` seconds)."""
         request = FragmentRequest(
             consumer=consumer.address,
             dataset=dataset,
             version=version,
+            service=service,
             capsule=hashlib.sha256(capsule).digest(),
             nonce=new_nonce(),
             expires=int(time.time()) + REQUEST_LIFETIME_S,
         )
-        return cls(sign_request(consumer, request, chain_id), capsule)
+        signed = sign_request(
+            consumer, request, domain.chain_id, verifying_contract=domain.verifying_contract
+        )
+        return cls(signed, capsule)
 
     def to_json(self) -> dict[str, Any]:
         return {

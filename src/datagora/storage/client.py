@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from typing import Any, BinaryIO, Final
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from eth_account.signers.local import LocalAccount
 
 from datagora.crypto.aead import DataKey
+from datagora.storage.auth import WriteSigner
 from datagora.storage.download import (
     DownloadReport,
     download_version,
@@ -71,6 +73,8 @@ class AsyncStorageClient:
     and placement record for an upload to succeed; ``happy`` is the number of
     distinct nodes each chunk's shares must reach (Tahoe's ``shares.happy``; default
     ``$DATAGORA_SHARES_HAPPY``, else :func:`~datagora.storage.upload.default_happy`).
+    ``signer`` is the account that signs writes (it needs a quota on the nodes);
+    without one the client can only read.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class AsyncStorageClient:
         timeout: float = DEFAULT_TIMEOUT,
         metadata_copies: int = DEFAULT_METADATA_COPIES,
         happy: int | None = None,
+        signer: LocalAccount | WriteSigner | None = None,
     ) -> None:
         unique = list(dict.fromkeys(normalise_node(n) for n in nodes))
         if not unique:
@@ -91,10 +96,13 @@ class AsyncStorageClient:
         self.timeout = timeout
         self.metadata_copies = metadata_copies
         self.happy = happy if happy is not None else _happy_from_env()
+        self.signer = (
+            signer if signer is None or isinstance(signer, WriteSigner) else WriteSigner(signer)
+        )
 
     def session(self) -> contextlib.AbstractAsyncContextManager[Session]:
         """A :class:`~datagora.storage.transport.Session` for one operation on the nodes."""
-        return open_session(self.nodes, self.concurrency, self.timeout)
+        return open_session(self.nodes, self.concurrency, self.timeout, self.signer)
 
     async def health(self) -> dict[str, dict[str, Any] | str]:
         """Each node's ``/health`` answer, or the reason it is unhealthy."""
@@ -170,8 +178,9 @@ class StorageClient:
         timeout: float = DEFAULT_TIMEOUT,
         metadata_copies: int = DEFAULT_METADATA_COPIES,
         happy: int | None = None,
+        signer: LocalAccount | WriteSigner | None = None,
     ) -> None:
-        self.aio = AsyncStorageClient(nodes, concurrency, timeout, metadata_copies, happy)
+        self.aio = AsyncStorageClient(nodes, concurrency, timeout, metadata_copies, happy, signer)
 
     @property
     def nodes(self) -> tuple[str, ...]:

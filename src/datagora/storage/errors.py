@@ -60,6 +60,21 @@ class UploadError(StorageError):
     storage nodes and upload again."""
 
 
+class DatasetTooLarge(UploadError):
+    """A dataset whose manifest would exceed the manifest size limit at its chunk
+    size; refused before any share is stored. Use a larger chunk size."""
+
+
+class WriteRefused(StorageError):
+    """A storage node refuses a write: ``status`` is the HTTP status (401 unsigned or
+    badly signed, 403 no quota, 413 over quota), the message the reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 class DownloadError(StorageError):
     """A dataset version could not be fetched: too few verified shares of some chunk,
     or no node holds its manifest. ``report`` says which nodes failed and why."""

@@ -8,9 +8,18 @@ counts and free space. ``PUT /shares`` stores a batch of shares in one request
 Any content-addressed blob (a share, a manifest, a placement record) can be
 stored: the node checks hashes, never holds a key.
 
+Every write is signed by an account with a byte quota on this node
+(:mod:`datagora.storage.auth`): an unsigned, mis-signed, replayed or expired
+write is refused with 401, an account without a quota with 403, one beyond its
+quota with 413, and nothing is stored. Reads stay open.
+
 ``PUT /placements/{sha256}`` stores a placement record the same way after parsing
-it strictly, and indexes it by manifest, so ``GET /placements?manifest=`` tells a
-reader which records exist. ``GET /proofs/{sha256}?manifest=`` returns a share with
+it strictly and checking it: against the manifest (which this node must already
+hold), its locations against the known storage nodes, its sequence (the first
+record of a manifest is 0, each later one the next number), and on a node that
+reads the ledger its writer against the dataset's controller. It is then indexed
+by manifest, so ``GET /placements?manifest=`` tells a reader which records exist.
+``GET /proofs/{sha256}?manifest=`` returns a share with
 its Merkle audit path, computed from a manifest this node holds.
 
 Shares live in a pack store (:mod:`datagora.storage.packs`): appended to large
@@ -38,6 +47,16 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from datagora.crypto.nonces import FileNonceStore
+from datagora.storage.auth import (
+    AUTH_HEADER,
+    SCHEME,
+    QuotaBook,
+    StorageWrite,
+    WritePolicy,
+    WriteRefused,
+    frame_index_digest,
+)
 from datagora.storage.batch import (
     BATCH_MAGIC,
     MAX_BATCH_SHARES,
@@ -57,10 +76,16 @@ from datagora.storage.errors import (
 )
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
 from datagora.storage.packs import Holding, PackStore
-from datagora.storage.placement import parse_placement
+from datagora.storage.placement import (
+    MAX_PLACEMENT_BYTES,
+    MAX_SEQUENCE,
+    PlacementRecord,
+    parse_placement,
+)
 from datagora.storage.retention import Retention
+from datagora.storage.shares import SHARE_MAGIC
 
-__all__ = ["DEFAULT_MAX_BATCH_BYTES", "create_storage_app"]
+__all__ = ["DEFAULT_MAX_BATCH_BYTES", "create_storage_app", "default_policy"]
 
 _HEX: Final = frozenset("0123456789abcdef")
 _MANIFEST_CACHE: Final = 8
@@ -103,8 +128,16 @@ _BAD_NAME: Final[_Responses] = {400: _why("A name is not 64 lowercase hex digits
 _NOT_HELD: Final[_Responses] = {404: _why("This node does not hold that blob.")}
 _WRITE: Final[_Responses] = {
     **_BAD_NAME,
-    409: _why("A blob vanished from the store while being written; try again."),
-    413: _why("The body is larger than this node's cap."),
+    401: _why(
+        "The write is not signed (x-datagora-write), badly signed, for another node, "
+        "expired or replayed."
+    ),
+    403: _why("The signing account has no quota on this node, or may not write this record."),
+    409: _why(
+        "A blob vanished from the store while being written (try again), or a "
+        "placement record's sequence is not the next one."
+    ),
+    413: _why("The body is larger than this node's cap, or the account's quota."),
     422: _why("The body does not hash to its name (or is not a well-formed record)."),
     500: _why("The node could not write to its disk."),
     507: _why("The node's disk is full; try another node."),
@@ -147,6 +180,9 @@ class _Node:
             raise StorageError("max_share_bytes and max_batch_bytes must be positive")
         self.root = data_dir
         self.max_share_bytes = max_share_bytes
+        # A blob stored alone may be a manifest or placement record as large as
+        # their limit, whatever the share cap (storage/limits.py).
+        self.max_blob_bytes = max(max_share_bytes, MAX_MANIFEST_BYTES, MAX_PLACEMENT_BYTES)
         self.max_batch_bytes = max_batch_bytes
         data_dir.mkdir(parents=True, exist_ok=True)
         # Leftovers of interrupted writes of the file-per-share layout: never served.
@@ -217,23 +253,32 @@ def _groups(held: list[tuple[bytes, int]], limit: int) -> list[list[tuple[bytes,
     return groups
 
 
+def default_policy(data_dir: Path) -> WritePolicy:
+    """Signed writes with the quotas and nonces kept in ``data_dir``, no ledger."""
+    return WritePolicy(QuotaBook.in_dir(data_dir), FileNonceStore(data_dir / "nonces.dat"))
+
+
 def create_storage_app(
     data_dir: Path,
     max_share_bytes: int,
     max_batch_bytes: int | None = None,
     *,
     retention: Retention | None = None,
+    policy: WritePolicy | None = None,
 ) -> FastAPI:
     """A FastAPI app storing shares under ``data_dir``, each at most ``max_share_bytes``;
     a batch carries at most ``max_batch_bytes`` of shares (default 64 MiB, or one
     largest share if that is more).
 
-    With ``retention`` the node keeps only what the ledger records: every
-    ``retention.every`` seconds it sweeps (:mod:`datagora.storage.retention`) and
-    compacts its segments after deleting."""
+    Writes are checked by ``policy`` (default :func:`default_policy`: signed, by
+    accounts with a quota in ``data_dir/quotas.sqlite``). With ``retention`` the node
+    keeps only what the ledger records: every ``retention.every`` seconds it sweeps
+    (:mod:`datagora.storage.retention`) and compacts its segments after deleting."""
     if max_batch_bytes is None:
         max_batch_bytes = max(DEFAULT_MAX_BATCH_BYTES, max_share_bytes)
     store = _Node(data_dir, max_share_bytes, max_batch_bytes)
+    writes = policy if policy is not None else default_policy(data_dir)
+    placing = asyncio.Lock()
 
     async def sweep_forever(policy: Retention) -> None:
         while True:
@@ -253,6 +298,8 @@ def create_storage_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
             store.packs.close()
+            writes.quotas.close()
+            writes.nonces.close()
 
     app = FastAPI(
         title="datagora storage node",
@@ -265,26 +312,142 @@ def create_storage_app(
     async def refused(_: Request, exc: _Refused) -> JSONResponse:
         return JSONResponse({"detail": exc.reason}, status_code=exc.status)
 
+    def authorize(request: Request, path: str, held: bool = False) -> StorageWrite:
+        """The request's checked signed write, with its body size declared as signed
+        and its bytes reserved from the writer's quota (see :func:`settle`)."""
+        try:
+            write = writes.verify(
+                request.headers.get(AUTH_HEADER), str(request.base_url), "PUT", path
+            )
+        except WriteRefused as exc:
+            raise _Refused(exc.status, exc.reason) from None
+        declared = request.headers.get("content-length")
+        if declared is not None and declared != str(write.size):
+            raise _Refused(
+                401, f"the body is {declared} bytes, the write was signed for {write.size}"
+            )
+        try:
+            # A blob the node holds already costs nothing (but needs a quota).
+            writes.quotas.reserve(write.writer, 0 if held else write.size)
+        except WriteRefused as exc:
+            raise _Refused(exc.status, exc.reason) from None
+        return write
+
+    async def check_placement(record: PlacementRecord, raw: bytes, writer: str) -> None:
+        """Refuse a placement record that does not fit its manifest, names unknown
+        nodes, skips a sequence number, or (reading the ledger) comes from someone
+        other than the dataset's controller."""
+        name = record.manifest_hash.hex()
+        if store.packs.size(record.manifest_hash) is None:
+            raise _Refused(
+                422, f"this node does not hold manifest {name}: store it before its placement"
+            )
+        verified = await asyncio.to_thread(store.verified_manifest, name)
+        try:
+            record.check(verified)
+        except PlacementError as exc:
+            raise _Refused(422, f"the placement record does not fit its manifest: {exc}") from None
+        if writes.known_nodes is not None:
+            known = {n.rstrip("/") for n in writes.known_nodes()}
+            unknown = sorted({loc for where in record.locations.values() for loc in where} - known)
+            if unknown:
+                raise _Refused(
+                    422,
+                    f"the placement names nodes that are not known storage nodes: "
+                    f"{', '.join(unknown[:3])}{' …' if len(unknown) > 3 else ''}",
+                )
+        controls = None
+        if writes.controllers is not None:
+            controls = await asyncio.to_thread(
+                writes.controllers.may_control, record.manifest_hash, writer
+            )
+            if controls is False:
+                raise _Refused(
+                    403,
+                    f"{writer} does not control the dataset of manifest {name}: only its "
+                    "controller (the data NFT's holder or an operator it approved) places it",
+                )
+        held = store.packs.placements(record.manifest_hash)
+        if any(h == raw for h, _ in held):
+            return  # the same record again: nothing changes
+        if not held:
+            if record.sequence != 0 and controls is not True:
+                raise _Refused(
+                    409,
+                    f"this node holds no placement record of manifest {name}: the first "
+                    f"is sequence 0, not {record.sequence}",
+                )
+            return
+        top = max(sequence for _, sequence in held)
+        if top >= MAX_SEQUENCE:
+            raise _Refused(409, f"the placement sequence of manifest {name} is exhausted")
+        if record.sequence != top + 1:
+            raise _Refused(
+                409,
+                f"placement sequence {record.sequence} is not the next one: this node "
+                f"holds sequence {top} of manifest {name}, so the next is {top + 1}",
+            )
+
     async def receive(name: str, request: Request, placement: bool) -> JSONResponse:
         raw = bytes.fromhex(_check_name(name))
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > store.max_share_bytes:
-            raise _Refused(413, f"share is larger than this node's cap of {store.max_share_bytes}")
+        if declared is not None and declared.isdigit() and int(declared) > store.max_blob_bytes:
+            raise _Refused(413, f"blob is larger than this node's cap of {store.max_blob_bytes}")
+        held = store.packs.size(raw) is not None
+        # In a worker thread: the nonce store syncs each used nonce to disk.
+        write = await asyncio.to_thread(
+            authorize, request, f"/{'placements' if placement else 'shares'}/{name}", held
+        )
+        reserved = 0 if held else write.size
+        stored = 0
+        try:
+            if write.content != raw:
+                raise _Refused(401, "the write was signed for another body (content digest)")
+            if placement:
+                async with placing:
+                    response, stored = await store_one(raw, request, True, write)
+            else:
+                response, stored = await store_one(raw, request, False, write)
+        finally:
+            writes.quotas.settle(write.writer, reserved, stored)
+        return response
+
+    def check_size(size: int, write: StorageWrite, done: bool) -> None:
+        """A body larger than signed (so far), or of another size (once received)."""
+        if size > write.size or (done and size != write.size):
+            raise _Refused(
+                401,
+                f"the body is not the {write.size} bytes the write was signed for; "
+                "nothing was stored",
+            )
+
+    async def store_one(
+        raw: bytes, request: Request, placement: bool, write: StorageWrite
+    ) -> tuple[JSONResponse, int]:
         size = 0
+        head = b""
         parts: list[bytes] = []
         try:
-            with store.packs.writer() as writer:
-                writer.start(raw, await store.holding(raw))
+            with store.packs.writer() as pack:
+                pack.start(raw, await store.holding(raw))
                 async for piece in request.stream():
                     size += len(piece)
-                    if size > store.max_share_bytes:
+                    check_size(size, write, done=False)
+                    if size > store.max_blob_bytes:
+                        raise _Refused(
+                            413, f"blob is larger than this node's cap of {store.max_blob_bytes}"
+                        )
+                    if len(head) < len(SHARE_MAGIC):
+                        head += piece[: len(SHARE_MAGIC) - len(head)]
+                    if size > store.max_share_bytes and head.startswith(SHARE_MAGIC):
                         raise _Refused(
                             413, f"share is larger than this node's cap of {store.max_share_bytes}"
                         )
-                    writer.write(piece)
+                    pack.write(piece)
                     if placement:
                         parts.append(piece)
-                if not writer.finish():
+                check_size(size, write, done=True)
+                if not pack.finish():
                     raise _Refused(422, "body does not hash to the share name (SHA-256 mismatch)")
                 placements = []
                 if placement:
@@ -292,41 +455,64 @@ def create_storage_app(
                         record = parse_placement(b"".join(parts))
                     except PlacementError as exc:
                         raise _Refused(422, str(exc)) from None
+                    await check_placement(record, raw, write.writer)
                     placements.append((record.manifest_hash, raw, record.sequence))
-                ((created, _),) = await asyncio.to_thread(writer.commit, placements)
+                ((created, _),) = await asyncio.to_thread(pack.commit, placements)
         except VanishedError as exc:
             raise _Refused(409, str(exc)) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _Refused(507, "the node's disk is full; try another node") from None
             raise _Refused(500, f"the node could not write the share ({exc.strerror})") from None
-        return JSONResponse(
-            {"name": name, "size": size, "stored": created}, status_code=201 if created else 200
+        answer = JSONResponse(
+            {"name": raw.hex(), "size": size, "stored": created},
+            status_code=201 if created else 200,
         )
+        return answer, size if created else 0
 
     async def receive_batch(request: Request) -> JSONResponse:
         cap = frame_size([store.max_batch_bytes] + [0] * (MAX_BATCH_SHARES - 1))
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise _Refused(413, f"batch is larger than this node's cap of {cap} bytes")
+        write = await asyncio.to_thread(authorize, request, "/shares")
+        stored = 0
+        try:
+            response, stored = await store_batch(request, write)
+        finally:
+            writes.quotas.settle(write.writer, write.size, stored)
+        return response
+
+    async def store_batch(request: Request, write: StorageWrite) -> tuple[JSONResponse, int]:
         reader = FrameReader(store.max_share_bytes, store.max_batch_bytes)
-        received: list[tuple[str, int]] = []
+        received: list[tuple[bytes, int]] = []
         try:
             with store.packs.writer() as writer:
+                size = 0
                 async for piece in request.stream():
+                    size += len(piece)
+                    check_size(size, write, done=False)
                     for event in reader.feed(piece):
                         if isinstance(event, EntryStart):
-                            received.append((event.name.hex(), event.length))
+                            received.append((event.name, event.length))
                             writer.start(event.name, await store.holding(event.name))
                         elif isinstance(event, EntryData):
                             writer.write(event.data)
                         elif not writer.finish():
                             raise _Refused(
                                 422,
-                                f"share {event.index} ({received[-1][0]}) does not hash to its "
-                                "name (SHA-256 mismatch); nothing from this batch was stored",
+                                f"share {event.index} ({received[-1][0].hex()}) does not hash "
+                                "to its name (SHA-256 mismatch); nothing from this batch was "
+                                "stored",
                             )
                 count = reader.finish()
+                check_size(size, write, done=True)
+                if frame_index_digest(received) != write.content:
+                    raise _Refused(
+                        401,
+                        "the batch is not the one the write was signed for (content "
+                        "digest); nothing from this batch was stored",
+                    )
                 results = await asyncio.to_thread(writer.commit)
         except VanishedError as exc:
             raise _Refused(409, f"{exc}; nothing from this batch was stored") from None
@@ -339,17 +525,21 @@ def create_storage_app(
                 raise _Refused(507, "the node's disk is full; try another node") from None
             raise _Refused(500, f"the node could not write the batch ({exc.strerror})") from None
         stored = sum(created for created, _ in results)
-        return JSONResponse(
+        answer = JSONResponse(
             {
                 "count": count,
                 "stored": stored,
                 "shares": [
-                    {"name": n, "size": size, "stored": created}
+                    {"name": n.hex(), "size": size, "stored": created}
                     for (n, size), (created, _) in zip(received, results, strict=True)
                 ],
             },
             status_code=201 if stored else 200,
         )
+        charged = sum(
+            size for (_, size), (created, _) in zip(received, results, strict=True) if created
+        )
+        return answer, charged
 
     @app.put(
         "/shares",
@@ -511,6 +701,7 @@ def create_storage_app(
             "max_batch_bytes": store.max_batch_bytes,
             "max_batch_shares": MAX_BATCH_SHARES,
             "free_bytes": usage.free,
+            "writes": {"scheme": SCHEME, "chain_id": writes.chain_id, "header": AUTH_HEADER},
             "retention": None
             if retention is None
             else {
@@ -521,5 +712,6 @@ def create_storage_app(
         }
 
     app.state.packs = store.packs
+    app.state.quotas = writes.quotas
     app.state.retention = retention
     return app

@@ -5,7 +5,13 @@ from wherever the current placement record says it lives and verifies it against
 the manifest; :meth:`Repairer.repair` additionally rebuilds every missing or corrupt
 share from any ``k`` verified shares of its chunk (shares are ciphertext, so no key
 is needed), stores it on a healthy node holding no other share of that chunk, and
-writes a new placement record with a higher sequence number.
+writes a new placement record with the next sequence number.
+
+Repair writes, so it signs as an account with a quota on the nodes; nodes that
+read the ledger accept the new placement record only from the dataset's
+controller. Rebuilt shares travel in batches (``PUT /shares``), several chunks'
+worth per request. Only the repairer's own nodes are ever contacted: a location
+in a placement record that is not one of them is reported, never asked.
 """
 
 from __future__ import annotations
@@ -16,18 +22,23 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from eth_account.signers.local import LocalAccount
+
+from datagora.storage.auth import WriteSigner
 from datagora.storage.client import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, AsyncStorageClient
 from datagora.storage.download import DownloadReport, fetch_manifest, fetch_placement
 from datagora.storage.errors import IntegrityError, NodeFailure, RepairError
 from datagora.storage.manifest import VerifiedManifest
 from datagora.storage.pipeline import rebuild_shares
-from datagora.storage.placement import PlacementRecord
-from datagora.storage.shares import VerifiedShare
+from datagora.storage.placement import MAX_SEQUENCE, PlacementRecord
+from datagora.storage.shares import Share, VerifiedShare
 from datagora.storage.transport import Progress, Session, node_health
 
 __all__ = ["CheckReport", "Repairer", "ShareProblem"]
 
-_CHUNK_WINDOW: Final = 4
+# Chunks checked and repaired at a time: enough for their rebuilt shares to fill
+# batches to each node.
+_CHUNK_WINDOW: Final = 16
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,9 @@ class Repairer:
         nodes: Sequence[str],
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float = DEFAULT_TIMEOUT,
+        signer: LocalAccount | WriteSigner | None = None,
     ) -> None:
-        self.client = AsyncStorageClient(nodes, concurrency, timeout)
+        self.client = AsyncStorageClient(nodes, concurrency, timeout, signer=signer)
 
     def check(self, manifest_hash: bytes, progress: Progress | None = None) -> CheckReport:
         """Verify every share where the current placement says it is; change nothing.
@@ -146,6 +158,11 @@ class Repairer:
                 for node in live:
                     with contextlib.suppress(NodeFailure):
                         await session.put(node, manifest_hash.hex(), raw_manifest)
+                if old is not None and old.sequence >= MAX_SEQUENCE:
+                    raise _failed(
+                        "the placement sequence is exhausted: no later record can be written",
+                        report,
+                    )
                 sequence = old.sequence + 1 if old is not None else 0
                 record = PlacementRecord.create(verified, locations, sequence)
                 raw = record.to_bytes()
@@ -209,6 +226,13 @@ class Repairer:
         checks: list[Coroutine[Any, Any, bool]] = []
         for number, share in enumerate(hashes):
             where = old.where(share) if old is not None else ()
+            for node in where:
+                if node not in session.nodes:
+                    # Never send requests to whatever a record lists.
+                    report.problems.append(
+                        ShareProblem(index, number, share.hex(), node, "not a known node")
+                    )
+            where = tuple(node for node in where if node in session.nodes)
             if not where:
                 report.problems.append(
                     ShareProblem(index, number, share.hex(), None, "no known location")
@@ -242,17 +266,24 @@ class Repairer:
             else:
                 rebuilt = rebuild_shares(verified, index, list(good.values())[: m.k], missing)
                 spare = [n for n in _rotated(live, index) if n not in used]
-                for number, fresh in zip(missing, rebuilt, strict=True):
+
+                async def place(number: int, fresh: Share) -> None:
+                    # Each missing share takes the next spare node; a refused batch
+                    # sends it on to the next one.
                     while spare:
                         node = spare.pop(0)
                         try:
-                            await session.put(node, fresh.name, fresh.data)
+                            await session.puts.submit(node, fresh)
                         except NodeFailure:
                             continue
                         holders[number] = [node]
                         used.add(node)
                         report.rebuilt += 1
-                        break
+                        return
+
+                await asyncio.gather(
+                    *(place(number, fresh) for number, fresh in zip(missing, rebuilt, strict=True))
+                )
                 if any(not holders.get(number) for number in missing):
                     report.unrecoverable_chunks.append(index)
         for number, share in enumerate(hashes):

@@ -13,7 +13,10 @@ publishing transaction always follows the upload. So the node sweeps instead:
   kept.
 - A **metadata document** is recorded when its SHA-256 is a dataset's metadata
   hash; the mock data its ``mock.sha256`` names is kept with it.
-- A **placement record** is kept when the manifest it places is recorded.
+- A **placement record** is kept when the manifest it places is recorded and
+  the node indexed it as a placement record (``PUT /placements``, which checks
+  it against the manifest, the sequence and the controller); the same bytes
+  stored as a plain blob pin nothing.
 
 Anything else older than the grace period is deleted: the shares of a publish
 whose transaction never came, blobs nobody refers to. Old versions stay
@@ -37,8 +40,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from datagora.ledger.errors import ChainError
 from datagora.storage.errors import ManifestError, PlacementError
-from datagora.storage.manifest import verify_manifest
-from datagora.storage.placement import parse_placement
+from datagora.storage.manifest import MAX_MANIFEST_BYTES, verify_manifest
+from datagora.storage.placement import MAX_PLACEMENT_BYTES, parse_placement
 from datagora.storage.shares import SHARE_MAGIC
 
 if TYPE_CHECKING:
@@ -57,9 +60,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS: Final = 3600.0
 DEFAULT_SWEEP_EVERY: Final = 60.0
-# Blobs parsed while sweeping are small documents; a bigger one is not a
-# manifest, metadata document or placement record, whatever it claims.
-_MAX_DOCUMENT_BYTES: Final = 16 << 20
+# Blobs parsed while sweeping are documents; a bigger one is not a manifest,
+# metadata document or placement record, whatever it claims. The manifest limit
+# is the one uploads and nodes use (storage/limits.py): a node keeps every
+# manifest it was able to accept.
+_MAX_DOCUMENT_BYTES: Final = max(MAX_MANIFEST_BYTES, MAX_PLACEMENT_BYTES)
 _PAGE: Final = 2_000
 
 
@@ -89,6 +94,10 @@ class RetentionStore(Protocol):
 
     def delete(self, names: Iterable[bytes], stored_before: int | None = None) -> int: ...
 
+    def placements(self, manifest: bytes) -> list[tuple[bytes, int]]:
+        """(record name, sequence) of the placement records indexed for ``manifest``."""
+        ...
+
 
 class OnChainReferences:
     """The storage hashes the ledger records, read incrementally from event logs."""
@@ -97,6 +106,7 @@ class OnChainReferences:
         self.chain = chain
         self.manifests: set[bytes] = set()
         self.documents: set[bytes] = set()
+        self.datasets: dict[bytes, int] = {}  # manifest hash -> the dataset it is a version of
         self._contracts = {name: deployment.address(name) for name in ("DataNFT", "KeyValueStore")}
         self._next_block = deployment.start_block
 
@@ -123,9 +133,11 @@ class OnChainReferences:
         if name == "DatasetCreated":
             self._add(self.manifests, args["manifest_hash"])
             self._add(self.documents, args["metadata_hash"])
+            self.datasets[bytes(args["manifest_hash"])] = int(args["dataset"])
         elif name == "DatasetUpdated":
             self._add(self.manifests, args["new_manifest_hash"])
             self._add(self.documents, args["new_metadata_hash"])
+            self.datasets[bytes(args["new_manifest_hash"])] = int(args["dataset"])
         elif name == "KeySet":
             self._add(self.manifests, args["content_hash"])
 
@@ -224,7 +236,7 @@ class Retention:
             listed = self._listed.get(manifest)
             if listed is None:
                 raw = store.read(manifest)
-                if raw is None or len(raw) > _MAX_DOCUMENT_BYTES:
+                if raw is None or len(raw) > MAX_MANIFEST_BYTES:
                     continue
                 try:
                     verified = verify_manifest(raw, manifest)
@@ -258,7 +270,11 @@ class Retention:
                 record = parse_placement(raw)
             except PlacementError:
                 continue
-            if record.manifest_hash in refs.manifests:
+            # Only a record the node indexed (a checked PUT /placements) counts: a
+            # look-alike stored as a plain blob pins nothing.
+            if record.manifest_hash in refs.manifests and entry.name in {
+                name for name, _ in store.placements(record.manifest_hash)
+            }:
                 kept.add(entry.name)
         return kept
 

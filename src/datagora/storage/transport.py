@@ -21,6 +21,7 @@ from typing import Any, Final, Generic, TypeVar
 import httpx
 
 from datagora.http1 import Http1Error, Http1Pool
+from datagora.storage.auth import DEFAULT_CHAIN_ID, WriteSigner, frame_index_digest
 from datagora.storage.batch import MAX_BATCH_SHARES, decode_frame, frame_parts, frame_size
 from datagora.storage.errors import BatchFormatError, NodeFailure
 from datagora.storage.shares import Share
@@ -174,9 +175,16 @@ class Session:
     bookkeeping (``nodes`` are the normalised base URLs the operation may use)."""
 
     def __init__(
-        self, http: httpx.AsyncClient, nodes: Sequence[str], concurrency: int, timeout: float
+        self,
+        http: httpx.AsyncClient,
+        nodes: Sequence[str],
+        concurrency: int,
+        timeout: float,
+        signer: WriteSigner | None = None,
     ) -> None:
         self.http = http
+        self.signer = signer
+        self.chain_ids: dict[str, int] = {}
         self.nodes: tuple[str, ...] = tuple(nodes)
         self.bulk = Http1Pool(timeout)
         self.slots = asyncio.Semaphore(concurrency)
@@ -197,6 +205,15 @@ class Session:
             _GET_LINGER,
         )
 
+    def write_headers(
+        self, node: str, method: str, path: str, content: bytes, size: int
+    ) -> dict[str, str]:
+        """The signature of a write (none without a signer: the node will refuse it)."""
+        if self.signer is None:
+            return {}
+        chain_id = self.chain_ids.get(node, DEFAULT_CHAIN_ID)
+        return self.signer.header(node, method, path, content, size, chain_id)
+
     def _batch_cap(self, node: str) -> int:
         return min(_BATCH_BYTES, self.batch_caps.get(node, _BATCH_BYTES))
 
@@ -213,6 +230,7 @@ class Session:
         body: list[bytes],
         content_type: str,
         limit: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """A batch request, through the lean HTTP/1.1 client for plain-http nodes
         (see :mod:`datagora.http1`), else through httpx."""
@@ -220,10 +238,10 @@ class Session:
             if content_type == "application/json":
                 payload = json.loads(b"".join(body))
                 return await self._request(method, url, node, json=payload, limit=limit)
-            return await self._request(method, url, node, body, limit=limit)
+            return await self._request(method, url, node, body, limit=limit, headers=headers)
         async with self.slots:
             try:
-                answer = await self.bulk.request(method, url, body, content_type, limit)
+                answer = await self.bulk.request(method, url, body, content_type, limit, headers)
             except Http1Error as exc:
                 failure = NodeFailure("timed out" if exc.timed_out else exc.reason, reachable=False)
             else:
@@ -239,14 +257,17 @@ class Session:
         content: bytes | list[bytes] | None = None,
         json: Any = None,
         limit: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """The response (its body read, refused beyond ``limit`` bytes when given); a
         node that times out or cannot be reached is remembered as dead. ``content``
         given as pieces is sent piece by piece, never joined in memory."""
-        headers = None
         body: bytes | AsyncIterator[bytes] | None
         if isinstance(content, list):
-            headers = {"content-length": str(sum(len(part) for part in content))}
+            headers = {
+                **(headers or {}),
+                "content-length": str(sum(len(part) for part in content)),
+            }
             body = _pieces(content)
         else:
             body = content
@@ -283,8 +304,12 @@ class Session:
 
     async def _put_batch(self, node: str, shares: list[Share]) -> list[None]:
         parts = frame_parts([(share.sha256, share.data) for share in shares])
+        index = [(share.sha256, len(share.data)) for share in shares]
+        signed = self.write_headers(
+            node, "PUT", "/shares", frame_index_digest(index), sum(len(p) for p in parts)
+        )
         response = await self._bulk_request(
-            "PUT", f"{node}/shares", node, parts, "application/octet-stream"
+            "PUT", f"{node}/shares", node, parts, "application/octet-stream", headers=signed
         )
         if response.status_code not in (200, 201):
             raise NodeFailure(f"refused a batch of {len(shares)} shares: {_detail(response)}")
@@ -320,7 +345,8 @@ class Session:
         return [got.get(name) for name, _ in wanted]
 
     async def put(self, node: str, name: str, data: bytes, kind: str = "shares") -> None:
-        response = await self._request("PUT", f"{node}/{kind}/{name}", node, data)
+        signed = self.write_headers(node, "PUT", f"/{kind}/{name}", bytes.fromhex(name), len(data))
+        response = await self._request("PUT", f"{node}/{kind}/{name}", node, data, headers=signed)
         if response.status_code not in (200, 201):
             raise NodeFailure(f"refused {kind[:-1]} {name[:16]}…: {_detail(response)}")
 
@@ -353,10 +379,11 @@ def _detail(response: httpx.Response) -> str:
 
 @contextlib.asynccontextmanager
 async def open_session(
-    nodes: Sequence[str], concurrency: int, timeout: float
+    nodes: Sequence[str], concurrency: int, timeout: float, signer: WriteSigner | None = None
 ) -> AsyncIterator[Session]:
     """A :class:`Session` for one operation against ``nodes`` (normalised base URLs),
-    closed (its batches cancelled, its connections closed) on exit."""
+    closed (its batches cancelled, its connections closed) on exit; its writes are
+    signed by ``signer``."""
     # Room for a kept-alive connection per node and request slot: a pool smaller
     # than that closes idle connections to one node to open others elsewhere.
     limits = httpx.Limits(
@@ -366,7 +393,7 @@ async def open_session(
     async with httpx.AsyncClient(
         timeout=httpx.Timeout(timeout), limits=limits, trust_env=False
     ) as http:
-        session = Session(http, nodes, concurrency, timeout)
+        session = Session(http, nodes, concurrency, timeout, signer)
         try:
             yield session
         finally:
@@ -387,7 +414,12 @@ async def node_health(session: Session) -> dict[str, dict[str, Any] | str]:
             body = response.json()
         except ValueError:
             return "malformed /health answer"
-        return body if isinstance(body, dict) and body.get("status") == "ok" else "unhealthy"
+        if not isinstance(body, dict) or body.get("status") != "ok":
+            return "unhealthy"
+        writes = body.get("writes")
+        if isinstance(writes, dict) and type(writes.get("chain_id")) is int:
+            session.chain_ids[node] = writes["chain_id"]
+        return body
 
     answers = await asyncio.gather(*(one(n) for n in session.nodes))
     return dict(zip(session.nodes, answers, strict=True))

@@ -37,6 +37,7 @@ from datagora.crypto import pre
 from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import WrappedKey, wrap_data_key
 from datagora.storage.errors import NodeFailure, NoNodesError, StorageError, UploadError
+from datagora.storage.limits import DatasetTooLarge, check_dataset_size, max_chunks, too_large
 from datagora.storage.manifest import AnyWrappedKey, Manifest, VerifiedManifest, verify_manifest
 from datagora.storage.pipeline import EncodedChunk, EncodingParams, ManifestBuilder, encode_stream
 from datagora.storage.placement import PlacementRecord
@@ -137,6 +138,9 @@ async def upload_version(
         wrapped = wrap_data_key(key, owner, params.dataset_id, params.version)
     handle, owned, total = _open_source(src)
     try:
+        # Refused before any share is stored (a stream of unknown size is stopped
+        # at the limit instead).
+        check_dataset_size(total, params.chunk_size, params.k, params.n)
         return await _upload(
             session, handle, params, key, wrapped, total, metadata_copies, progress, happy
         )
@@ -184,6 +188,7 @@ async def _upload(
     pending: deque[tuple[asyncio.Task[list[str]], EncodedChunk]] = deque()
     chunks = encode_stream(handle, params, key)
     done = 0
+    most = max_chunks(params.chunk_size, params.n)
 
     async def settle_oldest() -> None:
         nonlocal done
@@ -208,6 +213,14 @@ async def _upload(
             chunk = await asyncio.to_thread(next, chunks, None)
             if chunk is None:
                 break
+            if chunk.index >= most:
+                raise DatasetTooLarge(
+                    too_large(
+                        chunk.index * params.chunk_size + chunk.plaintext_size,
+                        params.chunk_size, params.k, params.n,
+                        "The shares stored so far were not published",
+                    )
+                )  # fmt: skip
             builder.add(chunk)
             task = asyncio.create_task(_place_chunk(session, chunk, healthy, failed, happy))
             pending.append((task, chunk))

@@ -9,6 +9,7 @@ m proxies and the owner's agent.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -123,7 +124,12 @@ class Service:
 
 
 class Network:
-    """anvil + contracts + `proxies` proxy processes + the owner's agent (threshold t)."""
+    """anvil + contracts + `proxies` proxy processes + the owner's agent (threshold t).
+
+    The agent runs with an agent key of its own, which the owner authorises on chain
+    (``AccessRegistry.set_delegate``), and the owner's delegation keys sealed to it:
+    it never holds the owner's Ethereum key.
+    """
 
     def __init__(
         self,
@@ -148,6 +154,12 @@ class Network:
         self.ledger.deployment.save(self.deployment)
         self.keys = base / "keys"
         self.owner = self._account(dev_account(1))
+        self.agent_id = self._account(Identity.generate().account)
+        self.ledger.access.set_delegate(self.owner.account, self.agent_id.address, True)
+        self.delegation_file = base / "delegation-keys.json"
+        self.delegation_file.write_text(
+            json.dumps(self.owner.delegation_keys().seal(self.agent_id.umbral_public_key))
+        )
         self.proxy_ids = [self._account(dev_account(5 + i)) for i in range(proxies)]
         common = ["--rpc", self.anvil.url, "--deployment", str(self.deployment), "--keys"]
         self.proxies = [
@@ -171,8 +183,9 @@ class Network:
             "agent",
             base / "agent",
             [
-                *common, str(self.keys), "--account", self.owner.address,
-                "--threshold", str(threshold), "--poll-interval", str(poll_interval),
+                *common, str(self.keys), "--account", self.agent_id.address,
+                "--delegation", str(self.delegation_file), "--threshold", str(threshold),
+                "--poll-interval", str(poll_interval),
                 *[a for p in self.proxies for a in ("--proxy", p.url)],
             ],
         )  # fmt: skip

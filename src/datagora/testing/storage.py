@@ -3,6 +3,8 @@
 Each node is a real ``python -m datagora node --roles storage`` process on a free
 loopback port with its own data directory; :class:`LocalNodes` starts them, waits
 for ``/health`` and stops them (kill, pause and resume one to simulate failures).
+Every development account (``datagora.ledger.dev_account``) has a quota on them
+unless other ``grants`` are given, so a client signing as one may write.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 import httpx
 
+from datagora.node.network import dev_grants
 from datagora.ports import free_port
+from datagora.storage.auth import QuotaBook
 from datagora.storage.errors import NoNodesError
 
 __all__ = ["LocalNode", "LocalNodes"]
@@ -29,9 +34,15 @@ _START_TIMEOUT: Final = 120.0  # generous: a loaded 2-core machine starts 7 node
 class LocalNode:
     """One storage node process."""
 
-    def __init__(self, data_dir: Path, max_share_mb: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        max_share_mb: int | None = None,
+        grants: Mapping[str, int] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.max_share_mb = max_share_mb
+        self.grants = dict(dev_grants() if grants is None else grants)
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -56,6 +67,12 @@ class LocalNode:
         if self.max_share_mb is not None:
             command += ["--max-share-mb", str(self.max_share_mb)]
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        book = QuotaBook.in_dir(self.storage_dir)
+        try:
+            for account, amount in self.grants.items():
+                book.grant(account, amount)
+        finally:
+            book.close()
         log = open(self.data_dir / "node.log", "ab")  # noqa: SIM115 - the child keeps it
         try:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -116,8 +133,14 @@ class LocalNode:
 class LocalNodes:
     """``count`` storage node processes under ``base_dir/node<i>``, as a context manager."""
 
-    def __init__(self, count: int, base_dir: Path, max_share_mb: int | None = None) -> None:
-        self.nodes = [LocalNode(base_dir / f"node{i}", max_share_mb) for i in range(count)]
+    def __init__(
+        self,
+        count: int,
+        base_dir: Path,
+        max_share_mb: int | None = None,
+        grants: Mapping[str, int] | None = None,
+    ) -> None:
+        self.nodes = [LocalNode(base_dir / f"node{i}", max_share_mb, grants) for i in range(count)]
 
     @property
     def urls(self) -> list[str]:

@@ -14,6 +14,9 @@
         flags in the DataNFT whether a dataset has a deny-list or restricted
         sales, and only then read the lists: a refusal costs the buyer nothing.
         Every step is an event. A revoked grant stays revoked.
+        An account may authorise agent keys that delegate key fragments for its
+        datasets on its behalf (and nothing else): proxies accept deliveries
+        signed by a dataset's controller or by one of its current delegates.
 """
 
 interface IDataNFT:
@@ -52,6 +55,8 @@ latest_request: public(HashMap[uint256, HashMap[address, uint256]])
 deny_count: public(HashMap[uint256, uint256])
 # dataset -> only allow-listed accounts may buy, take or order
 sales_restricted: public(HashMap[uint256, bool])
+# owner -> agent key -> may sign key-fragment deliveries for the owner's datasets
+is_delegate: public(HashMap[address, HashMap[address, bool]])
 
 
 struct RequestInfo:
@@ -98,6 +103,12 @@ event ListChanged:
 event SalesRestricted:
     dataset: indexed(uint256)
     restricted: bool
+
+
+event DelegateSet:
+    owner: indexed(address)
+    delegate: indexed(address)
+    allowed: bool
 
 
 @deploy
@@ -254,6 +265,19 @@ def restrict_sales(dataset: uint256, restricted: bool):
     self.sales_restricted[dataset] = restricted
     self._sync_flags(dataset)
     log SalesRestricted(dataset=dataset, restricted=restricted)
+
+
+@external
+def set_delegate(delegate: address, allowed: bool):
+    """
+    @notice Authorise (True) or revoke (False) `delegate` as an agent key that
+            delegates key fragments for the caller's datasets. A delegate can do
+            nothing else: it holds no NFT, datatoken or grant right.
+    """
+    assert delegate != empty(address), "datagora: zero address"
+    assert delegate != msg.sender, "datagora: an account is its own delegate already"
+    self.is_delegate[msg.sender][delegate] = allowed
+    log DelegateSet(owner=msg.sender, delegate=delegate, allowed=allowed)
 
 
 @external
