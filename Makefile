@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 # two cores finish the suite in well under the time of one.
 TEST_WORKERS ?= 2
 
-.PHONY: setup sandbox demo test lint check bench clean
+.PHONY: setup sandbox browser demo test lint check bench clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ node_modules/.stamp: package.json package-lock.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
-setup: $(VENV)/.stamp node_modules/.stamp sandbox
+setup: $(VENV)/.stamp node_modules/.stamp sandbox browser
 
 # bubblewrap runs compute jobs (docs/compute.md); libseccomp builds their syscall filter.
 # Installed from Debian when root; otherwise one line says how to get it.
@@ -37,6 +37,18 @@ sandbox:
 				apt-get install -y -qq bubblewrap libseccomp2; } 2>&1 ) || { echo "$$out"; exit 1; }; \
 		else \
 			echo "bubblewrap is missing: run 'make setup' as root or 'apt-get install bubblewrap' (compute nodes refuse jobs without it)"; \
+		fi; \
+	fi
+
+# Debian's chromium runs the web role's browser tests (tests/web, through Playwright, which
+# never downloads a browser here). Installed from Debian when root; else one line says how.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			out=$$( { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq chromium; } 2>&1 ) || { echo "$$out"; exit 1; }; \
+		else \
+			echo "chromium is missing: run 'make setup' as root or 'apt-get install chromium' (the browser tests skip without it)"; \
 		fi; \
 	fi
 

@@ -121,6 +121,18 @@ def bench_audit(as_json: JsonFlag = False) -> None:
     _bench_output(load_benchmark("audit").run(), as_json)
 
 
+@bench_app.command("web")
+def bench_web(
+    as_json: JsonFlag = False,
+    datasets: Annotated[int, typer.Option(help="Datasets in the catalog.")] = 10_000,
+) -> None:
+    """Server time to render the web node's search page over a catalog of 10,000 datasets.
+
+    Example: datagora bench web --json
+    """
+    _bench_output(load_benchmark("web").run(datasets), as_json)
+
+
 @bench_app.command("chaos")
 def bench_chaos(
     as_json: JsonFlag = False,

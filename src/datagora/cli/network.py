@@ -205,7 +205,7 @@ def node(
     ctx: typer.Context,
     roles: Annotated[
         str | None,
-        typer.Option(help="Comma-separated roles: storage, catalog, proxy, agent, compute."),
+        typer.Option(help="Comma-separated roles: storage, catalog, proxy, agent, compute, web."),
     ] = None,
     port: Annotated[int | None, typer.Option(help="TCP port to listen on.")] = None,
     data: Annotated[Path | None, typer.Option(help="Directory for this node's data.")] = None,
@@ -244,7 +244,15 @@ def node(
     anchor_every: Annotated[
         float, typer.Option(help="proxy: seconds between access-log anchors on chain.")
     ] = 60.0,
-    proxy: Annotated[list[str] | None, typer.Option(help="agent: a proxy URL (repeat).")] = None,
+    proxy: Annotated[
+        list[str] | None, typer.Option(help="agent, web: a proxy URL (repeat).")
+    ] = None,
+    catalog: Annotated[
+        str | None, typer.Option(help="web: the catalog node's URL the pages read.")
+    ] = None,
+    compute: Annotated[
+        str | None, typer.Option(help="web: the compute node the page's requests go to.")
+    ] = None,
     threshold: Annotated[
         int,
         typer.Option(
@@ -343,6 +351,8 @@ def node(
         anchor_every=anchor_every,
         proxies=list(proxy or []),
         threshold=threshold,
+        catalog=catalog,
+        compute=compute,
         delegation=delegation,
         compute_datasets=_compute_datasets(dataset or []),
         allow_weak_sandbox=allow_weak_sandbox,

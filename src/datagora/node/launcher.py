@@ -182,7 +182,7 @@ class LaunchPlan:
         # The compute role is optional in a node build; without it there is no compute part.
         if HAS_COMPUTE:
             names += ["compute"]
-        names += ["catalog"]
+        names += ["catalog", "web"]
         return names
 
 
@@ -386,6 +386,13 @@ class Launcher:
         # each with its own development account) before it starts: clients find them
         # in the NodeRegistry, so the network file lists none of them.
         self._register(chain_url, deployment, storage, proxies, compute)
+        web_args = [*common, "--catalog", catalog.url, "--threshold", str(self.plan.threshold)]
+        web_args += [a for p in proxies for a in ("--proxy", p.url)]
+        web_args += [a for s in storage for a in ("--storage-node", s.url)]
+        if compute is not None:
+            web_args += ["--compute", compute.url]
+        web = self._node("web", "web", ports["web"], web_args)
+
         self.network = Network(
             chain_url=chain_url,
             deployment=deployment,
@@ -394,6 +401,7 @@ class Launcher:
             threshold=self.plan.threshold,
             agent=agent.url,
             catalog=catalog.url,
+            web=web.url,
             state_dir=str(self.dir),
         )
         self.network.save(self.network_file)
@@ -405,6 +413,8 @@ class Launcher:
         for part in (agent, catalog):
             self._spawn(part)
         self._wait_healthy([agent, catalog])
+        self._spawn(web)  # it reads the catalog
+        self._wait_healthy([web])
         return self.network
 
     def _lock(self) -> None:
@@ -873,6 +883,7 @@ def ready_printer(console: Any, as_json: bool) -> Callable[[Launcher, Network], 
             "contracts": network.deployment.contracts,
             "deployed": launcher.redeployed,
             "threshold": network.threshold,
+            "web": network.web,
             "keys": str(launcher.keys_dir),
             "accounts": ["owner", "researcher"],
             "parts": parts,
@@ -888,6 +899,8 @@ def ready_printer(console: Any, as_json: bool) -> Callable[[Launcher, Network], 
             table.add_row(str(p["part"]), str(p["url"]), str(p["pid"]))
         console.print(table)
         console.print(f"logs: {launcher.dir / 'logs'}/<part>.log", highlight=False, soft_wrap=True)
+        if network.web:
+            console.print(f"marketplace in a browser: {network.web}/", highlight=False)
         deployed = "deployed now" if launcher.redeployed else "reused"
         console.print(
             f"contracts {deployed} on chain {network.deployment.chain_id}; "

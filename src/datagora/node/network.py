@@ -54,6 +54,7 @@ class Network:
     agent: str | None = None
     compute: str | None = None
     catalog: str | None = None
+    web: str | None = None
     state_dir: str | None = None
 
     def to_json(self) -> str:
@@ -85,6 +86,7 @@ class Network:
                 agent=data.get("agent"),
                 compute=data.get("compute"),
                 catalog=data.get("catalog"),
+                web=data.get("web"),
                 state_dir=data.get("state_dir"),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from datagora.crypto.keys import Identity
     from datagora.ledger import Ledger
 
-ROLES = ("storage", "catalog", "proxy", "agent", "compute")
+ROLES = ("storage", "catalog", "proxy", "agent", "compute", "web")
+WEB_APP = "datagora.web.app"
+"""The web role's module. The web sits above the node layer (it reads the catalog, the
+chain and the audit trail, and is optional in a node build), so the node loads it by
+name where the role is asked for, never by an import."""
 
 DEFAULT_MAX_SHARE_BYTES = 64 << 20
 PRIVATE_METADATA_ENV = "DATAGORA_CATALOG_PRIVATE_METADATA"
@@ -61,6 +65,9 @@ class NodeConfig:
     allow_weak_sandbox: bool = False
     # compute: each consumer's epsilon budget on a stored dataset that requires DP
     epsilon_budget: float = 3.0
+    # web: the catalog the pages read and the compute node the page's signed requests go to
+    catalog: str | None = None
+    compute: str | None = None
     # storage: keep only what the ledger records, deleting the rest after the grace
     require_onchain_record: bool = False
     retention_grace: float = 3600.0
@@ -130,6 +137,8 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             allow_weak_sandbox=config.allow_weak_sandbox,
             owner_token=token,
         )
+    if role == "web":
+        return _web_app(config)
     if role == "agent":
         from datagora.sharing.requests import check_threshold
         from datagora.sharing.serve import default_threshold, load_delegation_keys
@@ -163,6 +172,28 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
         allow_private_metadata=config.allow_private_metadata
         or os.environ.get(PRIVATE_METADATA_ENV) == "1",
     )
+
+
+def _web_app(config: NodeConfig) -> FastAPI:
+    import importlib
+
+    if not config.catalog:
+        raise ConfigError("the web role needs --catalog (the catalog node's URL)")
+    try:
+        web = importlib.import_module(WEB_APP)
+    except ImportError as exc:
+        raise ConfigError(f"this node build has no web role ({exc})") from None
+    settings = web.WebConfig(
+        catalog=config.catalog,
+        rpc=config.rpc,
+        deployment=config.deployment,
+        proxies=config.proxies,
+        threshold=config.threshold,
+        storage=config.storage_nodes,
+        compute=config.compute,
+    )
+    app: FastAPI = web.create_web_app(settings)
+    return app
 
 
 def build_app(roles: list[str], config: NodeConfig) -> FastAPI:

@@ -51,7 +51,9 @@ def network_parts(net: Network) -> list[tuple[str, str]]:
     parts = [("chain", net.chain_url)]
     parts += [(f"storage{i + 1}", url) for i, url in enumerate(storage)]
     parts += [(f"proxy{i + 1}", url) for i, url in enumerate(proxies)]
-    for name, url in (("agent", net.agent), ("compute", compute), ("catalog", net.catalog)):
+    for name, url in (
+        ("agent", net.agent), ("compute", compute), ("catalog", net.catalog), ("web", net.web),
+    ):  # fmt: skip
         if url:
             parts.append((name, url))
     return parts
