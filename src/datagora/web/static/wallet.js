@@ -283,7 +283,7 @@ if (document.readyState === "loading") document.addEventListener("DOMContentLoad
 else wire();
 
 // ---- download in the page: key from the proxies, shares verified, AES-GCM in WebCrypto ----
-// Formats: docs/formats.md (manifest v2, datagora.share.v1, rfc6962-sha256, datagora.chunk.v1)
+// Formats: docs/formats.md (manifest v2 and v3, datagora.share.v1 and v2, rfc6962-sha256, datagora.chunk.v1)
 // and docs/sharing.md (datagora.reencrypt-request.v1). The data key and the plaintext
 // exist only in this page; the web node relays ciphertext, capsule fragments and requests.
 
@@ -308,7 +308,7 @@ const be = (value, size) => {
 class DownloadRefused extends Error {}
 
 async function merkleRoot(leaves) {
-  // RFC 6962 tree hash over the share hashes (raw 32 bytes each).
+  // RFC 6962 tree hash over `leaves` (share names, raw 32 bytes each; or a share's blocks).
   if (leaves.length === 0) return sha256(new Uint8Array());
   let level = await Promise.all(leaves.map((d) => sha256(concat([new Uint8Array([0]), d]))));
   const mth = async (nodes) => {
@@ -320,13 +320,25 @@ async function merkleRoot(leaves) {
   return mth(level);
 }
 
+const BLOCK_SIZE = 1024; // datagora.share.v2: a share is named by the tree head over its 1 KiB blocks
+
+async function contentAddress(bytes) {
+  // A v2 share ("DGS2"): the RFC 6962 tree head over its blocks; anything else: SHA-256.
+  if (bytes.length >= 4 && equal(bytes.subarray(0, 4), enc.encode("DGS2"))) {
+    const blocks = [];
+    for (let at = 0; at < Math.max(bytes.length, 1); at += BLOCK_SIZE) blocks.push(bytes.subarray(at, at + BLOCK_SIZE));
+    return merkleRoot(blocks);
+  }
+  return sha256(bytes);
+}
+
 async function fetchBlob(name, nodes) {
-  // The blob named `name` (its SHA-256) from the first of `nodes` that serves it intact.
+  // The blob named `name` (its content address) from the first of `nodes` that serves it intact.
   for (const index of nodes) {
     const r = await fetch(`/api/relay/storage/${index}/shares/${name}`);
     if (!r.ok) continue;
     const bytes = new Uint8Array(await r.arrayBuffer());
-    if (hex(await sha256(bytes)) === name) return bytes;
+    if (hex(await contentAddress(bytes)) === name) return bytes;
   }
   return null;
 }
@@ -394,7 +406,8 @@ async function dataKey(art, wrap, say) {
 }
 
 function expectedHeader(m, i, b, k, n, size) {
-  return concat([enc.encode("DGS1"), unhex(m.dataset_id), be(m.version, 4), be(i, 8), be(b, 2),
+  const magic = m.format_version === 3 ? "DGS2" : "DGS1";
+  return concat([enc.encode(magic), unhex(m.dataset_id), be(m.version, 4), be(i, 8), be(b, 2),
     be(k, 2), be(n, 2), be(size, 4)]);
 }
 
@@ -407,7 +420,7 @@ export async function downloadInPage(onStatus = () => {}) {
   const manifestBytes = await fetchBlob(art.manifest, allNodes);
   if (!manifestBytes) throw new DownloadRefused("No storage node serves this version's manifest.");
   const m = JSON.parse(new TextDecoder().decode(manifestBytes));
-  if (m.format !== "datagora.manifest" || m.format_version !== 2 || m.key_wrap.scheme !== "umbral-pre-v1") {
+  if (m.format !== "datagora.manifest" || ![2, 3].includes(m.format_version) || m.key_wrap.scheme !== "umbral-pre-v1") {
     throw new DownloadRefused("This version's manifest is not one the page can read (its key is not shared through proxies).");
   }
   const { k, n } = m.erasure;
