@@ -155,7 +155,7 @@ def account_authorize_agent(
     """Authorise an agent key on chain to delegate key fragments for your datasets (and
     nothing else), and write your delegation keys sealed to it for its --delegation.
 
-    Example: datagora account authorize-agent agent.json --out delegation.json --account alice
+    Example: datagora account authorize-agent agent.json --out keys.json
     """
     from datagora.atomic import write_atomically
     from datagora.crypto.errors import KeystoreError
