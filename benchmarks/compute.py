@@ -133,7 +133,12 @@ def run(samples: int = 7) -> dict[str, Any]:
             chain_lock=lock,
         )
         try:
-            with ComputeClient(f"http://127.0.0.1:{node.port}", buyer, ledger.chain.chain_id) as c:
+            with ComputeClient(
+                f"http://127.0.0.1:{node.port}",
+                buyer,
+                ledger.chain.chain_id,
+                ledger.compute.address,
+            ) as c:
                 overheads = []
                 for _ in range(samples):
                     t = time.perf_counter()
@@ -179,7 +184,10 @@ def run(samples: int = 7) -> dict[str, Any]:
                 )
                 nodes.append(node)
                 client = ComputeClient(
-                    f"http://127.0.0.1:{node.port}", buyer, ledger.chain.chain_id
+                    f"http://127.0.0.1:{node.port}",
+                    buyer,
+                    ledger.chain.chain_id,
+                    ledger.compute.address,
                 )
                 sites.append(Site(client, dataset, order))
             t = time.perf_counter()
@@ -252,7 +260,9 @@ def _dp_query_p50(
     }
     times = []
     try:
-        with ComputeClient(f"http://127.0.0.1:{node.port}", buyer, ledger.chain.chain_id) as c:
+        with ComputeClient(
+            f"http://127.0.0.1:{node.port}", buyer, ledger.chain.chain_id, ledger.compute.address
+        ) as c:
             for _ in range(samples):
                 t = time.perf_counter()
                 job = c.submit(dataset, order, query, params)

@@ -293,7 +293,9 @@ class Market(Marketplace):
         url = node or (endpoints.compute if dataset is None else endpoints.compute_node(dataset))
         if not url:
             raise ConfigError("the network names no compute node: pass node=URL")
-        return OwnerClient(url, self.identity, self.ledger.chain.chain_id)
+        return OwnerClient(
+            url, self.identity, self.ledger.chain.chain_id, self.ledger.compute.address
+        )
 
     def _job_owner(self, job: int, node: str | None) -> OwnerClient:
         return self._owner(node, None if node else self.ledger.compute.job(job).dataset)

@@ -313,15 +313,18 @@ def test_owner_reviews_approves_and_denies(net: Net, tmp_path: Path) -> None:
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
     assert f"only the controller of dataset {dataset}" in refused.stderr
     chain_id = net.ledger.chain.chain_id
+    registry = net.ledger.compute.address
     for who in ("researcher", "other"):
-        with OwnerClient(net.compute_url, identity(who), chain_id) as owner:
+        with OwnerClient(net.compute_url, identity(who), chain_id, registry) as owner:
             assert owner.pending() == []
             for act in (owner.review, owner.approve, lambda j: owner.deny(j, "x")):
                 with pytest.raises(JobRefused, match="only the controller"):
                     act(first)
     # A denial reason other than the one signed is refused.
-    with OwnerClient(net.compute_url, identity("owner"), chain_id) as owner:
-        signed = sign_owner_request(identity("owner"), chain_id, "deny", first, "signed reason")
+    with OwnerClient(net.compute_url, identity("owner"), chain_id, registry) as owner:
+        signed = sign_owner_request(
+            identity("owner"), chain_id, "deny", first, "signed reason", verifying_contract=registry
+        )
         r = httpx.post(
             f"{net.compute_url}/owner/jobs/{first}/deny",
             headers={REQUEST_HEADER: encode_header(signed)},
@@ -339,7 +342,7 @@ def test_owner_reviews_approves_and_denies(net: Net, tmp_path: Path) -> None:
     decided = [e for e in net.ledger.events() if e.name == "JobDecided" and int(e["job"]) == first]
     assert decided and decided[0]["reason"] == "prints too much"
     with (
-        OwnerClient(net.compute_url, identity("owner"), chain_id) as owner,
+        OwnerClient(net.compute_url, identity("owner"), chain_id, registry) as owner,
         pytest.raises(JobRefused, match="denied, not pending"),
     ):
         owner.approve(first)

@@ -92,7 +92,7 @@ class Node:
         self.thread.join(timeout=60)
 
     def client(self, who: Identity, chain_id: int) -> ComputeClient:
-        return ComputeClient(self.url, who, chain_id)
+        return ComputeClient(self.url, who, chain_id, self.jobs.verifying_contract)
 
 
 @contextmanager

@@ -156,7 +156,15 @@ def test_refusals(setup, embedded_ledger: Ledger) -> None:
         nonce=new_nonce(),
         expires=int(time.time()) + 60,
     )
-    signed = sign_request(buyer, request, ledger.chain.chain_id).to_json()
+    # Signed for this chain only (no verifyingContract): refused, and the nonce is not spent.
+    unbound = sign_request(buyer, request, ledger.chain.chain_id).to_json()
+    answer = httpx.post(
+        f"{node.url}/jobs", json={"request": unbound, "algorithm": code, "params": {"a": 1}}
+    )
+    assert answer.status_code == 401 and "contract" in answer.json()["detail"]
+    signed = sign_request(
+        buyer, request, ledger.chain.chain_id, verifying_contract=ledger.compute.address
+    ).to_json()
     for body, status in (
         ({"request": signed, "algorithm": code + "#", "params": {"a": 1}}, 400),
         ({"request": signed, "algorithm": code, "params": {"a": 2}}, 400),

@@ -318,7 +318,9 @@ def _owner_client(account: str | None, keys: Path | None, node: str | None) -> A
     from datagora.market.compute import OwnerClient
 
     m = marketplace(account, keys)
-    return OwnerClient(_node_url(m, node), m.identity, m.ledger.chain.chain_id)
+    return OwnerClient(
+        _node_url(m, node), m.identity, m.ledger.chain.chain_id, m.ledger.compute.address
+    )
 
 
 @jobs_app.command("list")

@@ -445,7 +445,9 @@ def _federated(world: _World) -> dict[str, Any]:
                 chain_lock=getattr(ledger.chain, "lock", None),
             )
             node = world.servers.start(factory, f"compute-{k}")
-            client = _CountingClient(node.url, researcher, ledger.chain.chain_id)
+            client = _CountingClient(
+                node.url, researcher, ledger.chain.chain_id, ledger.compute.address
+            )
             clients.append(client)
             sites.append(Site(client, pub.dataset, order.tx.tx_hash))
         say(

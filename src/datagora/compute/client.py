@@ -47,13 +47,18 @@ def extract_archive(archive: bytes, dest: Path) -> list[Path]:
 
 
 class ComputeClient:
-    """One consumer talking to one compute node."""
+    """One consumer talking to one compute node.
+
+    ``chain_id`` and ``verifying_contract`` (the deployment's ComputeRegistry, from the
+    consumer's own ledger, never from the node) are the EIP-712 domain of every request
+    it signs, so a request is valid on that deployment only."""
 
     def __init__(
         self,
         url: str,
         consumer: Identity,
         chain_id: int,
+        verifying_contract: str,
         *,
         timeout: float = 60.0,
         lifetime: int = 300,
@@ -61,6 +66,7 @@ class ComputeClient:
         self.url = url.rstrip("/")
         self.consumer = consumer
         self.chain_id = chain_id
+        self.verifying_contract = verifying_contract
         self.lifetime = lifetime
         self._http = httpx.Client(timeout=timeout)
 
@@ -96,7 +102,9 @@ class ComputeClient:
             nonce=new_nonce(),
             expires=int(time.time()) + self.lifetime,
         )
-        signed = sign_request(self.consumer, request, self.chain_id)
+        signed = sign_request(
+            self.consumer, request, self.chain_id, verifying_contract=self.verifying_contract
+        )
         body = {"request": signed.to_json(), "algorithm": algorithm, "params": params}
         response = self._check(self._http.post(f"{self.url}/jobs", json=body))
         return int(response.json()["job"])
@@ -109,7 +117,9 @@ class ComputeClient:
             nonce=new_nonce(),
             expires=int(time.time()) + self.lifetime,
         )
-        signed = sign_request(self.consumer, request, self.chain_id)
+        signed = sign_request(
+            self.consumer, request, self.chain_id, verifying_contract=self.verifying_contract
+        )
         return {
             REQUEST_HEADER: base64.urlsafe_b64encode(json.dumps(signed.to_json()).encode()).decode()
         }
@@ -132,7 +142,9 @@ class ComputeClient:
             nonce=new_nonce(),
             expires=int(time.time()) + self.lifetime,
         )
-        signed = sign_request(self.consumer, request, self.chain_id)
+        signed = sign_request(
+            self.consumer, request, self.chain_id, verifying_contract=self.verifying_contract
+        )
         header = base64.urlsafe_b64encode(json.dumps(signed.to_json()).encode()).decode()
         return self._check(self._http.get(f"{self.url}{path}", headers={REQUEST_HEADER: header}))
 

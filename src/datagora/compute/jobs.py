@@ -353,6 +353,9 @@ class JobService:
         self.sandbox = sandbox or Sandbox(limits, allow_weak=allow_weak_sandbox, hide=hide)
         self.policy = policy or OutputPolicy()
         self.chain_id = ledger.chain.chain_id
+        # Requests are signed for this deployment: one signed for another ComputeRegistry
+        # on the same chain (a test network beside the real one) is refused.
+        self.verifying_contract = ledger.compute.address
         self._chain: AbstractContextManager[Any] = chain_lock or threading.RLock()
         self._admit = threading.Lock()
         self._store = _Store(self.data_dir)
@@ -398,7 +401,12 @@ class JobService:
             raise JobRefused("the parameters' SHA-256 (canonical JSON) is not the one signed", 400)
         try:
             verified = verify_request(
-                signed, self.chain_id, int(self._clock()), self._nonces, expect=ComputeRequest
+                signed,
+                self.chain_id,
+                int(self._clock()),
+                self._nonces,
+                expect=ComputeRequest,
+                verifying_contract=self.verifying_contract,
             )
         except RequestRefused as exc:
             raise JobRefused(str(exc), 401) from None
@@ -550,7 +558,12 @@ class JobService:
         """The job, if `signed` is its consumer's fresh JobRequest for `action`."""
         try:
             verified = verify_request(
-                signed, self.chain_id, int(self._clock()), self._nonces, expect=JobRequest
+                signed,
+                self.chain_id,
+                int(self._clock()),
+                self._nonces,
+                expect=JobRequest,
+                verifying_contract=self.verifying_contract,
             )
         except RequestRefused as exc:
             raise JobRefused(str(exc), 401) from None
@@ -621,7 +634,12 @@ class JobService:
         only its own datasets' jobs)."""
         try:
             verified = verify_request(
-                signed, self.chain_id, int(self._clock()), self._nonces, expect=OwnerJobRequest
+                signed,
+                self.chain_id,
+                int(self._clock()),
+                self._nonces,
+                expect=OwnerJobRequest,
+                verifying_contract=self.verifying_contract,
             )
         except RequestRefused as exc:
             raise JobRefused(str(exc), 401) from None

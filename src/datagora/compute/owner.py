@@ -1,7 +1,8 @@
 """The owner's signed request to a compute node: list, review, approve or deny jobs.
 
 An :class:`~datagora.compute.requests.OwnerJobRequest` is an EIP-712 typed request
-(same domain, JSON form and nonce/expiry rules as every other) signed by the account it names
+(same JSON form and nonce/expiry rules as every other; its domain names the
+deployment's ComputeRegistry as ``verifyingContract``) signed by the account it names
 in ``owner``. The node accepts it only when that account is, on chain, the
 controller of the job's dataset (for ``list``: it lists only the pending jobs of the
 datasets the signer controls). ``job`` is the job id (0 for ``list``); ``reason`` is
@@ -46,9 +47,17 @@ def reason_hash(reason: str) -> bytes:
 
 
 def sign_owner_request(
-    owner: Identity, chain_id: int, action: str, job: int = 0, reason: str = "", lifetime: int = 120
+    owner: Identity,
+    chain_id: int,
+    action: str,
+    job: int = 0,
+    reason: str = "",
+    lifetime: int = 120,
+    *,
+    verifying_contract: str,
 ) -> SignedRequest[OwnerJobRequest]:
-    """A fresh signed :class:`OwnerJobRequest`."""
+    """A fresh signed :class:`OwnerJobRequest` for the deployment whose ComputeRegistry
+    is ``verifying_contract``."""
     request = OwnerJobRequest(
         owner=owner.address,
         job=job,
@@ -57,7 +66,7 @@ def sign_owner_request(
         nonce=new_nonce(),
         expires=int(time.time()) + lifetime,
     )
-    return sign_request(owner, request, chain_id)
+    return sign_request(owner, request, chain_id, verifying_contract=verifying_contract)
 
 
 def encode_header(signed: SignedRequest[Any]) -> str:

@@ -292,7 +292,9 @@ def node_client(market: Marketplace, node: str | None, dataset: int | None = Non
     url = node or (endpoints.compute if dataset is None else endpoints.compute_node(dataset))
     if not url:
         raise ConfigError("no compute node: the network file names none (pass --node URL)")
-    return ComputeClient(url, market.identity, market.ledger.chain.chain_id)
+    return ComputeClient(
+        url, market.identity, market.ledger.chain.chain_id, market.ledger.compute.address
+    )
 
 
 def served(client: ComputeClient, dataset: int) -> dict[str, Any]:
@@ -480,10 +482,18 @@ def train(
 class OwnerClient:
     """A dataset controller at a compute node: pending jobs, review, approve, deny."""
 
-    def __init__(self, url: str, owner: Identity, chain_id: int, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        owner: Identity,
+        chain_id: int,
+        verifying_contract: str,
+        timeout: float = 60.0,
+    ) -> None:
         self.url = url.rstrip("/")
         self.owner = owner
         self.chain_id = chain_id
+        self.verifying_contract = verifying_contract
         self._http = httpx.Client(timeout=timeout)
 
     def close(self) -> None:
@@ -496,7 +506,14 @@ class OwnerClient:
         self.close()
 
     def _call(self, method: str, path: str, action: str, job: int = 0, reason: str = "") -> Any:
-        signed = sign_owner_request(self.owner, self.chain_id, action, job, reason)
+        signed = sign_owner_request(
+            self.owner,
+            self.chain_id,
+            action,
+            job,
+            reason,
+            verifying_contract=self.verifying_contract,
+        )
         headers = {REQUEST_HEADER: encode_header(signed)}
         try:
             if method == "GET":

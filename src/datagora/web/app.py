@@ -461,6 +461,8 @@ def create_web_app(config: WebConfig) -> FastAPI:
                 "fields": FragmentRequest.eip712_type(),
                 "verifyingContract": ledger.access.address if bound else None,
             },
+            # Compute requests name the deployment's ComputeRegistry in their domain.
+            "computeRequest": {"verifyingContract": ledger.compute.address},
             "contracts": ledger.deployment.contracts,
             "proxies": config.proxies,
             "threshold": config.threshold,

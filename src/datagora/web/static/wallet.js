@@ -178,6 +178,12 @@ function randomHex32() {
   return window.ethers.hexlify(b);
 }
 
+function computeDomain(cfg) {
+  // Compute requests are valid on one deployment: its ComputeRegistry (docs/compute.md).
+  return { name: "datagora", version: "1", chainId: cfg.chainId,
+    verifyingContract: cfg.computeRequest.verifyingContract };
+}
+
 async function ownerRequest(action, job, reasonText = "") {
   const cfg = await config();
   const reasonHash = reasonText
@@ -187,7 +193,7 @@ async function ownerRequest(action, job, reasonText = "") {
     owner: state.account, job: String(job), action, reason: reasonHash,
     nonce: randomHex32(), expires: Math.floor(Date.now() / 1000) + 120,
   };
-  const domain = { name: "datagora", version: "1", chainId: cfg.chainId };
+  const domain = computeDomain(cfg);
   const types = { OwnerJobRequest: [
     { name: "owner", type: "address" }, { name: "job", type: "uint256" },
     { name: "action", type: "string" }, { name: "reason", type: "bytes32" },
@@ -521,7 +527,7 @@ function canonical(value) {
 
 async function signedRequest(type, fields, message) {
   const cfg = await config();
-  const domain = { name: "datagora", version: "1", chainId: cfg.chainId };
+  const domain = computeDomain(cfg);
   const signature = (await state.signer.signTypedData(domain, { [type]: fields }, message)).toLowerCase();
   return { format: "datagora.signed-request.v1", type, domain, message, signature };
 }
