@@ -277,6 +277,17 @@ def node(
     allow_weak_sandbox: Annotated[
         bool, typer.Option(help="compute: run jobs without bubblewrap (NO isolation).")
     ] = False,
+    max_jobs_per_dataset: Annotated[
+        int | None,
+        typer.Option(
+            help="compute: open jobs (pending review, queued, running) one dataset may have; "
+            "the next is refused with 429 (default 32)."
+        ),
+    ] = None,
+    max_jobs_per_consumer: Annotated[
+        int | None,
+        typer.Option(help="compute: open jobs one consumer may have on this node (default 16)."),
+    ] = None,
     require_onchain_record: Annotated[
         bool,
         typer.Option(
@@ -335,6 +346,12 @@ def node(
         raise ConfigError("--confirmations must not be negative")
     if retention_grace < 0:
         raise ConfigError("--retention-grace must not be negative")
+    for flag, cap in (
+        ("--max-jobs-per-dataset", max_jobs_per_dataset),
+        ("--max-jobs-per-consumer", max_jobs_per_consumer),
+    ):
+        if cap is not None and cap < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {cap}")
     role_list = [r.strip() for r in roles.split(",") if r.strip()]
     config = NodeConfig(
         data_dir=data,
@@ -356,6 +373,8 @@ def node(
         delegation=delegation,
         compute_datasets=_compute_datasets(dataset or []),
         allow_weak_sandbox=allow_weak_sandbox,
+        max_jobs_per_dataset=max_jobs_per_dataset,
+        max_jobs_per_consumer=max_jobs_per_consumer,
         require_onchain_record=require_onchain_record,
         retention_grace=retention_grace,
         public_urls=list(public_url or []),

@@ -65,6 +65,10 @@ class NodeConfig:
     allow_weak_sandbox: bool = False
     # compute: each consumer's epsilon budget on a stored dataset that requires DP
     epsilon_budget: float = 3.0
+    # compute: open jobs (pending, queued, running) per dataset and per consumer
+    # (None: the compute node's defaults)
+    max_jobs_per_dataset: int | None = None
+    max_jobs_per_consumer: int | None = None
     # web: the catalog the pages read and the compute node the page's signed requests go to
     catalog: str | None = None
     compute: str | None = None
@@ -136,6 +140,8 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             epsilon_budget=config.epsilon_budget,
             allow_weak_sandbox=config.allow_weak_sandbox,
             owner_token=token,
+            max_jobs_per_dataset=config.max_jobs_per_dataset,
+            max_jobs_per_consumer=config.max_jobs_per_consumer,
         )
     if role == "web":
         return _web_app(config)
