@@ -106,7 +106,8 @@ def test_escapes_fail_cleanly_and_the_node_keeps_serving(
         processes=32,
         disk_bytes=48 << 20,
     )
-    sandbox = Sandbox(limits, scratch_dir=scratch, hide=[tmp_path / "owner"])
+    uids = range(62400, 62404)  # jobs claim theirs here; checked for leftovers below
+    sandbox = Sandbox(limits, scratch_dir=scratch, hide=[tmp_path / "owner"], uids=uids)
     with running(
         ledger=ledger,
         operator=identity(OWNER),
@@ -144,9 +145,9 @@ def test_escapes_fail_cleanly_and_the_node_keeps_serving(
     assert list(scratch.iterdir()) == []
     # Killed processes are torn down by the kernel asynchronously: allow it a moment.
     deadline = time.monotonic() + 15
-    while _processes_of(sandbox.uid) and time.monotonic() < deadline:
+    while any(_processes_of(u) for u in uids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _processes_of(sandbox.uid) == []
+    assert [p for u in uids for p in _processes_of(u)] == []
 
 
 def _processes_of(uid: int | None) -> list[str]:

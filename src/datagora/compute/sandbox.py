@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import fcntl
 import functools
 import itertools
 import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -66,6 +68,7 @@ __all__ = [
     "Sandbox",
     "SandboxResult",
     "bubblewrap_problem",
+    "claim_uid",
     "probe_isolation",
 ]
 
@@ -162,16 +165,54 @@ class SandboxResult:
     logs_truncated: bool
     wall_s: float
     isolation: Isolation
+    uid: int | None = None
+    """The uid the job ran as on the host (a root node's claimed uid; None otherwise)."""
     input_paths: dict[int, Path] = field(default_factory=dict)
 
 
 _probe_cache: dict[int, str | None] = {}
-_uid_counter = itertools.count()
 _job_counter = itertools.count()
 
+SANDBOX_UIDS: Final = range(61000, 65000)
+"""The uids a root node's jobs run as, one per running job."""
+UID_LOCKS: Final = Path("/run/datagora-sandbox-uids")
+"""Where running jobs claim their uid: one file per uid, held with ``flock``."""
 
-def _next_uid() -> int:
-    return 61000 + (os.getpid() % 250) * 16 + next(_uid_counter) % 16
+
+@contextlib.contextmanager
+def claim_uid(uids: range = SANDBOX_UIDS, locks: Path = UID_LOCKS) -> Iterator[int]:
+    """A uid of `uids` that no other running job holds, held until the block ends.
+
+    Every job of every node on the machine claims its uid here: an exclusive ``flock``
+    on ``locks/<uid>``, taken without waiting, so two jobs (two workers of one node,
+    or two nodes) never share a uid, and the kernel drops the claim of a process that
+    dies. A shared uid would share the per-uid process limit, and in the weak mode
+    each job's files and the other's clean-up kill. Raises :class:`SandboxUnavailable`
+    when every uid is held, or when `locks` is writable by others.
+    """
+    locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = locks.stat()
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise SandboxUnavailable(
+            f"{locks} must belong to uid {os.geteuid()} and be writable by it alone"
+        )
+    start = secrets.randbelow(len(uids))
+    for i in range(len(uids)):
+        uid = uids[(start + i) % len(uids)]
+        fd = os.open(locks / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield uid
+        finally:
+            os.close(fd)  # closing the last descriptor releases the lock
+        return
+    raise SandboxUnavailable(
+        f"every sandbox uid ({uids.start}-{uids.stop - 1}) is held by a running job"
+    )
 
 
 def bubblewrap_problem() -> str | None:
@@ -546,12 +587,12 @@ class Sandbox:
     ``hide`` adds directories (the node's data directory, the datasets' folders) to
     :data:`DEFAULT_HIDDEN`: nothing outside the bound directories is visible anyway,
     and these are covered by an empty tmpfs should one lie inside them.
-    ``sandbox_uid`` is the unprivileged uid/gid jobs run as when the node is root; by
-    default one in 61000–64999 from the process id and a counter (a uid of its own
-    keeps the process limit and the weak mode's clean-up per sandbox): give nodes
-    explicit uids in production. When the node is not root, jobs run as uid 65534 in
-    a user namespace of the node's uid. In the weak mode, the sandbox uid must be able
-    to reach ``scratch_dir`` (the default, the system's temporary directory, is).
+    ``uids`` are the unprivileged uids jobs run as when the node is root: each job
+    claims one that no running job on the machine holds (:func:`claim_uid`), so the
+    process limit and the weak mode's files and clean-up stay per job. When the node
+    is not root, jobs run as uid 65534 in a user namespace of the node's uid. In the
+    weak mode, the sandbox uid must be able to reach ``scratch_dir`` (the default, the
+    system's temporary directory, is).
     """
 
     def __init__(
@@ -561,7 +602,7 @@ class Sandbox:
         allow_weak: bool = False,
         scratch_dir: Path | None = None,
         hide: Sequence[Path | str] = (),
-        sandbox_uid: int | None = None,
+        uids: range = SANDBOX_UIDS,
         log_cap: int = 64 * 1024,
     ) -> None:
         self.limits = limits or Limits()
@@ -576,7 +617,7 @@ class Sandbox:
         self.problem = problem or ""
         self.scratch_dir = Path(scratch_dir or tempfile.gettempdir())
         self.as_root = os.geteuid() == 0
-        self.uid = (sandbox_uid or _next_uid()) if self.as_root else None
+        self.uids = uids
         self.log_cap = log_cap
         self.binds: tuple[tuple[str, str], ...] = ()
         self.hidden: list[str] = []
@@ -617,18 +658,24 @@ class Sandbox:
         ``with`` block ends, then the private directory is removed.
         """
         limits = limits or self.limits
-        root = Path(tempfile.mkdtemp(prefix="datagora-job-", dir=self.scratch_dir))
-        logs = Path(tempfile.mkdtemp(prefix="datagora-logs-", dir=self.scratch_dir))
-        try:
-            yield self._run(root, logs, algorithm, inputs, params, dp, limits)
-        finally:
-            if self.uid is not None and self.isolation is Isolation.WEAK:
-                _kill_uid(self.uid)
-            _remove_tree(root)
-            _remove_tree(logs)
+        with contextlib.ExitStack() as stack:
+            uid = stack.enter_context(claim_uid(self.uids)) if self.as_root else None
+            weak = self.isolation is Isolation.WEAK
+            if uid is not None and weak:
+                _kill_uid(uid)  # anything a crashed node's job left under this uid
+            root = Path(tempfile.mkdtemp(prefix="datagora-job-", dir=self.scratch_dir))
+            logs = Path(tempfile.mkdtemp(prefix="datagora-logs-", dir=self.scratch_dir))
+            try:
+                yield self._run(uid, root, logs, algorithm, inputs, params, dp, limits)
+            finally:
+                if uid is not None and weak:
+                    _kill_uid(uid)
+                # Before the uid is released: the next job with it never sees these.
+                _remove_tree(root)
+                _remove_tree(logs)
 
     def _prepare(
-        self, root: Path, algorithm: bytes, inputs: Mapping[int, Path], params: Any
+        self, uid: int | None, root: Path, algorithm: bytes, inputs: Mapping[int, Path], params: Any
     ) -> tuple[dict[str, str], int]:
         os.chmod(root, 0o700)
         for name in ("in", "in/inputs", "work", "out"):
@@ -647,15 +694,16 @@ class Sandbox:
         (root / "in" / "params.json").write_text(json.dumps(params), "utf-8")
         for name in ("algorithm.py", "params.json"):
             os.chmod(root / "in" / name, 0o400)
-        if self.uid is not None:
+        if uid is not None:
             for dirpath, dirnames, filenames in os.walk(root):
                 for name in [*dirnames, *filenames]:
-                    os.chown(os.path.join(dirpath, name), self.uid, self.uid)
-            os.chown(root, self.uid, self.uid)
+                    os.chown(os.path.join(dirpath, name), uid, uid)
+            os.chown(root, uid, uid)
         return relative, input_bytes
 
     def _run(
         self,
+        uid: int | None,
         root: Path,
         logs: Path,
         algorithm: bytes,
@@ -664,14 +712,14 @@ class Sandbox:
         dp: Mapping[str, Any] | None,
         limits: Limits,
     ) -> SandboxResult:
-        relative, input_bytes = self._prepare(root, algorithm, inputs, params)
+        relative, input_bytes = self._prepare(uid, root, algorithm, inputs, params)
         boxed = self.isolation is Isolation.BUBBLEWRAP
         inside = JOB_ROOT if boxed else str(root)
         ready, ready_w = os.pipe()
         config = {
             "root": inside,
-            "uid": None if boxed else self.uid,
-            "gid": None if boxed else self.uid,
+            "uid": None if boxed else uid,
+            "gid": None if boxed else uid,
             "limits": limits.runner_json(),
             "inputs": relative,
             "dp": dict(dp) if dp is not None else None,
@@ -703,7 +751,7 @@ class Sandbox:
                 fds.append(_memfd(seccomp.filter_bpf()))
                 command = _wrap(
                     root,
-                    self.uid,
+                    uid,
                     limits,
                     self.binds,
                     self.hidden,
@@ -740,8 +788,8 @@ class Sandbox:
                         proc.wait()
             wall = time.monotonic() - started
             if not boxed:
-                if self.uid is not None:
-                    _kill_uid(self.uid)
+                if uid is not None:
+                    _kill_uid(uid)
                 else:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(proc.pid, signal.SIGKILL)
@@ -777,6 +825,7 @@ class Sandbox:
             logs_truncated=t1 or t2,
             wall_s=wall,
             isolation=self.isolation,
+            uid=uid,
             input_paths={int(k): root / "in" / v for k, v in relative.items()},
         )
 
