@@ -91,8 +91,12 @@ class ComputeClient:
             raise JobRefused(str(detail), response.status_code)
         return response
 
-    def submit(self, dataset: int, order: str | bytes, algorithm: str, params: Any) -> int:
-        """Submit a job; its on-chain id."""
+    def submit(
+        self, dataset: int, order: str | bytes, algorithm: str, params: Any, *, hold: int = 0
+    ) -> int:
+        """Submit a job; its on-chain id. With ``hold`` (seconds) the node admits it and
+        reserves its epsilon but runs it only after :meth:`start` (see
+        :class:`~datagora.compute.requests.ComputeRequest`)."""
         request = ComputeRequest(
             consumer=self.consumer.address,
             dataset=dataset,
@@ -101,6 +105,7 @@ class ComputeClient:
             params=params_hash(params),
             nonce=new_nonce(),
             expires=int(time.time()) + self.lifetime,
+            hold=hold,
         )
         signed = sign_request(
             self.consumer, request, self.chain_id, verifying_contract=self.verifying_contract
@@ -129,6 +134,16 @@ class ComputeClient:
         response = self._check(
             self._http.post(
                 f"{self.url}/jobs/{job}/cancel", headers=self._signed_header(job, "cancel")
+            )
+        )
+        out: dict[str, Any] = response.json()
+        return out
+
+    def start(self, job: int) -> dict[str, Any]:
+        """Run a job submitted with ``hold``: it joins the node's queue."""
+        response = self._check(
+            self._http.post(
+                f"{self.url}/jobs/{job}/start", headers=self._signed_header(job, "start")
             )
         )
         out: dict[str, Any] = response.json()

@@ -24,6 +24,7 @@ its jobs) is in :attr:`FederatedModel.epsilon`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
@@ -31,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import httpx
 import numpy as np
 
 from datagora.compute.algorithms import source
@@ -114,6 +116,32 @@ class FederatedModel:
         return doc
 
 
+HOLD_S: Final = 120
+"""How long a DP round's sites keep their reservation waiting for the round's start."""
+
+
+def _reserve_all(
+    sites: Sequence[Site], params: dict[str, Any], algorithm: str
+) -> list[tuple[Site, int]]:
+    """Submit one held job per site (each node reserves its epsilon), then start them
+    all; if a site refuses, cancel the jobs already held (their reservations are
+    released, nothing ran) and raise its refusal. Two consumers racing for the last
+    epsilon of two datasets then never each spend one site on a model never averaged."""
+    held: list[tuple[Site, int]] = []
+    try:
+        for site in sites:
+            job = site.client.submit(site.dataset, site.order, algorithm, params, hold=HOLD_S)
+            held.append((site, job))
+    except (ComputeError, httpx.HTTPError):
+        for site, job in held:
+            with contextlib.suppress(ComputeError, httpx.HTTPError):
+                site.client.cancel(job)
+        raise
+    for site, job in held:
+        site.client.start(job)
+    return held
+
+
 def _round(
     sites: Sequence[Site],
     params: dict[str, Any],
@@ -122,11 +150,19 @@ def _round(
     jobs: list[int],
     algorithm: str,
     on_job: Callable[[int, dict[str, Any]], None] | None,
+    *,
+    hold: bool = False,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """One job per site; each job's final status and its result file `name` (JSON)."""
-    submitted = [
-        (site, site.client.submit(site.dataset, site.order, algorithm, params)) for site in sites
-    ]
+    """One job per site; each job's final status and its result file `name` (JSON).
+    With `hold`, every site reserves before any runs (:func:`_reserve_all`)."""
+    submitted = (
+        _reserve_all(sites, params, algorithm)
+        if hold
+        else [
+            (site, site.client.submit(site.dataset, site.order, algorithm, params))
+            for site in sites
+        ]
+    )
     out = []
     for site, job in submitted:
         jobs.append(job)
@@ -175,7 +211,9 @@ def federated_train(
     :data:`FEDAVG_DP_ALGORITHM` (or a file writing the same ``weights.json``), each
     site spending `e`; `C` and `max_iter` tune the local DP model; `classes` are the
     target's two values, negative then positive (declared: never read from the data). Every site's
-    remaining budget is checked before any job is submitted (:class:`BudgetExceeded`).
+    remaining budget is checked before any job is submitted (:class:`BudgetExceeded`),
+    then every site reserves its epsilon with a held job before any site runs: a site
+    that refuses (another consumer took the budget meanwhile) releases the others.
     """
     if not sites:
         raise ComputeError("need at least one site")
@@ -267,8 +305,8 @@ def check_budgets(sites: Sequence[tuple[ComputeClient, int]], epsilon: float) ->
     """:class:`BudgetExceeded` unless every (node, dataset) that requires DP has at least
     `epsilon` left (of the dataset's budget, and of the consumer's cap if any). Asked
     before any job is submitted (or anything ordered): a site accepting while another
-    refuses would spend epsilon on a model never averaged. Not atomic — a node still
-    refuses at admission what no longer fits."""
+    refuses would spend epsilon on a model never averaged. Not atomic by itself — the
+    round then reserves at every site with held jobs before any runs."""
     for client, dataset in sites:
         budget = client.budget(dataset)
         if budget["differential_privacy"] and budget["remaining"] < epsilon - 1e-12:
@@ -319,7 +357,7 @@ def _train_dp(
         "classes": list(classes),
     }
     jobs: list[int] = []
-    results = _round(sites, params, "weights.json", timeout, jobs, algorithm, on_job)
+    results = _round(sites, params, "weights.json", timeout, jobs, algorithm, on_job, hold=True)
     returned = {json.dumps(doc.get("classes")) for _, doc in results}
     if len(returned) > 1:
         raise ComputeError(f"the sites' models have different classes: {sorted(returned)}")

@@ -22,8 +22,14 @@
 The owner reviews pending jobs (:meth:`JobService.review` shows the code) and
 approves or denies them; the decision goes on chain (``decide``).
 
+A job the owner trusts may be *held* (``ComputeRequest.hold`` seconds): admitted,
+recorded and its epsilon reserved, it waits for its consumer's ``start`` and is
+cancelled (reservation released, escrow refunded) if none comes in time. A federated
+round holds a job at every site first and starts them only once all are admitted, so
+a site that refuses (its budget spent by a racing consumer) costs the others nothing.
+
 Queues are bounded: a dataset holds at most ``max_jobs_per_dataset`` open jobs
-(pending review, queued or running) and a consumer at most
+(pending review, held, queued or running) and a consumer at most
 ``max_jobs_per_consumer`` on the node; the next submission is refused with 429
 before anything is recorded on chain, and is accepted again once a job finishes
 or is denied.
@@ -85,9 +91,18 @@ log = logging.getLogger("datagora.compute")
 
 MAX_ALGORITHM_BYTES: Final = 1 << 20
 MAX_PARAMS_BYTES: Final = 1 << 20
-STATES: Final = ("pending", "queued", "running", "succeeded", "failed", "denied", "cancelled")
+STATES: Final = (
+    "pending",
+    "held",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "denied",
+    "cancelled",
+)
 _ZERO: Final = bytes(32)
-OPEN_STATES: Final = ("pending", "queued", "running")
+OPEN_STATES: Final = ("pending", "held", "queued", "running")
 MAX_JOBS_PER_DATASET: Final = 32
 MAX_JOBS_PER_CONSUMER: Final = 16
 
@@ -202,6 +217,9 @@ class _Store:
             " finished REAL NOT NULL DEFAULT 0);"
             "PRAGMA user_version=1;"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "hold_until" not in columns:  # a held job's deadline to be started (Unix s)
+            self._db.execute("ALTER TABLE jobs ADD COLUMN hold_until REAL NOT NULL DEFAULT 0")
 
     def add(
         self,
@@ -257,6 +275,15 @@ class _Store:
         names = ", ".join(f"{k} = ?" for k in fields)
         with self._lock:
             self._db.execute(f"UPDATE jobs SET {names} WHERE job = ?", (*fields.values(), job))
+
+    def expired_holds(self, now: float) -> list[int]:
+        """Held jobs whose consumer did not start them in time."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job FROM jobs WHERE state = 'held' AND hold_until <= ? ORDER BY job",
+                (now,),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
 
     def by_state(self, state: str) -> list[int]:
         with self._lock:
@@ -379,6 +406,12 @@ class JobService:
         ]
         for worker in self._workers:
             worker.start()
+        self._closing = threading.Event()
+        self._hold_poll = 0.5
+        self._holds = threading.Thread(
+            target=self._release_holds, name="compute-holds", daemon=True
+        )
+        self._holds.start()
 
     # ------------------------------------------------------------ admission
 
@@ -425,11 +458,18 @@ class JobService:
             if dataset.differential_privacy:
                 self.budgets.check(req.dataset, req.consumer, epsilon, dataset.epsilon_budget, cap)
             with self._chain:
-                if dataset.differential_privacy:
+                if dataset.differential_privacy or req.hold:
                     # Read with the recording, under one lock: record_job approves by the
                     # same on-chain trust.
                     trusted = self.ledger.compute.is_trusted(req.dataset, req.algorithm)
-                    check_dp_algorithm(req.algorithm, trusted)
+                    if dataset.differential_privacy:
+                        check_dp_algorithm(req.algorithm, trusted)
+                    if req.hold and not trusted:
+                        raise JobRefused(
+                            "a held job must be one the owner trusts (approved at once): "
+                            "code waiting for the owner's review cannot be held",
+                            409,
+                        )
                 job, _ = self.ledger.compute.record_job(
                     self.operator.account,
                     req.dataset,
@@ -446,19 +486,25 @@ class JobService:
                     job, req.dataset, req.consumer, epsilon, dataset.epsilon_budget, cap
                 )
             state = "queued" if status == JobStatus.APPROVED else "pending"
+            reason = "" if state == "queued" else "waiting for the owner's review"
+            if state == "queued" and req.hold:
+                state, reason = "held", f"held for the consumer's start (at most {req.hold} s)"
+            now = self._clock()
             info = JobInfo(
                 job,
                 req.dataset,
                 req.consumer,
                 req.algorithm.hex(),
                 state,
-                "" if state == "queued" else "waiting for the owner's review",
+                reason,
                 "",
                 epsilon,
-                self._clock(),
+                now,
                 0.0,
             )
             self._store.add(info, consumer_key, algorithm, params, pin)
+            if state == "held":
+                self._store.set(job, hold_until=now + req.hold)
         log.info("job %d on dataset %d: %s", job, req.dataset, state)
         if state == "queued":
             self._queue.put(job)
@@ -676,14 +722,39 @@ class JobService:
             dp_review_note(bytes.fromhex(info.algorithm)) if required else None,
         )
 
-    def cancel(self, job: int, by: str = "the owner") -> JobInfo:
-        """Cancel a job that waits for review or in the queue: on chain (the escrow, if
-        any, goes back to the consumer), then here. A running job cannot be cancelled."""
+    def start(self, job: int) -> JobInfo:
+        """Queue a held job (its consumer's ``start``): every site of a federated round
+        has reserved its epsilon, so now each may run."""
         with self._admit:
             info = self.status(job)
-            if info.state not in ("pending", "queued"):
+            if info.state != "held":
+                raise JobRefused(f"job {job} is {info.state}, not held", 409)
+            self._store.set(job, state="queued", reason="")
+        self._queue.put(job)
+        log.info("job %d started by its consumer", job)
+        return self.status(job)
+
+    def _release_holds(self) -> None:
+        """Cancel the held jobs whose consumer did not start them in time (their epsilon
+        reservation is released, their escrow refunded)."""
+        while not self._closing.wait(self._hold_poll):
+            for job in self._store.expired_holds(self._clock()):
+                try:
+                    self.cancel(job, "the node: its consumer did not start it in time")
+                except (ComputeError, ChainError, ContractRuleError) as exc:
+                    log.error("job %d: could not end its hold (%s)", job, type(exc).__name__)
+
+    def cancel(self, job: int, by: str = "the owner") -> JobInfo:
+        """Cancel a job that waits for review, its start or in the queue: on chain (the
+        escrow, if any, goes back to the consumer), then here; its epsilon reservation is
+        released. A running job cannot be cancelled."""
+        with self._admit:
+            info = self.status(job)
+            if info.state not in ("pending", "held", "queued"):
                 raise JobRefused(
-                    f"job {job} is {info.state}: only a pending or queued job can be cancelled", 409
+                    f"job {job} is {info.state}: only a pending, held or queued job can be "
+                    "cancelled",
+                    409,
                 )
             with self._chain:
                 self.ledger.compute.cancel(self.operator.account, job)
@@ -858,6 +929,8 @@ class JobService:
 
     def close(self) -> None:
         """Stop the workers (after their current job) and close the stores."""
+        self._closing.set()
+        self._holds.join(timeout=30)
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:

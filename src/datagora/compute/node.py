@@ -13,6 +13,8 @@ consumer, sent base64url-encoded in the ``X-Datagora-Request`` header):
 - ``POST /jobs/{job}/cancel`` — the consumer withdraws a job that waits for review or
   in the queue (action ``cancel``); the node cancels it on chain, which refunds its
   escrow; 409 once it runs;
+- ``POST /jobs/{job}/start`` — the consumer starts a job it submitted held
+  (``ComputeRequest.hold``; action ``start``): it joins the queue; 409 unless held;
 - ``GET /budget/{dataset}/{consumer}`` — epsilon budget, spent, reserved, left
   (public: the epsilon of every job is on chain anyway);
 - ``GET /datasets/{dataset}`` — whether the node computes on the dataset (404 with
@@ -246,6 +248,11 @@ def create_compute_app(
     ) -> dict[str, Any]:
         service.authorize(_signed(x_datagora_request), job, "cancel")
         return service.cancel(job, "the consumer").to_json()
+
+    @app.post("/jobs/{job}/start")
+    def consumer_start(job: JobId, x_datagora_request: str | None = Header(None)) -> dict[str, Any]:
+        service.authorize(_signed(x_datagora_request), job, "start")
+        return service.start(job).to_json()
 
     @app.get("/datasets/{dataset}")
     def describe(dataset: DatasetId) -> dict[str, Any]:

@@ -15,7 +15,17 @@ from typing import ClassVar, Final
 from datagora.crypto.eip712 import Request, register_request
 from datagora.crypto.errors import MalformedRequest
 
-__all__ = ["JOB_ACTIONS", "OWNER_ACTIONS", "ComputeRequest", "JobRequest", "OwnerJobRequest"]
+__all__ = [
+    "JOB_ACTIONS",
+    "MAX_HOLD_S",
+    "OWNER_ACTIONS",
+    "ComputeRequest",
+    "JobRequest",
+    "OwnerJobRequest",
+]
+
+MAX_HOLD_S: Final = 600
+"""Longest a held job waits for its consumer's ``start`` (10 minutes)."""
 
 
 @register_request
@@ -25,7 +35,12 @@ class ComputeRequest(Request):
 
     ``order`` is the hash of the transaction that started the consumer's order;
     ``algorithm`` the SHA-256 of the algorithm file; ``params`` the SHA-256 of the
-    job's parameters as canonical JSON (sorted keys, no spaces, UTF-8).
+    job's parameters as canonical JSON (sorted keys, no spaces, UTF-8). ``hold``
+    (seconds, at most :data:`MAX_HOLD_S`; 0: run when approved) asks the node to admit
+    the job, reserve its epsilon and wait for the consumer's ``start``
+    (:class:`JobRequest`) before running it; a job not started within ``hold``
+    seconds is cancelled and its reservation released. A federated round reserves
+    every site this way before any site runs.
     """
 
     PRIMARY_TYPE: ClassVar[str] = "ComputeRequest"
@@ -36,6 +51,7 @@ class ComputeRequest(Request):
         ("order", "order", "bytes32"),
         ("algorithm", "algorithm", "bytes32"),
         ("params", "params", "bytes32"),
+        ("hold", "hold", "uint32"),
         ("nonce", "nonce", "bytes32"),
         ("expires", "expires", "uint64"),
     )
@@ -47,15 +63,22 @@ class ComputeRequest(Request):
     params: bytes
     nonce: bytes
     expires: int
+    hold: int = 0
+
+    def __post_init__(self) -> None:
+        Request.__post_init__(self)
+        if self.hold > MAX_HOLD_S:
+            raise MalformedRequest(f"hold is at most {MAX_HOLD_S} seconds")
 
 
-JOB_ACTIONS: Final = ("status", "logs", "result", "cancel")
+JOB_ACTIONS: Final = ("status", "logs", "result", "cancel", "start")
 
 
 @register_request
 @dataclass(frozen=True, slots=True)
 class JobRequest(Request):
-    """A consumer asks a compute node about one of its jobs: ``status``, ``logs`` or ``result``."""
+    """A consumer asks a compute node about one of its jobs (``status``, ``logs``,
+    ``result``), withdraws it (``cancel``) or starts a held one (``start``)."""
 
     PRIMARY_TYPE: ClassVar[str] = "JobRequest"
     SIGNER: ClassVar[str] = "consumer"

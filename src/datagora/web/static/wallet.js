@@ -569,13 +569,13 @@ async function submitJob(form) {
     consumer: state.account, dataset: String(art.dataset), order: order.tx.toLowerCase(),
     algorithm: "0x" + hex(await sha256(enc.encode(code))),
     params: "0x" + hex(await sha256(enc.encode(canonical(params)))),
-    nonce: randomHex32(), expires: Math.floor(Date.now() / 1000) + 120,
+    hold: 0, nonce: randomHex32(), expires: Math.floor(Date.now() / 1000) + 120,
   };
   const request = await signedRequest("ComputeRequest", [
     { name: "consumer", type: "address" }, { name: "dataset", type: "uint256" },
     { name: "order", type: "bytes32" }, { name: "algorithm", type: "bytes32" },
-    { name: "params", type: "bytes32" }, { name: "nonce", type: "bytes32" },
-    { name: "expires", type: "uint64" },
+    { name: "params", type: "bytes32" }, { name: "hold", type: "uint32" },
+    { name: "nonce", type: "bytes32" }, { name: "expires", type: "uint64" },
   ], message);
   const response = await fetch("/api/compute/jobs", {
     method: "POST", headers: { "Content-Type": "application/json" },
