@@ -131,6 +131,8 @@ def deploy_contracts(
     c["ViewBatch"] = deploy("ViewBatch")
     # Slashes a node's registry stake too (the registry approves it as a slasher below).
     c["StorageDeals"] = deploy("StorageDeals", c["MarketToken"], c["DataNFT"], c["NodeRegistry"])
+    # Optional too: a dataset's proxies and threshold, chosen by its controller.
+    c["ProxySets"] = deploy("ProxySets", c["DataNFT"], c["NodeRegistry"])
     nft = chain.w3.eth.contract(address=c["DataNFT"], abi=compile_contract("DataNFT").abi)  # type: ignore[call-overload]
     chain.transact(
         deployer,
