@@ -1,0 +1,119 @@
+"""Proxies from the NodeRegistry, and a dataset's proxies chosen on chain, on a real
+network (anvil, three proxy processes, the owner's agent).
+
+- The agent and a consumer use a registered proxy only if it serves the account and
+  Umbral key it registered: a proxy whose registered key differs is not used.
+- The owner chooses two of the three proxies (2-of-2) on chain: the agent delegates to
+  those two only, and the consumer opens the key from them with that threshold.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sharing_helpers import Network, wait_until
+
+from datagora.crypto.keys import Identity, PublicIdentity, export_public
+from datagora.crypto.pre import dataset_scope, wrap_key
+from datagora.ledger import Role
+from datagora.sharing import SharingError, delegate, fetch_data_key
+from datagora.sharing.directory import RegistryProxyDirectory, dataset_proxies
+from datagora.sharing.errors import ProxyUnavailable
+from helpers import fund, publish
+
+pytestmark = pytest.mark.anvil
+
+STAKE = 10 * 10**18
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    network = Network(tmp_path_factory.mktemp("registry-proxies"))
+    try:
+        network.start()
+        for ident, service in zip(network.proxy_ids, network.proxies, strict=True):
+            fund(network.ledger, ident.address)
+            network.ledger.registry.register(
+                ident.account, Role.PROXY, service.url, STAKE, ident.umbral_public_key
+            )
+        yield network
+    finally:
+        network.stop()
+
+
+def _dataset(net: Network) -> tuple[int, int, bytes, object]:
+    published = publish(net.ledger)
+    version = net.ledger.data_nft.get_dataset(published.dataset).version
+    scope = dataset_scope(published.dataset, version)
+    key = os.urandom(32)
+    wrapped = wrap_key(key, net.owner.delegating_public_key(scope), scope=scope)
+    return published.dataset, version, key, wrapped
+
+
+def _consumer(net: Network) -> Identity:
+    ident = Identity.generate()
+    net.ledger.chain.fund(ident.address, 10**19)
+    fund(net.ledger, ident.address)
+    return ident
+
+
+def test_a_proxy_whose_registered_key_differs_is_not_used(net: Network) -> None:
+    directory = RegistryProxyDirectory(net.ledger)  # no fallback: registered proxies only
+    first = directory.lookup(net.proxy_urls[0])
+    assert first.address == net.proxy_ids[0].address
+    assert first.umbral_public_key == net.proxy_ids[0].umbral_public_key
+    with pytest.raises(ProxyUnavailable, match="no active registered proxy"):
+        directory.lookup("http://127.0.0.1:9")
+    # Proxy 2's record now names another key than the one it serves.
+    liar = net.proxy_ids[2]
+    other_key = Identity.generate().umbral_public_key
+    net.ledger.registry.update(liar.account, net.proxy_urls[2], other_key)
+    try:
+        fresh = RegistryProxyDirectory(net.ledger)
+        with pytest.raises(ProxyUnavailable, match="not used"):
+            fresh.lookup(net.proxy_urls[2])
+        dataset, version, _, _ = _dataset(net)
+        who = _consumer(net)
+        result = delegate(
+            net.ledger, net.owner, dataset, version, who.address,
+            who.consumer_key(net.ledger.chain.chain_id).public_key, net.proxy_urls, 2,
+            directory=fresh,
+        )  # fmt: skip
+        assert sorted(result.accepted) == sorted(net.proxy_urls[:2])
+        assert "not used" in result.failed[net.proxy_urls[2]]
+    finally:
+        net.ledger.registry.update(liar.account, net.proxy_urls[2], liar.umbral_public_key)
+
+
+def test_the_owner_chooses_the_datasets_proxies_on_chain(net: Network) -> None:
+    ledger = net.ledger
+    assert ledger.proxy_sets is not None
+    dataset, version, key, wrapped = _dataset(net)
+    assert dataset_proxies(ledger, dataset) is None  # none chosen: the agent's own
+    chosen = [net.proxy_ids[0].address, net.proxy_ids[1].address]
+    ledger.proxy_sets.set_proxies(net.owner.account, dataset, chosen, 2)
+    assert dataset_proxies(ledger, dataset) == (net.proxy_urls[:2], 2)
+    who = _consumer(net)
+    ckey = who.consumer_key(ledger.chain.chain_id).public_key
+    ledger.exchange.buy_and_order(
+        who.account, dataset, ledger.datatoken(dataset), consumer_key=ckey
+    )
+    wait_until(lambda: net.delegated(dataset, who.address), "the agent's delegation")
+    rows = httpx.get(f"{net.agent.url}/delegations", timeout=5, trust_env=False).json()
+    (row,) = [r for r in rows if r["dataset"] == dataset and r["consumer"] == who.address]
+    assert sorted(row["accepted"]) == sorted(net.proxy_urls[:2])  # not proxy 2
+    owner_public = PublicIdentity.from_json(export_public(net.owner))
+    proxies, threshold = dataset_proxies(ledger, dataset) or ([], 0)
+    opened = fetch_data_key(
+        ledger, who, owner_public, wrapped, dataset, version, proxies, threshold, timeout=30
+    )  # type: ignore[arg-type]
+    assert opened == key
+    # Proxy 2 holds no fragment for this consumer: with it, one chosen proxy is not enough.
+    with pytest.raises(SharingError):
+        fetch_data_key(
+            ledger, who, owner_public, wrapped, dataset, version,
+            [net.proxy_urls[0], net.proxy_urls[2]], 2, timeout=30,
+        )  # type: ignore[arg-type]  # fmt: skip
