@@ -9,16 +9,22 @@ network (anvil, three proxy processes, the owner's agent).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sharing_helpers import Network, wait_until
+from sharing_helpers import PASSWORD, Network, wait_until
+from typer.testing import CliRunner
 
+from datagora.cli.app import app
 from datagora.crypto.keys import Identity, PublicIdentity, export_public
 from datagora.crypto.pre import dataset_scope, wrap_key
 from datagora.ledger import Role
+from datagora.node.network import Network as NetworkFile
 from datagora.sharing import SharingError, delegate, fetch_data_key
 from datagora.sharing.directory import RegistryProxyDirectory, dataset_proxies
 from datagora.sharing.errors import ProxyUnavailable
@@ -117,3 +123,53 @@ def test_the_owner_chooses_the_datasets_proxies_on_chain(net: Network) -> None:
             ledger, who, owner_public, wrapped, dataset, version,
             [net.proxy_urls[0], net.proxy_urls[2]], 2, timeout=30,
         )  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_datagora_proxies_set_and_show(
+    net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI: `proxies set` by the controller (JSON shape of docs/cli.md), `proxies show`
+    for anyone; threshold 1 of several and a stranger are refused in one line."""
+    file = tmp_path / "network.json"
+    NetworkFile(
+        net.anvil.url, net.ledger.deployment, storage=[], proxies=net.proxy_urls, threshold=2
+    ).save(file)
+    for key, value in {
+        "DATAGORA_NETWORK": str(file),
+        "DATAGORA_KEYS_DIR": str(net.keys),
+        "DATAGORA_PASSWORD": PASSWORD,
+        "DATAGORA_ACCOUNT": "",
+    }.items():
+        monkeypatch.setenv(key, value)
+    dataset, _, _, _ = _dataset(net)
+    a, b, c = (p.address for p in net.proxy_ids)
+    runner = CliRunner()
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(app, list(args))
+
+    def refused(result: Any) -> str:
+        # In process, the refusal is the exception `datagora` prints as one line.
+        assert result.exit_code == 1 and result.exception is not None
+        return str(result.exception)
+
+    result = cli("proxies", "set", str(dataset), "--proxy", a, "--proxy", b, "--proxy", c,
+                 "--threshold", "1", "--account", net.owner.address)  # fmt: skip
+    assert "threshold 1" in refused(result)
+    stranger = net.agent_id.address  # in the keystore, not the controller
+    result = cli("proxies", "set", str(dataset), "--proxy", a, "--proxy", b,
+                 "--account", stranger)  # fmt: skip
+    assert "controller" in refused(result)
+    result = cli("proxies", "set", str(dataset), "--proxy", a, "--proxy", b, "--proxy", c,
+                 "--threshold", "2", "--account", net.owner.address, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["threshold"] == 2 and shown["chosen"] and shown["tx"].startswith("0x")
+    assert [p["address"] for p in shown["proxies"]] == [a, b, c]
+    assert [p["endpoint"] for p in shown["proxies"]] == net.proxy_urls
+    result = cli("proxies", "show", str(dataset), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {k: v for k, v in shown.items() if k not in
+                                          ("tx", "block", "gas")}  # fmt: skip
+    result = cli("proxies", "show", str(dataset))
+    assert "2 of 3" in result.output
