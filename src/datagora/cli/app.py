@@ -15,10 +15,10 @@ from datagora.cli.compute import commands as compute_commands
 from datagora.cli.compute import compute_app, jobs_app
 from datagora.cli.deals import storage_app
 from datagora.cli.flows import account_app, kv_app
-from datagora.cli.proxies import proxies_app
 from datagora.cli.flows import commands as flow_commands
 from datagora.cli.network import chain_app, demo_commands
 from datagora.cli.network import commands as network_commands
+from datagora.cli.proxies import proxies_app
 from datagora.cli.search import commands as search_commands
 from datagora.errors import DatagoraError
 
