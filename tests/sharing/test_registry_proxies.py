@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sharing_helpers import PASSWORD, Network, wait_until
 from typer.testing import CliRunner
 
@@ -24,10 +28,20 @@ from datagora.cli.app import app
 from datagora.crypto.keys import Identity, PublicIdentity, export_public
 from datagora.crypto.pre import dataset_scope, wrap_key
 from datagora.ledger import Role
+from datagora.ledger.errors import InvalidArgument, InvalidState, NotController
 from datagora.node.network import Network as NetworkFile
-from datagora.sharing import SharingError, delegate, fetch_data_key
+from datagora.ports import free_port
+from datagora.sharing import (
+    SharingError,
+    delegate,
+    fetch_data_key,
+    fetch_data_key_report,
+    report_fault,
+)
+from datagora.sharing.answers import answer_digest, recover_answer, sign_answer
 from datagora.sharing.directory import RegistryProxyDirectory, dataset_proxies
 from datagora.sharing.errors import ProxyUnavailable
+from datagora.sharing.wire import Domain, ReencryptBody
 from helpers import fund, publish
 
 pytestmark = pytest.mark.anvil
@@ -173,3 +187,106 @@ def test_datagora_proxies_set_and_show(
                                           ("tx", "block", "gas")}  # fmt: skip
     result = cli("proxies", "show", str(dataset))
     assert "2 of 3" in result.output
+
+
+# -------------------------------------------------- signed answers and ProxyFaults (last:
+# it slashes proxy 0)
+
+
+def _signing_liar(net: Network) -> FastAPI:
+    """Proxy 0 turned liar: relays to its honest self, flips a bit of each fragment and
+    signs the tampered fragment with its own (registered) key, as a lying proxy would."""
+    app = FastAPI()
+    upstream, key = net.proxy_urls[0], bytes(net.proxy_ids[0].account.key)
+    faults = net.ledger.deployment.contracts["ProxyFaults"]
+
+    @app.post("/reencrypt")
+    async def reencrypt(request: Request) -> JSONResponse:
+        raw_body = await request.body()
+        body = ReencryptBody.from_json(json.loads(raw_body))
+        req = body.signed.request
+        async with httpx.AsyncClient(trust_env=False) as client:
+            honest = await client.post(f"{upstream}/reencrypt", content=raw_body)
+        payload = honest.json()
+        for answer in payload.get("cfrags", []):
+            raw = bytearray(bytes.fromhex(answer["cfrag"]))
+            raw[len(raw) // 2] ^= 0x01
+            answer["cfrag"] = bytes(raw).hex()
+            digest = answer_digest(
+                net.ledger.chain.chain_id, faults, req.dataset, req.version,
+                req.signer_address, body.signed.digest(), bytes(raw),
+            )  # fmt: skip
+            answer["signature"] = sign_answer(key, digest).hex()
+        return JSONResponse(payload, status_code=honest.status_code)
+
+    return app
+
+
+def test_a_proxy_signing_a_bad_fragment_is_reported_and_slashed(net: Network) -> None:
+    ledger = net.ledger
+    assert ledger.proxy_faults is not None
+    dataset, version, key, wrapped = _dataset(net)
+    who = _consumer(net)
+    ckey = who.consumer_key(ledger.chain.chain_id).public_key
+    token = ledger.datatoken(dataset)
+    ledger.exchange.buy_and_order(who.account, dataset, token, consumer_key=ckey)
+    wait_until(lambda: net.delegated(dataset, who.address), "the agent's delegation")
+    owner_public = PublicIdentity.from_json(export_public(net.owner))
+    # An honest proxy signs every fragment it returns: the signature names it.
+    body = ReencryptBody.build(who, Domain.of(ledger), dataset, version, wrapped.capsule)
+    answer = httpx.post(
+        f"{net.proxy_urls[1]}/reencrypt", json=body.to_json(), timeout=30, trust_env=False
+    ).json()["cfrags"][0]
+    digest = answer_digest(
+        ledger.chain.chain_id, ledger.proxy_faults.address, dataset, version, who.address,
+        body.signed.digest(), bytes.fromhex(answer["cfrag"]),
+    )  # fmt: skip
+    assert recover_answer(digest, bytes.fromhex(answer["signature"])) == net.proxy_ids[1].address
+
+    liar_address = net.proxy_ids[0].address
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(_signing_liar(net), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, "the liar")
+    liar = f"http://127.0.0.1:{port}"
+    try:
+        report = fetch_data_key_report(
+            ledger, who, owner_public, wrapped, dataset, version,
+            [liar, *net.proxy_urls[1:]], 2, wait_all=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        server.should_exit = True
+        thread.join()
+    assert report.data_key == key and report.misbehaved == [liar]
+    evidence = report.evidence[liar]
+    assert evidence.proxy == liar_address  # recovered from its own signature
+
+    # Only the consumer who asked can report it (the digest names the consumer).
+    stranger = _consumer(net)
+    with pytest.raises(InvalidArgument, match="registered proxy"):
+        ledger.proxy_faults.report(
+            stranger.account, dataset, version, evidence.request_digest, evidence.cfrag,
+            evidence.signature,
+        )  # fmt: skip
+    # An honest answer's evidence altered (another fragment under its signature): refused.
+    with pytest.raises(InvalidArgument):
+        ledger.proxy_faults.report(
+            who.account, dataset, version, body.signed.digest(), evidence.cfrag,
+            bytes.fromhex(answer["signature"]),
+        )  # fmt: skip
+    report_id = report_fault(ledger, who, evidence)
+    assert ledger.proxy_faults.report_of(report_id) == (liar_address, who.address, dataset, 1)
+    with pytest.raises(InvalidState, match="already reported"):
+        report_fault(ledger, who, evidence)
+    with pytest.raises(NotController):  # the owner arbitrates, nobody else
+        ledger.proxy_faults.confirm(who.account, report_id, 10**18)
+    stake = ledger.registry.stake_of(liar_address)
+    balance = ledger.market_token.balance_of(who.address)
+    slashed, _ = ledger.proxy_faults.confirm(net.owner.account, report_id, 10**18)
+    assert slashed == 10**18
+    assert ledger.registry.stake_of(liar_address) == stake - 10**18
+    assert ledger.market_token.balance_of(who.address) == balance + 10**18
+    assert ledger.proxy_faults.report_of(report_id)[3] == 2
+    with pytest.raises(InvalidState, match="no open report"):
+        ledger.proxy_faults.confirm(net.owner.account, report_id, 10**18)

@@ -60,3 +60,47 @@ class ProxySets(ContractWrapper):
     def proxies_of(self, dataset: int) -> ProxySet:
         proxies, threshold = self._view("proxies_of", dataset)
         return ProxySet(dataset, tuple(str(p) for p in proxies), int(threshold))
+
+
+class ProxyFaults(ContractWrapper):
+    """Reports of proxies' signed answers that fail verification; the dataset's
+    controller confirms (slashing the proxy's registry stake to the reporter) or
+    dismisses each. Arbitration, not proof (``docs/threat-model.md``)."""
+
+    contract_name = "ProxyFaults"
+
+    def report(
+        self,
+        account: LocalAccount,
+        dataset: int,
+        version: int,
+        request_digest: bytes,
+        cfrag: bytes,
+        signature: bytes,
+    ) -> tuple[int, Tx]:
+        """As the consumer who asked: report the proxy that signed `cfrag`; the report id."""
+        if len(request_digest) != 32 or len(signature) != 65:
+            raise InvalidArgument(
+                "bad evidence", "a request digest is 32 bytes and a signature 65 bytes"
+            )
+        if not 0 < len(cfrag) <= 512:
+            raise InvalidArgument("bad evidence", "a capsule fragment is 1 to 512 bytes")
+        receipt = self._transact(
+            account, "report", dataset, version, request_digest, cfrag, signature
+        )
+        (ev,) = self._decode(receipt, "FaultReported")
+        return int(ev["report_id"]), Tx.of(receipt)
+
+    def confirm(self, account: LocalAccount, report_id: int, amount: int) -> tuple[int, Tx]:
+        """As the dataset's controller: slash up to `amount`; what was slashed."""
+        receipt = self._transact(account, "confirm", report_id, amount)
+        (ev,) = self._decode(receipt, "FaultConfirmed")
+        return int(ev["slashed"]), Tx.of(receipt)
+
+    def dismiss(self, account: LocalAccount, report_id: int) -> Tx:
+        return Tx.of(self._transact(account, "dismiss", report_id))
+
+    def report_of(self, report_id: int) -> tuple[str, str, int, int]:
+        """(proxy, reporter, dataset, state: 0 none, 1 open, 2 confirmed, 3 dismissed)."""
+        proxy, reporter, dataset, state = self._view("reports", report_id)
+        return str(proxy), str(reporter), int(dataset), int(state)

@@ -40,6 +40,18 @@ _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
     ),
     ("threshold out of range", errors.InvalidArgument, "between 1 and the number of proxies"),
     ("proxy named twice", errors.InvalidArgument, "name each proxy once"),
+    (
+        "bad answer signature",
+        errors.InvalidArgument,
+        "report the signature the proxy returned with the fragment, as the consumer who asked",
+    ),
+    (
+        "not signed by a registered proxy",
+        errors.InvalidArgument,
+        "the answer must be signed by a node registered with the proxy role",
+    ),
+    ("answer already reported", errors.InvalidState, "each signed answer is reported once"),
+    ("no open report", errors.InvalidState, "the report was already decided, or never made"),
     ("no proxies, no threshold", errors.InvalidArgument, "clear with no proxies and threshold 0"),
     ("bad umbral key", errors.InvalidArgument, "give a compressed Umbral public key"),
     ("still unbonding", errors.InvalidState, "withdraw once the unbonding delay has passed"),
