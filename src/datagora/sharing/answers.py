@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from coincurve import PrivateKey, PublicKey
-from eth_abi.abi import encode
 
 from datagora.crypto.eip712 import keccak, to_checksum_address
 
@@ -56,9 +55,18 @@ def answer_digest(
     cfrag: bytes,
 ) -> bytes:
     """The EIP-191 hash the proxy signs (what ``ecrecover`` takes)."""
-    types = ["bytes32", "uint256", "address", "uint256", "uint256", "address", "bytes32"]
-    values = [ANSWER_TAG, chain_id, proxy_faults, dataset, version, consumer, request_digest]
-    inner = keccak(encode([*types, "bytes32"], [*values, keccak(cfrag)]))
+    # abi.encode of static types: each value one 32-byte word (faster than eth_abi).
+    words = (
+        ANSWER_TAG,
+        chain_id.to_bytes(32, "big"),
+        bytes(12) + bytes.fromhex(proxy_faults[2:]),
+        dataset.to_bytes(32, "big"),
+        version.to_bytes(32, "big"),
+        bytes(12) + bytes.fromhex(consumer[2:]),
+        request_digest,
+        keccak(cfrag),
+    )
+    inner = keccak(b"".join(words))
     return keccak(_PREFIX + inner)
 
 
