@@ -57,7 +57,7 @@ def proxies_set(
     """Choose DATASET's proxies (active registered proxy nodes) and threshold on chain;
     no --proxy and --threshold 0 clear the choice (the agent's own proxies then serve).
 
-    Example: datagora proxies set 3 --proxy 0xAb... --proxy 0xCd... --proxy 0xEf... --threshold 2
+    Example: datagora proxies set 3 --proxy 0xAb... --proxy 0xCd... --threshold 2
     """
     proxies = list(proxy or [])
     if proxies and threshold == 0:
