@@ -81,7 +81,9 @@ def _consumer(net: Network) -> Identity:
 
 
 def test_a_proxy_whose_registered_key_differs_is_not_used(net: Network) -> None:
-    directory = RegistryProxyDirectory(net.ledger)  # no fallback: registered proxies only
+    # No fallback: registered proxies only; ttl 0: the registry is read at every lookup.
+    directory = RegistryProxyDirectory(net.ledger, ttl=0)
+    assert directory.lookup(net.proxy_urls[2]).address == net.proxy_ids[2].address
     first = directory.lookup(net.proxy_urls[0])
     assert first.address == net.proxy_ids[0].address
     assert first.umbral_public_key == net.proxy_ids[0].umbral_public_key
@@ -92,7 +94,7 @@ def test_a_proxy_whose_registered_key_differs_is_not_used(net: Network) -> None:
     other_key = Identity.generate().umbral_public_key
     net.ledger.registry.update(liar.account, net.proxy_urls[2], other_key)
     try:
-        fresh = RegistryProxyDirectory(net.ledger)
+        fresh = directory  # the same directory sees the change
         with pytest.raises(ProxyUnavailable, match="not used"):
             fresh.lookup(net.proxy_urls[2])
         dataset, version, _, _ = _dataset(net)
@@ -106,6 +108,7 @@ def test_a_proxy_whose_registered_key_differs_is_not_used(net: Network) -> None:
         assert "not used" in result.failed[net.proxy_urls[2]]
     finally:
         net.ledger.registry.update(liar.account, net.proxy_urls[2], liar.umbral_public_key)
+    assert directory.lookup(net.proxy_urls[2]).umbral_public_key == liar.umbral_public_key
 
 
 def test_the_owner_chooses_the_datasets_proxies_on_chain(net: Network) -> None:

@@ -129,6 +129,7 @@ class RegistryProxyDirectory:
     ) -> None:
         self.ledger = ledger
         self.fallback = fallback
+        self._timeout = timeout
         self._served = HttpProxyDirectory(ledger.chain.chain_id, timeout)
         self.ttl = ttl
         self._lock = threading.Lock()
@@ -150,6 +151,8 @@ class RegistryProxyDirectory:
         }
         with self._lock:
             self._table, self._read_at = table, time.monotonic()
+            # What proxies serve is asked again too (a proxy may have changed its key).
+            self._served = HttpProxyDirectory(self.ledger.chain.chain_id, self._timeout)
         return table
 
     def by_address(self, address: str) -> ProxyInfo:
@@ -166,7 +169,9 @@ class RegistryProxyDirectory:
             if self.fallback is None:
                 raise ProxyUnavailable(f"no active registered proxy at {url}")
             return self.fallback.lookup(url)
-        served = self._served.lookup(url)
+        with self._lock:
+            served_directory = self._served
+        served = served_directory.lookup(url)
         if (served.address, served.umbral_public_key) != (
             registered.address,
             registered.umbral_public_key,
