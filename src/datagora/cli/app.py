@@ -18,6 +18,7 @@ from datagora.cli.flows import account_app, kv_app
 from datagora.cli.flows import commands as flow_commands
 from datagora.cli.network import chain_app, demo_commands
 from datagora.cli.network import commands as network_commands
+from datagora.cli.proxies import proxies_app
 from datagora.cli.search import commands as search_commands
 from datagora.errors import DatagoraError
 
@@ -105,6 +106,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(account_app, name="account")
 app.add_typer(kv_app, name="kv")
 app.add_typer(storage_app, name="storage")
+app.add_typer(proxies_app, name="proxies")
 
 
 def main(argv: list[str] | None = None) -> None:

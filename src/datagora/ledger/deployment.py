@@ -131,6 +131,10 @@ def deploy_contracts(
     c["ViewBatch"] = deploy("ViewBatch")
     # Slashes a node's registry stake too (the registry approves it as a slasher below).
     c["StorageDeals"] = deploy("StorageDeals", c["MarketToken"], c["DataNFT"], c["NodeRegistry"])
+    # Optional too: a dataset's proxies and threshold, chosen by its controller.
+    c["ProxySets"] = deploy("ProxySets", c["DataNFT"], c["NodeRegistry"])
+    # Optional: reports of proxies' bad signed answers; slashes once the owner confirms.
+    c["ProxyFaults"] = deploy("ProxyFaults", c["DataNFT"], c["NodeRegistry"])
     nft = chain.w3.eth.contract(address=c["DataNFT"], abi=compile_contract("DataNFT").abi)  # type: ignore[call-overload]
     chain.transact(
         deployer,
@@ -154,6 +158,14 @@ def deploy_contracts(
         {
             "to": c["NodeRegistry"],
             "data": registry.encode_abi("set_slasher", args=[c["StorageDeals"], True]),
+        },
+        "NodeRegistry.set_slasher",
+    )
+    chain.transact(
+        deployer,
+        {
+            "to": c["NodeRegistry"],
+            "data": registry.encode_abi("set_slasher", args=[c["ProxyFaults"], True]),
         },
         "NodeRegistry.set_slasher",
     )

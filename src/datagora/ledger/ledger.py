@@ -16,6 +16,7 @@ from datagora.ledger.deals import StorageDeals
 from datagora.ledger.deployment import Deployment, deploy_contracts
 from datagora.ledger.events import Event, EventReader
 from datagora.ledger.market import Dispenser, FixedRateExchange
+from datagora.ledger.proxysets import ProxyFaults, ProxySets
 from datagora.ledger.records import CiphertextStore, KeyValueStore, MerkleVerifier, StorageLog
 from datagora.ledger.registry import DEFAULT_UNBONDING_DELAY, NodeRegistry
 from datagora.ledger.tokens import Datatoken, MarketToken
@@ -56,6 +57,11 @@ class Ledger:
         # Optional: deployment records made before storage deals lack it.
         deals = deployment.contracts.get("StorageDeals")
         self.deals = None if deals is None else StorageDeals(chain, deals)
+        # Optional: records made before datasets chose their proxies on chain lack it.
+        proxy_sets = deployment.contracts.get("ProxySets")
+        self.proxy_sets = None if proxy_sets is None else ProxySets(chain, proxy_sets)
+        faults = deployment.contracts.get("ProxyFaults")
+        self.proxy_faults = None if faults is None else ProxyFaults(chain, faults)
 
     @classmethod
     def deploy(

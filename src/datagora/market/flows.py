@@ -15,7 +15,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -545,7 +545,8 @@ class Marketplace:
             owner.account, request_id, self.ledger.chain.timestamp() + expires_in
         )
         key = self._requested_key(request_id)
-        if self.endpoints.proxies and key:
+        proxies, threshold = self.proxies_for(req.dataset)
+        if proxies and key:
             delegate(
                 self.ledger,
                 owner,
@@ -553,11 +554,30 @@ class Marketplace:
                 self.dataset_info(req.dataset).version,
                 req.consumer,
                 key,
-                self.endpoints.proxies,
-                self.endpoints.threshold,
+                proxies,
+                threshold,
                 grant=request_id,
             )
         return tx
+
+    def proxies_for(self, dataset: int) -> tuple[list[str], int]:
+        """The proxies (endpoints) and threshold that serve `dataset`'s key: those its
+        controller chose on chain (``ProxySets``), else this client's configured ones."""
+        from datagora.sharing.directory import dataset_proxies
+
+        chosen = dataset_proxies(self.ledger, dataset)
+        if chosen is None:
+            return list(self.endpoints.proxies), self.endpoints.threshold
+        return chosen
+
+    def set_proxies(self, dataset: int, proxies: Sequence[str], threshold: int) -> Tx:
+        """Choose `dataset`'s proxies (accounts of active registered proxy nodes) and
+        threshold on chain (the controller only); an empty list and 0 clear the choice."""
+        if self.ledger.proxy_sets is None:
+            raise ConfigError("this deployment has no ProxySets contract: redeploy")
+        return self.ledger.proxy_sets.set_proxies(
+            self.identity.account, dataset, proxies, threshold
+        )
 
     def _requested_key(self, request_id: int) -> bytes:
         for event in self.ledger.events():
@@ -618,6 +638,7 @@ class Marketplace:
         # consumer's fragments yet: wait for it a little rather than fail.
         deadline = time.monotonic() + self.delegation_wait
         pause = 0.05
+        proxies, threshold = self.proxies_for(dataset)
         while True:
             try:
                 raw = fetch_data_key(
@@ -627,8 +648,8 @@ class Marketplace:
                     wrapped,
                     dataset,
                     info.version,
-                    self.endpoints.proxies,
-                    self.endpoints.threshold,
+                    proxies,
+                    threshold,
                 )
                 return DataKey(raw), info.manifest_hash
             except (NoOrder, ExpiredOrder) as exc:

@@ -4,7 +4,12 @@ fetch of a data key from ``threshold`` of them. See ``docs/sharing.md``.
 """
 
 from datagora.sharing.agent import Agent, Delegation, create_agent_app, delegate, write_policies
-from datagora.sharing.consumer import FetchReport, fetch_data_key, fetch_data_key_report
+from datagora.sharing.consumer import (
+    FetchReport,
+    fetch_data_key,
+    fetch_data_key_report,
+    report_fault,
+)
 from datagora.sharing.errors import (
     AccessRefused,
     DatasetInactive,
@@ -54,5 +59,6 @@ __all__ = [
     "delegate",
     "fetch_data_key",
     "fetch_data_key_report",
+    "report_fault",
     "write_policies",
 ]

@@ -52,7 +52,12 @@ from datagora.errors import ConfigError, DatagoraError
 from datagora.ledger import Ledger
 from datagora.ledger.errors import NotController
 from datagora.ledger.events import Event, EventReader
-from datagora.sharing.directory import HttpProxyDirectory, ProxyDirectory
+from datagora.sharing.directory import (
+    HttpProxyDirectory,
+    ProxyDirectory,
+    RegistryProxyDirectory,
+    dataset_proxies,
+)
 from datagora.sharing.errors import DelegateRevoked, DelegationFailed, SharingError
 from datagora.sharing.gate import DEFAULT_SERVICE_ID
 from datagora.sharing.requests import ZERO_ADDRESS, DelegationRequest, check_threshold
@@ -206,7 +211,9 @@ def delegate(
     kfrags = make_kfrags(
         keys, consumer_key, threshold, len(proxies), scope=dataset_scope(dataset, version)
     )
-    directory = directory or HttpProxyDirectory(ledger.chain.chain_id, timeout)
+    directory = directory or RegistryProxyDirectory(
+        ledger, HttpProxyDirectory(ledger.chain.chain_id, timeout), timeout
+    )
     outcomes = _deliver(
         ledger, owner, keys, dataset, version, consumer, consumer_key, grant, threshold,
         dict(zip(proxies, kfrags, strict=True)), len(proxies), os.urandom(32), directory,
@@ -304,7 +311,9 @@ class Agent:
         self.signer = owner
         self.keys = keys or owner.delegation_keys()
         self.owner_address = self.keys.owner
-        self.directory = directory or HttpProxyDirectory(ledger.chain.chain_id)
+        self.directory = directory or RegistryProxyDirectory(
+            ledger, HttpProxyDirectory(ledger.chain.chain_id)
+        )
         self.proxies = list(proxies)
         self.threshold = threshold
         self.poll_interval = poll_interval
@@ -383,6 +392,14 @@ class Agent:
 
     # ------------------------------------------------------------ delegating
 
+    def proxies_for(self, dataset: int) -> tuple[list[str], int]:
+        """The proxy endpoints and threshold to delegate `dataset` to: those its
+        controller chose on chain (``ProxySets``), else this agent's own."""
+        chosen = dataset_proxies(self.ledger, dataset)
+        if chosen is None:
+            return list(self.proxies), self.threshold
+        return chosen
+
     def delegate_once(
         self,
         dataset: int,
@@ -394,7 +411,9 @@ class Agent:
         threshold: int | None = None,
     ) -> Delegation:
         """Delegate unless this (dataset, version, consumer, key) was delegated before."""
-        threshold = threshold or self.threshold
+        proxies, chosen_threshold = self.proxies_for(dataset)
+        threshold = threshold or chosen_threshold
+        check_threshold(threshold, len(proxies), SharingError)
         with self._lock:
             row = self._db.execute(
                 "SELECT accepted FROM delegations WHERE dataset = ? AND version = ? "
@@ -408,16 +427,16 @@ class Agent:
                 self.keys,
                 consumer_key,
                 threshold,
-                len(self.proxies),
+                len(proxies),
                 scope=dataset_scope(dataset, version),
             )
-            by_proxy = dict(zip(self.proxies, kfrags, strict=True))
+            by_proxy = dict(zip(proxies, kfrags, strict=True))
             batch = os.urandom(32)
             outcomes = _deliver(
                 self.ledger, self.signer, self.keys, dataset, version, consumer, consumer_key,
-                grant, threshold, by_proxy, len(self.proxies), batch, self.directory,
+                grant, threshold, by_proxy, len(proxies), batch, self.directory,
             )  # fmt: skip
-            accepted = [p for p in self.proxies if outcomes[p][0]]
+            accepted = [p for p in proxies if outcomes[p][0]]
             failed = {p: f"{o[1]}: {o[2]}" for p, o in outcomes.items() if not o[0]}
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -441,7 +460,7 @@ class Agent:
         if failed:
             _log.warning(
                 "dataset %s v%s for %s: %d of %d proxies did not take their fragment (%s)",
-                dataset, version, consumer, len(failed), len(self.proxies),
+                dataset, version, consumer, len(failed), len(proxies),
                 "; ".join(f"{p}: {r}" for p, r in failed.items()),
             )  # fmt: skip
         return Delegation(dataset, version, consumer, accepted, failed)
@@ -457,7 +476,7 @@ class Agent:
                 dataset, version, consumer, key, proxy, kfrag, grant, threshold, acc, batch = row
                 outcome = _deliver(
                     self.ledger, self.signer, self.keys, int(dataset), version, consumer, key,
-                    int(grant), threshold, {proxy: kfrag}, len(self.proxies),
+                    int(grant), threshold, {proxy: kfrag}, len(self.proxies_for(int(dataset))[0]),
                     bytes(batch) or bytes(32), self.directory,
                 )[proxy]  # fmt: skip
                 ok, code, _ = outcome
@@ -625,10 +644,11 @@ class Agent:
                 "error": "malformed",
                 "detail": "a request to the agent names no proxy (the zero address)",
             }
-        if req.shares != len(self.proxies):
+        proxies = self.proxies_for(req.dataset)[0]
+        if req.shares != len(proxies):
             return 422, {
                 "error": "malformed",
-                "detail": f"this agent has {len(self.proxies)} proxies, not {req.shares}",
+                "detail": f"dataset {req.dataset} has {len(proxies)} proxies, not {req.shares}",
             }
         try:
             result = self.delegate_once(

@@ -19,6 +19,7 @@ The receiving key is the consumer's wallet-derived :class:`ConsumerKey`
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ from datagora.crypto.pre import (
     verify_cfrag,
 )
 from datagora.ledger import Ledger
+from datagora.ledger.base import ZERO_ADDRESS
+from datagora.sharing.answers import Evidence, answer_digest, recover_answer
 from datagora.sharing.errors import (
     REFUSALS,
     AccessRefused,
@@ -52,7 +55,7 @@ from datagora.sharing.gate import DEFAULT_SERVICE_ID
 from datagora.sharing.requests import check_threshold
 from datagora.sharing.wire import Domain, ReencryptBody
 
-__all__ = ["FetchReport", "fetch_data_key", "fetch_data_key_report"]
+__all__ = ["FetchReport", "fetch_data_key", "fetch_data_key_report", "report_fault"]
 
 _log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT: Final = 10.0
@@ -83,6 +86,8 @@ class _Outcome:
     bad: str = ""
     code: str = ""
     detail: str = ""
+    # The bad fragment and the proxy's signature over it, if it signed one.
+    bad_answer: tuple[bytes, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,9 @@ class FetchReport:
     bad: dict[str, str]
     refused: dict[str, str]
     unreachable: dict[str, str]
+    evidence: dict[str, Evidence] = field(default_factory=dict)
+    """Per misbehaving proxy that signed its bad fragment: what ``ProxyFaults.report``
+    takes (:func:`report_fault`)."""
 
     @property
     def misbehaved(self) -> list[str]:
@@ -137,13 +145,19 @@ def _ask(
         try:
             batch = bytes.fromhex(answer["batch"])
             raw = bytes.fromhex(answer["cfrag"])
+        except (KeyError, TypeError, ValueError):
+            return _Outcome(proxy, bad="the answer holds a malformed capsule fragment")
+        try:
             cfrags[batch] = verify_cfrag(
                 raw, wrapped.capsule, verifying_key, wrapped.delegating_key, consumer_key
             )
-        except (KeyError, TypeError, ValueError):
-            return _Outcome(proxy, bad="the answer holds a malformed capsule fragment")
         except BadFragment as exc:
-            return _Outcome(proxy, bad=str(exc))
+            signature = answer.get("signature")
+            signed = None
+            if isinstance(signature, str) and len(signature) == 130:
+                with contextlib.suppress(ValueError):
+                    signed = (raw, bytes.fromhex(signature))
+            return _Outcome(proxy, bad=str(exc), bad_answer=signed)
     return _Outcome(proxy, cfrags=cfrags)
 
 
@@ -175,9 +189,11 @@ def fetch_data_key_report(
         )
     domain = Domain.of(ledger)
     receiving = receiving or consumer.consumer_key(domain.chain_id)
-    body = ReencryptBody.build(
+    built = ReencryptBody.build(
         consumer, domain, dataset, version, wrapped.capsule, service=service
-    ).to_json()
+    )
+    body = built.to_json()
+    request_digest = built.signed.digest()
     outcomes: list[_Outcome] = []
     # batch -> key fragment id -> (first proxy that answered with it, its fragment)
     by_batch: dict[bytes, dict[bytes, tuple[str, VerifiedCapsuleFrag]]] = {}
@@ -248,8 +264,22 @@ def fetch_data_key_report(
         o.proxy: f"{o.code}: {o.detail}" for o in outcomes if o.code and o.code != "unreachable"
     }
     unreachable = {o.proxy: o.detail for o in outcomes if o.code == "unreachable"}
+    faults = ledger.deployment.contracts.get("ProxyFaults", ZERO_ADDRESS)
+    evidence: dict[str, Evidence] = {}
+    for o in outcomes:
+        if o.bad_answer is None:
+            continue
+        raw_cfrag, signature = o.bad_answer
+        digest = answer_digest(
+            domain.chain_id, faults, dataset, version, consumer.address, request_digest, raw_cfrag
+        )
+        with contextlib.suppress(ValueError):
+            evidence[o.proxy] = Evidence(
+                recover_answer(digest, signature), o.proxy, dataset, version,
+                consumer.address, request_digest, raw_cfrag, signature, o.bad,
+            )  # fmt: skip
     if opened is not None:
-        return FetchReport(opened[0], opened[1], bad, refused, unreachable)
+        return FetchReport(opened[0], opened[1], bad, refused, unreachable, evidence)
     distinct = max((len(f) for f in by_batch.values()), default=0)
     answered = sum(1 for o in outcomes if o.cfrags)
     if answered >= threshold and not bad and distinct < threshold:
@@ -311,3 +341,16 @@ def fetch_data_key(
         ledger, consumer, owner_public, wrapped, dataset, version, proxies, threshold,
         timeout=timeout, receiving=receiving,
     ).data_key  # fmt: skip
+
+
+def report_fault(ledger: Ledger, consumer: Identity, evidence: Evidence) -> int:
+    """Report on chain (``ProxyFaults``) a proxy's signed bad fragment, as the consumer
+    who asked; the report id. The dataset's owner then confirms (slashing the proxy's
+    stake to the consumer) or dismisses it."""
+    if ledger.proxy_faults is None:
+        raise SharingError("this deployment has no ProxyFaults contract: redeploy")
+    report_id, _ = ledger.proxy_faults.report(
+        consumer.account, evidence.dataset, evidence.version, evidence.request_digest,
+        evidence.cfrag, evidence.signature,
+    )  # fmt: skip
+    return report_id

@@ -2,18 +2,22 @@
 
 An agent seals each key fragment to its proxy's Umbral key and addresses the signed
 delivery to the proxy's account, so it must know both for every proxy URL. The node
-registry (``NodeRegistry.vy``, its ``umbral_pk``) is meant to supply them; until it
-does, :class:`HttpProxyDirectory` asks each proxy (``GET /identity``) and remembers
-the answer. A proxy that lies about its key only makes its own fragment useless: the
-fragment sealed to a key it does not hold never verifies at the proxy, and a key it
-does hold belongs to it anyway.
+registry (``NodeRegistry.vy``: endpoint and ``umbral_pk`` of each active proxy-role
+node) supplies them: :class:`RegistryProxyDirectory`, which every agent and consumer
+with a ledger uses. It also asks the proxy who it is (``GET /identity``) and refuses a
+proxy whose served account or key differs from its registered one (a stale record or
+an endpoint taken over). A URL the registry does not list is looked up over HTTP
+alone only when the directory was given a ``fallback`` (explicit proxy lists of tests
+and development networks, whose proxies are not registered). A proxy that lies about
+its key only makes its own fragment useless: the fragment sealed to a key it does not
+hold never verifies at the proxy, and a key it does hold belongs to it anyway.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import httpx
 import umbral_pre
@@ -21,7 +25,16 @@ import umbral_pre
 from datagora.crypto.eip712 import to_checksum_address
 from datagora.sharing.errors import ProxyUnavailable
 
-__all__ = ["HttpProxyDirectory", "ProxyDirectory", "ProxyInfo", "StaticProxyDirectory"]
+if TYPE_CHECKING:
+    from datagora.ledger import Ledger
+
+__all__ = [
+    "HttpProxyDirectory",
+    "ProxyDirectory",
+    "ProxyInfo",
+    "RegistryProxyDirectory",
+    "StaticProxyDirectory",
+]
 
 _IDENTITY_FORMAT: Final = "datagora.proxy-identity.v1"
 
@@ -95,3 +108,93 @@ class HttpProxyDirectory:
         with self._lock:
             self._known[url] = info
         return info
+
+
+class RegistryProxyDirectory:
+    """Proxies as the NodeRegistry records them: the active proxy-role node whose
+    endpoint is the URL, with its registered account and Umbral key, used only if the
+    proxy itself serves that same account and key (``GET /identity``).
+
+    ``fallback``: where to look up a URL no active registered proxy has (an explicit
+    list of unregistered development proxies); None refuses such URLs. Records are
+    read again after ``ttl`` seconds, so a proxy that left or changed key stops being
+    used."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        fallback: ProxyDirectory | None = None,
+        timeout: float = 10.0,
+        ttl: float = 30.0,
+    ) -> None:
+        self.ledger = ledger
+        self.fallback = fallback
+        self._timeout = timeout
+        self._served = HttpProxyDirectory(ledger.chain.chain_id, timeout)
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._table: dict[str, ProxyInfo] = {}
+        self._read_at = float("-inf")
+
+    def _registered(self) -> dict[str, ProxyInfo]:
+        import time
+
+        from datagora.ledger.registry import Role
+
+        with self._lock:
+            if time.monotonic() - self._read_at < self.ttl:
+                return self._table
+        table = {
+            n.endpoint.rstrip("/"): ProxyInfo(n.endpoint.rstrip("/"), n.address, n.umbral_pk)
+            for n in self.ledger.registry.nodes(Role.PROXY)
+            if n.umbral_pk
+        }
+        with self._lock:
+            self._table, self._read_at = table, time.monotonic()
+            # What proxies serve is asked again too (a proxy may have changed its key).
+            self._served = HttpProxyDirectory(self.ledger.chain.chain_id, self._timeout)
+        return table
+
+    def by_address(self, address: str) -> ProxyInfo:
+        """The active registered proxy with account `address` (ProxyUnavailable if none)."""
+        wanted = to_checksum_address(address)
+        for info in self._registered().values():
+            if info.address == wanted:
+                return info
+        raise ProxyUnavailable(f"{wanted} is not an active proxy with a key in the registry")
+
+    def lookup(self, url: str) -> ProxyInfo:
+        registered = self._registered().get(url.rstrip("/"))
+        if registered is None:
+            if self.fallback is None:
+                raise ProxyUnavailable(f"no active registered proxy at {url}")
+            return self.fallback.lookup(url)
+        with self._lock:
+            served_directory = self._served
+        served = served_directory.lookup(url)
+        if (served.address, served.umbral_public_key) != (
+            registered.address,
+            registered.umbral_public_key,
+        ):
+            raise ProxyUnavailable(
+                f"proxy {url} serves account {served.address} and key "
+                f"{served.umbral_public_key.hex()[:16]}..., not the registered "
+                f"{registered.address} and {registered.umbral_public_key.hex()[:16]}...: not used"
+            )
+        return registered
+
+
+def dataset_proxies(ledger: Ledger, dataset: int) -> tuple[list[str], int] | None:
+    """The endpoints and threshold of the proxies `dataset`'s controller chose on chain
+    (``ProxySets``), or None if it chose none (or the deployment predates it). A chosen
+    proxy that is no longer active in the registry has no endpoint: it is left out, so
+    fewer proxies may remain than chosen (the threshold stays)."""
+    if ledger.proxy_sets is None:
+        return None
+    chosen = ledger.proxy_sets.proxies_of(dataset)
+    if not chosen.chosen:
+        return None
+    from datagora.ledger.registry import Role
+
+    active = {n.address: n.endpoint.rstrip("/") for n in ledger.registry.nodes(Role.PROXY)}
+    return [active[p] for p in chosen.proxies if p in active], chosen.threshold

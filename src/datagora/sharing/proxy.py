@@ -62,6 +62,7 @@ from datagora.ledger import Ledger
 from datagora.ledger.base import ZERO_ADDRESS
 from datagora.ledger.errors import ChainError
 from datagora.sharing.accesslog import AccessLogFile
+from datagora.sharing.answers import answer_digest, sign_answer
 from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate, Decision
 from datagora.sharing.kfrags import KfragRecord, KfragStore
 from datagora.sharing.requests import DelegationRequest, FragmentRequest
@@ -131,6 +132,8 @@ class ProxyService:
         self.identity = identity
         self.chain_id = ledger.chain.chain_id
         self.domain = Domain.of(ledger)
+        self._answer_key = bytes(identity.account.key)
+        self._faults = ledger.deployment.contracts.get("ProxyFaults", ZERO_ADDRESS)
         self.service_id = service_id
         self.anchor_every = anchor_every
         self.gate = AccessGate(ledger, service_id)
@@ -309,16 +312,30 @@ class ProxyService:
                 f"{req.dataset} version {req.version}",
             )
         try:
-            cfrags = [
-                {
-                    "batch": r.batch.hex(),
-                    "cfrag": reencrypt(self.kfrags.verified(r), admitted.body.capsule).hex(),
-                }
+            raw_cfrags = [
+                (r.batch, reencrypt(self.kfrags.verified(r), admitted.body.capsule))
                 for r in records
             ]
         except PreError:
             self.log.append(**entry, outcome="refused", reason="malformed")
             return _refusal(422, "malformed", "the capsule is malformed")
+        # Each fragment signed (docs/sharing.md, "Signed answers"): evidence against
+        # this proxy if it does not verify.
+        request_digest = bytes.fromhex(entry["request"])
+        cfrags = [
+            {
+                "batch": batch.hex(),
+                "cfrag": cfrag.hex(),
+                "signature": sign_answer(
+                    self._answer_key,
+                    answer_digest(
+                        self.chain_id, self._faults, req.dataset, req.version, signer,
+                        request_digest, cfrag,
+                    ),
+                ).hex(),
+            }
+            for batch, cfrag in raw_cfrags
+        ]  # fmt: skip
         self.log.append(**entry, outcome="accepted", reason="")
         return 200, {"cfrags": cfrags}
 
