@@ -284,3 +284,183 @@ def test_the_cli_prints_the_detection_odds() -> None:
     assert round(odds["probability"], 3) == 0.779 and odds["periods_for_99pct"] == 92
     bad = runner.invoke(app, ["storage", "deal", "odds", "--lost", "2"])
     assert bad.exit_code == 1 and "strictly between 0 and 1" in str(bad.exception)
+
+
+def test_an_open_deal_grants_its_owner_quota_on_its_nodes_only(
+    tmp_path: Path, embedded_ledger: Ledger
+) -> None:
+    import httpx
+    from storage_helpers import SigningAuth, grant
+
+    from datagora.storage.deals import DealQuotas, deal_bytes
+    from datagora.storage.node import default_policy
+
+    ledger = embedded_ledger
+    assert ledger.deals is not None
+    accounts = [dev_account(5 + i) for i in range(3)]
+    started = []
+    for i, account in enumerate(accounts):
+        policy = default_policy(tmp_path / f"node{i}")
+        quotas = DealQuotas(ledger.deals, lambda a=account: [a.address], ttl=0.0)  # type: ignore[misc]
+        policy.quotas.sources.append(quotas)
+        started.append(ThreadNode(tmp_path / f"node{i}", policy=policy))
+        started[-1].start()
+    try:
+        urls = [n.url for n in started]
+        src = tmp_path / "in.bin"
+        src.write_bytes(os.urandom(30_000))
+        params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=3)
+        result = StorageClient(urls, signer=OWNER).upload(
+            src, params, DataKey.generate(), WRAP_OWNER.public_key()
+        )
+        dataset = publish(
+            ledger,
+            Pricing.NONE,
+            manifest_hash=result.manifest_hash,
+            merkle_root=result.root,
+            metadata_hash=h("quota"),
+        ).dataset
+        # The operators take back their grants: only a deal can give quota now.
+        for node in started:
+            grant(node.data_dir, amount=0)
+        blob = b"new version data" * 100
+        digest = hashlib.sha256(blob).hexdigest()
+        with httpx.Client(timeout=10, auth=SigningAuth(OWNER)) as client:
+            for url in urls:
+                refused = client.put(f"{url}/shares/{digest}", content=blob)
+                assert refused.status_code == 403, refused.text
+            from datagora.storage.manifest import verify_manifest
+
+            verified = verify_manifest(result.manifest.to_bytes(), result.manifest_hash)
+            lists = share_lists(verified, result.placement.locations)
+            fund(ledger, OWNER.address)
+            terms = DealTerms(10**15, 0, 0, 2, 40, 20, 4)
+            ledger.market_token.approve(OWNER, ledger.deals.address, 10**15 * 2 * 2)
+            chosen = [
+                (accounts[i].address, lists[urls[i]].root, lists[urls[i]].count) for i in (0, 1)
+            ]
+            deal, _ = ledger.deals.open_deal(
+                OWNER,
+                dataset,
+                ledger.data_nft.get_dataset(dataset).version,
+                chosen,
+                deal_layout(verified),
+                terms,
+            )
+            size = deal_bytes(ledger.deals.deal(deal).layout)
+            for url in urls[:2]:  # the deal's nodes take the owner's writes
+                ok = client.put(f"{url}/shares/{digest}", content=blob)
+                assert ok.status_code in (200, 201), ok.text
+            other = client.put(f"{urls[2]}/shares/{digest}", content=blob)
+            assert other.status_code == 403, other.text
+        # Another account gets nothing from the owner's deal.
+        with httpx.Client(timeout=10, auth=SigningAuth(dev_account(2))) as stranger:
+            blob2 = b"someone else" * 10
+            d2 = hashlib.sha256(blob2).hexdigest()
+            assert stranger.put(f"{urls[0]}/shares/{d2}", content=blob2).status_code == 403
+        # Beyond the deal's size (plus its margin) the owner is refused with 413.
+        big = os.urandom(size + size // 8 + (1 << 20) + 1)
+        with httpx.Client(timeout=30, auth=SigningAuth(OWNER)) as client:
+            over = client.put(f"{urls[0]}/shares/{hashlib.sha256(big).hexdigest()}", content=big)
+            assert over.status_code == 413, over.text
+            # Once the deal is ended and over, the grant stops.
+            ledger.deals.end_deal(OWNER, deal)
+            info = ledger.deals.deal(deal)
+            while ledger.chain.block_number < info.window_end(max(0, info.end_period - 1)):
+                ledger.chain.advance_time(1)
+            blob3 = b"after the deal" * 10
+            late = client.put(
+                f"{urls[0]}/shares/{hashlib.sha256(blob3).hexdigest()}", content=blob3
+            )
+            assert late.status_code == 403, late.text
+    finally:
+        for node in started:
+            node.stop()
+
+
+@pytest.mark.anvil
+def test_nodes_join_and_prove_their_deals_by_themselves_on_anvil(
+    nodes: list[ThreadNode], tmp_path: Path, _anvil_ledger: Ledger
+) -> None:
+    import time
+
+    from datagora.storage.deals import DealWatcher
+    from datagora.storage.manifest import verify_manifest
+
+    ledger = _anvil_ledger
+    assert ledger.deals is not None
+    snapshot = ledger.chain.snapshot()
+    watchers: list[DealWatcher] = []
+    try:
+        urls = [n.url for n in nodes[:2]]
+        src = tmp_path / "in.bin"
+        src.write_bytes(os.urandom(20_000))
+        params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=1, n=2)
+        result = StorageClient(urls, signer=OWNER).upload(
+            src, params, DataKey.generate(), WRAP_OWNER.public_key()
+        )
+        dataset = publish(
+            ledger,
+            Pricing.NONE,
+            manifest_hash=result.manifest_hash,
+            merkle_root=result.root,
+            metadata_hash=h("auto"),
+        ).dataset
+        verified = verify_manifest(result.manifest.to_bytes(), result.manifest_hash)
+        lists = share_lists(verified, result.placement.locations)
+        accounts = [dev_account(7 + i) for i in range(2)]
+        from datagora.ledger import Role
+        from datagora.node.registration import DevNode, register_dev_nodes
+
+        register_dev_nodes(
+            ledger, [DevNode(a, Role.STORAGE, u) for a, u in zip(accounts, urls, strict=True)]
+        )
+        for account in accounts:
+            fund(ledger, account.address)
+        fund(ledger, OWNER.address)
+        price = 10**15
+        terms = DealTerms(price, 10**16, 10**15, 2, 20, 10, 4)
+        ledger.market_token.approve(OWNER, ledger.deals.address, price * 2 * 2)
+        deal, _ = ledger.deals.open_deal(
+            OWNER,
+            dataset,
+            ledger.data_nft.get_dataset(dataset).version,
+            [(accounts[i].address, lists[u].root, lists[u].count) for i, u in enumerate(urls)],
+            deal_layout(verified),
+            terms,
+        )
+        # A node that does not accept deals does not join; one that does, does.
+        idle = DealWatcher(
+            ledger.deals,
+            accounts[0],
+            nodes[0].data_dir,
+            lambda d: ledger.data_nft.get_dataset(d).manifest_hash,
+        )
+        assert idle.run_once() == [] and not ledger.deals.slot_of(deal, accounts[0].address).joined
+        for account, node in zip(accounts, nodes[:2], strict=True):
+            watchers.append(
+                DealWatcher(
+                    ledger.deals,
+                    account,
+                    node.data_dir,
+                    lambda d: ledger.data_nft.get_dataset(d).manifest_hash,
+                    accept=True,
+                    every=0.1,
+                ).start()
+            )
+        info = ledger.deals.deal(deal)
+        deadline = time.monotonic() + 60
+        # Nobody calls prove: the chain only moves on (evm_increaseTime + evm_mine).
+        while any(ledger.deals.slot_of(deal, a.address).proven < 1 for a in accounts):
+            assert time.monotonic() < deadline, [w.refused for w in watchers]
+            if ledger.chain.block_number < info.window_end(0) - 2:
+                ledger.chain.advance_time(1)
+            time.sleep(0.05)
+        for account in accounts:
+            slot = ledger.deals.slot_of(deal, account.address)
+            assert slot.joined and slot.missed == 0 and slot.earned >= price
+        assert all(w.proofs and w.refused == {} for w in watchers)
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+        ledger.chain.revert(snapshot)

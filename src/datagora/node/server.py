@@ -101,6 +101,24 @@ class NodeConfig:
         return load_account(self.keys_dir, self.account, password)
 
 
+_IDENTITIES: dict[str, str] = {}
+
+
+def _node_accounts(config: NodeConfig, ledger: Ledger) -> list[str]:
+    """The accounts a storage node acts as in deals: its ``--account``, else the
+    registered storage nodes whose endpoint is one of its ``--public-url``s."""
+    if config.account is not None:
+        if config.account not in _IDENTITIES:  # a keystore is slow to open: once
+            _IDENTITIES[config.account] = config.identity().address
+        return [_IDENTITIES[config.account]]
+    from datagora.ledger import Role
+
+    urls = {u.rstrip("/") for u in config.public_urls}
+    return [
+        n.address for n in ledger.registry.nodes(Role.STORAGE) if n.endpoint.rstrip("/") in urls
+    ]
+
+
 def _role_app(role: str, config: NodeConfig) -> FastAPI:
     if role == "storage":
         retention = None
@@ -110,11 +128,18 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             from datagora.storage.retention import OnChainReferences, Retention
 
             retention = Retention(OnChainReferences.of(config.ledger()), config.retention_grace)
+        sources = []
+        if ledger is not None and ledger.deals is not None:
+            # An owner with an open deal naming this node may store its dataset here.
+            from datagora.storage.deals import DealQuotas
+
+            sources.append(DealQuotas(ledger.deals, lambda: _node_accounts(config, ledger)))
         return storage_app(
             config.data_dir / "storage",
             config.max_share_bytes,
             retention=retention,
             ledger=ledger,
+            quota_sources=sources,
             chain_id=config.chain_id,
             public_urls=config.public_urls,
             known_nodes=config.storage_nodes,
