@@ -454,3 +454,25 @@ def test_signing_auth_helper_matches_the_client() -> None:
     """The tests' httpx signer signs what the storage client signs (a single blob by
     its name)."""
     assert SigningAuth().signer.address == WRITER.address
+
+
+def test_released_blobs_give_their_quota_back_once(tmp_path: Path) -> None:
+    from datagora.storage.auth import QuotaBook
+
+    book = QuotaBook.in_dir(tmp_path)
+    try:
+        a, b = dev_account(1).address, dev_account(2).address
+        book.grant(a, 1000)
+        book.grant(b, 1000)
+        book.reserve(a, 300)
+        book.settle(a, 300, 300, [(b"\x01" * 32, 100), (b"\x02" * 32, 200)])
+        book.reserve(b, 50)
+        book.settle(b, 50, 50, [(b"\x03" * 32, 50)])
+        assert (book.used(a), book.used(b)) == (300, 50)
+        # A sweep deleted one of a's blobs, an unknown one and b's: each is given back.
+        assert book.release([b"\x02" * 32, b"\x09" * 32, b"\x03" * 32]) == 250
+        assert (book.used(a), book.used(b)) == (100, 0)
+        assert book.release([b"\x02" * 32]) == 0  # never twice
+        assert book.used(a) == 100
+    finally:
+        book.close()
