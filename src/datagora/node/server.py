@@ -75,6 +75,10 @@ class NodeConfig:
     # and the chain id writes are signed for when the node reads no ledger
     public_urls: list[str] = field(default_factory=list)
     chain_id: int | None = None
+    # storage with a ledger and an account: prove this node's deals each period, and
+    # join the deals naming it that match what it holds (posting collateral)
+    accept_deals: bool = False
+    prove_every: float = 12.0
 
     def ledger(self) -> Ledger:
         from datagora.ledger import Ledger
@@ -102,6 +106,25 @@ class NodeConfig:
 
 
 _IDENTITIES: dict[str, str] = {}
+_PROVERS: dict[Path, object] = {}
+
+
+def _start_prover(config: NodeConfig, ledger: Ledger) -> None:
+    """Prove the deals naming this storage node's account in a thread (once per data
+    directory), joining new ones with ``--accept-deals``."""
+    from datagora.storage.deals import DealWatcher
+
+    data_dir = config.data_dir / "storage"
+    if data_dir in _PROVERS or ledger.deals is None:
+        return
+    _PROVERS[data_dir] = DealWatcher(
+        ledger.deals,
+        config.identity().account,
+        data_dir,
+        lambda dataset: ledger.data_nft.get_dataset(dataset).manifest_hash,
+        accept=config.accept_deals,
+        every=config.prove_every,
+    ).start()
 
 
 def _node_accounts(config: NodeConfig, ledger: Ledger) -> list[str]:
@@ -134,6 +157,8 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             from datagora.storage.deals import DealQuotas
 
             sources.append(DealQuotas(ledger.deals, lambda: _node_accounts(config, ledger)))
+            if config.account is not None:
+                _start_prover(config, ledger)
         return storage_app(
             config.data_dir / "storage",
             config.max_share_bytes,
