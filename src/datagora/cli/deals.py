@@ -61,7 +61,7 @@ def deals(
     """What an owner pays: every deal, its escrow, what was paid and what is still owed;
     deal nodes in trouble (missed, slashed, leaving) and, with --repair, their repair.
 
-    Example: datagora storage deals --owner owner --repair --replace --account owner
+    Example: datagora storage deals --repair --replace --account owner
     """
     from datagora.market.deals import deal_summaries, repair_deals, troubled_deals
 
