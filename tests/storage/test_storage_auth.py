@@ -476,3 +476,21 @@ def test_released_blobs_give_their_quota_back_once(tmp_path: Path) -> None:
         assert book.used(a) == 100
     finally:
         book.close()
+
+
+@pytest.mark.parametrize(("chunk_size", "n"), [(4096, 3), (1 << 20, 6), (8 << 20, 6)])
+def test_the_largest_dataset_fits_and_one_chunk_more_is_refused(chunk_size: int, n: int) -> None:
+    from datagora.storage.limits import check_dataset_size
+
+    most = max_dataset_bytes(chunk_size, n)
+    check_dataset_size(most, chunk_size, 2, n)  # just under: accepted
+    assert manifest_bound(most, chunk_size, n) <= MAX_MANIFEST_BYTES
+    with pytest.raises(DatasetTooLarge, match=f"at most {most} bytes"):
+        check_dataset_size(most + 1, chunk_size, 2, n)  # one more chunk: refused
+
+
+def test_a_tebibyte_needs_8_mib_chunks_until_manifests_split() -> None:
+    # Issue 16 part 5 asks for >= 1 TiB at the default chunk size (1 MiB), which
+    # needs the manifest split into a hash tree (not built yet): today one
+    # manifest holds ~148 GiB at 1 MiB chunks and > 1 TiB from 8 MiB chunks.
+    assert max_dataset_bytes(1 << 20, 6) < 1 << 40 < max_dataset_bytes(8 << 20, 6)
