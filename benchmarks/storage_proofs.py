@@ -46,9 +46,14 @@ def measure_proofs(
     owner_key = X25519PrivateKey.generate().public_key()
     manifest = builder.build(wrap_data_key(key, owner_key, params.dataset_id, 1))
     verified = verify_manifest(manifest.to_bytes(), manifest.digest())
+    from datagora.ledger import Role
+    from datagora.node.registration import DevNode, register_dev_nodes
+
     ledger = Ledger.embedded()
     assert ledger.deals is not None
     owner, node = dev_account(1), dev_account(5)
+    # A deal's nodes must be active storage nodes in the NodeRegistry.
+    register_dev_nodes(ledger, [DevNode(node, Role.STORAGE, "http://127.0.0.1:7001")])
     published = ledger.factory.publish(
         owner,
         PublishParams(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account.signers.local import LocalAccount
 from storage_helpers import ThreadNode
 
 from datagora.crypto.aead import DataKey
@@ -40,6 +41,14 @@ from datagora.storage.pipeline import EncodingParams, new_dataset_id
 from helpers import OWNER, fund, h, publish
 
 WRAP_OWNER = X25519PrivateKey.generate()
+
+
+def register(ledger: Ledger, accounts: dict[str, LocalAccount]) -> None:
+    """Register each storage node (URL -> account) in the NodeRegistry: deals need it."""
+    from datagora.ledger import Role
+    from datagora.node.registration import DevNode, register_dev_nodes
+
+    register_dev_nodes(ledger, [DevNode(a, Role.STORAGE, u) for u, a in accounts.items()])
 
 
 @pytest.fixture
@@ -81,7 +90,7 @@ def test_block_roots_stream_and_prove(size: int) -> None:
 def test_format_2_manifests_still_upload_read_and_download(
     nodes: list[ThreadNode], tmp_path: Path
 ) -> None:
-    client = StorageClient([n.url for n in nodes])
+    client = StorageClient([n.url for n in nodes], signer=OWNER)
     results = {}
     for share_format in (1, 2):
         data = os.urandom(5000)
@@ -155,7 +164,7 @@ def test_a_deal_on_shares_uploaded_to_real_nodes_is_proven_from_their_stores(
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(40_000))
     params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=4)
-    result = StorageClient([n.url for n in nodes]).upload(
+    result = StorageClient([n.url for n in nodes], signer=OWNER).upload(
         src, params, DataKey.generate(), WRAP_OWNER.public_key()
     )
     dataset = publish(
@@ -170,6 +179,7 @@ def test_a_deal_on_shares_uploaded_to_real_nodes_is_proven_from_their_stores(
     verified = verify_manifest(result.manifest.to_bytes(), result.manifest_hash)
     lists = share_lists(verified, result.placement.locations)
     accounts = {n.url: dev_account(5 + i) for i, n in enumerate(nodes)}
+    register(ledger, accounts)
     for account in accounts.values():
         fund(ledger, account.address)
     fund(ledger, OWNER.address)
@@ -232,7 +242,9 @@ def test_an_owner_and_nodes_use_deals_through_the_sdk(
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(30_000))
     params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=4)
-    result = StorageClient(urls).upload(src, params, DataKey.generate(), WRAP_OWNER.public_key())
+    result = StorageClient(urls, signer=OWNER).upload(
+        src, params, DataKey.generate(), WRAP_OWNER.public_key()
+    )
     dataset = publish(
         ledger,
         Pricing.NONE,
@@ -242,6 +254,7 @@ def test_an_owner_and_nodes_use_deals_through_the_sdk(
     ).dataset
     owner = Market(ledger, Endpoints(storage=urls), dev_identity(1))
     accounts = {url: dev_account(5 + i) for i, url in enumerate(urls)}
+    register(ledger, accounts)
     for account in accounts.values():
         fund(ledger, account.address)
     fund(ledger, OWNER.address)
@@ -284,3 +297,268 @@ def test_the_cli_prints_the_detection_odds() -> None:
     assert round(odds["probability"], 3) == 0.779 and odds["periods_for_99pct"] == 92
     bad = runner.invoke(app, ["storage", "deal", "odds", "--lost", "2"])
     assert bad.exit_code == 1 and "strictly between 0 and 1" in str(bad.exception)
+
+
+def test_an_open_deal_grants_its_owner_quota_on_its_nodes_only(
+    tmp_path: Path, embedded_ledger: Ledger
+) -> None:
+    import httpx
+    from storage_helpers import SigningAuth, grant
+
+    from datagora.storage.deals import DealQuotas, deal_bytes
+    from datagora.storage.node import default_policy
+
+    ledger = embedded_ledger
+    assert ledger.deals is not None
+    accounts = [dev_account(5 + i) for i in range(3)]
+    started = []
+    for i, account in enumerate(accounts):
+        policy = default_policy(tmp_path / f"node{i}")
+        quotas = DealQuotas(ledger.deals, lambda a=account: [a.address], ttl=0.0)  # type: ignore[misc]
+        policy.quotas.sources.append(quotas)
+        started.append(ThreadNode(tmp_path / f"node{i}", policy=policy))
+        started[-1].start()
+    try:
+        urls = [n.url for n in started]
+        src = tmp_path / "in.bin"
+        src.write_bytes(os.urandom(30_000))
+        params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=3)
+        result = StorageClient(urls, signer=OWNER).upload(
+            src, params, DataKey.generate(), WRAP_OWNER.public_key()
+        )
+        dataset = publish(
+            ledger,
+            Pricing.NONE,
+            manifest_hash=result.manifest_hash,
+            merkle_root=result.root,
+            metadata_hash=h("quota"),
+        ).dataset
+        # The operators take back their grants: only a deal can give quota now.
+        for node in started:
+            grant(node.data_dir, amount=0)
+        blob = b"new version data" * 100
+        digest = hashlib.sha256(blob).hexdigest()
+        with httpx.Client(timeout=10, auth=SigningAuth(OWNER)) as client:
+            for url in urls:
+                refused = client.put(f"{url}/shares/{digest}", content=blob)
+                assert refused.status_code == 403, refused.text
+            from datagora.storage.manifest import verify_manifest
+
+            verified = verify_manifest(result.manifest.to_bytes(), result.manifest_hash)
+            lists = share_lists(verified, result.placement.locations)
+            fund(ledger, OWNER.address)
+            terms = DealTerms(10**15, 0, 0, 2, 40, 20, 4)
+            ledger.market_token.approve(OWNER, ledger.deals.address, 10**15 * 2 * 2)
+            chosen = [
+                (accounts[i].address, lists[urls[i]].root, lists[urls[i]].count) for i in (0, 1)
+            ]
+            deal, _ = ledger.deals.open_deal(
+                OWNER,
+                dataset,
+                ledger.data_nft.get_dataset(dataset).version,
+                chosen,
+                deal_layout(verified),
+                terms,
+            )
+            size = deal_bytes(ledger.deals.deal(deal).layout)
+            for url in urls[:2]:  # the deal's nodes take the owner's writes
+                ok = client.put(f"{url}/shares/{digest}", content=blob)
+                assert ok.status_code in (200, 201), ok.text
+            other = client.put(f"{urls[2]}/shares/{digest}", content=blob)
+            assert other.status_code == 403, other.text
+        # Another account gets nothing from the owner's deal.
+        with httpx.Client(timeout=10, auth=SigningAuth(dev_account(2))) as stranger:
+            blob2 = b"someone else" * 10
+            d2 = hashlib.sha256(blob2).hexdigest()
+            assert stranger.put(f"{urls[0]}/shares/{d2}", content=blob2).status_code == 403
+        # Beyond the deal's size (plus its margin) the owner is refused with 413.
+        big = os.urandom(size + size // 8 + (1 << 20) + 1)
+        with httpx.Client(timeout=30, auth=SigningAuth(OWNER)) as client:
+            over = client.put(f"{urls[0]}/shares/{hashlib.sha256(big).hexdigest()}", content=big)
+            assert over.status_code == 413, over.text
+            # Once the deal is ended and over, the grant stops.
+            ledger.deals.end_deal(OWNER, deal)
+            info = ledger.deals.deal(deal)
+            while ledger.chain.block_number < info.window_end(max(0, info.end_period - 1)):
+                ledger.chain.advance_time(1)
+            blob3 = b"after the deal" * 10
+            late = client.put(
+                f"{urls[0]}/shares/{hashlib.sha256(blob3).hexdigest()}", content=blob3
+            )
+            assert late.status_code == 403, late.text
+    finally:
+        for node in started:
+            node.stop()
+
+
+@pytest.mark.anvil
+def test_nodes_join_and_prove_their_deals_by_themselves_on_anvil(
+    nodes: list[ThreadNode], tmp_path: Path, _anvil_ledger: Ledger
+) -> None:
+    import time
+
+    from datagora.storage.deals import DealWatcher
+    from datagora.storage.manifest import verify_manifest
+
+    ledger = _anvil_ledger
+    assert ledger.deals is not None
+    snapshot = ledger.chain.snapshot()
+    watchers: list[DealWatcher] = []
+    try:
+        urls = [n.url for n in nodes[:2]]
+        src = tmp_path / "in.bin"
+        src.write_bytes(os.urandom(20_000))
+        params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=1, n=2)
+        result = StorageClient(urls, signer=OWNER).upload(
+            src, params, DataKey.generate(), WRAP_OWNER.public_key()
+        )
+        dataset = publish(
+            ledger,
+            Pricing.NONE,
+            manifest_hash=result.manifest_hash,
+            merkle_root=result.root,
+            metadata_hash=h("auto"),
+        ).dataset
+        verified = verify_manifest(result.manifest.to_bytes(), result.manifest_hash)
+        lists = share_lists(verified, result.placement.locations)
+        accounts = [dev_account(7 + i) for i in range(2)]
+        from datagora.ledger import Role
+        from datagora.node.registration import DevNode, register_dev_nodes
+
+        register_dev_nodes(
+            ledger, [DevNode(a, Role.STORAGE, u) for a, u in zip(accounts, urls, strict=True)]
+        )
+        for account in accounts:
+            fund(ledger, account.address)
+        fund(ledger, OWNER.address)
+        price = 10**15
+        terms = DealTerms(price, 10**16, 10**15, 2, 20, 10, 4)
+        ledger.market_token.approve(OWNER, ledger.deals.address, price * 2 * 2)
+        deal, _ = ledger.deals.open_deal(
+            OWNER,
+            dataset,
+            ledger.data_nft.get_dataset(dataset).version,
+            [(accounts[i].address, lists[u].root, lists[u].count) for i, u in enumerate(urls)],
+            deal_layout(verified),
+            terms,
+        )
+        # A node that does not accept deals does not join; one that does, does.
+        idle = DealWatcher(
+            ledger.deals,
+            accounts[0],
+            nodes[0].data_dir,
+            lambda d: ledger.data_nft.get_dataset(d).manifest_hash,
+        )
+        assert idle.run_once() == [] and not ledger.deals.slot_of(deal, accounts[0].address).joined
+        for account, node in zip(accounts, nodes[:2], strict=True):
+            watchers.append(
+                DealWatcher(
+                    ledger.deals,
+                    account,
+                    node.data_dir,
+                    lambda d: ledger.data_nft.get_dataset(d).manifest_hash,
+                    accept=True,
+                    every=0.1,
+                ).start()
+            )
+        info = ledger.deals.deal(deal)
+        deadline = time.monotonic() + 60
+        # Nobody calls prove: the chain only moves on (evm_increaseTime + evm_mine).
+        while any(ledger.deals.slot_of(deal, a.address).proven < 1 for a in accounts):
+            assert time.monotonic() < deadline, [w.refused for w in watchers]
+            if ledger.chain.block_number < info.window_end(0) - 2:
+                ledger.chain.advance_time(1)
+            time.sleep(0.05)
+        for account in accounts:
+            slot = ledger.deals.slot_of(deal, account.address)
+            assert slot.joined and slot.missed == 0 and slot.earned >= price
+        assert all(w.proofs and w.refused == {} for w in watchers)
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+        ledger.chain.revert(snapshot)
+
+
+def test_an_owner_repairs_away_from_slashed_and_leaving_deal_nodes(
+    tmp_path: Path, embedded_ledger: Ledger
+) -> None:
+    from datagora.ledger import Role
+    from datagora.market import Endpoints
+    from datagora.market.deals import node_prover, repair_deals, troubled_deals
+    from datagora.node.connect import dev_identity
+    from datagora.node.registration import DevNode, register_dev_nodes
+    from datagora.sdk import Market
+
+    ledger = embedded_ledger
+    assert ledger.deals is not None
+    started = [ThreadNode(tmp_path / f"node{i}") for i in range(5)]
+    for node in started:
+        node.start()
+    try:
+        urls = [n.url for n in started]
+        accounts = {url: dev_account(5 + i) for i, url in enumerate(urls)}
+        register_dev_nodes(ledger, [DevNode(a, Role.STORAGE, u) for u, a in accounts.items()])
+        for account in accounts.values():
+            fund(ledger, account.address)
+        fund(ledger, OWNER.address)
+        src = tmp_path / "in.bin"
+        payload = os.urandom(60_000)
+        src.write_bytes(payload)
+        params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=3)
+        key = DataKey.generate()
+        result = StorageClient(urls, signer=OWNER).upload(src, params, key, WRAP_OWNER.public_key())
+        dataset = publish(
+            ledger,
+            Pricing.NONE,
+            manifest_hash=result.manifest_hash,
+            merkle_root=result.root,
+            metadata_hash=h("repair"),
+        ).dataset
+        owner = Market(ledger, Endpoints(storage=urls), dev_identity(1))
+        holding = sorted(set(loc for locs in result.placement.locations.values() for loc in locs))
+        assert len(holding) == 5
+        price = 10**15
+        terms = DealTerms(price, 10**16, 10**15, 4, 40, 20, 4)
+        deal = owner.open_storage_deal(dataset, {u: accounts[u].address for u in holding}, terms)
+        provers = {
+            u: node_prover(owner, started[urls.index(u)].data_dir, accounts[u]) for u in holding
+        }
+        for prover in provers.values():
+            prover.join(deal)
+        assert troubled_deals(owner) == []
+        info = ledger.deals.deal(deal)
+        while ledger.chain.block_number <= info.seed_block(0):
+            ledger.chain.advance_time(1)
+        sleeper, leaver = holding[0], holding[1]
+        for url, prover in provers.items():
+            if url != sleeper:  # it sleeps through period 0
+                assert [p for _, p, _ in prover.run_once([deal])] == [0]
+        while ledger.chain.block_number < info.window_end(0):
+            ledger.chain.advance_time(1)
+        (missed,) = troubled_deals(owner)
+        assert missed.node == accounts[sleeper].address and "missed a period" in missed.reason
+        ledger.registry.leave(accounts[leaver])
+        troubles = {t.node: t.reason for t in troubled_deals(owner)}
+        assert troubles.keys() == {accounts[sleeper].address, accounts[leaver].address}
+        assert "leaving in the registry" in troubles[accounts[leaver].address]
+        # Another owner's view has no trouble: the deal is not theirs.
+        assert troubled_deals(owner, dev_account(2).address) == []
+
+        (row,) = repair_deals(owner, replacement=terms)
+        assert row["dataset"] == dataset and row["deals"] == [deal]
+        assert row["rebuilt"] > 0 and row["healthy"] and row["recorded_tx"]
+        verified = owner.storage().fetch_manifest(result.manifest_hash)
+        placement = owner.storage().fetch_placement(verified)
+        assert placement is not None
+        now_at = {loc for locs in placement.locations.values() for loc in locs}
+        assert sleeper not in now_at and leaver not in now_at
+        new = row["replacement_deal"]
+        assert new is not None and new != deal
+        named = {s.node for s in ledger.deals.slots(new)}
+        assert named and named.isdisjoint({accounts[sleeper].address, accounts[leaver].address})
+        out = tmp_path / "back.bin"
+        owner.storage().download(result.manifest_hash, key, out)
+        assert out.read_bytes() == payload
+    finally:
+        for node in started:
+            node.stop()

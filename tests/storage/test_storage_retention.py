@@ -28,6 +28,7 @@ from datagora.crypto.sealed import wrap_data_key
 from datagora.ledger import Chain, Ledger, dev_account
 from datagora.ledger.anvil import Anvil
 from datagora.node.inprocess import ServerGroup
+from datagora.storage.auth import QuotaBook
 from datagora.storage.client import StorageClient
 from datagora.storage.errors import StorageError
 from datagora.storage.manifest import verify_manifest
@@ -174,6 +175,15 @@ def test_nothing_is_deleted_when_the_chain_cannot_be_read(store: PackStore) -> N
     assert report.deleted == 0 and _held(store) == before
 
 
+def used(data_dir: Path, account: str = WRITER.address) -> int:
+    """The bytes ``account`` stores on the node keeping its data in ``data_dir``."""
+    book = QuotaBook.in_dir(data_dir)
+    try:
+        return book.used(account)
+    finally:
+        book.close()
+
+
 def test_a_node_sweeps_by_itself_and_reports_it(embedded_ledger: Ledger, tmp_path: Path) -> None:
     """Three node apps with retention on (grace 5 s, a sweep every 0.2 s): a recorded
     upload stays readable, an unrecorded one disappears from every node.
@@ -198,6 +208,9 @@ def test_a_node_sweeps_by_itself_and_reports_it(embedded_ledger: Ledger, tmp_pat
             if len(uploads) == 1:  # recorded at once, well inside the grace
                 first = uploads[0][0]
                 publish(embedded_ledger, manifest_hash=first.manifest_hash, merkle_root=first.root)
+                used_after_first = [used(tmp_path / f"node{i}") for i in range(3)]
+        grown = [used(tmp_path / f"node{i}") for i in range(3)]
+        assert all(g > u for g, u in zip(grown, used_after_first, strict=True))
         (recorded, key, payload), (orphan, _, _) = uploads
         orphaned = {orphan.manifest_hash.hex()} | {
             s.hex() for c in orphan.manifest.chunks for s in c.shares
@@ -209,6 +222,10 @@ def test_a_node_sweeps_by_itself_and_reports_it(embedded_ledger: Ledger, tmp_pat
         for url in urls:
             last = httpx.get(f"{url}/health").json()["retention"]["last_sweep"]
             assert last["error"] is None and last["kept"] >= 1
+        # What retention deleted no longer counts against the writer's quota.
+        while [used(tmp_path / f"node{i}") for i in range(3)] != used_after_first:
+            assert time.monotonic() < deadline, "the deleted bytes were never released"
+            time.sleep(0.2)
         out = tmp_path / "back.bin"
         client.download(recorded.manifest_hash, key, out)
         assert out.read_bytes() == payload

@@ -43,21 +43,49 @@ def deals(
     owner: Annotated[
         str | None, typer.Option(help="Only this owner's deals (address or account name).")
     ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            help="Repair each dataset whose deal has a node that missed a period, was "
+            "slashed or is leaving, onto the other storage nodes (as --account)."
+        ),
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(help="--repair: open a replacement deal (same terms) with the new nodes."),
+    ] = False,
     account: AccountOption = None,
     keys: KeysOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """What an owner pays: every deal, its escrow, what was paid and what is still owed.
+    """What an owner pays: every deal, its escrow, what was paid and what is still owed;
+    deal nodes in trouble (missed, slashed, leaving) and, with --repair, their repair.
 
-    Example: datagora storage deals --owner owner
+    Example: datagora storage deals --repair --replace --account owner
     """
-    from datagora.market.deals import deal_summaries
+    from datagora.market.deals import deal_summaries, repair_deals, troubled_deals
 
-    m = marketplace(account, keys, need_account=False)
+    m = marketplace(account, keys, need_account=repair)
     who = address_of(owner, keys) if owner else None
+    if repair:
+        repaired = repair_deals(m, who, replace=replace)
+        if as_json:
+            print_json({"repairs": repaired})
+            return
+        if not repaired:
+            out.print("no deal node is in trouble: nothing to repair")
+        for r in repaired:
+            out.print(
+                f"dataset {r['dataset']}: moved off {len(r['left_out'])} node(s) of deal(s) "
+                f"{', '.join(map(str, r['deals']))}; {r['rebuilt']} share(s) re-placed, "
+                f"healthy={r['healthy']}"
+                + (f"; replacement deal {r['replacement_deal']}" if r["replacement_deal"] else "")
+            )
+        return
+    troubles = [t.to_json() for t in troubled_deals(m, who)]
     found = [s.to_json() for s in deal_summaries(m, who)]
     if as_json:
-        print_json({"deals": found})
+        print_json({"deals": found, "troubled": troubles})
         return
     if not found:
         out.print("no storage deals")
@@ -67,6 +95,11 @@ def deals(
             f"{len(d['nodes'])} node(s) × {d['periods']} periods at {_wei(d['price_per_period'])}; "
             f"escrowed {_wei(d['escrowed'])}, paid {_wei(d['paid'])}, owed {_wei(d['owed'])}; "
             f"catches 1 % loss with p={d['detect_p_1pct']}"
+        )
+    for t in troubles:
+        out.print(
+            f"deal {t['deal']}: node {t['node']} {t['reason']}; repair with "
+            "`datagora storage deals --repair`"
         )
 
 

@@ -314,13 +314,27 @@ def node(
         int | None,
         typer.Option(help="storage without --rpc: the chain id writes are signed for."),
     ] = None,
+    accept_deals: Annotated[
+        bool,
+        typer.Option(
+            help="storage with --rpc and --account: join the storage deals naming this "
+            "node that match the shares it holds (posting their collateral)."
+        ),
+    ] = False,
+    prove_every: Annotated[
+        float,
+        typer.Option(help="storage with --rpc and --account: seconds between deal checks."),
+    ] = 12.0,
 ) -> None:
     """Run a node serving the given roles until interrupted; or, with a command, manage
     this node's record in the on-chain NodeRegistry (register, update, leave, list).
 
     A storage node accepts writes only signed by accounts with a quota on it
     (`datagora node quota grant`); with --rpc and --deployment it also checks that
-    placement records come from the dataset's controller.
+    placement records come from the dataset's controller, and an owner with an open
+    storage deal naming this node may write its dataset to it. With --account as
+    well, the node proves the deals naming it each period by itself (and joins new
+    ones with --accept-deals).
 
     Example: datagora node --roles storage --port 7001 --data ./node1
     """
@@ -379,6 +393,8 @@ def node(
         retention_grace=retention_grace,
         public_urls=list(public_url or []),
         chain_id=chain_id,
+        accept_deals=accept_deals,
+        prove_every=prove_every,
     )
     serve(role_list, host, port, config, workers)
 

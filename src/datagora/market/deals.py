@@ -33,11 +33,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DealSummary",
+    "DealTrouble",
     "deal_summaries",
     "end_deal",
     "node_earnings",
     "node_prover",
     "open_deal",
+    "repair_deals",
+    "troubled_deals",
 ]
 
 
@@ -193,3 +196,145 @@ def node_prover(m: Marketplace, data_dir: Path, account: LocalAccount) -> DealPr
         return cache[digest]
 
     return DealProver(deals, account, read, manifest, holds)
+
+
+@dataclass(frozen=True)
+class DealTrouble:
+    """A node of a deal its owner should repair away from: it missed a period (slashed
+    or not yet), or it is leaving or gone from the NodeRegistry."""
+
+    deal: int
+    dataset: int
+    node: str
+    endpoint: str | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deal": self.deal,
+            "dataset": self.dataset,
+            "node": self.node,
+            "endpoint": self.endpoint,
+            "reason": self.reason,
+        }
+
+
+def troubled_deals(m: Marketplace, owner: str | None = None) -> list[DealTrouble]:
+    """The nodes of running deals (of ``owner``) that missed a period (marked on
+    chain, or past its proof window and still open) or left the registry."""
+    from datagora.ledger.deals import PeriodState
+    from datagora.ledger.errors import NotFound
+    from datagora.ledger.registry import NodeState, Role
+
+    deals = _deals(m)
+    registry = m.ledger.registry
+    now = m.ledger.chain.block_number
+    out = []
+    for summary in deal_summaries(m, owner):
+        info = summary.info
+        if info.end_period == 0 or now >= info.window_end(info.end_period - 1):
+            continue  # over: nothing left to keep
+        closed = [p for p in range(info.end_period) if now >= info.window_end(p)][
+            -2:
+        ]  # the last two periods whose proof window closed
+        for slot in summary.slots:
+            if slot.settled:
+                continue
+            reasons = []
+            try:
+                record = registry.node(slot.node)
+                endpoint: str | None = record.endpoint
+                if record.state is not NodeState.ACTIVE or not record.has(Role.STORAGE):
+                    reasons.append(f"{record.state.name.lower()} in the registry")
+            except NotFound:
+                endpoint = None
+                reasons.append("not registered")
+            if slot.missed:
+                reasons.append(f"slashed for {slot.missed} missed period(s)")
+            elif slot.joined and any(
+                deals.state_of(info.deal, slot.node, p) is PeriodState.OPEN for p in closed
+            ):
+                reasons.append("missed a period (not yet slashed)")
+            elif not slot.joined and closed:
+                reasons.append("never joined")
+            if reasons:
+                out.append(
+                    DealTrouble(info.deal, info.dataset, slot.node, endpoint, "; ".join(reasons))
+                )
+    return out
+
+
+def repair_deals(
+    m: Marketplace,
+    owner: str | None = None,
+    replacement: DealTerms | None = None,
+    record: bool = True,
+    replace: bool = False,
+) -> list[dict[str, Any]]:
+    """Repair each dataset with a troubled deal node onto the other storage nodes
+    (the troubled nodes are left out: the shares they hold are rebuilt elsewhere),
+    record the repair on chain, and with ``replacement`` terms open a new deal
+    paying the nodes that now hold the shares the troubled nodes held (``replace``
+    without terms: the troubled deal's own terms). Acts as this marketplace's
+    account (the datasets' controller)."""
+    from datagora.ledger.registry import Role
+    from datagora.storage.repair import Repairer
+
+    owner = owner or m.identity.address
+    troubles = troubled_deals(m, owner)
+    by_dataset: dict[int, list[DealTrouble]] = {}
+    for t in troubles:
+        by_dataset.setdefault(t.dataset, []).append(t)
+    registered = {n.endpoint.rstrip("/"): n.address for n in m.ledger.registry.nodes(Role.STORAGE)}
+    results = []
+    for dataset, found in sorted(by_dataset.items()):
+        bad = {t.endpoint.rstrip("/") for t in found if t.endpoint}
+        bad_nodes = {t.node.lower() for t in found}
+        if not [u for u in m.endpoints.storage if u.rstrip("/") not in bad]:
+            raise DealError(f"dataset {dataset}: no storage node is left to repair onto")
+        # The troubled nodes are still read (a slashed or leaving node may serve its
+        # shares: they help rebuild), never written to.
+        nodes = list(dict.fromkeys([*m.endpoints.storage, *sorted(bad)]))
+        info = m.dataset_info(dataset)
+        client = m.storage()
+        before = client.fetch_placement(client.fetch_manifest(info.manifest_hash))
+        report = Repairer(nodes, signer=m.identity.account, avoid=bad).repair(info.manifest_hash)
+        row: dict[str, Any] = {
+            "dataset": dataset,
+            "deals": sorted({t.deal for t in found}),
+            "left_out": sorted(t.node for t in found),
+            "rebuilt": report.rebuilt,
+            "healthy": report.healthy,
+            "recorded_tx": None,
+            "replacement_deal": None,
+        }
+        if record and report.rebuilt and report.placement_hash is not None:
+            tx = m.ledger.storage_log.record_repair(
+                m.identity.account,
+                dataset,
+                info.manifest_hash,
+                report.placement_hash,
+                report.rebuilt,
+            )
+            row["recorded_tx"] = tx.tx_hash
+        terms = replacement
+        if terms is None and replace:
+            terms = _deals(m).deal(found[0].deal).terms
+        if terms is not None and report.rebuilt and report.placement is not None:
+            # The nodes now holding the shares the troubled nodes held.
+            moved = {
+                loc.rstrip("/")
+                for share, where in report.placement.locations.items()
+                if before is not None and {u.rstrip("/") for u in before.where(share)} & bad
+                for loc in where
+            }
+            chosen = {
+                url: registered[url]
+                for url in sorted(moved)
+                if url in registered and registered[url].lower() not in bad_nodes
+            }
+            if chosen:
+                deal, _ = open_deal(m, dataset, chosen, terms)
+                row["replacement_deal"] = deal
+        results.append(row)
+    return results

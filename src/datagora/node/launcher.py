@@ -338,10 +338,17 @@ class Launcher:
         known = [
             a for n in storage_names for a in ("--storage-node", f"http://127.0.0.1:{ports[n]}")
         ]
+        # Each storage node acts as its registered account: it proves the deals
+        # naming it each period and joins those that match what it holds.
         storage = [
             self._node(
                 n, "storage", ports[n],
-                [*common, *known, "--public-url", f"http://127.0.0.1:{ports[n]}"],
+                [
+                    *common, *known, "--public-url", f"http://127.0.0.1:{ports[n]}",
+                    "--keys", str(self.keys_dir), "--account", n, "--accept-deals",
+                    "--prove-every", "2",
+                ],
+                env,
             )
             for n in storage_names
         ]  # fmt: skip
@@ -701,11 +708,13 @@ class Launcher:
                 book.close()
 
     def _accounts(self, password: str) -> dict[str, str]:
-        """Keystores for the owner, the researcher and each proxy (created once)."""
+        """Keystores for the owner, the researcher, each proxy and each storage node
+        (created once)."""
         from datagora.crypto.keys import import_account, list_accounts
 
         wanted = {"owner": OWNER, "researcher": RESEARCHER}
         wanted |= {f"proxy{i + 1}": FIRST_PROXY + i for i in range(self.plan.proxies)}
+        wanted |= {f"storage{i + 1}": STORAGE_ACCOUNT_BASE + i for i in range(self.plan.storage)}
         have = {a.name: a.address for a in list_accounts(self.keys_dir)}
         addresses: dict[str, str] = {}
         for name, index in wanted.items():

@@ -79,6 +79,10 @@ class NodeConfig:
     # and the chain id writes are signed for when the node reads no ledger
     public_urls: list[str] = field(default_factory=list)
     chain_id: int | None = None
+    # storage with a ledger and an account: prove this node's deals each period, and
+    # join the deals naming it that match what it holds (posting collateral)
+    accept_deals: bool = False
+    prove_every: float = 12.0
 
     def ledger(self) -> Ledger:
         from datagora.ledger import Ledger
@@ -105,6 +109,43 @@ class NodeConfig:
         return load_account(self.keys_dir, self.account, password)
 
 
+_IDENTITIES: dict[str, str] = {}
+_PROVERS: dict[Path, object] = {}
+
+
+def _start_prover(config: NodeConfig, ledger: Ledger) -> None:
+    """Prove the deals naming this storage node's account in a thread (once per data
+    directory), joining new ones with ``--accept-deals``."""
+    from datagora.storage.deals import DealWatcher
+
+    data_dir = config.data_dir / "storage"
+    if data_dir in _PROVERS or ledger.deals is None:
+        return
+    _PROVERS[data_dir] = DealWatcher(
+        ledger.deals,
+        config.identity().account,
+        data_dir,
+        lambda dataset: ledger.data_nft.get_dataset(dataset).manifest_hash,
+        accept=config.accept_deals,
+        every=config.prove_every,
+    ).start()
+
+
+def _node_accounts(config: NodeConfig, ledger: Ledger) -> list[str]:
+    """The accounts a storage node acts as in deals: its ``--account``, else the
+    registered storage nodes whose endpoint is one of its ``--public-url``s."""
+    if config.account is not None:
+        if config.account not in _IDENTITIES:  # a keystore is slow to open: once
+            _IDENTITIES[config.account] = config.identity().address
+        return [_IDENTITIES[config.account]]
+    from datagora.ledger import Role
+
+    urls = {u.rstrip("/") for u in config.public_urls}
+    return [
+        n.address for n in ledger.registry.nodes(Role.STORAGE) if n.endpoint.rstrip("/") in urls
+    ]
+
+
 def _role_app(role: str, config: NodeConfig) -> FastAPI:
     if role == "storage":
         retention = None
@@ -114,11 +155,20 @@ def _role_app(role: str, config: NodeConfig) -> FastAPI:
             from datagora.storage.retention import OnChainReferences, Retention
 
             retention = Retention(OnChainReferences.of(config.ledger()), config.retention_grace)
+        sources = []
+        if ledger is not None and ledger.deals is not None:
+            # An owner with an open deal naming this node may store its dataset here.
+            from datagora.storage.deals import DealQuotas
+
+            sources.append(DealQuotas(ledger.deals, lambda: _node_accounts(config, ledger)))
+            if config.account is not None:
+                _start_prover(config, ledger)
         return storage_app(
             config.data_dir / "storage",
             config.max_share_bytes,
             retention=retention,
             ledger=ledger,
+            quota_sources=sources,
             chain_id=config.chain_id,
             public_urls=config.public_urls,
             known_nodes=config.storage_nodes,

@@ -182,6 +182,9 @@ class QuotaEntry:
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS grants (account TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS usage (account TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS charges (
+    name BLOB PRIMARY KEY, account TEXT NOT NULL, bytes INTEGER NOT NULL
+);
 """
 
 
@@ -271,10 +274,23 @@ class QuotaBook:
                 )
             self._reserved[account] = pending + size
 
-    def settle(self, account: str, reserved: int, stored: int) -> None:
+    def settle(
+        self,
+        account: str,
+        reserved: int,
+        stored: int,
+        blobs: Sequence[tuple[bytes, int]] = (),
+    ) -> None:
         """End a reservation of ``reserved`` bytes; charge the ``stored`` bytes the write
-        newly stored (a blob the node already held costs nothing)."""
+        newly stored (a blob the node already held costs nothing). ``blobs`` are the
+        (name, size) of the newly stored blobs: each is charged to ``account`` until
+        :meth:`release` gives it back (retention deleted it)."""
         with self._lock:
+            if blobs:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO charges VALUES (?, ?, ?)",
+                    [(bytes(name), account, size) for name, size in blobs],
+                )
             left = self._reserved.get(account, 0) - reserved
             if left > 0:
                 self._reserved[account] = left
@@ -286,6 +302,33 @@ class QuotaBook:
                     "ON CONFLICT(account) DO UPDATE SET bytes = bytes + ?",
                     (account, stored, stored),
                 )
+
+    def release(self, names: Iterable[bytes]) -> int:
+        """Give back the quota of deleted blobs (e.g. by retention) to the accounts
+        they were charged to; returns the bytes released. A blob nobody was charged
+        for (stored before quotas, or given back already) releases nothing."""
+        freed = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for name in names:
+                    row = self._db.execute(
+                        "DELETE FROM charges WHERE name = ? RETURNING account, bytes",
+                        (bytes(name),),
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    account, size = str(row[0]), int(row[1])
+                    self._db.execute(
+                        "UPDATE usage SET bytes = MAX(0, bytes - ?) WHERE account = ?",
+                        (size, account),
+                    )
+                    freed += size
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return freed
 
 
 @dataclass

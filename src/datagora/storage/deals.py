@@ -9,7 +9,9 @@ collateral and (2) answer each period's challenges from the shares it holds.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
 from datagora.ledger.deals import Answer, DealInfo, DealLayout, StorageDeals
-from datagora.storage.blocks import block_count, block_proof
+from datagora.storage.blocks import BLOCK_SIZE, block_count, block_proof
 from datagora.storage.errors import IntegrityError, StorageError
 from datagora.storage.manifest import VerifiedManifest
 from datagora.storage.merkle import MerkleTree
@@ -29,8 +31,11 @@ from datagora.storage.shares import SHARE_HEADER_SIZE
 __all__ = [
     "DEFAULT_CHALLENGES",
     "DealProver",
+    "DealQuotas",
+    "DealWatcher",
     "ShareList",
     "challenge_indexes",
+    "deal_bytes",
     "deal_layout",
     "detection_probability",
     "disk_reader",
@@ -39,6 +44,7 @@ __all__ = [
 ]
 
 DEFAULT_CHALLENGES = 16
+_log = logging.getLogger(__name__)
 
 
 def detection_probability(lost: float, challenges: int, periods: int) -> float:
@@ -285,3 +291,165 @@ class DealProver:
     def run_once(self, deals: Iterable[int]) -> list[tuple[int, int, int]]:
         """Prove everything due; returns (deal, period, gas) for each proof sent."""
         return [(d, p, self.prove(d, p)) for d, p in self.due(deals)]
+
+
+def deal_bytes(layout: DealLayout) -> int:
+    """The bytes of every share a deal's dataset version has (block-rounded)."""
+    full = layout.last_from * layout.full_blocks
+    last = (layout.leaf_count - layout.last_from) * layout.last_blocks
+    return (full + last) * BLOCK_SIZE
+
+
+class DealQuotas:
+    """A :class:`~datagora.storage.auth.QuotaSource`: an account that owns an open
+    deal naming this node (one of ``nodes()``, the node's account addresses) may
+    store the deal's whole dataset version on it (every share, so repair can move
+    any of them here) plus a margin for its manifest and placement records:
+    ``size + size // 8 + 1 MiB``. Read from the chain, cached ``ttl`` seconds (a
+    new deal takes effect within ``ttl``; an ended or expired one stops granting).
+
+    A deal is open while its last period can still be proven (before
+    ``window_end(end_period - 1)``) and this node's slot is not settled.
+    """
+
+    MARGIN_BYTES = 1 << 20
+
+    def __init__(
+        self,
+        deals: StorageDeals,
+        nodes: Callable[[], Iterable[str]],
+        ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.deals = deals
+        self.nodes = nodes
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._table: dict[str, int] = {}
+        self._read_at: float | None = None
+
+    def granted(self, account: str) -> int:
+        return self.table().get(account.lower(), 0)
+
+    def table(self) -> dict[str, int]:
+        """Owner (lower case) -> bytes granted on this node, refreshed after ``ttl``."""
+        with self._lock:
+            now = self.clock()
+            if self._read_at is None or now - self._read_at >= self.ttl:
+                self._table = self._read()
+                self._read_at = now
+            return self._table
+
+    def _read(self) -> dict[str, int]:
+        mine = {a.lower() for a in self.nodes()}
+        table: dict[str, int] = {}
+        if not mine:
+            return table
+        block = self.deals.chain.block_number
+        for deal in range(1, self.deals.deal_count() + 1):
+            info = self.deals.deal(deal)
+            if info.end_period == 0 or block >= info.window_end(info.end_period - 1):
+                continue
+            slots = self.deals.slots(deal)
+            if not any(s.node.lower() in mine and not s.settled for s in slots):
+                continue
+            size = deal_bytes(info.layout)
+            owner = info.owner.lower()
+            table[owner] = table.get(owner, 0) + size + size // 8 + self.MARGIN_BYTES
+        return table
+
+
+class DealWatcher:
+    """A storage node's own prover: every ``every`` seconds it lists the deals that
+    name ``account``, joins those it has not joined (only with ``accept``: after
+    :meth:`DealProver.check` matched the deal to the shares held, posting the
+    collateral), and proves every period due. Runs in a thread of the node
+    (:meth:`start`) so a network's deals are proven without a manual command.
+
+    ``manifest_hash(dataset)`` is the dataset's current manifest hash (the ledger's);
+    the manifest is read from ``data_dir`` (a node in a deal holds it).
+    """
+
+    def __init__(
+        self,
+        deals: StorageDeals,
+        account: LocalAccount,
+        data_dir: Path,
+        manifest_hash: Callable[[int], bytes],
+        accept: bool = False,
+        every: float = 12.0,
+    ) -> None:
+        from datagora.storage.manifest import verify_manifest
+
+        read, holds = disk_reader(data_dir)
+        cache: dict[bytes, VerifiedManifest] = {}
+
+        def manifest(info: DealInfo) -> VerifiedManifest:
+            digest = manifest_hash(info.dataset)
+            if digest not in cache:
+                raw = read(digest)
+                if raw is None:
+                    raise StorageError(f"manifest {digest.hex()} is not on this node")
+                cache[digest] = verify_manifest(raw, digest)
+            return cache[digest]
+
+        self.prover = DealProver(deals, account, read, manifest, holds)
+        self.accept = accept
+        self.every = every
+        self.refused: dict[int, str] = {}
+        self.proofs: list[tuple[int, int, int]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def mine(self) -> tuple[list[int], list[int]]:
+        """(joined, not joined) deals naming this node whose slot is not settled."""
+        deals = self.prover.deals
+        me = self.prover.account.address.lower()
+        joined: list[int] = []
+        waiting: list[int] = []
+        for deal in range(1, deals.deal_count() + 1):
+            for slot in deals.slots(deal):
+                if slot.node.lower() == me and not slot.settled:
+                    (joined if slot.joined else waiting).append(deal)
+        return joined, waiting
+
+    def run_once(self) -> list[tuple[int, int, int]]:
+        """Join what it accepts, then prove what is due; (deal, period, gas) sent."""
+        joined, waiting = self.mine()
+        if self.accept:
+            for deal in waiting:
+                try:
+                    self.prover.join(deal)
+                    joined.append(deal)
+                    self.refused.pop(deal, None)
+                except Exception as exc:  # not joined (tried again next round), said once
+                    if self.refused.get(deal) != str(exc):
+                        _log.warning("not joining deal %d: %s", deal, exc)
+                    self.refused[deal] = str(exc)
+        sent = []
+        for deal, period in self.prover.due(joined):
+            try:
+                sent.append((deal, period, self.prover.prove(deal, period)))
+            except Exception as exc:  # the next round tries again (or repair is due)
+                _log.warning("could not prove deal %d period %d: %s", deal, period, exc)
+        self.proofs.extend(sent)
+        return sent
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception as exc:  # the chain is away: try again next round
+                _log.warning("deal prover: %s", exc)
+            self._stop.wait(self.every)
+
+    def start(self) -> DealWatcher:
+        self._thread = threading.Thread(target=self._loop, name="deal-prover", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)

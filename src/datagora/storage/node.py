@@ -285,7 +285,14 @@ def create_storage_app(
             await asyncio.sleep(policy.every)
             report = await asyncio.to_thread(policy.sweep, store.packs)
             if report.deleted:
+                await asyncio.to_thread(release_deleted, report.deleted_names)
                 await asyncio.to_thread(store.packs.compact)
+
+    def release_deleted(names: list[str]) -> int:
+        """Give the writers back the quota of blobs retention deleted (only those no
+        longer held: one stored again meanwhile was kept)."""
+        gone = [bytes.fromhex(n) for n in names]
+        return writes.quotas.release([n for n in gone if store.packs.size(n) is None])
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -400,6 +407,7 @@ def create_storage_app(
         )
         reserved = 0 if held else write.size
         stored = 0
+        blobs: list[tuple[bytes, int]] = []
         try:
             if write.content != raw:
                 raise _Refused(401, "the write was signed for another body (content digest)")
@@ -408,8 +416,9 @@ def create_storage_app(
                     response, stored = await store_one(raw, request, True, write)
             else:
                 response, stored = await store_one(raw, request, False, write)
+            blobs = [(raw, stored)] if stored else []
         finally:
-            writes.quotas.settle(write.writer, reserved, stored)
+            writes.quotas.settle(write.writer, reserved, stored, blobs)
         return response
 
     def check_size(size: int, write: StorageWrite, done: bool) -> None:
@@ -476,14 +485,16 @@ def create_storage_app(
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise _Refused(413, f"batch is larger than this node's cap of {cap} bytes")
         write = await asyncio.to_thread(authorize, request, "/shares")
-        stored = 0
+        blobs: list[tuple[bytes, int]] = []
         try:
-            response, stored = await store_batch(request, write)
+            response, blobs = await store_batch(request, write)
         finally:
-            writes.quotas.settle(write.writer, write.size, stored)
+            writes.quotas.settle(write.writer, write.size, sum(n for _, n in blobs), blobs)
         return response
 
-    async def store_batch(request: Request, write: StorageWrite) -> tuple[JSONResponse, int]:
+    async def store_batch(
+        request: Request, write: StorageWrite
+    ) -> tuple[JSONResponse, list[tuple[bytes, int]]]:
         reader = FrameReader(store.max_share_bytes, store.max_batch_bytes)
         received: list[tuple[bytes, int]] = []
         try:
@@ -536,9 +547,11 @@ def create_storage_app(
             },
             status_code=201 if stored else 200,
         )
-        charged = sum(
-            size for (_, size), (created, _) in zip(received, results, strict=True) if created
-        )
+        charged = [
+            (name, size)
+            for (name, size), (created, _) in zip(received, results, strict=True)
+            if created
+        ]
         return answer, charged
 
     @app.put(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -90,8 +90,13 @@ class Repairer:
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float = DEFAULT_TIMEOUT,
         signer: LocalAccount | WriteSigner | None = None,
+        avoid: Collection[str] = (),
     ) -> None:
         self.client = AsyncStorageClient(nodes, concurrency, timeout, signer=signer)
+        # Nodes read from but moved away from (a deal node slashed or leaving): their
+        # shares help rebuild, are re-placed elsewhere, and the new placement
+        # record names them nowhere.
+        self.avoid = frozenset(avoid)
 
     def check(self, manifest_hash: bytes, progress: Progress | None = None) -> CheckReport:
         """Verify every share where the current placement says it is; change nothing.
@@ -168,6 +173,8 @@ class Repairer:
                 raw = record.to_bytes()
                 stored = 0
                 for node in live:
+                    if node in self.avoid:
+                        continue
                     try:
                         await session.put(node, record.digest().hex(), raw, "placements")
                         stored += 1
@@ -255,17 +262,18 @@ class Repairer:
         used: set[str] = set()
         for number in sorted(holders):
             kept = [n for n in holders[number] if n not in used and n in live]
-            used.update(kept)
-            holders[number] = kept
             if not kept:
                 good.pop(number, None)
+            kept = [n for n in kept if n not in self.avoid]  # still good to rebuild from
+            used.update(kept)
+            holders[number] = kept
         missing = [number for number in range(m.n) if not holders.get(number)]
         if fix and missing:
             if len(good) < m.k:
                 report.unrecoverable_chunks.append(index)
             else:
                 rebuilt = rebuild_shares(verified, index, list(good.values())[: m.k], missing)
-                spare = [n for n in _rotated(live, index) if n not in used]
+                spare = [n for n in _rotated(live, index) if n not in used and n not in self.avoid]
 
                 async def place(number: int, fresh: Share) -> None:
                     # Each missing share takes the next spare node; a refused batch
