@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
+from datagora.ledger import conditions
 from datagora.ledger.base import ContractWrapper, Tx, check_address
 from datagora.ledger.errors import InvalidArgument
 from datagora.ledger.tokens import check_consumer_key
@@ -80,6 +81,37 @@ class AccessRegistry(ContractWrapper):
         return Tx.of(
             self._transact(account, "set_delegate", check_address(delegate, "delegate"), allowed)
         )
+
+    def set_condition(
+        self,
+        account: LocalAccount,
+        dataset: int,
+        service: int,
+        condition: conditions.Condition | str | None,
+    ) -> Tx:
+        """Set the access condition of `dataset`'s `service` (a tree, or its text in the
+        grammar of ``docs/ledger.md``), or clear it (None). The dataset's controller only.
+        A malformed condition raises :class:`InvalidArgument` and nothing is sent."""
+        if isinstance(condition, str):
+            condition = conditions.parse(condition)
+        blob = b"" if condition is None else conditions.encode(condition)
+        if not 0 <= service < 2**256:
+            raise InvalidArgument("bad service", "a service id is a uint256")
+        return Tx.of(self._transact(account, "set_condition", dataset, service, blob))
+
+    def condition_hash(self, dataset: int, service: int) -> bytes:
+        """keccak-256 of the condition's encoding (32 zero bytes: none)."""
+        return bytes(self._view("condition_hash", dataset, service))
+
+    def condition_blob(self, dataset: int, service: int) -> bytes:
+        """The encoded condition as stored (empty: none)."""
+        return bytes(self._view("condition_of", dataset, service))
+
+    def condition_of(self, dataset: int, service: int) -> conditions.Condition | None:
+        """The access condition of `dataset`'s `service`, or None (the order/grant rule).
+        :class:`InvalidArgument` if what is stored cannot be read."""
+        blob = self.condition_blob(dataset, service)
+        return None if not blob else conditions.decode(blob)
 
     def is_delegate(self, owner: str, delegate: str) -> bool:
         """True if `owner` authorises `delegate` to delegate fragments for it now."""
