@@ -204,7 +204,7 @@ def test_json_of_the_everyday_commands(net: Net, tmp_path: Path) -> None:
     later = int(time.time()) + 10 * 86_400
     ds = str(paid["dataset"])
     bad = CliRunner().invoke(app, ["conditions", "set", ds, "order AND (", *owner], env=net.env)
-    assert bad.exit_code != 0 and "ends too early" in bad.output
+    assert bad.exit_code != 0 and "ends too early" in str(bad.exception)
     assert run(net, "conditions", "show", ds)["condition"] is None
     gated = run(net, "conditions", "set", ds, f"order AND after:{later}", *owner)
     assert gated["condition"].startswith("order AND after:") and gated["gas"] > 0
@@ -212,7 +212,8 @@ def test_json_of_the_everyday_commands(net: Net, tmp_path: Path) -> None:
     refused = CliRunner().invoke(
         app, ["download", ds, "-o", str(tmp_path / "gated.csv"), *bob], env=net.env
     )
-    assert refused.exit_code != 0 and "not open before" in refused.output, refused.output
+    why = refused.output + str(refused.exception)
+    assert refused.exit_code != 0 and "not open before" in why, why
     assert run(net, "conditions", "set", ds, "--clear", *owner)["condition"] is None
     again = run(net, "download", ds, "-o", str(tmp_path / "again.csv"), *bob)
     assert again["bytes"] == data.stat().st_size
