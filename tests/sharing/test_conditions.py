@@ -205,3 +205,33 @@ def test_only_the_controller_sets_a_condition_and_a_bad_one_stores_nothing(
     # Conditions are per service.
     ledger.access.set_condition(OWNER, ds, 1, "allowlist")
     assert ledger.access.condition_of(ds, 1) == cond.AllowList()
+
+
+@pytest.mark.anvil
+def test_conditions_through_the_view_batch_on_anvil(_anvil_ledger: Ledger) -> None:
+    """On a node the condition's reads go through ViewBatch (padded to two words); a read
+    that reverts there (an NFT id that does not exist) fails its term alone."""
+    import asyncio
+
+    from datagora.ledger.views import CallCoalescer
+
+    ledger = _anvil_ledger
+    snapshot = ledger.chain.snapshot()
+    try:
+        gate, ds = _grant_nothing(ledger)
+        assert isinstance(gate.views, CallCoalescer) and gate.views.view_batch
+        token, nft = ledger.market_token.address, ledger.data_nft.address
+        ledger.access.set_condition(OWNER, ds, 0, f"erc20:{token}>=7 OR erc721:{nft}#{ds + 50}")
+
+        def check(who: str) -> tuple[bool, str]:
+            d = asyncio.run(gate.check_async(ds, who))
+            return d.allowed, d.detail
+
+        allowed, detail = check(BUYER.address)
+        assert not allowed and "holds 0, needs 7" in detail and "could not be read" in detail
+        ledger.market_token.mint(DEPLOYER, BUYER.address, 7)
+        assert check(BUYER.address)[0] and not check(OTHER.address)[0]
+        ledger.access.set_condition(OWNER, ds, 0, f"erc721:{nft}#{ds}")
+        assert not check(BUYER.address)[0] and check(OWNER.address)[0]  # OWNER holds it
+    finally:
+        ledger.chain.revert(snapshot)
