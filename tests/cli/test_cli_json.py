@@ -209,6 +209,12 @@ def test_json_of_the_everyday_commands(net: Net, tmp_path: Path) -> None:
     gated = run(net, "conditions", "set", ds, f"order AND after:{later}", *owner)
     assert gated["condition"].startswith("order AND after:") and gated["gas"] > 0
     assert run(net, "conditions", "show", ds)["encoded"] == gated["encoded"]
+    wait_until(
+        lambda: (
+            [c["condition"] for c in run(net, "show", ds)["conditions"]] == [gated["condition"]]
+        ),
+        "the catalog shows the condition",
+    )
     refused = CliRunner().invoke(
         app, ["download", ds, "-o", str(tmp_path / "gated.csv"), *bob], env=net.env
     )
