@@ -6,13 +6,16 @@ import enum
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
 from datagora.ledger import conditions
 from datagora.ledger.base import ContractWrapper, Tx, check_address
-from datagora.ledger.errors import InvalidArgument
+from datagora.ledger.errors import ChainError, InvalidArgument
 from datagora.ledger.tokens import check_consumer_key
 
 MAX_TEXT = 256
+_BALANCE_OF = keccak(b"balanceOf(address)")[:4]
+_OWNER_OF = keccak(b"ownerOf(uint256)")[:4]
 
 
 class RequestStatus(enum.IntEnum):
@@ -112,6 +115,41 @@ class AccessRegistry(ContractWrapper):
         :class:`InvalidArgument` if what is stored cannot be read."""
         blob = self.condition_blob(dataset, service)
         return None if not blob else conditions.decode(blob)
+
+    def condition_failure(
+        self, dataset: int, service: int, consumer: str, ordered: bool
+    ) -> str | None:
+        """None if the condition of `dataset`'s `service` holds for `consumer` now (or none
+        is set), else why not. `ordered`: whether the caller found the order/grant rule
+        met (the ``order`` term). Views one by one: for checks off the hot path (a compute
+        node admitting a job); proxies batch the same reads (``sharing/gate.py``)."""
+        blob = self.condition_blob(dataset, service)
+        if not blob:
+            return None
+        try:
+            cond = conditions.decode(blob)
+        except InvalidArgument:
+            return "the access condition cannot be read"
+        holdings: dict[conditions.TokenRead, int] = {}
+        who = int(consumer, 16)
+        for read in conditions.token_reads(cond):
+            by_id = isinstance(read, conditions.Erc721) and read.token_id is not None
+            selector = _OWNER_OF if by_id else _BALANCE_OF
+            arg = read.token_id if by_id and isinstance(read, conditions.Erc721) else who
+            data = selector + int(arg or 0).to_bytes(32, "big")
+            try:
+                (value,) = self.chain.call_views([{"to": read.token, "data": "0x" + data.hex()}])
+            except ChainError:
+                continue  # a failed read fails its term
+            holdings[read] = int(value == who) if by_id else value
+        facts = conditions.Facts(
+            consumer,
+            int(self._view("block_time")),
+            ordered,
+            self.list_of(dataset, consumer) == ListKind.ALLOW,
+            holdings,
+        )
+        return conditions.failure(cond, facts)
 
     def is_delegate(self, owner: str, delegate: str) -> bool:
         """True if `owner` authorises `delegate` to delegate fragments for it now."""
