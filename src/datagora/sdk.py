@@ -470,6 +470,19 @@ class Dataset:
         """File an on-chain access request (approval datasets); returns its id."""
         return self.market.request_access(self.id, purpose)
 
+    def condition(self, service_id: int = 0) -> str | None:
+        """The access condition proxies check for this service, as text (grammar in
+        ``docs/ledger.md``), or None: orders and grants open it."""
+        from datagora.ledger.conditions import render
+
+        found = self.market.condition(self.id, service_id)
+        return None if found is None else render(found)
+
+    def set_condition(self, condition: str | None, service_id: int = 0) -> Any:
+        """Set (owner only) the access condition proxies check before each re-encryption,
+        e.g. ``"order AND before:2027-01-01"``; None clears it."""
+        return self.market.set_condition(self.id, condition, service_id)
+
     def read_bytes(self) -> bytes:
         return self.market.read_bytes(self.id)
 

@@ -114,6 +114,28 @@ def test_metadata_pending_then_pushed_and_invalid(
     assert dataset_details(database, e)["metadata_status"] == "invalid"  # type: ignore[index]
 
 
+def test_details_show_the_access_condition_in_force(
+    embedded_ledger: Ledger, database: Database
+) -> None:
+    ix = Indexer(embedded_ledger, database)
+    d = publish_with(embedded_ledger, ix, meta("gated"))
+    ix.sync()
+    assert dataset_details(database, d)["conditions"] == []  # type: ignore[index]
+    embedded_ledger.access.set_condition(OWNER, d, 0, "order AND before:2030-01-01")
+    embedded_ledger.access.set_condition(OWNER, d, 1, "allowlist")
+    embedded_ledger.access.set_condition(OWNER, d, 0, "order AND before:2031-01-01")
+    ix.sync()
+    shown = dataset_details(database, d)["conditions"]  # type: ignore[index]
+    assert [(c["service"], c["condition"]) for c in shown] == [
+        (0, "order AND before:2031-01-01"),
+        (1, "allowlist"),
+    ]
+    assert bytes.fromhex(shown[0]["hash"]) == embedded_ledger.access.condition_hash(d, 0)
+    embedded_ledger.access.set_condition(OWNER, d, 1, None)  # cleared: no longer shown
+    ix.sync()
+    assert [c["service"] for c in dataset_details(database, d)["conditions"]] == [0]  # type: ignore[index]
+
+
 def test_updates_state_and_holders(embedded_ledger: Ledger, database: Database) -> None:
     from datagora.ledger import DatasetState
     from helpers import OTHER, h

@@ -199,6 +199,31 @@ def test_json_of_the_everyday_commands(net: Net, tmp_path: Path) -> None:
     assert got["bytes"] == data.stat().st_size == target.stat().st_size
     assert run(net, "revoke", str(first["request"]), *owner)["request"] == first["request"]
 
+    # An access condition the proxies check: bob's order no longer opens the data
+    # before the window opens; a malformed condition is refused and stores nothing.
+    later = int(time.time()) + 10 * 86_400
+    ds = str(paid["dataset"])
+    bad = CliRunner().invoke(app, ["conditions", "set", ds, "order AND (", *owner], env=net.env)
+    assert bad.exit_code != 0 and "ends too early" in str(bad.exception)
+    assert run(net, "conditions", "show", ds)["condition"] is None
+    gated = run(net, "conditions", "set", ds, f"order AND after:{later}", *owner)
+    assert gated["condition"].startswith("order AND after:") and gated["gas"] > 0
+    assert run(net, "conditions", "show", ds)["encoded"] == gated["encoded"]
+    wait_until(
+        lambda: (
+            [c["condition"] for c in run(net, "show", ds)["conditions"]] == [gated["condition"]]
+        ),
+        "the catalog shows the condition",
+    )
+    refused = CliRunner().invoke(
+        app, ["download", ds, "-o", str(tmp_path / "gated.csv"), *bob], env=net.env
+    )
+    why = refused.output + str(refused.exception)
+    assert refused.exit_code != 0 and "not open before" in why, why
+    assert run(net, "conditions", "set", ds, "--clear", *owner)["condition"] is None
+    again = run(net, "download", ds, "-o", str(tmp_path / "again.csv"), *bob)
+    assert again["bytes"] == data.stat().st_size
+
     meta = tmp_path / "meta.json"
     service = {"id": 0, "type": "download", "price": str(2 * TOKEN), "policy": "automatic"}
     doc = {"title": "Paid v2", "license": "CC-BY-4.0", "creator": "me", "description": ""}

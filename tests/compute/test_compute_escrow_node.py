@@ -139,6 +139,12 @@ def test_an_escrow_for_other_code_is_refused_and_stays_the_consumers(
         with pytest.raises(JobRefused, match="another algorithm"):
             client.submit(dataset, tx, code, {"x": 1})
         assert ledger.compute.job_count() == count
+        # The compute service's access condition is checked before a job is admitted.
+        ledger.access.set_condition(OWNER, dataset, 1, "order AND after:2099-01-01")
+        with pytest.raises(JobRefused, match="not open before 2099-01-01"):
+            client.submit(dataset, tx, code, {})
+        ledger.access.set_condition(OWNER, dataset, 1, None)
+        assert ledger.compute.job_count() == count
         assert ledger.compute.escrow(escrow).job == 0
         before = ledger.market_token.balance_of(buyer.address)
         ledger.compute.reclaim(buyer.account, escrow)

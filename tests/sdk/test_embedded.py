@@ -71,6 +71,16 @@ def test_publish_search_buy_read_compute_then_close(tmp_path: Path) -> None:
         got = ds.to_pandas()
         pd.testing.assert_frame_equal(got, frame, check_dtype=False)
         assert ds.to_numpy().shape == frame.shape
+        # An access condition from the SDK: the proxies check it before each re-encryption.
+        mine = owner.dataset(published.dataset)
+        mine.set_condition("order AND after:2099-01-01")
+        assert ds.condition() == "order AND after:2099-01-01"
+        with pytest.raises(dg.DatagoraError, match="not open before 2099-01-01"):
+            ds.read_bytes()
+        mine.set_condition("order AND before:2099-01-01")
+        assert ds.read_bytes() == source.read_bytes()
+        mine.set_condition(None)
+        assert ds.condition() is None
         # Compute-to-data on the owner's own in-process compute node.
         owner.offer_compute(published.dataset, [COUNT])
         job = ds.compute(COUNT, {})

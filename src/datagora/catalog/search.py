@@ -4,6 +4,7 @@ with filters, sorting and pagination, on SQLite (FTS5) or PostgreSQL (tsvector).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +13,8 @@ from sqlalchemy import select, text
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
 from datagora.catalog.errors import SearchError
+from datagora.ledger import conditions
+from datagora.ledger.errors import InvalidArgument
 
 Sort = Literal["relevance", "newest", "oldest", "price_asc", "price_desc", "orders"]
 SORTS: tuple[str, ...] = ("relevance", "newest", "oldest", "price_asc", "price_desc", "orders")
@@ -196,6 +199,15 @@ def dataset_details(database: Database, dataset: int) -> dict[str, Any] | None:
         jobs = conn.execute(
             select(t.jobs).where(t.jobs.c.dataset == dataset).order_by(t.jobs.c.job)
         ).all()
+        condition_events = conn.execute(
+            select(t.events.c.args, t.events.c.block_number)
+            .where(
+                t.events.c.dataset == dataset,
+                t.events.c.contract == "AccessRegistry",
+                t.events.c.name == "ConditionSet",
+            )
+            .order_by(t.events.c.block_number, t.events.c.log_index)
+        ).all()
     details = _summary(row).to_json()
     details.update(
         datatoken=row.datatoken,
@@ -232,5 +244,33 @@ def dataset_details(database: Database, dataset: int) -> dict[str, Any] | None:
             }
             for j in jobs
         ],
+        conditions=_conditions(condition_events),
     )
     return details
+
+
+def _conditions(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """The access condition in force per service, from its ConditionSet events (the last
+    one wins; an empty one clears it)."""
+    latest: dict[int, tuple[dict[str, Any], int]] = {}
+    for r in rows:
+        latest[int(r.args["service"])] = (r.args, int(r.block_number))
+    out = []
+    for service, (args, block) in sorted(latest.items()):
+        blob = bytes.fromhex(str(args.get("condition", "")).removeprefix("0x"))
+        if not blob:
+            continue
+        try:
+            rendered: str | None = conditions.render(conditions.decode(blob))
+        except InvalidArgument:
+            rendered = None  # proxies refuse everyone under it; say it is unreadable
+        out.append(
+            {
+                "service": service,
+                "condition": rendered,
+                "hash": str(args.get("condition_hash", "")).removeprefix("0x"),
+                "encoded": blob.hex(),
+                "block": block,
+            }
+        )
+    return out

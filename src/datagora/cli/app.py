@@ -14,7 +14,7 @@ from datagora.cli.common import err, io_failure, what_to_do
 from datagora.cli.compute import commands as compute_commands
 from datagora.cli.compute import compute_app, jobs_app
 from datagora.cli.deals import storage_app
-from datagora.cli.flows import account_app, kv_app
+from datagora.cli.flows import account_app, conditions_app, kv_app
 from datagora.cli.flows import commands as flow_commands
 from datagora.cli.network import chain_app, demo_commands
 from datagora.cli.network import commands as network_commands
@@ -105,6 +105,7 @@ app.add_typer(compute_app, name="compute")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(account_app, name="account")
 app.add_typer(kv_app, name="kv")
+app.add_typer(conditions_app, name="conditions")
 app.add_typer(storage_app, name="storage")
 app.add_typer(proxies_app, name="proxies")
 

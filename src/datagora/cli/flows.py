@@ -1048,3 +1048,90 @@ def mock(
         print_json({"dataset": dataset, "output": str(target), "bytes": len(data)})
     else:
         out.print(f"wrote {len(data):,} bytes of mock data to {target}")
+
+
+conditions_app = typer.Typer(
+    help="Access conditions proxies check before every re-encryption (docs/ledger.md).",
+    no_args_is_help=True,
+)
+
+
+def _condition_json(dataset: int, service: int, condition: Any) -> dict[str, Any]:
+    from datagora.ledger import conditions
+
+    if condition is None:
+        return {"dataset": dataset, "service": service, "condition": None, "encoded": None}
+    blob = conditions.encode(condition)
+    return {
+        "dataset": dataset,
+        "service": service,
+        "condition": conditions.render(condition),
+        "encoded": "0x" + blob.hex(),
+    }
+
+
+@conditions_app.command("set")
+def conditions_set(
+    dataset: Annotated[int, typer.Argument(help="The dataset id.")],
+    condition: Annotated[
+        str | None,
+        typer.Argument(
+            help="e.g. 'order AND (erc20:0xTOKEN>=100 OR before:2027-01-01)'; "
+            "terms: order, allowlist, after:DATE, before:DATE, erc20:0xTOKEN>=AMOUNT, "
+            "erc721:0xTOKEN, erc721:0xTOKEN#ID; AND binds tighter than OR."
+        ),
+    ] = None,
+    service: Annotated[int, typer.Option(help="The datatoken service.")] = 0,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the condition (orders and grants rule).")
+    ] = False,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set the access condition of a dataset's service (its controller only), or --clear it.
+
+    Example: datagora conditions set 3 'order AND before:2027-01-01'
+    """
+    from datagora.ledger import conditions
+
+    if clear == (condition is not None):
+        raise ConfigError("give a condition, or --clear to remove it")
+    # Parsed before anything is sent: a malformed condition changes nothing.
+    parsed = None if condition is None else conditions.parse(condition)
+    tx = marketplace(account, keys).set_condition(dataset, parsed, service)
+    if as_json:
+        print_json({**_condition_json(dataset, service, parsed), **_tx(tx)})
+    elif parsed is None:
+        out.print(f"dataset {dataset} service {service}: condition cleared (orders and grants)")
+    else:
+        out.print(
+            f"dataset {dataset} service {service}: {conditions.render(parsed)}",
+            highlight=False,
+            markup=False,
+        )
+
+
+@conditions_app.command("show")
+def conditions_show(
+    dataset: Annotated[int, typer.Argument(help="The dataset id.")],
+    service: Annotated[int, typer.Option(help="The datatoken service.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show the access condition of a dataset's service.
+
+    Example: datagora conditions show 3 --json
+    """
+    from datagora.ledger import conditions
+
+    condition = marketplace(None, None, need_account=False).condition(dataset, service)
+    if as_json:
+        print_json(_condition_json(dataset, service, condition))
+    elif condition is None:
+        out.print(f"dataset {dataset} service {service}: no condition (orders and grants)")
+    else:
+        out.print(
+            f"dataset {dataset} service {service}: {conditions.render(condition)}",
+            highlight=False,
+            markup=False,
+        )

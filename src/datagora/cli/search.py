@@ -168,6 +168,10 @@ def show(
         "merkle root": _hash(details.get("merkle_root")),
         "datatoken": details.get("datatoken"),
     }
+    for c in details.get("conditions") or []:
+        fields[f"access, service {c['service']}"] = (
+            c["condition"] or "unreadable condition (proxies refuse everyone)"
+        )
     print_fields(fields)
     for v in details.get("versions", []):
         out.print(

@@ -455,6 +455,14 @@ class JobService:
             # one SQLite count per request, and the consumer nothing but a retry.
             self._check_capacity(req.dataset, req.consumer)
             consumer_key, escrow = self._check_order(req, dataset)
+            with self._chain:
+                # The dataset's access condition for the compute service (docs/ledger.md),
+                # with the order or escrow just checked as its `order` term.
+                why = self.ledger.access.condition_failure(
+                    req.dataset, dataset.service_id, req.consumer, ordered=True
+                )
+            if why is not None:
+                raise JobRefused(f"the access condition of dataset {req.dataset} fails: {why}", 403)
             if dataset.differential_privacy:
                 self.budgets.check(req.dataset, req.consumer, epsilon, dataset.epsilon_budget, cap)
             with self._chain:

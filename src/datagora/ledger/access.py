@@ -6,12 +6,16 @@ import enum
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
+from datagora.ledger import conditions
 from datagora.ledger.base import ContractWrapper, Tx, check_address
-from datagora.ledger.errors import InvalidArgument
+from datagora.ledger.errors import ChainError, InvalidArgument
 from datagora.ledger.tokens import check_consumer_key
 
 MAX_TEXT = 256
+_BALANCE_OF = keccak(b"balanceOf(address)")[:4]
+_OWNER_OF = keccak(b"ownerOf(uint256)")[:4]
 
 
 class RequestStatus(enum.IntEnum):
@@ -80,6 +84,72 @@ class AccessRegistry(ContractWrapper):
         return Tx.of(
             self._transact(account, "set_delegate", check_address(delegate, "delegate"), allowed)
         )
+
+    def set_condition(
+        self,
+        account: LocalAccount,
+        dataset: int,
+        service: int,
+        condition: conditions.Condition | str | None,
+    ) -> Tx:
+        """Set the access condition of `dataset`'s `service` (a tree, or its text in the
+        grammar of ``docs/ledger.md``), or clear it (None). The dataset's controller only.
+        A malformed condition raises :class:`InvalidArgument` and nothing is sent."""
+        if isinstance(condition, str):
+            condition = conditions.parse(condition)
+        blob = b"" if condition is None else conditions.encode(condition)
+        if not 0 <= service < 2**256:
+            raise InvalidArgument("bad service", "a service id is a uint256")
+        return Tx.of(self._transact(account, "set_condition", dataset, service, blob))
+
+    def condition_hash(self, dataset: int, service: int) -> bytes:
+        """keccak-256 of the condition's encoding (32 zero bytes: none)."""
+        return bytes(self._view("condition_hash", dataset, service))
+
+    def condition_blob(self, dataset: int, service: int) -> bytes:
+        """The encoded condition as stored (empty: none)."""
+        return bytes(self._view("condition_of", dataset, service))
+
+    def condition_of(self, dataset: int, service: int) -> conditions.Condition | None:
+        """The access condition of `dataset`'s `service`, or None (the order/grant rule).
+        :class:`InvalidArgument` if what is stored cannot be read."""
+        blob = self.condition_blob(dataset, service)
+        return None if not blob else conditions.decode(blob)
+
+    def condition_failure(
+        self, dataset: int, service: int, consumer: str, ordered: bool
+    ) -> str | None:
+        """None if the condition of `dataset`'s `service` holds for `consumer` now (or none
+        is set), else why not. `ordered`: whether the caller found the order/grant rule
+        met (the ``order`` term). Views one by one: for checks off the hot path (a compute
+        node admitting a job); proxies batch the same reads (``sharing/gate.py``)."""
+        blob = self.condition_blob(dataset, service)
+        if not blob:
+            return None
+        try:
+            cond = conditions.decode(blob)
+        except InvalidArgument:
+            return "the access condition cannot be read"
+        holdings: dict[conditions.TokenRead, int] = {}
+        who = int(consumer, 16)
+        for read in conditions.token_reads(cond):
+            by_id = isinstance(read, conditions.Erc721) and read.token_id is not None
+            selector = _OWNER_OF if by_id else _BALANCE_OF
+            arg = read.token_id if by_id and isinstance(read, conditions.Erc721) else who
+            data = selector + int(arg or 0).to_bytes(32, "big")
+            try:
+                (value,) = self.chain.call_views([{"to": read.token, "data": "0x" + data.hex()}])
+            except ChainError:
+                continue  # a failed read fails its term
+            holdings[read] = int(value == who) if by_id else value
+        facts = conditions.Facts(
+            consumer,
+            int(self._view("block_time")),
+            ordered,
+            self.list_of(dataset, consumer) == ListKind.ALLOW,
+            holdings,
+        )
+        return conditions.failure(cond, facts)
 
     def is_delegate(self, owner: str, delegate: str) -> bool:
         """True if `owner` authorises `delegate` to delegate fragments for it now."""

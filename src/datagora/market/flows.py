@@ -40,6 +40,7 @@ from datagora.ledger import (
     PublishParams,
     Tx,
 )
+from datagora.ledger.conditions import Condition
 from datagora.ledger.errors import NotFound
 from datagora.market.errors import NoSuchDataset
 from datagora.storage.client import StorageClient
@@ -590,6 +591,22 @@ class Marketplace:
 
     def revoke(self, request_id: int) -> Tx:
         return self.ledger.access.revoke(self.identity.account, request_id)
+
+    def set_condition(
+        self, dataset: int, condition: Condition | str | None, service_id: int = 0
+    ) -> Tx:
+        """Set the access condition proxies check for `dataset`'s service (a tree, or its
+        text such as ``"order AND (erc20:0xTOKEN>=100 OR before:2027-01-01)"``; grammar
+        in ``docs/ledger.md``), or clear it (None). A malformed condition raises
+        :class:`InvalidArgument` and nothing is sent."""
+        return self.ledger.access.set_condition(
+            self.identity.account, dataset, service_id, condition
+        )
+
+    def condition(self, dataset: int, service_id: int = 0) -> Condition | None:
+        """The access condition of `dataset`'s service, or None (the order/grant rule)."""
+        self.dataset_info(dataset)
+        return self.ledger.access.condition_of(dataset, service_id)
 
     def metadata(self, dataset: int) -> Metadata:
         """The dataset's metadata, fetched and checked against its on-chain hash."""

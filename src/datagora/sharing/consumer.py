@@ -66,6 +66,8 @@ _MAX_COMBINATIONS: Final = 64
 _PRIORITY: Final = (
     "dataset_inactive",
     "deny_listed",
+    "condition_unreadable",
+    "condition_failed",
     "grant_revoked",
     "request_denied",
     "order_expired",

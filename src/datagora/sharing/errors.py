@@ -16,6 +16,7 @@ from datagora.ledger.errors import NotController
 __all__ = [
     "REFUSALS",
     "AccessRefused",
+    "ConditionFailed",
     "DatasetInactive",
     "DelegateRevoked",
     "DelegationFailed",
@@ -77,6 +78,11 @@ class DenyListed(AccessRefused):
     """The owner deny-listed this account for this dataset."""
 
 
+class ConditionFailed(AccessRefused):
+    """The dataset's access condition does not hold for this account now (the message
+    names the terms that failed), or it cannot be read."""
+
+
 class SignatureRefused(SharingError):
     """A proxy refused the signed request: bad or foreign signature, expired, or replayed."""
 
@@ -119,6 +125,8 @@ REFUSALS: Final[dict[str, type[DatagoraError]]] = {
     "request_pending": RequestPending,
     "deny_listed": DenyListed,
     "dataset_inactive": DatasetInactive,
+    "condition_failed": ConditionFailed,
+    "condition_unreadable": ConditionFailed,
     "bad_signature": SignatureRefused,
     "expired_signature": SignatureRefused,
     "replayed": SignatureRefused,

@@ -13,6 +13,14 @@ coalesces the reads of concurrent requests into one JSON-RPC batch at a time.
 Each request's reads are still sent after the request arrived, so none is
 answered from an older view of the chain than a one-by-one check would use.
 
+A dataset's service may carry an access condition (``AccessRegistry.set_condition``;
+format and rules in ``docs/ledger.md``). Its hash is read in the same batch as the
+views above; only where one is set does the gate fetch it (once per hash: it is
+remembered) and read, in a second batch at the latest block, the block time, the
+dataset's state and the token holdings the condition names, then evaluate it. The
+condition then replaces the order/grant rule, which it may include as ``order``;
+the deny-list always refuses. A refusal names the terms that failed.
+
 Only on a refusal is the reason looked up (the consumer's latest access request,
 its order's expiry), to give a one-line answer that tells the consumer nothing it
 could not read on chain itself.
@@ -25,10 +33,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Final
 
+from eth_utils.crypto import keccak
 from web3.exceptions import Web3Exception
 
 from datagora.errors import DatagoraError
-from datagora.ledger import DatasetState, Ledger, ListKind, RequestStatus
+from datagora.ledger import DatasetState, Ledger, ListKind, RequestStatus, conditions
 from datagora.ledger.base import ZERO_ADDRESS, ContractWrapper
 from datagora.ledger.errors import ChainError
 from datagora.ledger.tokens import Datatoken
@@ -50,6 +59,27 @@ class Decision:
 
 _ALLOWED: Final = Decision(True)
 _ENCODED_KEYS: Final = 10_000
+_CONDITIONS: Final = 1_000
+_BALANCE_OF: Final = keccak(b"balanceOf(address)")[:4]
+_OWNER_OF: Final = keccak(b"ownerOf(uint256)")[:4]
+_IS_ACTIVE: Final = keccak(b"is_active(uint256)")[:4]
+_BLOCK_TIME: Final = keccak(b"block_time()")[:4]
+
+
+def _view(to: str, selector: bytes, arg: int = 0) -> dict[str, Any]:
+    """A view call padded to two argument words (extra calldata is ignored by the
+    callee), so that a node's ViewBatch can carry it with the others."""
+    data = selector + arg.to_bytes(32, "big") + bytes(32)
+    return {"to": to, "data": "0x" + data.hex()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Conditioned:
+    """Round one's verdict where a condition is set: evaluate ``condition``."""
+
+    condition: conditions.Condition
+    ordered: bool
+    allow_listed: bool
 
 
 class AccessGate:
@@ -60,6 +90,8 @@ class AccessGate:
         self.service_id = service_id
         self._datatokens: dict[int, Datatoken] = {}
         self._encoded: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        # condition hash -> the condition it is the hash of (None: unreadable)
+        self._conditions: dict[int, conditions.Condition | None] = {}
         self._lock = threading.Lock()
         self.views = ledger.chain.view_batcher(ledger.deployment.contracts.get("ViewBatch"))
 
@@ -85,18 +117,118 @@ class AccessGate:
             (access, "list_of", (dataset, consumer)),
             (token, "has_valid_order", (consumer, self.service_id)),
             (access, "has_access", (dataset, consumer)),
+            (access, "condition_hash", (dataset, self.service_id)),
         )
 
-    def _decide(self, dataset: int, consumer: str, views: list[int]) -> Decision | None:
-        """The decision the views alone give; None if the refusal needs explaining."""
-        listed, ordered, granted = views
+    def _decide(
+        self, dataset: int, consumer: str, views: list[int]
+    ) -> Decision | _Conditioned | None:
+        """The decision the views alone give; None if the refusal needs explaining,
+        :class:`_Conditioned` if a condition must be evaluated."""
+        listed, ordered, granted, digest = views
         if listed == ListKind.DENY:
             return Decision(
                 False, "deny_listed", f"the owner deny-listed {consumer} for dataset {dataset}"
             )
+        if digest:
+            cond = self._condition(dataset, digest)
+            if cond is None:
+                return Decision(
+                    False,
+                    "condition_unreadable",
+                    f"the access condition of dataset {dataset} cannot be read",
+                )
+            return _Conditioned(cond, bool(ordered or granted), listed == ListKind.ALLOW)
         if ordered or granted:
             return _ALLOWED
         return None
+
+    def _condition(self, dataset: int, digest: int) -> conditions.Condition | None:
+        """The condition whose hash is ``digest`` (fetched once, then remembered)."""
+        with self._lock:
+            if digest in self._conditions:
+                return self._conditions[digest]
+        blob = self.ledger.access.condition_blob(dataset, self.service_id)
+        try:
+            cond: conditions.Condition | None = conditions.decode(blob)
+        except DatagoraError:
+            cond = None
+        actual = int.from_bytes(keccak(blob), "big")
+        with self._lock:
+            if len(self._conditions) >= _CONDITIONS:
+                self._conditions.clear()
+            self._conditions[actual] = cond
+        # Changed between the two reads: judge by the newer one, which was just read.
+        return cond
+
+    def _condition_calls(
+        self, dataset: int, consumer: str, reads: list[conditions.TokenRead]
+    ) -> list[dict[str, Any]]:
+        access = self.ledger.access.address
+        calls = [
+            _view(access, _BLOCK_TIME),
+            _view(self.ledger.data_nft.address, _IS_ACTIVE, dataset),
+        ]
+        who = int(consumer, 16)
+        for read in reads:
+            if isinstance(read, conditions.Erc721) and read.token_id is not None:
+                calls.append(_view(read.token, _OWNER_OF, read.token_id))
+            else:
+                calls.append(_view(read.token, _BALANCE_OF, who))
+        return calls
+
+    def _judge(
+        self, dataset: int, consumer: str, verdict: _Conditioned, words: list[int | None]
+    ) -> Decision:
+        now, active, *held = words
+        if now is None:
+            raise ChainError("the block time could not be read")
+        if not active:
+            return Decision(False, "dataset_inactive", f"dataset {dataset} is not active")
+        reads = conditions.token_reads(verdict.condition)
+        holdings: dict[conditions.TokenRead, int] = {}
+        for read, value in zip(reads, held, strict=True):
+            if value is None:
+                continue
+            if isinstance(read, conditions.Erc721) and read.token_id is not None:
+                value = int(value == int(consumer, 16))
+            holdings[read] = value
+        facts = conditions.Facts(consumer, now, verdict.ordered, verdict.allow_listed, holdings)
+        why = conditions.failure(verdict.condition, facts)
+        if why is None:
+            return _ALLOWED
+        return Decision(
+            False, "condition_failed", f"the access condition of dataset {dataset} fails: {why}"
+        )
+
+    def _one_by_one(self, calls: list[dict[str, Any]]) -> list[int | None]:
+        """Each view alone, None where it failed (a token that is not a contract, an
+        NFT id that does not exist): such a term does not hold."""
+        out: list[int | None] = []
+        for c in calls:
+            try:
+                out.append(self.ledger.chain.call_views([c])[0])
+            except ChainError:
+                out.append(None)
+        return out
+
+    def _evaluate(self, dataset: int, consumer: str, verdict: _Conditioned) -> Decision:
+        calls = self._condition_calls(dataset, consumer, conditions.token_reads(verdict.condition))
+        words: list[int | None]
+        try:
+            words = list(self.ledger.chain.call_views(calls))
+        except ChainError:
+            words = self._one_by_one(calls)
+        return self._judge(dataset, consumer, verdict, words)
+
+    async def _evaluate_async(self, dataset: int, consumer: str, verdict: _Conditioned) -> Decision:
+        calls = self._condition_calls(dataset, consumer, conditions.token_reads(verdict.condition))
+        words: list[int | None]
+        try:
+            words = list(await self.views.call(calls))
+        except ChainError:
+            words = await asyncio.to_thread(self._one_by_one, calls)
+        return self._judge(dataset, consumer, verdict, words)
 
     def check(self, dataset: int, consumer: str) -> Decision:
         """Allowed, or why not. Raises :class:`ChainError` if the chain cannot be read."""
@@ -106,6 +238,8 @@ class AccessGate:
                 return Decision(False, "no_order", f"dataset {dataset} does not exist")
             views = self._views(*self._calls(token, dataset, consumer))
             decided = self._decide(dataset, consumer, views)
+            if isinstance(decided, _Conditioned):
+                return self._evaluate(dataset, consumer, decided)
             return decided if decided is not None else self._explain(token, dataset, consumer)
         except ChainError:
             raise
@@ -137,7 +271,12 @@ class AccessGate:
                 if token is None:
                     return Decision(False, "no_order", f"dataset {dataset} does not exist")
             results = await self.views.call(self._prepared(token, dataset, consumer))
+            digest = results[3]
+            if digest and digest not in self._conditions:  # a new condition: fetch it once
+                await asyncio.to_thread(self._condition, dataset, digest)
             decided = self._decide(dataset, consumer, results)
+            if isinstance(decided, _Conditioned):
+                return await self._evaluate_async(dataset, consumer, decided)
         except ChainError:
             raise
         except (DatagoraError, OSError, Web3Exception, ValueError) as exc:

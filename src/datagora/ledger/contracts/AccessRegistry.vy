@@ -17,6 +17,10 @@
         An account may authorise agent keys that delegate key fragments for its
         datasets on its behalf (and nothing else): proxies accept deliveries
         signed by a dataset's controller or by one of its current delegates.
+        Per dataset and datatoken service, the controller may set an access
+        condition (a small encoded tree of time windows, token holdings, the
+        allow-list and the order/grant rule, combined with AND / OR; format in
+        docs/ledger.md) that proxies evaluate before every re-encryption.
 """
 
 interface IDataNFT:
@@ -55,6 +59,13 @@ latest_request: public(HashMap[uint256, HashMap[address, uint256]])
 deny_count: public(HashMap[uint256, uint256])
 # dataset -> only allow-listed accounts may buy, take or order
 sales_restricted: public(HashMap[uint256, bool])
+# dataset -> service -> encoded access condition (empty: none, the order/grant rule)
+MAX_CONDITION: constant(uint256) = 512
+CONDITION_VERSION: constant(bytes1) = 0x01
+_condition: HashMap[uint256, HashMap[uint256, Bytes[MAX_CONDITION]]]
+# dataset -> service -> keccak256 of the condition (zero: none); one word, so a proxy
+# reads it in the same batch as its other views and fetches the blob only when it changed
+condition_hash: public(HashMap[uint256, HashMap[uint256, bytes32]])
 # owner -> agent key -> may sign key-fragment deliveries for the owner's datasets
 is_delegate: public(HashMap[address, HashMap[address, bool]])
 
@@ -109,6 +120,13 @@ event DelegateSet:
     owner: indexed(address)
     delegate: indexed(address)
     allowed: bool
+
+
+event ConditionSet:
+    dataset: indexed(uint256)
+    service: indexed(uint256)
+    condition_hash: bytes32
+    condition: Bytes[MAX_CONDITION]
 
 
 @deploy
@@ -278,6 +296,44 @@ def set_delegate(delegate: address, allowed: bool):
     assert delegate != msg.sender, "datagora: an account is its own delegate already"
     self.is_delegate[msg.sender][delegate] = allowed
     log DelegateSet(owner=msg.sender, delegate=delegate, allowed=allowed)
+
+
+@external
+def set_condition(dataset: uint256, service: uint256, condition: Bytes[MAX_CONDITION]):
+    """
+    @notice Set the access condition of `dataset`'s `service` (an encoded tree, its
+            first byte the format version), or clear it (empty). Only the
+            dataset's controller. Proxies check the full structure before use and
+            refuse access under a condition they cannot read; clients check it
+            before sending.
+    """
+    self._check_controller(dataset)
+    digest: bytes32 = empty(bytes32)
+    if len(condition) != 0:
+        assert convert(slice(condition, 0, 1), bytes1) == CONDITION_VERSION, "datagora: unknown condition format"
+        digest = keccak256(condition)
+    self._condition[dataset][service] = condition
+    self.condition_hash[dataset][service] = digest
+    log ConditionSet(dataset=dataset, service=service, condition_hash=digest, condition=condition)
+
+
+@external
+@view
+def condition_of(dataset: uint256, service: uint256) -> Bytes[MAX_CONDITION]:
+    """
+    @notice The encoded access condition of `dataset`'s `service` (empty: none).
+    """
+    return self._condition[dataset][service]
+
+
+@external
+@view
+def block_time() -> uint256:
+    """
+    @notice The timestamp of the block a call runs in: proxies read it in the same
+            batch as the state a condition's time window is checked against.
+    """
+    return block.timestamp
 
 
 @external
