@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -124,6 +124,15 @@ class _Reason(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
+WriteHeader = Annotated[
+    str | None,
+    Header(
+        alias=AUTH_HEADER,
+        description="The signed write: a StorageWrite (datagora.signed-request.v1 JSON, "
+        "base64) by an account with a quota on this node, naming this node, the method, "
+        "the path, the body's digest and size.",
+    ),
+]
 _BAD_NAME: Final[_Responses] = {400: _why("A name is not 64 lowercase hex digits (a SHA-256).")}
 _NOT_HELD: Final[_Responses] = {404: _why("This node does not hold that blob.")}
 _WRITE: Final[_Responses] = {
@@ -554,7 +563,7 @@ def create_storage_app(
         openapi_extra={"requestBody": _BATCH_BODY},
         responses={**_WRITE, 400: _why("The body is not a well-formed datagora.batch.v1 frame.")},
     )
-    async def put_shares(request: Request) -> JSONResponse:
+    async def put_shares(request: Request, _signed: WriteHeader = None) -> JSONResponse:
         return await receive_batch(request)
 
     @app.post(
@@ -599,7 +608,7 @@ def create_storage_app(
         openapi_extra={"requestBody": _BLOB_BODY},
         responses=_WRITE,
     )
-    async def put_share(name: Name, request: Request) -> JSONResponse:
+    async def put_share(name: Name, request: Request, _signed: WriteHeader = None) -> JSONResponse:
         return await receive(name, request, placement=False)
 
     @app.put(
@@ -609,7 +618,9 @@ def create_storage_app(
         openapi_extra={"requestBody": _BLOB_BODY},
         responses=_WRITE,
     )
-    async def put_placement(name: Name, request: Request) -> JSONResponse:
+    async def put_placement(
+        name: Name, request: Request, _signed: WriteHeader = None
+    ) -> JSONResponse:
         return await receive(name, request, placement=True)
 
     @app.get(
