@@ -51,6 +51,20 @@ def says_why(ctx: Any, response: Any, case: Any) -> bool | None:
     with a non-empty message (the web node's error page: ``role="alert"``)."""
     if not 400 <= response.status_code < 500 or case.method.upper() == "HEAD":
         return None
+    return _reason(response)
+
+
+def upstream_failed(ctx: Any, response: Any, case: Any) -> bool | None:
+    """For a gateway (the web node): no 5xx but 502 and 503, an upstream node that did
+    not answer or is not configured, each saying which (documented: status checks)."""
+    if response.status_code < 500:
+        return None
+    if response.status_code not in (502, 503):
+        raise AssertionError(f"server error {response.status_code}")
+    return _reason(response)
+
+
+def _reason(response: Any) -> bool:
     if response.headers.get("content-type", [""])[0].startswith("text/html"):
         if not _HTML_REASON.search(response.content.decode("utf-8", "replace")):
             raise AssertionError(f"{response.status_code} page without a message")
@@ -81,11 +95,15 @@ def fuzz(
     after_each: Callable[[Any, Any], None] | None = None,
     sign: Callable[[Any], Any] | None = None,
     document: dict[str, Any] | None = None,
+    gateway: bool = False,
 ) -> Report:
     """Fuzz every operation of the app at `base_url` with at most `examples` positive
     and `examples` negative cases each; `after_each(case, response)` may add checks,
     `sign(case)` may sign a schema-valid case (returning it). The schema is the app's
-    ``/openapi.json``, or `document` for an app that does not publish one."""
+    ``/openapi.json``, or `document` for an app that does not publish one. A `gateway`
+    may answer 502/503 (documented, with a reason) when a node behind it fails."""
+    checks_run = [c for c in _CHECKS if not gateway or c is not checks.not_a_server_error]
+    extra = [says_why, upstream_failed] if gateway else [says_why]
     if document is None:
         schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     else:
@@ -119,8 +137,8 @@ def fuzz(
                 report.examples += 1
                 response = case.call_and_validate(
                     base_url=base_url,
-                    checks=_CHECKS,
-                    additional_checks=[says_why],
+                    checks=checks_run,
+                    additional_checks=extra,
                     timeout=TIMEOUT,
                 )
                 if after_each is not None:
