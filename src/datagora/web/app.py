@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from datagora.bodies import Refusal, why
+from datagora.bodies import Refusal, read_capped, why
 from datagora.display import format_amount, format_time, short_hex
 from datagora.errors import DatagoraError
 
@@ -570,9 +570,9 @@ def create_web_app(config: WebConfig) -> FastAPI:
         if not config.compute:
             raise HTTPException(503, "this web node knows no compute node")
         header = request.headers.get("x-datagora-request")
-        body = await request.body()
-        if len(body) > MAX_FORWARD_BYTES:
-            raise HTTPException(413, "the body is too large")
+        body = await read_capped(request, MAX_FORWARD_BYTES)  # refused before read whole
+        if body is None:
+            raise HTTPException(413, f"the body is larger than {MAX_FORWARD_BYTES} bytes")
         headers = {"content-type": "application/json"}
         if header:
             headers["x-datagora-request"] = header
@@ -622,9 +622,9 @@ def create_web_app(config: WebConfig) -> FastAPI:
         nodes = config.proxies if kind == "proxy" else config.storage
         if not 0 <= index < len(nodes):
             raise HTTPException(404, f"this network has no {kind} {index}")
-        body = await request.body()
-        if len(body) > MAX_FORWARD_BYTES:
-            raise HTTPException(413, "the body is too large")
+        body = await read_capped(request, MAX_FORWARD_BYTES)  # refused before read whole
+        if body is None:
+            raise HTTPException(413, f"the body is larger than {MAX_FORWARD_BYTES} bytes")
         try:
             r = await run_in_threadpool(
                 client.request,
