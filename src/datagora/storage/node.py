@@ -606,7 +606,7 @@ def create_storage_app(
         status_code=201,
         summary="Store a share under its SHA-256",
         openapi_extra={"requestBody": _BLOB_BODY},
-        responses=_WRITE,
+        responses={**_WRITE, 200: {"description": "Already held: nothing stored again."}},
     )
     async def put_share(name: Name, request: Request, _signed: WriteHeader = None) -> JSONResponse:
         return await receive(name, request, placement=False)
@@ -616,7 +616,7 @@ def create_storage_app(
         status_code=201,
         summary="Store a placement record under its SHA-256 and index it by manifest",
         openapi_extra={"requestBody": _BLOB_BODY},
-        responses=_WRITE,
+        responses={**_WRITE, 200: {"description": "Already held: nothing stored again."}},
     )
     async def put_placement(
         name: Name, request: Request, _signed: WriteHeader = None
