@@ -200,3 +200,22 @@ def test_a_validation_refusal_reads_as_one_line_not_a_repr() -> None:
     assert refusal_text(["not", "a", "dict"], "fallback") == "fallback"
     many = {"detail": [{"loc": ["query", f"p{i}"], "msg": "bad"} for i in range(7)]}
     assert refusal_text(many, "").endswith("query.p4: bad (and 2 more)")
+
+
+@pytest.mark.parametrize("path", ["/api/compute/jobs", "/api/relay/proxy/0/reencrypt"])
+def test_the_web_node_refuses_oversized_bodies_before_it_reads_them(path: str) -> None:
+    """The lie: the web node read a whole forwarded body before checking its size."""
+    from datagora.web.app import MAX_FORWARD_BYTES, WebConfig, create_web_app
+
+    dead = "http://127.0.0.1:9"
+    config = WebConfig(catalog=dead, compute=dead, proxies=[dead])
+    server = ThreadServer(lambda: create_web_app(config), "web").start()
+    try:
+        assert announce(server.url, "POST", path, 100 << 20) == (
+            "HTTP/1.1 413 Request Entity Too Large"
+        )
+        assert stream(server.url, "POST", path, 2 << 20) == "HTTP/1.1 413 Request Entity Too Large"
+        r = httpx.post(server.url + path, content=b" " * (MAX_FORWARD_BYTES + 1))
+        assert r.status_code == 413 and "larger than" in r.json()["detail"], r.text
+    finally:
+        server.stop()

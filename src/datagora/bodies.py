@@ -9,7 +9,24 @@ that grows past the cap while it streams (chunked, or a length that lied).
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel
 from starlette.requests import Request
+
+
+class Refusal(BaseModel):
+    """A 4xx answer's body, as the OpenAPI documents declare it: why, in one line
+    (``detail``; FastAPI's own validation errors give a list of invalid fields), and
+    the service's error code where it has one."""
+
+    error: str | None = None
+    detail: str | list[dict[str, Any]]
+
+
+def why(text: str) -> dict[str, Any]:
+    """A documented refusal (for a route's ``responses=``): `text` and :class:`Refusal`."""
+    return {"description": text, "model": Refusal}
 
 
 def declared_too_large(request: Request, cap: int) -> bool:

@@ -48,7 +48,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
-from datagora.bodies import read_capped
+from datagora.bodies import read_capped, why
 from datagora.compute.errors import ComputeError, JobNotFound, JobRefused
 from datagora.compute.jobs import (
     MAX_ALGORITHM_BYTES,
@@ -60,9 +60,10 @@ from datagora.compute.jobs import (
 )
 from datagora.compute.owner import parse_owner_request
 from datagora.compute.policy import OutputPolicy
+from datagora.compute.requests import ComputeRequest
 from datagora.compute.sandbox import Limits, Sandbox
 from datagora.compute.stored import StoredDatasets
-from datagora.crypto.eip712 import SignedRequest
+from datagora.crypto.eip712 import SignedRequest, signed_request_schema
 from datagora.crypto.errors import MalformedRequest
 from datagora.crypto.keys import Identity
 from datagora.ledger import Ledger
@@ -86,6 +87,53 @@ DatasetId = Annotated[int, PathParam(ge=0, le=_MAX_ID, description="A dataset id
 Account = Annotated[
     str, PathParam(pattern="^0x[0-9a-fA-F]{40}$", description="An account address (0x + 40 hex).")
 ]
+
+_Responses = dict[int | str, dict[str, Any]]
+_SIGNED_HEADER: Final = (
+    "A signed request (datagora.signed-request.v1 JSON), base64url-encoded: a JobRequest "
+    "by the job's consumer, or an OwnerJobRequest by the dataset's controller."
+)
+SignedHeader = Annotated[str | None, Header(description=_SIGNED_HEADER)]
+_BAD_HEADER: Final[_Responses] = {
+    400: why(f"The {REQUEST_HEADER} header is not a signed request."),
+    401: why("No signed request, or a bad, expired or replayed signature."),
+}
+_CONSUMER: Final[_Responses] = {
+    **_BAD_HEADER,
+    403: why("The request is not signed by the job's consumer, or not for this action."),
+    404: why("No such job on this node."),
+    409: why("The job is not in a state that allows this (not finished, already running)."),
+}
+_OWNER: Final[_Responses] = {
+    **_CONSUMER,
+    401: why("Neither a signed request by the dataset's controller nor the owner token."),
+    403: why("The signer does not control the job's dataset."),
+}
+_JOB_BODY: Final = {
+    "requestBody": {
+        "required": True,
+        "description": f"At most {MAX_JOB_BYTES} bytes.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "title": "JobSubmission",
+                    "required": ["request", "algorithm", "params"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "request": signed_request_schema(ComputeRequest),
+                        "algorithm": {
+                            "type": "string",
+                            "maxLength": MAX_ALGORITHM_BYTES,
+                            "description": "The algorithm file's text.",
+                        },
+                        "params": {"description": "The job's parameters (JSON)."},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def _error(exc: Exception) -> JSONResponse:
@@ -199,7 +247,24 @@ def create_compute_app(
             **service.sandbox.describe(),
         }
 
-    @app.post("/jobs", status_code=201)
+    @app.post(
+        "/jobs",
+        status_code=201,
+        openapi_extra=_JOB_BODY,
+        responses={
+            400: why("The body is not the documented JSON, or the signed request is malformed."),
+            401: why("The signature is bad, expired or replayed."),
+            403: why("The ledger or the node refuses the job (no order, policy, budget)."),
+            404: why("This node does not compute on that dataset."),
+            409: why("The order was already used for a job."),
+            413: why(
+                f"The body is larger than {MAX_JOB_BYTES} bytes (refused before it "
+                "is read), or the algorithm or params are over their caps."
+            ),
+            429: why("The dataset or the consumer already has its cap of open jobs."),
+            503: why("The chain cannot be read now."),
+        },
+    )
     async def submit(request: Request) -> dict[str, Any]:
         raw = await read_capped(request, MAX_JOB_BYTES)
         if raw is None:
@@ -224,17 +289,17 @@ def create_compute_app(
         )
         return info.to_json()
 
-    @app.get("/jobs/{job}")
-    def status(job: JobId, x_datagora_request: str | None = Header(None)) -> dict[str, Any]:
+    @app.get("/jobs/{job}", responses=_CONSUMER)
+    def status(job: JobId, x_datagora_request: SignedHeader = None) -> dict[str, Any]:
         return service.authorize(_signed(x_datagora_request), job, "status").to_json()
 
-    @app.get("/jobs/{job}/logs")
-    def logs(job: JobId, x_datagora_request: str | None = Header(None)) -> Response:
+    @app.get("/jobs/{job}/logs", responses=_CONSUMER)
+    def logs(job: JobId, x_datagora_request: SignedHeader = None) -> Response:
         service.authorize(_signed(x_datagora_request), job, "logs")
         return Response(service.sealed(job, "logs"), media_type="application/octet-stream")
 
-    @app.get("/jobs/{job}/result")
-    def result(job: JobId, x_datagora_request: str | None = Header(None)) -> Response:
+    @app.get("/jobs/{job}/result", responses=_CONSUMER)
+    def result(job: JobId, x_datagora_request: SignedHeader = None) -> Response:
         info = service.authorize(_signed(x_datagora_request), job, "result")
         return Response(
             service.sealed(job, "result"),
@@ -242,38 +307,39 @@ def create_compute_app(
             headers={"X-Datagora-Result-Hash": info.result_hash},
         )
 
-    @app.post("/jobs/{job}/cancel")
-    def consumer_cancel(
-        job: JobId, x_datagora_request: str | None = Header(None)
-    ) -> dict[str, Any]:
+    @app.post("/jobs/{job}/cancel", responses=_CONSUMER)
+    def consumer_cancel(job: JobId, x_datagora_request: SignedHeader = None) -> dict[str, Any]:
         service.authorize(_signed(x_datagora_request), job, "cancel")
         return service.cancel(job, "the consumer").to_json()
 
-    @app.post("/jobs/{job}/start")
-    def consumer_start(job: JobId, x_datagora_request: str | None = Header(None)) -> dict[str, Any]:
+    @app.post("/jobs/{job}/start", responses=_CONSUMER)
+    def consumer_start(job: JobId, x_datagora_request: SignedHeader = None) -> dict[str, Any]:
         service.authorize(_signed(x_datagora_request), job, "start")
         return service.start(job).to_json()
 
-    @app.get("/datasets/{dataset}")
+    @app.get("/datasets/{dataset}", responses={404: why("This node does not compute on it.")})
     def describe(dataset: DatasetId) -> dict[str, Any]:
         return service.describe(dataset)
 
-    @app.get("/budget/{dataset}/{consumer}")
+    @app.get(
+        "/budget/{dataset}/{consumer}",
+        responses={404: why("This node does not compute on that dataset.")},
+    )
     def budget(dataset: DatasetId, consumer: Account) -> dict[str, Any]:
         return service.budget(dataset, consumer)
 
-    @app.get("/owner/jobs")
+    @app.get("/owner/jobs", responses=_OWNER)
     def owner_pending(
-        authorization: str | None = Header(None), x_datagora_request: str | None = Header(None)
+        authorization: str | None = Header(None), x_datagora_request: SignedHeader = None
     ) -> list[dict[str, Any]]:
         controller = owner(authorization, x_datagora_request, "list")
         return [j.to_json() for j in service.pending(controller)]
 
-    @app.get("/owner/jobs/{job}/review")
+    @app.get("/owner/jobs/{job}/review", responses=_OWNER)
     def owner_review(
         job: JobId,
         authorization: str | None = Header(None),
-        x_datagora_request: str | None = Header(None),
+        x_datagora_request: SignedHeader = None,
     ) -> dict[str, Any]:
         owner(authorization, x_datagora_request, "review", job)
         review = service.review(job)
@@ -284,30 +350,46 @@ def create_compute_app(
             "differential_privacy": review.differential_privacy,
         }
 
-    @app.post("/owner/jobs/{job}/approve")
+    @app.post("/owner/jobs/{job}/approve", responses=_OWNER)
     def owner_approve(
         job: JobId,
         authorization: str | None = Header(None),
-        x_datagora_request: str | None = Header(None),
+        x_datagora_request: SignedHeader = None,
     ) -> dict[str, Any]:
         owner(authorization, x_datagora_request, "approve", job)
         return service.approve(job).to_json()
 
-    @app.post("/owner/jobs/{job}/cancel")
+    @app.post("/owner/jobs/{job}/cancel", responses=_OWNER)
     def owner_cancel(
         job: JobId,
         authorization: str | None = Header(None),
-        x_datagora_request: str | None = Header(None),
+        x_datagora_request: SignedHeader = None,
     ) -> dict[str, Any]:
         owner(authorization, x_datagora_request, "cancel", job)
         return service.cancel(job, "the owner").to_json()
 
-    @app.post("/owner/jobs/{job}/deny")
+    @app.post(
+        "/owner/jobs/{job}/deny",
+        responses={**_OWNER, 413: why(f"The body is larger than {MAX_DENY_BYTES} bytes.")},
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"reason": {"type": "string", "maxLength": 256}},
+                        }
+                    }
+                },
+            }
+        },
+    )
     async def owner_deny(
         job: JobId,
         request: Request,
         authorization: str | None = Header(None),
-        x_datagora_request: str | None = Header(None),
+        x_datagora_request: SignedHeader = None,
     ) -> dict[str, Any]:
         raw = await read_capped(request, MAX_DENY_BYTES)
         if raw is None:

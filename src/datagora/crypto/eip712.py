@@ -62,6 +62,7 @@ __all__ = [
     "new_nonce",
     "register_request",
     "sign_request",
+    "signed_request_schema",
     "to_checksum_address",
     "typed_data",
     "verify_request",
@@ -379,6 +380,54 @@ class SignedRequest(Generic[R]):
         return SignedRequest(
             request, domain.get("chainId", 0), domain.get("verifyingContract"), signature
         )
+
+
+def _field_schema(sol_type: str) -> dict[str, Any]:
+    if sol_type == "address":
+        return {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
+    if sol_type == "uint256":
+        return {"type": "string", "pattern": "^(0|[1-9][0-9]{0,77})$"}
+    if match := _UINT_RE.fullmatch(sol_type):
+        return {"type": "integer", "minimum": 0, "maximum": 2 ** int(match.group(1)) - 1}
+    if sol_type == "bytes32":
+        return {"type": "string", "pattern": "^0x[0-9a-f]{64}$"}
+    if sol_type == "bytes":
+        return {"type": "string", "pattern": f"^0x([0-9a-f]{{2}}){{0,{_MAX_BYTES}}}$"}
+    return {"type": "string", "maxLength": _MAX_STRING}
+
+
+def signed_request_schema(request_type: type[Request]) -> dict[str, Any]:
+    """The JSON Schema of a ``datagora.signed-request.v1`` object carrying a
+    ``request_type`` (for OpenAPI documents: what :meth:`SignedRequest.from_json` parses)."""
+    fields = request_type.FIELDS
+    return {
+        "type": "object",
+        "title": f"Signed{request_type.PRIMARY_TYPE}",
+        "required": ["format", "type", "domain", "message", "signature"],
+        "additionalProperties": False,
+        "properties": {
+            "format": {"const": SIGNED_FORMAT},
+            "type": {"const": request_type.PRIMARY_TYPE},
+            "domain": {
+                "type": "object",
+                "required": ["name", "version", "chainId"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"const": DOMAIN_NAME},
+                    "version": {"const": DOMAIN_VERSION},
+                    "chainId": {"type": "integer", "minimum": 1},
+                    "verifyingContract": _field_schema("address"),
+                },
+            },
+            "message": {
+                "type": "object",
+                "required": [eip for _, eip, _ in fields],
+                "additionalProperties": False,
+                "properties": {eip: _field_schema(sol) for _, eip, sol in fields},
+            },
+            "signature": {"type": "string", "pattern": "^0x[0-9a-f]{130}$"},
+        },
+    }
 
 
 def sign_request(

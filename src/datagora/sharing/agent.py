@@ -42,15 +42,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from datagora.bodies import read_capped
-from datagora.crypto.eip712 import SignedRequest, verify_request
+from datagora.bodies import read_capped, why
+from datagora.crypto.eip712 import SignedRequest, signed_request_schema, verify_request
 from datagora.crypto.errors import MalformedRequest, PreError, RequestRefused
 from datagora.crypto.keys import DelegationKeys, Identity
 from datagora.crypto.nonces import SqliteNonceStore
 from datagora.crypto.pre import dataset_scope, make_kfrags
 from datagora.errors import ConfigError, DatagoraError
 from datagora.ledger import Ledger
-from datagora.ledger.errors import NotController
+from datagora.ledger.errors import ChainError, ContractRuleError, NotController, NotFound
 from datagora.ledger.events import Event, EventReader
 from datagora.sharing.directory import (
     HttpProxyDirectory,
@@ -659,6 +659,15 @@ class Agent:
             return 403, {"error": "not_controller", "detail": str(exc)}
         except DelegateRevoked as exc:
             return 403, {"error": "not_delegate", "detail": str(exc)}
+        except NotFound:
+            return 404, {"error": "no_dataset", "detail": f"no dataset {req.dataset} on chain"}
+        except ContractRuleError as exc:  # the ledger refused a read of this dataset
+            return 403, {"error": "refused", "detail": str(exc)}
+        except ChainError:
+            return 503, {
+                "error": "chain_unavailable",
+                "detail": "the agent cannot read the ledger now",
+            }
         except (PreError, SharingError) as exc:
             return 422, {"error": "malformed", "detail": str(exc)}
         return 200, {"accepted": result.accepted, "failed": result.failed}
@@ -707,7 +716,32 @@ def create_agent_app(
     def delegations() -> list[dict[str, Any]]:
         return agent.delegations()
 
-    @app.post("/delegations")
+    @app.post(
+        "/delegations",
+        summary="Delegate key fragments to this agent's proxies now",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "A DelegationRequest signed by the owner, naming the zero "
+                f"address as its proxy; at most {MAX_REQUEST_BYTES} bytes.",
+                "content": {
+                    "application/json": {"schema": signed_request_schema(DelegationRequest)}
+                },
+            }
+        },
+        responses={
+            200: {"description": "The proxies that took a fragment and those that failed."},
+            401: why("The signature is bad, expired or replayed."),
+            403: why(
+                "Not signed by this agent's owner, or the owner no longer controls "
+                "the dataset (or revoked this agent)."
+            ),
+            404: why("No such dataset on chain."),
+            413: why(f"The body is larger than {MAX_REQUEST_BYTES} bytes."),
+            422: why("Not JSON, not a signed DelegationRequest, or not one for this agent."),
+            503: why("The agent cannot read the ledger now."),
+        },
+    )
     async def post_delegation(request: Request) -> JSONResponse:
         raw = await read_capped(request, MAX_REQUEST_BYTES)
         if raw is None:

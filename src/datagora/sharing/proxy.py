@@ -43,8 +43,8 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from datagora.bodies import read_capped
-from datagora.crypto.eip712 import verify_request
+from datagora.bodies import read_capped, why
+from datagora.crypto.eip712 import signed_request_schema, verify_request
 from datagora.crypto.errors import (
     ExpiryTooFar,
     MalformedRequest,
@@ -66,7 +66,14 @@ from datagora.sharing.answers import answer_digest, sign_answer
 from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate, Decision
 from datagora.sharing.kfrags import KfragRecord, KfragStore
 from datagora.sharing.requests import DelegationRequest, FragmentRequest
-from datagora.sharing.wire import Domain, KfragDelivery, ReencryptBody, service_lifespan
+from datagora.sharing.wire import (
+    DELIVERY_FORMAT,
+    REENCRYPT_FORMAT,
+    Domain,
+    KfragDelivery,
+    ReencryptBody,
+    service_lifespan,
+)
 
 __all__ = ["PROXY_IDENTITY_FORMAT", "ProxyService", "create_proxy_app", "outermost"]
 
@@ -497,6 +504,67 @@ def outermost(app: Any) -> Any:
     return _ReencryptFastPath(app, service) if isinstance(service, ProxyService) else app
 
 
+def _hex_field(low: int, high: int) -> dict[str, Any]:
+    return {"type": "string", "pattern": f"^([0-9a-f]{{2}}){{{low},{high}}}$"}
+
+
+def _json_body(schema: dict[str, Any], text: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": text,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+_DELIVERY_BODY: Final = _json_body(
+    {
+        "type": "object",
+        "title": "KfragDelivery",
+        "required": [
+            "format",
+            "request",
+            "kfrag_capsule",
+            "kfrag_ciphertext",
+            "verifying_key",
+            "delegating_key",
+            "salt",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "format": {"const": DELIVERY_FORMAT},
+            "request": signed_request_schema(DelegationRequest),
+            "kfrag_capsule": _hex_field(1, 1024),
+            "kfrag_ciphertext": _hex_field(1, 1024),
+            "verifying_key": _hex_field(33, 33),
+            "delegating_key": _hex_field(33, 33),
+            "salt": _hex_field(32, 32),
+        },
+    },
+    f"A {DELIVERY_FORMAT} body (docs/sharing.md), at most {_MAX_BODY} bytes.",
+)
+_REENCRYPT_BODY: Final = _json_body(
+    {
+        "type": "object",
+        "title": "ReencryptRequest",
+        "required": ["format", "request", "capsule"],
+        "additionalProperties": False,
+        "properties": {
+            "format": {"const": REENCRYPT_FORMAT},
+            "request": signed_request_schema(FragmentRequest),
+            "capsule": _hex_field(1, 1024),
+        },
+    },
+    f"A {REENCRYPT_FORMAT} body (docs/sharing.md), at most {_MAX_BODY} bytes.",
+)
+_SIGNED_REFUSALS: Final[dict[int | str, dict[str, Any]]] = {
+    401: why("The signature is bad, expired, too far in the future or replayed."),
+    413: why(f"The body is larger than {_MAX_BODY} bytes (refused before it is read)."),
+    422: why("The body is not JSON or not the documented format."),
+}
+
+
 def create_proxy_app(
     ledger: Ledger,
     identity: Identity,
@@ -519,7 +587,21 @@ def create_proxy_app(
     app.state.proxy = service
     app.add_middleware(_ReencryptFastPath, service=service)
 
-    @app.put("/kfrags")
+    @app.put(
+        "/kfrags",
+        summary="Store a key fragment delegated to this proxy",
+        openapi_extra=_DELIVERY_BODY,
+        responses={
+            200: {"description": 'Stored: `{"stored": true}`.'},
+            **_SIGNED_REFUSALS,
+            403: why(
+                "Addressed to another proxy, or signed by neither the dataset's "
+                "controller nor an agent it authorised."
+            ),
+            409: why("This proxy already holds another fragment of this batch."),
+            422: why("Malformed body, or a key fragment that does not open or verify."),
+        },
+    )
     async def put_kfrags(request: Request) -> JSONResponse:
         raw = await read_capped(request, _MAX_BODY)
         if raw is None:
@@ -529,13 +611,36 @@ def create_proxy_app(
         return JSONResponse(payload, status_code=status)
 
     # Served by _ReencryptFastPath; declared here for the OpenAPI document.
-    @app.post("/reencrypt")
+    @app.post(
+        "/reencrypt",
+        summary="Re-encrypt a capsule for a consumer the ledger allows",
+        openapi_extra=_REENCRYPT_BODY,
+        responses={
+            200: {"description": "One capsule fragment per fragment batch held, newest first."},
+            **_SIGNED_REFUSALS,
+            403: why(
+                "The ledger refuses this consumer (no order, expired, revoked), or "
+                "the request is for another datatoken service."
+            ),
+            404: why("No key fragment for this consumer, dataset and version."),
+            503: why("The proxy cannot read the ledger now."),
+        },
+    )
     async def post_reencrypt(request: Request) -> JSONResponse:
         raw = await read_capped(request, _MAX_BODY)
         status, payload = _too_large() if raw is None else await service.reencrypt_async(raw)
         return JSONResponse(payload, status_code=status)
 
-    @app.get("/log")
+    @app.get(
+        "/log",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "JSON lines, one access-log entry each (hash-chained).",
+                "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     def get_log(
         offset: Annotated[
             int, Query(ge=0, le=2**63 - 1, description="Entries to skip (the first is 0).")

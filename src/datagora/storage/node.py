@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -124,6 +124,15 @@ class _Reason(BaseModel):
     detail: str | list[dict[str, Any]]
 
 
+WriteHeader = Annotated[
+    str | None,
+    Header(
+        alias=AUTH_HEADER,
+        description="The signed write: a StorageWrite (datagora.signed-request.v1 JSON, "
+        "base64) by an account with a quota on this node, naming this node, the method, "
+        "the path, the body's digest and size.",
+    ),
+]
 _BAD_NAME: Final[_Responses] = {400: _why("A name is not 64 lowercase hex digits (a SHA-256).")}
 _NOT_HELD: Final[_Responses] = {404: _why("This node does not hold that blob.")}
 _WRITE: Final[_Responses] = {
@@ -567,7 +576,7 @@ def create_storage_app(
         openapi_extra={"requestBody": _BATCH_BODY},
         responses={**_WRITE, 400: _why("The body is not a well-formed datagora.batch.v1 frame.")},
     )
-    async def put_shares(request: Request) -> JSONResponse:
+    async def put_shares(request: Request, _signed: WriteHeader = None) -> JSONResponse:
         return await receive_batch(request)
 
     @app.post(
@@ -610,9 +619,9 @@ def create_storage_app(
         status_code=201,
         summary="Store a share under its SHA-256",
         openapi_extra={"requestBody": _BLOB_BODY},
-        responses=_WRITE,
+        responses={**_WRITE, 200: {"description": "Already held: nothing stored again."}},
     )
-    async def put_share(name: Name, request: Request) -> JSONResponse:
+    async def put_share(name: Name, request: Request, _signed: WriteHeader = None) -> JSONResponse:
         return await receive(name, request, placement=False)
 
     @app.put(
@@ -620,9 +629,11 @@ def create_storage_app(
         status_code=201,
         summary="Store a placement record under its SHA-256 and index it by manifest",
         openapi_extra={"requestBody": _BLOB_BODY},
-        responses=_WRITE,
+        responses={**_WRITE, 200: {"description": "Already held: nothing stored again."}},
     )
-    async def put_placement(name: Name, request: Request) -> JSONResponse:
+    async def put_placement(
+        name: Name, request: Request, _signed: WriteHeader = None
+    ) -> JSONResponse:
         return await receive(name, request, placement=True)
 
     @app.get(

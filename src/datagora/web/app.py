@@ -17,16 +17,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import urlencode
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi import Query as QueryParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from datagora.bodies import Refusal, read_capped, why
 from datagora.display import format_amount, format_time, short_hex
 from datagora.errors import DatagoraError
 
@@ -40,6 +43,47 @@ PAGE_SIZE = 20
 GRANT_DAYS = 30
 MAX_FORWARD_BYTES = 64 << 10
 _HEX64 = re.compile("[0-9a-f]{64}")
+_MAX_ID = 2**63 - 1
+DatasetId = Annotated[int, PathParam(ge=0, le=_MAX_ID, description="A dataset id.")]
+JobId = Annotated[int, PathParam(ge=0, le=_MAX_ID, description="A job id.")]
+NodeIndex = Annotated[int, PathParam(ge=0, le=255, description="The node's place in the list.")]
+_Responses = dict[int | str, dict[str, Any]]
+
+
+def _page_refusal(text: str) -> dict[str, Any]:
+    """A refusal a page route answers: the error page (HTML), or FastAPI's JSON list of
+    invalid fields for a malformed parameter."""
+    return {
+        "description": text,
+        "content": {
+            "text/html": {"schema": {"type": "string"}},
+            "application/json": {"schema": Refusal.model_json_schema()},
+        },
+    }
+
+
+_PAGE: Final[_Responses] = {
+    422: _page_refusal("A malformed parameter (the page, or FastAPI's list of fields)."),
+    502: _page_refusal("The catalog did not answer, or answered with an error."),
+}
+_API: Final[_Responses] = {422: why("A malformed parameter.")}
+_FORWARDED: Final[_Responses] = {
+    **{
+        code: why(f"The compute node's own answer, passed on ({code}).")
+        for code in (400, 401, 403, 404, 409, 413, 422, 429)
+    },
+    413: why(f"The body is larger than {MAX_FORWARD_BYTES} bytes."),
+    502: why("The compute node did not answer."),
+    503: why("This web node knows no compute node."),
+}
+_RELAYED: Final[_Responses] = {
+    **{code: why(f"The node's own answer, passed on ({code}).") for code in (400, 401, 403, 409)},
+    404: why("This network has no such node, or the node holds no such thing."),
+    413: why(f"The body is larger than {MAX_FORWARD_BYTES} bytes."),
+    422: why("A malformed parameter or body."),
+    502: why("The node did not answer."),
+    503: why("The node cannot serve now."),
+}
 _SORTS = {
     "relevance": "relevance",
     "newest": "newest",
@@ -173,7 +217,7 @@ def create_web_app(config: WebConfig) -> FastAPI:
     def health() -> dict[str, Any]:
         return {"role": "web", "catalog": config.catalog, "wallet_assets": modules is not None}
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, responses=_PAGE)
     def browse(request: Request) -> HTMLResponse:
         qp = request.query_params
         q = qp.get("q", "")[:500]
@@ -293,8 +337,12 @@ def create_web_app(config: WebConfig) -> FastAPI:
         text = raw[:4096].decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[:12])
 
-    @app.get("/datasets/{dataset}", response_class=HTMLResponse)
-    def dataset_page(dataset: int, request: Request) -> HTMLResponse:
+    @app.get(
+        "/datasets/{dataset}",
+        response_class=HTMLResponse,
+        responses={**_PAGE, 404: _page_refusal("No such dataset in the catalog.")},
+    )
+    def dataset_page(dataset: DatasetId, request: Request) -> HTMLResponse:
         if not 0 < dataset < 2**63:
             raise HTTPException(404, f"no dataset {dataset}")
         details = catalog_get(f"/datasets/{dataset}")
@@ -327,8 +375,16 @@ def create_web_app(config: WebConfig) -> FastAPI:
             else None,
         )
 
-    @app.get("/datasets/{dataset}/prov.svg")
-    def prov_picture(dataset: int) -> Response:
+    @app.get(
+        "/datasets/{dataset}/prov.svg",
+        response_class=Response,
+        responses={
+            200: {"description": "The provenance graph.", "content": {"image/svg+xml": {}}},
+            404: _page_refusal("No such dataset on chain, or no chain."),
+            422: _PAGE[422],
+        },
+    )
+    def prov_picture(dataset: DatasetId) -> Response:
         _, svg, error = _timeline(dataset)
         if svg is None:
             raise HTTPException(404, error or f"no dataset {dataset}")
@@ -405,8 +461,10 @@ def create_web_app(config: WebConfig) -> FastAPI:
         found["owned"] = list(owned.values())
         return found
 
-    @app.get("/account", response_class=HTMLResponse)
-    def account_page(request: Request, address: str = "") -> HTMLResponse:
+    @app.get("/account", response_class=HTMLResponse, responses=_PAGE)
+    def account_page(
+        request: Request, address: Annotated[str, QueryParam(max_length=64)] = ""
+    ) -> HTMLResponse:
         from eth_utils.address import is_hex_address, to_checksum_address
 
         if not address:
@@ -423,7 +481,11 @@ def create_web_app(config: WebConfig) -> FastAPI:
             grant_expires=int(time.time()) + GRANT_DAYS * 86_400,
         )
 
-    @app.get("/network", response_class=HTMLResponse)
+    @app.get(
+        "/network",
+        response_class=HTMLResponse,
+        responses={503: _page_refusal("This web node has no chain (--rpc, --deployment).")},
+    )
     def network_page(request: Request) -> HTMLResponse:
         """Node health: every part this web node knows, checked as `datagora status` does."""
         ledger = config.ledger
@@ -444,7 +506,7 @@ def create_web_app(config: WebConfig) -> FastAPI:
         parts = check_network(net)
         return render("network.html", request, parts=parts, threshold=config.threshold)
 
-    @app.get("/api/config")
+    @app.get("/api/config", responses={503: why("This web node has no chain.")})
     def api_config() -> dict[str, Any]:
         ledger = config.ledger
         if ledger is None:
@@ -470,8 +532,19 @@ def create_web_app(config: WebConfig) -> FastAPI:
             "compute": bool(config.compute),
         }
 
-    @app.get("/api/orders/latest")
-    def latest_order(dataset: int, account: str, service: int = 0) -> dict[str, Any]:
+    @app.get(
+        "/api/orders/latest",
+        responses={
+            **_API,
+            404: why("No such order yet."),
+            503: why("This web node has no chain."),
+        },
+    )
+    def latest_order(
+        dataset: Annotated[int, QueryParam(ge=0, le=2**256 - 1)],
+        account: Annotated[str, QueryParam(max_length=64)],
+        service: Annotated[int, QueryParam(ge=0, le=2**32 - 1)] = 0,
+    ) -> dict[str, Any]:
         """The transaction of `account`'s latest order of `service` on `dataset` (what a
         compute request names), read from the chain's events."""
         from eth_utils.address import is_hex_address
@@ -499,9 +572,9 @@ def create_web_app(config: WebConfig) -> FastAPI:
         if not config.compute:
             raise HTTPException(503, "this web node knows no compute node")
         header = request.headers.get("x-datagora-request")
-        body = await request.body()
-        if len(body) > MAX_FORWARD_BYTES:
-            raise HTTPException(413, "the body is too large")
+        body = await read_capped(request, MAX_FORWARD_BYTES)  # refused before read whole
+        if body is None:
+            raise HTTPException(413, f"the body is larger than {MAX_FORWARD_BYTES} bytes")
         headers = {"content-type": "application/json"}
         if header:
             headers["x-datagora-request"] = header
@@ -523,37 +596,37 @@ def create_web_app(config: WebConfig) -> FastAPI:
 
     # The page's signed requests to the compute node go through here (same origin);
     # the node adds nothing and cannot change them: the compute node checks the signature.
-    @app.get("/api/compute/owner/jobs/{job}/review")
-    async def fwd_review(job: int, request: Request) -> Response:
+    @app.get("/api/compute/owner/jobs/{job}/review", responses=_FORWARDED)
+    async def fwd_review(job: JobId, request: Request) -> Response:
         return await _forward(request, "GET", f"/owner/jobs/{job}/review")
 
-    @app.post("/api/compute/owner/jobs/{job}/approve")
-    async def fwd_approve(job: int, request: Request) -> Response:
+    @app.post("/api/compute/owner/jobs/{job}/approve", responses=_FORWARDED)
+    async def fwd_approve(job: JobId, request: Request) -> Response:
         return await _forward(request, "POST", f"/owner/jobs/{job}/approve")
 
-    @app.post("/api/compute/owner/jobs/{job}/deny")
-    async def fwd_deny(job: int, request: Request) -> Response:
+    @app.post("/api/compute/owner/jobs/{job}/deny", responses=_FORWARDED)
+    async def fwd_deny(job: JobId, request: Request) -> Response:
         return await _forward(request, "POST", f"/owner/jobs/{job}/deny")
 
-    @app.post("/api/compute/jobs")
+    @app.post("/api/compute/jobs", responses=_FORWARDED)
     async def fwd_submit(request: Request) -> Response:
         return await _forward(request, "POST", "/jobs")
 
-    @app.get("/api/compute/jobs/{job}")
-    async def fwd_status(job: int, request: Request) -> Response:
+    @app.get("/api/compute/jobs/{job}", responses=_FORWARDED)
+    async def fwd_status(job: JobId, request: Request) -> Response:
         return await _forward(request, "GET", f"/jobs/{job}")
 
-    @app.get("/api/compute/jobs/{job}/result")
-    async def fwd_result(job: int, request: Request) -> Response:
+    @app.get("/api/compute/jobs/{job}/result", responses=_FORWARDED)
+    async def fwd_result(job: JobId, request: Request) -> Response:
         return await _forward(request, "GET", f"/jobs/{job}/result")
 
     async def _relay(kind: str, index: int, method: str, path: str, request: Request) -> Response:
         nodes = config.proxies if kind == "proxy" else config.storage
         if not 0 <= index < len(nodes):
             raise HTTPException(404, f"this network has no {kind} {index}")
-        body = await request.body()
-        if len(body) > MAX_FORWARD_BYTES:
-            raise HTTPException(413, "the body is too large")
+        body = await read_capped(request, MAX_FORWARD_BYTES)  # refused before read whole
+        if body is None:
+            raise HTTPException(413, f"the body is larger than {MAX_FORWARD_BYTES} bytes")
         try:
             r = await run_in_threadpool(
                 client.request,
@@ -576,18 +649,18 @@ def create_web_app(config: WebConfig) -> FastAPI:
     # see anyway: signed fragment requests, capsule fragments re-encrypted to the
     # visitor's key, ciphertext shares, manifests. The page verifies every fragment and
     # share; the data key and the plaintext exist only in the page.
-    @app.post("/api/relay/proxy/{index}/reencrypt")
-    async def relay_reencrypt(index: int, request: Request) -> Response:
+    @app.post("/api/relay/proxy/{index}/reencrypt", responses=_RELAYED)
+    async def relay_reencrypt(index: NodeIndex, request: Request) -> Response:
         return await _relay("proxy", index, "POST", "/reencrypt", request)
 
-    @app.get("/api/relay/storage/{index}/shares/{name}")
-    async def relay_share(index: int, name: str, request: Request) -> Response:
+    @app.get("/api/relay/storage/{index}/shares/{name}", responses=_RELAYED)
+    async def relay_share(index: NodeIndex, name: str, request: Request) -> Response:
         if not _HEX64.fullmatch(name):
             raise HTTPException(422, "a share name is 64 lowercase hex digits")
         return await _relay("storage", index, "GET", f"/shares/{name}", request)
 
-    @app.get("/api/relay/storage/{index}/placements")
-    async def relay_placements(index: int, request: Request) -> Response:
+    @app.get("/api/relay/storage/{index}/placements", responses=_RELAYED)
+    async def relay_placements(index: NodeIndex, request: Request) -> Response:
         return await _relay("storage", index, "GET", "/placements", request)
 
     return app
