@@ -903,6 +903,11 @@ class RpcChain(Chain):
                         f"{len(waiting)} transactions not mined within {timeout:.0f} s"
                     )
                 time.sleep(0.02)
+        for p in waiting:
+            # Unmined for replace_after: every one of them is re-sent with higher fees
+            # now (then each wait below re-sends again every replace_after).
+            if p.account is not None and p.fields:
+                self._replace(p)
         if self.confirmations > 1:
             # Confirmations (and a reorganisation meanwhile) are checked one by one:
             # a setting for real networks, where blocks take seconds anyway.
