@@ -114,6 +114,11 @@ def test_a_new_account_funded_on_a_development_chain_can_buy(net: Net) -> None:
     paid = published["dataset"]
     assert published["price"] == str(15 * TOKEN // 10)
     assert published["tx"].startswith("0x") and len(published["tx"]) == 66
+    # The estimate shown before sending: the transaction's gas (an estimate is never
+    # below what the transaction used) × the fee per gas then.
+    estimate = published["gas_estimate"]
+    assert published["gas"] <= estimate["gas"] < 2 * published["gas"]
+    assert int(estimate["wei"]) == estimate["gas"] * int(estimate["wei_per_gas"]) > 0
     poor = CliRunner().invoke(app, ["buy", str(paid), "--account", "alice"], env=net.env)
     assert poor.exit_code != 0
 
@@ -123,6 +128,7 @@ def test_a_new_account_funded_on_a_development_chain_can_buy(net: Net) -> None:
 
     bought = run(net, "buy", str(paid), "--account", "alice", "--max-price", "1.5")
     assert bought["dataset"] == paid and bought["consumer"] == alice
+    assert bought["gas"] <= bought["gas_estimate"]["gas"] < 2 * bought["gas"]
     assert bought["expires_at"] > time.time()
     sent = run(net, "transfer", net.owner, "1.25", "--account", "alice")
     assert sent["from"] == alice and sent["amount"] == str(125 * TOKEN // 100)

@@ -194,13 +194,22 @@ class Proxy:
         self.upstream = upstream
         self.rewrite = rewrite
         self.refused = 0
+        self.refuse_batches = False
+        self.batches = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if isinstance(body, list):
-                    answer: Any = [proxy.answer(r) for r in body]
+                if isinstance(body, list) and proxy.refuse_batches:
+                    proxy.batches += 1
+                    answer: Any = {
+                        "jsonrpc": "2.0",
+                        "id": None,
+                        "error": {"code": -32600, "message": "batch requests are not supported"},
+                    }
+                elif isinstance(body, list):
+                    answer = [proxy.answer(r) for r in body]
                 else:
                     answer = proxy.answer(body)
                 raw = json.dumps(answer).encode()
@@ -394,3 +403,41 @@ def test_owner_publish_still_works_with_all_of_it(node: Anvil) -> None:
     ledger = Ledger.deploy(Chain.rpc(node.url, confirmations=1), dev_account(0))
     published = publish(ledger)
     assert ledger.data_nft.owner_of(published.dataset) == OWNER.address
+
+
+# -- endpoints that refuse JSON-RPC batches -----------------------------------------------
+def test_views_and_receipts_work_where_batches_are_refused(node: Anvil) -> None:
+    import asyncio
+
+    from datagora.ledger.views import CallCoalescer
+
+    ledger = Ledger.deploy(Chain.rpc(node.url), dev_account(0))
+    proxy = Proxy(node.url, lambda request: None)
+    proxy.refuse_batches = True
+    try:
+        chain = Chain.rpc(proxy.url)
+        token = ledger.market_token
+        views = [
+            {"to": token.address, "data": token.prepare("balanceOf", a.address)["data"]}
+            for a in (dev_account(0), dev_account(7))
+        ]
+        expected = [token.balance_of(dev_account(0).address), 0]
+        assert chain.call_views(views) == expected  # one batch refused, then one by one
+        assert chain.call_views(views) == expected
+        assert proxy.batches == 1  # refused once; not asked again
+
+        coalescer = CallCoalescer(proxy.url)
+
+        async def read() -> list[list[int]]:
+            return list(await asyncio.gather(coalescer.call(views), coalescer.call(views[:1])))
+
+        assert asyncio.run(read()) == [expected, expected[:1]]
+        assert coalescer.batches_refused
+
+        blocks = chain.block_headers([0, 1, 2])
+        assert sorted(blocks) == [0, 1, 2]
+        chain.replace_after = 0.2
+        pending = [chain.send(SENDER, _pay(chain), "pay") for _ in range(2)]
+        assert [r["status"] for r in chain.wait_all(pending, timeout=20)] == [1, 1]
+    finally:
+        proxy.close()

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -279,6 +279,10 @@ class Chain(ABC):
         same nonce with fees raised by at least 12.5 % (None or 0: never)."""
         self.eip1559 = True
         """Send type-2 transactions when the chain has a base fee."""
+        self.before_send: Callable[[str, int, int], None] | None = None
+        """If set, called with (what, gas estimate, wei per gas now) before each
+        transaction is signed; raising there sends nothing (the CLI shows the
+        estimate and may ask to go on)."""
 
     # -- construction -------------------------------------------------------------------
     @staticmethod
@@ -356,6 +360,12 @@ class Chain(ABC):
         """
         if gas is None:
             gas = self._gas_for(account.address, tx, what)
+        if self.before_send is not None:
+            try:
+                estimate = self.estimate(account.address, tx, what)
+            except ChainError:
+                estimate = gas  # depends on transactions still in flight: the limit
+            self.before_send(what, estimate, self.fee_per_gas())
         for attempt in (0, 1):
             with self._send_guard():
                 full = {
@@ -798,6 +808,7 @@ class RpcChain(Chain):
         self._http_lock = threading.Lock()
         self._timeout = timeout
         self._rpc = jsonrpc.Connections(url, timeout)
+        self._batches_work: bool | None = None
 
     def call_views(self, calls: Sequence[ViewCall]) -> list[int]:
         """``eth_call`` each view at the latest block, in ONE JSON-RPC batch.
@@ -880,7 +891,8 @@ class RpcChain(Chain):
         deadline = time.monotonic() + timeout
         waiting = [p for p in pending if p._receipt is None]
         stuck_at = time.monotonic() + (self.replace_after or timeout)
-        while waiting and time.monotonic() < stuck_at:
+        unbatched = False
+        while waiting and not unbatched and time.monotonic() < stuck_at:
             found: dict[bytes, TxReceipt] = {}
             for lo in range(0, len(waiting), 200):
                 with self.w3.batch_requests() as batch:
@@ -888,8 +900,12 @@ class RpcChain(Chain):
                         batch.add(self.w3.eth.get_transaction_receipt(p.tx_hash))
                     try:
                         replies = batch.execute()
-                    except (OSError, Web3Exception):
-                        replies = []  # some not mined yet: poll again below
+                    except (OSError, Web3Exception, NotImplementedError, TypeError, KeyError):
+                        # Some not mined yet (web3 raises on a null receipt) - or the
+                        # node refuses batches: then the waits below go one by one.
+                        replies = []
+                        if not self._receipt_batches_work():
+                            unbatched = True
                 for reply in replies:
                     if isinstance(reply, Mapping) and reply.get("transactionHash") is not None:
                         found[bytes(reply["transactionHash"])] = reply  # type: ignore[typeddict-item,assignment]
@@ -903,7 +919,7 @@ class RpcChain(Chain):
                         f"{len(waiting)} transactions not mined within {timeout:.0f} s"
                     )
                 time.sleep(0.02)
-        for p in waiting:
+        for p in [] if unbatched else waiting:
             # Unmined for replace_after: every one of them is re-sent with higher fees
             # now (then each wait below re-sends again every replace_after).
             if p.account is not None and p.fields:
@@ -919,6 +935,16 @@ class RpcChain(Chain):
             if receipt["status"] != 1:
                 raise rule_error(p.what, self._replay_reason(p.tx_hash, receipt))
         return [p.receipt() for p in pending]
+
+    def _receipt_batches_work(self) -> bool:
+        """Whether the node answers a JSON-RPC batch (asked once, remembered)."""
+        if self._batches_work is None:
+            probe = [jsonrpc.request("eth_blockNumber", [], 0)]
+            try:
+                self._batches_work = bool(self._rpc.batch(probe)) and not self._rpc.batches_refused
+            except ChainError:
+                self._batches_work = False
+        return self._batches_work
 
     def _dev_rpc(self, method: str, params: list[Any]) -> Any:
         response = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
