@@ -441,3 +441,33 @@ def test_views_and_receipts_work_where_batches_are_refused(node: Anvil) -> None:
         assert [r["status"] for r in chain.wait_all(pending, timeout=20)] == [1, 1]
     finally:
         proxy.close()
+
+
+def test_a_lagging_pending_count_is_not_taken_for_a_drop(node: Anvil) -> None:
+    """A provider behind a load balancer may answer a pending count that does not yet
+    include a transaction it holds: the transaction is still known, so the local nonce
+    stands (re-using its nonce would replace or collide with it)."""
+    proxy: Proxy
+
+    def lagging(request: dict[str, Any]) -> Any:
+        if request.get("method") == "eth_getTransactionCount":
+            latest = {**request, "params": [request["params"][0], "latest"]}
+            return proxy.forward(latest)
+        return None
+
+    proxy = Proxy(node.url, lagging)
+    chain = Chain.rpc(proxy.url)
+    snapshot = chain.snapshot()
+    try:
+        chain._dev_rpc("evm_setAutomine", [False])
+        chain.replace_after = None
+        chain._nonces.resync_after = 0
+        first = chain.send(SENDER, _pay(chain), "pay")
+        second = chain.send(SENDER, _pay(chain), "pay")
+        assert second.fields["nonce"] == first.fields["nonce"] + 1
+        chain._dev_rpc("evm_mine", [])
+        assert [r["status"] for r in chain.wait_all([first, second], timeout=10)] == [1, 1]
+    finally:
+        chain._dev_rpc("evm_setAutomine", [True])
+        chain.revert(snapshot)
+        proxy.close()

@@ -197,6 +197,7 @@ class _Nonces:
         self._next: dict[str, int] = {}
         self._synced: dict[str, float] = {}
         self._unsent: dict[str, int] = {}
+        self._hashes: dict[str, dict[int, bytes]] = {}
         self._lock = threading.Lock()
         self.resync_after = resync_after
         """Seconds after which the next take compares with the chain's pending nonce."""
@@ -221,17 +222,42 @@ class _Nonces:
                 # (dropped, evicted, the node restarted): a transaction under a later
                 # nonce would wait forever behind the gap, so use the node's count.
                 pending = self._pending(address)
-                if pending < self._next[address]:
+                if pending < self._next[address] and not self._still_known(address, pending):
                     self._next[address] = pending
+                    self._hashes.pop(address, None)
                 self._synced[address] = now
             nonce = self._next[address]
             self._next[address] = nonce + 1
             self._unsent[address] = self._unsent.get(address, 0) + 1
             return nonce
 
-    def sent(self, address: str) -> None:
+    def _still_known(self, address: str, nonce: int) -> bool:
+        """Whether the node still has the transaction we sent under `nonce` (a node
+        behind a load balancer may answer a pending count that lags: then the gap is
+        not real)."""
+        tx_hash = self._hashes.get(address, {}).get(nonce)
+        if tx_hash is None:
+            return False
+        try:
+            self._w3.eth.get_transaction(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return False
+        return True
+
+    def sent(self, address: str, nonce: int, tx_hash: bytes) -> None:
+        """The transaction under `nonce` reached the node."""
         with self._lock:
             self._unsent[address] = max(0, self._unsent.get(address, 0) - 1)
+        self.record(address, nonce, tx_hash)
+
+    def record(self, address: str, nonce: int, tx_hash: bytes) -> None:
+        """`tx_hash` is the latest transaction sent under `nonce` (a replacement)."""
+        with self._lock:
+            mine = self._hashes.setdefault(address, {})
+            mine[nonce] = tx_hash
+            if len(mine) > 256:  # only recent nonces can be in a gap
+                for old in sorted(mine)[:-256]:
+                    del mine[old]
 
     def forget(self, address: str) -> None:
         """Re-read the nonce from the chain next time (after a send failed or a
@@ -397,7 +423,7 @@ class Chain(ABC):
                 except (OSError, Web3Exception, ValueError) as exc:
                     self._nonces.forget(account.address)
                     raise self._failed(what, exc, "the chain refused the transaction") from exc
-                self._nonces.sent(account.address)
+                self._nonces.sent(account.address, int(full["nonce"]), tx_hash)
             return PendingTx(
                 self,
                 HexBytes(tx_hash),
@@ -529,6 +555,7 @@ class Chain(ABC):
             return
         pending.fields = fields
         pending.hashes.append(HexBytes(tx_hash))
+        self._nonces.record(pending.account.address, int(fields["nonce"]), tx_hash)
 
     def wait_all(self, pending: list[PendingTx], timeout: float = 120.0) -> list[TxReceipt]:
         """Wait for many transactions; raise the first broken rule among them."""
