@@ -471,3 +471,21 @@ def test_a_lagging_pending_count_is_not_taken_for_a_drop(node: Anvil) -> None:
         chain._dev_rpc("evm_setAutomine", [True])
         chain.revert(snapshot)
         proxy.close()
+
+
+def test_a_send_refused_below_a_jumped_base_fee_is_re_signed_with_fresh_fees(
+    chain: RpcChain,
+) -> None:
+    """The base fee jumps past the maxFeePerGas computed from fees read before the jump;
+    anvil refuses the transaction ("max fee per gas less than block base fee"): the
+    client reads the fees again, re-signs under the same nonce and is mined."""
+    fees = chain.fees()  # read (and cached) before the jump
+    jumped = fees["maxFeePerGas"] * 3
+    chain._dev_rpc("anvil_setNextBlockBaseFeePerGas", [hex(jumped)])
+    chain._dev_rpc("evm_mine", [])
+    assert int(chain.w3.eth.get_block("latest")["baseFeePerGas"]) == jumped
+    nonce = chain.w3.eth.get_transaction_count(SENDER.address)
+    receipt = chain.transact(SENDER, _pay(chain), "pay")
+    mined = chain.w3.eth.get_transaction(receipt["transactionHash"])
+    assert receipt["status"] == 1 and mined["nonce"] == nonce
+    assert mined["maxFeePerGas"] > jumped

@@ -417,7 +417,13 @@ class Chain(ABC):
                     # "nonce too low" means another process used this account since we
                     # read it; the transaction was not taken, so sending again is safe.
                     self._nonces.forget(account.address)
-                    if attempt == 0 and "nonce too low" in str(exc).lower():
+                    refused = str(exc).lower()
+                    if attempt == 0 and "base fee" in refused:
+                        # "max fee per gas less than block base fee": the base fee rose
+                        # since the fees were read; read them again and re-sign.
+                        self._fee_cache = (0.0, {})
+                        continue
+                    if attempt == 0 and "nonce too low" in refused:
                         continue
                     raise
                 except (OSError, Web3Exception, ValueError) as exc:
@@ -504,7 +510,7 @@ class Chain(ABC):
                     hashes = pending.hashes
                     replace_at = time.monotonic() + float(self.replace_after or 0)
                 time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                delay = min(delay * 2, 0.25)
         except (OSError, Web3Exception) as exc:
             raise self._failed(what, exc, "waiting for the receipt failed") from exc
         pending.tx_hash = HexBytes(receipt["transactionHash"])
