@@ -73,3 +73,19 @@ def test_native_amounts() -> None:
     assert _native(21_000 * 10**9, 1) == "0.000021 ETH"
     assert _native(0, 137) == "0 POL"
     assert _native(10**18, 31337) == "1 ETH"
+
+
+def test_json_mode_prints_nothing_but_counts(
+    market: Market, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    with _gas_shown(market, yes=False, as_json=True) as gas:
+        _pay(market.ledger.chain)
+    assert capsys.readouterr().err == ""
+    assert gas["gas"] == 21_000
+
+
+def test_the_embedded_chain_ignores_confirmations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATAGORA_CONFIRMATIONS", "5")
+    assert Chain.embedded().confirmations == 1

@@ -78,6 +78,8 @@ def _gas_shown(
         seen["gas"] += gas
         seen["wei_per_gas"] = str(per_gas)
         seen["wei"] = str(int(seen["wei"]) + gas * per_gas)
+        if as_json:
+            return  # the estimate is the document's gas_estimate; stdout stays JSON alone
         gwei = f"{per_gas / 1e9:.3g} gwei"
         err.print(
             f"gas estimate for {what}: {gas:,} gas × {gwei} ≈ "
@@ -85,7 +87,7 @@ def _gas_shown(
             highlight=False,
             soft_wrap=True,
         )
-        if yes or as_json or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        if yes or not (sys.stdin.isatty() and sys.stderr.isatty()):
             return
         if bar is not None:
             bar.stop()  # the upload is done; the prompt needs the terminal

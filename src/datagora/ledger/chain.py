@@ -780,6 +780,7 @@ class EmbeddedChain(Chain):
         # One transaction per block, mined as it arrives: legacy fees, nothing to replace.
         self.eip1559 = False
         self.replace_after = None
+        self.confirmations = 1  # blocks come only with transactions: nothing to wait for
 
     def _send_guard(self) -> AbstractContextManager[Any]:
         # eth-tester mines each transaction as it arrives and has no pool to queue a
