@@ -137,6 +137,14 @@ def test_a_new_account_funded_on_a_development_chain_can_buy(net: Net) -> None:
     human = CliRunner().invoke(app, ["fund", "alice", "0.5"], env=net.env)
     assert human.exit_code == 0 and "0.5 DGM" in human.stdout and "7.75 DGM" in human.stdout
 
+    # A person buying again sees the gas estimate (one line, stderr) before anything is
+    # sent; --yes does not ask (nor would the test's non-terminal stdin).
+    again = CliRunner().invoke(app, ["buy", str(paid), "--account", "alice", "--yes"], env=net.env)
+    assert again.exit_code == 0, again.output
+    (line,) = [x for x in again.stderr.splitlines() if x.startswith("gas estimate for")]
+    assert "Exchange.buy_and_order" in line and line.endswith(" ETH")
+    assert "ordered dataset" in again.stdout
+
 
 def test_fund_refuses_a_chain_that_is_not_for_development(net: Net, tmp_path: Path) -> None:
     port = free_port()

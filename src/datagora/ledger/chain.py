@@ -530,8 +530,8 @@ class Chain(ABC):
         while self.block_number < target:
             if time.monotonic() > deadline:
                 raise ChainError(
-                    f"transaction {bytes(receipt['transactionHash']).hex()} mined but not "
-                    f"confirmed by {self.confirmations} blocks in time"
+                    f"transaction 0x{bytes(receipt['transactionHash']).hex()} was mined but "
+                    f"not confirmed by {self.confirmations} blocks in time"
                 )
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -546,7 +546,10 @@ class Chain(ABC):
         assert pending.account is not None
         old = pending.fields
         self._fee_cache = (0.0, {})
-        now = self.fees()
+        try:
+            now = self.fees()
+        except ChainError:
+            now = {}  # the bump alone, then; a failed read must not end the wait
         num, den = REPLACEMENT_BUMP
         fields = dict(old)
         for key in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas"):
