@@ -114,6 +114,11 @@ def test_a_new_account_funded_on_a_development_chain_can_buy(net: Net) -> None:
     paid = published["dataset"]
     assert published["price"] == str(15 * TOKEN // 10)
     assert published["tx"].startswith("0x") and len(published["tx"]) == 66
+    # The estimate shown before sending: the transaction's gas (an estimate is never
+    # below what the transaction used) × the fee per gas then.
+    estimate = published["gas_estimate"]
+    assert published["gas"] <= estimate["gas"] < 2 * published["gas"]
+    assert int(estimate["wei"]) == estimate["gas"] * int(estimate["wei_per_gas"]) > 0
     poor = CliRunner().invoke(app, ["buy", str(paid), "--account", "alice"], env=net.env)
     assert poor.exit_code != 0
 
@@ -123,6 +128,7 @@ def test_a_new_account_funded_on_a_development_chain_can_buy(net: Net) -> None:
 
     bought = run(net, "buy", str(paid), "--account", "alice", "--max-price", "1.5")
     assert bought["dataset"] == paid and bought["consumer"] == alice
+    assert bought["gas"] <= bought["gas_estimate"]["gas"] < 2 * bought["gas"]
     assert bought["expires_at"] > time.time()
     sent = run(net, "transfer", net.owner, "1.25", "--account", "alice")
     assert sent["from"] == alice and sent["amount"] == str(125 * TOKEN // 100)
@@ -130,6 +136,14 @@ def test_a_new_account_funded_on_a_development_chain_can_buy(net: Net) -> None:
     # Human output: tokens with the currency symbol.
     human = CliRunner().invoke(app, ["fund", "alice", "0.5"], env=net.env)
     assert human.exit_code == 0 and "0.5 DGM" in human.stdout and "7.75 DGM" in human.stdout
+
+    # A person buying again sees the gas estimate (one line, stderr) before anything is
+    # sent; --yes does not ask (nor would the test's non-terminal stdin).
+    again = CliRunner().invoke(app, ["buy", str(paid), "--account", "alice", "--yes"], env=net.env)
+    assert again.exit_code == 0, again.output
+    (line,) = [x for x in again.stderr.splitlines() if x.startswith("gas estimate for")]
+    assert "Exchange.buy_and_order" in line and line.endswith(" ETH")
+    assert "ordered dataset" in again.stdout
 
 
 def test_fund_refuses_a_chain_that_is_not_for_development(net: Net, tmp_path: Path) -> None:

@@ -3,9 +3,11 @@ download, repair. They use the network file (`datagora up`) and a keystore accou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +48,58 @@ account_app = typer.Typer(
     "authorize-agent, revoke-agent.",
     no_args_is_help=True,
 )
+
+
+YesFlag = Annotated[
+    bool, typer.Option("--yes", "-y", help="Send without asking (after the gas estimate).")
+]
+# The native currency's symbol on chains whose currency is not ether.
+_NATIVE = {137: "POL", 80002: "POL", 100: "xDAI", 56: "BNB", 43114: "AVAX"}
+
+
+def _native(wei: int, chain_id: int) -> str:
+    from decimal import Decimal
+
+    value = Decimal(wei).scaleb(-18).normalize()
+    return f"{format(value, 'f') if wei else '0'} {_NATIVE.get(chain_id, 'ETH')}"
+
+
+@contextlib.contextmanager
+def _gas_shown(
+    m: Any, yes: bool, as_json: bool, after: str = "", bar: Progress | None = None
+) -> Iterator[dict[str, Any]]:
+    """Show each transaction's gas estimate × the current fee (one line on stderr) before
+    it is sent, and ask to go on when a person is at a terminal (not with --yes, never
+    without a TTY). Yields the totals, for ``--json``'s ``gas_estimate``."""
+    chain = m.ledger.chain
+    seen: dict[str, Any] = {"gas": 0, "wei_per_gas": "0", "wei": "0"}
+
+    def gate(what: str, gas: int, per_gas: int) -> None:
+        seen["gas"] += gas
+        seen["wei_per_gas"] = str(per_gas)
+        seen["wei"] = str(int(seen["wei"]) + gas * per_gas)
+        if as_json:
+            return  # the estimate is the document's gas_estimate; stdout stays JSON alone
+        gwei = f"{per_gas / 1e9:.3g} gwei"
+        err.print(
+            f"gas estimate for {what}: {gas:,} gas × {gwei} ≈ "
+            f"{_native(gas * per_gas, chain.chain_id)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if yes or not (sys.stdin.isatty() and sys.stderr.isatty()):
+            return
+        if bar is not None:
+            bar.stop()  # the upload is done; the prompt needs the terminal
+        if not typer.confirm("send it?", default=True, err=True):
+            err.print(f"cancelled: nothing was sent{after}")
+            raise typer.Exit(1)
+
+    chain.before_send = gate
+    try:
+        yield seen
+    finally:
+        chain.before_send = None
 
 
 def _tx(tx: Any) -> dict[str, Any]:
@@ -302,8 +356,12 @@ def publish(
     account: AccountOption = None,
     keys: KeysOption = None,
     as_json: JsonFlag = False,
+    yes: YesFlag = False,
 ) -> None:
     """Encrypt, erasure-code and store a file, then publish it on chain in one transaction.
+
+    The transaction's gas estimate (× the current fee) is shown before it is sent; at a
+    terminal you are asked to go on (--yes does not ask).
 
     Example: datagora publish cohort.csv --title Cohort --price 1.5 --tag medical
 
@@ -343,7 +401,8 @@ def publish(
         }
     pricing = Pricing.FIXED if price is not None else Pricing.FREE if free else Pricing.NONE
     size = file.stat().st_size
-    with _progress("upload") as bar:
+    after = " on chain (the upload stays in storage, unpublished)"
+    with _progress("upload") as bar, _gas_shown(m, yes, as_json, after, bar) as gas:
         task = bar.add_task("uploading", total=size)
         result = m.publish(
             file,
@@ -363,6 +422,7 @@ def publish(
         "metadata_hash": result.metadata_hash.hex(),
         "price": str(tokens(price) if price else 0),
         "mock": mock_data is not None,
+        "gas_estimate": gas,
         **_tx(result.tx),
     }
     if as_json:
@@ -429,19 +489,25 @@ def buy(
     account: AccountOption = None,
     keys: KeysOption = None,
     as_json: JsonFlag = False,
+    yes: YesFlag = False,
 ) -> None:
     """Buy one access and order it, in one transaction (no separate approve).
+
+    The gas estimate (× the current fee) is shown before anything is sent; at a terminal
+    you are asked to go on (--yes does not ask).
 
     Example: datagora buy 3 --max-price 2
     """
     m = marketplace(account, keys)
-    order = m.buy_and_order(dataset, 0, tokens(max_price, "--max-price") if max_price else None)
+    with _gas_shown(m, yes, as_json) as gas:
+        order = m.buy_and_order(dataset, 0, tokens(max_price, "--max-price") if max_price else None)
     if as_json:
         print_json(
             {
                 "dataset": dataset,
                 "consumer": order.consumer,
                 "expires_at": order.expires_at,
+                "gas_estimate": gas,
                 **_tx(order.tx),
             }
         )

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -67,8 +68,14 @@ class Anvil:
     """
 
     def __init__(
-        self, port: int | None = None, state: Path | None = None, block_time: float | None = None
+        self,
+        port: int | None = None,
+        state: Path | None = None,
+        block_time: float | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        self.extra_args = list(extra_args)
+        """More of anvil's options (e.g. ``["--hardfork", "berlin"]``)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state = state
@@ -81,6 +88,7 @@ class Anvil:
             args += ["--load-state", str(self.state)]
         if self.block_time is not None:
             args += ["--block-time", str(self.block_time)]
+        args += self.extra_args
         self._proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

@@ -8,11 +8,12 @@ code drives the embedded chain, anvil and a production network.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,14 +25,19 @@ from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import BlockNotFound, ContractLogicError, TimeExhausted, Web3Exception
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3Exception,
+)
 from web3.types import RPCEndpoint, TxReceipt
 
 from datagora.errors import ConfigError
 from datagora.http1 import Http1Pool
 from datagora.ledger import jsonrpc
 from datagora.ledger.errors import ChainError, ChainUnreachable, RpcError
-from datagora.ledger.reverts import rule_error
+from datagora.ledger.reverts import revert_reason, rule_error
 from datagora.ledger.views import CallCoalescer, ThreadedViews, ViewBatcher, ViewCall, word
 
 # Anvil's well-known development mnemonic: the embedded chain funds the same
@@ -52,6 +58,25 @@ _RANGE_REFUSAL = re.compile(
     r"range|limit|too many|too large|exceed|more than|results|response size|timeout", re.I
 )
 _HEADERS_PER_BATCH = 500
+# The tip offered when the node cannot suggest one (eth_maxPriorityFeePerGas missing).
+DEFAULT_PRIORITY_FEE = 10**9
+# A replacement must pay at least this much more (geth and anvil refuse less than +10 %).
+REPLACEMENT_BUMP = (9, 8)
+# Seconds a sent transaction may wait unmined before it is re-sent with higher fees.
+DEFAULT_REPLACE_AFTER = 60.0
+
+
+def _env_number(name: str, default: float, kind: type[int] | type[float] = int) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
 
 
 def dev_account(index: int) -> LocalAccount:
@@ -68,11 +93,9 @@ def _hex(value: bytes | str) -> str:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc.args[0]) if exc.args else str(exc)
-    # web3 renders reverts as "execution reverted: <reason>" on every backend.
-    for prefix in ("execution reverted: ", "execution reverted"):
-        if text.startswith(prefix):
-            return text[len(prefix) :].strip() or "reverted without a reason"
-    return text
+    # web3 renders reverts as "execution reverted: <reason>" (anvil, geth, py-evm);
+    # Hardhat words them its own way: reverts.revert_reason reads both.
+    return revert_reason(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +170,18 @@ class PendingTx:
     tx_hash: HexBytes
     what: str
     _receipt: TxReceipt | None = field(default=None, repr=False)
+    account: LocalAccount | None = field(default=None, repr=False)
+    """The sender, kept so that a stuck transaction can be re-signed with higher fees."""
+    fields: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The transaction as signed (nonce, fees, gas ...)."""
+    hashes: list[HexBytes] = field(default_factory=list, repr=False)
+    """Every hash sent under this nonce: the first and each replacement."""
 
     def receipt(self, timeout: float = 120.0) -> TxReceipt:
-        """Wait for the transaction to be mined; raise the broken rule if it reverted."""
+        """Wait for the transaction (or a replacement of it) to be mined and confirmed;
+        raise the broken rule if it reverted."""
         if self._receipt is None:
-            self._receipt = self.chain.wait(self.tx_hash, self.what, timeout)
+            self._receipt = self.chain.wait_pending(self, timeout)
         return self._receipt
 
     @property
@@ -162,21 +192,82 @@ class PendingTx:
 class _Nonces:
     """Hands out nonces locally so several transactions can be in flight at once."""
 
-    def __init__(self, w3: Web3) -> None:
+    def __init__(self, w3: Web3, resync_after: float = 1.0) -> None:
         self._w3 = w3
         self._next: dict[str, int] = {}
+        self._synced: dict[str, float] = {}
+        self._unsent: dict[str, int] = {}
+        self._hashes: dict[str, dict[int, bytes]] = {}
         self._lock = threading.Lock()
+        self.resync_after = resync_after
+        """Seconds after which the next take compares with the chain's pending nonce."""
+
+    def _pending(self, address: str) -> int:
+        return int(self._w3.eth.get_transaction_count(address, "pending"))  # type: ignore[arg-type]
 
     def take(self, address: str) -> int:
+        """The next nonce of `address`; call :meth:`sent` once the transaction is handed
+        over (or :meth:`forget` if it was not)."""
         with self._lock:
+            now = time.monotonic()
             if address not in self._next:
-                self._next[address] = self._w3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
+                self._next[address] = self._pending(address)
+                self._synced[address] = now
+            elif (
+                not self._unsent.get(address)
+                and now - self._synced.get(address, 0.0) > self.resync_after
+            ):
+                # Every nonce handed out so far reached the node. If the node's pending
+                # count is below ours, one of them left its pool without being mined
+                # (dropped, evicted, the node restarted): a transaction under a later
+                # nonce would wait forever behind the gap, so use the node's count.
+                pending = self._pending(address)
+                if pending < self._next[address] and not self._still_known(address, pending):
+                    self._next[address] = pending
+                    self._hashes.pop(address, None)
+                self._synced[address] = now
             nonce = self._next[address]
             self._next[address] = nonce + 1
+            self._unsent[address] = self._unsent.get(address, 0) + 1
             return nonce
 
+    def _still_known(self, address: str, nonce: int) -> bool:
+        """Whether the node still has the transaction we sent under `nonce` (a node
+        behind a load balancer may answer a pending count that lags: then the gap is
+        not real)."""
+        tx_hash = self._hashes.get(address, {}).get(nonce)
+        if tx_hash is None:
+            return False
+        try:
+            self._w3.eth.get_transaction(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return False
+        return True
+
+    def sent(self, address: str, nonce: int, tx_hash: bytes) -> None:
+        """The transaction under `nonce` reached the node."""
+        with self._lock:
+            self._unsent[address] = max(0, self._unsent.get(address, 0) - 1)
+        self.record(address, nonce, tx_hash)
+
+    def record(self, address: str, nonce: int, tx_hash: bytes) -> None:
+        """`tx_hash` is the latest transaction sent under `nonce` (a replacement)."""
+        with self._lock:
+            mine = self._hashes.setdefault(address, {})
+            mine[nonce] = tx_hash
+            if len(mine) > 256:  # only recent nonces can be in a gap
+                for old in sorted(mine)[:-256]:
+                    del mine[old]
+
     def forget(self, address: str) -> None:
-        """Re-read the nonce from the chain next time (after a send failed)."""
+        """Re-read the nonce from the chain next time (after a send failed or a
+        transaction was dropped)."""
+        with self._lock:
+            self._next.pop(address, None)
+            self._unsent[address] = max(0, self._unsent.get(address, 0) - 1)
+
+    def dropped(self, address: str) -> None:
+        """A transaction that reached the node vanished: re-read the nonce next time."""
         with self._lock:
             self._next.pop(address, None)
 
@@ -195,7 +286,29 @@ class Chain(ABC):
             reason = _os_reason(exc)
             raise ChainUnreachable(f"cannot reach the chain{where}: {reason}", url) from exc
         self._nonces = _Nonces(w3)
-        self._gas_price: tuple[float, int] = (0.0, 0)
+        self._fee_cache: tuple[float, dict[str, int]] = (0.0, {})
+        self.confirmations: int = max(1, _env_number("DATAGORA_CONFIRMATIONS", 1))
+        """Blocks a receipt waits for (1: mined; 2: one more block on top, ...)."""
+        self.priority_fee: int | None = (
+            _env_number("DATAGORA_PRIORITY_FEE", 0)
+            if os.environ.get("DATAGORA_PRIORITY_FEE", "").strip()
+            else None
+        )
+        """The EIP-1559 tip in wei; None asks the node (``eth_maxPriorityFeePerGas``)."""
+        self.base_fee_multiplier = 2
+        """maxFeePerGas = latest base fee × this + tip: room for the base fee to rise
+        for several full blocks before the transaction stops being includable."""
+        self.replace_after: float | None = _env_number(
+            "DATAGORA_REPLACE_AFTER", DEFAULT_REPLACE_AFTER, float
+        )
+        """Seconds a sent transaction may stay unmined before it is re-sent under the
+        same nonce with fees raised by at least 12.5 % (None or 0: never)."""
+        self.eip1559 = True
+        """Send type-2 transactions when the chain has a base fee."""
+        self.before_send: Callable[[str, int, int], None] | None = None
+        """If set, called with (what, gas estimate, wei per gas now) before each
+        transaction is signed; raising there sends nothing (the CLI shows the
+        estimate and may ask to go on)."""
 
     # -- construction -------------------------------------------------------------------
     @staticmethod
@@ -204,18 +317,50 @@ class Chain(ABC):
         return EmbeddedChain()
 
     @staticmethod
-    def rpc(url: str) -> RpcChain:
-        """A chain behind a JSON-RPC URL (anvil, a testnet, mainnet)."""
-        return RpcChain(url)
+    def rpc(url: str, **options: Any) -> RpcChain:
+        """A chain behind a JSON-RPC URL (anvil, a testnet, mainnet); `options` as
+        :class:`RpcChain` takes them (confirmations, priority_fee, replace_after)."""
+        return RpcChain(url, **options)
 
     # -- transactions -------------------------------------------------------------------
-    def _price(self) -> int:
-        # Fetching the gas price costs a round trip; it moves slowly, so reuse it briefly.
-        fetched_at, price = self._gas_price
-        if time.monotonic() - fetched_at > 2.0:
-            price = int(self.w3.eth.gas_price)
-            self._gas_price = (time.monotonic(), price)
-        return price
+    def fees(self) -> dict[str, int]:
+        """The fee fields of the next transaction: EIP-1559 (``type`` 2,
+        ``maxFeePerGas`` = latest base fee × :attr:`base_fee_multiplier` + tip,
+        ``maxPriorityFeePerGas`` = tip) on a chain with a base fee, else a legacy
+        ``gasPrice``. Fetched at most every 2 s (fees move slowly)."""
+        fetched_at, fees = self._fee_cache
+        if fees and time.monotonic() - fetched_at <= 2.0:
+            return dict(fees)
+        try:
+            fees = self._fetch_fees()
+        except (OSError, Web3Exception) as exc:
+            raise self._failed("reading the gas fees", exc, "the chain refused") from exc
+        self._fee_cache = (time.monotonic(), fees)
+        return dict(fees)
+
+    def _fetch_fees(self) -> dict[str, int]:
+        base = self.w3.eth.get_block("latest").get("baseFeePerGas") if self.eip1559 else None
+        if base is None:
+            return {"gasPrice": int(self.w3.eth.gas_price)}
+        tip = self.priority_fee if self.priority_fee is not None else self._suggested_tip()
+        return {
+            "type": 2,
+            "maxFeePerGas": int(base) * self.base_fee_multiplier + tip,
+            "maxPriorityFeePerGas": tip,
+        }
+
+    def _suggested_tip(self) -> int:
+        reply = self.w3.provider.make_request(RPCEndpoint("eth_maxPriorityFeePerGas"), [])
+        result = reply.get("result") if isinstance(reply, Mapping) else None
+        return DEFAULT_PRIORITY_FEE if result is None else _int(result)
+
+    def fee_per_gas(self) -> int:
+        """What one unit of gas costs now, in wei: base fee + tip, or the gas price."""
+        fees = self.fees()
+        if "gasPrice" in fees:
+            return fees["gasPrice"]
+        base = (fees["maxFeePerGas"] - fees["maxPriorityFeePerGas"]) // self.base_fee_multiplier
+        return base + fees["maxPriorityFeePerGas"]
 
     def estimate(self, sender: str, tx: dict[str, Any], what: str) -> int:
         """Estimate gas; a revert becomes the matching :class:`ContractRuleError`."""
@@ -241,13 +386,19 @@ class Chain(ABC):
         """
         if gas is None:
             gas = self._gas_for(account.address, tx, what)
+        if self.before_send is not None:
+            try:
+                estimate = self.estimate(account.address, tx, what)
+            except ChainError:
+                estimate = gas  # depends on transactions still in flight: the limit
+            self.before_send(what, estimate, self.fee_per_gas())
         for attempt in (0, 1):
             with self._send_guard():
                 full = {
                     **tx,
                     "from": account.address,
                     "gas": gas,
-                    "gasPrice": self._price(),
+                    **self.fees(),
                     "chainId": self.chain_id,
                     "nonce": self._nonces.take(account.address),
                 }
@@ -255,20 +406,38 @@ class Chain(ABC):
                 try:
                     tx_hash = self._send_raw(bytes(signed.raw_transaction))
                 except _REVERTS as exc:
+                    # A node that runs the transaction as it takes it (Hardhat) may
+                    # mine it reverted and still answer with an error: keep its hash.
                     self._nonces.forget(account.address)
-                    raise rule_error(what, _reason(exc)) from None
+                    error = rule_error(what, _reason(exc))
+                    error.tx_hash = "0x" + bytes(signed.hash).hex()
+                    raise error from None
                 except ChainError as exc:
                     # Refused before it was accepted: the next send re-reads the nonce.
                     # "nonce too low" means another process used this account since we
                     # read it; the transaction was not taken, so sending again is safe.
                     self._nonces.forget(account.address)
-                    if attempt == 0 and "nonce too low" in str(exc).lower():
+                    refused = str(exc).lower()
+                    if attempt == 0 and "base fee" in refused:
+                        # "max fee per gas less than block base fee": the base fee rose
+                        # since the fees were read; read them again and re-sign.
+                        self._fee_cache = (0.0, {})
+                        continue
+                    if attempt == 0 and "nonce too low" in refused:
                         continue
                     raise
                 except (OSError, Web3Exception, ValueError) as exc:
                     self._nonces.forget(account.address)
                     raise self._failed(what, exc, "the chain refused the transaction") from exc
-            return PendingTx(self, HexBytes(tx_hash), what)
+                self._nonces.sent(account.address, int(full["nonce"]), tx_hash)
+            return PendingTx(
+                self,
+                HexBytes(tx_hash),
+                what,
+                account=account,
+                fields=full,
+                hashes=[HexBytes(tx_hash)],
+            )
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _send_raw(self, raw: bytes) -> bytes:
@@ -285,17 +454,117 @@ class Chain(ABC):
         return self.send(account, tx, what, gas).receipt()
 
     def wait(self, tx_hash: HexBytes, what: str, timeout: float = 120.0) -> TxReceipt:
+        """Wait for the receipt of `tx_hash` (and :attr:`confirmations`)."""
+        return self.wait_pending(PendingTx(self, tx_hash, what, hashes=[tx_hash]), timeout)
+
+    def _find_receipt(self, tx_hash: HexBytes) -> TxReceipt | None:
         try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=timeout, poll_latency=0.02
-            )
-        except TimeExhausted as exc:
-            raise ChainError(f"{what}: not mined within {timeout:.0f} s") from exc
+            return self.w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+
+    def _known(self, tx_hash: HexBytes) -> bool:
+        try:
+            self.w3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            return False
+        return True
+
+    def wait_pending(self, pending: PendingTx, timeout: float = 120.0) -> TxReceipt:
+        """Wait until one of `pending`'s hashes is mined under :attr:`confirmations`
+        blocks; re-send it with higher fees each :attr:`replace_after` seconds it stays
+        unmined; raise the broken rule if it reverted."""
+        what = pending.what
+        start = time.monotonic()
+        deadline = start + timeout
+        replace_at = (
+            start + self.replace_after
+            if self.replace_after and pending.account is not None and pending.fields
+            else float("inf")
+        )
+        hashes = pending.hashes or [pending.tx_hash]
+        delay = 0.005
+        try:
+            while True:
+                receipt = next(
+                    (r for h in list(hashes) if (r := self._find_receipt(h)) is not None), None
+                )
+                if receipt is not None:
+                    confirmed = self._confirmed(receipt, deadline)
+                    if confirmed is not None:
+                        receipt = confirmed
+                        break
+                    continue  # reorganised away: look for it again
+                now = time.monotonic()
+                if now > deadline:
+                    if not any(self._known(h) for h in hashes) and pending.account is not None:
+                        # Gone from the node's pool: its nonce is free again.
+                        self._nonces.dropped(pending.account.address)
+                        raise ChainError(
+                            f"{what}: the transaction was dropped by the node "
+                            f"(never mined); send it again"
+                        )
+                    raise ChainError(f"{what}: not mined within {timeout:.0f} s")
+                if now >= replace_at:
+                    self._replace(pending)
+                    hashes = pending.hashes
+                    replace_at = time.monotonic() + float(self.replace_after or 0)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
         except (OSError, Web3Exception) as exc:
             raise self._failed(what, exc, "waiting for the receipt failed") from exc
+        pending.tx_hash = HexBytes(receipt["transactionHash"])
         if receipt["status"] != 1:
-            raise rule_error(what, self._replay_reason(tx_hash, receipt))
+            error = rule_error(what, self._replay_reason(pending.tx_hash, receipt))
+            error.tx_hash = "0x" + bytes(pending.tx_hash).hex()
+            raise error
         return receipt
+
+    def _confirmed(self, receipt: TxReceipt, deadline: float) -> TxReceipt | None:
+        """`receipt` once it has :attr:`confirmations` blocks (re-read then, so a block
+        that was reorganised away is noticed: None)."""
+        if self.confirmations <= 1:
+            return receipt
+        target = int(receipt["blockNumber"]) + self.confirmations - 1
+        delay = 0.01
+        while self.block_number < target:
+            if time.monotonic() > deadline:
+                raise ChainError(
+                    f"transaction 0x{bytes(receipt['transactionHash']).hex()} was mined but "
+                    f"not confirmed by {self.confirmations} blocks in time"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        again = self._find_receipt(HexBytes(receipt["transactionHash"]))
+        if again is None or again["blockHash"] != receipt["blockHash"]:
+            return None
+        return again
+
+    def _replace(self, pending: PendingTx) -> None:
+        """Re-sign `pending` under its nonce with fees at least 12.5 % higher (or the
+        current fees, if higher still) and send it; the first one mined wins."""
+        assert pending.account is not None
+        old = pending.fields
+        self._fee_cache = (0.0, {})
+        try:
+            now = self.fees()
+        except ChainError:
+            now = {}  # the bump alone, then; a failed read must not end the wait
+        num, den = REPLACEMENT_BUMP
+        fields = dict(old)
+        for key in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas"):
+            if key in old:
+                fields[key] = max(-(-old[key] * num // den) + 1, now.get(key, 0))
+        signed = pending.account.sign_transaction(fields)
+        try:
+            tx_hash = self._send_raw(bytes(signed.raw_transaction))
+        except (ChainError, *_REVERTS):
+            # "nonce too low" / "already known": the earlier one was mined or is
+            # pending still; keep waiting for the hashes sent so far.
+            return
+        pending.fields = fields
+        pending.hashes.append(HexBytes(tx_hash))
+        self._nonces.record(pending.account.address, int(fields["nonce"]), tx_hash)
 
     def wait_all(self, pending: list[PendingTx], timeout: float = 120.0) -> list[TxReceipt]:
         """Wait for many transactions; raise the first broken rule among them."""
@@ -511,6 +780,10 @@ class EmbeddedChain(Chain):
         # eth-tester runs calls from its own first account, which this genesis does not
         # fund; calls from a funded account avoid its "cannot afford gas" check.
         self.w3.eth.default_account = dev_account(0).address
+        # One transaction per block, mined as it arrives: legacy fees, nothing to replace.
+        self.eip1559 = False
+        self.replace_after = None
+        self.confirmations = 1  # blocks come only with transactions: nothing to wait for
 
     def _send_guard(self) -> AbstractContextManager[Any]:
         # eth-tester mines each transaction as it arrives and has no pool to queue a
@@ -545,17 +818,34 @@ class EmbeddedChain(Chain):
 class RpcChain(Chain):
     """Any Ethereum JSON-RPC endpoint."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 30.0,
+        *,
+        confirmations: int | None = None,
+        priority_fee: int | None = None,
+        replace_after: float | None = None,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"chain URL must start with http:// or https://, got {url!r}")
         self.url = url
         super().__init__(Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})), url)
+        if confirmations is not None:
+            if confirmations < 1:
+                raise ConfigError(f"confirmations must be at least 1, got {confirmations}")
+            self.confirmations = confirmations
+        if priority_fee is not None:
+            self.priority_fee = priority_fee
+        if replace_after is not None:
+            self.replace_after = replace_after
         # Sending is the hot path; one keep-alive connection without web3's
         # middleware stack costs a third of the time per transaction.
         self._http = httpx.Client(timeout=timeout)
         self._http_lock = threading.Lock()
         self._timeout = timeout
         self._rpc = jsonrpc.Connections(url, timeout)
+        self._batches_work: bool | None = None
 
     def call_views(self, calls: Sequence[ViewCall]) -> list[int]:
         """``eth_call`` each view at the latest block, in ONE JSON-RPC batch.
@@ -637,7 +927,9 @@ class RpcChain(Chain):
         """Wait for many transactions, fetching receipts in JSON-RPC batches."""
         deadline = time.monotonic() + timeout
         waiting = [p for p in pending if p._receipt is None]
-        while waiting:
+        stuck_at = time.monotonic() + (self.replace_after or timeout)
+        unbatched = False
+        while waiting and not unbatched and time.monotonic() < stuck_at:
             found: dict[bytes, TxReceipt] = {}
             for lo in range(0, len(waiting), 200):
                 with self.w3.batch_requests() as batch:
@@ -645,8 +937,12 @@ class RpcChain(Chain):
                         batch.add(self.w3.eth.get_transaction_receipt(p.tx_hash))
                     try:
                         replies = batch.execute()
-                    except (OSError, Web3Exception):
-                        replies = []  # some not mined yet: poll again below
+                    except (OSError, Web3Exception, NotImplementedError, TypeError, KeyError):
+                        # Some not mined yet (web3 raises on a null receipt) - or the
+                        # node refuses batches: then the waits below go one by one.
+                        replies = []
+                        if not self._receipt_batches_work():
+                            unbatched = True
                 for reply in replies:
                     if isinstance(reply, Mapping) and reply.get("transactionHash") is not None:
                         found[bytes(reply["transactionHash"])] = reply  # type: ignore[typeddict-item,assignment]
@@ -660,11 +956,32 @@ class RpcChain(Chain):
                         f"{len(waiting)} transactions not mined within {timeout:.0f} s"
                     )
                 time.sleep(0.02)
+        for p in [] if unbatched else waiting:
+            # Unmined for replace_after: every one of them is re-sent with higher fees
+            # now (then each wait below re-sends again every replace_after).
+            if p.account is not None and p.fields:
+                self._replace(p)
+        if self.confirmations > 1:
+            # Confirmations (and a reorganisation meanwhile) are checked one by one:
+            # a setting for real networks, where blocks take seconds anyway.
+            for p in pending:
+                p._receipt = None
         for p in pending:
-            receipt = p.receipt()
+            # Those still unmined (stuck: re-sent with higher fees) or to confirm.
+            receipt = p.receipt(max(1.0, deadline - time.monotonic()))
             if receipt["status"] != 1:
                 raise rule_error(p.what, self._replay_reason(p.tx_hash, receipt))
         return [p.receipt() for p in pending]
+
+    def _receipt_batches_work(self) -> bool:
+        """Whether the node answers a JSON-RPC batch (asked once, remembered)."""
+        if self._batches_work is None:
+            probe = [jsonrpc.request("eth_blockNumber", [], 0)]
+            try:
+                self._batches_work = bool(self._rpc.batch(probe)) and not self._rpc.batches_refused
+            except ChainError:
+                self._batches_work = False
+        return self._batches_work
 
     def _dev_rpc(self, method: str, params: list[Any]) -> Any:
         response = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]

@@ -54,6 +54,10 @@ class ContractRuleError(DatagoraError):
     ``reason`` is the revert reason the contract gave.
     """
 
+    tx_hash: str | None = None
+    """The transaction's hash (``0x``-hex) when one was sent and mined reverted (a node
+    such as Hardhat mines it even as the send reports the revert), else None."""
+
     def __init__(self, reason: str, message: str | None = None) -> None:
         self.reason = reason
         super().__init__(message or reason)

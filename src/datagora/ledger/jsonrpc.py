@@ -52,6 +52,12 @@ def by_id(replies: Sequence[Any], count: int) -> list[Mapping[str, Any]]:
     return [found.get(i, {}) for i in range(count)]
 
 
+def is_batch_reply(replies: Any, count: int) -> bool:
+    """Whether `replies` answers a batch of `count` requests (a node that refuses
+    batches answers one error object, or fewer replies)."""
+    return isinstance(replies, list) and len(replies) == count
+
+
 def call(
     url: str,
     method: str,
@@ -84,6 +90,8 @@ class Connections:
         self._parts = urllib.parse.urlsplit(url)
         self._path = self._parts.path or "/"
         self._local = threading.local()
+        self.batches_refused = False
+        """Set once the node refused a JSON-RPC batch: requests then go one by one."""
 
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
@@ -124,7 +132,17 @@ class Connections:
         """Send `requests` (ids 0..n-1) as one batch; each one's reply, in id order."""
         if not requests:
             return []  # nodes refuse an empty batch
-        replies = self.post(json.dumps(list(requests)).encode())
-        if not isinstance(replies, list) or len(replies) != len(requests):
-            raise ChainError(f"the chain refused a batch of calls: {str(replies)[:200]}")
-        return by_id(replies, len(requests))
+        if not self.batches_refused:
+            try:
+                replies = self.post(json.dumps(list(requests)).encode())
+            except ChainUnreachable:
+                raise
+            except ChainError:
+                replies = None  # some providers answer a batch with HTTP 400 or 413
+            if is_batch_reply(replies, len(requests)):
+                return by_id(replies, len(requests))
+            # A node or provider that refuses batches (one error object, an HTTP
+            # error, or fewer replies than requests): ask one by one from now on.
+            self.batches_refused = True
+        singles = [self.post(json.dumps(r).encode()) for r in requests]
+        return by_id(singles, len(requests))

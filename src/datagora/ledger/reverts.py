@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from datagora.ledger import errors
 
 # (fragment of the revert reason, exception class, what the user can do next)
@@ -163,8 +165,42 @@ _RULES: tuple[tuple[str, type[errors.ContractRuleError], str], ...] = (
 )
 
 
+# Hardhat Network's wordings of a revert (anvil, geth and py-evm say
+# "execution reverted: <reason>").
+_HARDHAT = re.compile(
+    r"VM Exception while processing transaction: "
+    r"(?:reverted with reason string '(?P<reason>.*)'"
+    r"|reverted with custom error '(?P<custom>.*)'"
+    r"|reverted with panic code (?P<panic>\S+(?: \(.*\))?)"
+    r"|(?P<bare>revert(?:ed)?(?: without a reason string)?)(?: (?P<rest>.*))?)$",
+    re.S,
+)
+
+
+def revert_reason(text: str) -> str:
+    """The contract's reason in a node's revert message, whichever node worded it:
+    "execution reverted: R" (anvil, geth, py-evm) or Hardhat's "VM Exception while
+    processing transaction: reverted with reason string 'R'"; else `text` as it is."""
+    text = text.strip()
+    for prefix in ("execution reverted: ", "execution reverted"):
+        if text.startswith(prefix):
+            return text[len(prefix) :].strip() or "reverted without a reason"
+    # Hardhat prefixes some with "Error: " or the RPC wrapper's words.
+    found = _HARDHAT.search(text[text.find("VM Exception") :]) if "VM Exception" in text else None
+    if found is None:
+        return text
+    if found["reason"] is not None:
+        return found["reason"]
+    if found["custom"] is not None:
+        return f"custom error {found['custom']}"
+    if found["panic"] is not None:
+        return f"panic {found['panic']}"
+    return (found["rest"] or "").strip() or "reverted without a reason"
+
+
 def rule_error(what: str, reason: str) -> errors.ContractRuleError:
     """The exception for `reason`, with a message saying what failed and what to do."""
+    reason = revert_reason(reason)
     clean = reason.removeprefix("datagora: ")
     for fragment, cls, hint in _RULES:
         if fragment in clean:

@@ -99,6 +99,8 @@ class CallCoalescer(ViewBatcher):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None  # a reference keeps the task alive
         self._quads: dict[tuple[str, str], bytes | None] = {}
+        self.batches_refused = False
+        """Set once the node refused a JSON-RPC batch: calls then go one by one."""
 
     async def call(self, calls: Sequence[ViewCall]) -> list[int]:
         loop = asyncio.get_running_loop()
@@ -118,6 +120,11 @@ class CallCoalescer(ViewBatcher):
                 await self._send(groups)
         finally:
             self._sending = False
+
+    async def _post(self, body: Any) -> Any:
+        return await self._pool.request(
+            "POST", self.url, [json.dumps(body).encode()], "application/json"
+        )
 
     def _quad(self, call: ViewCall) -> bytes | None:
         """``call`` as ViewBatch's four words, or None if it is not a two-word view call."""
@@ -181,16 +188,26 @@ class CallCoalescer(ViewBatcher):
     ) -> None:
         flat = [call for calls, _ in groups for call in calls]
         requests, batched = self._requests(flat)
-        body = json.dumps(requests).encode()
         self.batches += 1
         self.groups += len(groups)
         try:
-            answer = await self._pool.request("POST", self.url, [body], "application/json")
-            if answer.status != 200:
-                raise ChainError(f"the chain at {self.url} answered HTTP {answer.status}")
-            replies = json.loads(answer.content)
-            if not isinstance(replies, list):
-                raise ChainError(f"the chain refused a batch of calls: {str(replies)[:200]}")
+            replies: Any = None
+            if not self.batches_refused:
+                answer = await self._post(requests)
+                if answer.status == 200:
+                    replies = json.loads(answer.content)
+                elif answer.status not in (400, 413):
+                    raise ChainError(f"the chain at {self.url} answered HTTP {answer.status}")
+                if not jsonrpc.is_batch_reply(replies, len(requests)):
+                    # The node refuses JSON-RPC batches: one request at a time from now.
+                    self.batches_refused = True
+            if self.batches_refused:
+                replies = []
+                for request in requests:
+                    answer = await self._post(request)
+                    if answer.status != 200:
+                        raise ChainError(f"the chain at {self.url} answered HTTP {answer.status}")
+                    replies.append(json.loads(answer.content))
             words = self._results(replies, len(flat), batched)
         except (Http1Error, ValueError, ChainError) as exc:
             failure = (
