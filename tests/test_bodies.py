@@ -128,14 +128,14 @@ def test_a_used_nonce_is_on_disk_before_the_answer(
     import os
 
     from datagora.crypto.pre import dataset_scope, wrap_key
-    from datagora.sharing.wire import ReencryptBody
+    from datagora.sharing.wire import Domain, ReencryptBody
     from helpers import publish
 
     owner, who = dev_identity(1), dev_identity(2)
     dataset = publish(embedded_ledger, owner=owner.account).dataset
     scope = dataset_scope(dataset, 1)
     wrapped = wrap_key(os.urandom(32), owner.delegating_public_key(scope), scope=scope)
-    body = ReencryptBody.build(who, embedded_ledger.chain.chain_id, dataset, 1, wrapped.capsule)
+    body = ReencryptBody.build(who, Domain.of(embedded_ledger), dataset, 1, wrapped.capsule)
     log = tmp_path / "proxy" / "nonces.log"
     synced: list[int] = []
     real = os.fdatasync

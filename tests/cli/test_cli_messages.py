@@ -190,7 +190,9 @@ def test_network_failures_are_not_configuration_errors(net: Net, tmp_path: Path)
 
 def test_account_help_names_its_commands() -> None:
     top = CliRunner().invoke(app, ["--help"], terminal_width=120).output
-    (row,) = [line for line in top.splitlines() if line.strip("│ ").startswith("account ")]
+    # The command's row: its name then the column gap (a wrapped description line of
+    # another command may begin with the word "account" too).
+    (row,) = [line for line in top.splitlines() if line.strip("│ ").startswith("account   ")]
     assert "create" not in row.lower() and "new" in row, row
     group = CliRunner().invoke(app, ["account", "--help"], terminal_width=120).output
     for name in ("new", "import", "list", "export-public"):

