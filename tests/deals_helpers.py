@@ -12,7 +12,7 @@ from eth_account.signers.local import LocalAccount
 
 from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import wrap_data_key
-from datagora.ledger import Ledger, Pricing, dev_account
+from datagora.ledger import Ledger, Pricing, Role, dev_account
 from datagora.ledger.deals import DealTerms, StorageDeals
 from datagora.storage.deals import DealProver, ShareList, deal_layout
 from datagora.storage.manifest import VerifiedManifest, verify_manifest
@@ -91,8 +91,11 @@ def setup(ledger: Ledger, owner: LocalAccount = OWNER) -> Setup:
         for j, node in enumerate(NODES)
     ]
     lists = [p.held_list(verified) for p in provers]
-    for node in NODES:
+    for j, node in enumerate(NODES):
         fund(ledger, node.address)
+        # A deal's nodes must be active storage nodes of the deployment's registry.
+        if not ledger.registry.is_active(node.address, Role.STORAGE):
+            ledger.registry.register(node, Role.STORAGE, f"http://deal-node-{j}.test:1", 10**19)
     fund(ledger, owner.address)
     return Setup(ledger, ledger.deals, dataset, verified, held, provers, lists)
 

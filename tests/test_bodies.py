@@ -117,14 +117,16 @@ def test_the_access_log_comes_a_page_at_a_time(served: dict[str, ThreadServer]) 
         assert r.status_code == 422, (bad, r.text)
 
 
-def test_a_used_nonce_is_on_disk_before_the_answer(
+def test_a_repeated_fragment_request_is_checked_again_not_refused_as_a_replay(
     served: dict[str, ThreadServer],
     embedded_ledger: Ledger,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The lie: a proxy that answers, then loses the nonce in an OS crash, and takes the
-    same signed request again after it restarts."""
+    """Fragment requests are idempotent (issue 17): a proxy that got a consumer's request
+    first and forwarded it cannot make the others refuse it as "replayed"; the ledger
+    check runs every time, so an unentitled consumer is refused each time, and nothing
+    is written to the proxy's nonce log for it. (Nonces still guard deliveries; their
+    durability is tested in tests/crypto/test_nonces.py.)"""
     import os
 
     from datagora.crypto.pre import dataset_scope, wrap_key
@@ -137,19 +139,11 @@ def test_a_used_nonce_is_on_disk_before_the_answer(
     wrapped = wrap_key(os.urandom(32), owner.delegating_public_key(scope), scope=scope)
     body = ReencryptBody.build(who, Domain.of(embedded_ledger), dataset, 1, wrapped.capsule)
     log = tmp_path / "proxy" / "nonces.log"
-    synced: list[int] = []
-    real = os.fdatasync
-
-    def spy(fd: int) -> None:
-        real(fd)
-        synced.append(os.fstat(fd).st_size)
-
-    monkeypatch.setattr(os, "fdatasync", spy)
-    r = httpx.post(f"{served['proxy'].url}/reencrypt", content=json.dumps(body.to_json()))
-    assert r.status_code == 403 and r.json()["error"] == "no_order"  # the nonce is used up
-    assert synced and synced[-1] == log.stat().st_size == 64  # and was synced first
-    again = httpx.post(f"{served['proxy'].url}/reencrypt", content=json.dumps(body.to_json()))
-    assert again.status_code == 401 and again.json()["error"] == "replayed"
+    size = log.stat().st_size if log.exists() else 0
+    for _ in range(2):
+        r = httpx.post(f"{served['proxy'].url}/reencrypt", content=json.dumps(body.to_json()))
+        assert r.status_code == 403 and r.json()["error"] == "no_order", r.text
+    assert (log.stat().st_size if log.exists() else 0) == size
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import wrap_data_key
 from datagora.ledger import Ledger, PublishParams
 from datagora.ports import free_port
+from datagora.storage.auth import WriteSigner
 from datagora.storage.blocks import content_address
 from datagora.storage.manifest import Manifest
 from datagora.storage.pipeline import EncodingParams, ManifestBuilder, encode_stream
@@ -37,7 +38,13 @@ class Node:
 
     def put(self, blob: bytes) -> str:
         name = content_address(blob).hex()
-        r = httpx.put(f"{self.url}/shares/{name}", content=blob, timeout=10)
+        # Writes are signed by an account with a quota on the node (granted at launch).
+        chain_id = httpx.get(f"{self.url}/health", timeout=10).json()["writes"]["chain_id"]
+        path = f"/shares/{name}"
+        header = WriteSigner(OWNER).header(
+            self.url, "PUT", path, bytes.fromhex(name), len(blob), chain_id
+        )
+        r = httpx.put(f"{self.url}{path}", content=blob, headers=header, timeout=10)
         assert r.status_code in (200, 201), r.text
         return name
 
@@ -59,6 +66,9 @@ class Node:
 
 def _launch(data: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
+    (data / "storage").mkdir(parents=True, exist_ok=True)
+    grant = ["node", "quota", "grant", OWNER.address, "1GiB", "--data", str(data)]
+    subprocess.run([sys.executable, "-m", "datagora", *grant], check=True, capture_output=True)
     command = ["node", "--roles", "storage", "--port", str(port), "--data", str(data)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "datagora", *command],

@@ -43,7 +43,7 @@ def node(embedded_ledger: Ledger, tmp_path: Path) -> Iterator[tuple[Any, int, st
         yield served, dataset, order
 
 
-def signing(chain_id: int, dataset: int, order: str) -> Any:
+def signing(chain_id: int, contract: str, dataset: int, order: str) -> Any:
     """The `sign` hook: POST /jobs signed by BUYER over the fuzzed fields, the digests
     of the fuzzed algorithm and params, every other case for the real dataset and order."""
     consumer = identity(BUYER)
@@ -67,7 +67,8 @@ def signing(chain_id: int, dataset: int, order: str) -> Any:
             )
         except Exception:
             return case
-        body["request"] = sign_request(consumer, request, chain_id).to_json()
+        signed = sign_request(consumer, request, chain_id, verifying_contract=contract)
+        body["request"] = signed.to_json()
         return case
 
     return sign
@@ -97,7 +98,11 @@ def test_the_compute_node_survives_fuzzing_from_its_schema(
             assert now == last[0], (case.method, case.path, response.status_code)
         last[0] = now
 
-    sign = signing(embedded_ledger.chain.chain_id, dataset, order) if signed else None
+    sign = (
+        signing(embedded_ledger.chain.chain_id, embedded_ledger.compute.address, dataset, order)
+        if signed
+        else None
+    )
     report = fuzz(url, after_each=refused_changes_nothing, sign=sign)
     print(
         f"compute{' (signed)' if signed else ''}: {len(report.operations)} operations, "
