@@ -48,6 +48,7 @@ class Doc:
     price: int
     pricing: str
     services: set[str]
+    dp: bool
     mock: bool
     created: int
 
@@ -90,6 +91,7 @@ def build_corpus(embedded_ledger: Ledger, database: Database) -> list[Doc]:
         tags = sorted(rnd.sample(TAGS, rnd.randint(0, 3)))
         columns = rnd.sample(["age", "income", "voltage", "diagnosis", "label"], rnd.randint(0, 3))
         services = rnd.choice([["download"], ["compute"], ["download", "compute"]])
+        dp = "compute" in services and rnd.random() < 0.5
         mock = rnd.random() < 0.3
         pricing = rnd.choice([Pricing.FIXED, Pricing.FIXED, Pricing.FREE, Pricing.NONE])
         price = rnd.randint(1, 50) * 10**17 if pricing == Pricing.FIXED else 0
@@ -100,7 +102,12 @@ def build_corpus(embedded_ledger: Ledger, database: Database) -> list[Doc]:
             "license": rnd.choice(LICENSES),
             "creator": "gen",
             "columns": [{"name": c, "type": "float"} for c in columns],
-            "services": [{"id": j, "type": s} for j, s in enumerate(services)],
+            "services": [
+                {"id": j, "type": s, **({"differential_privacy": True} if s == "compute" else {})}
+                if dp
+                else {"id": j, "type": s}
+                for j, s in enumerate(services)
+            ],
         }
         if mock:
             doc["mock"] = {"uri": "datagora://sha256/" + "ab" * 32, "sha256": "ab" * 32}
@@ -128,6 +135,7 @@ def build_corpus(embedded_ledger: Ledger, database: Database) -> list[Doc]:
                 price,
                 pricing.name.lower(),
                 set(services),
+                dp,
                 mock,
                 pub.tx.block_number,
             )
@@ -153,7 +161,9 @@ def reference(docs: list[Doc], q: SearchQuery) -> list[Doc]:
             continue
         if q.owner is not None and d.owner.lower() != q.owner.lower():
             continue
-        if q.service is not None and q.service not in d.services:
+        if q.service == "dp" and not d.dp:
+            continue
+        if q.service in ("download", "compute") and q.service not in d.services:
             continue
         if q.has_mock is not None and d.mock != q.has_mock:
             continue
@@ -173,7 +183,7 @@ def test_filters_match_the_reference(corpus: list[Doc], database: Database) -> N
             min_price=rnd.choice([None, 0.5, 2.0]),
             max_price=rnd.choice([None, 3.0]),
             owner=rnd.choice([None, dev_account(2).address]),
-            service=rnd.choice([None, "download", "compute"]),
+            service=rnd.choice([None, "download", "compute", "dp"]),
             has_mock=rnd.choice([None, True, False]),
             pricing=rnd.choice([None, "fixed", "free"]),
             limit=100,
@@ -182,6 +192,14 @@ def test_filters_match_the_reference(corpus: list[Doc], database: Database) -> N
         got = search(database, q)
         assert {i.id for i in got.items} == expected, q
         assert got.total == len(expected)
+
+
+def test_dp_filter_and_flag(corpus: list[Doc], database: Database) -> None:
+    found = search(database, SearchQuery(service="dp", limit=100)).items
+    assert {i.id for i in found} == {d.id for d in corpus if d.dp} != set()
+    assert all(i.differential_privacy and "compute" in i.services for i in found)
+    # The generated corpus names no manifest: no size is known.
+    assert all(i.size is None for i in found)
 
 
 def test_sorting_and_pagination(corpus: list[Doc], database: Database) -> None:

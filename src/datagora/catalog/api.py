@@ -125,7 +125,10 @@ def create_catalog_app(
         owner: Annotated[
             str | None, Query(pattern="^0x[0-9a-fA-F]{40}$", description="An account address.")
         ] = None,
-        service: Literal["download", "compute"] | None = None,
+        service: Annotated[
+            Literal["download", "compute", "dp"] | None,
+            Query(description='A service type, or "dp": compute with differential privacy.'),
+        ] = None,
         has_mock: bool | None = None,
         pricing: Literal["none", "fixed", "free"] | None = None,
         include_inactive: bool = False,

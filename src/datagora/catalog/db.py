@@ -22,7 +22,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
+    select,
     text,
+    update,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -89,7 +92,12 @@ datasets = Table(
     Column("columns", Text, nullable=False),
     Column("service_types", Text, nullable=False),  # " download compute "
     Column("has_mock", Boolean, nullable=False),
+    # A compute service with differential privacy (a "DP" filter of the search).
+    Column("dp", Boolean, nullable=False, server_default=text("false")),
     Column("metadata_json", JSON),
+    # Plaintext bytes of the current version, from its manifest once fetched and checked
+    # against the on-chain hash (NULL until then).
+    Column("size", BigInteger),
     # Current sale terms, from the exchange / dispenser events.
     Column("pricing", String(8), nullable=False),  # none | fixed | free
     Column("price", Text, nullable=False),  # MarketToken base units, decimal string
@@ -172,6 +180,16 @@ blobs = Table(
 )
 
 
+def has_dp(document: object) -> bool:
+    """Whether a metadata document (parsed JSON) offers a compute service with
+    differential privacy."""
+    services = document.get("services") if isinstance(document, dict) else None
+    return any(
+        isinstance(s, dict) and s.get("type") == "compute" and s.get("differential_privacy") is True
+        for s in services or []
+    )
+
+
 class Database:
     """An engine plus the dialect-specific full-text index."""
 
@@ -188,12 +206,26 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 meta.create_all(conn)
+                self._add_columns(conn)
                 self._create_fulltext(conn)
         except SQLAlchemyError as exc:
             raise ConfigError(
                 f"cannot reach catalog database: {exc.__class__.__name__}: "
                 f"{str(exc).splitlines()[0]}"
             ) from None
+
+    def _add_columns(self, conn: Connection) -> None:
+        """Bring a database made by an older build up to this schema: columns added since
+        (`dp`, `size`), filled from what the database holds (`size` is fetched again)."""
+        present = {c["name"] for c in inspect(conn).get_columns("datasets")}
+        if "dp" not in present:
+            conn.execute(text("ALTER TABLE datasets ADD COLUMN dp BOOLEAN NOT NULL DEFAULT false"))
+            rows = conn.execute(select(datasets.c.id, datasets.c.metadata_json)).all()
+            for dataset, document in rows:
+                if has_dp(document):
+                    conn.execute(update(datasets).where(datasets.c.id == dataset).values(dp=True))
+        if "size" not in present:
+            conn.execute(text("ALTER TABLE datasets ADD COLUMN size BIGINT"))
 
     def _create_fulltext(self, conn: Connection) -> None:
         if self.dialect == "sqlite":

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from datagora.catalog import db as t
 from datagora.catalog.db import Database
-from datagora.catalog.resolver import MetadataResolver
+from datagora.catalog.resolver import MetadataResolver, datagora_uri
 from datagora.errors import ConfigError
 from datagora.ledger import BlockHeader, Event, EventReader, Ledger
 from datagora.storage.errors import MetadataError
@@ -61,6 +61,7 @@ class Indexer:
         self._fetching = threading.Lock()  # one metadata retry round at a time
         # dataset -> (monotonic time of the next fetch, back-off delay after it)
         self._retry: dict[int, tuple[float, float]] = {}
+        self._size_retry: dict[int, tuple[float, float]] = {}  # the same, for manifests
         self.chain_head: int | None = None  # the head seen by the last sync
         self.on_indexed: Callable[[int], None] | None = None
         self.on_progress: Callable[[int], None] | None = None
@@ -236,7 +237,9 @@ class Indexer:
                     columns="",
                     service_types=" ",
                     has_mock=False,
+                    dp=False,
                     metadata_json=None,
+                    size=None,
                     pricing="none",
                     price="0",
                     price_tokens=0.0,
@@ -266,6 +269,7 @@ class Indexer:
                     manifest_hash=_hex(a["new_manifest_hash"]),
                     merkle_root=_hex(a["new_merkle_root"]),
                     updated_block=block,
+                    size=None,  # the new version's, once its manifest is fetched
                 )
             )
             conn.execute(
@@ -439,6 +443,7 @@ class Indexer:
                 columns=" ".join(c.name for c in meta.columns or []),
                 service_types=" " + " ".join(sorted({s.type for s in meta.services})) + " ",
                 has_mock=meta.mock is not None,
+                dp=any(s.type == "compute" and s.differential_privacy for s in meta.services),
                 metadata_json=json.loads(raw),
             )
         )
@@ -510,6 +515,54 @@ class Indexer:
                 ).scalar_one()
             self._retry.pop(dataset, None)
             found += status == "ok"
+        return found
+
+    def retry_sizes(self, *, due_only: bool = False) -> int:
+        """Fetch the manifests of datasets whose size is not known yet and record their
+        plaintext size; return how many were found. A manifest counts only if it is the
+        one the chain names (its SHA-256) and parses as one; on a miss the dataset is
+        tried again after a back-off, as metadata is (with `due_only`)."""
+        with self._fetching:
+            return self._retry_sizes(due_only)
+
+    def _retry_sizes(self, due_only: bool) -> int:
+        from datagora.storage.errors import StorageError
+        from datagora.storage.manifest import MAX_MANIFEST_BYTES, verify_manifest
+
+        ds = t.datasets
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                select(ds.c.id, ds.c.manifest_hash).where(
+                    ds.c.size.is_(None), ds.c.manifest_hash != "00" * 32
+                )
+            ).all()
+        waiting = {int(r.id) for r in rows}
+        self._size_retry = {d: v for d, v in self._size_retry.items() if d in waiting}
+        found = 0
+        for row in rows:
+            dataset, digest = int(row.id), bytes.fromhex(row.manifest_hash)
+            now = time.monotonic()
+            when, delay = self._size_retry.get(dataset, (now, 0.0))
+            if due_only and when > now:
+                continue
+            raw = self.resolver.fetch(datagora_uri(digest), digest, MAX_MANIFEST_BYTES)
+            try:
+                size = verify_manifest(raw, digest).manifest.plaintext_size if raw else None
+            except StorageError:
+                size = None  # the chain names a manifest that is not one: never readable
+            if size is None:
+                delay = min(max(2 * delay, 1.0), 300.0)
+                self._size_retry[dataset] = (time.monotonic() + delay, delay)
+                continue
+            with self._write, self.db.engine.begin() as conn:
+                # An update or a reorg may have changed the version while we fetched.
+                conn.execute(
+                    update(ds)
+                    .where(ds.c.id == dataset, ds.c.manifest_hash == row.manifest_hash)
+                    .values(size=size)
+                )
+            self._size_retry.pop(dataset, None)
+            found += 1
         return found
 
     def put_metadata(self, raw: bytes) -> str:

@@ -34,7 +34,8 @@ class SearchQuery:
     min_price: float | None = None  # in MarketTokens (1e18 base units)
     max_price: float | None = None
     owner: str | None = None
-    service: Literal["download", "compute"] | None = None
+    service: Literal["download", "compute", "dp"] | None = None
+    """A service type, or "dp": a compute service with differential privacy."""
     has_mock: bool | None = None
     pricing: Literal["none", "fixed", "free"] | None = None
     include_inactive: bool = False
@@ -72,6 +73,9 @@ class DatasetSummary:
     price: str
     services: list[str]
     has_mock: bool
+    differential_privacy: bool
+    size: int | None
+    """Plaintext bytes of the current version (None until its manifest is fetched)."""
     version: int
     state: int
     orders: int
@@ -102,6 +106,8 @@ def _summary(row: Any) -> DatasetSummary:
         price=row.price,
         services=row.service_types.split(),
         has_mock=bool(row.has_mock),
+        differential_privacy=bool(row.dp),
+        size=None if row.size is None else int(row.size),
         version=int(row.version),
         state=int(row.state),
         orders=int(row.orders),
@@ -151,7 +157,10 @@ def search(database: Database, query: SearchQuery) -> SearchResult:
     if query.owner is not None:
         params["owner"] = query.owner.lower()
         where.append("lower(d.owner) = :owner")
-    if query.service is not None:
+    if query.service == "dp":
+        where.append("d.dp = :dp")
+        params["dp"] = True
+    elif query.service is not None:
         params["service"] = f"% {query.service} %"
         where.append("d.service_types LIKE :service")
     if query.has_mock is not None:

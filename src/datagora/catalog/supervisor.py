@@ -1,10 +1,11 @@
 """Running an :class:`~datagora.catalog.indexer.Indexer` so that it cannot die quietly.
 
 Two threads: one follows the chain (:meth:`Indexer.sync` every poll interval),
-one fetches missing metadata documents on a back-off schedule
-(:meth:`Indexer.retry_pending`), so a slow metadata server never holds up the
-events. Each loop survives any error: it records it, backs off (doubling from
-the poll interval up to ``max_backoff`` seconds) and tries again. A chain that
+one fetches missing metadata documents and manifests (for the datasets' sizes) on
+a back-off schedule (:meth:`Indexer.retry_pending`, :meth:`Indexer.retry_sizes`),
+so a slow metadata server never holds up the events. Each loop survives any error:
+it records it, backs off (doubling from the poll interval up to ``max_backoff``
+seconds) and tries again. A chain that
 is down, a database that is locked for a while, a web3 error, a bug hit by one
 odd event: each shows in :meth:`Supervisor.health` instead of ending the loop.
 
@@ -106,6 +107,7 @@ class Supervisor:
 
     def _fetch(self) -> None:
         self.indexer.retry_pending(due_only=True)
+        self.indexer.retry_sizes(due_only=True)
 
     def start(self) -> None:
         """Start both threads (daemons; :meth:`stop` ends them)."""
