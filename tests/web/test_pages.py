@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 from prov.model import ProvDocument
+from sqlalchemy import update
 
 from datagora.catalog.api import create_catalog_app
-from datagora.catalog.db import Database, blobs
+from datagora.catalog.db import Database, blobs, datasets
 from datagora.catalog.indexer import Indexer
 from datagora.ledger import Ledger, dev_account
 from datagora.node.inprocess import ThreadServer
@@ -26,7 +27,20 @@ from datagora.web.provsvg import prov_svg
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
-def _put(ix: Indexer, conn: Any, i: int, title: str, price: int | None, tags: list[str]) -> None:
+def _put(
+    ix: Indexer,
+    conn: Any,
+    i: int,
+    title: str,
+    price: int | None,
+    tags: list[str],
+    *,
+    dp: bool = False,
+    size: int | None = None,
+) -> None:
+    services: list[dict[str, Any]] = [{"id": 0, "type": "download"}]
+    if dp:
+        services.append({"id": 1, "type": "compute", "differential_privacy": True})
     raw = build_metadata(
         {
             "title": title,
@@ -34,7 +48,7 @@ def _put(ix: Indexer, conn: Any, i: int, title: str, price: int | None, tags: li
             "tags": tags,
             "license": "CC0-1.0",
             "creator": EVIL,
-            "services": [{"id": 0, "type": "download"}],
+            "services": services,
         }
     ).to_bytes()
     digest = hashlib.sha256(raw).digest()
@@ -52,6 +66,8 @@ def _put(ix: Indexer, conn: Any, i: int, title: str, price: int | None, tags: li
         ix._apply(
             conn, "FixedRateExchange", "ExchangeCreated", {"price": price}, i, 1, "0x", i
         )  # fmt: skip
+    if size is not None:  # as Indexer.retry_sizes records it from the manifest
+        conn.execute(update(datasets).where(datasets.c.id == i).values(size=size))
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +77,9 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db = Database(f"sqlite:///{Path(tmp) / 'catalog.db'}")
     ix = Indexer(ledger, db)
     with db.engine.begin() as conn:
-        _put(ix, conn, 1, "Heart cohort", 15 * 10**17, ["medical"])
-        _put(ix, conn, 2, EVIL, 3 * 10**18, ["medical", "x-ray"])
-        _put(ix, conn, 3, "Traffic counts", None, ["iot"])
+        _put(ix, conn, 1, "Heart cohort", 15 * 10**17, ["medical"], size=2_345_678)
+        _put(ix, conn, 2, EVIL, 3 * 10**18, ["medical", "x-ray"], dp=True)
+        _put(ix, conn, 3, "Traffic counts", None, ["iot"], size=999)
     catalog = ThreadServer(lambda: create_catalog_app(ix, 3600.0), "catalog").start()
     # No chain for the pages here: they still read the catalog (the history says why not).
     server = ThreadServer(lambda: create_web_app(WebConfig(catalog=catalog.url)), "web").start()
@@ -87,6 +103,18 @@ def test_search_filters_and_sorts(web: str) -> None:
     assert "/datasets/1" in page and "/datasets/2" not in page
 
 
+def test_results_show_size_and_filter_dp_compute(web: str) -> None:
+    page = httpx.get(f"{web}/", params={"sort": "oldest"}).text
+    sizes = [part.split("</dd>")[0] for part in page.split("<dt>Size</dt><dd>")[1:]]
+    assert sizes == ["2.35 MB", "unknown", "999 bytes"]  # unknown: no manifest fetched yet
+    page = httpx.get(f"{web}/", params={"service": "dp"}).text
+    assert "1 dataset found" in page and "/datasets/2" in page
+    assert "(compute with differential privacy)" in page
+    assert '<option value="dp" selected>' in page  # the form keeps the filter (no JS)
+    page = httpx.get(f"{web}/", params={"service": "compute"}).text
+    assert "1 dataset found" in page and "/datasets/2" in page
+
+
 def test_markup_in_metadata_is_shown_as_text(web: str) -> None:
     for url in (f"{web}/?q=", f"{web}/datasets/2"):
         page = httpx.get(url).text
@@ -101,6 +129,7 @@ def test_markup_in_metadata_is_shown_as_text(web: str) -> None:
         ({"max_price": "-1"}, "must be zero or more"),
         ({"sort": "evil"}, "sort must be one of"),
         ({"cost": "cheap"}, "cost is free or paid"),
+        ({"service": "mining"}, "service is one of download, compute, dp"),
         ({"page": "x"}, "page must be a number"),
         ({"min_price": "5", "max_price": "1"}, "min_price is above max_price"),
     ],

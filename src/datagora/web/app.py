@@ -92,6 +92,11 @@ _SORTS = {
     "price_desc": "price (high first)",
     "orders": "most ordered",
 }
+_SERVICES = {
+    "download": "download",
+    "compute": "compute",
+    "dp": "compute with differential privacy",
+}
 # Assets served from npm packages: (URL prefix, package directory under node_modules).
 VENDOR = {
     "ethers": "ethers/dist",
@@ -152,6 +157,18 @@ def _tokens(value: str | None) -> float | None:
     return float(number)
 
 
+def format_size(size: int | None) -> str:
+    """Bytes as people read them (decimal units), or "unknown" before the catalog knows."""
+    if size is None:
+        return "unknown"
+    if size < 1000:
+        return f"{size} byte{'' if size == 1 else 's'}"
+    value, units = float(size) / 1000, ["kB", "MB", "GB", "TB", "PB", "EB"]
+    while value >= 999.5 and len(units) > 1:  # 2**63 bytes is 9.22 EB
+        value, units = value / 1000, units[1:]
+    return f"{value:.3g} {units[0]}"
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("datagora.web", "templates"),
@@ -162,6 +179,7 @@ def _environment() -> Environment:
     env.filters["amount"] = lambda v: format_amount(int(v or 0))
     env.filters["when"] = lambda v: format_time(int(v)) if v else ""
     env.filters["short"] = lambda v: short_hex(str(v)) if v else ""
+    env.filters["size"] = format_size
     return env
 
 
@@ -248,10 +266,10 @@ def create_web_app(config: WebConfig) -> FastAPI:
         elif cost:
             raise HTTPException(422, "cost is free or paid")
         service = qp.get("service", "")
-        if service in ("download", "compute"):
+        if service in _SERVICES:
             params.append(("service", service))
         elif service:
-            raise HTTPException(422, "service is download or compute")
+            raise HTTPException(422, f"service is one of {', '.join(_SERVICES)}")
         result = catalog_get("/datasets", params) or {"total": 0, "items": []}
         items = result["items"]
         base = [(k, v) for k, v in qp.multi_items() if k != "page"]
@@ -266,6 +284,7 @@ def create_web_app(config: WebConfig) -> FastAPI:
             max_price=qp.get("max_price", ""),
             cost=cost,
             service=service,
+            services=_SERVICES,
             sort=sort,
             sorts=_SORTS,
             items=items,
@@ -547,23 +566,27 @@ def create_web_app(config: WebConfig) -> FastAPI:
     ) -> dict[str, Any]:
         """The transaction of `account`'s latest order of `service` on `dataset` (what a
         compute request names), read from the chain's events."""
-        from eth_utils.address import is_hex_address
+        from eth_utils.address import is_hex_address, to_checksum_address
 
         ledger = config.ledger
         if ledger is None:
             raise HTTPException(503, "this web node has no chain")
         if not is_hex_address(account):
             raise HTTPException(422, "account must be a 20-byte hex address")
+        account = to_checksum_address(account)
+        try:
+            token = ledger.datatoken(dataset)
+            # Only this consumer's orders of this dataset, filtered by the node through the
+            # indexed topics: the answer does not grow with the chain.
+            orders = token.find_events(
+                "OrderStarted", dataset, account, start=ledger.deployment.start_block
+            )
+        except DatagoraError:
+            orders = []  # no such dataset (or no datatoken): no order either
         found = None
-        for e in ledger.events():
-            a = e.args
-            if (
-                e.name == "OrderStarted"
-                and int(a["dataset"]) == dataset
-                and int(a["service_id"]) == service
-                and str(a["consumer"]).lower() == account.lower()
-            ):
-                found = {"tx": e.tx_hash, "expires_at": int(a["expires_at"])}
+        for e in orders:
+            if int(e["service_id"]) == service:
+                found = {"tx": e.tx_hash, "expires_at": int(e["expires_at"])}
         if found is None:
             raise HTTPException(404, f"no order of service {service} of dataset {dataset} yet")
         return found
