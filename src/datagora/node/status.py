@@ -24,7 +24,14 @@ from datagora.node.connect import node_urls
 from datagora.node.errors import NetworkDown
 from datagora.node.network import Network
 
-__all__ = ["NetworkDown", "PartStatus", "check_network", "network_parts", "supervised"]
+__all__ = [
+    "NetworkDown",
+    "PartStatus",
+    "check_network",
+    "check_node",
+    "network_parts",
+    "supervised",
+]
 
 TIMEOUT = 5.0
 
@@ -98,7 +105,8 @@ def _detail(health: Any) -> str:
     return ", ".join(shown) or "healthy"
 
 
-def _check_node(name: str, url: str) -> PartStatus:
+def check_node(name: str, url: str) -> PartStatus:
+    """One node's health: its ``GET /health`` answered 200 (with what it says), or why not."""
     try:
         r = httpx.get(f"{url.rstrip('/')}/health", timeout=TIMEOUT, trust_env=False)
     except httpx.HTTPError as exc:
@@ -165,7 +173,7 @@ def check_network(net: Network) -> list[PartStatus]:
         futures = [
             pool.submit(_check_chain, net)
             if name == "chain"
-            else pool.submit(_check_node, name, url)
+            else pool.submit(check_node, name, url)
             for name, url in parts
         ]
         results = [f.result() for f in futures]

@@ -480,6 +480,85 @@ def create_web_app(config: WebConfig) -> FastAPI:
         found["owned"] = list(owned.values())
         return found
 
+    def _health(endpoints: set[str]) -> dict[str, Any]:
+        """Each endpoint's ``/health``, checked now (together: each waits at most 5 s)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from datagora.node.status import check_node
+
+        if not endpoints:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(8, len(endpoints))) as pool:
+            checks = pool.map(lambda url: check_node("node", url), sorted(endpoints))
+            return {c.url: c for c in checks}
+
+    def _node_record(ledger: Ledger, address: str) -> dict[str, Any] | None:
+        from datagora.ledger.errors import NotFound
+
+        try:
+            n = ledger.registry.node(address)
+        except NotFound:
+            return None
+        return {
+            "address": n.address, "roles": ", ".join(n.roles.names()), "endpoint": n.endpoint,
+            "stake": n.stake, "state": n.state.name.lower(), "health": None,
+        }  # fmt: skip
+
+    def _storage(account: str) -> dict[str, Any]:
+        """The storage deals `account` pays for, per node (proven, missed, paid), and, if
+        `account` is a registered node, its record and what it earned in each deal; with
+        every node's health. Deals are found through indexed topics (owner, node), not by
+        reading every deal or event."""
+        ledger = config.ledger
+        out: dict[str, Any] = {"deals": [], "node": None, "node_deals": []}
+        if ledger is None:
+            return out
+        deals = ledger.deals
+        start = ledger.deployment.start_block
+        now = ledger.chain.block_number
+        records: dict[str, dict[str, Any] | None] = {}
+
+        def record(address: str) -> dict[str, Any] | None:
+            if address not in records:
+                records[address] = _node_record(ledger, address)
+            return records[address]
+
+        if deals is not None:
+            from datagora.market.deals import DealSummary
+
+            opened = deals.find_events("DealOpened", None, None, account, start=start)
+            for deal in sorted({int(e["deal"]) for e in opened}):
+                info = deals.deal(deal)
+                summary = DealSummary(info, tuple(deals.slots(deal))).to_json()
+                closed = sum(1 for p in range(info.end_period) if now >= info.window_end(p))
+                summary["closed_periods"] = closed
+                summary["running"] = closed < info.end_period
+                for slot in summary["nodes"]:
+                    slot["unproven"] = (
+                        max(0, closed - slot["proven"] - slot["missed"]) if slot["joined"] else 0
+                    )
+                    slot["record"] = record(slot["node"])
+                out["deals"].append(summary)
+        me = record(account)
+        if me is not None:
+            out["node"] = me
+            if deals is not None:
+                joined = deals.find_events("NodeJoined", None, None, account, start=start)
+                for deal in sorted({int(e["deal"]) for e in joined}):
+                    info, slot = deals.deal(deal), deals.slot_of(deal, account)
+                    out["node_deals"].append(
+                        {"deal": deal, "dataset": info.dataset, "proven": slot.proven,
+                         "missed": slot.missed, "earned": slot.earned,
+                         "slashed": slot.missed * info.terms.slash,
+                         "collateral": slot.collateral,
+                         "periods_left": max(0, info.end_period - slot.proven - slot.missed)}
+                    )  # fmt: skip
+        health = _health({r["endpoint"] for r in records.values() if r is not None})
+        for r in records.values():
+            if r is not None:
+                r["health"] = health.get(r["endpoint"])
+        return out
+
     @app.get("/account", response_class=HTMLResponse, responses=_PAGE)
     def account_page(
         request: Request, address: Annotated[str, QueryParam(max_length=64)] = ""
@@ -492,6 +571,7 @@ def create_web_app(config: WebConfig) -> FastAPI:
             raise HTTPException(422, "address must be a 20-byte hex account address")
         checksummed = to_checksum_address(address)
         found = _activity(checksummed)
+        found.update(_storage(checksummed))
         return render(
             "account.html",
             request,
