@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browsing import browser_missing, wallet_page
+from browsing import LyingWebNode, browser_missing, wallet_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 DEADLINE = 300.0
@@ -266,6 +266,33 @@ def test_the_buyer_downloads_in_the_page_byte_for_byte(
     page.context.close()
 
 
+def test_a_web_node_lying_about_the_manifest_is_refused(
+    browser: Any, net: Net, artifacts: Path
+) -> None:
+    """The page reads the dataset's commitment from the chain through the wallet: a web
+    node naming another manifest (one it forged, with the real shares and Merkle root) is
+    caught before any key is asked for."""
+    liar = LyingWebNode(net.web, 1)
+    try:
+        page = wallet_page(browser, net.rpc, _account("researcher", net))
+        page.goto(f"{liar.url}/datasets/1")
+        assert page.locator("#dataset").get_attribute("data-manifest") == liar.forged_name
+        button = page.get_by_role("button", name="Download and decrypt in this page")
+        button.wait_for(state="visible", timeout=30_000)
+        button.click()
+        page.wait_for_function(
+            "document.getElementById('download-status').textContent.includes('refused')",
+            timeout=120_000,
+        )
+        status = page.locator("#download-status").inner_text()
+        assert "but the chain records manifest " + liar.real[:12] in status, status
+        assert liar.forged_name[:12] in status
+        page.screenshot(path=str(artifacts / "download-lying-web-node.png"), full_page=True)
+        page.context.close()
+    finally:
+        liar.close()
+
+
 def test_a_download_without_access_is_refused_with_a_clear_message(
     browser: Any, net: Net, artifacts: Path
 ) -> None:
@@ -500,3 +527,45 @@ def test_umbral_wasm_loads_in_chromium_from_the_node(browser: Any, net: Net) -> 
     )
     assert hex_key == expected.to_compressed_bytes().hex()
     page.close()
+
+
+def test_a_missing_primary_share_is_named_with_the_cli_command(
+    browser: Any, net: Net, artifacts: Path, tmp_path: Path
+) -> None:
+    """Every storage node loses primary share 0 of dataset 1's first chunk: the page says
+    the chunk needs decoding from parity shares and shows the command; the command
+    (the CLI, which decodes) gets the file. Last in the module: it damages dataset 1."""
+    import sqlite3
+
+    ledger = _ledger(net)
+    manifest_hash = ledger.data_nft.get_dataset(1).manifest_hash.hex()
+    storage = httpx.get(f"{net.web}/api/config").json()["storage"]
+    answers = (httpx.get(f"{node}/shares/{manifest_hash}") for node in storage)
+    manifest = json.loads(next(r.content for r in answers if r.status_code == 200))
+    lost = manifest["chunks"][0]["shares"][0]
+    removed = 0
+    for index in (net.dir / "nodes").glob("storage*/**/index.sqlite3"):
+        with contextlib.closing(sqlite3.connect(index, timeout=30)) as db, db:
+            gone = db.execute("DELETE FROM shares WHERE name = ?", (bytes.fromhex(lost),))
+            removed += gone.rowcount
+    assert removed >= 1
+    assert all(httpx.get(f"{node}/shares/{lost}").status_code == 404 for node in storage)
+
+    page = wallet_page(browser, net.rpc, _account("researcher", net))
+    page.goto(f"{net.web}/datasets/1")
+    button = page.get_by_role("button", name="Download and decrypt in this page")
+    button.wait_for(state="visible", timeout=30_000)
+    button.click()
+    fallback = page.locator("#download-cli")
+    fallback.wait_for(state="visible", timeout=120_000)
+    status = page.locator("#download-status").inner_text()
+    assert "Share 0 of chunk 0 (a primary share) is on no node that answers" in status, status
+    assert "decoded from its parity shares" in status
+    command = fallback.locator("code").inner_text()
+    assert command == "datagora download 1 -o dataset-1.bin"
+    page.screenshot(path=str(artifacts / "download-missing-share.png"), full_page=True)
+    page.context.close()
+
+    out = tmp_path / "dataset-1.bin"
+    net.cli("download", "1", "-o", str(out), "--account", "researcher")
+    assert out.read_bytes() == (net.dir.parent / "cohort.csv").read_bytes()

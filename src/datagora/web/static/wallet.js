@@ -16,6 +16,9 @@ const ABI = {
     "function nonces(address owner) view returns (uint256)",
     "function eip712Domain() view returns (bytes1, string, string, uint256, address, bytes32, uint256[])",
   ],
+  dataNft: [
+    "function get_dataset(uint256 dataset) view returns (tuple(address controller, address datatoken, uint32 version, uint8 state, bytes32 metadata_hash, bytes32 manifest_hash, bytes32 merkle_root, string metadata_uri))",
+  ],
   access: [
     "function request(uint256 dataset, string purpose, bytes consumer_key) returns (uint256)",
     "function grant(uint256 request_id, uint256 expires_at)",
@@ -311,7 +314,12 @@ const be = (value, size) => {
   return out;
 };
 
-class DownloadRefused extends Error {}
+class DownloadRefused extends Error {
+  constructor(message, command = null) {
+    super(message);
+    this.command = command;  // the CLI command that can do what the page cannot
+  }
+}
 
 async function merkleRoot(leaves) {
   // RFC 6962 tree hash over `leaves` (share names, raw 32 bytes each; or a share's blocks).
@@ -417,14 +425,41 @@ function expectedHeader(m, i, b, k, n, size) {
     be(k, 2), be(n, 2), be(size, 4)]);
 }
 
+async function chainCommitment(dataset) {
+  // What the chain records for the dataset's current version, read through the visitor's
+  // wallet (its own connection to the chain), not from this web node: the manifest hash
+  // and Merkle root every byte below is checked against.
+  if (!state.provider) throw new DownloadRefused("Connect your wallet: the page reads the dataset's commitment from the chain through it.");
+  const cfg = await config();
+  const nft = new window.ethers.Contract(cfg.contracts.DataNFT, ABI.dataNft, state.provider);
+  let info;
+  try {
+    info = await nft.get_dataset(BigInt(dataset));
+  } catch (err) {
+    throw new DownloadRefused(`Your wallet's chain knows no dataset ${dataset}: ${reason(err)}`);
+  }
+  return {
+    version: Number(info.version),
+    manifest: info.manifest_hash.slice(2).toLowerCase(),
+    root: info.merkle_root.slice(2).toLowerCase(),
+  };
+}
+
 export async function downloadInPage(onStatus = () => {}) {
-  const art = document.getElementById("dataset").dataset;
+  const page = document.getElementById("dataset").dataset;
   const cfg = await config();
   const say = (t) => { onStatus(t); const el = document.getElementById("download-status"); if (el) el.textContent = t; };
   const allNodes = cfg.storage.map((_, i) => i);
+  say("Reading the dataset's commitment from the chain through your wallet…");
+  const chain = await chainCommitment(page.dataset);
+  if (page.manifest && (page.manifest !== chain.manifest || page.root !== chain.root || Number(page.version) !== chain.version)) {
+    // The web node rendered another version than the chain holds: it is stale or lying.
+    throw new DownloadRefused(`This web node names manifest ${page.manifest.slice(0, 12)}… (version ${page.version}), but the chain records manifest ${chain.manifest.slice(0, 12)}… (version ${chain.version}) for dataset ${page.dataset}: refused. Reload the page, or use another web node.`);
+  }
+  const art = { dataset: page.dataset, verifyingKey: page.verifyingKey, ...chain };
   say("Fetching the manifest…");
   const manifestBytes = await fetchBlob(art.manifest, allNodes);
-  if (!manifestBytes) throw new DownloadRefused("No storage node serves this version's manifest.");
+  if (!manifestBytes) throw new DownloadRefused("No storage node serves the manifest the chain records for this version.");
   const m = JSON.parse(new TextDecoder().decode(manifestBytes));
   if (m.format !== "datagora.manifest" || ![2, 3].includes(m.format_version) || m.key_wrap.scheme !== "umbral-pre-v1") {
     throw new DownloadRefused("This version's manifest is not one the page can read (its key is not shared through proxies).");
@@ -466,7 +501,8 @@ export async function downloadInPage(onStatus = () => {}) {
       const order = [...(where.get(name) || []), ...allNodes.filter((x) => !(where.get(name) || []).includes(x))];
       const share = await fetchBlob(name, order);
       if (!share) {
-        throw new DownloadRefused(`Share ${b} of chunk ${i} is on no node that answers: rebuilding it from parity shares is not done in the page; use the command line: datagora download ${art.dataset} -o FILE`);
+        const command = `datagora download ${art.dataset} -o dataset-${art.dataset}.bin`;
+        throw new DownloadRefused(`Share ${b} of chunk ${i} (a primary share) is on no node that answers: the chunk must be decoded from its parity shares, which the page does not do; use the command line: ${command}`, command);
       }
       const header = expectedHeader(m, i, b, k, n, size);
       if (share.length !== 58 + blockSize || !equal(share.subarray(0, 58), header)) {
@@ -494,6 +530,7 @@ export async function downloadInPage(onStatus = () => {}) {
 
 async function download(button) {
   const art = document.getElementById("dataset").dataset;
+  document.getElementById("download-cli").hidden = true;
   try {
     const { parts, total, seconds } = await downloadInPage();
     const url = URL.createObjectURL(new Blob(parts, { type: "application/octet-stream" }));
@@ -508,6 +545,11 @@ async function download(button) {
       `Saved ${total} bytes, every share and chunk verified (${seconds.toFixed(2)} s).`;
   } catch (err) {
     document.getElementById("download-status").textContent = reason(err);
+    const fallback = document.getElementById("download-cli");
+    if (fallback && err instanceof DownloadRefused && err.command) {
+      fallback.querySelector("code").textContent = err.command;
+      fallback.hidden = false;
+    }
     throw err;
   }
 }
