@@ -59,12 +59,11 @@ def _cells(page: str, row_class: str) -> list[list[str]]:
     return [[c.split("</td>")[0] for c in row.split("</tr>")[0].split("<td")[1:]] for row in rows]
 
 
-def test_the_owner_sees_each_deal_per_node_and_the_nodes_health(
-    embedded_ledger: Ledger, served: dict[str, str]
-) -> None:
+def _a_deal(embedded_ledger: Ledger) -> int:
+    """A deal of three nodes: node 0 proves period 0, node 1 misses it (reported),
+    node 2 never joins; period 1 then passes with nobody proving or reporting."""
     s = setup(embedded_ledger)
-    t = terms()
-    deal = open_deal(s, t)
+    deal = open_deal(s, terms())
     for prover in s.provers[:2]:
         prover.join(deal)  # node 2 never joins
     info = s.deals.deal(deal)
@@ -73,7 +72,13 @@ def test_the_owner_sees_each_deal_per_node_and_the_nodes_health(
     mine_to(embedded_ledger, info.window_end(0))
     s.deals.slash_missed(OTHER, deal, NODES[1].address, 0)
     mine_to(embedded_ledger, info.window_end(1))  # period 1: nobody proves, nobody reports
+    return deal
 
+
+def test_the_owner_sees_each_deal_per_node_and_the_nodes_health(
+    embedded_ledger: Ledger, served: dict[str, str]
+) -> None:
+    deal = _a_deal(embedded_ledger)
     page = _page(served, OWNER.address)
     assert f'id="deal-{deal}"' in page
     caption = page.split(f'id="deal-{deal}"')[1].split("</caption>")[0]
@@ -138,3 +143,22 @@ def test_the_latest_order_is_read_through_indexed_topics(
     assert r.status_code == 404
     r = httpx.get(url, params={"dataset": 999, "account": BUYER.address})
     assert r.status_code == 404
+
+
+def test_the_deals_page_in_chromium(
+    embedded_ledger: Ledger, served: dict[str, str], browser: Any, artifacts: Path
+) -> None:
+    """The same page in a real browser, without JavaScript needed: the deal's table is
+    found by its caption, its node rows by their header cells (kept as a screenshot)."""
+    deal = _a_deal(embedded_ledger)
+    page = browser.new_page(java_script_enabled=False)
+    page.goto(f"{served['web']}/account?address={OWNER.address}", timeout=60_000)
+    table = page.get_by_role("table", name=f"Deal {deal} on dataset")
+    assert table.is_visible()
+    assert table.get_by_role("columnheader", name="Health").is_visible()
+    assert table.locator("tbody tr").count() == 3
+    page.screenshot(path=str(artifacts / "owner-storage-deals.png"), full_page=True)
+    page.goto(f"{served['web']}/account?address={NODES[0].address}", timeout=60_000)
+    assert page.get_by_role("table", name="Storage deals this node serves").is_visible()
+    page.screenshot(path=str(artifacts / "node-earnings.png"), full_page=True)
+    page.close()

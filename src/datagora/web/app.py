@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 20
 GRANT_DAYS = 30
 MAX_FORWARD_BYTES = 64 << 10
+MAX_HEALTH_CHECKS = 24
 _HEX64 = re.compile("[0-9a-f]{64}")
 _MAX_ID = 2**63 - 1
 DatasetId = Annotated[int, PathParam(ge=0, le=_MAX_ID, description="A dataset id.")]
@@ -486,10 +487,12 @@ def create_web_app(config: WebConfig) -> FastAPI:
 
         from datagora.node.status import check_node
 
-        if not endpoints:
+        # At most MAX_HEALTH_CHECKS of them: a page must not wait on hundreds of nodes.
+        chosen = sorted(endpoints)[:MAX_HEALTH_CHECKS]
+        if not chosen:
             return {}
-        with ThreadPoolExecutor(max_workers=min(8, len(endpoints))) as pool:
-            checks = pool.map(lambda url: check_node("node", url), sorted(endpoints))
+        with ThreadPoolExecutor(max_workers=min(8, len(chosen))) as pool:
+            checks = pool.map(lambda url: check_node("node", url), chosen)
             return {c.url: c for c in checks}
 
     def _node_record(ledger: Ledger, address: str) -> dict[str, Any] | None:
@@ -510,9 +513,16 @@ def create_web_app(config: WebConfig) -> FastAPI:
         every node's health. Deals are found through indexed topics (owner, node), not by
         reading every deal or event."""
         ledger = config.ledger
-        out: dict[str, Any] = {"deals": [], "node": None, "node_deals": []}
+        out: dict[str, Any] = {"deals": [], "node": None, "node_deals": [], "storage_error": None}
         if ledger is None:
             return out
+        try:
+            _read_storage(ledger, account, out)
+        except DatagoraError as exc:  # the rest of the page still shows
+            out["storage_error"] = f"storage deals and nodes could not be read: {exc}"
+        return out
+
+    def _read_storage(ledger: Ledger, account: str, out: dict[str, Any]) -> None:
         deals = ledger.deals
         start = ledger.deployment.start_block
         now = ledger.chain.block_number
@@ -557,7 +567,6 @@ def create_web_app(config: WebConfig) -> FastAPI:
         for r in records.values():
             if r is not None:
                 r["health"] = health.get(r["endpoint"])
-        return out
 
     @app.get("/account", response_class=HTMLResponse, responses=_PAGE)
     def account_page(
