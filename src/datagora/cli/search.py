@@ -67,7 +67,10 @@ def search(
     min_price: Annotated[str | None, typer.Option(help="Minimum price in MarketTokens.")] = None,
     max_price: Annotated[str | None, typer.Option(help="Maximum price in MarketTokens.")] = None,
     owner: Annotated[str | None, typer.Option(help="Only datasets held by this address.")] = None,
-    service: Annotated[str | None, typer.Option(help="download or compute.")] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(help="download, compute, or dp (compute with differential privacy)."),
+    ] = None,
     has_mock: Annotated[
         bool | None, typer.Option("--has-mock/--no-mock", help="With mock data.")
     ] = None,
