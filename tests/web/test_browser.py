@@ -193,6 +193,20 @@ def test_search_finds_a_published_dataset(browser: Any, net: Net, artifacts: Pat
     assert "Cohort for compute" not in page.inner_text("main")
     page.goto(f"{net.web}/?min_price=abc")
     assert "is not a number" in page.inner_text("main")
+    # The size: the catalog reads it from the manifest the chain names (in the background).
+    size = len((net.dir.parent / "cohort.csv").read_bytes())
+
+    def indexed_size() -> Any:
+        found = httpx.get(f"{net.info['catalog']}/datasets", params={"q": "heart"}).json()
+        return found["items"][0]["size"]
+
+    deadline = time.monotonic() + 60
+    while indexed_size() != size:
+        assert time.monotonic() < deadline, "the catalog did not record the size"
+        time.sleep(0.5)
+    page.goto(f"{net.web}/?q=heart")
+    shown = page.locator("ol.results dt:text-is('Size') + dd").first.inner_text()
+    assert shown == f"{size} bytes", shown
     page.close()
 
 
