@@ -22,6 +22,8 @@ from datagora.testing.sharing import Network, wait_until
 from datagora.testing.storage import LocalNodes
 from helpers import hardhat_or_skip
 
+pytestmark = pytest.mark.slow
+
 META = {
     "title": "Cohort on two nodes",
     "license": "CC-BY-4.0",
@@ -50,11 +52,12 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNodes]:
     ],
 )
 def network(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, storage: LocalNodes
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Network, LocalNodes]]:
     """The contracts, two proxies and the owner's agent on a fresh anvil or Hardhat node."""
-    base = tmp_path_factory.mktemp(request.param)
-    net = Network(base, proxies=2, threshold=2, node=_node(request.param))
+    node = _node(request.param)  # a missing Hardhat skips before any process starts
+    storage: LocalNodes = request.getfixturevalue("storage")
+    net = Network(tmp_path_factory.mktemp(request.param), proxies=2, threshold=2, node=node)
     try:
         yield net.start(), storage
     finally:
