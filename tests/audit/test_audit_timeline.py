@@ -16,9 +16,10 @@ from datagora.audit import (
 )
 from datagora.audit.timeline import describe
 from datagora.ledger import Event, Ledger
-from helpers import BUYER, MARKET, OTHER, OWNER, h
+from helpers import BUYER, MARKET, ON_EVERY_NODE, OTHER, OWNER, h
 
 
+@ON_EVERY_NODE
 def test_story_timeline_has_every_kind_in_chain_order(ledger: Ledger) -> None:
     story = tell(ledger)
     entries = timeline(ledger, story.dataset)

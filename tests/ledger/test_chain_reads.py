@@ -12,7 +12,7 @@ from eth_utils.crypto import keccak
 from datagora.ledger import Ledger, Log, dev_account
 from datagora.ledger.errors import ChainError
 from datagora.ledger.views import CallCoalescer
-from helpers import BUYER, OWNER, h
+from helpers import BUYER, ON_EVERY_NODE, OWNER, h
 
 APPROVAL = "0x" + keccak(text="Approval(address,address,uint256)").hex()
 
@@ -23,6 +23,7 @@ def _approve_all(ledger: Ledger) -> list[int]:
     return [token.approve(dev_account(i), BUYER.address, 1000 + i).block_number for i in range(6)]
 
 
+@ON_EVERY_NODE
 def test_view_calls_read_one_word_each_and_fail_on_a_view_without_answer(
     ledger: Ledger,
 ) -> None:
@@ -94,6 +95,7 @@ def test_transaction_receipts(ledger: Ledger) -> None:
         ledger.chain.transaction_receipt(h("no such transaction"))
 
 
+@ON_EVERY_NODE
 def test_log_queries_filter_by_topic_and_page_over_block_ranges(ledger: Ledger) -> None:
     chain = ledger.chain
     token = ledger.market_token

@@ -12,7 +12,7 @@ from datagora.ledger import Chain, Deployment, Ledger, Pricing, compiler, dev_ac
 from datagora.ledger.anvil import Anvil
 from datagora.ledger.errors import ChainError, ContractRuleError, InsufficientFunds, NotController
 from datagora.ports import free_port
-from helpers import BUYER, OTHER, OWNER, fund, h, publish
+from helpers import BUYER, ON_EVERY_NODE, OTHER, OWNER, fund, h, publish
 
 
 def test_compiler_cache_is_keyed_by_sources(
@@ -111,6 +111,7 @@ def test_several_transactions_in_flight(ledger: Ledger) -> None:
     assert token.balance_of(BUYER.address) == start + sum(range(1, 21))
 
 
+@ON_EVERY_NODE
 def test_a_mined_revert_names_its_rule(ledger: Ledger) -> None:
     # With gas given, nothing is estimated, so the failing transaction is mined;
     # its receipt fails and the reason is recovered by replaying it.
@@ -123,6 +124,7 @@ def test_a_mined_revert_names_its_rule(ledger: Ledger) -> None:
     ledger.data_nft.update(OWNER, pub.dataset, h("m2"), "")
 
 
+@ON_EVERY_NODE
 def test_revert_messages_say_what_to_do(ledger: Ledger) -> None:
     pub = publish(ledger)
     with pytest.raises(InsufficientFunds) as info:

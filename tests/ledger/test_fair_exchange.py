@@ -24,7 +24,7 @@ from datagora.ledger.errors import (
     TermsChanged,
 )
 from datagora.ledger.tokens import Permit
-from helpers import BUYER, MARKET, OTHER, OWNER, PRICE, fund, h, publish
+from helpers import BUYER, MARKET, ON_EVERY_NODE, OTHER, OWNER, PRICE, fund, h, publish
 
 KEY = b"\x03" + bytes(range(32))
 COMPUTE = 1
@@ -260,6 +260,7 @@ def test_a_metadata_only_update_keeps_the_storage_commitment(ledger: Ledger) -> 
 # -- 6. the datatoken's EIP-712 domain, as a wallet reads it ------------------------------
 
 
+@ON_EVERY_NODE
 def test_a_permit_signed_over_the_domain_built_from_name_is_accepted(
     ledger: Ledger,
 ) -> None:

@@ -1,7 +1,7 @@
 """The chain client on a real network's terms, tried on anvil: EIP-1559 fees, stuck
 transactions replaced, nonces re-read after a drop, confirmations, providers that cap
 log queries or word reverts as Hardhat does (loopback JSON-RPC proxies in front of
-anvil, real HTTP servers)."""
+anvil, real HTTP servers). The tests marked ``ON_BOTH`` run on Hardhat Network too."""
 
 from __future__ import annotations
 
@@ -37,12 +37,22 @@ def node() -> Iterator[Anvil]:
 
 
 @pytest.fixture
-def chain(node: Anvil) -> Iterator[RpcChain]:
-    c = Chain.rpc(node.url)
+def chain(request: pytest.FixtureRequest, node: Anvil) -> Iterator[RpcChain]:
+    """A chain on this module's anvil, or (parametrized "hardhat") on Hardhat Network."""
+    hardhat = getattr(request, "param", "anvil") == "hardhat"
+    on = request.getfixturevalue("hardhat") if hardhat else node
+    c = Chain.rpc(on.url)
     snapshot = c.snapshot()
     yield c
     c._dev_rpc("evm_setAutomine", [True])
     c.revert(snapshot)
+
+
+# The tests that also run on Hardhat Network. They call the development methods by
+# Hardhat's names (hardhat_setNextBlockBaseFeePerGas ...), which anvil answers too.
+ON_BOTH = pytest.mark.parametrize(
+    "chain", ["anvil", pytest.param("hardhat", marks=pytest.mark.hardhat)], indirect=True
+)
 
 
 def _pay(chain: Chain, wei: int = 1) -> dict[str, Any]:
@@ -61,13 +71,14 @@ def _mine_later(chain: RpcChain, after: float, blocks: int = 1) -> threading.Thr
 
 
 # -- 1. EIP-1559 -------------------------------------------------------------------------
+@ON_BOTH
 def test_transactions_are_type_2_and_mined_when_the_base_fee_rises(chain: RpcChain) -> None:
     base = int(chain.w3.eth.get_block("latest")["baseFeePerGas"])
     tip = int(chain._suggested_tip())
     # The next block's base fee is 80 % above the one the fees were computed from:
     # maxFeePerGas (base × 2 + tip) still covers it.
     risen = base * 18 // 10
-    chain._dev_rpc("anvil_setNextBlockBaseFeePerGas", [hex(risen)])
+    chain._dev_rpc("hardhat_setNextBlockBaseFeePerGas", [hex(risen)])
     receipt = chain.transact(SENDER, _pay(chain), "pay")
     tx = chain.w3.eth.get_transaction(receipt["transactionHash"])
     assert tx["type"] == 2
@@ -98,6 +109,7 @@ def test_a_chain_without_base_fee_gets_legacy_transactions() -> None:
 
 
 # -- 2. stuck transactions ---------------------------------------------------------------
+@ON_BOTH
 def test_a_stuck_transaction_is_replaced_with_higher_fees(chain: RpcChain) -> None:
     chain._dev_rpc("evm_setAutomine", [False])
     chain.replace_after = 0.3
@@ -126,12 +138,13 @@ def test_wait_all_replaces_stuck_transactions_too(chain: RpcChain) -> None:
 
 
 # -- 3. nonces after a dropped transaction -----------------------------------------------
+@ON_BOTH
 def test_the_next_send_uses_the_pending_nonce_after_a_drop(chain: RpcChain) -> None:
     chain._dev_rpc("evm_setAutomine", [False])
     chain.replace_after = None
     dropped = chain.send(SENDER, _pay(chain), "pay")
     nonce = dropped.fields["nonce"]
-    chain._dev_rpc("anvil_dropTransaction", [dropped.tx_hash.to_0x_hex()])
+    chain._dev_rpc("hardhat_dropTransaction", [dropped.tx_hash.to_0x_hex()])
     chain._dev_rpc("evm_setAutomine", [True])
     time.sleep(chain._nonces.resync_after + 0.1)
     after = chain.send(SENDER, _pay(chain), "pay")
@@ -351,7 +364,8 @@ def _receipt_of(proxy: Proxy, tx_hash: str) -> Any:
 
 def test_a_reverted_fixed_gas_send_keeps_its_hash_on_a_hardhat_like_node(node: Anvil) -> None:
     """Hardhat mines a transaction that reverts and still answers the send with an
-    error: the error must carry the hash so the user can find the mined transaction."""
+    error: the send is a sent transaction all the same, whose receipt raises the rule
+    with the hash, so the user can find the mined transaction."""
     ledger = Ledger.deploy(Chain.rpc(node.url), dev_account(0))
     proxy: Proxy
 
@@ -379,8 +393,10 @@ def test_a_reverted_fixed_gas_send_keeps_its_hash_on_a_hardhat_like_node(node: A
         chain = Chain.rpc(proxy.url)
         poor = dev_account(7)
         tx = ledger.market_token.prepare("transfer", TO, 10**30)
+        # Mined, it is a sent transaction as on anvil: the receipt raises, with the hash.
+        pending = chain.send(poor, tx, "transfer", gas=200_000)
         with pytest.raises(InsufficientFunds) as raised:
-            chain.send(poor, tx, "transfer", gas=200_000)
+            pending.receipt()
         assert raised.value.tx_hash is not None
         mined = chain.w3.eth.get_transaction_receipt(raised.value.tx_hash)  # type: ignore[arg-type]
         assert mined["status"] == 0
@@ -390,13 +406,25 @@ def test_a_reverted_fixed_gas_send_keeps_its_hash_on_a_hardhat_like_node(node: A
         proxy.close()
 
 
-def test_a_reverted_fixed_gas_send_on_anvil_carries_its_hash(chain: RpcChain, node: Anvil) -> None:
+@ON_BOTH
+def test_a_reverted_fixed_gas_send_is_mined_and_its_receipt_names_the_rule(
+    chain: RpcChain,
+) -> None:
+    """With gas given nothing is estimated, and the failing transaction is mined. anvil
+    takes it; Hardhat mines it and answers the send with the revert. Either way the
+    send returns it, and its receipt raises the rule with the hash."""
     ledger = Ledger.deploy(chain, dev_account(0))
     tx = ledger.market_token.prepare("transfer", TO, 10**30)
+    poor = dev_account(7)
+    pending = chain.send(poor, tx, "transfer", gas=200_000)
     with pytest.raises(InsufficientFunds) as raised:
-        chain.transact(dev_account(7), tx, "transfer", gas=200_000)
-    assert raised.value.tx_hash is not None
-    assert chain.w3.eth.get_transaction_receipt(raised.value.tx_hash)["status"] == 0  # type: ignore[arg-type]
+        pending.receipt()
+    assert raised.value.tx_hash == pending.tx_hash.to_0x_hex()
+    assert chain.w3.eth.get_transaction_receipt(pending.tx_hash)["status"] == 0
+    # Its nonce was used: the next send takes the one after.
+    after = chain.send(poor, _pay(chain), "pay")
+    assert after.fields["nonce"] == pending.fields["nonce"] + 1
+    assert after.receipt()["status"] == 1
 
 
 def test_owner_publish_still_works_with_all_of_it(node: Anvil) -> None:
@@ -473,15 +501,18 @@ def test_a_lagging_pending_count_is_not_taken_for_a_drop(node: Anvil) -> None:
         proxy.close()
 
 
+@ON_BOTH
 def test_a_send_refused_below_a_jumped_base_fee_is_re_signed_with_fresh_fees(
     chain: RpcChain,
 ) -> None:
     """The base fee jumps past the maxFeePerGas computed from fees read before the jump;
-    anvil refuses the transaction ("max fee per gas less than block base fee"): the
-    client reads the fees again, re-signs under the same nonce and is mined."""
+    the node refuses the transaction (anvil: "max fee per gas less than block base
+    fee"; Hardhat: "maxFeePerGas ... is too low for the next block, which has a
+    baseFeePerGas of ..."): the client reads the fees again, re-signs under the same
+    nonce and is mined."""
     fees = chain.fees()  # read (and cached) before the jump
     jumped = fees["maxFeePerGas"] * 3
-    chain._dev_rpc("anvil_setNextBlockBaseFeePerGas", [hex(jumped)])
+    chain._dev_rpc("hardhat_setNextBlockBaseFeePerGas", [hex(jumped)])
     chain._dev_rpc("evm_mine", [])
     assert int(chain.w3.eth.get_block("latest")["baseFeePerGas"]) == jumped
     nonce = chain.w3.eth.get_transaction_count(SENDER.address)

@@ -1,7 +1,8 @@
 from datagora.ledger import Ledger
-from helpers import BUYER, OWNER, fund, publish
+from helpers import BUYER, ON_EVERY_NODE, OWNER, fund, publish
 
 
+@ON_EVERY_NODE
 def test_publish_buy_and_order(ledger: Ledger) -> None:
     fund(ledger, BUYER.address)
     pub = publish(ledger)

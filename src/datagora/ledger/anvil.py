@@ -6,19 +6,16 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from datagora.atomic import write_atomically
 from datagora.errors import ConfigError
 from datagora.ledger import jsonrpc
+from datagora.ledger.chainnode import ChainNode
 from datagora.ledger.errors import ChainError
-from datagora.ports import free_port
 
 ANVIL_CHAIN_ID = 31337
 
@@ -59,13 +56,15 @@ def dump_state(url: str, timeout: float = 120.0) -> bytes:
     return raw
 
 
-class Anvil:
+class Anvil(ChainNode):
     """An anvil node on a loopback port; a context manager that stops it on exit.
 
     With `state`, the chain is loaded from that file when it exists, and
     :meth:`stop` saves it there (over JSON-RPC, written atomically) before the node
     stops, so a later node continues where this one stopped.
     """
+
+    name = "anvil"
 
     def __init__(
         self,
@@ -74,72 +73,25 @@ class Anvil:
         block_time: float | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
+        super().__init__(port)
         self.extra_args = list(extra_args)
         """More of anvil's options (e.g. ``["--hardfork", "berlin"]``)."""
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.state = state
         self.block_time = block_time
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> Anvil:
+    def _command(self) -> list[str]:
         args = [find_anvil(), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
         if self.state is not None and self.state.exists():
             args += ["--load-state", str(self.state)]
         if self.block_time is not None:
             args += ["--block-time", str(self.block_time)]
-        args += self.extra_args
-        self._proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise ChainError(
-                    f"anvil exited at start (code {self._proc.returncode}): {err[-500:]}"
-                )
-            try:
-                jsonrpc.call(self.url, "eth_chainId", [], timeout=1.0)
-                return self
-            except (httpx.HTTPError, ChainError):
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise ChainError(f"anvil did not answer on {self.url} within {timeout:.0f} s")
+        return args + self.extra_args
 
     def stop(self) -> None:
         """Stop the node, waiting for it to exit; with `state`, save the chain first
         (:class:`ChainError` if it cannot be read: the node is stopped all the same)."""
-        if self._proc is None:
-            return
         try:
-            if self.state is not None and self._proc.poll() is None:
+            if self.state is not None and self.running:
                 write_atomically(self.state, dump_state(self.url), 0o600)
         finally:
             self._stop_process()
-
-    def _stop_process(self) -> None:
-        assert self._proc is not None
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self._proc.stderr:
-            self._proc.stderr.close()
-        self._proc = None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def __enter__(self) -> Anvil:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

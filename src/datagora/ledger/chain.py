@@ -57,6 +57,9 @@ _REVERTS = (ContractLogicError, TransactionFailed)
 _RANGE_REFUSAL = re.compile(
     r"range|limit|too many|too large|exceed|more than|results|response size|timeout", re.I
 )
+# A send refused because the base fee rose past the transaction's maxFeePerGas, as
+# anvil and geth word it ("base fee") and as Hardhat does ("baseFeePerGas").
+_BASE_FEE_REFUSAL = re.compile(r"base ?fee", re.I)
 _HEADERS_PER_BATCH = 500
 # The tip offered when the node cannot suggest one (eth_maxPriorityFeePerGas missing).
 DEFAULT_PRIORITY_FEE = 10**9
@@ -406,21 +409,34 @@ class Chain(ABC):
                 try:
                     tx_hash = self._send_raw(bytes(signed.raw_transaction))
                 except _REVERTS as exc:
-                    # A node that runs the transaction as it takes it (Hardhat) may
-                    # mine it reverted and still answer with an error: keep its hash.
-                    self._nonces.forget(account.address)
-                    error = rule_error(what, _reason(exc))
-                    error.tx_hash = "0x" + bytes(signed.hash).hex()
-                    raise error from None
+                    # A node that runs the transaction as it takes it (Hardhat with
+                    # automine) mines it reverted and still answers with an error.
+                    # Mined, it is a sent transaction like on any other node: its
+                    # nonce is used, and its receipt raises the broken rule (with the
+                    # hash), so callers that send several and wait later see the
+                    # failure where they would on anvil.
+                    tx_hash = bytes(signed.hash)
+                    try:
+                        mined = self._known(HexBytes(tx_hash))
+                    except (OSError, Web3Exception):
+                        mined = None  # cannot tell: the error keeps the hash to look up
+                    if not mined:
+                        self._nonces.forget(account.address)
+                        error = rule_error(what, _reason(exc))
+                        if mined is None:
+                            error.tx_hash = "0x" + tx_hash.hex()
+                        raise error from None
                 except ChainError as exc:
                     # Refused before it was accepted: the next send re-reads the nonce.
                     # "nonce too low" means another process used this account since we
                     # read it; the transaction was not taken, so sending again is safe.
                     self._nonces.forget(account.address)
                     refused = str(exc).lower()
-                    if attempt == 0 and "base fee" in refused:
-                        # "max fee per gas less than block base fee": the base fee rose
-                        # since the fees were read; read them again and re-sign.
+                    if attempt == 0 and _BASE_FEE_REFUSAL.search(refused):
+                        # "max fee per gas less than block base fee" (anvil, geth) or
+                        # "... too low for the next block, which has a baseFeePerGas
+                        # of ..." (Hardhat): the base fee rose since the fees were
+                        # read; read them again and re-sign.
                         self._fee_cache = (0.0, {})
                         continue
                     if attempt == 0 and "nonce too low" in refused:

@@ -1,9 +1,9 @@
 """A local sharing network of real processes on loopback, for tests, benchmarks and demos.
 
 :class:`Service` runs ``python -m datagora.sharing.serve`` (a proxy or an agent) with
-its own data directory and log file; :class:`Network` starts anvil, deploys the
-contracts, writes keystores (low scrypt cost: development accounts only) and runs
-m proxies and the owner's agent.
+its own data directory and log file; :class:`Network` starts anvil (or another EVM
+node: Hardhat Network), deploys the contracts, writes keystores (low scrypt cost:
+development accounts only) and runs m proxies and the owner's agent.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from eth_account.signers.local import LocalAccount
 from datagora.crypto.keys import Identity, import_account
 from datagora.ledger import Chain, Ledger, dev_account
 from datagora.ledger.anvil import Anvil
+from datagora.ledger.chainnode import ChainNode
 from datagora.ports import free_port
 
 PASSWORD = "development password, not a secret"
@@ -124,7 +125,8 @@ class Service:
 
 
 class Network:
-    """anvil + contracts + `proxies` proxy processes + the owner's agent (threshold t).
+    """anvil (or `node`) + contracts + `proxies` proxy processes + the owner's agent
+    (threshold t).
 
     The agent runs with an agent key of its own, which the owner authorises on chain
     (``AccessRegistry.set_delegate``), and the owner's delegation keys sealed to it:
@@ -139,8 +141,10 @@ class Network:
         poll_interval: float = 0.1,
         proxy_workers: int | Sequence[int] = 1,
         anchor_every: float = 0.5,
+        node: ChainNode | None = None,
     ) -> None:
-        """``proxy_workers``: worker processes of every proxy, or of each in turn."""
+        """``proxy_workers``: worker processes of every proxy, or of each in turn;
+        ``node``: the EVM node to start and run on (a new anvil if not given)."""
         counts = (
             [proxy_workers] * proxies if isinstance(proxy_workers, int) else list(proxy_workers)
         )
@@ -148,8 +152,8 @@ class Network:
             raise ValueError(f"{len(counts)} worker counts for {proxies} proxies")
         self.base = base
         self.threshold = threshold
-        self.anvil = Anvil().start()
-        self.ledger = Ledger.deploy(Chain.rpc(self.anvil.url), dev_account(0))
+        self.node = (node or Anvil()).start()
+        self.ledger = Ledger.deploy(Chain.rpc(self.node.url), dev_account(0))
         self.deployment = base / "deployment.json"
         self.ledger.deployment.save(self.deployment)
         self.keys = base / "keys"
@@ -161,7 +165,7 @@ class Network:
             json.dumps(self.owner.delegation_keys().seal(self.agent_id.umbral_public_key))
         )
         self.proxy_ids = [self._account(dev_account(5 + i)) for i in range(proxies)]
-        common = ["--rpc", self.anvil.url, "--deployment", str(self.deployment), "--keys"]
+        common = ["--rpc", self.node.url, "--deployment", str(self.deployment), "--keys"]
         self.proxies = [
             Service(
                 "proxy",
@@ -194,6 +198,11 @@ class Network:
         return import_account(self.keys, account.key.hex(), PASSWORD, scrypt_n=2**4)
 
     @property
+    def anvil(self) -> ChainNode:
+        """The chain node (the name from when it was always anvil)."""
+        return self.node
+
+    @property
     def proxy_urls(self) -> list[str]:
         return [p.url for p in self.proxies]
 
@@ -207,7 +216,7 @@ class Network:
     def stop(self) -> None:
         for service in [self.agent, *self.proxies]:
             service.stop()
-        self.anvil.stop()
+        self.node.stop()
 
     def delegated(self, dataset: int, consumer: str, version: int | None = None) -> bool:
         rows: list[dict[str, Any]] = httpx.get(
