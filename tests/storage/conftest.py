@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
-from storage_helpers import Encoded, encode_bytes
+from storage_helpers import DealNetwork, Encoded, encode_bytes
+
+from datagora.ledger import Ledger
 
 
 @pytest.fixture
 def sample() -> Encoded:
     return encode_bytes(b"rows of private data, " * 40, chunk_size=100, k=3, n=5)
+
+
+@pytest.fixture
+def deal_network(tmp_path: Path, embedded_ledger: Ledger) -> Iterator[DealNetwork]:
+    """Five registered storage nodes and a funded owner on the embedded chain."""
+    network = DealNetwork(embedded_ledger, tmp_path, 5)
+    try:
+        yield network
+    finally:
+        network.stop()

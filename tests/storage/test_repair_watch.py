@@ -1,0 +1,126 @@
+"""The owner's repair watcher (market/repair_watch.py) on the embedded chain with real
+storage nodes: a deal node that leaves, or is slashed, has its shares moved onto a
+registered node that held nothing of the dataset, paid by a replacement deal; a
+restart never repairs twice; a dataset that cannot be repaired backs off without
+holding up the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage_helpers import DealNetwork
+
+from datagora.ledger import dev_account
+from datagora.ledger.deals import DealTerms, PeriodState
+from datagora.market.repair_watch import RepairWatch
+
+
+def _holders(net: DealNetwork, manifest_hash: bytes) -> set[str]:
+    client = net.owner.storage()
+    placement = client.fetch_placement(client.fetch_manifest(manifest_hash))
+    assert placement is not None
+    return {loc for locs in placement.locations.values() for loc in locs}
+
+
+def test_a_leaving_deal_node_is_repaired_onto_a_fresh_node_exactly_once(
+    deal_network: DealNetwork, tmp_path: Path
+) -> None:
+    net, ledger = deal_network, deal_network.ledger
+    assert ledger.deals is not None
+    stored = net.store(on=[0, 1, 2])
+    assert set(stored.holders) == set(net.urls[:3])
+    fresh = set(net.urls[3:])
+    terms = DealTerms(10**15, 10**16, 10**15, 4, 40, 20, 4)
+    deal = net.open_deal(stored, terms)
+    lines: list[str] = []
+    state = tmp_path / "watch.db"
+    watch = RepairWatch(net.owner, state, page=7, say=lines.append)
+    assert watch.run_once() == [] and watch.cursor == ledger.chain.block_number
+    assert watch.troubles() == []
+
+    leaver = stored.holders[0]
+    ledger.registry.leave(net.accounts[leaver])
+    net.node(leaver).stop()  # gone for good: its shares are rebuilt from the others
+    (action,) = watch.run_once()
+    assert action.action == "repaired", action
+    assert action.deals == (deal,) and action.nodes == (net.accounts[leaver].address,)
+    assert action.rebuilt > 0 and action.recorded_tx and action.replacement_deal
+    assert lines == [action.line()] and "leaving" in watch.troubles()[0]["reason"]
+    # The shares left the leaving node for nodes that held nothing of the dataset.
+    now_at = _holders(net, stored.manifest_hash)
+    assert leaver not in now_at and now_at & fresh
+    # A new deal (the old one's node list is fixed on chain) pays exactly them, for
+    # the periods the old deal had left.
+    new = action.replacement_deal
+    paid = {s.node for s in ledger.deals.slots(new)}
+    assert paid == {net.accounts[u].address for u in now_at & fresh}
+    old, replacement = ledger.deals.deal(deal), ledger.deals.deal(new)
+    assert replacement.terms.periods == old.end_period - ledger.deals.current_period(deal)
+    (recorded,) = ledger.storage_log.find_events("StorageRepaired", stored.dataset)
+    assert recorded["shares_rebuilt"] == action.rebuilt
+
+    # Restarted, and with a later event about the same node in the same deal (its
+    # missed period 0 slashed by a stranger), it repairs nothing again.
+    cursor = watch.cursor
+    watch.close()
+    deals_before = ledger.deals.deal_count()
+    again = RepairWatch(net.owner, state, say=lines.append)
+    assert again.cursor == cursor > 0
+    net.advance_to(old.window_end(0))
+    ledger.deals.slash_missed(dev_account(4), deal, net.accounts[leaver].address, 0)
+    assert again.run_once() == [] and ledger.deals.deal_count() == deals_before
+    assert len(lines) == 1 and again.troubles(pending_only=True) == []
+
+    # The data downloads with the leaving node stopped, and the new node proves its deal.
+    out = tmp_path / "back.bin"
+    net.owner.storage().download(stored.manifest_hash, stored.key, out)
+    assert out.read_bytes() == stored.payload
+    (url,) = [u for u in now_at & fresh][:1]
+    prover = net.prover(url)
+    prover.join(new)
+    net.advance_to(replacement.seed_block(0) + 1)
+    assert (new, 0) in [(d, p) for d, p, _ in prover.run_once([new])]
+    assert ledger.deals.state_of(new, net.accounts[url].address, 0) is PeriodState.PROVEN
+    again.close()
+
+
+def test_a_slashed_node_is_repaired_and_a_dataset_that_cannot_be_backs_off(
+    deal_network: DealNetwork, tmp_path: Path
+) -> None:
+    net, ledger = deal_network, deal_network.ledger
+    assert ledger.deals is not None
+    a = net.store(on=[0, 1, 2])
+    b = net.store(on=[0, 1, 2, 3, 4])  # every node holds some of it: none is free
+    assert len(b.holders) == 5
+    # A missed period costs more than the collateral: the rest comes off the stake.
+    terms = DealTerms(10**15, 10**16, 10**18, 4, 40, 20, 4)
+    deal_a, deal_b = net.open_deal(a, terms), net.open_deal(b, terms)
+    clock = [1_000.0]
+    lines: list[str] = []
+    watch = RepairWatch(
+        net.owner, tmp_path / "watch.db", retry_first=30, say=lines.append, clock=lambda: clock[0]
+    )
+    assert watch.run_once() == []
+    sleeper = net.urls[0]
+    node = net.accounts[sleeper].address
+    info = ledger.deals.deal(deal_a)
+    net.advance_to(info.window_end(0))
+    ledger.deals.slash_missed(dev_account(4), deal_a, node, 0)
+    assert ledger.registry.stake_of(node) < ledger.registry.required_stake(1)
+
+    actions = {x.dataset: x for x in watch.run_once()}
+    assert actions.keys() == {a.dataset, b.dataset}
+    assert actions[a.dataset].action == "repaired" and actions[a.dataset].replacement_deal
+    assert actions[b.dataset].action == "failed" and "no registered" in actions[b.dataset].detail
+    reasons = {t["deal"]: t["reason"] for t in watch.troubles()}
+    assert reasons[deal_a].startswith("missed period 0 (slashed")
+    assert "stake below the minimum" in reasons[deal_b]
+    assert sleeper not in _holders(net, a.manifest_hash)
+    assert sleeper in _holders(net, b.manifest_hash)
+    # Backing off: not tried again before its time, then tried again (and logged).
+    assert watch.run_once() == []
+    clock[0] += 31
+    (retry,) = watch.run_once()
+    assert retry.action == "failed" and "attempt 2, next in 60 s" in retry.detail
+    assert len(lines) == 3
+    watch.close()
