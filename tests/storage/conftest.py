@@ -24,3 +24,15 @@ def deal_network(tmp_path: Path, embedded_ledger: Ledger) -> Iterator[DealNetwor
         yield network
     finally:
         network.stop()
+
+
+@pytest.fixture
+def anvil_deal_network(tmp_path: Path, _anvil_ledger: Ledger) -> Iterator[DealNetwork]:
+    """Four registered storage nodes and a funded owner on anvil (reverted after)."""
+    snapshot = _anvil_ledger.chain.snapshot()
+    network = DealNetwork(_anvil_ledger, tmp_path, 4)
+    try:
+        yield network
+    finally:
+        network.stop()
+        _anvil_ledger.chain.revert(snapshot)

@@ -6,8 +6,11 @@ holding up the others."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from storage_helpers import DealNetwork
 
 from datagora.ledger import dev_account
@@ -124,3 +127,56 @@ def test_a_slashed_node_is_repaired_and_a_dataset_that_cannot_be_backs_off(
     assert retry.action == "failed" and "attempt 2, next in 60 s" in retry.detail
     assert len(lines) == 3
     watch.close()
+
+
+@pytest.mark.anvil
+def test_storage_watch_repairs_on_anvil_from_the_cli_and_node_earnings_shows_it(
+    anvil_deal_network: DealNetwork, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from datagora.cli.app import app
+    from datagora.crypto.keys import import_account
+    from datagora.node.network import Network
+
+    net, ledger = anvil_deal_network, anvil_deal_network.ledger
+    assert ledger.deals is not None
+    stored = net.store(on=[0, 1, 2])
+    deal = net.open_deal(stored, DealTerms(10**15, 10**16, 10**15, 4, 40, 20, 4))
+    keys = tmp_path / "keys"
+    import_account(keys, bytes(dev_account(1).key).hex(), "pw", "owner", scrypt_n=2**4)
+    file = tmp_path / "network.json"
+    Network(ledger.chain.url, ledger.deployment, storage=net.urls).save(file)
+    env = {
+        "DATAGORA_NETWORK": str(file),
+        "DATAGORA_KEYS_DIR": str(keys),
+        "DATAGORA_PASSWORD": "pw",
+        "DATAGORA_ACCOUNT": "",
+    }
+    state = tmp_path / "watch.db"
+
+    def cli(*args: str) -> Any:
+        result = CliRunner().invoke(app, [*args, "--json"], env=env)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    watch = ("storage", "watch", "--once", "--account", "owner", "--state", str(state))
+    assert cli(*watch)["actions"] == []
+    leaver = stored.holders[1]
+    ledger.registry.leave(net.accounts[leaver])
+    net.node(leaver).stop()
+    (action,) = cli(*watch)["actions"]
+    assert action["action"] == "repaired" and action["deals"] == [deal]
+    assert action["nodes"] == [net.accounts[leaver].address] and action["replacement_deal"]
+    assert cli(*watch)["actions"] == []  # a new process reads the same state: done already
+    (fresh,) = set(net.urls) - set(stored.holders)
+    assert fresh in _holders(net, stored.manifest_hash)
+    address = net.accounts[fresh].address
+    earned = cli("node", "earnings", address)
+    assert earned == cli("storage", "earnings", address)
+    assert [d["deal"] for d in earned["deals"]] == [action["replacement_deal"]]
+    out = tmp_path / "back.bin"
+    net.owner.storage().download(stored.manifest_hash, stored.key, out)
+    assert out.read_bytes() == stored.payload
