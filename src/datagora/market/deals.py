@@ -313,6 +313,9 @@ def rebuild_away(
     holding = (
         {u.rstrip("/") for where in before.locations.values() for u in where} if before else set()
     )
+    if before is not None and not holding & bad:
+        # Nothing of it on the troubled nodes (moved already): nothing to rebuild.
+        return Rebuilt(dataset, info.manifest_hash, 0, True, before.digest(), {})
     place_on: set[str] | None = None
     if fresh_only:
         place_on = {u for u in registered if u not in holding}

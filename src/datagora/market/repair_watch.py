@@ -253,7 +253,9 @@ class RepairWatch:
                 continue
             try:
                 action = self._repair(dataset, found, job)
-            except (DatagoraError, OSError) as exc:
+            except Exception as exc:  # any failure backs off this dataset only
+                if not isinstance(exc, (DatagoraError, OSError)):
+                    _log.exception("repair of dataset %d failed unexpectedly", dataset)
                 attempts = int(job["attempts"]) + 1
                 wait = min(self.retry_max, self.retry_first * 2 ** (attempts - 1))
                 self._db.execute(
@@ -385,6 +387,8 @@ class RepairWatch:
                 self.run_once()
             except DatagoraError as exc:  # the chain is away: the next round tries again
                 _log.warning("repair watcher: %s", exc)
+            except Exception:  # a thread that dies says nothing: log it, go on next round
+                _log.exception("repair watcher round failed")
             self._stop.wait(self.every)
 
     def start(self) -> RepairWatch:
