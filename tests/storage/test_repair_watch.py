@@ -180,3 +180,38 @@ def test_storage_watch_repairs_on_anvil_from_the_cli_and_node_earnings_shows_it(
     out = tmp_path / "back.bin"
     net.owner.storage().download(stored.manifest_hash, stored.key, out)
     assert out.read_bytes() == stored.payload
+
+
+@pytest.mark.anvil
+def test_up_runs_the_owner_watcher_and_the_network_heals_by_itself(
+    anvil_deal_network: DealNetwork, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from datagora.node import launcher as launcher_module
+    from datagora.node.launcher import Launcher, LaunchPlan
+
+    net, ledger = anvil_deal_network, anvil_deal_network.ledger
+    stored = net.store(on=[0, 1, 2])
+    deal = net.open_deal(stored, DealTerms(10**15, 10**16, 10**15, 4, 40, 20, 4))
+    monkeypatch.setattr(launcher_module, "REPAIR_EVERY", 0.2)
+    said: list[str] = []
+    launcher = Launcher(LaunchPlan(tmp_path / "up"), said.append)
+    (launcher.dir / "logs").mkdir(parents=True)
+    # What `up` does once every part answers: the watcher acts as the owner (account 1).
+    launcher._start_repair_watch(ledger.chain.url, ledger.deployment)
+    try:
+        leaver = stored.holders[2]
+        ledger.registry.leave(net.accounts[leaver])
+        deadline = time.monotonic() + 120
+        while not any("repaired" in line for line in said):
+            assert time.monotonic() < deadline, said
+            time.sleep(0.2)
+    finally:
+        launcher.stop()
+    (line,) = said
+    assert line.startswith(f"repair: dataset {stored.dataset}: repaired: moved off ")
+    assert f"(deal(s) {deal})" in line
+    assert line.split(" ", 1)[1] in (launcher.dir / "logs" / "repair.log").read_text()
+    assert leaver not in _holders(net, stored.manifest_hash)
+    assert ledger.deals.deal_count() == deal + 1
