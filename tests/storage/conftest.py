@@ -18,8 +18,8 @@ def sample() -> Encoded:
 
 @pytest.fixture
 def deal_network(tmp_path: Path, embedded_ledger: Ledger) -> Iterator[DealNetwork]:
-    """Five registered storage nodes and a funded owner on the embedded chain."""
-    network = DealNetwork(embedded_ledger, tmp_path, 5)
+    """Six registered storage nodes and a funded owner on the embedded chain."""
+    network = DealNetwork(embedded_ledger, tmp_path, 6)
     try:
         yield network
     finally:

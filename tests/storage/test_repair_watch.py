@@ -93,11 +93,14 @@ def test_a_slashed_node_is_repaired_and_a_dataset_that_cannot_be_backs_off(
     net, ledger = deal_network, deal_network.ledger
     assert ledger.deals is not None
     a = net.store(on=[0, 1, 2])
-    b = net.store(on=[0, 1, 2, 3, 4])  # every node holds some of it: none is free
-    assert len(b.holders) == 5
+    b = net.store(on=[0, 4, 5])  # nodes 4 and 5 stop: too few of its shares are left
+    c = net.store(on=[0, 1, 2, 3])  # no node free of it is up: it stays on its own nodes
+    assert len(c.holders) == 4
     # A missed period costs more than the collateral: the rest comes off the stake.
     terms = DealTerms(10**15, 10**16, 10**18, 4, 40, 20, 4)
-    deal_a, deal_b = net.open_deal(a, terms), net.open_deal(b, terms)
+    deal_a, deal_b, deal_c = (net.open_deal(x, terms) for x in (a, b, c))
+    for url in net.urls[4:]:
+        net.node(url).stop()
     clock = [1_000.0]
     lines: list[str] = []
     watch = RepairWatch(
@@ -112,20 +115,31 @@ def test_a_slashed_node_is_repaired_and_a_dataset_that_cannot_be_backs_off(
     assert ledger.registry.stake_of(node) < ledger.registry.required_stake(1)
 
     actions = {x.dataset: x for x in watch.run_once()}
-    assert actions.keys() == {a.dataset, b.dataset}
-    assert actions[a.dataset].action == "repaired" and actions[a.dataset].replacement_deal
-    assert actions[b.dataset].action == "failed" and "no registered" in actions[b.dataset].detail
+    assert actions.keys() == {a.dataset, b.dataset, c.dataset}
     reasons = {t["deal"]: t["reason"] for t in watch.troubles()}
     assert reasons[deal_a].startswith("missed period 0 (slashed")
-    assert "stake below the minimum" in reasons[deal_b]
-    assert sleeper not in _holders(net, a.manifest_hash)
-    assert sleeper in _holders(net, b.manifest_hash)
-    # Backing off: not tried again before its time, then tried again (and logged).
+    assert "stake below the minimum" in reasons[deal_b] == reasons[deal_c]
+    # a: onto the one node free of it that is up, paid by a new deal.
+    assert actions[a.dataset].action == "repaired" and actions[a.dataset].replacement_deal
+    assert _holders(net, a.manifest_hash) == {net.urls[1], net.urls[2], net.urls[3]}
+    assert {s.node for s in ledger.deals.slots(actions[a.dataset].replacement_deal)} == {
+        net.accounts[net.urls[3]].address
+    }
+    # c: onto its other nodes (redundancy first); its deal pays them already.
+    assert actions[c.dataset].action == "repaired" and actions[c.dataset].rebuilt > 0
+    assert actions[c.dataset].replacement_deal is None and "no replacement deal" in lines[-1]
+    assert _holders(net, c.manifest_hash) == {net.urls[1], net.urls[2], net.urls[3]}
+    out = tmp_path / "c.bin"
+    net.owner.storage().download(c.manifest_hash, c.key, out)
+    assert out.read_bytes() == c.payload
+    # b fails and backs off: not tried again before its time, then tried again.
+    assert actions[b.dataset].action == "failed" and "attempt 1" in actions[b.dataset].detail
     assert watch.run_once() == []
     clock[0] += 31
     (retry,) = watch.run_once()
-    assert retry.action == "failed" and "attempt 2, next in 60 s" in retry.detail
-    assert len(lines) == 3
+    assert retry.dataset == b.dataset and retry.action == "failed"
+    assert "attempt 2, next in 60 s" in retry.detail
+    assert len(lines) == 4
     watch.close()
 
 

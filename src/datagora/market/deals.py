@@ -285,17 +285,19 @@ def rebuild_away(
     m: Marketplace,
     dataset: int,
     troubled: Mapping[str, str | None],
-    fresh_only: bool = False,
+    prefer_fresh: bool = False,
 ) -> Rebuilt:
     """Rebuild the shares of ``dataset``'s current version that the ``troubled`` nodes
     (account -> endpoint, None if unknown) hold onto other registered, active storage
     nodes and write the new placement record (as this marketplace's account, the
     controller). The troubled nodes are still read (a slashed or leaving node may
-    serve its shares: they help rebuild), never written to. With ``fresh_only`` the
-    rebuilt shares go only to nodes holding nothing of the dataset yet (so a new deal
-    pays them for exactly what they were given); DealError if there is none."""
+    serve its shares: they help rebuild), never written to. With ``prefer_fresh`` the
+    rebuilt shares go to nodes holding nothing of the dataset yet (so a new deal can
+    pay them for exactly what they were given) when that restores every chunk, else
+    to any other healthy node (redundancy first)."""
     from datagora.ledger.registry import Role
     from datagora.storage.client import StorageClient
+    from datagora.storage.errors import RepairError
     from datagora.storage.repair import Repairer
 
     bad = {u.rstrip("/") for u in troubled.values() if u}
@@ -316,19 +318,21 @@ def rebuild_away(
     if before is not None and not holding & bad:
         # Nothing of it on the troubled nodes (moved already): nothing to rebuild.
         return Rebuilt(dataset, info.manifest_hash, 0, True, before.digest(), {})
-    place_on: set[str] | None = None
-    if fresh_only:
-        place_on = {u for u in registered if u not in holding}
-        if not place_on:
-            raise DealError(
-                f"dataset {dataset}: no registered, active storage node free of it to "
-                "repair onto (register another storage node)"
-            )
-    elif not [u for u in nodes if u not in bad]:
+    if not [u for u in nodes if u not in bad]:
         raise DealError(f"dataset {dataset}: no storage node is left to repair onto")
-    report = Repairer(nodes, signer=m.identity.account, avoid=bad, place_on=place_on).repair(
-        info.manifest_hash
-    )
+    fresh = {u for u in registered if u not in holding} if prefer_fresh else set()
+    report = None
+    first = 0
+    if fresh:
+        try:
+            report = Repairer(nodes, signer=m.identity.account, avoid=bad, place_on=fresh).repair(
+                info.manifest_hash
+            )
+        except RepairError as exc:  # the fresh nodes alone could not take every chunk's shares
+            first = getattr(exc.report, "rebuilt", 0)
+    if report is None:
+        report = Repairer(nodes, signer=m.identity.account, avoid=bad).repair(info.manifest_hash)
+        report.rebuilt += first
     moved: dict[str, str] = {}
     if report.rebuilt and report.placement is not None and before is not None:
         for share, where in report.placement.locations.items():

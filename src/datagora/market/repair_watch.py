@@ -10,10 +10,12 @@ resumes from there, and a pair once handled is never handled again.
 
 Each dataset with queued pairs is then repaired in steps, each saved before the
 next: (1) the troubled nodes' shares are rebuilt onto registered, active storage
-nodes holding nothing of the dataset yet (:func:`~datagora.market.deals.rebuild_away`);
+nodes holding nothing of the dataset yet, or, if they cannot take every chunk's
+missing shares, onto any other healthy node (:func:`~datagora.market.deals.rebuild_away`);
 (2) the repair is recorded on chain (``StorageLog.record_repair``); (3) a new deal is
-opened paying the nodes that received the shares, for the periods the troubled deal
-had left and on its terms (a deal's node list and each node's share-list root are
+opened paying the nodes that received the shares (those a running deal of the
+dataset does not pay already), for the periods the troubled deal had left and on
+its terms (a deal's node list and each node's share-list root are
 fixed when it opens, so the troubled deal cannot be amended: its troubled node
 keeps missing periods, each refunded to the owner). A dataset whose repair fails
 is tried again after a back-off (doubling, capped); the others go on.
@@ -333,7 +335,7 @@ class RepairWatch:
             except NotFound:
                 troubled[str(t["node"])] = None
         if job["rebuilt"] is None:
-            done = rebuild_away(self.m, dataset, troubled, fresh_only=True)
+            done = rebuild_away(self.m, dataset, troubled, prefer_fresh=True)
             saved = dataclasses.asdict(done)
             saved["manifest_hash"] = done.manifest_hash.hex()
             saved["placement_hash"] = done.placement_hash.hex() if done.placement_hash else None
@@ -353,26 +355,48 @@ class RepairWatch:
             recorded = record_rebuilt(self.m, done).tx_hash
             self._set_job(dataset, "recorded_tx", recorded)
         replacement = job["replacement_deal"]
-        if replacement is None and done.moved_to:
-            replacement, _ = open_deal(self.m, dataset, done.moved_to, terms)
+        # Pay the nodes that took the shares unless a running deal of this dataset
+        # pays them already (no free node was left: they hold more of it now).
+        covered = self._covered(dataset, version, block)
+        unpaid = {u: a for u, a in done.moved_to.items() if a.lower() not in covered}
+        if replacement is None and unpaid:
+            replacement, _ = open_deal(self.m, dataset, unpaid, terms)
             self._set_job(dataset, "replacement_deal", replacement)
         how = f"rebuilt {done.rebuilt} share(s)" + (
             f", replacement deal {replacement}" if replacement else ""
         )
         self._close(dataset, found, how)
         onto = ", ".join(done.moved_to) or "nowhere new"
+        if replacement:
+            paid = f"replacement deal {replacement} for {terms.periods} period(s)"
+        else:
+            paid = "no replacement deal (the nodes that took them are in a deal of it already)"
         return RepairAction(
             dataset,
             "repaired",
             f"moved off {', '.join(nodes)} (deal(s) {', '.join(map(str, deals))}): "
-            f"{done.rebuilt} share(s) rebuilt onto {onto}; recorded {recorded}; "
-            f"replacement deal {replacement} for {terms.periods} period(s)",
+            f"{done.rebuilt} share(s) rebuilt onto {onto}; recorded {recorded}; {paid}",
             deals,
             nodes,
             done.rebuilt,
             recorded,
             replacement,
         )
+
+    def _covered(self, dataset: int, version: int, block: int) -> set[str]:
+        """The nodes (lower case) an unsettled slot of a running deal of the owner on
+        ``dataset``'s current version pays."""
+        out: set[str] = set()
+        for deal, (ds, _) in self._known().items():
+            if ds != dataset:
+                continue
+            info = self.deals.deal(deal)
+            if info.version != version or info.end_period == 0:
+                continue
+            if block >= info.window_end(info.end_period - 1):
+                continue
+            out |= {s.node.lower() for s in self.deals.slots(deal) if not s.settled}
+        return out
 
     # -- running --------------------------------------------------------------------------
 
