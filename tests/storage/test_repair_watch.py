@@ -229,3 +229,25 @@ def test_up_runs_the_owner_watcher_and_the_network_heals_by_itself(
     assert line.split(" ", 1)[1] in (launcher.dir / "logs" / "repair.log").read_text()
     assert leaver not in _holders(net, stored.manifest_hash)
     assert ledger.deals.deal_count() == deal + 1
+
+
+def test_a_raised_minimum_stake_queues_the_deal_nodes_it_leaves_below(
+    deal_network: DealNetwork, tmp_path: Path
+) -> None:
+    from datagora.ledger import Role
+
+    net, ledger = deal_network, deal_network.ledger
+    stored = net.store(on=[0, 1, 2])
+    deal = net.open_deal(stored, DealTerms(10**15, 10**16, 10**15, 4, 40, 20, 4))
+    watch = RepairWatch(net.owner, tmp_path / "watch.db")
+    assert watch.follow() == 0
+    rich = net.accounts[stored.holders[0]]
+    ledger.registry.add_stake(rich, 10**19)  # stays above the new minimum
+    ledger.registry.set_min_stake(dev_account(0), Role.STORAGE, 2 * 10**19)
+    assert watch.follow() == 2
+    queued = {(t["deal"], t["node"], t["reason"]) for t in watch.troubles(pending_only=True)}
+    assert queued == {
+        (deal, net.accounts[u].address, "stake below the minimum") for u in stored.holders[1:]
+    }
+    assert watch.follow() == 0  # read once
+    watch.close()
