@@ -1,15 +1,17 @@
 """Helpers shared by the storage tests: encode a byte string into an in-memory store;
-run storage nodes in threads."""
+run storage nodes in threads; a network of registered nodes for storage deals."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -166,3 +168,96 @@ class ThreadNode:
     def __exit__(self, *exc: object) -> None:
         self.client.close()
         self.stop()
+
+
+@dataclass
+class StoredDataset:
+    """A dataset uploaded to some of a :class:`DealNetwork`'s nodes and published."""
+
+    dataset: int
+    payload: bytes
+    key: DataKey
+    manifest_hash: bytes
+    holders: list[str]
+
+
+class DealNetwork:
+    """Storage nodes in threads, each registered in the NodeRegistry (storage role)
+    with development account ``5 + i``, funded with market tokens, and an owner
+    (:data:`WRITER`, development account 1) as an SDK :class:`~datagora.sdk.Market`
+    with market tokens: the set-up of a storage deal test. Built by the
+    ``deal_network`` fixture (tests/storage/conftest.py)."""
+
+    def __init__(self, ledger: Any, base: Path, count: int) -> None:
+        from datagora.ledger import Role
+        from datagora.market import Endpoints
+        from datagora.node.connect import dev_identity
+        from datagora.node.registration import DevNode, register_dev_nodes
+        from datagora.sdk import Market
+
+        self.ledger = ledger
+        self.base = base
+        self.nodes = [ThreadNode(base / f"node{i}") for i in range(count)]
+        for node in self.nodes:
+            node.start()
+        self.urls = [n.url for n in self.nodes]
+        self.accounts = {url: dev_account(5 + i) for i, url in enumerate(self.urls)}
+        register_dev_nodes(ledger, [DevNode(a, Role.STORAGE, u) for u, a in self.accounts.items()])
+        for account in [*self.accounts.values(), WRITER]:
+            ledger.market_token.mint(dev_account(0), account.address, 10**21)
+        self.owner = Market(ledger, Endpoints(storage=self.urls), dev_identity(1))
+
+    def node(self, url: str) -> ThreadNode:
+        return self.nodes[self.urls.index(url)]
+
+    def store(self, on: list[int], size: int = 40_000, k: int = 2, n: int = 3) -> StoredDataset:
+        """Upload ``size`` random bytes to the nodes ``on`` (indexes) and publish them."""
+        from datagora.ledger import Pricing, PublishParams
+        from datagora.storage.client import StorageClient
+        from datagora.storage.pipeline import new_dataset_id
+
+        urls = [self.urls[i] for i in on]
+        src = self.base / f"in-{len(list(self.base.glob('in-*')))}.bin"
+        payload = os.urandom(size)
+        src.write_bytes(payload)
+        key = DataKey.generate()
+        params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=k, n=n)
+        result = StorageClient(urls, signer=WRITER).upload(src, params, key, OWNER.public_key())
+        published = self.ledger.factory.publish(
+            WRITER,
+            PublishParams(
+                metadata_hash=hashlib.sha256(src.name.encode()).digest(),
+                metadata_uri="https://example.org/meta.json",
+                manifest_hash=result.manifest_hash,
+                merkle_root=result.root,
+                pricing=Pricing.NONE,
+                price=0,
+                market_fee_bps=0,
+                market_fee_recipient=dev_account(3).address,
+                dispenser_max_per_address=0,
+            ),
+        )
+        holders = sorted({u for locs in result.placement.locations.values() for u in locs})
+        return StoredDataset(published.dataset, payload, key, result.manifest_hash, holders)
+
+    def open_deal(self, stored: StoredDataset, terms: Any) -> int:
+        """A deal paying every node holding ``stored``; each joins (posts collateral)."""
+        deal = self.owner.open_storage_deal(
+            stored.dataset, {u: self.accounts[u].address for u in stored.holders}, terms
+        )
+        for url in stored.holders:
+            self.prover(url).join(deal)
+        return int(deal)
+
+    def prover(self, url: str) -> Any:
+        from datagora.market.deals import node_prover
+
+        return node_prover(self.owner, self.node(url).data_dir, self.accounts[url])
+
+    def advance_to(self, block: int) -> None:
+        while self.ledger.chain.block_number < block:
+            self.ledger.chain.advance_time(1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

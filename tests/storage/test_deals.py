@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
-from storage_helpers import ThreadNode
+from storage_helpers import DealNetwork, ThreadNode
 
 from datagora.crypto.aead import DataKey
 from datagora.ledger import Ledger, Pricing, dev_account
@@ -480,85 +480,48 @@ def test_nodes_join_and_prove_their_deals_by_themselves_on_anvil(
 
 
 def test_an_owner_repairs_away_from_slashed_and_leaving_deal_nodes(
-    tmp_path: Path, embedded_ledger: Ledger
+    tmp_path: Path, deal_network: DealNetwork
 ) -> None:
-    from datagora.ledger import Role
-    from datagora.market import Endpoints
-    from datagora.market.deals import node_prover, repair_deals, troubled_deals
-    from datagora.node.connect import dev_identity
-    from datagora.node.registration import DevNode, register_dev_nodes
-    from datagora.sdk import Market
+    from datagora.market.deals import repair_deals, troubled_deals
 
-    ledger = embedded_ledger
+    net, ledger, owner = deal_network, deal_network.ledger, deal_network.owner
     assert ledger.deals is not None
-    started = [ThreadNode(tmp_path / f"node{i}") for i in range(5)]
-    for node in started:
-        node.start()
-    try:
-        urls = [n.url for n in started]
-        accounts = {url: dev_account(5 + i) for i, url in enumerate(urls)}
-        register_dev_nodes(ledger, [DevNode(a, Role.STORAGE, u) for u, a in accounts.items()])
-        for account in accounts.values():
-            fund(ledger, account.address)
-        fund(ledger, OWNER.address)
-        src = tmp_path / "in.bin"
-        payload = os.urandom(60_000)
-        src.write_bytes(payload)
-        params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=3)
-        key = DataKey.generate()
-        result = StorageClient(urls, signer=OWNER).upload(src, params, key, WRAP_OWNER.public_key())
-        dataset = publish(
-            ledger,
-            Pricing.NONE,
-            manifest_hash=result.manifest_hash,
-            merkle_root=result.root,
-            metadata_hash=h("repair"),
-        ).dataset
-        owner = Market(ledger, Endpoints(storage=urls), dev_identity(1))
-        holding = sorted(set(loc for locs in result.placement.locations.values() for loc in locs))
-        assert len(holding) == 5
-        price = 10**15
-        terms = DealTerms(price, 10**16, 10**15, 4, 40, 20, 4)
-        deal = owner.open_storage_deal(dataset, {u: accounts[u].address for u in holding}, terms)
-        provers = {
-            u: node_prover(owner, started[urls.index(u)].data_dir, accounts[u]) for u in holding
-        }
-        for prover in provers.values():
-            prover.join(deal)
-        assert troubled_deals(owner) == []
-        info = ledger.deals.deal(deal)
-        while ledger.chain.block_number <= info.seed_block(0):
-            ledger.chain.advance_time(1)
-        sleeper, leaver = holding[0], holding[1]
-        for url, prover in provers.items():
-            if url != sleeper:  # it sleeps through period 0
-                assert [p for _, p, _ in prover.run_once([deal])] == [0]
-        while ledger.chain.block_number < info.window_end(0):
-            ledger.chain.advance_time(1)
-        (missed,) = troubled_deals(owner)
-        assert missed.node == accounts[sleeper].address and "missed a period" in missed.reason
-        ledger.registry.leave(accounts[leaver])
-        troubles = {t.node: t.reason for t in troubled_deals(owner)}
-        assert troubles.keys() == {accounts[sleeper].address, accounts[leaver].address}
-        assert "leaving in the registry" in troubles[accounts[leaver].address]
-        # Another owner's view has no trouble: the deal is not theirs.
-        assert troubled_deals(owner, dev_account(2).address) == []
+    stored = net.store(on=[0, 1, 2, 3, 4], size=60_000)
+    assert stored.holders == sorted(net.urls[:5])
+    holding, accounts = stored.holders, net.accounts
+    price = 10**15
+    terms = DealTerms(price, 10**16, 10**15, 4, 40, 20, 4)
+    deal = net.open_deal(stored, terms)
+    provers = {u: net.prover(u) for u in holding}
+    assert troubled_deals(owner) == []
+    info = ledger.deals.deal(deal)
+    net.advance_to(info.seed_block(0) + 1)
+    sleeper, leaver = holding[0], holding[1]
+    for url, prover in provers.items():
+        if url != sleeper:  # it sleeps through period 0
+            assert [p for _, p, _ in prover.run_once([deal])] == [0]
+    net.advance_to(info.window_end(0))
+    (missed,) = troubled_deals(owner)
+    assert missed.node == accounts[sleeper].address and "missed a period" in missed.reason
+    ledger.registry.leave(accounts[leaver])
+    troubles = {t.node: t.reason for t in troubled_deals(owner)}
+    assert troubles.keys() == {accounts[sleeper].address, accounts[leaver].address}
+    assert "leaving in the registry" in troubles[accounts[leaver].address]
+    # Another owner's view has no trouble: the deal is not theirs.
+    assert troubled_deals(owner, dev_account(2).address) == []
 
-        (row,) = repair_deals(owner, replacement=terms)
-        assert row["dataset"] == dataset and row["deals"] == [deal]
-        assert row["rebuilt"] > 0 and row["healthy"] and row["recorded_tx"]
-        verified = owner.storage().fetch_manifest(result.manifest_hash)
-        placement = owner.storage().fetch_placement(verified)
-        assert placement is not None
-        now_at = {loc for locs in placement.locations.values() for loc in locs}
-        assert sleeper not in now_at and leaver not in now_at
-        new = row["replacement_deal"]
-        assert new is not None and new != deal
-        named = {s.node for s in ledger.deals.slots(new)}
-        assert named and named.isdisjoint({accounts[sleeper].address, accounts[leaver].address})
-        out = tmp_path / "back.bin"
-        owner.storage().download(result.manifest_hash, key, out)
-        assert out.read_bytes() == payload
-    finally:
-        for node in started:
-            node.stop()
+    (row,) = repair_deals(owner, replacement=terms)
+    assert row["dataset"] == stored.dataset and row["deals"] == [deal]
+    assert row["rebuilt"] > 0 and row["healthy"] and row["recorded_tx"]
+    verified = owner.storage().fetch_manifest(stored.manifest_hash)
+    placement = owner.storage().fetch_placement(verified)
+    assert placement is not None
+    now_at = {loc for locs in placement.locations.values() for loc in locs}
+    assert sleeper not in now_at and leaver not in now_at
+    new = row["replacement_deal"]
+    assert new is not None and new != deal
+    named = {s.node for s in ledger.deals.slots(new)}
+    assert named and named.isdisjoint({accounts[sleeper].address, accounts[leaver].address})
+    out = tmp_path / "back.bin"
+    owner.storage().download(stored.manifest_hash, stored.key, out)
+    assert out.read_bytes() == stored.payload

@@ -13,10 +13,10 @@ from datagora.cli.benchmarks import bench_app
 from datagora.cli.common import err, io_failure, what_to_do
 from datagora.cli.compute import commands as compute_commands
 from datagora.cli.compute import compute_app, jobs_app
-from datagora.cli.deals import storage_app
+from datagora.cli.deals import earnings, storage_app
 from datagora.cli.flows import account_app, conditions_app, kv_app
 from datagora.cli.flows import commands as flow_commands
-from datagora.cli.network import chain_app, demo_commands
+from datagora.cli.network import chain_app, demo_commands, node_app
 from datagora.cli.network import commands as network_commands
 from datagora.cli.proxies import proxies_app
 from datagora.cli.search import commands as search_commands
@@ -107,6 +107,8 @@ app.add_typer(account_app, name="account")
 app.add_typer(kv_app, name="kv")
 app.add_typer(conditions_app, name="conditions")
 app.add_typer(storage_app, name="storage")
+# The issue names `node earnings`; it is `storage earnings` (one implementation).
+node_app.command("earnings")(earnings)
 app.add_typer(proxies_app, name="proxies")
 
 

@@ -1,9 +1,12 @@
 """`datagora storage …`: paid storage deals — what an owner pays (`storage deals`),
-what a node earns (`storage earnings`), opening and ending deals, the detection
-odds of a deal's parameters, and the prover a storage node runs (`storage prove`)."""
+what a node earns (`storage earnings`, also `node earnings`), opening and ending
+deals, the detection odds of a deal's parameters, the prover a storage node runs
+(`storage prove`) and the owner's repair watcher (`storage watch`)."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,9 +112,10 @@ def earnings(
     keys: KeysOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """What a storage node earned, proved and lost, per deal.
+    """What a storage node earned, proved and lost, per deal (`datagora node earnings`
+    and `datagora storage earnings` are the same command).
 
-    Example: datagora storage earnings storage1
+    Example: datagora node earnings storage1
     """
     from datagora.market.deals import node_earnings
 
@@ -274,3 +278,76 @@ def prove(
         if not loop:
             return
         time.sleep(every)
+
+
+def default_watch_state(owner: str) -> Path:
+    """Where `storage watch` keeps its state: next to the network file's state (a
+    `datagora up` network), else in ~/.datagora."""
+    from datagora.cli.common import network_or_none
+
+    net = network_or_none()
+    base = Path(net.state_dir) if net is not None and net.state_dir else Path.home() / ".datagora"
+    return base / f"repair-watch-{owner.lower()}.db"
+
+
+@storage_app.command("watch")
+def watch(
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="SQLite file of the last block read and the repairs done "
+            "(default: the network's state directory, else ~/.datagora)."
+        ),
+    ] = None,
+    every: Annotated[float, typer.Option(help="Seconds between rounds.")] = 12.0,
+    once: Annotated[bool, typer.Option(help="One round, then exit.")] = False,
+    account: AccountOption = None,
+    keys: KeysOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Repair your storage deals by yourself: follow the chain for deal nodes that leave
+    the registry, are slashed, fall below the minimum stake or miss a period; move
+    their shares onto a registered storage node holding nothing of the dataset,
+    record the repair and open a replacement deal paying that node for the periods
+    left. One line per action (--json: one JSON object per line; with --once one
+    document); restarting never repairs twice. Runs until stopped.
+
+    Example: datagora storage watch --account owner
+    """
+    from datagora.cli.common import err
+    from datagora.errors import DatagoraError
+    from datagora.market.repair_watch import RepairWatch
+
+    m = marketplace(account, keys)
+    file = state or default_watch_state(m.identity.address)
+
+    def say(line: str) -> None:
+        if not as_json:
+            out.print(line, highlight=False, soft_wrap=True)
+
+    watcher = RepairWatch(m, file, every=every, say=say)
+    try:
+        while True:
+            try:
+                actions = watcher.run_once()
+            except DatagoraError as exc:  # the chain is away: the next round tries again
+                if once:
+                    raise
+                err.print(f"repair watcher: {exc}", highlight=False, soft_wrap=True)
+                actions = []
+            if once:
+                if as_json:
+                    rows = [a.to_json() for a in actions]
+                    print_json({"cursor": watcher.cursor, "actions": rows})
+                elif not actions:
+                    out.print(f"nothing to repair (read up to block {watcher.cursor})")
+                return
+            if as_json:  # one JSON object per line while it runs
+                for action in actions:
+                    sys.stdout.write(json.dumps(action.to_json(), sort_keys=True) + "\n")
+                sys.stdout.flush()
+            time.sleep(every)
+    except KeyboardInterrupt:
+        return
+    finally:
+        watcher.close()

@@ -707,6 +707,13 @@ def up(
     allow_weak_sandbox: Annotated[
         bool, typer.Option(help="compute: run jobs without bubblewrap (NO isolation).")
     ] = False,
+    repair_watch: Annotated[
+        bool,
+        typer.Option(
+            help="Run the owner's storage-deal repair watcher (as `storage watch` does): "
+            "a deal node that leaves or is slashed has its shares moved elsewhere."
+        ),
+    ] = True,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object when the network is ready.")
     ] = False,
@@ -717,7 +724,7 @@ def up(
     """
     from datagora.node.launcher import LaunchPlan, ready_printer, run_up
 
-    plan = LaunchPlan(state_dir, storage, proxies, threshold, allow_weak_sandbox)
+    plan = LaunchPlan(state_dir, storage, proxies, threshold, allow_weak_sandbox, repair_watch)
     run_up(plan, lambda line: err.print(line, highlight=False), ready_printer(out, as_json))
 
 

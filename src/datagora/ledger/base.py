@@ -105,10 +105,18 @@ class ContractWrapper:
             self._contract.get_function_by_name(function)(*args), self._what(function)
         )
 
-    def find_events(self, event: str, *indexed: Any, start: int = 0) -> list[Any]:
+    def find_events(
+        self,
+        event: str,
+        *indexed: Any,
+        start: int = 0,
+        end: int | None = None,
+        page: int | None = None,
+    ) -> list[Any]:
         """This contract's `event` logs whose indexed arguments equal `indexed` (None:
-        any), from block `start`, decoded, in chain order. Filtered by the node through
-        the log topics: a consumer's order is found without reading every event."""
+        any; a list: any of its values), in blocks `start`..`end` (default: latest),
+        asked `page` blocks at a time, decoded, in chain order. Filtered by the node
+        through the log topics: a consumer's order is found without reading every event."""
         from eth_abi.abi import encode as encode_abi
 
         from datagora.ledger.events import decode_log
@@ -120,10 +128,15 @@ class ContractWrapper:
             handler.topic if handler.topic.startswith("0x") else "0x" + handler.topic
         ]
         for kind, value in zip(kinds, indexed, strict=False):
-            topics.append(None if value is None else "0x" + encode_abi([kind], [value]).hex())
+            if value is None:
+                topics.append(None)
+            elif isinstance(value, list):
+                topics.append(["0x" + encode_abi([kind], [v]).hex() for v in value])
+            else:
+                topics.append("0x" + encode_abi([kind], [value]).hex())
         return [
             decode_log(handler, log, self.contract_name)
-            for log in self.chain.get_logs([self.address], topics, start)
+            for log in self.chain.get_logs([self.address], topics, start, end, page)
         ]
 
     def _decode(self, receipt: TxReceipt, event: str) -> list[dict[str, Any]]:

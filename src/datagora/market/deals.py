@@ -34,11 +34,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DealSummary",
     "DealTrouble",
+    "Rebuilt",
     "deal_summaries",
     "end_deal",
     "node_earnings",
     "node_prover",
     "open_deal",
+    "rebuild_away",
+    "record_rebuilt",
     "repair_deals",
     "troubled_deals",
 ]
@@ -264,6 +267,102 @@ def troubled_deals(m: Marketplace, owner: str | None = None) -> list[DealTrouble
     return out
 
 
+@dataclass(frozen=True)
+class Rebuilt:
+    """A dataset's shares moved off troubled deal nodes (:func:`rebuild_away`)."""
+
+    dataset: int
+    manifest_hash: bytes
+    rebuilt: int
+    healthy: bool
+    placement_hash: bytes | None
+    moved_to: Mapping[str, str]
+    """Registered storage nodes (URL -> account) now holding the shares the troubled
+    nodes held."""
+
+
+def rebuild_away(
+    m: Marketplace,
+    dataset: int,
+    troubled: Mapping[str, str | None],
+    prefer_fresh: bool = False,
+) -> Rebuilt:
+    """Rebuild the shares of ``dataset``'s current version that the ``troubled`` nodes
+    (account -> endpoint, None if unknown) hold onto other registered, active storage
+    nodes and write the new placement record (as this marketplace's account, the
+    controller). The troubled nodes are still read (a slashed or leaving node may
+    serve its shares: they help rebuild), never written to. With ``prefer_fresh`` the
+    rebuilt shares go to nodes holding nothing of the dataset yet (so a new deal can
+    pay them for exactly what they were given) when that restores every chunk, else
+    to any other healthy node (redundancy first)."""
+    from datagora.ledger.registry import Role
+    from datagora.storage.client import StorageClient
+    from datagora.storage.errors import RepairError
+    from datagora.storage.repair import Repairer
+
+    bad = {u.rstrip("/") for u in troubled.values() if u}
+    bad_nodes = {a.lower() for a in troubled}
+    registered = {
+        n.endpoint.rstrip("/"): n.address
+        for n in m.ledger.registry.nodes(Role.STORAGE)
+        if n.address.lower() not in bad_nodes
+    }
+    known = [u.rstrip("/") for u in m.endpoints.storage]
+    nodes = list(dict.fromkeys([*known, *registered, *sorted(bad)]))
+    info = m.dataset_info(dataset)
+    client = StorageClient(nodes, signer=m.identity.account)
+    before = client.fetch_placement(client.fetch_manifest(info.manifest_hash))
+    holding = (
+        {u.rstrip("/") for where in before.locations.values() for u in where} if before else set()
+    )
+    if before is not None and not holding & bad:
+        # Nothing of it on the troubled nodes (moved already): nothing to rebuild.
+        return Rebuilt(dataset, info.manifest_hash, 0, True, before.digest(), {})
+    if not [u for u in nodes if u not in bad]:
+        raise DealError(f"dataset {dataset}: no storage node is left to repair onto")
+    fresh = {u for u in registered if u not in holding} if prefer_fresh else set()
+    report = None
+    first = 0
+    if fresh:
+        try:
+            report = Repairer(nodes, signer=m.identity.account, avoid=bad, place_on=fresh).repair(
+                info.manifest_hash
+            )
+        except RepairError as exc:  # the fresh nodes alone could not take every chunk's shares
+            first = getattr(exc.report, "rebuilt", 0)
+    if report is None:
+        report = Repairer(nodes, signer=m.identity.account, avoid=bad).repair(info.manifest_hash)
+        report.rebuilt += first
+    moved: dict[str, str] = {}
+    if report.rebuilt and report.placement is not None and before is not None:
+        for share, where in report.placement.locations.items():
+            if {u.rstrip("/") for u in before.where(share)} & bad:
+                for url in (u.rstrip("/") for u in where):
+                    if url in registered:
+                        moved[url] = registered[url]
+    return Rebuilt(
+        dataset,
+        info.manifest_hash,
+        report.rebuilt,
+        report.healthy,
+        report.placement_hash,
+        dict(sorted(moved.items())),
+    )
+
+
+def record_rebuilt(m: Marketplace, rebuilt: Rebuilt) -> Tx:
+    """Record a repair on chain (``StorageLog.record_repair``, the controller only)."""
+    if rebuilt.placement_hash is None:
+        raise DealError(f"dataset {rebuilt.dataset}: the repair wrote no placement record")
+    return m.ledger.storage_log.record_repair(
+        m.identity.account,
+        rebuilt.dataset,
+        rebuilt.manifest_hash,
+        rebuilt.placement_hash,
+        rebuilt.rebuilt,
+    )
+
+
 def repair_deals(
     m: Marketplace,
     owner: str | None = None,
@@ -277,64 +376,30 @@ def repair_deals(
     paying the nodes that now hold the shares the troubled nodes held (``replace``
     without terms: the troubled deal's own terms). Acts as this marketplace's
     account (the datasets' controller)."""
-    from datagora.ledger.registry import Role
-    from datagora.storage.repair import Repairer
-
     owner = owner or m.identity.address
     troubles = troubled_deals(m, owner)
     by_dataset: dict[int, list[DealTrouble]] = {}
     for t in troubles:
         by_dataset.setdefault(t.dataset, []).append(t)
-    registered = {n.endpoint.rstrip("/"): n.address for n in m.ledger.registry.nodes(Role.STORAGE)}
     results = []
     for dataset, found in sorted(by_dataset.items()):
-        bad = {t.endpoint.rstrip("/") for t in found if t.endpoint}
-        bad_nodes = {t.node.lower() for t in found}
-        if not [u for u in m.endpoints.storage if u.rstrip("/") not in bad]:
-            raise DealError(f"dataset {dataset}: no storage node is left to repair onto")
-        # The troubled nodes are still read (a slashed or leaving node may serve its
-        # shares: they help rebuild), never written to.
-        nodes = list(dict.fromkeys([*m.endpoints.storage, *sorted(bad)]))
-        info = m.dataset_info(dataset)
-        client = m.storage()
-        before = client.fetch_placement(client.fetch_manifest(info.manifest_hash))
-        report = Repairer(nodes, signer=m.identity.account, avoid=bad).repair(info.manifest_hash)
+        done = rebuild_away(m, dataset, {t.node: t.endpoint for t in found})
         row: dict[str, Any] = {
             "dataset": dataset,
             "deals": sorted({t.deal for t in found}),
             "left_out": sorted(t.node for t in found),
-            "rebuilt": report.rebuilt,
-            "healthy": report.healthy,
+            "rebuilt": done.rebuilt,
+            "healthy": done.healthy,
             "recorded_tx": None,
             "replacement_deal": None,
         }
-        if record and report.rebuilt and report.placement_hash is not None:
-            tx = m.ledger.storage_log.record_repair(
-                m.identity.account,
-                dataset,
-                info.manifest_hash,
-                report.placement_hash,
-                report.rebuilt,
-            )
-            row["recorded_tx"] = tx.tx_hash
+        if record and done.rebuilt and done.placement_hash is not None:
+            row["recorded_tx"] = record_rebuilt(m, done).tx_hash
         terms = replacement
         if terms is None and replace:
             terms = _deals(m).deal(found[0].deal).terms
-        if terms is not None and report.rebuilt and report.placement is not None:
-            # The nodes now holding the shares the troubled nodes held.
-            moved = {
-                loc.rstrip("/")
-                for share, where in report.placement.locations.items()
-                if before is not None and {u.rstrip("/") for u in before.where(share)} & bad
-                for loc in where
-            }
-            chosen = {
-                url: registered[url]
-                for url in sorted(moved)
-                if url in registered and registered[url].lower() not in bad_nodes
-            }
-            if chosen:
-                deal, _ = open_deal(m, dataset, chosen, terms)
-                row["replacement_deal"] = deal
+        if terms is not None and done.rebuilt and done.moved_to:
+            deal, _ = open_deal(m, dataset, done.moved_to, terms)
+            row["replacement_deal"] = deal
         results.append(row)
     return results

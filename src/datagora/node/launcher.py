@@ -10,12 +10,19 @@ One state directory holds everything that must survive a restart::
     DIR/owner-token        the compute node's owner token (generated once, mode 0600)
     DIR/keys/              keystores of anvil's development accounts (owner, researcher,
                            proxy1..m): public keys, so a local development network only
-    DIR/nodes/<part>/      each node's data (shares, catalog database, agent and proxy state)
-    DIR/logs/<part>.log    each child's stdout and stderr
+    DIR/nodes/<part>/      each node's data (shares, catalog database, agent and proxy state;
+                           nodes/repair/: the owner's repair watcher's state)
+    DIR/logs/<part>.log    each child's stdout and stderr (logs/repair.log: the watcher's)
     DIR/network.json       the network file the CLI and SDK read (chain, contracts, agent and
                            catalog; the storage nodes, proxies and compute node are found in
                            the NodeRegistry, where `up` registers them at start)
     DIR/supervisor.json    each part's restarts and state, for `datagora status`
+
+`up` also runs the owner's storage-deal repair watcher
+(:class:`datagora.market.repair_watch.RepairWatch`, as the owner development
+account, in a thread of its own process; ``--no-repair-watch`` leaves it out): a
+storage node in one of the owner's deals that leaves, is slashed or misses a
+period has its shares moved onto another node, so the network heals by itself.
 
 Every child runs in its own process group (and dies with its parent on Linux), so
 stopping `up` in any way leaves no process behind.
@@ -98,6 +105,8 @@ FIRST_PROXY = 5
 MIN_ETH = 10 * 10**18
 DEV_UNBONDING_DELAY = 300
 """Seconds a node leaving a development network's registry unbonds (7 days elsewhere)."""
+REPAIR_EVERY = 2.0
+"""Seconds between the repair watcher's rounds (the storage nodes prove every 2 s)."""
 MAX_DEV_NODES = 16
 """Storage nodes (or proxies) an earlier `up` may have registered, looked for when a
 smaller network starts."""
@@ -162,6 +171,7 @@ class LaunchPlan:
     proxies: int = PROXIES
     threshold: int = THRESHOLD
     allow_weak_sandbox: bool = False
+    repair_watch: bool = True
 
     def check(self) -> None:
         if self.storage < 1:
@@ -290,6 +300,7 @@ class Launcher:
         self._saved_block: int | None = None
         self._next_save_at = 0.0
         self._supervising = False
+        self._repair: Any = None  # the RepairWatch, once started
 
     # -- paths ------------------------------------------------------------------------
 
@@ -422,6 +433,8 @@ class Launcher:
         self._wait_healthy([agent, catalog])
         self._spawn(web)  # it reads the catalog
         self._wait_healthy([web])
+        if self.plan.repair_watch:
+            self._start_repair_watch(chain_url, deployment)
         return self.network
 
     def _lock(self) -> None:
@@ -579,8 +592,11 @@ class Launcher:
                 self.say(f"the chain state was half-written (kept as {broken.name}); new chain")
 
     def stop(self) -> None:
-        """Stop every part: the nodes first, then the chain, whose state is saved once
-        nothing else can change it."""
+        """Stop every part: the repair watcher and the nodes first, then the chain,
+        whose state is saved once nothing else can change it."""
+        if self._repair is not None:
+            self._repair.close()
+            self._repair = None
         nodes = [p for p in self.parts if p.role != "chain"]
         self._terminate(list(reversed(nodes)), STOP_GRACE)
         chain = [p for p in self.parts if p.role == "chain"]
@@ -693,6 +709,26 @@ class Launcher:
                 part.process.wait(timeout=10)
 
     # -- chain set-up -------------------------------------------------------------------
+
+    def _start_repair_watch(self, chain_url: str, deployment: Deployment) -> None:
+        """The owner's repair watcher, in a thread, as the owner development account;
+        one line per action in DIR/logs/repair.log and on `up`'s output."""
+        from datagora.crypto.keys import Identity
+        from datagora.market import Endpoints, Marketplace, discover
+        from datagora.market.repair_watch import RepairWatch
+
+        ledger = Ledger(Chain.rpc(chain_url), deployment)
+        owner = Identity.from_private_key(bytes(dev_account(OWNER).key))
+        market = Marketplace(ledger, discover(ledger, Endpoints(storage=[])), owner)
+        log = self.dir / "logs" / "repair.log"
+
+        def say(line: str) -> None:
+            with log.open("a") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+            self.say(f"repair: {line}")
+
+        state = self.dir / "nodes" / "repair" / "watch.db"
+        self._repair = RepairWatch(market, state, every=REPAIR_EVERY, say=say).start()
 
     def _grant_dev_quotas(self, names: list[str]) -> None:
         """Every development account may write to every storage node (its quota book,

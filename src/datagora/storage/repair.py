@@ -91,12 +91,17 @@ class Repairer:
         timeout: float = DEFAULT_TIMEOUT,
         signer: LocalAccount | WriteSigner | None = None,
         avoid: Collection[str] = (),
+        place_on: Collection[str] | None = None,
     ) -> None:
         self.client = AsyncStorageClient(nodes, concurrency, timeout, signer=signer)
         # Nodes read from but moved away from (a deal node slashed or leaving): their
         # shares help rebuild, are re-placed elsewhere, and the new placement
         # record names them nowhere.
         self.avoid = frozenset(avoid)
+        # Rebuilt shares go only to these nodes (None: any healthy node), e.g. nodes
+        # holding nothing of the dataset yet, so a new deal can pay them for exactly
+        # what they were given.
+        self.place_on = None if place_on is None else frozenset(place_on)
 
     def check(self, manifest_hash: bytes, progress: Progress | None = None) -> CheckReport:
         """Verify every share where the current placement says it is; change nothing.
@@ -273,7 +278,13 @@ class Repairer:
                 report.unrecoverable_chunks.append(index)
             else:
                 rebuilt = rebuild_shares(verified, index, list(good.values())[: m.k], missing)
-                spare = [n for n in _rotated(live, index) if n not in used and n not in self.avoid]
+                spare = [
+                    n
+                    for n in _rotated(live, index)
+                    if n not in used
+                    and n not in self.avoid
+                    and (self.place_on is None or n in self.place_on)
+                ]
 
                 async def place(number: int, fresh: Share) -> None:
                     # Each missing share takes the next spare node; a refused batch
