@@ -71,12 +71,19 @@ def deal_layout(verified: VerifiedManifest) -> DealLayout:
             "a storage deal needs a manifest of format 3 (shares addressed by block roots); "
             "re-publish this dataset to make one"
         )
+    if verified.paged:
+        # Proving needs every share's path to the root; the prover reads format-3
+        # share lists whole, which a paged manifest does not carry.
+        raise StorageError(
+            "storage deals on a paged manifest (format 4, datasets over one manifest "
+            "page) are not supported yet"
+        )
 
     def blocks(chunk: int) -> int:
-        return block_count(SHARE_HEADER_SIZE + -(-m.chunks[chunk].ciphertext_size // m.k))
+        return block_count(SHARE_HEADER_SIZE + -(-m.ciphertext_size(chunk) // m.k))
 
-    last = len(m.chunks) - 1
-    return DealLayout(len(m.chunks) * m.n, last * m.n, blocks(0), blocks(last))
+    last = m.chunk_count - 1
+    return DealLayout(m.chunk_count * m.n, last * m.n, blocks(0), blocks(last))
 
 
 @dataclass(frozen=True)

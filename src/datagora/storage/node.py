@@ -74,7 +74,12 @@ from datagora.storage.errors import (
     StorageError,
     VanishedError,
 )
-from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
+from datagora.storage.manifest import (
+    MAX_MANIFEST_BYTES,
+    VerifiedManifest,
+    local_chunk_records,
+    verify_manifest,
+)
 from datagora.storage.packs import Holding, PackStore
 from datagora.storage.placement import (
     MAX_PLACEMENT_BYTES,
@@ -360,8 +365,13 @@ def create_storage_app(
             )
         verified = await asyncio.to_thread(store.verified_manifest, name)
         try:
-            record.check(verified)
-        except PlacementError as exc:
+            if verified.paged:
+                # Checked against every page this node holds, one at a time.
+                chunks = local_chunk_records(verified, store.packs.read)
+                await asyncio.to_thread(record.check, verified, chunks)
+            else:
+                record.check(verified)
+        except (PlacementError, IntegrityError) as exc:
             raise _Refused(422, f"the placement record does not fit its manifest: {exc}") from None
         if writes.known_nodes is not None:
             known = {n.rstrip("/") for n in writes.known_nodes()}
@@ -671,6 +681,8 @@ def create_storage_app(
             proof = verified.proof(bytes.fromhex(name))
         except IntegrityError:
             raise _Refused(422, "that share is not listed in that manifest") from None
+        except ManifestError as exc:  # a paged manifest: not served here yet
+            raise _Refused(422, str(exc)) from None
         data = await asyncio.to_thread(store.packs.read, bytes.fromhex(name))
         if data is None:
             raise _Refused(404, "no share with this name on this node")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,7 +29,7 @@ from datagora.storage.canonical import (
     loads_strict,
 )
 from datagora.storage.errors import ManifestError, PlacementError
-from datagora.storage.manifest import VerifiedManifest
+from datagora.storage.manifest import ChunkRecord, VerifiedManifest
 
 __all__ = [
     "FORMAT",
@@ -39,6 +39,7 @@ __all__ = [
     "PlacementRecord",
     "parse_placement",
     "verify_placement",
+    "verify_placement_names",
 ]
 
 FORMAT: Final = "datagora.placement"
@@ -89,7 +90,9 @@ class PlacementRecord:
     ) -> PlacementRecord:
         """A record for ``verified``'s shares; checked against the manifest.
 
-        Shares with no known location are left out.
+        Shares with no known location are left out. For a paged (format-4) manifest
+        the writer built ``locations`` from the pages it verified, so the check
+        against every page is left to readers (:meth:`check` with ``chunks``).
         """
         m = verified.manifest
         record = cls(
@@ -99,30 +102,57 @@ class PlacementRecord:
             sequence=sequence,
             locations={h: tuple(where) for h, where in locations.items() if where},
         )
-        record.check(verified)
+        if not verified.paged:
+            record.check(verified)
         return record
 
-    def check(self, verified: VerifiedManifest) -> None:
+    def check(
+        self,
+        verified: VerifiedManifest,
+        chunks: Iterable[tuple[int, ChunkRecord]] | None = None,
+    ) -> None:
         """Raise :class:`PlacementError` unless this record fits ``verified``: same
         manifest, dataset and version, only listed shares, and no location holding
-        two shares of one chunk."""
+        two shares of one chunk. A paged (format-4) manifest needs ``chunks``: every
+        ``(chunk_index, record)`` in order, from its verified pages."""
+        m = verified.manifest
+        self.check_names(verified)
+        if chunks is None:
+            if verified.paged:
+                raise PlacementError("checking a placement of a paged manifest needs its pages")
+            for h in self.locations:
+                if m.share_position(h) is None:
+                    raise PlacementError(f"placement names share {h.hex()}, which is not listed")
+            chunks = enumerate(m.chunks)
+        self.check_listed(sum(self.check_chunk(i, chunk) for i, chunk in chunks))
+
+    def check_names(self, verified: VerifiedManifest) -> None:
+        """The first part of :meth:`check`: same manifest, dataset and version."""
         m = verified.manifest
         if self.manifest_hash != verified.digest:
             raise PlacementError("placement record is for another manifest")
         if self.dataset_id != m.dataset_id or self.version != m.version:
             raise PlacementError("placement record names another dataset version")
-        for h in self.locations:
-            if m.share_position(h) is None:
-                raise PlacementError(f"placement names share {h.hex()}, which is not listed")
-        for i, chunk in enumerate(m.chunks):
-            seen: set[str] = set()
-            for h in chunk.shares:
-                for loc in self.locations.get(h, ()):
-                    if loc in seen:
-                        raise PlacementError(
-                            f"chunk {i}: location {loc!r} holds two shares of one chunk"
-                        )
-                    seen.add(loc)
+
+    def check_chunk(self, index: int, chunk: ChunkRecord) -> int:
+        """Check one chunk (no location with two of its shares); returns how many of
+        its shares the record places. For checking page by page."""
+        seen: set[str] = set()
+        listed = 0
+        for h in chunk.shares:
+            for loc in self.locations.get(h, ()):
+                if loc in seen:
+                    raise PlacementError(
+                        f"chunk {index}: location {loc!r} holds two shares of one chunk"
+                    )
+                seen.add(loc)
+            listed += h in self.locations
+        return listed
+
+    def check_listed(self, listed: int) -> None:
+        """The last part of :meth:`check`: every placed share was met in the chunks."""
+        if listed != len(self.locations):
+            raise PlacementError("placement names shares the manifest does not list")
 
     def where(self, share: bytes) -> tuple[str, ...]:
         """The locations of ``share`` (empty if unknown)."""
@@ -200,13 +230,32 @@ def _parse(data: bytes) -> PlacementRecord:
 
 
 def verify_placement(
-    data: bytes, expected_sha256: bytes, verified: VerifiedManifest
+    data: bytes,
+    expected_sha256: bytes,
+    verified: VerifiedManifest,
+    chunks: Iterable[tuple[int, ChunkRecord]] | None = None,
 ) -> PlacementRecord:
-    """Check ``data`` against its hash, parse it, and check it fits ``verified``."""
+    """Check ``data`` against its hash, parse it, and check it fits ``verified``
+    (a paged manifest's chunks given as for :meth:`PlacementRecord.check`)."""
     if hashlib.sha256(data).digest() != expected_sha256:
         raise PlacementError(
             f"placement record does not match the expected hash {expected_sha256.hex()}"
         )
     record = parse_placement(data)
-    record.check(verified)
+    record.check(verified, chunks)
+    return record
+
+
+def verify_placement_names(
+    data: bytes, expected_sha256: bytes, verified: VerifiedManifest
+) -> PlacementRecord:
+    """Check ``data`` against its hash, parse it and check its names against
+    ``verified``; the caller then checks each chunk of a paged manifest as it reads
+    the pages (:meth:`PlacementRecord.check_chunk`, :meth:`PlacementRecord.check_listed`)."""
+    if hashlib.sha256(data).digest() != expected_sha256:
+        raise PlacementError(
+            f"placement record does not match the expected hash {expected_sha256.hex()}"
+        )
+    record = parse_placement(data)
+    record.check_names(verified)
     return record

@@ -26,9 +26,16 @@ from eth_account.signers.local import LocalAccount
 
 from datagora.storage.auth import WriteSigner
 from datagora.storage.client import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, AsyncStorageClient
-from datagora.storage.download import DownloadReport, fetch_manifest, fetch_placement
+from datagora.storage.download import (
+    DownloadReport,
+    chunk_records,
+    fetch_manifest,
+    fetch_page,
+    fetch_placement,
+)
 from datagora.storage.errors import IntegrityError, NodeFailure, RepairError
 from datagora.storage.manifest import VerifiedManifest
+from datagora.storage.pages import PageRef, VerifiedPage, walk_pages
 from datagora.storage.pipeline import rebuild_shares
 from datagora.storage.placement import MAX_SEQUENCE, PlacementRecord
 from datagora.storage.shares import Share, VerifiedShare
@@ -129,10 +136,11 @@ class Repairer:
         client = self.client
         report = CheckReport(manifest_hash)
         async with client.session() as session:
-            verified = await fetch_manifest(session, manifest_hash, DownloadReport(manifest_hash))
+            reading = DownloadReport(manifest_hash)
+            verified = await fetch_manifest(session, manifest_hash, reading)
             m = verified.manifest
-            report.chunks = len(m.chunks)
-            report.expected = len(m.chunks) * m.n
+            report.chunks = m.chunk_count
+            report.expected = m.chunk_count * m.n
             old = await fetch_placement(session, verified)
             health = await node_health(session)
             live = [n for n, h in health.items() if isinstance(h, dict)]
@@ -143,13 +151,42 @@ class Repairer:
 
             async def one(index: int) -> None:
                 nonlocal done
-                async with semaphore:
+                try:
                     await self._chunk(session, verified, index, old, live, fix, report, locations)
+                finally:
+                    semaphore.release()
+                    verified.forget(index)
                 done += 1
                 if progress is not None:
-                    progress(done, len(m.chunks))
+                    progress(done, m.chunk_count)
 
-            await asyncio.gather(*(one(i) for i in range(len(m.chunks))))
+            # Chunks in order, a window at a time: a paged manifest's pages are read
+            # as they are reached, and only the window's chunk records are held.
+            running: set[asyncio.Task[None]] = set()
+            errors: list[BaseException] = []
+
+            def finished(task: asyncio.Task[None]) -> None:
+                running.discard(task)
+                if not task.cancelled() and task.exception() is not None:
+                    errors.append(task.exception())  # type: ignore[arg-type]
+
+            records = chunk_records(session, verified, reading, hold=True)
+            try:
+                async for index, _ in records:
+                    await semaphore.acquire()
+                    if errors:
+                        semaphore.release()
+                        break
+                    task = asyncio.create_task(one(index))
+                    running.add(task)
+                    task.add_done_callback(finished)
+                await asyncio.gather(*running, return_exceptions=True)
+            finally:
+                await records.aclose()
+                for task in running:
+                    task.cancel()
+            if errors:
+                raise errors[0]
             report.placement = old
             report.placement_hash = old.digest() if old is not None else None
             changed = old is None or {h: tuple(w) for h, w in locations.items()} != dict(
@@ -159,6 +196,9 @@ class Repairer:
                 # Every node that may now hold shares gets the manifest too: a node
                 # keeping only recorded data (storage/retention.py) finds a version's
                 # shares through the manifest it holds.
+                # A paged manifest's pages go first, as the uploader stores them.
+                if verified.paged:
+                    await _copy_pages(session, verified, reading, live)
                 raw_manifest = m.to_bytes()
                 for node in live:
                     with contextlib.suppress(NodeFailure):
@@ -204,7 +244,7 @@ class Repairer:
         locations: dict[bytes, list[str]],
     ) -> None:
         m = verified.manifest
-        hashes = m.chunks[index].shares
+        hashes = verified.chunk(index).shares
         good: dict[int, VerifiedShare] = {}
         holders: dict[int, list[str]] = {}
 
@@ -298,6 +338,22 @@ class Repairer:
             if holders.get(number):
                 locations[share] = holders[number]
                 report.shares_verified += 1
+
+
+async def _copy_pages(
+    session: Session, verified: VerifiedManifest, reading: DownloadReport, nodes: list[str]
+) -> None:
+    """Put every page of a paged manifest on ``nodes`` (one page held at a time)."""
+    tree = verified.manifest.tree
+    assert tree is not None
+
+    async def fetch(ref: PageRef, level: int, first: int, count: int) -> VerifiedPage:
+        return await fetch_page(session, verified, reading, ref, level, first, count)
+
+    async for page in walk_pages(tree, fetch):
+        for node in nodes:
+            with contextlib.suppress(NodeFailure):
+                await session.put(node, page.address.hex(), page.raw)
 
 
 def _rotated(nodes: list[str], index: int) -> list[str]:

@@ -14,7 +14,9 @@ node per chunk; the extra shares (``UploadResult.extra_shares``) are stored but
 left out of it, so `repair` sees them as without a location and tops the
 placement up onto distinct nodes once they answer, while downloads still find the
 extras by asking every node. The manifest and the placement record are then
-stored on every healthy node.
+stored on every healthy node. A dataset too large for a single-document manifest
+gets a paged one (format 4): each manifest page is stored like the manifest, on
+every healthy node, as soon as it is complete, and always before the manifest.
 :func:`rewrap_version` stores a manifest whose data key is wrapped anew, and
 :func:`store_blob` a small content-addressed document.
 """
@@ -140,7 +142,9 @@ async def upload_version(
     try:
         # Refused before any share is stored (a stream of unknown size is stopped
         # at the limit instead).
-        check_dataset_size(total, params.chunk_size, params.k, params.n)
+        check_dataset_size(
+            total, params.chunk_size, params.k, params.n, params.leaves_per_page, params.fanout
+        )
         return await _upload(
             session, handle, params, key, wrapped, total, metadata_copies, progress, happy
         )
@@ -188,7 +192,7 @@ async def _upload(
     pending: deque[tuple[asyncio.Task[list[str]], EncodedChunk]] = deque()
     chunks = encode_stream(handle, params, key)
     done = 0
-    most = max_chunks(params.chunk_size, params.n)
+    most = max_chunks(params.n, params.leaves_per_page, params.fanout)
 
     async def settle_oldest() -> None:
         nonlocal done
@@ -219,9 +223,12 @@ async def _upload(
                         chunk.index * params.chunk_size + chunk.plaintext_size,
                         params.chunk_size, params.k, params.n,
                         "The shares stored so far were not published",
+                        params.leaves_per_page, params.fanout,
                     )
                 )  # fmt: skip
             builder.add(chunk)
+            if builder.pages:
+                await _store_pages(session, healthy, builder, failed, metadata_copies)
             task = asyncio.create_task(_place_chunk(session, chunk, healthy, failed, happy))
             pending.append((task, chunk))
             while len(pending) >= window:
@@ -234,6 +241,7 @@ async def _upload(
         await asyncio.gather(*(t for t, _ in pending), return_exceptions=True)
         raise
     manifest = builder.build(wrapped)
+    await _store_pages(session, healthy, builder, failed, metadata_copies)
     raw = manifest.to_bytes()
     verified = verify_manifest(raw, manifest.digest())
     record = PlacementRecord.create(verified, locations, sequence=0)
@@ -328,6 +336,21 @@ async def store_blob(session: Session, data: bytes, what: str, metadata_copies: 
     live = await healthy_nodes(session)
     await _store_metadata(session, live, data, "shares", what, failed, metadata_copies)
     return hashlib.sha256(data).digest()
+
+
+async def _store_pages(
+    session: Session,
+    healthy: list[str],
+    builder: ManifestBuilder,
+    failed: dict[str, str],
+    metadata_copies: int,
+) -> None:
+    """Store the manifest pages written so far, like the manifest, then forget them."""
+    live = [n for n in healthy if n not in failed]
+    while builder.pages:
+        _, page = builder.pages.pop(0)
+        await _store_metadata(session, live, page, "shares", "manifest page", failed,
+                              metadata_copies)  # fmt: skip
 
 
 async def _store_version_records(
