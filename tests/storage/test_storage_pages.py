@@ -9,20 +9,23 @@ tampered page, and a page from another position.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from storage_helpers import WRITER, ThreadNode, encode_bytes
+from storage_helpers import WRITER, SigningAuth, ThreadNode, encode_bytes
 
 from datagora.crypto.aead import DataKey
 from datagora.storage.client import StorageClient
 from datagora.storage.errors import DatasetTooLarge, DownloadError, IntegrityError
 from datagora.storage.limits import (
     MAX_MANIFEST_BYTES,
+    PLACEMENT_LEAVES,
     check_dataset_size,
     max_dataset_bytes,
     tree_sizes,
@@ -107,6 +110,8 @@ def test_multi_page_manifest_round_trips_upload_download_repair_retention(
     assert (len(m.tree.entries), m.tree.page_count) == (4, 16 + 4)
     raw = m.to_bytes()
     assert b'"chunks"' not in raw and len(raw) < 8192
+    # Its placement record is positional (version 2): 2 bytes a share.
+    assert result.placement.format_version == 2 and len(result.placement.holders) == 2 * 63
     # The root on chain is the root over every share address.
     verified = client.fetch_manifest(result.manifest_hash)
     assert verified.paged and verified.manifest.merkle_root == result.root
@@ -136,6 +141,10 @@ def test_multi_page_manifest_round_trips_upload_download_repair_retention(
     repairer = Repairer(urls, signer=WRITER)
     report = repairer.repair(result.manifest_hash)
     assert report.healthy and report.rebuilt >= len(shares)
+    assert report.placement is not None
+    assert (report.placement.format_version, report.placement.sequence) == (2, 1)
+    assert StorageClient(urls).fetch_placement(verified) == report.placement
+    assert Repairer(urls, signer=WRITER).check(result.manifest_hash).healthy
     StorageClient(urls, signer=WRITER).download(result.manifest_hash, OWNER, out)
     assert out.read_bytes() == data
 
@@ -157,6 +166,34 @@ def test_multi_page_manifest_round_trips_upload_download_repair_retention(
         store.close()
     nodes[1] = ThreadNode(node.data_dir, cap=1 << 20)
     nodes[1].start()
+
+
+def test_a_node_refuses_a_positional_placement_that_doubles_up(
+    nodes: list[ThreadNode], tmp_path: Path
+) -> None:
+    """The liar writes a version-2 placement putting two shares of one chunk on one
+    node (so losing it loses both), or one for another number of shares: 422."""
+    client = StorageClient([n.url for n in nodes], signer=WRITER)
+    result = client.upload(
+        _write(tmp_path / "src.bin", os.urandom(4 * CHUNK)), _params(), DataKey.generate(),
+        OWNER.public_key(),
+    )  # fmt: skip
+    good = result.placement
+    assert good.format_version == 2
+    doubled = bytes([0, 1, 0, 1]) + good.holders[4:]
+    short = good.holders[:-2]
+    with httpx.Client(base_url=nodes[0].url, timeout=10, auth=SigningAuth()) as http:
+        for holders, reason in (
+            (doubled, "holds two shares"),
+            (short, "list 11 shares, the manifest 12"),
+        ):
+            bad = dataclasses.replace(good, sequence=1, holders=holders)
+            raw = bad.to_bytes()
+            answer = http.put(f"/placements/{bad.digest().hex()}", content=raw)
+            assert answer.status_code == 422, answer.text
+            assert reason in answer.json()["detail"]
+        listed = http.get("/placements", params={"manifest": result.manifest_hash.hex()})
+        assert [r["sequence"] for r in listed.json()["records"]] == [0]
 
 
 def test_a_tampered_page_is_refused_with_a_clear_error(tmp_path: Path) -> None:
@@ -234,13 +271,20 @@ def test_a_tebibyte_at_the_defaults_fits_in_small_documents() -> None:
     assert sizes.largest_page_bytes == 54 + 32 * DEFAULT_LEAVES_PER_PAGE  # 1 MiB + 54
     assert sizes.manifest_bytes < 64 << 10  # the manifest itself: under 64 KiB
     assert max(sizes.manifest_bytes, sizes.largest_page_bytes) < MAX_MANIFEST_BYTES
-    # The new ceiling: 2 levels of pages, 2^43 share addresses.
+    # Its placement record (version 2, 2 bytes a share): about 17 MB.
+    assert sizes.placement_bytes < 18 << 20
+    # The new ceiling: the placement record's 24,769,536 shares (the page tree's
+    # 2^43 would allow far more).
+    assert max_leaves(DEFAULT_LEAVES_PER_PAGE, DEFAULT_FANOUT) > PLACEMENT_LEAVES
     most = max_dataset_bytes(mib, 6)
-    assert most == (max_leaves(DEFAULT_LEAVES_PER_PAGE, DEFAULT_FANOUT) // 6) * mib
-    print(f"largest dataset at 1 MiB chunks, 4-of-6: {most} bytes (~{most / 2**60:.2f} EiB)")
-    assert most > 1 << 60
+    assert most == (PLACEMENT_LEAVES // 6) * mib == 4_328_790_163_456
+    print(f"largest dataset at 1 MiB chunks, 4-of-6: {most} bytes (~{most / 2**40:.2f} TiB)")
+    assert most > 1 << 40
     biggest = tree_sizes(most, mib, 6)
-    assert biggest.depth == 2 and biggest.manifest_bytes < 4 << 20
+    assert biggest.placement_bytes <= MAX_MANIFEST_BYTES
+    assert biggest.manifest_bytes < 128 << 10 and biggest.leaf_pages == 756
+    # Two levels of pages, exercised above with small pages, start past 2^29 shares.
+    assert tree_sizes(1 << 40, 1024, 1).depth == 2
     with pytest.raises(DatasetTooLarge, match=f"at most {most} bytes"):
         check_dataset_size(most + 1, mib, 4, 6)
 

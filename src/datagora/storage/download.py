@@ -44,6 +44,7 @@ from datagora.storage.manifest import (
 from datagora.storage.pages import PageRef, VerifiedPage, verify_page, walk_leaf_pages
 from datagora.storage.pipeline import decrypt_chunk
 from datagora.storage.placement import (
+    POSITIONAL_VERSION,
     PlacementRecord,
     verify_placement,
     verify_placement_names,
@@ -187,6 +188,9 @@ async def fetch_placement(session: Session, verified: VerifiedManifest) -> Place
             if not verified.paged:
                 return verify_placement(response.content, bytes.fromhex(name), verified)
             record = verify_placement_names(response.content, bytes.fromhex(name), verified)
+            if record.format_version == POSITIONAL_VERSION:
+                record.check(verified)  # needs no page
+                return record
             listed = 0
             async for index, chunk in chunk_records(
                 session, verified, DownloadReport(verified.digest)
@@ -304,10 +308,9 @@ def _candidates(
     session: Session,
     share: bytes,
     position: int,
-    placement: PlacementRecord | None,
+    hinted: tuple[str, ...],
     report: DownloadReport,
 ) -> Iterator[str]:
-    hinted = placement.where(share) if placement is not None else ()
     start = position % len(session.nodes)
     rotated = session.nodes[start:] + session.nodes[:start]
     ordered = list(dict.fromkeys([*(h for h in hinted if h in session.nodes), *rotated]))
@@ -334,8 +337,9 @@ async def _fetch_chunk(
 
     async def try_share(number: int) -> VerifiedShare | None:
         share = hashes[number]
-        hinted = placement.where(share) if placement is not None else ()
-        for node in _candidates(session, share, index + number, placement, report):
+        leaf = index * m.n + number
+        hinted = placement.where_at(leaf, share) if placement is not None else ()
+        for node in _candidates(session, share, index + number, hinted, report):
             try:
                 data = await session.gets.submit(node, (share, size))
             except NodeFailure as failure:

@@ -365,7 +365,7 @@ def create_storage_app(
             )
         verified = await asyncio.to_thread(store.verified_manifest, name)
         try:
-            if verified.paged:
+            if verified.paged and record.format_version == 1:
                 # Checked against every page this node holds, one at a time.
                 chunks = local_chunk_records(verified, store.packs.read)
                 await asyncio.to_thread(record.check, verified, chunks)
@@ -375,7 +375,7 @@ def create_storage_app(
             raise _Refused(422, f"the placement record does not fit its manifest: {exc}") from None
         if writes.known_nodes is not None:
             known = {n.rstrip("/") for n in writes.known_nodes()}
-            unknown = sorted({loc for where in record.locations.values() for loc in where} - known)
+            unknown = sorted(record.all_locations() - known)
             if unknown:
                 raise _Refused(
                     422,

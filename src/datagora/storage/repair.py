@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from array import array
 from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -37,7 +38,13 @@ from datagora.storage.errors import IntegrityError, NodeFailure, RepairError
 from datagora.storage.manifest import VerifiedManifest
 from datagora.storage.pages import PageRef, VerifiedPage, walk_pages
 from datagora.storage.pipeline import rebuild_shares
-from datagora.storage.placement import MAX_SEQUENCE, PlacementRecord
+from datagora.storage.placement import (
+    MAX_SEQUENCE,
+    POSITIONAL_VERSION,
+    PlacementRecord,
+    holder_ids,
+    pack_holders,
+)
 from datagora.storage.shares import Share, VerifiedShare
 from datagora.storage.transport import Progress, Session, node_health
 
@@ -145,7 +152,7 @@ class Repairer:
             health = await node_health(session)
             live = [n for n, h in health.items() if isinstance(h, dict)]
             report.dead_nodes = {n: h for n, h in health.items() if isinstance(h, str)}
-            locations: dict[bytes, list[str]] = {}
+            locations = _Placed(verified)
             semaphore = asyncio.Semaphore(_CHUNK_WINDOW)
             done = 0
 
@@ -189,9 +196,7 @@ class Repairer:
                 raise errors[0]
             report.placement = old
             report.placement_hash = old.digest() if old is not None else None
-            changed = old is None or {h: tuple(w) for h, w in locations.items()} != dict(
-                old.locations
-            )
+            changed = not locations.same_as(old)
             if fix and changed:
                 # Every node that may now hold shares gets the manifest too: a node
                 # keeping only recorded data (storage/retention.py) finds a version's
@@ -209,7 +214,7 @@ class Repairer:
                         report,
                     )
                 sequence = old.sequence + 1 if old is not None else 0
-                record = PlacementRecord.create(verified, locations, sequence)
+                record = locations.record(verified, sequence)
                 raw = record.to_bytes()
                 stored = 0
                 for node in live:
@@ -241,7 +246,7 @@ class Repairer:
         live: list[str],
         fix: bool,
         report: CheckReport,
-        locations: dict[bytes, list[str]],
+        locations: _Placed,
     ) -> None:
         m = verified.manifest
         hashes = verified.chunk(index).shares
@@ -272,7 +277,7 @@ class Repairer:
 
         checks: list[Coroutine[Any, Any, bool]] = []
         for number, share in enumerate(hashes):
-            where = old.where(share) if old is not None else ()
+            where = old.where_at(index * m.n + number, share) if old is not None else ()
             for node in where:
                 if node not in session.nodes:
                     # Never send requests to whatever a record lists.
@@ -336,8 +341,46 @@ class Repairer:
                     report.unrecoverable_chunks.append(index)
         for number, share in enumerate(hashes):
             if holders.get(number):
-                locations[share] = holders[number]
+                locations.put(index * m.n + number, share, holders[number])
                 report.shares_verified += 1
+
+
+class _Placed:
+    """Where repair found or put each share: share -> nodes for a single-document
+    manifest (a version-1 record), 2 bytes a share for a paged one (version 2,
+    the first holder of each share)."""
+
+    def __init__(self, verified: VerifiedManifest) -> None:
+        m = verified.manifest
+        self.paged = verified.paged
+        self.by_share: dict[bytes, list[str]] = {}
+        self.ids: dict[str, int] = {}
+        self.holders = array("H", [0]) * (m.chunk_count * m.n if self.paged else 0)
+
+    def put(self, leaf: int, share: bytes, nodes: list[str]) -> None:
+        if self.paged:
+            self.holders[leaf] = self.ids.setdefault(nodes[0], len(self.ids) + 1)
+        else:
+            self.by_share[share] = nodes
+
+    def record(self, verified: VerifiedManifest, sequence: int) -> PlacementRecord:
+        if self.paged:
+            return PlacementRecord.create_positional(
+                verified, list(self.ids), pack_holders(self.holders), sequence
+            )
+        return PlacementRecord.create(verified, self.by_share, sequence)
+
+    def same_as(self, old: PlacementRecord | None) -> bool:
+        """True if ``old`` places every share as found now (nothing to write)."""
+        if old is None:
+            return False
+        if not self.paged or old.format_version != POSITIONAL_VERSION:
+            return {h: tuple(w) for h, w in self.by_share.items()} == dict(old.locations)
+        # The old record's node numbers in this one's numbering (-1: not here).
+        mapping = [0] + [self.ids.get(loc, -1) for loc in old.nodes]
+        if -1 in mapping:
+            return False
+        return array("H", (mapping[j] for j in holder_ids(old.holders))) == self.holders
 
 
 async def _copy_pages(
