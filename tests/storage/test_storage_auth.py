@@ -485,14 +485,13 @@ def test_released_blobs_give_their_quota_back_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("chunk_size", "n"), [(4096, 3), (1 << 20, 6), (8 << 20, 6)])
 def test_the_largest_dataset_fits_and_one_chunk_more_is_refused(chunk_size: int, n: int) -> None:
-    from datagora.storage.limits import check_dataset_size
-
-    from datagora.storage.limits import tree_sizes
+    from datagora.storage.limits import check_dataset_size, tree_sizes
 
     most = max_dataset_bytes(chunk_size, n)
     check_dataset_size(most, chunk_size, 2, n)  # just under: accepted
     sizes = tree_sizes(most, chunk_size, n)
     assert max(sizes.manifest_bytes, sizes.largest_page_bytes) <= MAX_MANIFEST_BYTES
+    assert sizes.placement_bytes <= MAX_MANIFEST_BYTES
     with pytest.raises(DatasetTooLarge, match=f"at most {most} bytes"):
         check_dataset_size(most + 1, chunk_size, 2, n)  # one more chunk: refused
 
@@ -500,4 +499,4 @@ def test_the_largest_dataset_fits_and_one_chunk_more_is_refused(chunk_size: int,
 def test_a_tebibyte_fits_at_the_default_chunk_size() -> None:
     # Issue 16 part 5: >= 1 TiB at the default chunk size (1 MiB), with the manifest
     # split into a hash tree of pages (tests/storage/test_storage_pages.py).
-    assert 1 << 40 < max_dataset_bytes(1 << 20, 6)
+    assert max_dataset_bytes(1 << 20, 6) > 1 << 40
