@@ -31,7 +31,7 @@ from datagora.storage.limits import (
     tree_sizes,
 )
 from datagora.storage.manifest import ChunkAssembler, verify_manifest
-from datagora.storage.merkle import MerkleTree
+from datagora.storage.merkle import MerkleProof, MerkleTree, verify_inclusion
 from datagora.storage.packs import PackStore, share_location, stored_names
 from datagora.storage.pages import (
     DEFAULT_FANOUT,
@@ -194,6 +194,55 @@ def test_a_node_refuses_a_positional_placement_that_doubles_up(
             assert reason in answer.json()["detail"]
         listed = http.get("/placements", params={"manifest": result.manifest_hash.hex()})
         assert [r["sequence"] for r in listed.json()["records"]] == [0]
+
+
+def test_proofs_and_audits_read_through_the_pages(nodes: list[ThreadNode], tmp_path: Path) -> None:
+    """Every share of a two-level paged manifest gets a proof to the on-chain root,
+    from a node (GET /proofs, its leaf from the share's header) and from an auditor
+    reading only the pages on its path; the paths equal the whole tree's."""
+    from datagora.audit.verify import Status, _Fetcher, _verify_paged_share
+
+    client = StorageClient([n.url for n in nodes], signer=WRITER)
+    result = client.upload(
+        _write(tmp_path / "src.bin", os.urandom(20 * CHUNK)), _params(), DataKey.generate(),
+        OWNER.public_key(),
+    )  # fmt: skip
+    verified = client.fetch_manifest(result.manifest_hash)
+    tree = verified.manifest.tree
+    assert tree is not None and tree.depth == 2
+    leaves = tree.leaf_count
+    fetcher = _Fetcher(10)
+    try:
+        with httpx.Client(timeout=10) as http:
+            for leaf in range(leaves):
+                (where,) = result.placement.where_leaf(leaf)
+                audit = _verify_paged_share(
+                    fetcher, 1, verified, leaf, result.root, [n.url for n in nodes]
+                )
+                assert [c.status for c in audit] == [Status.OK], audit
+                share = bytes.fromhex(audit[0].subject.removeprefix("share "))
+                answer = http.get(
+                    f"{where}/proofs/{share.hex()}",
+                    params={"manifest": result.manifest_hash.hex()},
+                )
+                assert answer.status_code == 200, answer.text
+                proof = MerkleProof.from_json(answer.json()["proof"])
+                assert (proof.leaf_index, proof.tree_size) == (leaf, leaves)
+                assert verify_inclusion(share, proof, result.root)
+            # A share of another dataset on the same node is not under this manifest.
+            other = client.upload(
+                _write(tmp_path / "other.bin", os.urandom(3 * CHUNK)),
+                EncodingParams(new_dataset_id(), 1, chunk_size=CHUNK, k=K, n=N),
+                DataKey.generate(), OWNER.public_key(),
+            )  # fmt: skip
+            name = other.manifest.chunks[0].shares[0].hex()
+            (stranger,) = other.placement.where(bytes.fromhex(name))
+            refused = http.get(
+                f"{stranger}/proofs/{name}", params={"manifest": result.manifest_hash.hex()}
+            )
+            assert refused.status_code == 422 and "not listed" in refused.json()["detail"]
+    finally:
+        fetcher.close()
 
 
 def test_a_tampered_page_is_refused_with_a_clear_error(tmp_path: Path) -> None:

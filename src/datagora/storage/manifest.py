@@ -46,11 +46,12 @@ from datagora.storage.canonical import (
 )
 from datagora.storage.erasure import check_parameters
 from datagora.storage.errors import ErasureError, IntegrityError, ManifestError
-from datagora.storage.merkle import MerkleProof, MerkleTree
+from datagora.storage.merkle import MerkleProof, MerkleTree, verify_inclusion
 from datagora.storage.pages import (
     PageRef,
     PageTree,
     VerifiedPage,
+    leaf_proof_sync,
     verify_page,
     walk_leaf_pages_sync,
 )
@@ -419,6 +420,24 @@ class VerifiedManifest:
             raise IntegrityError(f"share {expected.hex()} carries a header for another position")
         return _make_verified(expected, header, data)
 
+    def verify_proven_share(self, address: bytes, proof: MerkleProof, data: bytes) -> VerifiedShare:
+        """Check ``data`` is the share at ``proof.leaf_index`` without the chunk's
+        record: ``address`` must verify under this manifest's root at that leaf, in a
+        tree of ``chunk_count · n`` leaves (so it is the address the pages list), and
+        ``data`` must have that address and the header of that position. How a
+        reader of a paged manifest checks one share picked at random (an audit).
+        Raises :class:`IntegrityError`."""
+        m = self.manifest
+        if proof.tree_size != m.chunk_count * m.n or not verify_inclusion(
+            address, proof, m.merkle_root
+        ):
+            raise IntegrityError(f"share {address.hex()} is not proven under the manifest's root")
+        chunk_index, share_index = divmod(proof.leaf_index, m.n)
+        header = check_share_bytes(data, address)
+        if header != self.expected_header(chunk_index, share_index):
+            raise IntegrityError(f"share {address.hex()} carries a header for another position")
+        return _make_verified(address, header, data)
+
     def proof(self, sha256: bytes) -> MerkleProof:
         """The Merkle proof of a listed share (the tree is built once, on first use)."""
         self.manifest._inline("a share's proof")
@@ -495,6 +514,24 @@ def local_chunk_records(
 
     for page in walk_leaf_pages_sync(tree, fetch):
         yield from assembler.feed(page)
+
+
+def local_leaf_proof(
+    verified: VerifiedManifest, leaf: int, read: Callable[[bytes], bytes | None]
+) -> tuple[bytes, MerkleProof]:
+    """A paged manifest's share address at ``leaf`` and its proof to the root, its
+    pages read with ``read(address)``. Raises :class:`IntegrityError`."""
+    tree = verified.manifest.tree
+    if tree is None:
+        raise TypeError("only a paged (format-4) manifest has pages")
+
+    def fetch(ref: PageRef, level: int, first: int, count: int) -> VerifiedPage:
+        raw = read(ref.address)
+        if raw is None:
+            raise IntegrityError(f"manifest page {ref.address.hex()} is not held here")
+        return verify_page(raw, ref, tree, level, first, count)
+
+    return leaf_proof_sync(tree, leaf, fetch)
 
 
 def verify_manifest(data: bytes, expected_sha256: bytes) -> VerifiedManifest:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from datagora.storage.errors import IntegrityError, ManifestError
-from datagora.storage.merkle import leaf_hash, root_of_hashes
+from datagora.storage.merkle import MerkleProof, MerkleTree, leaf_hash, node_hash, root_of_hashes
 
 __all__ = [
     "DEFAULT_FANOUT",
@@ -38,6 +38,8 @@ __all__ = [
     "PageTree",
     "TreeWriter",
     "VerifiedPage",
+    "leaf_proof",
+    "leaf_proof_sync",
     "max_leaves",
     "verify_page",
     "walk_leaf_pages",
@@ -387,3 +389,70 @@ class TreeWriter:
         if len(self._levels) > MAX_DEPTH:
             raise ManifestError(f"{self.leaf_count} leaves need more than {MAX_DEPTH} page levels")
         return len(self._levels), tuple(ref for ref, _ in top)
+
+
+def _node_path(nodes: Sequence[bytes], index: int) -> list[bytes]:
+    """The audit path of ``nodes[index]`` in the RFC 6962 tree over already-hashed
+    nodes (an unpaired last node is promoted, as :class:`MerkleTree` does)."""
+    path = []
+    level = list(nodes)
+    while len(level) > 1:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(level[sibling])
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+        index >>= 1
+    return path
+
+
+def _child_slot(
+    tree: PageTree, refs: Sequence[PageRef], level: int, first: int, total: int, leaf: int
+) -> tuple[int, _Slot]:
+    size = span(level, tree.leaves_per_page, tree.fanout)
+    index = (leaf - first) // size
+    return index, _slots(tree, refs, level, first, total)[index]
+
+
+def leaf_proof_sync(tree: PageTree, leaf: int, fetch: FetchSync) -> tuple[bytes, MerkleProof]:
+    """The share address at ``leaf`` and its audit path to the dataset root, read
+    through the pages (one per level) with ``fetch``: the path within its leaf
+    page, then within each index page, then among the manifest's entries."""
+    if not 0 <= leaf < tree.leaf_count:
+        raise IntegrityError(f"leaf {leaf} is outside a tree of {tree.leaf_count} leaves")
+    segments: list[list[bytes]] = []
+    refs: Sequence[PageRef] = tree.entries
+    level, first, total = tree.depth - 1, 0, tree.leaf_count
+    while True:
+        index, slot = _child_slot(tree, refs, level, first, total, leaf)
+        segments.append(_node_path([r.root for r in refs], index))
+        page = fetch(slot.ref, slot.level, slot.first_leaf, slot.count)
+        if level == 0:
+            leaves = page.leaves()
+            at = leaf - slot.first_leaf
+            tree_in_page = MerkleTree([leaves[i : i + 32] for i in range(0, len(leaves), 32)])
+            segments.append(list(tree_in_page.proof(at).path))
+            address = bytes(leaves[32 * at : 32 * at + 32])
+            break
+        refs, level, first, total = page.children(), level - 1, slot.first_leaf, slot.count
+    path = [h for segment in reversed(segments) for h in segment]
+    return address, MerkleProof(leaf, tree.leaf_count, tuple(path))
+
+
+async def leaf_proof(tree: PageTree, leaf: int, fetch: Fetch) -> tuple[bytes, MerkleProof]:
+    """:func:`leaf_proof_sync` with an asynchronous fetch."""
+    pages: dict[tuple[int, int], VerifiedPage] = {}
+    refs: Sequence[PageRef] = tree.entries
+    level, first, total = tree.depth - 1, 0, tree.leaf_count
+    if not 0 <= leaf < tree.leaf_count:
+        raise IntegrityError(f"leaf {leaf} is outside a tree of {tree.leaf_count} leaves")
+    while True:
+        _, slot = _child_slot(tree, refs, level, first, total, leaf)
+        page = await fetch(slot.ref, slot.level, slot.first_leaf, slot.count)
+        pages[(slot.level, slot.first_leaf)] = page
+        if level == 0:
+            break
+        refs, level, first, total = page.children(), level - 1, slot.first_leaf, slot.count
+    return leaf_proof_sync(tree, leaf, lambda ref, lv, f, c: pages[(lv, f)])
