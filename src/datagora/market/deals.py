@@ -19,7 +19,7 @@ from datagora.storage.deals import (
     deal_layout,
     detection_probability,
     disk_reader,
-    share_lists,
+    placement_share_lists,
 )
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from datagora.ledger.base import Tx
     from datagora.market.flows import Marketplace
     from datagora.storage.manifest import VerifiedManifest
+    from datagora.storage.placement import PlacementRecord
 
 __all__ = [
     "DealSummary",
@@ -119,7 +120,7 @@ def open_deal(
     placement = client.fetch_placement(verified)
     if placement is None:
         raise DealError(f"no placement record for dataset {dataset} on the storage nodes")
-    lists = share_lists(verified, placement.locations)
+    lists = placement_share_lists(verified, placement)
     chosen = []
     for url, address in nodes.items():
         found = lists.get(url)
@@ -171,6 +172,26 @@ def node_earnings(m: Marketplace, node: str) -> list[dict[str, Any]]:
                     }
                 )
     return out
+
+
+def _moved(after: PlacementRecord, before: PlacementRecord | None, bad: set[str]) -> set[str]:
+    """The locations now holding shares that ``before`` put on a ``bad`` node."""
+    if before is None:
+        return set()
+    if after.format_version == 2 and before.format_version == 2:
+        leaves = range(len(after.holders) // 2)
+        return {
+            loc.rstrip("/")
+            for leaf in leaves
+            if {u.rstrip("/") for u in before.where_leaf(leaf)} & bad
+            for loc in after.where_leaf(leaf)
+        }
+    return {
+        loc.rstrip("/")
+        for share, where in after.locations.items()
+        if {u.rstrip("/") for u in before.where(share)} & bad
+        for loc in where
+    }
 
 
 def node_prover(m: Marketplace, data_dir: Path, account: LocalAccount) -> DealProver:
@@ -322,12 +343,7 @@ def repair_deals(
             terms = _deals(m).deal(found[0].deal).terms
         if terms is not None and report.rebuilt and report.placement is not None:
             # The nodes now holding the shares the troubled nodes held.
-            moved = {
-                loc.rstrip("/")
-                for share, where in report.placement.locations.items()
-                if before is not None and {u.rstrip("/") for u in before.where(share)} & bad
-                for loc in where
-            }
+            moved = _moved(report.placement, before, bad)
             chosen = {
                 url: registered[url]
                 for url in sorted(moved)
