@@ -471,6 +471,8 @@ class ChunkAssembler:
         m = self.verified.manifest
         if not isinstance(page, VerifiedPage) or page.level != 0:
             raise TypeError("feed takes verified leaf pages")
+        if page.tree != m.tree:
+            raise IntegrityError("a manifest page of another manifest was fed")
         if page.first_leaf != self._next_leaf:
             raise IntegrityError(
                 f"manifest page for leaf {page.first_leaf} fed, leaf {self._next_leaf} expected"

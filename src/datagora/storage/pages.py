@@ -151,13 +151,22 @@ class VerifiedPage:
     """A page whose bytes matched its parent's address and subtree root, and
     whose header matched its position. Made only by :func:`verify_page`."""
 
-    __slots__ = ("address", "count", "first_leaf", "level", "raw")
+    __slots__ = ("address", "count", "first_leaf", "level", "raw", "tree")
 
     def __init__(
-        self, token: object, address: bytes, raw: bytes, level: int, first_leaf: int, count: int
+        self,
+        token: object,
+        tree: PageTree,
+        address: bytes,
+        raw: bytes,
+        level: int,
+        first_leaf: int,
+        count: int,
     ) -> None:
         if token is not _TOKEN:
             raise TypeError("VerifiedPage is made only by verify_page")
+        self.tree = tree
+        """The page tree (of one manifest) it was verified against."""
         self.address = address
         self.raw = raw
         self.level = level
@@ -236,7 +245,7 @@ def verify_page(
     items = [body[i : i + item] for i in range(0, len(body), item)]
     if page_root(level, items) != ref.root:
         raise IntegrityError(f"manifest page {ref.address.hex()} does not match its subtree root")
-    return VerifiedPage(_TOKEN, address, raw, level, first_leaf, count)
+    return VerifiedPage(_TOKEN, tree, address, raw, level, first_leaf, count)
 
 
 @dataclass(frozen=True, slots=True)
