@@ -33,6 +33,7 @@ from datagora.storage.deals import (
     deal_layout,
     detection_probability,
     periods_to_detect,
+    placement_share_lists,
     share_lists,
 )
 from datagora.storage.merkle import verify_inclusion
@@ -156,14 +157,18 @@ def test_a_node_that_silently_dropped_blocks_is_caught_as_predicted(
     assert abs(caught / trials - predicted) < 4 * sigma + 0.01, (caught / trials, predicted)
 
 
+@pytest.mark.parametrize("paged", [False, True], ids=["format-3", "paged"])
 def test_a_deal_on_shares_uploaded_to_real_nodes_is_proven_from_their_stores(
-    nodes: list[ThreadNode], tmp_path: Path, embedded_ledger: Ledger
+    nodes: list[ThreadNode], tmp_path: Path, embedded_ledger: Ledger, paged: bool
 ) -> None:
     ledger = embedded_ledger
     assert ledger.deals is not None
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(40_000))
-    params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=4)
+    # Paged: 20 share addresses in pages of 4, 4 pages an index page (two levels);
+    # the prover reads its paths through the pages on its node's disk.
+    pages = {"leaves_per_page": 4, "fanout": 4} if paged else {}
+    params = EncodingParams(new_dataset_id(), 1, chunk_size=8192, k=2, n=4, **pages)
     result = StorageClient([n.url for n in nodes], signer=OWNER).upload(
         src, params, DataKey.generate(), WRAP_OWNER.public_key()
     )
@@ -177,7 +182,8 @@ def test_a_deal_on_shares_uploaded_to_real_nodes_is_proven_from_their_stores(
     from datagora.storage.manifest import verify_manifest
 
     verified = verify_manifest(result.manifest.to_bytes(), result.manifest_hash)
-    lists = share_lists(verified, result.placement.locations)
+    assert verified.paged is paged
+    lists = placement_share_lists(verified, result.placement)
     accounts = {n.url: dev_account(5 + i) for i, n in enumerate(nodes)}
     register(ledger, accounts)
     for account in accounts.values():
@@ -202,8 +208,10 @@ def test_a_deal_on_shares_uploaded_to_real_nodes_is_proven_from_their_stores(
         def reader(address: bytes, store: PackStore = store) -> bytes | None:
             if store.size(address) is None:
                 return None
-            read.append(address)
-            return store.read(address)
+            data = store.read(address)
+            if data is not None and not data.startswith(b"DGMP"):  # a share, not a page
+                read.append(address)
+            return data
 
         prover = DealProver(
             ledger.deals,

@@ -405,12 +405,15 @@ def test_a_dataset_too_large_for_its_manifest_is_refused_before_any_share(
     node: ThreadNode, tmp_path: Path
 ) -> None:
     chunk_size, k, n = 4096, 2, 3
-    most = max_dataset_bytes(chunk_size, n)
+    # Small manifest pages (2 share addresses, 2 per index page) keep the file small.
+    most = max_dataset_bytes(chunk_size, n, 2, 2)
     big = tmp_path / "sparse.bin"
     with big.open("wb") as f:
         f.truncate(most + chunk_size)  # sparse: no disk used
     client = StorageClient([node.url], signer=WRITER)
-    params = EncodingParams(new_dataset_id(), 1, chunk_size=chunk_size, k=k, n=n)
+    params = EncodingParams(
+        new_dataset_id(), 1, chunk_size=chunk_size, k=k, n=n, leaves_per_page=2, fanout=2
+    )
     with pytest.raises(DatasetTooLarge) as refused:
         client.upload(big, params, DataKey.generate(), OWNER_KEY.public_key())
     message = str(refused.value)
@@ -424,8 +427,10 @@ def test_the_manifest_bound_bounds_real_manifests() -> None:
         encoded = encode_bytes(os.urandom(size), chunk_size=chunk, k=2, n=n)
         actual = len(encoded.manifest.to_bytes())
         assert actual <= manifest_bound(size, chunk, n) <= actual + 16 * 1024
-    # 1 MiB chunks, 4-of-6: about 148 GiB per manifest (issue 16's ~150 GiB).
-    assert 140 << 30 < max_dataset_bytes(1 << 20, 6) < 160 << 30
+    # A single-document manifest holds at most one leaf page's share addresses
+    # (larger datasets are paged): a few MiB, far below the one limit.
+    per_page = EncodingParams(new_dataset_id(), 1).leaves_per_page
+    assert manifest_bound(per_page // 6 * (1 << 20), 1 << 20, 6) < 4 << 20 < MAX_MANIFEST_BYTES
 
 
 def test_node_quota_grant_and_list(tmp_path: Path) -> None:
@@ -480,17 +485,18 @@ def test_released_blobs_give_their_quota_back_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("chunk_size", "n"), [(4096, 3), (1 << 20, 6), (8 << 20, 6)])
 def test_the_largest_dataset_fits_and_one_chunk_more_is_refused(chunk_size: int, n: int) -> None:
-    from datagora.storage.limits import check_dataset_size
+    from datagora.storage.limits import check_dataset_size, tree_sizes
 
     most = max_dataset_bytes(chunk_size, n)
     check_dataset_size(most, chunk_size, 2, n)  # just under: accepted
-    assert manifest_bound(most, chunk_size, n) <= MAX_MANIFEST_BYTES
+    sizes = tree_sizes(most, chunk_size, n)
+    assert max(sizes.manifest_bytes, sizes.largest_page_bytes) <= MAX_MANIFEST_BYTES
+    assert sizes.placement_bytes <= MAX_MANIFEST_BYTES
     with pytest.raises(DatasetTooLarge, match=f"at most {most} bytes"):
         check_dataset_size(most + 1, chunk_size, 2, n)  # one more chunk: refused
 
 
-def test_a_tebibyte_needs_8_mib_chunks_until_manifests_split() -> None:
-    # Issue 16 part 5 asks for >= 1 TiB at the default chunk size (1 MiB), which
-    # needs the manifest split into a hash tree (not built yet): today one
-    # manifest holds ~148 GiB at 1 MiB chunks and > 1 TiB from 8 MiB chunks.
-    assert max_dataset_bytes(1 << 20, 6) < 1 << 40 < max_dataset_bytes(8 << 20, 6)
+def test_a_tebibyte_fits_at_the_default_chunk_size() -> None:
+    # Issue 16 part 5: >= 1 TiB at the default chunk size (1 MiB), with the manifest
+    # split into a hash tree of pages (tests/storage/test_storage_pages.py).
+    assert max_dataset_bytes(1 << 20, 6) > 1 << 40

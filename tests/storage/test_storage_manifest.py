@@ -82,7 +82,8 @@ def _delete_in(where: str, key: str) -> Any:
 BAD = [
     (_set("format", "other"), "format must be"),
     (_set("format_version", 1), "format_version 1 is not supported"),
-    (_set("format_version", 4), "format_version 4 is not supported"),
+    (_set("format_version", 5), "format_version 5 is not supported"),
+    (_set("format_version", 4), "manifest is missing pages"),
     (_set("format_version", 2), "erasure.share_format must be"),
     (_delete_in("merkle", "block_size"), "merkle is missing block_size"),
     (_set("merkle.block_size", 4096), "merkle.block_size must be 1024"),

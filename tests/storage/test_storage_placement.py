@@ -87,7 +87,8 @@ def mutate(sample: Encoded, key: str, value: Any) -> bytes:
     ("key", "value", "message"),
     [
         ("format", "datagora.manifest", "format must be"),
-        ("format_version", 2, "format_version 2 is not supported"),
+        ("format_version", 3, "format_version 3 is not supported"),
+        ("format_version", 2, "placement record is missing holders, nodes"),
         ("sequence", -1, "sequence must be an integer"),
         ("sequence", True, "sequence must be an integer"),
         ("manifest_hash", "00", "manifest_hash must be 32 bytes"),

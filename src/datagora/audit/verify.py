@@ -32,8 +32,9 @@ from datagora.audit.timeline import EMPTY32, DatasetVersion, TimelineEntry, time
 from datagora.ledger import Ledger
 from datagora.storage.errors import IntegrityError, ManifestError
 from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
-from datagora.storage.merkle import verify_inclusion
+from datagora.storage.merkle import MerkleProof, verify_inclusion
 from datagora.storage.metadata import MAX_METADATA_BYTES
+from datagora.storage.pages import PageRef, VerifiedPage, leaf_proof_sync, verify_page
 
 MAX_SHARE_BYTES = 256 * 1024 * 1024
 _PARALLEL = 8
@@ -218,6 +219,42 @@ def _verify_manifest(
     return checks, verified
 
 
+def _verify_paged_share(
+    fetcher: _Fetcher,
+    version: int,
+    verified: VerifiedManifest,
+    leaf: int,
+    chain_root: bytes,
+    nodes: Sequence[str],
+) -> list[Check]:
+    """A share of a paged manifest, picked by its leaf: its address and proof come
+    from the manifest pages on the path (each verified against its parent)."""
+    tree = verified.manifest.tree
+    assert tree is not None
+    problems: list[str] = []
+
+    def fetch(ref: PageRef, level: int, first: int, count: int) -> VerifiedPage:
+        for node in nodes:
+            url = f"{node}/shares/{ref.address.hex()}"
+            body, why = fetcher.get(url, MAX_MANIFEST_BYTES)
+            if body is None:
+                problems.append(f"{url}: {why}")
+                continue
+            try:
+                return verify_page(body, ref, tree, level, first, count)
+            except IntegrityError as exc:
+                problems.append(f"{url}: {exc}")
+        raise IntegrityError("; ".join(problems) or "no storage node to ask")
+
+    try:
+        share, proof = leaf_proof_sync(tree, leaf, fetch)
+    except IntegrityError as exc:
+        return [
+            Check(version, f"manifest pages to leaf {leaf}", Status.UNAVAILABLE, "", "", str(exc))
+        ]
+    return _verify_share(fetcher, version, verified, share, chain_root, nodes, proof)
+
+
 def _verify_share(
     fetcher: _Fetcher,
     version: int,
@@ -225,11 +262,17 @@ def _verify_share(
     share: bytes,
     chain_root: bytes,
     nodes: Sequence[str],
+    paged_proof: MerkleProof | None = None,
 ) -> list[Check]:
     subject = f"share {share.hex()}"
-    position = verified.manifest.share_position(share)
-    assert position is not None  # sampled from this manifest
-    proof = verified.proof(share)
+    if paged_proof is not None:
+        proof = paged_proof
+        position = divmod(proof.leaf_index, verified.manifest.n)
+    else:
+        found = verified.manifest.share_position(share)
+        assert found is not None  # sampled from this manifest
+        position = found
+        proof = verified.proof(share)
     if not verify_inclusion(share, proof, chain_root):
         return [
             Check(
@@ -250,7 +293,10 @@ def _verify_share(
             misses.append(f"{url}: {why}")
             continue
         try:
-            verified.verify_share(position[0], position[1], body)
+            if paged_proof is not None:
+                verified.verify_proven_share(share, paged_proof, body)
+            else:
+                verified.verify_share(position[0], position[1], body)
         except IntegrityError as exc:
             checks.append(Check(version, subject, Status.MISMATCH, share.hex(), url, str(exc)))
             continue
@@ -311,6 +357,21 @@ def verify(
             found, verified = _verify_manifest(fetcher, v, nodes)
             checks += found
             if verified is None or v.merkle_root == EMPTY32:
+                continue
+            if verified.paged:
+                # The share list is in pages: draw leaves, read only their pages.
+                m = verified.manifest
+                total = m.chunk_count * m.n
+                leaves = rng.sample(range(total), min(sample, total))
+                with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+                    for result in pool.map(
+                        lambda leaf, v=v, m=verified: _verify_paged_share(  # type: ignore[misc]
+                            fetcher, v.version, m, leaf, v.merkle_root, nodes
+                        ),
+                        leaves,
+                    ):
+                        checks += result
+                notes.append(f"version {v.version}: {len(leaves)} of {total} shares sampled")
                 continue
             shares = list(verified.manifest.share_hashes())
             picked = rng.sample(shares, min(sample, len(shares)))

@@ -19,7 +19,7 @@ from datagora.storage.deals import (
     deal_layout,
     detection_probability,
     disk_reader,
-    share_lists,
+    placement_share_lists,
 )
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from datagora.ledger.base import Tx
     from datagora.market.flows import Marketplace
     from datagora.storage.manifest import VerifiedManifest
+    from datagora.storage.placement import PlacementRecord
 
 __all__ = [
     "DealSummary",
@@ -122,7 +123,7 @@ def open_deal(
     placement = client.fetch_placement(verified)
     if placement is None:
         raise DealError(f"no placement record for dataset {dataset} on the storage nodes")
-    lists = share_lists(verified, placement.locations)
+    lists = placement_share_lists(verified, placement)
     chosen = []
     for url, address in nodes.items():
         found = lists.get(url)
@@ -174,6 +175,35 @@ def node_earnings(m: Marketplace, node: str) -> list[dict[str, Any]]:
                     }
                 )
     return out
+
+
+def _holding(record: PlacementRecord | None) -> set[str]:
+    """The locations a placement record puts any share on."""
+    if record is None:
+        return set()
+    if record.format_version == 2:
+        return {u.rstrip("/") for u in record.nodes}
+    return {u.rstrip("/") for where in record.locations.values() for u in where}
+
+
+def _moved(after: PlacementRecord, before: PlacementRecord | None, bad: set[str]) -> set[str]:
+    """The locations now holding shares that ``before`` put on a ``bad`` node."""
+    if before is None:
+        return set()
+    if after.format_version == 2 and before.format_version == 2:
+        leaves = range(len(after.holders) // 2)
+        return {
+            loc.rstrip("/")
+            for leaf in leaves
+            if {u.rstrip("/") for u in before.where_leaf(leaf)} & bad
+            for loc in after.where_leaf(leaf)
+        }
+    return {
+        loc.rstrip("/")
+        for share, where in after.locations.items()
+        if {u.rstrip("/") for u in before.where(share)} & bad
+        for loc in where
+    }
 
 
 def node_prover(m: Marketplace, data_dir: Path, account: LocalAccount) -> DealProver:
@@ -312,9 +342,7 @@ def rebuild_away(
     info = m.dataset_info(dataset)
     client = StorageClient(nodes, signer=m.identity.account)
     before = client.fetch_placement(client.fetch_manifest(info.manifest_hash))
-    holding = (
-        {u.rstrip("/") for where in before.locations.values() for u in where} if before else set()
-    )
+    holding = _holding(before)
     if before is not None and not holding & bad:
         # Nothing of it on the troubled nodes (moved already): nothing to rebuild.
         return Rebuilt(dataset, info.manifest_hash, 0, True, before.digest(), {})
@@ -334,12 +362,10 @@ def rebuild_away(
         report = Repairer(nodes, signer=m.identity.account, avoid=bad).repair(info.manifest_hash)
         report.rebuilt += first
     moved: dict[str, str] = {}
-    if report.rebuilt and report.placement is not None and before is not None:
-        for share, where in report.placement.locations.items():
-            if {u.rstrip("/") for u in before.where(share)} & bad:
-                for url in (u.rstrip("/") for u in where):
-                    if url in registered:
-                        moved[url] = registered[url]
+    if report.rebuilt and report.placement is not None:
+        for url in _moved(report.placement, before, bad):
+            if url in registered:
+                moved[url] = registered[url]
     return Rebuilt(
         dataset,
         info.manifest_hash,

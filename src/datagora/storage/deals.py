@@ -24,8 +24,9 @@ from eth_utils.crypto import keccak
 from datagora.ledger.deals import Answer, DealInfo, DealLayout, StorageDeals
 from datagora.storage.blocks import BLOCK_SIZE, block_count, block_proof
 from datagora.storage.errors import IntegrityError, StorageError
-from datagora.storage.manifest import VerifiedManifest
+from datagora.storage.manifest import VerifiedManifest, local_chunk_records, local_leaf_proof
 from datagora.storage.merkle import MerkleTree
+from datagora.storage.placement import POSITIONAL_VERSION, PlacementRecord, holder_ids
 from datagora.storage.shares import SHARE_HEADER_SIZE
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "detection_probability",
     "disk_reader",
     "periods_to_detect",
+    "placement_share_lists",
     "share_lists",
 ]
 
@@ -73,10 +75,10 @@ def deal_layout(verified: VerifiedManifest) -> DealLayout:
         )
 
     def blocks(chunk: int) -> int:
-        return block_count(SHARE_HEADER_SIZE + -(-m.chunks[chunk].ciphertext_size // m.k))
+        return block_count(SHARE_HEADER_SIZE + -(-m.ciphertext_size(chunk) // m.k))
 
-    last = len(m.chunks) - 1
-    return DealLayout(len(m.chunks) * m.n, last * m.n, blocks(0), blocks(last))
+    last = m.chunk_count - 1
+    return DealLayout(m.chunk_count * m.n, last * m.n, blocks(0), blocks(last))
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,20 @@ def share_lists(
         for loc in where:
             found.setdefault(loc, []).append(position[0] * m.n + position[1])
     return {loc: ShareList(tuple(sorted(leaves))) for loc, leaves in found.items()}
+
+
+def placement_share_lists(
+    verified: VerifiedManifest, placement: PlacementRecord
+) -> dict[str, ShareList]:
+    """Each location's share list from a placement record of either version (a
+    positional one names each share's leaf directly)."""
+    if placement.format_version != POSITIONAL_VERSION:
+        return share_lists(verified, placement.locations)
+    found: dict[str, list[int]] = {}
+    for leaf, j in enumerate(holder_ids(placement.holders)):
+        if j:
+            found.setdefault(placement.nodes[j - 1], []).append(leaf)
+    return {loc: ShareList(tuple(leaves)) for loc, leaves in found.items()}
 
 
 def challenge_indexes(
@@ -184,9 +200,10 @@ class DealProver:
     def held_list(self, verified: VerifiedManifest) -> ShareList:
         """The leaves of ``verified`` this node holds."""
         m = verified.manifest
+        # A paged manifest's chunks come from its pages on this node's disk.
         leaves = [
             c * m.n + j
-            for c, chunk in enumerate(m.chunks)
+            for c, chunk in local_chunk_records(verified, self.read_share)
             for j, share in enumerate(chunk.shares)
             if self.holds(share)
         ]
@@ -232,23 +249,22 @@ class DealProver:
             seed = self.deals.seed_of(deal, period)
         if seed == bytes(32):
             raise StorageError(f"period {period} of deal {deal} has no seed yet (or it was lost)")
-        m = verified.manifest
-        hashes = list(m.share_hashes())
-        dataset_tree = MerkleTree(hashes)
+        address_and_path = self._dataset_paths(verified)
         list_tree = held.tree
         out = []
         for entry, selector in challenge_indexes(
             seed, deal, self.account.address, period, info.terms.challenges, slot.share_count
         ):
             leaf = held.leaves[entry]
-            data = self.read_share(hashes[leaf])
+            address, dataset_path = address_and_path(leaf)
+            data = self.read_share(address)
             if data is None:
                 raise StorageError(f"share at leaf {leaf} is no longer held")
             blocks = block_count(len(data))
             if blocks != info.layout.blocks(leaf):
                 raise IntegrityError(f"share at leaf {leaf} has {blocks} blocks, not the deal's")
             block, path, root = block_proof(data, selector % blocks)
-            if root != hashes[leaf]:
+            if root != address:
                 # A damaged share cannot be proven: say so (repair it) rather than
                 # send a proof the contract would refuse.
                 raise IntegrityError(f"share at leaf {leaf} is damaged; repair it")
@@ -259,11 +275,27 @@ class DealProver:
                     list_tree.proof(entry).path,
                     block,
                     path.path,
-                    dataset_tree.proof(leaf).path,
+                    dataset_path,
                 )
             )
         self.last_answer_ms = (time.perf_counter() - started) * 1000
         return out
+
+    def _dataset_paths(
+        self, verified: VerifiedManifest
+    ) -> Callable[[int], tuple[bytes, tuple[bytes, ...]]]:
+        """leaf -> (share address, its path to the dataset root): from the whole
+        share list (formats 2, 3), or through the pages on this node's disk (4)."""
+        if verified.paged:
+
+            def paged(leaf: int) -> tuple[bytes, tuple[bytes, ...]]:
+                address, proof = local_leaf_proof(verified, leaf, self.read_share)
+                return address, proof.path
+
+            return paged
+        hashes = list(verified.manifest.share_hashes())
+        tree = MerkleTree(hashes)
+        return lambda leaf: (hashes[leaf], tree.proof(leaf).path)
 
     def prove(self, deal: int, period: int) -> int:
         """Answer and submit ``period``; returns the gas used."""

@@ -6,7 +6,9 @@ placement record as a hint, and per chunk fetches shares in parallel until ``k``
 them verify against the manifest, falling back to other shares and other nodes on
 missing, slow or corrupt ones. Bad nodes are recorded in a :class:`DownloadReport`.
 Plaintext goes to a temporary file renamed into place only once every chunk has
-authenticated.
+authenticated. A paged (format-4) manifest's pages are fetched as the download
+reaches them, each verified against its parent before use, so only a window of
+chunk records is held.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import contextlib
 import os
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -33,13 +35,30 @@ from datagora.storage.errors import (
     NodeFailure,
     PlacementError,
 )
-from datagora.storage.manifest import VerifiedManifest, verify_manifest
+from datagora.storage.manifest import (
+    ChunkAssembler,
+    ChunkRecord,
+    VerifiedManifest,
+    verify_manifest,
+)
+from datagora.storage.pages import PageRef, VerifiedPage, verify_page, walk_leaf_pages
 from datagora.storage.pipeline import decrypt_chunk
-from datagora.storage.placement import PlacementRecord, verify_placement
+from datagora.storage.placement import (
+    POSITIONAL_VERSION,
+    PlacementRecord,
+    verify_placement,
+    verify_placement_names,
+)
 from datagora.storage.shares import SHARE_HEADER_SIZE, VerifiedShare
 from datagora.storage.transport import Progress, Session, chunk_window
 
-__all__ = ["DownloadReport", "download_version", "fetch_manifest", "fetch_placement"]
+__all__ = [
+    "DownloadReport",
+    "chunk_records",
+    "download_version",
+    "fetch_manifest",
+    "fetch_placement",
+]
 
 
 @dataclass
@@ -83,8 +102,68 @@ async def fetch_manifest(
     )
 
 
+async def fetch_page(
+    session: Session,
+    verified: VerifiedManifest,
+    report: DownloadReport,
+    ref: PageRef,
+    level: int,
+    first_leaf: int,
+    count: int,
+) -> VerifiedPage:
+    """One page of a paged manifest from any node that serves bytes verifying
+    against ``ref``; a node serving a tampered page is noted and the next tried.
+    Raises :class:`DownloadError` if none does."""
+    tree = verified.manifest.tree
+    assert tree is not None
+    problems: list[str] = []
+    for node in session.nodes:
+        if node in session.dead:
+            continue
+        try:
+            response = await session.get(node, f"shares/{ref.address.hex()}")
+        except NodeFailure as failure:
+            report.note(node, failure.reason)
+            continue
+        if response is None:
+            continue
+        try:
+            return verify_page(response.content, ref, tree, level, first_leaf, count)
+        except IntegrityError as exc:
+            report.note(node, f"served a bad manifest page: {exc}")
+            problems.append(f"{node}: {exc}")
+    raise DownloadError(
+        f"no storage node holds a valid manifest page {ref.address.hex()} of manifest "
+        f"{verified.digest.hex()}" + (f" ({'; '.join(problems)})" if problems else ""),
+        report,
+    )
+
+
+async def chunk_records(
+    session: Session, verified: VerifiedManifest, report: DownloadReport, hold: bool = False
+) -> AsyncGenerator[tuple[int, ChunkRecord], None]:
+    """Every ``(chunk_index, record)`` in order: inline (formats 2, 3) or read page by
+    page (format 4). With ``hold``, each record is kept by ``verified`` (for
+    :meth:`VerifiedManifest.chunk`) until the caller forgets it."""
+    m = verified.manifest
+    if m.tree is None:
+        for item in enumerate(m.chunks):
+            yield item
+        return
+    assembler = ChunkAssembler(verified, hold=hold)
+
+    async def fetch(ref: PageRef, level: int, first: int, count: int) -> VerifiedPage:
+        return await fetch_page(session, verified, report, ref, level, first, count)
+
+    async for page in walk_leaf_pages(m.tree, fetch):
+        for item in assembler.feed(page):
+            yield item
+
+
 async def fetch_placement(session: Session, verified: VerifiedManifest) -> PlacementRecord | None:
-    """The current placement record of a manifest (highest valid sequence), or None."""
+    """The current placement record of a manifest (highest valid sequence), or None.
+    A paged manifest's record is checked against every page (read again, one at a
+    time)."""
 
     async def listing(node: str) -> list[tuple[int, str, str]]:
         try:
@@ -104,9 +183,22 @@ async def fetch_placement(session: Session, verified: VerifiedManifest) -> Place
     for _, name, node in found:
         try:
             response = await session.get(node, f"shares/{name}")
-            if response is not None:
+            if response is None:
+                continue
+            if not verified.paged:
                 return verify_placement(response.content, bytes.fromhex(name), verified)
-        except (NodeFailure, PlacementError, ValueError):
+            record = verify_placement_names(response.content, bytes.fromhex(name), verified)
+            if record.format_version == POSITIONAL_VERSION:
+                record.check(verified)  # needs no page
+                return record
+            listed = 0
+            async for index, chunk in chunk_records(
+                session, verified, DownloadReport(verified.digest)
+            ):
+                listed += record.check_chunk(index, chunk)
+            record.check_listed(listed)
+            return record
+        except (NodeFailure, PlacementError, DownloadError, ValueError):
             continue
     return None
 
@@ -172,11 +264,16 @@ async def _download_into(
     window = chunk_window(m.chunk_size)
     pending: deque[asyncio.Task[list[VerifiedShare]]] = deque()
     next_chunk = 0
+    count = m.chunk_count
+    # Chunk records in order; a paged manifest's pages are read as they are reached
+    # and each record is dropped once its chunk is written.
+    records = chunk_records(session, verified, report, hold=True)
     try:
-        for index in range(len(m.chunks)):
+        for index in range(count):
             # Refill in waves, so each node's requests for a wave share a batch.
-            while next_chunk < len(m.chunks) and len(pending) <= window // 2:
-                while next_chunk < len(m.chunks) and len(pending) < window:
+            while next_chunk < count and len(pending) <= window // 2:
+                while next_chunk < count and len(pending) < window:
+                    await anext(records)
                     pending.append(
                         asyncio.create_task(
                             _fetch_chunk(session, verified, next_chunk, placement, report)
@@ -191,6 +288,7 @@ async def _download_into(
             report.bytes_written += await asyncio.to_thread(
                 _decrypt_into, out, verified, key, index, shares, cipher
             )
+            verified.forget(index)
             if progress is not None:
                 progress(report.bytes_written, m.plaintext_size)
     except BaseException:
@@ -198,6 +296,8 @@ async def _download_into(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         raise
+    finally:
+        await records.aclose()
     if report.bytes_written != m.plaintext_size:
         raise IntegrityError(
             f"decoded {report.bytes_written} bytes, the manifest says {m.plaintext_size}"
@@ -208,10 +308,9 @@ def _candidates(
     session: Session,
     share: bytes,
     position: int,
-    placement: PlacementRecord | None,
+    hinted: tuple[str, ...],
     report: DownloadReport,
 ) -> Iterator[str]:
-    hinted = placement.where(share) if placement is not None else ()
     start = position % len(session.nodes)
     rotated = session.nodes[start:] + session.nodes[:start]
     ordered = list(dict.fromkeys([*(h for h in hinted if h in session.nodes), *rotated]))
@@ -232,13 +331,15 @@ async def _fetch_chunk(
     """``k`` verified shares of chunk ``index``; primary shares first (cheap to
     decode), then parity, each from its hinted node first, then any other."""
     m = verified.manifest
-    hashes = m.chunks[index].shares
-    size = SHARE_HEADER_SIZE + block_size(m.chunks[index].ciphertext_size, m.k)
+    record = verified.chunk(index)
+    hashes = record.shares
+    size = SHARE_HEADER_SIZE + block_size(record.ciphertext_size, m.k)
 
     async def try_share(number: int) -> VerifiedShare | None:
         share = hashes[number]
-        hinted = placement.where(share) if placement is not None else ()
-        for node in _candidates(session, share, index + number, placement, report):
+        leaf = index * m.n + number
+        hinted = placement.where_at(leaf, share) if placement is not None else ()
+        for node in _candidates(session, share, index + number, hinted, report):
             try:
                 data = await session.gets.submit(node, (share, size))
             except NodeFailure as failure:

@@ -1,4 +1,10 @@
-"""The dataset-version manifest (``datagora.manifest``, format version 3; 2 still read).
+"""The dataset-version manifest (``datagora.manifest``, format versions 3 and 4; 2 still read).
+
+Version 4 is version 3 for large datasets: the share list is not inline but in a
+hash tree of manifest pages (:mod:`datagora.storage.pages`), the manifest holding
+the top level's page addresses and subtree roots. Its chunk records are known only
+as its verified pages are fed, in order, to a :class:`ChunkAssembler`, so a reader
+holds a window of them rather than all.
 
 Version 3 lists ``datagora.share.v2`` shares, addressed by the Merkle root over
 their 1 KiB blocks (so the dataset root commits to every block, and a block can be
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,7 +46,15 @@ from datagora.storage.canonical import (
 )
 from datagora.storage.erasure import check_parameters
 from datagora.storage.errors import ErasureError, IntegrityError, ManifestError
-from datagora.storage.merkle import MerkleProof, MerkleTree
+from datagora.storage.merkle import MerkleProof, MerkleTree, verify_inclusion
+from datagora.storage.pages import (
+    PageRef,
+    PageTree,
+    VerifiedPage,
+    leaf_proof_sync,
+    verify_page,
+    walk_leaf_pages_sync,
+)
 from datagora.storage.shares import (
     ShareHeader,
     VerifiedShare,
@@ -58,6 +72,7 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MERKLE_SCHEME",
     "SHARE_FORMAT",
+    "ChunkAssembler",
     "ChunkRecord",
     "Manifest",
     "VerifiedManifest",
@@ -73,12 +88,13 @@ AnyWrappedKey = WrappedKey | pre.WrappedKey
 
 FORMAT: Final = "datagora.manifest"
 FORMAT_VERSION: Final = 3
-READ_VERSIONS: Final = (2, 3)
+PAGED_FORMAT_VERSION: Final = 4
+READ_VERSIONS: Final = (2, 3, 4)
 CIPHER: Final = "AES-256-GCM"
 CHUNK_FORMAT: Final = "datagora.chunk.v1"
 CODEC: Final = "zfec"
 SHARE_FORMAT: Final = "datagora.share.v2"
-SHARE_FORMATS: Final = {2: "datagora.share.v1", 3: "datagora.share.v2"}
+SHARE_FORMATS: Final = {2: "datagora.share.v1", 3: "datagora.share.v2", 4: "datagora.share.v2"}
 MERKLE_SCHEME: Final = "rfc6962-sha256"
 MAX_CHUNK_SIZE: Final = 256 * 1024 * 1024
 MAX_MANIFEST_BYTES: Final = 64 * 1024 * 1024
@@ -113,6 +129,8 @@ class Manifest:
     merkle_root: bytes
     wrapped_key: AnyWrappedKey
     format_version: int = FORMAT_VERSION
+    tree: PageTree | None = None
+    """The page tree of a format-4 manifest (``chunks`` is then empty)."""
     _index: dict[bytes, tuple[int, int]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
@@ -152,10 +170,71 @@ class Manifest:
             format_version=format_version,
         )
 
+    @classmethod
+    def create_paged(
+        cls,
+        *,
+        dataset_id: bytes,
+        version: int,
+        plaintext_size: int,
+        chunk_size: int,
+        k: int,
+        n: int,
+        leaves_per_page: int,
+        fanout: int,
+        depth: int,
+        entries: Sequence[PageRef],
+        wrapped_key: AnyWrappedKey,
+    ) -> Manifest:
+        """Make a format-4 manifest over pages already written; the Merkle root is
+        computed from the entries' subtree roots."""
+        from datagora.storage.merkle import root_of_hashes
+
+        tree = PageTree(
+            dataset_id,
+            version,
+            chunk_count(plaintext_size, chunk_size) * n,
+            leaves_per_page,
+            fanout,
+            depth,
+            tuple(entries),
+        )
+        return cls(
+            dataset_id=dataset_id,
+            version=version,
+            plaintext_size=plaintext_size,
+            chunk_size=chunk_size,
+            k=k,
+            n=n,
+            chunks=(),
+            merkle_root=root_of_hashes([e.root for e in entries]),
+            wrapped_key=wrapped_key,
+            format_version=PAGED_FORMAT_VERSION,
+            tree=tree,
+        )
+
     @property
     def share_format(self) -> int:
         """The share format this manifest lists: 2 (block roots) or 1 (SHA-256)."""
         return 1 if self.format_version == 2 else 2
+
+    @property
+    def chunk_count(self) -> int:
+        """The number of chunks (whether listed inline or in pages)."""
+        return chunk_count(self.plaintext_size, self.chunk_size)
+
+    def ciphertext_size(self, chunk_index: int) -> int:
+        """The encrypted size of chunk ``chunk_index`` (every chunk but the last is full)."""
+        if not 0 <= chunk_index < self.chunk_count:
+            raise IntegrityError(f"chunk {chunk_index} is not in this manifest")
+        return min(self.chunk_size, self.plaintext_size - chunk_index * self.chunk_size) + TAG_SIZE
+
+    def _inline(self, what: str) -> None:
+        if self.tree is not None:
+            raise ManifestError(
+                f"{what} needs the whole share list, which a format-4 manifest keeps in "
+                "pages: read them with the page walk (datagora.storage.pages)"
+            )
 
     def _validate(self) -> None:
         if self.format_version not in READ_VERSIONS:
@@ -167,6 +246,20 @@ class Manifest:
         check_int("chunk_size", self.chunk_size, 1, MAX_CHUNK_SIZE)
         check_parameters(self.k, self.n)
         expected = chunk_count(self.plaintext_size, self.chunk_size)
+        if self.format_version == PAGED_FORMAT_VERSION or self.tree is not None:
+            tree = self.tree
+            if tree is None or self.format_version != PAGED_FORMAT_VERSION or self.chunks:
+                raise ManifestError(
+                    "a manifest lists its chunks inline (format 2, 3) or in pages (4)"
+                )
+            if (tree.dataset_id, tree.version) != (self.dataset_id, self.version):
+                raise ManifestError("the page tree is for another dataset version")
+            if tree.leaf_count != expected * self.n:
+                raise ManifestError(
+                    f"the page tree holds {tree.leaf_count} leaves, {expected * self.n} expected"
+                )
+            tree.check(self.merkle_root)
+            return
         if len(self.chunks) != expected:
             raise ManifestError(
                 f"{self.plaintext_size} bytes in chunks of {self.chunk_size} make "
@@ -213,11 +306,28 @@ class Manifest:
                 "share_format": SHARE_FORMATS[self.format_version],
             },
             "merkle": merkle,
+            **self._listing(),
+            "key_wrap": _wrap_json(self.wrapped_key),
+        }
+
+    def _listing(self) -> dict[str, Any]:
+        if self.tree is not None:
+            t = self.tree
+            return {
+                "pages": {
+                    "leaves_per_page": t.leaves_per_page,
+                    "fanout": t.fanout,
+                    "depth": t.depth,
+                    "entries": [
+                        {"address": e.address.hex(), "root": e.root.hex()} for e in t.entries
+                    ],
+                }
+            }
+        return {
             "chunks": [
                 {"ciphertext_size": c.ciphertext_size, "shares": [h.hex() for h in c.shares]}
                 for c in self.chunks
-            ],
-            "key_wrap": _wrap_json(self.wrapped_key),
+            ]
         }
 
     def to_bytes(self) -> bytes:
@@ -229,11 +339,13 @@ class Manifest:
         return hashlib.sha256(self.to_bytes()).digest()
 
     def share_position(self, sha256: bytes) -> tuple[int, int] | None:
-        """``(chunk_index, share_index)`` of a listed share, or None."""
+        """``(chunk_index, share_index)`` of a listed share, or None (format 2, 3)."""
+        self._inline("looking a share up")
         return self._index.get(sha256)
 
     def share_hashes(self) -> Iterator[bytes]:
-        """Every share hash, in Merkle leaf order (chunk-major)."""
+        """Every share hash, in Merkle leaf order (chunk-major) (format 2, 3)."""
+        self._inline("listing every share")
         for chunk in self.chunks:
             yield from chunk.shares
 
@@ -245,7 +357,7 @@ class VerifiedManifest:
     are bound to this manifest's root, dataset, version and positions.
     """
 
-    __slots__ = ("_tree", "digest", "manifest")
+    __slots__ = ("_held", "_tree", "digest", "manifest")
 
     def __init__(self, token: object, manifest: Manifest, digest: bytes) -> None:
         if token is not _TOKEN:
@@ -253,6 +365,30 @@ class VerifiedManifest:
         self.manifest = manifest
         self.digest = digest
         self._tree: MerkleTree | None = None
+        # Format 4: the chunk records of the pages fed so far and not yet forgotten.
+        self._held: dict[int, ChunkRecord] = {}
+
+    @property
+    def paged(self) -> bool:
+        """True for a format-4 manifest (chunk records come from its pages)."""
+        return self.manifest.tree is not None
+
+    def chunk(self, chunk_index: int) -> ChunkRecord:
+        """The record of chunk ``chunk_index``; for a format-4 manifest, its pages
+        must have been fed (:class:`ChunkAssembler`) and the chunk not forgotten."""
+        m = self.manifest
+        if m.tree is None:
+            if not 0 <= chunk_index < len(m.chunks):
+                raise IntegrityError(f"chunk {chunk_index} is not in this manifest")
+            return m.chunks[chunk_index]
+        record = self._held.get(chunk_index)
+        if record is None:
+            raise IntegrityError(f"chunk {chunk_index}: its manifest page was not read")
+        return record
+
+    def forget(self, chunk_index: int) -> None:
+        """Drop a fed chunk record once it is no longer needed (bounded memory)."""
+        self._held.pop(chunk_index, None)
 
     def expected_header(self, chunk_index: int, share_index: int) -> ShareHeader:
         """The header a share at this position must carry."""
@@ -264,7 +400,7 @@ class VerifiedManifest:
             share_index,
             m.k,
             m.n,
-            m.chunks[chunk_index].ciphertext_size,
+            m.ciphertext_size(chunk_index),
             m.share_format,
         )
 
@@ -276,16 +412,35 @@ class VerifiedManifest:
         Raises :class:`IntegrityError`.
         """
         m = self.manifest
-        if not 0 <= chunk_index < len(m.chunks) or not 0 <= share_index < m.n:
+        if not 0 <= chunk_index < m.chunk_count or not 0 <= share_index < m.n:
             raise IntegrityError(f"no share {share_index} of chunk {chunk_index} in this manifest")
-        expected = m.chunks[chunk_index].shares[share_index]
+        expected = self.chunk(chunk_index).shares[share_index]
         header = check_share_bytes(data, expected)
         if header != self.expected_header(chunk_index, share_index):
             raise IntegrityError(f"share {expected.hex()} carries a header for another position")
         return _make_verified(expected, header, data)
 
+    def verify_proven_share(self, address: bytes, proof: MerkleProof, data: bytes) -> VerifiedShare:
+        """Check ``data`` is the share at ``proof.leaf_index`` without the chunk's
+        record: ``address`` must verify under this manifest's root at that leaf, in a
+        tree of ``chunk_count · n`` leaves (so it is the address the pages list), and
+        ``data`` must have that address and the header of that position. How a
+        reader of a paged manifest checks one share picked at random (an audit).
+        Raises :class:`IntegrityError`."""
+        m = self.manifest
+        if proof.tree_size != m.chunk_count * m.n or not verify_inclusion(
+            address, proof, m.merkle_root
+        ):
+            raise IntegrityError(f"share {address.hex()} is not proven under the manifest's root")
+        chunk_index, share_index = divmod(proof.leaf_index, m.n)
+        header = check_share_bytes(data, address)
+        if header != self.expected_header(chunk_index, share_index):
+            raise IntegrityError(f"share {address.hex()} carries a header for another position")
+        return _make_verified(address, header, data)
+
     def proof(self, sha256: bytes) -> MerkleProof:
         """The Merkle proof of a listed share (the tree is built once, on first use)."""
+        self.manifest._inline("a share's proof")
         position = self.manifest.share_position(sha256)
         if position is None:
             raise IntegrityError(f"share {sha256.hex()} is not in this manifest")
@@ -295,6 +450,90 @@ class VerifiedManifest:
 
 
 _TOKEN: Final = object()
+
+
+class ChunkAssembler:
+    """Turns the verified leaf pages of a paged (format-4) manifest, fed in leaf
+    order, into chunk records (a chunk's ``n`` addresses may span two pages).
+    With ``hold``, the records are also kept by the manifest for
+    :meth:`VerifiedManifest.chunk` until :meth:`VerifiedManifest.forget`."""
+
+    def __init__(self, verified: VerifiedManifest, hold: bool = True) -> None:
+        if verified.manifest.tree is None:
+            raise TypeError("only a paged (format-4) manifest has pages")
+        self.verified = verified
+        self.hold = hold
+        self._next_leaf = 0
+        self._tail = b""
+
+    def feed(self, page: VerifiedPage) -> list[tuple[int, ChunkRecord]]:
+        """The chunks completed by the next leaf page."""
+        m = self.verified.manifest
+        if not isinstance(page, VerifiedPage) or page.level != 0:
+            raise TypeError("feed takes verified leaf pages")
+        if page.tree != m.tree:
+            raise IntegrityError("a manifest page of another manifest was fed")
+        if page.first_leaf != self._next_leaf:
+            raise IntegrityError(
+                f"manifest page for leaf {page.first_leaf} fed, leaf {self._next_leaf} expected"
+            )
+        data = self._tail + bytes(page.leaves())
+        self._next_leaf += page.count
+        step = 32 * m.n
+        whole = len(data) // step
+        first = (self._next_leaf - len(data) // 32) // m.n
+        out = []
+        for j in range(whole):
+            i = first + j
+            row = data[j * step : (j + 1) * step]
+            record = ChunkRecord(
+                m.ciphertext_size(i), tuple(row[s : s + 32] for s in range(0, step, 32))
+            )
+            out.append((i, record))
+            if self.hold:
+                self.verified._held[i] = record
+        self._tail = data[whole * step :]
+        return out
+
+
+def local_chunk_records(
+    verified: VerifiedManifest, read: Callable[[bytes], bytes | None]
+) -> Iterator[tuple[int, ChunkRecord]]:
+    """A paged manifest's chunk records, its pages read with ``read(address)`` (a
+    node's own store), one page at a time. Raises :class:`IntegrityError` for a
+    missing or corrupt page."""
+    tree = verified.manifest.tree
+    if tree is None:
+        yield from enumerate(verified.manifest.chunks)
+        return
+    assembler = ChunkAssembler(verified, hold=False)
+
+    def fetch(ref: PageRef, level: int, first: int, count: int) -> VerifiedPage:
+        raw = read(ref.address)
+        if raw is None:
+            raise IntegrityError(f"manifest page {ref.address.hex()} is not held here")
+        return verify_page(raw, ref, tree, level, first, count)
+
+    for page in walk_leaf_pages_sync(tree, fetch):
+        yield from assembler.feed(page)
+
+
+def local_leaf_proof(
+    verified: VerifiedManifest, leaf: int, read: Callable[[bytes], bytes | None]
+) -> tuple[bytes, MerkleProof]:
+    """A paged manifest's share address at ``leaf`` and its proof to the root, its
+    pages read with ``read(address)``. Raises :class:`IntegrityError`."""
+    tree = verified.manifest.tree
+    if tree is None:
+        raise TypeError("only a paged (format-4) manifest has pages")
+
+    def fetch(ref: PageRef, level: int, first: int, count: int) -> VerifiedPage:
+        raw = read(ref.address)
+        if raw is None:
+            raise IntegrityError(f"manifest page {ref.address.hex()} is not held here")
+        return verify_page(raw, ref, tree, level, first, count)
+
+    return leaf_proof_sync(tree, leaf, fetch)
 
 
 def verify_manifest(data: bytes, expected_sha256: bytes) -> VerifiedManifest:
@@ -323,16 +562,17 @@ def parse_manifest(data: bytes) -> Manifest:
         raise ManifestError("a manifest is ASCII JSON") from None
     except json.JSONDecodeError as exc:
         raise ManifestError(f"manifest is not valid JSON: {exc.msg} at offset {exc.pos}") from None
+    version = obj.get("format_version") if isinstance(obj, dict) else None
+    listing = "pages" if version == PAGED_FORMAT_VERSION else "chunks"
     top = check_fields(
         obj,
         "manifest",
         {
             "format", "format_version", "dataset_id", "version", "plaintext_size",
-            "chunk_size", "cipher", "erasure", "merkle", "chunks", "key_wrap",
+            "chunk_size", "cipher", "erasure", "merkle", listing, "key_wrap",
         },
     )  # fmt: skip
     _const(top, "format", "manifest", FORMAT)
-    version = top["format_version"]
     if version not in READ_VERSIONS or type(version) is not int:
         raise ManifestError(
             f"manifest format_version {version!r} is not supported "
@@ -359,10 +599,15 @@ def parse_manifest(data: bytes) -> Manifest:
     else:
         wrap = check_fields(wrap_obj, "key_wrap", {"scheme", "recipient", "sealed"})
         _const(wrap, "scheme", "key_wrap", WRAP_SCHEME)
-    if not isinstance(top["chunks"], list):
+    dataset_id = check_hex(top["dataset_id"], "dataset_id", DATASET_ID_SIZE)
+    dataset_version = check_int("version", top["version"], 0, MAX_VERSION)
+    tree = None
+    if version == PAGED_FORMAT_VERSION:
+        tree = _parse_pages(top, dataset_id, dataset_version)
+    elif not isinstance(top["chunks"], list):
         raise ManifestError("chunks must be a JSON array")
     chunks = []
-    for i, raw_chunk in enumerate(top["chunks"]):
+    for i, raw_chunk in enumerate(top.get("chunks", ())):
         c = check_fields(raw_chunk, f"chunks[{i}]", {"ciphertext_size", "shares"})
         if not isinstance(c["shares"], list):
             raise ManifestError(f"chunks[{i}].shares must be a JSON array")
@@ -392,8 +637,8 @@ def parse_manifest(data: bytes) -> Manifest:
     except DatagoraError as exc:
         raise ManifestError(f"key_wrap: {exc}") from None
     manifest = Manifest(
-        dataset_id=check_hex(top["dataset_id"], "dataset_id", DATASET_ID_SIZE),
-        version=check_int("version", top["version"], 0, MAX_VERSION),
+        dataset_id=dataset_id,
+        version=dataset_version,
         plaintext_size=check_int("plaintext_size", top["plaintext_size"], 0, 2**63 - 1),
         chunk_size=check_int("chunk_size", top["chunk_size"], 1, MAX_CHUNK_SIZE),
         k=check_int("erasure.k", erasure["k"], 1, 256),
@@ -402,11 +647,40 @@ def parse_manifest(data: bytes) -> Manifest:
         merkle_root=check_hex(merkle["root"], "merkle.root", 32),
         wrapped_key=wrapped,
         format_version=version,
+        tree=tree,
     )
     if manifest.to_bytes() != data:
         # One manifest, one hash: refuse any other spelling of the same content.
         raise ManifestError("manifest is not in canonical form (sorted keys, no whitespace)")
     return manifest
+
+
+def _parse_pages(top: dict[str, Any], dataset_id: bytes, version: int) -> PageTree:
+    pages = check_fields(top["pages"], "pages", {"leaves_per_page", "fanout", "depth", "entries"})
+    if not isinstance(pages["entries"], list) or not pages["entries"]:
+        raise ManifestError("pages.entries must be a non-empty JSON array")
+    entries = []
+    for i, raw in enumerate(pages["entries"]):
+        e = check_fields(raw, f"pages.entries[{i}]", {"address", "root"})
+        entries.append(
+            PageRef(
+                check_hex(e["address"], f"pages.entries[{i}].address", 32),
+                check_hex(e["root"], f"pages.entries[{i}].root", 32),
+            )
+        )
+    k_n = top["erasure"]
+    plaintext = check_int("plaintext_size", top["plaintext_size"], 0, 2**63 - 1)
+    size = check_int("chunk_size", top["chunk_size"], 1, MAX_CHUNK_SIZE)
+    n = check_int("erasure.n", k_n["n"], 1, 256)
+    return PageTree(
+        dataset_id,
+        version,
+        chunk_count(plaintext, size) * n,
+        check_int("pages.leaves_per_page", pages["leaves_per_page"], 1, 2**16),
+        check_int("pages.fanout", pages["fanout"], 1, 2**16),
+        check_int("pages.depth", pages["depth"], 1, 2**8),
+        tuple(entries),
+    )
 
 
 def _wrap_json(wrapped: AnyWrappedKey) -> dict[str, str]:

@@ -74,7 +74,14 @@ from datagora.storage.errors import (
     StorageError,
     VanishedError,
 )
-from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
+from datagora.storage.manifest import (
+    MAX_MANIFEST_BYTES,
+    VerifiedManifest,
+    local_chunk_records,
+    local_leaf_proof,
+    verify_manifest,
+)
+from datagora.storage.merkle import MerkleProof
 from datagora.storage.packs import Holding, PackStore
 from datagora.storage.placement import (
     MAX_PLACEMENT_BYTES,
@@ -83,7 +90,7 @@ from datagora.storage.placement import (
     parse_placement,
 )
 from datagora.storage.retention import Retention
-from datagora.storage.shares import SHARE_MAGIC
+from datagora.storage.shares import SHARE_MAGIC, ShareHeader
 
 __all__ = ["DEFAULT_MAX_BATCH_BYTES", "create_storage_app", "default_policy"]
 
@@ -360,12 +367,17 @@ def create_storage_app(
             )
         verified = await asyncio.to_thread(store.verified_manifest, name)
         try:
-            record.check(verified)
-        except PlacementError as exc:
+            if verified.paged and record.format_version == 1:
+                # Checked against every page this node holds, one at a time.
+                chunks = local_chunk_records(verified, store.packs.read)
+                await asyncio.to_thread(record.check, verified, chunks)
+            else:
+                record.check(verified)
+        except (PlacementError, IntegrityError) as exc:
             raise _Refused(422, f"the placement record does not fit its manifest: {exc}") from None
         if writes.known_nodes is not None:
             known = {n.rstrip("/") for n in writes.known_nodes()}
-            unknown = sorted({loc for where in record.locations.values() for loc in where} - known)
+            unknown = sorted(record.all_locations() - known)
             if unknown:
                 raise _Refused(
                     422,
@@ -667,10 +679,13 @@ def create_storage_app(
         _check_name(name)
         _check_name(manifest)
         verified = await asyncio.to_thread(store.verified_manifest, manifest)
-        try:
-            proof = verified.proof(bytes.fromhex(name))
-        except IntegrityError:
-            raise _Refused(422, "that share is not listed in that manifest") from None
+        if verified.paged:
+            proof = await asyncio.to_thread(_paged_proof, verified, bytes.fromhex(name))
+        else:
+            try:
+                proof = verified.proof(bytes.fromhex(name))
+            except IntegrityError:
+                raise _Refused(422, "that share is not listed in that manifest") from None
         data = await asyncio.to_thread(store.packs.read, bytes.fromhex(name))
         if data is None:
             raise _Refused(404, "no share with this name on this node")
@@ -680,6 +695,26 @@ def create_storage_app(
             "root": verified.manifest.merkle_root.hex(),
             "manifest": manifest,
         }
+
+    def _paged_proof(verified: VerifiedManifest, share: bytes) -> MerkleProof:
+        """A share's proof under a paged manifest: its leaf from its own header, its
+        path through the pages this node holds."""
+        data = store.packs.read(share)
+        if data is None:
+            raise _Refused(404, "no share with this name on this node")
+        m = verified.manifest
+        try:
+            header = ShareHeader.unpack(data)
+            if (header.dataset_id, header.version, header.n) != (m.dataset_id, m.version, m.n):
+                raise IntegrityError("the share is of another dataset version")
+            address, proof = local_leaf_proof(
+                verified, header.chunk_index * m.n + header.share_index, store.packs.read
+            )
+        except IntegrityError as exc:
+            raise _Refused(422, f"that share is not listed in that manifest: {exc}") from None
+        if address != share:
+            raise _Refused(422, "that share is not listed in that manifest")
+        return proof
 
     async def get_share(name: Name, request: Request) -> Response:
         raw = bytes.fromhex(_check_name(name))

@@ -19,13 +19,19 @@ from typing import BinaryIO, Final
 
 from datagora.crypto.aead import DATASET_ID_SIZE, MAX_VERSION, ChunkCipher, DataKey
 from datagora.storage.erasure import check_parameters, decode_blocks, encode_blocks
-from datagora.storage.errors import IntegrityError, StorageError
+from datagora.storage.errors import IntegrityError, ManifestError, StorageError
 from datagora.storage.manifest import (
     MAX_CHUNK_SIZE,
     AnyWrappedKey,
     ChunkRecord,
     Manifest,
     VerifiedManifest,
+)
+from datagora.storage.pages import (
+    DEFAULT_FANOUT,
+    DEFAULT_LEAVES_PER_PAGE,
+    TreeWriter,
+    check_tree_parameters,
 )
 from datagora.storage.shares import Share, ShareHeader, VerifiedShare
 
@@ -67,6 +73,10 @@ class EncodingParams:
     # 2: shares addressed by their block root (manifest format 3); 1 only to
     # reproduce datasets written before (manifest format 2).
     share_format: int = 2
+    # Manifest pages (format 4) once a dataset has more share addresses than fit
+    # one leaf page; smaller ones keep a single-document manifest (format 3).
+    leaves_per_page: int = DEFAULT_LEAVES_PER_PAGE
+    fanout: int = DEFAULT_FANOUT
 
     def __post_init__(self) -> None:
         if self.share_format not in (1, 2):
@@ -78,6 +88,10 @@ class EncodingParams:
         if type(self.chunk_size) is not int or not 1 <= self.chunk_size <= MAX_CHUNK_SIZE:
             raise StorageError(f"chunk size must be an integer in 1..{MAX_CHUNK_SIZE}")
         check_parameters(self.k, self.n)
+        try:
+            check_tree_parameters(self.leaves_per_page, self.fanout)
+        except ManifestError as exc:
+            raise StorageError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,29 +175,76 @@ def encode_stream(src: BinaryIO, params: EncodingParams, key: DataKey) -> Iterat
 
 class ManifestBuilder:
     """Collects the per-chunk records while :func:`encode_stream` runs, then builds
-    the :class:`Manifest` — so the encoder never keeps shares around."""
+    the :class:`Manifest` — so the encoder never keeps shares around.
+
+    Once the share addresses outgrow one leaf page (``params.leaves_per_page``) the
+    builder switches to a paged manifest (format 4): addresses go to a
+    :class:`~datagora.storage.pages.TreeWriter` and each finished page is queued in
+    :attr:`pages` for the uploader to store (and drain) before the manifest;
+    nothing per chunk is kept any more.
+    """
 
     def __init__(self, params: EncodingParams) -> None:
         self.params = params
         self._records: list[ChunkRecord] = []
+        self._count = 0
         self._plaintext_size = 0
         self._finished = False
+        self._writer: TreeWriter | None = None
+        self.pages: list[tuple[bytes, bytes]] = []
+        """Pages written and not yet taken by the uploader: ``(address, bytes)``."""
+
+    @property
+    def paged(self) -> bool:
+        """True once the manifest will be paged (format 4)."""
+        return self._writer is not None
 
     def add(self, chunk: EncodedChunk) -> None:
         """Record one chunk; chunks must come in order, ending with the final one."""
         if self._finished:
             raise StorageError("a chunk was added after the final chunk")
-        if chunk.index != len(self._records):
-            raise StorageError(f"expected chunk {len(self._records)}, got chunk {chunk.index}")
-        self._records.append(chunk.record)
+        if chunk.index != self._count:
+            raise StorageError(f"expected chunk {self._count}, got chunk {chunk.index}")
+        self._count += 1
         self._plaintext_size += chunk.plaintext_size
         self._finished = chunk.final
+        p = self.params
+        if self._writer is None:
+            self._records.append(chunk.record)
+            if p.share_format == 2 and self._count * p.n > p.leaves_per_page:
+                self._writer = TreeWriter(
+                    p.dataset_id, p.version, p.leaves_per_page, p.fanout,
+                    lambda address, raw: self.pages.append((address, raw)),
+                )  # fmt: skip
+                for record in self._records:
+                    for address in record.shares:
+                        self._writer.add(address)
+                self._records = []
+        else:
+            for share in chunk.shares:
+                self._writer.add(share.sha256)
 
     def build(self, wrapped_key: AnyWrappedKey) -> Manifest:
-        """The manifest of everything added (the final chunk must have been added)."""
+        """The manifest of everything added (the final chunk must have been added).
+        For a paged manifest the last pages are queued in :attr:`pages`."""
         if not self._finished:
             raise StorageError("the manifest needs every chunk up to the final one")
         p = self.params
+        if self._writer is not None:
+            depth, entries = self._writer.finish()
+            return Manifest.create_paged(
+                dataset_id=p.dataset_id,
+                version=p.version,
+                plaintext_size=self._plaintext_size,
+                chunk_size=p.chunk_size,
+                k=p.k,
+                n=p.n,
+                leaves_per_page=p.leaves_per_page,
+                fanout=p.fanout,
+                depth=depth,
+                entries=entries,
+                wrapped_key=wrapped_key,
+            )
         return Manifest.create(
             dataset_id=p.dataset_id,
             version=p.version,
@@ -201,9 +262,9 @@ def _chunk_ciphertext(
     verified: VerifiedManifest, chunk_index: int, shares: Sequence[VerifiedShare]
 ) -> bytes:
     m = verified.manifest
-    if not 0 <= chunk_index < len(m.chunks):
+    if not 0 <= chunk_index < m.chunk_count:
         raise IntegrityError(f"chunk {chunk_index} is not in this manifest")
-    record = m.chunks[chunk_index]
+    record = verified.chunk(chunk_index)
     blocks = []
     for share in shares:
         if not isinstance(share, VerifiedShare):
@@ -232,7 +293,7 @@ def decrypt_chunk(
     m = verified.manifest
     ciphertext = _chunk_ciphertext(verified, chunk_index, shares)
     cipher = cipher or ChunkCipher(key, m.dataset_id, m.version)
-    final = chunk_index == len(m.chunks) - 1
+    final = chunk_index == m.chunk_count - 1
     return cipher.decrypt(chunk_index, final, ciphertext)
 
 
@@ -255,14 +316,14 @@ def decode_stream(
     written = 0
     count = 0
     for index, shares in enumerate(shares_by_chunk):
-        if index >= len(m.chunks):
-            raise IntegrityError(f"more chunks given than the manifest's {len(m.chunks)}")
+        if index >= m.chunk_count:
+            raise IntegrityError(f"more chunks given than the manifest's {m.chunk_count}")
         plaintext = decrypt_chunk(verified, key, index, shares, cipher)
         dst.write(plaintext)
         written += len(plaintext)
         count = index + 1
-    if count != len(m.chunks):
-        raise IntegrityError(f"got {count} chunks, the manifest has {len(m.chunks)}")
+    if count != m.chunk_count:
+        raise IntegrityError(f"got {count} chunks, the manifest has {m.chunk_count}")
     if written != m.plaintext_size:
         raise IntegrityError(f"decoded {written} bytes, the manifest says {m.plaintext_size}")
     return written
@@ -285,7 +346,7 @@ def rebuild_shares(
         if not 0 <= number < m.n:
             raise IntegrityError(f"share number {number} is outside 0..{m.n - 1}")
         share = Share.build(verified.expected_header(chunk_index, number), blocks[number])
-        if share.sha256 != m.chunks[chunk_index].shares[number]:
+        if share.sha256 != verified.chunk(chunk_index).shares[number]:
             raise IntegrityError(f"rebuilt share {number} of chunk {chunk_index} does not match")
         rebuilt.append(share)
     return rebuilt

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from array import array
 from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,11 +27,24 @@ from eth_account.signers.local import LocalAccount
 
 from datagora.storage.auth import WriteSigner
 from datagora.storage.client import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, AsyncStorageClient
-from datagora.storage.download import DownloadReport, fetch_manifest, fetch_placement
+from datagora.storage.download import (
+    DownloadReport,
+    chunk_records,
+    fetch_manifest,
+    fetch_page,
+    fetch_placement,
+)
 from datagora.storage.errors import IntegrityError, NodeFailure, RepairError
 from datagora.storage.manifest import VerifiedManifest
+from datagora.storage.pages import PageRef, VerifiedPage, walk_pages
 from datagora.storage.pipeline import rebuild_shares
-from datagora.storage.placement import MAX_SEQUENCE, PlacementRecord
+from datagora.storage.placement import (
+    MAX_SEQUENCE,
+    POSITIONAL_VERSION,
+    PlacementRecord,
+    holder_ids,
+    pack_holders,
+)
 from datagora.storage.shares import Share, VerifiedShare
 from datagora.storage.transport import Progress, Session, node_health
 
@@ -134,36 +148,67 @@ class Repairer:
         client = self.client
         report = CheckReport(manifest_hash)
         async with client.session() as session:
-            verified = await fetch_manifest(session, manifest_hash, DownloadReport(manifest_hash))
+            reading = DownloadReport(manifest_hash)
+            verified = await fetch_manifest(session, manifest_hash, reading)
             m = verified.manifest
-            report.chunks = len(m.chunks)
-            report.expected = len(m.chunks) * m.n
+            report.chunks = m.chunk_count
+            report.expected = m.chunk_count * m.n
             old = await fetch_placement(session, verified)
             health = await node_health(session)
             live = [n for n, h in health.items() if isinstance(h, dict)]
             report.dead_nodes = {n: h for n, h in health.items() if isinstance(h, str)}
-            locations: dict[bytes, list[str]] = {}
+            locations = _Placed(verified)
             semaphore = asyncio.Semaphore(_CHUNK_WINDOW)
             done = 0
 
             async def one(index: int) -> None:
                 nonlocal done
-                async with semaphore:
+                try:
                     await self._chunk(session, verified, index, old, live, fix, report, locations)
+                finally:
+                    semaphore.release()
+                    verified.forget(index)
                 done += 1
                 if progress is not None:
-                    progress(done, len(m.chunks))
+                    progress(done, m.chunk_count)
 
-            await asyncio.gather(*(one(i) for i in range(len(m.chunks))))
+            # Chunks in order, a window at a time: a paged manifest's pages are read
+            # as they are reached, and only the window's chunk records are held.
+            running: set[asyncio.Task[None]] = set()
+            errors: list[BaseException] = []
+
+            def finished(task: asyncio.Task[None]) -> None:
+                running.discard(task)
+                if not task.cancelled() and task.exception() is not None:
+                    errors.append(task.exception())  # type: ignore[arg-type]
+
+            records = chunk_records(session, verified, reading, hold=True)
+            try:
+                async for index, _ in records:
+                    await semaphore.acquire()
+                    if errors:
+                        semaphore.release()
+                        break
+                    task = asyncio.create_task(one(index))
+                    running.add(task)
+                    task.add_done_callback(finished)
+                await asyncio.gather(*running, return_exceptions=True)
+            finally:
+                await records.aclose()
+                for task in running:
+                    task.cancel()
+            if errors:
+                raise errors[0]
             report.placement = old
             report.placement_hash = old.digest() if old is not None else None
-            changed = old is None or {h: tuple(w) for h, w in locations.items()} != dict(
-                old.locations
-            )
+            changed = not locations.same_as(old)
             if fix and changed:
                 # Every node that may now hold shares gets the manifest too: a node
                 # keeping only recorded data (storage/retention.py) finds a version's
                 # shares through the manifest it holds.
+                # A paged manifest's pages go first, as the uploader stores them.
+                if verified.paged:
+                    await _copy_pages(session, verified, reading, live)
                 raw_manifest = m.to_bytes()
                 for node in live:
                     with contextlib.suppress(NodeFailure):
@@ -174,7 +219,7 @@ class Repairer:
                         report,
                     )
                 sequence = old.sequence + 1 if old is not None else 0
-                record = PlacementRecord.create(verified, locations, sequence)
+                record = locations.record(verified, sequence)
                 raw = record.to_bytes()
                 stored = 0
                 for node in live:
@@ -206,10 +251,10 @@ class Repairer:
         live: list[str],
         fix: bool,
         report: CheckReport,
-        locations: dict[bytes, list[str]],
+        locations: _Placed,
     ) -> None:
         m = verified.manifest
-        hashes = m.chunks[index].shares
+        hashes = verified.chunk(index).shares
         good: dict[int, VerifiedShare] = {}
         holders: dict[int, list[str]] = {}
 
@@ -237,7 +282,7 @@ class Repairer:
 
         checks: list[Coroutine[Any, Any, bool]] = []
         for number, share in enumerate(hashes):
-            where = old.where(share) if old is not None else ()
+            where = old.where_at(index * m.n + number, share) if old is not None else ()
             for node in where:
                 if node not in session.nodes:
                     # Never send requests to whatever a record lists.
@@ -307,8 +352,62 @@ class Repairer:
                     report.unrecoverable_chunks.append(index)
         for number, share in enumerate(hashes):
             if holders.get(number):
-                locations[share] = holders[number]
+                locations.put(index * m.n + number, share, holders[number])
                 report.shares_verified += 1
+
+
+class _Placed:
+    """Where repair found or put each share: share -> nodes for a single-document
+    manifest (a version-1 record), 2 bytes a share for a paged one (version 2,
+    the first holder of each share)."""
+
+    def __init__(self, verified: VerifiedManifest) -> None:
+        m = verified.manifest
+        self.paged = verified.paged
+        self.by_share: dict[bytes, list[str]] = {}
+        self.ids: dict[str, int] = {}
+        self.holders = array("H", [0]) * (m.chunk_count * m.n if self.paged else 0)
+
+    def put(self, leaf: int, share: bytes, nodes: list[str]) -> None:
+        if self.paged:
+            self.holders[leaf] = self.ids.setdefault(nodes[0], len(self.ids) + 1)
+        else:
+            self.by_share[share] = nodes
+
+    def record(self, verified: VerifiedManifest, sequence: int) -> PlacementRecord:
+        if self.paged:
+            return PlacementRecord.create_positional(
+                verified, list(self.ids), pack_holders(self.holders), sequence
+            )
+        return PlacementRecord.create(verified, self.by_share, sequence)
+
+    def same_as(self, old: PlacementRecord | None) -> bool:
+        """True if ``old`` places every share as found now (nothing to write)."""
+        if old is None:
+            return False
+        if not self.paged or old.format_version != POSITIONAL_VERSION:
+            return {h: tuple(w) for h, w in self.by_share.items()} == dict(old.locations)
+        # The old record's node numbers in this one's numbering (-1: not here).
+        mapping = [0] + [self.ids.get(loc, -1) for loc in old.nodes]
+        if -1 in mapping:
+            return False
+        return array("H", (mapping[j] for j in holder_ids(old.holders))) == self.holders
+
+
+async def _copy_pages(
+    session: Session, verified: VerifiedManifest, reading: DownloadReport, nodes: list[str]
+) -> None:
+    """Put every page of a paged manifest on ``nodes`` (one page held at a time)."""
+    tree = verified.manifest.tree
+    assert tree is not None
+
+    async def fetch(ref: PageRef, level: int, first: int, count: int) -> VerifiedPage:
+        return await fetch_page(session, verified, reading, ref, level, first, count)
+
+    async for page in walk_pages(tree, fetch):
+        for node in nodes:
+            with contextlib.suppress(NodeFailure):
+                await session.put(node, page.address.hex(), page.raw)
 
 
 def _rotated(nodes: list[str], index: int) -> list[str]:

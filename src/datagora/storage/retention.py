@@ -10,7 +10,8 @@ publishing transaction always follows the upload. So the node sweeps instead:
   ``DatasetCreated`` or ``DatasetUpdated`` event (``DataNFT``) or the content hash
   of a ``KeySet`` event (``KeyValueStore``, for key/value records too large to
   go on chain). Every share that a recorded manifest *held by this node* lists is
-  kept.
+  kept. A paged manifest (format 4) is read page by page from the node's own
+  store: its pages are kept, and the shares they list that the node holds.
 - A **metadata document** is recorded when its SHA-256 is a dataset's metadata
   hash; the mock data its ``mock.sha256`` names is kept with it.
 - A **placement record** is kept when the manifest it places is recorded and
@@ -39,8 +40,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from datagora.ledger.errors import ChainError
-from datagora.storage.errors import ManifestError, PlacementError
-from datagora.storage.manifest import MAX_MANIFEST_BYTES, verify_manifest
+from datagora.storage.errors import IntegrityError, ManifestError, PlacementError
+from datagora.storage.manifest import MAX_MANIFEST_BYTES, VerifiedManifest, verify_manifest
+from datagora.storage.pages import PageRef, VerifiedPage, verify_page, walk_pages_sync
 from datagora.storage.placement import MAX_PLACEMENT_BYTES, parse_placement
 from datagora.storage.shares import SHARE_MAGICS
 
@@ -242,6 +244,12 @@ class Retention:
                     verified = verify_manifest(raw, manifest)
                 except ManifestError:
                     continue
+                if verified.paged:
+                    # Too large to cache whole: read again each sweep, one page at
+                    # a time, keeping only what this node holds.
+                    kept.add(manifest)
+                    kept.update(_paged_listing(store, verified, held))
+                    continue
                 # A manifest is content-addressed: what it lists never changes.
                 listed = frozenset(s for c in verified.manifest.chunks for s in c.shares)
                 self._listed[manifest] = listed
@@ -277,6 +285,34 @@ class Retention:
             }:
                 kept.add(entry.name)
         return kept
+
+
+def _paged_listing(
+    store: RetentionStore, verified: VerifiedManifest, held: set[bytes]
+) -> set[bytes]:
+    """The pages of a paged manifest and the held shares they list. A page missing
+    or corrupt here ends the walk (what it would list cannot be told from junk)."""
+    tree = verified.manifest.tree
+    assert tree is not None
+    found: set[bytes] = set()
+
+    def fetch(ref: PageRef, level: int, first: int, count: int) -> VerifiedPage:
+        raw = store.read(ref.address)
+        if raw is None:
+            raise IntegrityError(f"manifest page {ref.address.hex()} is not on this node")
+        return verify_page(raw, ref, tree, level, first, count)
+
+    try:
+        for page in walk_pages_sync(tree, fetch):
+            found.add(page.address)
+            if page.level == 0:
+                leaves = bytes(page.leaves())
+                for i in range(0, len(leaves), 32):
+                    if leaves[i : i + 32] in held:
+                        found.add(leaves[i : i + 32])
+    except IntegrityError as exc:
+        log.warning("retention: manifest %s: %s", verified.digest.hex(), exc)
+    return found
 
 
 def _mock_hash(raw: bytes | None) -> bytes | None:

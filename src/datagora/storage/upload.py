@@ -14,7 +14,9 @@ node per chunk; the extra shares (``UploadResult.extra_shares``) are stored but
 left out of it, so `repair` sees them as without a location and tops the
 placement up onto distinct nodes once they answer, while downloads still find the
 extras by asking every node. The manifest and the placement record are then
-stored on every healthy node.
+stored on every healthy node. A dataset too large for a single-document manifest
+gets a paged one (format 4): each manifest page is stored like the manifest, on
+every healthy node, as soon as it is complete, and always before the manifest.
 :func:`rewrap_version` stores a manifest whose data key is wrapped anew, and
 :func:`store_blob` a small content-addressed document.
 """
@@ -26,6 +28,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+from array import array
 from collections import deque
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -37,10 +40,16 @@ from datagora.crypto import pre
 from datagora.crypto.aead import DataKey
 from datagora.crypto.sealed import WrappedKey, wrap_data_key
 from datagora.storage.errors import NodeFailure, NoNodesError, StorageError, UploadError
-from datagora.storage.limits import DatasetTooLarge, check_dataset_size, max_chunks, too_large
+from datagora.storage.limits import (
+    PLACEMENT_NODES_BYTES,
+    DatasetTooLarge,
+    check_dataset_size,
+    max_chunks,
+    too_large,
+)
 from datagora.storage.manifest import AnyWrappedKey, Manifest, VerifiedManifest, verify_manifest
 from datagora.storage.pipeline import EncodedChunk, EncodingParams, ManifestBuilder, encode_stream
-from datagora.storage.placement import PlacementRecord
+from datagora.storage.placement import POSITIONAL_VERSION, PlacementRecord, pack_holders
 from datagora.storage.transport import Progress, Session, chunk_window, healthy_nodes, node_health
 
 __all__ = ["UploadResult", "default_happy", "rewrap_version", "store_blob", "upload_version"]
@@ -132,6 +141,11 @@ async def upload_version(
     than ``happy`` nodes answer and :class:`UploadError` if shares cannot be placed.
     """
     happy = check_happy(happy, params.k, params.n)
+    if sum(len(node) + 3 for node in session.nodes) > PLACEMENT_NODES_BYTES:
+        raise UploadError(
+            f"the storage node list is longer than a placement record holds "
+            f"({PLACEMENT_NODES_BYTES} bytes of URLs); nothing was uploaded"
+        )
     if isinstance(owner, WrappedKey | pre.WrappedKey):
         wrapped = owner
     else:
@@ -140,7 +154,9 @@ async def upload_version(
     try:
         # Refused before any share is stored (a stream of unknown size is stopped
         # at the limit instead).
-        check_dataset_size(total, params.chunk_size, params.k, params.n)
+        check_dataset_size(
+            total, params.chunk_size, params.k, params.n, params.leaves_per_page, params.fanout
+        )
         return await _upload(
             session, handle, params, key, wrapped, total, metadata_copies, progress, happy
         )
@@ -181,14 +197,17 @@ async def _upload(
     failed: dict[str, str] = {}
     extras: dict[bytes, str] = {}
     builder = ManifestBuilder(params)
-    locations: dict[bytes, list[str]] = {}
+    # Where each share went, by Merkle leaf: 0 for none (an extra share), else 1 +
+    # the node's index in node_ids (2 bytes a share, whatever the dataset's size).
+    node_ids: dict[str, int] = {}
+    holders = array("H")
     # Chunks in flight: enough to fill a batch per node, few enough that memory
     # stays bounded whatever the file size.
     window = chunk_window(params.chunk_size)
     pending: deque[tuple[asyncio.Task[list[str]], EncodedChunk]] = deque()
     chunks = encode_stream(handle, params, key)
     done = 0
-    most = max_chunks(params.chunk_size, params.n)
+    most = max_chunks(params.n, params.leaves_per_page, params.fanout)
 
     async def settle_oldest() -> None:
         nonlocal done
@@ -200,9 +219,10 @@ async def _upload(
         for share, node in zip(chunk.shares, placed, strict=True):
             if node in first:
                 extras[share.sha256] = node
+                holders.append(0)
             else:
                 first.add(node)
-                locations[share.sha256] = [node]
+                holders.append(node_ids.setdefault(node, len(node_ids) + 1))
         done += chunk.plaintext_size
         if progress is not None:
             progress(done, max(total, done))
@@ -219,9 +239,12 @@ async def _upload(
                         chunk.index * params.chunk_size + chunk.plaintext_size,
                         params.chunk_size, params.k, params.n,
                         "The shares stored so far were not published",
+                        params.leaves_per_page, params.fanout,
                     )
                 )  # fmt: skip
             builder.add(chunk)
+            if builder.pages:
+                await _store_pages(session, healthy, builder, failed, metadata_copies)
             task = asyncio.create_task(_place_chunk(session, chunk, healthy, failed, happy))
             pending.append((task, chunk))
             while len(pending) >= window:
@@ -234,9 +257,19 @@ async def _upload(
         await asyncio.gather(*(t for t, _ in pending), return_exceptions=True)
         raise
     manifest = builder.build(wrapped)
+    await _store_pages(session, healthy, builder, failed, metadata_copies)
     raw = manifest.to_bytes()
     verified = verify_manifest(raw, manifest.digest())
-    record = PlacementRecord.create(verified, locations, sequence=0)
+    nodes = list(node_ids)
+    if verified.paged:
+        record = PlacementRecord.create_positional(verified, nodes, pack_holders(holders))
+    else:
+        locations = {
+            share: [nodes[j - 1]]
+            for share, j in zip(manifest.share_hashes(), holders, strict=True)
+            if j
+        }
+        record = PlacementRecord.create(verified, locations, sequence=0)
     live = [n for n in healthy if n not in failed]
     await _store_version_records(session, live, raw, record, failed, metadata_copies)
     return UploadResult(
@@ -313,8 +346,13 @@ async def rewrap_version(
     m = dataclasses.replace(verified.manifest, wrapped_key=wrapped)
     raw = m.to_bytes()
     new = verify_manifest(raw, m.digest())
-    locations = dict(placement.locations) if placement is not None else {}
-    record = PlacementRecord.create(new, locations, sequence=0)
+    if placement is not None and placement.format_version == POSITIONAL_VERSION:
+        record = PlacementRecord.create_positional(
+            new, placement.nodes, placement.holders, sequence=0
+        )
+    else:
+        locations = dict(placement.locations) if placement is not None else {}
+        record = PlacementRecord.create(new, locations, sequence=0)
     failed: dict[str, str] = {}
     live = await healthy_nodes(session)
     await _store_version_records(session, live, raw, record, failed, metadata_copies)
@@ -328,6 +366,21 @@ async def store_blob(session: Session, data: bytes, what: str, metadata_copies: 
     live = await healthy_nodes(session)
     await _store_metadata(session, live, data, "shares", what, failed, metadata_copies)
     return hashlib.sha256(data).digest()
+
+
+async def _store_pages(
+    session: Session,
+    healthy: list[str],
+    builder: ManifestBuilder,
+    failed: dict[str, str],
+    metadata_copies: int,
+) -> None:
+    """Store the manifest pages written so far, like the manifest, then forget them."""
+    live = [n for n in healthy if n not in failed]
+    while builder.pages:
+        _, page = builder.pages.pop(0)
+        await _store_metadata(session, live, page, "shares", "manifest page", failed,
+                              metadata_copies)  # fmt: skip
 
 
 async def _store_version_records(
