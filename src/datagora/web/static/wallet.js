@@ -461,6 +461,10 @@ export async function downloadInPage(onStatus = () => {}) {
   const manifestBytes = await fetchBlob(art.manifest, allNodes);
   if (!manifestBytes) throw new DownloadRefused("No storage node serves the manifest the chain records for this version.");
   const m = JSON.parse(new TextDecoder().decode(manifestBytes));
+  if (m.format === "datagora.manifest" && m.format_version === 4) {
+    // A paged manifest (docs/formats.md): datasets over ~5 GiB, more than a page should hold.
+    throw new DownloadRefused(`This version is too large to download in the page (its manifest is paged); use the command line: datagora download ${art.dataset} -o dataset-${art.dataset}.bin`);
+  }
   if (m.format !== "datagora.manifest" || ![2, 3].includes(m.format_version) || m.key_wrap.scheme !== "umbral-pre-v1") {
     throw new DownloadRefused("This version's manifest is not one the page can read (its key is not shared through proxies).");
   }
