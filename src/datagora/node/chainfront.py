@@ -43,6 +43,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -142,9 +143,16 @@ class Journal:
 
     def append(self, seq: int, request: Any) -> None:
         line = json.dumps({"seq": seq, "request": request}, separators=(",", ":"))
-        self._file.write(line.encode() + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        end = self._file.tell()
+        try:
+            self._file.write(line.encode() + b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            # Half a line would swallow the next one: cut it off (best effort).
+            with contextlib.suppress(OSError):
+                self._file.truncate(end)
+            raise
 
     def ack(self, seq: int, block: int, timestamp: int) -> None:
         record = {"ack": seq, "block": block, "timestamp": timestamp, "wall": time.time()}
@@ -200,6 +208,17 @@ class _Forwarder:
         if status != 200 or "error" in answer:
             raise ChainError(f"{method}: {answer.get('error', status)}")
         return answer.get("result")
+
+
+class _Server(ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (reset, broken pipe) is no error of ours;
+        anything else is printed as the standard library does."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _error(request: Any, message: str) -> bytes:
@@ -297,9 +316,7 @@ class ChainFront:
             def log_message(self, *args: object) -> None:
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True, name="chain-front").start()
 
     def close(self) -> None:
@@ -339,8 +356,11 @@ class ChainFront:
                 if not self._serving.is_set():
                     continue  # anvil died while this call waited for the lock
                 seq = self._next
+                try:
+                    self.journal.append(seq, request)
+                except OSError as exc:  # a full disk: refused, nothing forwarded
+                    return 503, _error(request, f"the chain's journal cannot be written: {exc}")
                 self._next += 1
-                self.journal.append(seq, request)
                 try:
                     answer = self._anvil.post(body, CHANGE_TIMEOUT)
                 except _Unanswered:
@@ -452,8 +472,9 @@ class ChainFront:
         if entries or stamp > time.time():
             with contextlib.suppress(ChainError):
                 self._anvil.call("evm_setTime", [int(max(time.time() + offset, stamp))])
-        for seq in [s for s in self._replies if s < self._next - 10_000]:
-            del self._replies[seq]
+        with self._replayed:
+            for seq in [s for s in self._replies if s < self._next - 10_000]:
+                del self._replies[seq]
         return len(entries)
 
     def checkpoint(self, since_block: int | None = None) -> int | None:

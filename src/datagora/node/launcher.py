@@ -465,9 +465,14 @@ class Launcher:
         self._supervising = True
         self._write_supervisor()
         while not self.stop_requested.wait(0.5):
-            self.supervise()
-            if time.monotonic() >= self._next_save_at:
-                self._save_chain_state()
+            self.tick()
+
+    def tick(self) -> None:
+        """One round of :meth:`watch`: :meth:`supervise`, then save the chain's state if
+        a save is due."""
+        self.supervise()
+        if time.monotonic() >= self._next_save_at:
+            self._save_chain_state()
 
     def supervise(self) -> None:
         """One round: note parts that exited, restart those whose back-off is over.
