@@ -225,3 +225,29 @@ def test_a_chain_that_keeps_dying_stops_everything(
     kill(chain)
     with pytest.raises(NodeExited, match="the chain died 2 times within 60 s"):
         launcher.supervise()
+
+
+def test_a_transaction_held_in_the_pool_keeps_the_journal_until_it_is_mined(
+    up: tuple[Launcher, Part, list[str]], tmp_path: Path
+) -> None:
+    """A nonce gap: anvil holds the later transaction unmined, and a save (which does
+    not hold the pool) would drop it with the journal; so the save waits."""
+    launcher, chain, _ = up
+    launcher._save_chain_state(force=True)
+    nonce = int(rpc(chain.url, "eth_getTransactionCount", OWNER.address, "latest"), 16)
+
+    def raw(n: int) -> str:
+        fees = {"maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9, "chainId": 31337}
+        tx = {"to": to_checksum_address(HOLDER), "value": 5, "gas": 21000, "nonce": n, **fees}
+        return "0x" + bytes(OWNER.sign_transaction(tx).raw_transaction).hex()
+
+    held = rpc(chain.url, "eth_sendRawTransaction", raw(nonce + 1))
+    launcher._next_save_at = 0.0
+    launcher._save_chain_state()
+    assert (tmp_path / "chain-journal.jsonl").read_text() != ""  # not saved: kept
+    kill(chain)
+    launcher.supervise()  # the held transaction is replayed into the pool again
+    rpc(chain.url, "eth_sendRawTransaction", raw(nonce))  # the gap is filled: both mine
+    assert rpc(chain.url, "eth_getTransactionReceipt", held)["status"] == "0x1"
+    launcher._save_chain_state()
+    assert (tmp_path / "chain-journal.jsonl").read_text() == ""

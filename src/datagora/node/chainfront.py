@@ -30,8 +30,9 @@ anvil that is alive but does not answer in time has an unknown outcome: the fron
 kills that anvil, and the replay decides it.
 
 What is not kept: ``evm_snapshot`` ids (anvil does not save them; a revert to one
-taken before a restart fails), and pending transactions when anvil mines on an
-interval instead of at once (`up` does not ask for that).
+taken before a restart fails), and transactions anvil holds in its pool unmined
+(a nonce gap) when `up` stops: periodic saves wait until the pool is empty, since a
+save does not hold them and the journal before it is dropped.
 """
 
 from __future__ import annotations
@@ -385,7 +386,9 @@ class ChainFront:
         block = None
         if isinstance(request, dict) and request.get("method") in CHANGES:
             tx = json.loads(reply).get("result")
-            deadline = time.monotonic() + 5.0
+            # anvil mines at once; a transaction it holds back (a nonce gap) is not
+            # waited for long, with every other change waiting behind it.
+            deadline = time.monotonic() + 1.0
             while isinstance(tx, str) and time.monotonic() < deadline:
                 receipt = self._anvil.call("eth_getTransactionReceipt", [tx])
                 if receipt is not None:
@@ -477,6 +480,13 @@ class ChainFront:
                 del self._replies[seq]
         return len(entries)
 
+    def _pool_holds_some(self) -> bool:
+        try:
+            pool = self._anvil.call("txpool_status", [])
+            return int(pool["pending"], 16) + int(pool["queued"], 16) > 0
+        except (_Unanswered, ChainError, KeyError, TypeError, ValueError):
+            return False  # no txpool_status (anvil mines at once), or no answer: the dump says
+
     def checkpoint(self, since_block: int | None = None) -> int | None:
         """Save anvil's state with the journal position it covers, then empty the
         journal. With `since_block`, nothing is written while the chain is still at
@@ -492,6 +502,8 @@ class ChainFront:
                 raise ChainError(f"cannot read the chain: {exc}") from None
             if block == since_block and self._next == self.position:
                 return None
+            if since_block is not None and self._pool_holds_some():
+                return None  # a save now would drop them with the journal: later
             state = json.loads(dump_state(self.anvil_url))
             state[POSITION_KEY] = self._next
             state[OFFSET_KEY] = int(pending["timestamp"], 16) - time.time()
