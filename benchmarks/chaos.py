@@ -92,6 +92,7 @@ class _Tally:
     compute_dataset: int | None = None
     faults: dict[str, int] = field(default_factory=dict)
     recovery: list[float] = field(default_factory=list)
+    chain_recovery: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fault(self, kind: str) -> None:
@@ -178,6 +179,8 @@ class _Faults(threading.Thread):
             part = next(p for p in self.launcher.parts if p.name == name)
             if part.running and _healthy(part):
                 self.tally.recovery.append(time.monotonic() - since)
+                if part.role == "chain":
+                    self.tally.chain_recovery.append(round(time.monotonic() - since, 2))
                 del self.down[name]
 
     def run(self) -> None:
@@ -368,6 +371,7 @@ def run(faults: int = 200, seed: int = 1, rows: int = 400, gap: float = 1.0) -> 
         "catalog_missing": catalog_missing,
         "recovery_s_p50": round(statistics.median(recovery), 2) if recovery else None,
         "recovery_s_p95": round(p95, 2) if p95 is not None else None,
+        "chain_recovery_s": tally.chain_recovery,
         "restarts": restarts,
         "parts_not_back": not_back,
         "kills_not_recovered": sorted(injector.down),
