@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -251,3 +252,18 @@ def test_a_transaction_held_in_the_pool_keeps_the_journal_until_it_is_mined(
     assert rpc(chain.url, "eth_getTransactionReceipt", held)["status"] == "0x1"
     launcher._save_chain_state()
     assert (tmp_path / "chain-journal.jsonl").read_text() == ""
+
+
+def test_the_front_refuses_bad_lengths_before_reading(tmp_path: Path) -> None:
+    front = chainfront.ChainFront(tmp_path, free_port())
+    front.listen()
+    try:
+        for length, status in (("x", 400), (str(chainfront.MAX_BODY + 1), 413)):
+            with socket.create_connection(("127.0.0.1", front.port), timeout=10) as conn:
+                conn.sendall(
+                    f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+                )
+                assert conn.recv(100).startswith(f"HTTP/1.1 {status}".encode())
+        assert (tmp_path / "chain-journal.jsonl").read_text() == ""  # nothing journaled
+    finally:
+        front.close()

@@ -303,7 +303,11 @@ class ChainFront:
                 super().finish()
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
+                try:
+                    length = int(self.headers.get("content-length") or 0)
+                except ValueError:
+                    self.send_error(400, "bad Content-Length")
+                    return
                 if not 0 <= length <= MAX_BODY:
                     self.send_error(413, "request too large")
                     return
