@@ -1,14 +1,17 @@
 """`datagora bench chaos`: the local network of real processes under faults.
 
-``run`` starts what ``datagora up`` starts (anvil, six storage nodes, three proxies,
-the agent, the compute node, the catalog: real processes on loopback, supervised as
-``up`` supervises them) and, while an owner publishes and repairs and a researcher
-buys and downloads in a bounded loop, a second thread injects faults at random
-moments:
+``run`` starts what ``datagora up`` starts (anvil behind `up`'s journaling front, six
+storage nodes, three proxies, the agent, the compute node, the catalog: real processes
+on loopback, supervised as ``up`` supervises them, the chain's state saved as often)
+and, while an owner publishes and repairs and a researcher buys, downloads and runs
+compute jobs (paid one by one through the ComputeRegistry's escrow, approved by the
+owner when they wait for review) in a bounded loop, a second thread injects faults
+at random moments:
 
-* ``kill``: SIGKILL a storage node, a proxy, the agent, the compute node or the
-  catalog (the supervisor restarts it; the time until it answers ``/health`` again
-  is one recovery sample);
+* ``kill``: SIGKILL a storage node, a proxy, the agent, the compute node, the
+  catalog or the chain (anvil's whole process group; the supervisor restarts it,
+  the chain on its last saved state with the journal replayed; the time until it
+  answers again is one recovery sample);
 * ``stall``: SIGSTOP a storage node or a proxy for 0.5-2 s, then SIGCONT;
 * ``corrupt``: overwrite bytes in the middle of a storage node's pack segment (the
   shares it holds there no longer match their hashes);
@@ -18,9 +21,7 @@ moments:
 A part is never killed more than twice a minute (five deaths a minute would make
 the supervisor give it up, which `up` reports: that is tested elsewhere), and at
 most ``n - k`` storage nodes and ``m - t`` proxies are down or stalled at once, so
-what the network promises (4-of-6 shares, 2-of-3 proxies) is what is tested. The
-chain is not faulted: ``up`` does not restart it by design (see
-:mod:`datagora.node.launcher`).
+what the network promises (4-of-6 shares, 2-of-3 proxies) is what is tested.
 
 Every operation either succeeds and is checked, or fails with a
 :class:`~datagora.errors.DatagoraError` (a clean failure: one line for a user);
@@ -29,8 +30,10 @@ messages. At the end, once every part answers again, each acknowledged dataset i
 repaired and downloaded: ``data_lost`` counts those that do not come back
 byte-identical, and ``wrong_bytes`` any download during the run that returned
 other bytes than published (never acceptable, faults or not). ``duplicates``
-counts payments beyond the buys attempted (a buy charged twice), read from the
-researcher's balance. ``catalog_missing`` counts acknowledged datasets the catalog
+counts payments beyond the buys attempted (a buy charged twice, read from the
+researcher's balance), escrows paid beyond the jobs submitted or twice for one job,
+and jobs that ran twice (a job acknowledged once whose result on chain changed, or
+more jobs on chain than submitted). ``catalog_missing`` counts acknowledged datasets the catalog
 has not indexed 60 s after the run.
 """
 
@@ -53,10 +56,23 @@ from typing import Any
 import httpx
 
 from datagora.errors import DatagoraError
+from datagora.ledger.compute import EscrowState
+from datagora.ledger.errors import ChainError
+from datagora.ledger.jsonrpc import call as rpc
 from datagora.node.launcher import Launcher, LaunchPlan, Part
 
 PRICE = 10**17
+JOB_PRICE = 10**16
 FULL_DISK_MB = 24
+ALGORITHM = """
+import json
+
+
+def run(inputs, params, output_dir):
+    (item,) = inputs.values()
+    rows = len(item.frame)
+    (output_dir / "count.json").write_text(json.dumps({"rows": rows}))
+"""
 
 
 @dataclass
@@ -69,8 +85,14 @@ class _Tally:
     clean: list[str] = field(default_factory=list)
     wrong_bytes: int = 0
     buys_attempted: int = 0
+    jobs_submitted: int = 0
+    """Jobs whose submission was attempted (each may have locked an escrow)."""
+    jobs_done: dict[int, bytes] = field(default_factory=dict)
+    """Jobs acknowledged as succeeded -> the result hash on chain then."""
+    compute_dataset: int | None = None
     faults: dict[str, int] = field(default_factory=dict)
     recovery: list[float] = field(default_factory=list)
+    chain_recovery: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fault(self, kind: str) -> None:
@@ -87,6 +109,12 @@ def _csv(rng: random.Random, rows: int) -> bytes:
 
 
 def _healthy(part: Part) -> bool:
+    if part.role == "chain":
+        try:
+            rpc(part.url, "eth_chainId", [], timeout=1.0)
+        except (httpx.HTTPError, ChainError, ValueError):
+            return False
+        return True
     try:
         r = httpx.get(f"{part.url}/health", timeout=1.0, trust_env=False)
     except httpx.HTTPError:
@@ -136,7 +164,7 @@ class _Faults(threading.Thread):
     def _candidates(self, now: float) -> list[Part]:
         out = []
         for part in self.launcher.parts:
-            if part.role == "chain" or part.name in self.down or part.name in self.stalled:
+            if part.name in self.down or part.name in self.stalled:
                 continue
             if not part.running or part.given_up:
                 continue
@@ -151,6 +179,8 @@ class _Faults(threading.Thread):
             part = next(p for p in self.launcher.parts if p.name == name)
             if part.running and _healthy(part):
                 self.tally.recovery.append(time.monotonic() - since)
+                if part.role == "chain":
+                    self.tally.chain_recovery.append(round(time.monotonic() - since, 2))
                 del self.down[name]
 
     def run(self) -> None:
@@ -159,7 +189,9 @@ class _Faults(threading.Thread):
             while injected < self.count and not self.stop.is_set():
                 self.stop.wait(self.rng.uniform(*self.gap))
                 self._watch_recoveries()
-                if self._inject(time.monotonic()):
+                # Once half the faults are in, the chain is killed if it was not yet.
+                chain_due = injected >= self.count // 2 and "chain" not in self.kills
+                if self._inject(time.monotonic(), chain_due):
                     injected += 1
             deadline = time.monotonic() + 120
             while self.down and time.monotonic() < deadline:
@@ -170,12 +202,15 @@ class _Faults(threading.Thread):
         finally:
             self.done.set()
 
-    def _inject(self, now: float) -> bool:
+    def _inject(self, now: float, chain_due: bool = False) -> bool:
         parts = self._candidates(now)
         if not parts:
             return False
         part = self.rng.choice(parts)
         kind = self.rng.choice(["kill", "kill", "stall", "corrupt"])
+        chain = [p for p in parts if p.role == "chain"]
+        if chain_due and chain:
+            part, kind = chain[0], "kill"
         if kind == "corrupt" and part.role != "storage":
             kind = "kill"
         if kind == "stall" and part.role not in ("storage", "proxy"):
@@ -185,7 +220,10 @@ class _Faults(threading.Thread):
             return False
         if kind == "kill":
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
+                if part.role == "chain":  # the npm launcher script and anvil itself
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    os.kill(proc.pid, signal.SIGKILL)
             self.kills.setdefault(part.name, []).append(now)
             self.down[part.name] = now
         elif kind == "stall":
@@ -251,8 +289,8 @@ def run(faults: int = 200, seed: int = 1, rows: int = 400, gap: float = 1.0) -> 
         def supervise() -> None:
             while not supervising.wait(0.1):
                 try:
-                    launcher.supervise()
-                except Exception as exc:  # the chain died: reported, the run ends
+                    launcher.tick()  # as `up` does, saving the chain's state when due
+                except Exception as exc:  # the chain could not come back: the run ends
                     supervisor_errors.append(str(exc))
                     return
 
@@ -282,15 +320,17 @@ def run(faults: int = 200, seed: int = 1, rows: int = 400, gap: float = 1.0) -> 
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 launcher.supervise()
-                if all(_healthy(p) for p in launcher.parts if p.role != "chain"):
+                if all(_healthy(p) for p in launcher.parts):
                     break
                 time.sleep(0.3)
-            not_back = [p.name for p in launcher.parts if p.role != "chain" and not _healthy(p)]
+            not_back = [p.name for p in launcher.parts if not _healthy(p)]
             data_lost = _final_check(owner, researcher, published)
+            data_lost += _jobs_changed(researcher, tally)
             catalog_missing = _catalog_missing(owner, published)
             spent = balance_before - researcher.ledger.market_token.balance_of(
                 researcher.identity.account.address
             )
+            escrows = _escrows(researcher)
             restarts = {p.name: p.restarts for p in launcher.parts if p.restarts}
         finally:
             supervising.set()
@@ -299,7 +339,13 @@ def run(faults: int = 200, seed: int = 1, rows: int = 400, gap: float = 1.0) -> 
                 subprocess.run(["umount", "-l", str(small_disk)], capture_output=True)
     recovery = sorted(tally.recovery)
     p95 = recovery[min(len(recovery) - 1, int(0.95 * len(recovery)))] if recovery else None
-    charged = spent // PRICE
+    paid_jobs = [e.job for e in escrows if e.state == EscrowState.PAID]
+    held = sum(e.amount for e in escrows if e.state != EscrowState.REFUNDED)
+    charged = (spent - held) // PRICE
+    jobs_on_chain = escrows_jobs = len({e.job for e in escrows if e.job})
+    job_duplicates = (len(paid_jobs) - len(set(paid_jobs))) + max(
+        0, len(paid_jobs) - tally.jobs_submitted
+    )
     return {
         "faults_injected": sum(tally.faults.values()),
         "faults_by_kind": dict(sorted(tally.faults.items())),
@@ -315,10 +361,17 @@ def run(faults: int = 200, seed: int = 1, rows: int = 400, gap: float = 1.0) -> 
         "wrong_bytes": tally.wrong_bytes,
         "buys_attempted": tally.buys_attempted,
         "buys_charged": charged,
-        "duplicates": max(0, charged - tally.buys_attempted),
+        "jobs_submitted": tally.jobs_submitted,
+        "jobs_succeeded": len(tally.jobs_done),
+        "jobs_paid": len(paid_jobs),
+        "jobs_on_chain": jobs_on_chain,
+        "duplicates": max(0, charged - tally.buys_attempted)
+        + job_duplicates
+        + max(0, escrows_jobs - tally.jobs_submitted),
         "catalog_missing": catalog_missing,
         "recovery_s_p50": round(statistics.median(recovery), 2) if recovery else None,
         "recovery_s_p95": round(p95, 2) if p95 is not None else None,
+        "chain_recovery_s": tally.chain_recovery,
         "restarts": restarts,
         "parts_not_back": not_back,
         "kills_not_recovered": sorted(injector.down),
@@ -336,7 +389,7 @@ def _operation(
     tally: _Tally,
     rows: int,
 ) -> None:
-    kind = rng.choice(["publish", "buy", "buy", "repair"]) if published else "publish"
+    kind = rng.choice(["publish", "buy", "buy", "repair", "compute"]) if published else "publish"
     tally.operations += 1
     try:
         if kind == "publish":
@@ -356,6 +409,8 @@ def _operation(
             got = researcher.read_bytes(dataset)
             if got != published[dataset]:
                 tally.wrong_bytes += 1
+        elif kind == "compute":
+            _compute(owner, researcher, published, tally)
         else:
             _repair(owner, rng.choice(sorted(published)))
         tally.succeeded += 1
@@ -367,6 +422,41 @@ def _operation(
     except Exception as exc:
         tally.failed_uncleanly += 1
         tally.unclean.append(f"{kind}: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _compute(owner: Any, researcher: Any, published: dict[int, bytes], tally: _Tally) -> None:
+    """Submit a job paid through the escrow on the compute dataset (offered and priced
+    the first time), approve it if it waits for review, and read its result."""
+    if tally.compute_dataset is None:
+        dataset = min(published)
+        owner.offer_compute(dataset, [ALGORITHM])
+        owner.price_jobs(dataset, JOB_PRICE)
+        tally.compute_dataset = dataset
+    tally.jobs_submitted += 1
+    job = researcher.compute(tally.compute_dataset, ALGORITHM, {}, max_price=JOB_PRICE)
+    status = job.wait(120)
+    if status["state"] == "pending":
+        owner.approve_job(job.job)
+        status = job.wait(120, through_review=True)
+    if status["state"] != "succeeded":
+        raise DatagoraError(f"job {job.job} ended {status['state']}: {status.get('reason')}")
+    job.result()  # checked against the result hash on chain
+    tally.jobs_done[job.job] = researcher.ledger.compute.job(job.job).result
+
+
+def _jobs_changed(researcher: Any, tally: _Tally) -> int:
+    """Acknowledged jobs whose result on chain is not the one acknowledged (run again)."""
+    return sum(
+        1 for job, result in tally.jobs_done.items()
+        if researcher.ledger.compute.job(job).result != result
+    )  # fmt: skip
+
+
+def _escrows(researcher: Any) -> list[Any]:
+    compute = researcher.ledger.compute
+    me = researcher.identity.account.address.lower()
+    found = [compute.escrow(i) for i in range(1, compute.escrow_count() + 1)]
+    return [e for e in found if e.consumer.lower() == me]
 
 
 def _final_check(owner: Any, researcher: Any, published: dict[int, bytes]) -> int:

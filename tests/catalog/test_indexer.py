@@ -62,6 +62,19 @@ def test_index_search_and_details(embedded_ledger: Ledger, database: Database) -
     assert count(database, t.events) == len(list(embedded_ledger.events()))
 
 
+def test_job_terms_of_a_dataset_are_not_taken_for_a_job(
+    embedded_ledger: Ledger, database: Database
+) -> None:
+    """`JobTermsChanged` starts with "Job" but names no job: it stopped the indexer for
+    good (KeyError 'job'), found by the chaos run once it priced compute jobs."""
+    ix = Indexer(embedded_ledger, database)
+    d = publish_with(embedded_ledger, ix, meta("priced jobs"))
+    embedded_ledger.compute.set_job_terms(OWNER, d, 10**16, 3600)
+    assert ix.sync() > 0
+    assert count(database, t.events) == len(list(embedded_ledger.events()))
+    assert count(database, t.jobs) == 0
+
+
 def test_restart_resumes_without_duplicates(embedded_ledger: Ledger, database: Database) -> None:
     ix = Indexer(embedded_ledger, database)
     publish_with(embedded_ledger, ix, meta("one"))

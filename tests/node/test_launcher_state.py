@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -50,25 +52,27 @@ def test_the_chain_state_is_saved_whole_when_it_changed_and_loads_back(tmp_path:
     state = tmp_path / "chain-state.json"
     # A copy an earlier version kept: older than any save, so it must go.
     (tmp_path / "chain-state.good.json").write_text(json.dumps({"block": 1}))
-    assert "--load-state" not in up._chain_part(free_port()).command
-    with Anvil() as node:
-        up._chain_url = node.url
-        rpc(node.url, "anvil_setBalance", HOLDER, hex(12345))  # no block
+    assert "--load-state" not in up._chain_part(free_port(), free_port()).command
+    try:
+        chain = up.start_chain(free_port())
+        rpc(chain.url, "anvil_setBalance", HOLDER, hex(12345))  # no block, but journaled
         before = time.monotonic()
         assert up._next_save_at <= before  # the first save is due at once
-        up._save_chain_state(force=True)
+        up._save_chain_state()
         assert up._next_save_at >= before + SAVE_INTERVAL
         saved = state.stat()
         assert saved.st_mode & 0o777 == 0o600
         assert json.loads(state.read_bytes())["best_block_number"] in (0, "0x0")
-        up._save_chain_state()  # no block since: not written again
+        up._save_chain_state()  # nothing since: not written again
         assert state.stat().st_ino == saved.st_ino
-        rpc(node.url, "evm_mine")
+        rpc(chain.url, "evm_mine")
         up._save_chain_state()
         assert state.stat().st_ino != saved.st_ino
+    finally:
+        up.stop()
     assert not (tmp_path / "chain-state.good.json").exists()
     assert said == []
-    command = up._chain_part(free_port()).command
+    command = up._chain_part(free_port(), free_port()).command
     assert command[command.index("--load-state") + 1] == str(state)
     # A node started on the file has the block and the balance; stopping it saves
     # what it added.
@@ -88,7 +92,13 @@ def test_a_costly_save_is_spaced_out() -> None:
 
 def test_a_chain_that_cannot_be_read_is_reported_and_nothing_written(tmp_path: Path) -> None:
     up, said = launcher(tmp_path)
-    up._chain_url = f"http://127.0.0.1:{free_port()}"
-    up._save_chain_state(force=True)
+    try:
+        chain = up.start_chain(free_port())
+        assert chain.process is not None
+        os.killpg(chain.process.pid, signal.SIGKILL)  # not noticed by a supervisor yet
+        chain.process.wait()
+        up._save_chain_state(force=True)
+    finally:
+        up.stop()
     assert not (tmp_path / "chain-state.json").exists()
-    assert len(said) == 1 and said[0].startswith("could not save the chain's state")
+    assert len(said) == 1 and said[0].startswith("could not save the chain's state"), said

@@ -42,6 +42,7 @@ from datagora.sharing.answers import answer_digest, recover_answer, sign_answer
 from datagora.sharing.directory import RegistryProxyDirectory, dataset_proxies
 from datagora.sharing.errors import ProxyUnavailable
 from datagora.sharing.wire import Domain, ReencryptBody
+from datagora.testing.sharing import agent_delegations
 from helpers import fund, publish
 
 pytestmark = pytest.mark.anvil
@@ -125,7 +126,7 @@ def test_the_owner_chooses_the_datasets_proxies_on_chain(net: Network) -> None:
         who.account, dataset, ledger.datatoken(dataset), consumer_key=ckey
     )
     wait_until(lambda: net.delegated(dataset, who.address), "the agent's delegation")
-    rows = httpx.get(f"{net.agent.url}/delegations", timeout=5, trust_env=False).json()
+    rows = agent_delegations(net.agent.url)
     (row,) = [r for r in rows if r["dataset"] == dataset and r["consumer"] == who.address]
     assert sorted(row["accepted"]) == sorted(net.proxy_urls[:2])  # not proxy 2
     owner_public = PublicIdentity.from_json(export_public(net.owner))

@@ -30,6 +30,7 @@ from datagora.node.inprocess import ThreadServer
 from datagora.sharing.agent import delegate
 from datagora.sharing.requests import ZERO_ADDRESS, DelegationRequest, FragmentRequest
 from datagora.sharing.wire import Domain, delivery_nonce
+from datagora.testing.sharing import agent_delegations
 from helpers import fund, publish
 from schemafuzz import EXAMPLES, fuzz
 
@@ -228,7 +229,7 @@ def test_the_agent_survives_fuzzing_from_its_schema(
     try:
 
         def state() -> Any:
-            return httpx.get(f"{url}/delegations").json()
+            return agent_delegations(url)
 
         last = [state()]
 

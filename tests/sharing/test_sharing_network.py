@@ -45,6 +45,7 @@ from datagora.sharing import (
 )
 from datagora.sharing.accesslog import verify_log
 from datagora.sharing.wire import Domain, KfragDelivery, ReencryptBody
+from datagora.testing.sharing import agent_delegations
 from helpers import OWNER, fund, publish
 
 pytestmark = pytest.mark.anvil
@@ -456,7 +457,7 @@ def test_a_lying_proxy_is_detected(world: World, liar: str) -> None:
 def test_agent_resumes_without_duplicates(world: World) -> None:
     net = world.net
     wait_until(net.agent_caught_up, "the agent to catch up")
-    before = httpx.get(f"{net.agent.url}/delegations", trust_env=False).json()
+    before = agent_delegations(net.agent.url)
     kfrags = [p.health()["kfrags"] for p in net.proxies]
     net.agent.stop()
     who = consumer(world)
@@ -465,7 +466,7 @@ def test_agent_resumes_without_duplicates(world: World) -> None:
     net.agent.wait_ready()
     wait_until(lambda: net.delegated(world.auto.id, who.address), "the delegation after restart")
     wait_until(net.agent_caught_up, "the agent to catch up")
-    after = httpx.get(f"{net.agent.url}/delegations", trust_env=False).json()
+    after = agent_delegations(net.agent.url)
     assert after[: len(before)] == before and len(after) == len(before) + 1
     assert [p.health()["kfrags"] for p in net.proxies] == [k + 1 for k in kfrags]
     assert fetch(world, who, world.auto) == world.auto.data_key

@@ -315,7 +315,7 @@ class Indexer:
             conn.execute(update(ds).where(ds.c.id == dataset).values(orders=ds.c.orders + 1))
         elif contract == "AccessRegistry" and name.startswith("Access"):
             self._access(conn, name, a, block)
-        elif contract == "ComputeRegistry" and name.startswith("Job"):
+        elif contract == "ComputeRegistry" and name in _JOB_EVENTS:
             self._job(conn, name, a, block)
         elif contract == "KeyValueStore":
             conn.execute(
@@ -662,6 +662,10 @@ _BYTES_FIELDS = {
     "previous_hash",
     "consumer_key",
 }
+
+
+_JOB_EVENTS = frozenset({"JobRecorded", "JobDecided", "JobCompleted", "JobCancelled"})
+"""The ComputeRegistry's events about one job (``JobTermsChanged`` is about a dataset)."""
 
 
 def _decode_args(args: dict[str, Any]) -> dict[str, Any]:

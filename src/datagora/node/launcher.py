@@ -31,10 +31,15 @@ Once the network is up, `up` supervises it: a node that exits is started again o
 the same port with the same data directory after a back-off (0.5 s, doubling to
 30 s, back to 0.5 s once it has stayed up for a minute), while the rest keep
 serving. A node that dies 5 times within 60 s is reported in one line and left
-down (the rest keep serving; `status` shows it). The chain is not restarted: a new
-anvil would load the state saved up to a few seconds earlier and silently drop
-the transactions since, which the nodes have already acted on; so a dead chain
-still stops everything (exit 1), and the next `up` resumes from the saved state.
+down (the rest keep serving; `status` shows it).
+
+The chain is restarted too, at once and with nothing acknowledged lost: `up` itself
+answers JSON-RPC on the chain's port and journals every change before anvil (on an
+internal port) sees it (DIR/chain-journal.jsonl, see :mod:`datagora.node.chainfront`);
+a new anvil loads the last saved state and the journal after it is replayed before
+any call is answered again (calls wait meanwhile). A chain that dies 5 times within
+60 s still stops everything (exit 1). The next `up` also replays the journal, so a
+killed `up` loses nothing either.
 """
 
 from __future__ import annotations
@@ -59,9 +64,10 @@ import httpx
 from datagora.atomic import write_atomically
 from datagora.errors import ConfigError
 from datagora.ledger import Chain, Deployment, Ledger, Role, dev_account
-from datagora.ledger.anvil import dump_state, find_anvil
+from datagora.ledger.anvil import find_anvil
 from datagora.ledger.errors import ChainError
 from datagora.ledger.jsonrpc import call as rpc
+from datagora.node.chainfront import ChainFront
 from datagora.node.errors import LaunchError, NodeExited
 from datagora.node.network import (
     PROXIES,
@@ -297,6 +303,7 @@ class Launcher:
         self.redeployed = False
         self._lock_file: IO[str] | None = None
         self._chain_url: str | None = None
+        self._front: ChainFront | None = None
         self._saved_block: int | None = None
         self._next_save_at = 0.0
         self._supervising = False
@@ -333,10 +340,8 @@ class Launcher:
             self.say(note)
         write_atomically(ports_file, json.dumps(ports, indent=2, sort_keys=True) + "\n", 0o644)
 
-        self._check_chain_state()
-        chain = self._spawn(self._chain_part(ports["chain"]))
-        chain_url = self._chain_url = chain.url
-        self._wait_healthy([chain])
+        chain = self.start_chain(ports["chain"])
+        chain_url = chain.url
         accounts = self._accounts(password)
         deployment = self._deployment(chain_url, accounts)
         self._fund(chain_url, accounts)
@@ -437,6 +442,19 @@ class Launcher:
             self._start_repair_watch(chain_url, deployment)
         return self.network
 
+    def start_chain(self, port: int) -> Part:
+        """anvil on the saved state behind the journaling front on `port`, the journal
+        replayed (see the module's doc); answering when this returns."""
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._check_chain_state()
+        front = self._front = ChainFront(self.dir, port, self.say)
+        front.listen()
+        chain = self._spawn(self._chain_part(port, front.anvil_port))
+        self._restore_chain(chain)
+        self._chain_url = chain.url
+        self._wait_healthy([chain])
+        return chain
+
     def _lock(self) -> None:
         """One `up` per directory: a second would fight over the chain state and ports."""
         import fcntl
@@ -460,9 +478,14 @@ class Launcher:
         self._supervising = True
         self._write_supervisor()
         while not self.stop_requested.wait(0.5):
-            self.supervise()
-            if time.monotonic() >= self._next_save_at:
-                self._save_chain_state()
+            self.tick()
+
+    def tick(self) -> None:
+        """One round of :meth:`watch`: :meth:`supervise`, then save the chain's state if
+        a save is due."""
+        self.supervise()
+        if time.monotonic() >= self._next_save_at:
+            self._save_chain_state()
 
     def supervise(self) -> None:
         """One round: note parts that exited, restart those whose back-off is over.
@@ -476,11 +499,9 @@ class Launcher:
             code = part.process.poll()
             if part.restart_at is None and code is not None:
                 if part.role == "chain":
-                    raise NodeExited(
-                        f"the chain exited unexpectedly (code {code}); everything was stopped "
-                        f"(run `up` again: it resumes from the saved state); last lines of "
-                        f"{part.log}: {part.tail()}"
-                    )
+                    self._chain_died(part, code, now)
+                    changed = True
+                    continue
                 self._died(part, code, now)
                 changed = True
             elif part.restart_at is not None and now >= part.restart_at:
@@ -490,6 +511,45 @@ class Launcher:
                 changed = True
         if changed:
             self._write_supervisor()
+
+    def _chain_died(self, part: Part, code: int, now: float) -> None:
+        """Start anvil again at once on the saved state and replay the journal (see the
+        module's doc); :class:`NodeExited` if that fails or it keeps dying."""
+        assert part.process is not None and self._front is not None
+        self._front.down()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(part.process.pid, signal.SIGKILL)
+        part.last_exit = f"code {code}"
+        while part.deaths and now - part.deaths[0] > GIVE_UP_WINDOW:
+            part.deaths.popleft()
+        part.deaths.append(now)
+        if len(part.deaths) >= GIVE_UP_DEATHS:
+            raise NodeExited(
+                f"the chain died {len(part.deaths)} times within {GIVE_UP_WINDOW:.0f} s; "
+                f"everything was stopped (run `up` again: it resumes from the saved state "
+                f"and journal); last lines of {part.log}: {part.tail()}"
+            )
+        started = time.monotonic()
+        part.restarts += 1
+        part.command = self._chain_part(part.port, self._front.anvil_port).command
+        self._start_process(part)
+        replayed = self._restore_chain(part)
+        self.say(
+            f"the chain exited unexpectedly ({part.last_exit}); restarted on the saved state "
+            f"and replayed {replayed} journaled changes in {time.monotonic() - started:.1f} s"
+        )
+
+    def _restore_chain(self, part: Part) -> int:
+        assert part.process is not None and self._front is not None
+        try:
+            replayed = self._front.restore(part.process)
+        except ChainError as exc:
+            raise NodeExited(
+                f"the chain could not be restored: {exc}; last lines of {part.log}: {part.tail()}"
+            ) from None
+        if replayed and part.restarts == 0:
+            self.say(f"replayed {replayed} journaled chain changes made after the saved state")
+        return replayed
 
     def _died(self, part: Part, code: int, now: float) -> None:
         assert part.process is not None
@@ -551,21 +611,20 @@ class Launcher:
         return self.dir / "chain-state.good.json"
 
     def _save_chain_state(self, *, force: bool = False) -> None:
-        """Write the chain's state to ``chain-state.json`` if blocks were added since the
-        last save (always with `force`); a chain that cannot be read is reported."""
-        if self._chain_url is None:
+        """Write the chain's state to ``chain-state.json`` (with the journal position it
+        covers) if it changed since the last save (always with `force`); a chain that
+        cannot be read is reported."""
+        if self._front is None:
             return
         started = time.monotonic()
         self._next_save_at = started + SAVE_INTERVAL
         try:
-            block = int(rpc(self._chain_url, "eth_blockNumber", []), 16)
-            if block == self._saved_block and not force:
-                return
-            raw = dump_state(self._chain_url)
-        except (ChainError, httpx.HTTPError, ValueError) as exc:
+            block = self._front.checkpoint(None if force else self._saved_block)
+        except (ChainError, OSError) as exc:
             self.say(f"could not save the chain's state: {exc}")
             return
-        write_atomically(self._state, raw, 0o600)
+        if block is None:
+            return
         self._next_save_at = started + save_delay(time.monotonic() - started)
         self._saved_block = block
         # An earlier version's copy is older than this: never restore it over this one.
@@ -603,12 +662,17 @@ class Launcher:
         if any(p.running for p in chain):
             self._save_chain_state(force=True)
         self._terminate(chain, CHAIN_GRACE)
+        if self._front is not None:
+            self._front.close()
+            self._front = None
 
     # -- parts --------------------------------------------------------------------------
 
-    def _chain_part(self, port: int) -> Part:
+    def _chain_part(self, port: int, anvil_port: int) -> Part:
+        """The chain as a part: anvil on `anvil_port`, answered for on `port` by the
+        front that journals every change (see the module's doc)."""
         command = [
-            find_anvil(), "--host", "127.0.0.1", "--port", str(port),
+            find_anvil(), "--host", "127.0.0.1", "--port", str(anvil_port),
             "--accounts", "10",
         ]  # fmt: skip
         if self._state.exists():

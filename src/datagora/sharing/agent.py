@@ -35,11 +35,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from datagora.bodies import read_capped, why
@@ -80,6 +81,10 @@ _POLICIES: Final = ("automatic", "approval")
 _TIMEOUT: Final = 10.0
 MAX_REQUEST_BYTES: Final = 64 * 1024
 """The largest ``POST /delegations`` body (a signed request is well under 2 KiB)."""
+PAGE_MAX = 500
+"""The most delegations one ``GET /delegations`` returns (``limit``'s upper bound)."""
+CURSOR_MAX = 2**63 - 1
+"""SQLite's largest rowid: the upper bound of ``GET /delegations``' cursor."""
 # Refusals after which retrying the same fragment cannot succeed.
 _FINAL: Final = frozenset(
     {"not_controller", "bad_kfrag", "malformed", "wrong_proxy", "batch_exists"}
@@ -284,6 +289,14 @@ PRAGMA user_version = 2;
 """
 
 
+class DelegationPage(BaseModel):
+    """One page of ``GET /delegations``: the delegations, and the cursor of the next
+    page (null on the last)."""
+
+    items: list[dict[str, Any]]
+    next: int | None
+
+
 class Agent:
     """The agent's state and its event follower (``start``/``stop`` run it in a thread)."""
 
@@ -366,25 +379,35 @@ class Agent:
             row = self._db.execute("SELECT value FROM state WHERE key = 'cursor'").fetchone()
         return int(row[0]) if row else self.ledger.deployment.start_block
 
-    def delegations(self) -> list[dict[str, Any]]:
-        """What was delegated (public facts only: no fragment)."""
+    def delegations(
+        self, limit: int = PAGE_MAX, after: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Up to `limit` delegations made after the one at cursor `after` (0: from the
+        first), in the order they were made, and the cursor of the last one returned
+        (public facts only: no fragment)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT dataset, version, consumer, basis, grant_id, accepted, created "
-                "FROM delegations ORDER BY created, dataset, version, consumer"
+                "SELECT rowid, dataset, version, consumer, basis, grant_id, accepted, created "
+                "FROM delegations WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit),
             ).fetchall()
-        return [
+        page = [
             {
-                "dataset": int(r[0]),
-                "version": r[1],
-                "consumer": r[2],
-                "basis": r[3],
-                "grant": int(r[4]),
-                "accepted": json.loads(r[5]),
-                "created": r[6],
+                "dataset": int(r[1]),
+                "version": r[2],
+                "consumer": r[3],
+                "basis": r[4],
+                "grant": int(r[5]),
+                "accepted": json.loads(r[6]),
+                "created": r[7],
             }
             for r in rows
         ]
+        return page, int(rows[-1][0]) if rows else after
+
+    def delegation_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM delegations").fetchone()[0])
 
     def undelivered_count(self) -> int:
         with self._lock:
@@ -688,7 +711,8 @@ def create_agent_app(
     """The agent's HTTP app; its lifespan runs the ledger follower in a thread.
 
     ``owner`` is the account it signs with (see :class:`Agent`). ``GET /health``,
-    ``GET /delegations`` (what was delegated, no key material), ``POST /delegations``
+    ``GET /delegations?limit=&cursor=`` (what was delegated, a page at a time, no key
+    material; follow ``next`` until it is null), ``POST /delegations``
     (a DelegationRequest signed by the owner).
     """
     agent = Agent(
@@ -708,13 +732,31 @@ def create_agent_app(
             "proxies": agent.proxies,
             "threshold": agent.threshold,
             "cursor": agent.cursor,
-            "delegations": len(agent.delegations()),
+            "delegations": agent.delegation_count(),
             "undelivered": agent.undelivered_count(),
         }
 
-    @app.get("/delegations")
-    def delegations() -> list[dict[str, Any]]:
-        return agent.delegations()
+    @app.get(
+        "/delegations",
+        summary="What was delegated, a page at a time (no key material)",
+        responses={422: why("`limit` or `cursor` out of range, or not an integer.")},
+    )
+    def delegations(
+        limit: Annotated[
+            int, Query(ge=1, le=PAGE_MAX, description="The most delegations to return.")
+        ] = 100,
+        cursor: Annotated[
+            int,
+            Query(
+                ge=0,
+                le=CURSOR_MAX,
+                description="The `next` of the previous page; 0 (or absent) for the first.",
+            ),
+        ] = 0,
+    ) -> DelegationPage:
+        items, last = agent.delegations(limit, cursor)
+        # A full page may be followed by more; a short one is the last.
+        return DelegationPage(items=items, next=last if len(items) == limit else None)
 
     @app.post(
         "/delegations",

@@ -30,6 +30,21 @@ from datagora.ports import free_port
 
 PASSWORD = "development password, not a secret"
 """Password of the development keystores (their accounts are anvil's public dev keys)."""
+
+
+def agent_delegations(url: str) -> list[dict[str, Any]]:
+    """Every delegation the agent at `url` lists, following its pages."""
+    rows: list[dict[str, Any]] = []
+    cursor: int | None = 0
+    while cursor is not None:
+        page = httpx.get(
+            f"{url}/delegations", params={"cursor": cursor}, timeout=5, trust_env=False
+        ).json()
+        rows += page["items"]
+        cursor = page["next"]
+    return rows
+
+
 T = TypeVar("T")
 
 
@@ -219,9 +234,7 @@ class Network:
         self.node.stop()
 
     def delegated(self, dataset: int, consumer: str, version: int | None = None) -> bool:
-        rows: list[dict[str, Any]] = httpx.get(
-            f"{self.agent.url}/delegations", timeout=5, trust_env=False
-        ).json()
+        rows = agent_delegations(self.agent.url)
         return any(
             r["dataset"] == dataset
             and r["consumer"] == consumer
