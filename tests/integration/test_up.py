@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from datagora.ledger import dev_account
+from datagora.ledger import Ledger, dev_account
 from datagora.node.launcher import HAS_COMPUTE
 from datagora.storage.auth import WriteSigner
 
@@ -223,6 +223,11 @@ def test_up_publish_restart(tmp_path: Path, env: dict[str, str]) -> None:
         until(lambda: try_download(env, dataset, copy, "researcher"), "the download")
         assert copy.read_bytes() == data
         until(lambda: indexed(env, "Cohort up"), "the catalog to index the dataset")
+        # A wallet finds the dataset's ERC-721 metadata: `up` points tokenURI at its catalog.
+        ledger = Ledger.connect(network["chain_url"], directory / "deployment.json")
+        uri = ledger.data_nft.token_uri(dataset)
+        assert uri == f"{network['catalog'].rstrip('/')}/nft/{dataset}"
+        assert httpx.get(uri, timeout=30).json()["name"] == "Cohort up"
 
         # A storage node killed: the download still works, and `up` starts it again
         # on its port while the rest keep serving.

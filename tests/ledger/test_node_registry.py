@@ -418,3 +418,19 @@ def test_a_development_network_registers_its_nodes_idempotently(embedded_ledger:
     assert back is not None and back.state == NodeState.ACTIVE and back.stake == MIN
     assert reg.endpoints(Role.STORAGE)[-1] == "http://127.0.0.1:3"
     assert [n.address for n in reg.nodes(active_only=False)].count(node.address) == 1
+
+
+def test_proxies_found_in_the_registry_default_to_a_threshold_of_two(ledger: Ledger) -> None:
+    """Endpoints with no proxies default to threshold 1; once several proxies come
+    from the registry the default becomes 2 (1 of several is refused), while an
+    explicit higher threshold stays. Before, a client discovering three proxies (the
+    repair watcher `up` starts) was refused with "threshold 1 with 3 proxies"."""
+    from datagora.market import Endpoints, discover
+
+    for i, account in enumerate((NODE, NODE2, SLASHER)):
+        register(ledger, account, Role.PROXY, endpoint=f"http://proxy{i}:1")
+    found = discover(ledger, Endpoints(storage=["http://s:1"]))
+    assert len(found.proxies) == 3 and found.threshold == 2
+    assert discover(ledger, Endpoints(storage=["http://s:1"], threshold=3)).threshold == 3
+    named = Endpoints(storage=["http://s:1"], proxies=["http://p:1"])
+    assert discover(ledger, named).threshold == 1

@@ -46,8 +46,18 @@ def discover(ledger: Ledger, endpoints: Endpoints, account: str | None = None) -
         endpoints.compute_router,
     ):
         return endpoints
+    threshold = endpoints.threshold
+    if not endpoints.proxies and len(proxies) > 1:
+        # The default threshold was set for no proxies (1); the registry's several
+        # proxies default to 2, as Endpoints would (1 of several is refused).
+        threshold = max(threshold, 2)
     return replace(
-        endpoints, storage=storage, proxies=proxies, compute=compute, compute_router=router
+        endpoints,
+        storage=storage,
+        proxies=proxies,
+        threshold=threshold,
+        compute=compute,
+        compute_router=router,
     )
 
 

@@ -409,6 +409,7 @@ class Launcher:
         # each with its own development account) before it starts: clients find them
         # in the NodeRegistry, so the network file lists none of them.
         self._register(chain_url, deployment, storage, proxies, compute)
+        self._point_token_uri(chain_url, deployment, catalog.url)
         web_args = [*common, "--catalog", catalog.url, "--threshold", str(self.plan.threshold)]
         web_args += [a for p in proxies for a in ("--proxy", p.url)]
         web_args += [a for s in storage for a in ("--storage-node", s.url)]
@@ -872,6 +873,16 @@ class Launcher:
         for name in ("owner", "researcher"):
             ledger.market_token.mint(dev_account(0), accounts[name], STARTING_TOKENS)
         return ledger.deployment
+
+    def _point_token_uri(self, chain_url: str, deployment: Deployment, catalog: str) -> None:
+        """Point DataNFT.tokenURI at this network's catalog (`/nft/<id>` serves ERC-721
+        metadata JSON), as `datagora chain base-uri` does on a real deployment; once per
+        catalog URL (the deployer, development account 0, owns the collection)."""
+        self._check_stop()
+        ledger = Ledger(Chain.rpc(chain_url), deployment)
+        url = catalog.rstrip("/") + "/nft/"
+        if ledger.data_nft.base_uri() != url:
+            ledger.data_nft.set_base_uri(dev_account(0), url)
 
     def _register(
         self,
