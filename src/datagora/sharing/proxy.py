@@ -13,7 +13,8 @@
                      Idempotent: the same signed request is answered every time it comes
                      (and checked against the ledger every time).
 ``GET /identity``    the proxy's address and Umbral public key (what agents seal
-                     fragments to, until the node registry lists it).
+                     fragments to), signed by its account over the asker's
+                     ``?challenge=`` (32 bytes hex): ``datagora.proxy-identity.v2``.
 ``GET /log``         the access log (JSON lines, hash-chained; see
                      :mod:`datagora.sharing.accesslog`), a page at a time:
                      ``?offset=N&limit=M`` (at most :data:`MAX_LOG_PAGE` entries).
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
 
+from coincurve import PrivateKey
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -62,7 +64,7 @@ from datagora.ledger import Ledger
 from datagora.ledger.base import ZERO_ADDRESS
 from datagora.ledger.errors import ChainError
 from datagora.sharing.accesslog import AccessLogFile
-from datagora.sharing.answers import answer_digest, sign_answer
+from datagora.sharing.answers import answer_digest, identity_digest, sign_answer
 from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate, Decision
 from datagora.sharing.kfrags import KfragRecord, KfragStore
 from datagora.sharing.requests import DelegationRequest, FragmentRequest
@@ -79,7 +81,7 @@ __all__ = ["PROXY_IDENTITY_FORMAT", "ProxyService", "create_proxy_app", "outermo
 
 _log = logging.getLogger(__name__)
 _MAX_BODY: Final = 64 * 1024
-PROXY_IDENTITY_FORMAT: Final = "datagora.proxy-identity.v1"
+PROXY_IDENTITY_FORMAT: Final = "datagora.proxy-identity.v2"
 MAX_LOG_PAGE: Final = 10_000
 """The most access-log entries one ``GET /log`` returns (page with ``offset``)."""
 Answer = tuple[int, dict[str, Any]]
@@ -139,7 +141,7 @@ class ProxyService:
         self.identity = identity
         self.chain_id = ledger.chain.chain_id
         self.domain = Domain.of(ledger)
-        self._answer_key = bytes(identity.account.key)
+        self._answer_key = PrivateKey(bytes(identity.account.key))  # made once: see sign_answer
         self._faults = ledger.deployment.contracts.get("ProxyFaults", ZERO_ADDRESS)
         self.service_id = service_id
         self.anchor_every = anchor_every
@@ -354,15 +356,23 @@ class ProxyService:
         except DatagoraError:
             return self._anchored
 
-    def public_identity(self) -> dict[str, Any]:
-        """What an agent needs to address and seal fragments to this proxy."""
+    def public_identity(self, challenge: bytes = bytes(32)) -> dict[str, Any]:
+        """What an agent needs to address and seal fragments to this proxy, signed by
+        the proxy's account over the asker's 32-byte ``challenge``."""
+        umbral_key = self.identity.umbral_public_key
+        digest = identity_digest(
+            self.domain.chain_id, self.domain.verifying_contract, self.identity.address,
+            umbral_key, self.service_id, challenge,
+        )  # fmt: skip
         return {
             "format": PROXY_IDENTITY_FORMAT,
             "address": self.identity.address,
-            "umbral_public_key": self.identity.umbral_public_key.hex(),
+            "umbral_public_key": umbral_key.hex(),
             "chain_id": self.domain.chain_id,
             "verifying_contract": self.domain.verifying_contract,
             "service": self.service_id,
+            "challenge": challenge.hex(),
+            "signature": sign_answer(self._answer_key, digest).hex(),
         }
 
     def health(self) -> dict[str, Any]:
@@ -657,9 +667,18 @@ def create_proxy_app(
     def get_health() -> dict[str, Any]:
         return service.health()
 
-    @app.get("/identity")
-    def get_identity() -> dict[str, Any]:
-        """The proxy's address and Umbral public key (fragments are sealed to it)."""
-        return service.public_identity()
+    @app.get("/identity", responses={422: why("The challenge is not 32 bytes of hex.")})
+    def get_identity(
+        challenge: Annotated[
+            str,
+            Query(
+                pattern="^[0-9a-f]{64}$",
+                description="32 random bytes (hex) the answer's signature covers.",
+            ),
+        ] = "00" * 32,
+    ) -> dict[str, Any]:
+        """The proxy's address and Umbral public key (fragments are sealed to it), signed
+        by its account over `challenge` (docs/sharing.md)."""
+        return service.public_identity(bytes.fromhex(challenge))
 
     return app
