@@ -1128,7 +1128,7 @@ def mock(
 
 
 conditions_app = typer.Typer(
-    help="Access conditions proxies check before every re-encryption (docs/ledger.md).",
+    help="Access conditions proxies check before every answer (docs/ledger.md).",
     no_args_is_help=True,
 )
 

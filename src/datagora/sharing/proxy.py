@@ -6,8 +6,9 @@
                      fragment sealed to this proxy's Umbral key; stored durably, the
                      first delivery of a batch kept.
 ``POST /reencrypt``  a ``datagora.reencrypt-request.v1`` body: a FragmentRequest signed by
-                     the consumer and the capsule; before every re-encryption the ledger
-                     is read (:class:`~datagora.sharing.gate.AccessGate`); answers
+                     the consumer and the capsule; for every request the ledger is read
+                     (:class:`~datagora.sharing.gate.AccessGate`; fragments are made
+                     meanwhile and sent only if it allows); answers
                      ``{"cfrags": [{"batch": hex, "cfrag": hex}, …]}``, one capsule
                      fragment per fragment batch held for the consumer, newest first.
                      Idempotent: the same signed request is answered every time it comes
@@ -30,6 +31,7 @@ without ``threshold`` of them *and* the consumer's secret key.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -85,6 +87,9 @@ PROXY_IDENTITY_FORMAT: Final = "datagora.proxy-identity.v2"
 MAX_LOG_PAGE: Final = 10_000
 """The most access-log entries one ``GET /log`` returns (page with ``offset``)."""
 Answer = tuple[int, dict[str, Any]]
+_YIELDS_TO_SEND: Final = 3
+"""Event-loop turns a fragment request gives its ledger check before re-encrypting:
+enough for the check's read to reach the socket (its task, then the batch sender)."""
 
 
 def _refusal(status: int, code: str, detail: str) -> Answer:
@@ -261,19 +266,33 @@ class ProxyService:
             decision = self.gate.check(admitted.request.dataset, admitted.signer)
         except ChainError:
             return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
-        return self._serve(admitted, decision)
+        if not decision.allowed:
+            return self._serve(admitted, decision, None)
+        return self._serve(admitted, decision, self._answers(admitted))
 
     async def reencrypt_async(self, raw: bytes) -> Answer:
-        """:meth:`reencrypt` on the event loop: the ledger read of concurrent requests
-        share a JSON-RPC batch; the rest is short CPU work done inline."""
+        """:meth:`reencrypt` on the event loop: the ledger reads of concurrent requests
+        share a JSON-RPC batch, and while this request's reads are in flight its
+        capsule fragments are made and signed (CPU work that would otherwise wait
+        for the chain); they leave the proxy only if the ledger allows it."""
         admitted = self._admit(raw)
         if not isinstance(admitted, _Admitted):
             return admitted
+        check = asyncio.ensure_future(
+            self.gate.check_async(admitted.request.dataset, admitted.signer)
+        )
+        for _ in range(_YIELDS_TO_SEND):
+            await asyncio.sleep(0)  # let the check send its reads before the CPU work
         try:
-            decision = await self.gate.check_async(admitted.request.dataset, admitted.signer)
+            answers = self._answers(admitted)
+        except BaseException:
+            check.cancel()
+            raise
+        try:
+            decision = await check
         except ChainError:
             return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
-        return self._serve(admitted, decision)
+        return self._serve(admitted, decision, answers)
 
     def _admit(self, raw: bytes) -> _Admitted | Answer:
         try:
@@ -306,32 +325,24 @@ class ProxyService:
         }
         return _Admitted(body, req, checked.signer, entry)
 
-    def _serve(self, admitted: _Admitted, decision: Decision) -> Answer:
-        entry, req, signer = admitted.entry, admitted.request, admitted.signer
-        if not decision.allowed:
-            self.log.append(**entry, outcome="refused", reason=decision.code)
-            return _refusal(403, decision.code, decision.detail)
+    def _answers(self, admitted: _Admitted) -> list[dict[str, str]] | str:
+        """The signed capsule fragments for ``admitted``, one per batch held, or why
+        there are none (``no_kfrag``, ``malformed``): nothing is logged or sent here."""
+        req, signer = admitted.request, admitted.signer
         records = self.kfrags.get(req.dataset, req.version, signer)
         if not records:
-            self.log.append(**entry, outcome="refused", reason="no_kfrag")
-            return _refusal(
-                404,
-                "no_kfrag",
-                f"this proxy holds no key fragment for {signer} on dataset "
-                f"{req.dataset} version {req.version}",
-            )
+            return "no_kfrag"
         try:
             raw_cfrags = [
                 (r.batch, reencrypt(self.kfrags.verified(r), admitted.body.capsule))
                 for r in records
             ]
         except PreError:
-            self.log.append(**entry, outcome="refused", reason="malformed")
-            return _refusal(422, "malformed", "the capsule is malformed")
+            return "malformed"
         # Each fragment signed (docs/sharing.md, "Signed answers"): evidence against
         # this proxy if it does not verify.
-        request_digest = bytes.fromhex(entry["request"])
-        cfrags = [
+        request_digest = bytes.fromhex(admitted.entry["request"])
+        return [
             {
                 "batch": batch.hex(),
                 "cfrag": cfrag.hex(),
@@ -345,8 +356,32 @@ class ProxyService:
             }
             for batch, cfrag in raw_cfrags
         ]  # fmt: skip
+
+    def _serve(
+        self,
+        admitted: _Admitted,
+        decision: Decision,
+        answers: list[dict[str, str]] | str | None,
+    ) -> Answer:
+        """The answer to ``admitted`` under the ledger's ``decision``: a refusal first
+        (nothing of ``answers`` is sent), then the fragments or why there are none."""
+        entry, req, signer = admitted.entry, admitted.request, admitted.signer
+        if not decision.allowed:
+            self.log.append(**entry, outcome="refused", reason=decision.code)
+            return _refusal(403, decision.code, decision.detail)
+        if answers == "no_kfrag":
+            self.log.append(**entry, outcome="refused", reason="no_kfrag")
+            return _refusal(
+                404,
+                "no_kfrag",
+                f"this proxy holds no key fragment for {signer} on dataset "
+                f"{req.dataset} version {req.version}",
+            )
+        if not isinstance(answers, list):
+            self.log.append(**entry, outcome="refused", reason="malformed")
+            return _refusal(422, "malformed", "the capsule is malformed")
         self.log.append(**entry, outcome="accepted", reason="")
-        return 200, {"cfrags": cfrags}
+        return 200, {"cfrags": answers}
 
     def _anchored_entries(self) -> int:
         if self._anchorer:
