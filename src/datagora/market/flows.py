@@ -698,10 +698,10 @@ class Marketplace:
                 )
                 told.evidence = exc.evidence
                 raise told from None
-                # Short at first: the agent usually follows within a block, and an
-                # asking round costs the proxies one signature check and one read each.
-                time.sleep(pause)
-                pause = min(pause * 1.5, 0.5)
+            # Not delegated yet. Ask again soon at first (the agent usually follows
+            # within a block; a round costs each proxy a signature check and a read).
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
 
     def _keep_evidence(self, evidence: Iterable[Evidence]) -> None:
         """Save each proxy's signed bad answer to :attr:`evidence_dir` (whether the key
