@@ -479,7 +479,7 @@ class Dataset:
         return None if found is None else render(found)
 
     def set_condition(self, condition: str | None, service_id: int = 0) -> Any:
-        """Set (owner only) the access condition proxies check before each re-encryption,
+        """Set (owner only) the access condition proxies check before each answer,
         e.g. ``"order AND before:2027-01-01"``; None clears it."""
         return self.market.set_condition(self.id, condition, service_id)
 

@@ -25,10 +25,11 @@ from sharing_helpers import PASSWORD, Network, wait_until
 from typer.testing import CliRunner
 
 from datagora.cli.app import app
-from datagora.crypto.keys import Identity, PublicIdentity, export_public
+from datagora.crypto.keys import Identity, PublicIdentity, export_public, import_account
 from datagora.crypto.pre import dataset_scope, wrap_key
-from datagora.ledger import Role
+from datagora.ledger import Pricing, Role
 from datagora.ledger.errors import InvalidArgument, InvalidState, NotController
+from datagora.market import Endpoints, Marketplace
 from datagora.node.network import Network as NetworkFile
 from datagora.ports import free_port
 from datagora.sharing import (
@@ -43,11 +44,18 @@ from datagora.sharing.directory import RegistryProxyDirectory, dataset_proxies
 from datagora.sharing.errors import ProxyUnavailable
 from datagora.sharing.wire import Domain, ReencryptBody
 from datagora.testing.sharing import agent_delegations
+from datagora.testing.storage import LocalNodes
 from helpers import fund, publish
 
 pytestmark = pytest.mark.anvil
 
 STAKE = 10 * 10**18
+_META = {
+    "title": "Evidence cohort",
+    "license": "CC-BY-4.0",
+    "creator": "tests",
+    "services": [{"id": 0, "type": "download", "price": str(10**18)}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +302,100 @@ def test_a_proxy_signing_a_bad_fragment_is_reported_and_slashed(net: Network) ->
     assert ledger.proxy_faults.report_of(report_id)[3] == 2
     with pytest.raises(InvalidState, match="no open report"):
         ledger.proxy_faults.confirm(net.owner.account, report_id, 10**18)
+
+
+def test_the_cli_files_a_lying_proxys_evidence_and_the_owner_confirms(
+    net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end with a lying proxy on loopback: `datagora download` fails (the liar's
+    fragment does not verify and only one honest proxy is listed) and keeps the liar's
+    signed answer; `proxies report` files it as the consumer; `proxies faults` lists it;
+    the owner confirms and the liar's stake goes to the consumer. A stranger cannot
+    file it, and altered evidence is refused before anything is sent."""
+    ledger = net.ledger
+    assert ledger.proxy_faults is not None
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(_signing_liar(net), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, "the liar")
+    liar = f"http://127.0.0.1:{port}"
+    evidence_dir = tmp_path / "evidence"
+    try:
+        with LocalNodes(6, tmp_path / "storage") as nodes:
+            proxies = [liar, net.proxy_urls[1]]  # the liar and one honest proxy, 2-of-2
+            endpoints = Endpoints(nodes.urls, proxies, 2)
+            source = tmp_path / "data.csv"
+            source.write_bytes(b"id,value\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(500)))
+            dataset = (
+                Marketplace(ledger, endpoints, net.owner)
+                .publish(source, _META, pricing=Pricing.FIXED, price=10**18)
+                .dataset
+            )
+            who = _consumer(net)
+            import_account(net.keys, who.account.key.hex(), PASSWORD, scrypt_n=2**4)
+            Marketplace(ledger, endpoints, who).buy_and_order(dataset)
+            wait_until(lambda: net.delegated(dataset, who.address), "the agent's delegation")
+            file = tmp_path / "network.json"
+            NetworkFile(
+                net.anvil.url, ledger.deployment, storage=nodes.urls, proxies=proxies, threshold=2
+            ).save(file)
+            for key, value in {
+                "DATAGORA_NETWORK": str(file),
+                "DATAGORA_KEYS_DIR": str(net.keys),
+                "DATAGORA_PASSWORD": PASSWORD,
+                "DATAGORA_ACCOUNT": "",
+                "DATAGORA_EVIDENCE_DIR": str(evidence_dir),
+            }.items():
+                monkeypatch.setenv(key, value)
+            runner = CliRunner()
+            out = tmp_path / "out.csv"
+            result = runner.invoke(
+                app, ["download", str(dataset), "-o", str(out), "--account", who.address]
+            )
+    finally:
+        server.should_exit = True
+        thread.join()
+    assert result.exit_code == 1 and not out.exists()
+    (kept,) = evidence_dir.iterdir()
+    assert str(kept) in str(result.exception) and liar in str(result.exception)
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(app, list(args))
+
+    liar_address = net.proxy_ids[0].address
+    # Altered evidence (another fragment under the liar's signature) is refused locally.
+    altered = json.loads(kept.read_text())
+    altered["cfrag"] = altered["cfrag"][:-2] + ("00" if altered["cfrag"][-2:] != "00" else "01")
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(altered))
+    result = cli("proxies", "report", str(forged), "--account", who.address)
+    assert result.exit_code == 1 and "proves nothing" in str(result.exception)
+    # Only the consumer who asked can file it.
+    result = cli("proxies", "report", str(kept), "--account", net.owner.address)
+    assert result.exit_code == 1 and "only that consumer" in str(result.exception)
+    assert cli("proxies", "faults", "--dataset", str(dataset), "--json").stdout.strip() == "[]"
+
+    result = cli("proxies", "report", str(kept), "--account", who.address, "--json")
+    assert result.exit_code == 0, result.output
+    filed = json.loads(result.stdout)
+    assert filed["proxy"] == liar_address and filed["dataset"] == dataset
+    listed = json.loads(cli("proxies", "faults", "--dataset", str(dataset), "--json").stdout)
+    assert listed == [
+        {"report": filed["report"], "proxy": liar_address, "dataset": dataset,
+         "version": filed["version"], "reporter": who.address, "state": "open"}
+    ]  # fmt: skip
+    result = cli("proxies", "confirm", str(filed["report"]), "--amount", "1",
+                 "--account", who.address)  # fmt: skip
+    assert result.exit_code == 1 and "controller" in str(result.exception)
+    stake = ledger.registry.stake_of(liar_address)
+    balance = ledger.market_token.balance_of(who.address)
+    result = cli("proxies", "confirm", str(filed["report"]), "--amount", "1",
+                 "--account", net.owner.address, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["slashed"] == str(10**18)
+    assert ledger.registry.stake_of(liar_address) == stake - 10**18
+    assert ledger.market_token.balance_of(who.address) == balance + 10**18
+    listed = json.loads(cli("proxies", "faults", "--proxy", liar_address, "--json").stdout)
+    assert [r["state"] for r in listed if r["report"] == filed["report"]] == ["confirmed"]
+    assert "confirmed" in cli("proxies", "faults", "--dataset", str(dataset)).output

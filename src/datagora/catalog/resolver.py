@@ -25,6 +25,7 @@ import time
 import httpx
 
 from datagora.storage.metadata import MAX_METADATA_BYTES
+from datagora.tls import verify_context
 
 DATAGORA_SCHEME = "datagora://sha256/"
 DEFAULT_DEADLINE_S = 10.0
@@ -70,7 +71,9 @@ class MetadataResolver:
         self.timeout = timeout
         self.deadline = deadline
         self.allow_private = allow_private
-        self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._client = httpx.Client(
+            timeout=timeout, follow_redirects=False, verify=verify_context()
+        )
 
     def _get(self, url: str, limit: int, deadline: float) -> bytes | None:
         remaining = deadline - time.monotonic()

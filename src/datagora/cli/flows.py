@@ -667,7 +667,11 @@ def download(
 
     Example: datagora download 3 -o cohort.csv
     """
+    from datagora.sharing.answers import default_evidence_dir
+
     m = marketplace(account, keys)
+    # A proxy that signs a bad fragment leaves evidence: kept for `proxies report`.
+    m.evidence_dir = default_evidence_dir()
     target = output or Path(f"dataset-{dataset}.bin")
     with _progress("download") as bar:
         task = bar.add_task("downloading", total=None)
@@ -683,11 +687,18 @@ def download(
                 "output": str(target),
                 "bytes": report.bytes_written,
                 "bad_nodes": {n: list(r) for n, r in report.bad_nodes.items()},
+                "proxy_evidence": [str(f) for f in m.kept_evidence],
             }
         )
         return
     note = f"; nodes reported bad: {format_list(report.bad_nodes)}" if report.bad_nodes else ""
     out.print(f"wrote {report.bytes_written:,} bytes to {target}{note}")
+    for kept in m.kept_evidence:
+        out.print(
+            f"a proxy signed a bad key fragment; evidence kept in {kept} "
+            f"(file it: datagora proxies report {kept})",
+            highlight=False,
+        )
 
 
 @commands.command()
@@ -1117,7 +1128,7 @@ def mock(
 
 
 conditions_app = typer.Typer(
-    help="Access conditions proxies check before every re-encryption (docs/ledger.md).",
+    help="Access conditions proxies check before every answer (docs/ledger.md).",
     no_args_is_help=True,
 )
 

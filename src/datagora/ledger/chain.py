@@ -39,6 +39,7 @@ from datagora.ledger import jsonrpc
 from datagora.ledger.errors import ChainError, ChainUnreachable, RpcError
 from datagora.ledger.reverts import revert_reason, rule_error
 from datagora.ledger.views import CallCoalescer, ThreadedViews, ViewBatcher, ViewCall, word
+from datagora.tls import verify_context
 
 # Anvil's well-known development mnemonic: the embedded chain funds the same
 # accounts, so keys printed by anvil work on both backends. Development only.
@@ -846,7 +847,15 @@ class RpcChain(Chain):
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"chain URL must start with http:// or https://, got {url!r}")
         self.url = url
-        super().__init__(Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout})), url)
+        # web3 asks the node for its chain id before each contract call (two round
+        # trips per view); a node's chain id does not change, so it is asked once.
+        provider = Web3.HTTPProvider(
+            url,
+            request_kwargs={"timeout": timeout},
+            cache_allowed_requests=True,
+            cacheable_requests={RPCEndpoint("eth_chainId")},
+        )
+        super().__init__(Web3(provider), url)
         if confirmations is not None:
             if confirmations < 1:
                 raise ConfigError(f"confirmations must be at least 1, got {confirmations}")
@@ -857,7 +866,7 @@ class RpcChain(Chain):
             self.replace_after = replace_after
         # Sending is the hot path; one keep-alive connection without web3's
         # middleware stack costs a third of the time per transaction.
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, verify=verify_context())
         self._http_lock = threading.Lock()
         self._timeout = timeout
         self._rpc = jsonrpc.Connections(url, timeout)

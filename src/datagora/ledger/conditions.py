@@ -1,4 +1,4 @@
-"""Access conditions: a small tree of rules a proxy checks before each re-encryption.
+"""Access conditions: a small tree of rules a proxy checks before each answer it gives.
 
 A dataset's controller sets one condition per datatoken service on the
 AccessRegistry (``set_condition``); the chain keeps its encoding (at most

@@ -15,10 +15,10 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 from cryptography.hazmat.primitives import hashes
@@ -55,6 +55,10 @@ from datagora.storage.metadata import (
 from datagora.storage.pipeline import EncodingParams, new_dataset_id
 from datagora.storage.records import KVStore
 from datagora.storage.upload import UploadResult
+from datagora.tls import verify_context
+
+if TYPE_CHECKING:
+    from datagora.sharing.answers import Evidence
 
 Progress = Callable[[int, int], None]
 MAX_MOCK_BYTES = 16 << 20
@@ -153,11 +157,16 @@ class Marketplace:
 
     # Seconds a download waits for the owner's agent to delegate after an order.
     delegation_wait: float = 30.0
+    # Where the evidence of a proxy's signed bad fragment is kept when a key fetch
+    # meets one (`datagora proxies report FILE` files it); None keeps none.
+    evidence_dir: Path | None = None
 
     def __init__(self, ledger: Ledger, endpoints: Endpoints, identity: Identity | None) -> None:
         self.ledger = ledger
         self.endpoints = endpoints
         self._identity = identity
+        self.kept_evidence: list[Path] = []
+        """The evidence files the last key fetch kept (see :attr:`evidence_dir`)."""
 
     @property
     def identity(self) -> Identity:
@@ -610,7 +619,9 @@ class Marketplace:
 
     def metadata(self, dataset: int) -> Metadata:
         """The dataset's metadata, fetched and checked against its on-chain hash."""
-        info = self.dataset_info(dataset)
+        return self._metadata_of(dataset, self.dataset_info(dataset))
+
+    def _metadata_of(self, dataset: int, info: DatasetInfo) -> Metadata:
         # A client fetches for its own user: private addresses are theirs to use.
         raw = MetadataResolver(self.endpoints.storage, allow_private=True).resolve(
             info.metadata_uri, info.metadata_hash
@@ -620,6 +631,7 @@ class Marketplace:
                 r = httpx.get(
                     f"{self.endpoints.catalog.rstrip('/')}/metadata/{info.metadata_hash.hex()}",
                     timeout=10,
+                    verify=verify_context(),
                 )
                 raw = r.content if r.status_code == 200 else None
             except httpx.HTTPError:
@@ -640,10 +652,10 @@ class Marketplace:
             raise ConfigError("this version's key is sealed to its owner alone; it is not shared")
         if info.controller == me.address:
             return DataKey(pre.unwrap_own(me, wrapped)), info.manifest_hash
-        from datagora.sharing.consumer import fetch_data_key
-        from datagora.sharing.errors import ExpiredOrder, NoKeyFragment, NoOrder
+        from datagora.sharing.consumer import fetch_data_key_report
+        from datagora.sharing.errors import ExpiredOrder, NoKeyFragment, NoOrder, SharingError
 
-        meta = self.metadata(dataset)
+        meta = self._metadata_of(dataset, info)  # the same version's, read once
         if meta.publisher_keys is None:
             raise ConfigError(f"dataset {dataset}'s metadata names no publisher keys")
         owner_public = PublicIdentity(
@@ -654,11 +666,11 @@ class Marketplace:
         # Right after an order, the owner's agent may not have handed the proxies this
         # consumer's fragments yet: wait for it a little rather than fail.
         deadline = time.monotonic() + self.delegation_wait
-        pause = 0.05
+        pause = 0.02
         proxies, threshold = self.proxies_for(dataset)
         while True:
             try:
-                raw = fetch_data_key(
+                report = fetch_data_key_report(
                     self.ledger,
                     me,
                     owner_public,
@@ -668,14 +680,34 @@ class Marketplace:
                     proxies,
                     threshold,
                 )
-                return DataKey(raw), info.manifest_hash
+                self._keep_evidence(report.evidence.values())
+                return DataKey(report.data_key), info.manifest_hash
             except (NoOrder, ExpiredOrder) as exc:
                 raise type(exc)(f"{exc}; {_how_to_get(meta, dataset)}") from None
             except NoKeyFragment:
                 if time.monotonic() >= deadline:
                     raise
-                time.sleep(pause)  # short at first: the agent usually follows within a block
-                pause = min(pause * 2, 0.5)
+            except SharingError as exc:
+                self._keep_evidence(exc.evidence.values())
+                if not self.kept_evidence:
+                    raise
+                files = ", ".join(str(f) for f in self.kept_evidence)
+                told = type(exc)(
+                    f"{exc}; the evidence of the proxies' signed bad fragments is kept in "
+                    f"{files} (file it: datagora proxies report FILE)"
+                )
+                told.evidence = exc.evidence
+                raise told from None
+            # Not delegated yet. Ask again soon at first (the agent usually follows
+            # within a block; a round costs each proxy a signature check and a read).
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
+
+    def _keep_evidence(self, evidence: Iterable[Evidence]) -> None:
+        """Save each proxy's signed bad answer to :attr:`evidence_dir` (whether the key
+        opened from the honest proxies or not); :attr:`kept_evidence` lists the files."""
+        directory = self.evidence_dir
+        self.kept_evidence = [e.save(directory) for e in evidence] if directory else []
 
     def download(
         self, dataset: int, dst: str | os.PathLike[str], progress: Progress | None = None

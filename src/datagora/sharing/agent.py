@@ -63,6 +63,7 @@ from datagora.sharing.errors import DelegateRevoked, DelegationFailed, SharingEr
 from datagora.sharing.gate import DEFAULT_SERVICE_ID
 from datagora.sharing.requests import ZERO_ADDRESS, DelegationRequest, check_threshold
 from datagora.sharing.wire import Domain, KfragDelivery, service_lifespan
+from datagora.tls import verify_context
 
 __all__ = [
     "POLICIES_FORMAT",
@@ -165,7 +166,7 @@ def _deliver(
     if not kfrags:
         return {}
     with (
-        httpx.Client(timeout=timeout) as client,
+        httpx.Client(timeout=timeout, verify=verify_context()) as client,
         ThreadPoolExecutor(max_workers=len(kfrags)) as pool,
     ):
         futures = {p: pool.submit(one, client, p, k) for p, k in kfrags.items()}

@@ -54,6 +54,7 @@ from datagora.sharing.errors import (
 from datagora.sharing.gate import DEFAULT_SERVICE_ID
 from datagora.sharing.requests import check_threshold
 from datagora.sharing.wire import Domain, ReencryptBody
+from datagora.tls import verify_context
 
 __all__ = ["FetchReport", "fetch_data_key", "fetch_data_key_report", "report_fault"]
 
@@ -224,7 +225,7 @@ def fetch_data_key_report(
         return None
 
     pool = ThreadPoolExecutor(max_workers=len(proxies), thread_name_prefix="fetch")
-    client = httpx.Client(timeout=timeout)
+    client = httpx.Client(timeout=timeout, verify=verify_context())
     try:
         pending: set[Future[_Outcome]] = {
             pool.submit(
@@ -279,6 +280,7 @@ def fetch_data_key_report(
             evidence[o.proxy] = Evidence(
                 recover_answer(digest, signature), o.proxy, dataset, version,
                 consumer.address, request_digest, raw_cfrag, signature, o.bad,
+                domain.chain_id, faults,
             )  # fmt: skip
     if opened is not None:
         return FetchReport(opened[0], opened[1], bad, refused, unreachable, evidence)
@@ -290,7 +292,10 @@ def fetch_data_key_report(
             f"(no batch reaches {threshold}): the owner's agent is still delivering, or "
             "must delegate again"
         )
-    raise _shortfall(outcomes, distinct, threshold, len(proxies), bad)
+    error = _shortfall(outcomes, distinct, threshold, len(proxies), bad)
+    # Liars may be why the key did not open: their signed answers go with the error.
+    error.evidence = evidence
+    raise error
 
 
 def _shortfall(

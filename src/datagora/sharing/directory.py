@@ -6,7 +6,10 @@ registry (``NodeRegistry.vy``: endpoint and ``umbral_pk`` of each active proxy-r
 node) supplies them: :class:`RegistryProxyDirectory`, which every agent and consumer
 with a ledger uses. It also asks the proxy who it is (``GET /identity``) and refuses a
 proxy whose served account or key differs from its registered one (a stale record or
-an endpoint taken over). A URL the registry does not list is looked up over HTTP
+an endpoint taken over). The answer is signed by the account it names over a fresh
+random challenge of the asker's (``datagora.proxy-identity.v2``), so whoever holds
+the endpoint without the registered account's key cannot pass for it, not even by
+replaying an answer the proxy gave before. A URL the registry does not list is looked up over HTTP
 alone only when the directory was given a ``fallback`` (explicit proxy lists of tests
 and development networks, whose proxies are not registered). A proxy that lies about
 its key only makes its own fragment useless: the fragment sealed to a key it does not
@@ -15,6 +18,7 @@ hold never verifies at the proxy, and a key it does hold belongs to it anyway.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -23,7 +27,9 @@ import httpx
 import umbral_pre
 
 from datagora.crypto.eip712 import to_checksum_address
+from datagora.sharing.answers import identity_digest, recover_answer
 from datagora.sharing.errors import ProxyUnavailable
+from datagora.tls import verify_context
 
 if TYPE_CHECKING:
     from datagora.ledger import Ledger
@@ -36,7 +42,7 @@ __all__ = [
     "StaticProxyDirectory",
 ]
 
-_IDENTITY_FORMAT: Final = "datagora.proxy-identity.v1"
+_IDENTITY_FORMAT: Final = "datagora.proxy-identity.v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +73,12 @@ class StaticProxyDirectory:
             raise ProxyUnavailable(f"no proxy {url} in the directory") from None
 
 
-def parse_identity(url: str, data: Any, chain_id: int | None = None) -> ProxyInfo:
-    """Check a ``datagora.proxy-identity.v1`` answer; raises :class:`ProxyUnavailable`."""
+def parse_identity(
+    url: str, data: Any, chain_id: int | None = None, challenge: bytes = bytes(32)
+) -> ProxyInfo:
+    """Check a ``datagora.proxy-identity.v2`` answer to ``challenge``: its signature must
+    recover to the account it names, over this very challenge, chain, contract and key.
+    Raises :class:`ProxyUnavailable`."""
     try:
         if data["format"] != _IDENTITY_FORMAT:
             raise ValueError("format")
@@ -78,9 +88,20 @@ def parse_identity(url: str, data: Any, chain_id: int | None = None) -> ProxyInf
             )
         key = bytes.fromhex(data["umbral_public_key"])
         umbral_pre.PublicKey.from_compressed_bytes(key)
-        return ProxyInfo(url, to_checksum_address(data["address"]), key)
+        address = to_checksum_address(data["address"])
+        service, contract = data["service"], to_checksum_address(data["verifying_contract"])
+        if isinstance(service, bool) or not isinstance(service, int) or service < 0:
+            raise ValueError("service")
+        digest = identity_digest(int(data["chain_id"]), contract, address, key, service, challenge)
+        signer = recover_answer(digest, bytes.fromhex(data["signature"]))
     except (KeyError, TypeError, ValueError):
         raise ProxyUnavailable(f"proxy {url} answered no valid identity record") from None
+    if signer != address:
+        raise ProxyUnavailable(
+            f"proxy {url} says it is {address} but its identity is not signed by that "
+            "account (for this challenge): not used"
+        )
+    return ProxyInfo(url, address, key)
 
 
 class HttpProxyDirectory:
@@ -97,14 +118,20 @@ class HttpProxyDirectory:
             known = self._known.get(url)
         if known is not None:
             return known
+        challenge = os.urandom(32)  # a fresh answer, signed now by the account it names
         try:
-            response = httpx.get(f"{url.rstrip('/')}/identity", timeout=self.timeout)
+            response = httpx.get(
+                f"{url.rstrip('/')}/identity",
+                params={"challenge": challenge.hex()},
+                timeout=self.timeout,
+                verify=verify_context(),
+            )
             data = response.json() if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError) as exc:
             raise ProxyUnavailable(
                 f"proxy {url} did not say who it is ({type(exc).__name__})"
             ) from None
-        info = parse_identity(url, data, self.chain_id)
+        info = parse_identity(url, data, self.chain_id, challenge)
         with self._lock:
             self._known[url] = info
         return info

@@ -8,10 +8,13 @@ No message ever holds a key, a fragment or plaintext.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from datagora.errors import DatagoraError
 from datagora.ledger.errors import NotController
+
+if TYPE_CHECKING:
+    from datagora.sharing.answers import Evidence
 
 __all__ = [
     "REFUSALS",
@@ -40,6 +43,14 @@ __all__ = [
 
 class SharingError(DatagoraError):
     """Sharing a data key failed; the subclass says why."""
+
+    evidence: dict[str, Evidence]
+    """Per proxy that signed a bad fragment during a failed key fetch: its evidence
+    (what :func:`~datagora.sharing.consumer.report_fault` files); else empty."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.evidence = {}
 
 
 class AccessRefused(SharingError):

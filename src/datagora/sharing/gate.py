@@ -1,4 +1,4 @@
-"""The on-chain check a proxy makes before every re-encryption.
+"""The on-chain check a proxy makes before answering every re-encryption request.
 
 A consumer may read a dataset now if it is not on the dataset's deny-list and it
 holds either a valid, unexpired order for the dataset's service

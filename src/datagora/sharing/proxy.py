@@ -6,14 +6,16 @@
                      fragment sealed to this proxy's Umbral key; stored durably, the
                      first delivery of a batch kept.
 ``POST /reencrypt``  a ``datagora.reencrypt-request.v1`` body: a FragmentRequest signed by
-                     the consumer and the capsule; before every re-encryption the ledger
-                     is read (:class:`~datagora.sharing.gate.AccessGate`); answers
+                     the consumer and the capsule; for every request the ledger is read
+                     (:class:`~datagora.sharing.gate.AccessGate`; fragments are made
+                     meanwhile and sent only if it allows); answers
                      ``{"cfrags": [{"batch": hex, "cfrag": hex}, …]}``, one capsule
                      fragment per fragment batch held for the consumer, newest first.
                      Idempotent: the same signed request is answered every time it comes
                      (and checked against the ledger every time).
 ``GET /identity``    the proxy's address and Umbral public key (what agents seal
-                     fragments to, until the node registry lists it).
+                     fragments to), signed by its account over the asker's
+                     ``?challenge=`` (32 bytes hex): ``datagora.proxy-identity.v2``.
 ``GET /log``         the access log (JSON lines, hash-chained; see
                      :mod:`datagora.sharing.accesslog`), a page at a time:
                      ``?offset=N&limit=M`` (at most :data:`MAX_LOG_PAGE` entries).
@@ -29,6 +31,7 @@ without ``threshold`` of them *and* the consumer's secret key.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
 
+from coincurve import PrivateKey
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -62,7 +66,7 @@ from datagora.ledger import Ledger
 from datagora.ledger.base import ZERO_ADDRESS
 from datagora.ledger.errors import ChainError
 from datagora.sharing.accesslog import AccessLogFile
-from datagora.sharing.answers import answer_digest, sign_answer
+from datagora.sharing.answers import answer_digest, identity_digest, sign_answer
 from datagora.sharing.gate import DEFAULT_SERVICE_ID, AccessGate, Decision
 from datagora.sharing.kfrags import KfragRecord, KfragStore
 from datagora.sharing.requests import DelegationRequest, FragmentRequest
@@ -79,10 +83,13 @@ __all__ = ["PROXY_IDENTITY_FORMAT", "ProxyService", "create_proxy_app", "outermo
 
 _log = logging.getLogger(__name__)
 _MAX_BODY: Final = 64 * 1024
-PROXY_IDENTITY_FORMAT: Final = "datagora.proxy-identity.v1"
+PROXY_IDENTITY_FORMAT: Final = "datagora.proxy-identity.v2"
 MAX_LOG_PAGE: Final = 10_000
 """The most access-log entries one ``GET /log`` returns (page with ``offset``)."""
 Answer = tuple[int, dict[str, Any]]
+_YIELDS_TO_SEND: Final = 3
+"""Event-loop turns a fragment request gives its ledger check before re-encrypting:
+enough for the check's read to reach the socket (its task, then the batch sender)."""
 
 
 def _refusal(status: int, code: str, detail: str) -> Answer:
@@ -139,7 +146,7 @@ class ProxyService:
         self.identity = identity
         self.chain_id = ledger.chain.chain_id
         self.domain = Domain.of(ledger)
-        self._answer_key = bytes(identity.account.key)
+        self._answer_key = PrivateKey(bytes(identity.account.key))  # made once: see sign_answer
         self._faults = ledger.deployment.contracts.get("ProxyFaults", ZERO_ADDRESS)
         self.service_id = service_id
         self.anchor_every = anchor_every
@@ -259,19 +266,33 @@ class ProxyService:
             decision = self.gate.check(admitted.request.dataset, admitted.signer)
         except ChainError:
             return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
-        return self._serve(admitted, decision)
+        if not decision.allowed:
+            return self._serve(admitted, decision, None)
+        return self._serve(admitted, decision, self._answers(admitted))
 
     async def reencrypt_async(self, raw: bytes) -> Answer:
-        """:meth:`reencrypt` on the event loop: the ledger read of concurrent requests
-        share a JSON-RPC batch; the rest is short CPU work done inline."""
+        """:meth:`reencrypt` on the event loop: the ledger reads of concurrent requests
+        share a JSON-RPC batch, and while this request's reads are in flight its
+        capsule fragments are made and signed (CPU work that would otherwise wait
+        for the chain); they leave the proxy only if the ledger allows it."""
         admitted = self._admit(raw)
         if not isinstance(admitted, _Admitted):
             return admitted
+        check = asyncio.ensure_future(
+            self.gate.check_async(admitted.request.dataset, admitted.signer)
+        )
+        for _ in range(_YIELDS_TO_SEND):
+            await asyncio.sleep(0)  # let the check send its reads before the CPU work
         try:
-            decision = await self.gate.check_async(admitted.request.dataset, admitted.signer)
+            answers = self._answers(admitted)
+        except BaseException:
+            check.cancel()
+            raise
+        try:
+            decision = await check
         except ChainError:
             return _refusal(503, "chain_unavailable", "the proxy cannot read the ledger now")
-        return self._serve(admitted, decision)
+        return self._serve(admitted, decision, answers)
 
     def _admit(self, raw: bytes) -> _Admitted | Answer:
         try:
@@ -304,32 +325,24 @@ class ProxyService:
         }
         return _Admitted(body, req, checked.signer, entry)
 
-    def _serve(self, admitted: _Admitted, decision: Decision) -> Answer:
-        entry, req, signer = admitted.entry, admitted.request, admitted.signer
-        if not decision.allowed:
-            self.log.append(**entry, outcome="refused", reason=decision.code)
-            return _refusal(403, decision.code, decision.detail)
+    def _answers(self, admitted: _Admitted) -> list[dict[str, str]] | str:
+        """The signed capsule fragments for ``admitted``, one per batch held, or why
+        there are none (``no_kfrag``, ``malformed``): nothing is logged or sent here."""
+        req, signer = admitted.request, admitted.signer
         records = self.kfrags.get(req.dataset, req.version, signer)
         if not records:
-            self.log.append(**entry, outcome="refused", reason="no_kfrag")
-            return _refusal(
-                404,
-                "no_kfrag",
-                f"this proxy holds no key fragment for {signer} on dataset "
-                f"{req.dataset} version {req.version}",
-            )
+            return "no_kfrag"
         try:
             raw_cfrags = [
                 (r.batch, reencrypt(self.kfrags.verified(r), admitted.body.capsule))
                 for r in records
             ]
         except PreError:
-            self.log.append(**entry, outcome="refused", reason="malformed")
-            return _refusal(422, "malformed", "the capsule is malformed")
+            return "malformed"
         # Each fragment signed (docs/sharing.md, "Signed answers"): evidence against
         # this proxy if it does not verify.
-        request_digest = bytes.fromhex(entry["request"])
-        cfrags = [
+        request_digest = bytes.fromhex(admitted.entry["request"])
+        return [
             {
                 "batch": batch.hex(),
                 "cfrag": cfrag.hex(),
@@ -343,8 +356,32 @@ class ProxyService:
             }
             for batch, cfrag in raw_cfrags
         ]  # fmt: skip
+
+    def _serve(
+        self,
+        admitted: _Admitted,
+        decision: Decision,
+        answers: list[dict[str, str]] | str | None,
+    ) -> Answer:
+        """The answer to ``admitted`` under the ledger's ``decision``: a refusal first
+        (nothing of ``answers`` is sent), then the fragments or why there are none."""
+        entry, req, signer = admitted.entry, admitted.request, admitted.signer
+        if not decision.allowed:
+            self.log.append(**entry, outcome="refused", reason=decision.code)
+            return _refusal(403, decision.code, decision.detail)
+        if answers == "no_kfrag":
+            self.log.append(**entry, outcome="refused", reason="no_kfrag")
+            return _refusal(
+                404,
+                "no_kfrag",
+                f"this proxy holds no key fragment for {signer} on dataset "
+                f"{req.dataset} version {req.version}",
+            )
+        if not isinstance(answers, list):
+            self.log.append(**entry, outcome="refused", reason="malformed")
+            return _refusal(422, "malformed", "the capsule is malformed")
         self.log.append(**entry, outcome="accepted", reason="")
-        return 200, {"cfrags": cfrags}
+        return 200, {"cfrags": answers}
 
     def _anchored_entries(self) -> int:
         if self._anchorer:
@@ -354,15 +391,23 @@ class ProxyService:
         except DatagoraError:
             return self._anchored
 
-    def public_identity(self) -> dict[str, Any]:
-        """What an agent needs to address and seal fragments to this proxy."""
+    def public_identity(self, challenge: bytes = bytes(32)) -> dict[str, Any]:
+        """What an agent needs to address and seal fragments to this proxy, signed by
+        the proxy's account over the asker's 32-byte ``challenge``."""
+        umbral_key = self.identity.umbral_public_key
+        digest = identity_digest(
+            self.domain.chain_id, self.domain.verifying_contract, self.identity.address,
+            umbral_key, self.service_id, challenge,
+        )  # fmt: skip
         return {
             "format": PROXY_IDENTITY_FORMAT,
             "address": self.identity.address,
-            "umbral_public_key": self.identity.umbral_public_key.hex(),
+            "umbral_public_key": umbral_key.hex(),
             "chain_id": self.domain.chain_id,
             "verifying_contract": self.domain.verifying_contract,
             "service": self.service_id,
+            "challenge": challenge.hex(),
+            "signature": sign_answer(self._answer_key, digest).hex(),
         }
 
     def health(self) -> dict[str, Any]:
@@ -657,9 +702,18 @@ def create_proxy_app(
     def get_health() -> dict[str, Any]:
         return service.health()
 
-    @app.get("/identity")
-    def get_identity() -> dict[str, Any]:
-        """The proxy's address and Umbral public key (fragments are sealed to it)."""
-        return service.public_identity()
+    @app.get("/identity", responses={422: why("The challenge is not 32 bytes of hex.")})
+    def get_identity(
+        challenge: Annotated[
+            str,
+            Query(
+                pattern="^[0-9a-f]{64}$",
+                description="32 random bytes (hex) the answer's signature covers.",
+            ),
+        ] = "00" * 32,
+    ) -> dict[str, Any]:
+        """The proxy's address and Umbral public key (fragments are sealed to it), signed
+        by its account over `challenge` (docs/sharing.md)."""
+        return service.public_identity(bytes.fromhex(challenge))
 
     return app

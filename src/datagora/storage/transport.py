@@ -25,6 +25,7 @@ from datagora.storage.auth import DEFAULT_CHAIN_ID, WriteSigner, frame_index_dig
 from datagora.storage.batch import MAX_BATCH_SHARES, decode_frame, frame_parts, frame_size
 from datagora.storage.errors import BatchFormatError, NodeFailure
 from datagora.storage.shares import Share
+from datagora.tls import verify_context
 
 __all__ = [
     "Batcher",
@@ -391,7 +392,7 @@ async def open_session(
         max_keepalive_connections=concurrency * len(nodes),
     )
     async with httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout), limits=limits, trust_env=False
+        timeout=httpx.Timeout(timeout), limits=limits, trust_env=False, verify=verify_context()
     ) as http:
         session = Session(http, nodes, concurrency, timeout, signer)
         try:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -133,10 +134,23 @@ class Service:
         self._signal_all(signal.SIGCONT)
 
     def kill(self) -> None:
-        """SIGKILL to every process of the service: a crash."""
+        """SIGKILL to every process of the service: a crash. Returns once its port
+        refuses connections (a worker process may outlive the one waited for by a
+        moment, and a connection it accepts then is reset rather than refused)."""
         if self.process is not None and self.process.poll() is None:
             self._signal_all(signal.SIGKILL)
             self.process.wait()
+
+            def refused() -> bool:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                except ConnectionRefusedError:
+                    return True
+                except OSError:
+                    pass
+                return False
+
+            wait_until(refused, f"{self.role} on port {self.port} to be gone", timeout=30)
 
 
 class Network:
