@@ -267,3 +267,30 @@ def test_the_front_refuses_bad_lengths_before_reading(tmp_path: Path) -> None:
         assert (tmp_path / "chain-journal.jsonl").read_text() == ""  # nothing journaled
     finally:
         front.close()
+
+
+def test_the_front_answers_a_browsers_preflight_as_anvil_does(tmp_path: Path) -> None:
+    """A wallet page (another origin) calls the chain: its CORS preflight gets the
+    answer anvil gives, or the browser never sends the call (the web page's wallet
+    broke when `up` put the front before anvil)."""
+    import httpx
+
+    front = chainfront.ChainFront(tmp_path, free_port())
+    front.listen()
+    try:
+        pre = httpx.options(
+            f"http://127.0.0.1:{front.port}/",
+            headers={
+                "Origin": "http://127.0.0.1:1",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+            timeout=10,
+        )
+        assert pre.status_code == 204
+        assert pre.headers["access-control-allow-origin"] == "*"
+        assert "POST" in pre.headers["access-control-allow-methods"]
+        assert pre.headers["access-control-allow-headers"] == "content-type"
+        assert (tmp_path / "chain-journal.jsonl").read_text() == ""  # nothing journaled
+    finally:
+        front.close()

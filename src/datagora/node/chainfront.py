@@ -313,10 +313,23 @@ class ChainFront:
                     return
                 status, reply = front.handle(self.rfile.read(length))
                 self.send_response(status)
+                self.send_header("Access-Control-Allow-Origin", "*")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+
+            def do_OPTIONS(self) -> None:
+                # A browser wallet's page calls the chain from another origin, as it
+                # calls anvil (which allows any origin): answer its preflight.
+                asked = self.headers.get("access-control-request-headers") or "content-type"
+                self.send_response(204)
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+                self.send_header("Access-Control-Allow-Headers", asked[:256])
+                self.send_header("Access-Control-Max-Age", "600")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -26,7 +26,7 @@ from coincurve import PrivateKey, PublicKey
 
 from datagora.atomic import write_atomically
 from datagora.crypto.eip712 import keccak, to_checksum_address
-from datagora.sharing.errors import SharingError
+from datagora.sharing.errors import BadEvidence
 
 __all__ = [
     "ANSWER_TAG",
@@ -45,11 +45,6 @@ ANSWER_TAG: Final = keccak(b"datagora.cfrag-answer.v1")
 EVIDENCE_FORMAT: Final = "datagora.proxy-fault-evidence.v1"
 _PREFIX: Final = b"\x19Ethereum Signed Message:\n32"
 _MAX_EVIDENCE_BYTES: Final = 16 * 1024
-
-
-class BadEvidence(SharingError):
-    """An evidence file that is not a ``datagora.proxy-fault-evidence.v1`` document, or
-    whose signature does not name the proxy it says."""
 
 
 def default_evidence_dir() -> Path:

@@ -156,3 +156,8 @@ REFUSALS: Final[dict[str, type[DatagoraError]]] = {
 
 class LogCorrupt(SharingError):
     """An access log does not hash-chain: an entry was altered, removed or reordered."""
+
+
+class BadEvidence(SharingError):
+    """An evidence file that is not a ``datagora.proxy-fault-evidence.v1`` document, or
+    whose signature does not name the proxy it says."""
